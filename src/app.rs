@@ -1,0 +1,41 @@
+//! A configuration compiled into everything a running palisade needs: the
+//! pipeline and the proxy settings. Building one validates the whole
+//! configuration, so `check`, `serve` and reload all accept the same files.
+
+use std::sync::Arc;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, Invalid};
+use crate::listen::ProxySettings;
+use crate::pipeline::{Pipeline, PipelineBuilder};
+use crate::request_id::RequestIds;
+use crate::store::{CounterStore, LocalStore};
+
+#[derive(Debug)]
+pub struct App {
+    pub pipeline: Pipeline,
+    pub proxy: ProxySettings,
+}
+
+impl App {
+    /// Compile `config`, sharing `store` (counters survive reloads).
+    pub fn build(config: &Config, store: Arc<CounterStore>, clock: SharedClock, request_id_seed: u64) -> Result<App, Vec<Invalid>> {
+        let proxy = ProxySettings::from_config(config);
+        let pipeline = PipelineBuilder::new(config).build(store, clock, RequestIds::new(request_id_seed));
+        match (pipeline, proxy) {
+            (Ok(pipeline), Ok(proxy)) => Ok(App { pipeline, proxy }),
+            (pipeline, proxy) => {
+                let mut problems = pipeline.err().unwrap_or_default();
+                problems.extend(proxy.err().unwrap_or_default());
+                Err(problems)
+            }
+        }
+    }
+
+    /// Every problem in `config`, as `palisade check` reports them.
+    pub fn check(config: &Config) -> Vec<Invalid> {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let store = Arc::new(CounterStore::Local(LocalStore::new(clock.clone())));
+        App::build(config, store, clock, 0).err().unwrap_or_default()
+    }
+}

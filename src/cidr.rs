@@ -1,0 +1,73 @@
+//! Sets of networks, parsed from configuration (trusted proxies, partner
+//! networks). A bare address is read as a single-host network.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::config::{Invalid, Spanned};
+
+#[derive(Debug, Clone, Default)]
+pub struct CidrSet {
+    networks: Vec<IpNet>,
+}
+
+impl CidrSet {
+    /// Parse every entry; `key` names the list in errors.
+    pub fn parse(entries: &[Spanned<String>], key: &str) -> Result<Self, Vec<Invalid>> {
+        let mut networks = Vec::new();
+        let mut problems = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            let text = entry.get_ref().trim();
+            let parsed = text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(network) => networks.push(network.trunc()),
+                Err(_) => problems.push(Invalid::new(
+                    entry.span(),
+                    format!("{key}[{index}]"),
+                    format!("{text:?} is not a CIDR (write e.g. \"10.0.0.0/8\", \"2001:db8::/32\" or one address)"),
+                )),
+            }
+        }
+        if problems.is_empty() { Ok(CidrSet { networks }) } else { Err(problems) }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.networks.iter().any(|network| network.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty()
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, as a dual-stack socket
+/// reports IPv4 peers) are the IPv4 address they carry.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::unspanned;
+
+    #[test]
+    fn parses_networks_and_single_addresses() {
+        let set = CidrSet::parse(&[unspanned("10.0.0.0/8".into()), unspanned("192.0.2.7".into())], "x").unwrap();
+        assert!(set.contains("10.1.2.3".parse().unwrap()));
+        assert!(set.contains("192.0.2.7".parse().unwrap()));
+        assert!(set.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(!set.contains("192.0.2.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        let problems = CidrSet::parse(&[unspanned("10.0.0.0/33".into())], "server.trusted_proxies").unwrap_err();
+        assert_eq!(problems[0].key, "server.trusted_proxies[0]");
+    }
+}

@@ -1,0 +1,214 @@
+//! Reading a configuration file and reporting every problem in it with the
+//! file, the key and the line, so an operator can fix them all in one pass.
+//!
+//! serde stops at the first structural error (unknown key, wrong type). To
+//! still report all of them, a failed parse comments out the offending line
+//! and parses again; line numbers stay the same because only the line's
+//! first character changes. Semantic problems (bad CIDR, unknown profile,
+//! bad regex) come from the stage builders, which know each value's span.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::schema::Config;
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `route[1].profile`.
+    pub key: String,
+    pub message: String,
+}
+
+/// A problem found by a stage builder, before it is mapped to a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub span: Range<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid { span, key: key.into(), message: message.into() }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { file: PathBuf, error: std::io::Error },
+    Invalid { file: String, problems: Vec<ConfigProblem> },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { file, error } => {
+                write!(f, "cannot read configuration file {}: {error}", file.display())
+            }
+            ConfigError::Invalid { file, problems } => {
+                for (i, problem) in problems.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    match problem.line {
+                        Some(line) => write!(f, "{file}:{line}: {}: {}", problem.key, problem.message)?,
+                        None => write!(f, "{file}: {}: {}", problem.key, problem.message)?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[ConfigProblem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+/// Read, parse and validate a configuration file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigError::Read { file: path.to_path_buf(), error })?;
+    parse_str(&text, &path.display().to_string())
+}
+
+/// Parse and validate configuration text; `file` names it in errors.
+pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    const MAX_STRUCTURAL_ERRORS: usize = 50;
+    let mut problems = Vec::new();
+    let mut attempt = text.to_string();
+    let config = loop {
+        match toml::from_str::<Config>(&attempt) {
+            Ok(config) => break Some(config),
+            Err(error) => {
+                let span = error.span();
+                let line = span.as_ref().map(|s| line_of(text, s.start));
+                problems.push(ConfigProblem {
+                    line,
+                    key: span.as_ref().map(|s| key_path_at(text, s.start)).unwrap_or_else(|| "(file)".into()),
+                    message: error.message().trim().to_string(),
+                });
+                let Some(span) = span else { break None };
+                if problems.len() >= MAX_STRUCTURAL_ERRORS || !comment_out(&mut attempt, span.start) {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(config) = &config {
+        problems.extend(super::validate::validate(config).into_iter().map(|invalid| ConfigProblem {
+            line: (invalid.span != (0..0)).then(|| line_of(text, invalid.span.start)),
+            key: invalid.key,
+            message: invalid.message,
+        }));
+    }
+    problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(ConfigError::Invalid { file: file.to_string(), problems }),
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Comment out the line holding `offset`; false when it already is one
+/// (the parser would loop on the same error).
+fn comment_out(text: &mut String, offset: usize) -> bool {
+    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    if text[start..].starts_with('#') {
+        return false;
+    }
+    text.insert(start, '#');
+    // Keep byte offsets of later lines stable for the next error's span by
+    // removing one character of the same line when possible.
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    if end > start + 1 {
+        text.remove(end - 1);
+    }
+    true
+}
+
+/// The dotted key of the line holding `offset`, from the table headers above it.
+fn key_path_at(text: &str, offset: usize) -> String {
+    let target_line = line_of(text, offset);
+    let mut table = String::new();
+    let mut array_counts: std::collections::HashMap<String, usize> = Default::default();
+    let mut key = String::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            let name = name.trim().to_string();
+            let count = array_counts.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{count}]");
+            *count += 1;
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = name.trim().to_string();
+        } else if let Some((k, _)) = line.split_once('=') {
+            if !line.starts_with('#') {
+                key = k.trim().trim_matches('"').to_string();
+            }
+        }
+        if index + 1 == target_line {
+            if line.starts_with('[') {
+                return table;
+            }
+            if let Some((k, _)) = line.split_once('=') {
+                key = k.trim().trim_matches('"').to_string();
+            }
+            break;
+        }
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_is_the_default_configuration() {
+        let config = parse_str("", "empty.toml").unwrap();
+        assert_eq!(config.routes.len(), 2);
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_with_its_line() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n\n[limits]\nmax_headerz = 3\n";
+        let error = parse_str(text, "p.toml").unwrap_err();
+        let problems = error.problems();
+        assert_eq!(problems.len(), 2, "{error}");
+        assert_eq!(problems[0].line, Some(3));
+        assert_eq!(problems[0].key, "server.lisen");
+        assert!(problems[0].message.contains("unknown field `lisen`"));
+        assert_eq!(problems[1].line, Some(6));
+        assert_eq!(problems[1].key, "limits.max_headerz");
+        assert!(error.to_string().starts_with("p.toml:3: server.lisen: unknown field"));
+    }
+
+    #[test]
+    fn array_tables_are_numbered_in_key_paths() {
+        let text = "[[route]]\nname = \"a\"\nprofile = \"login\"\npath = \"/a\"\n[[route]]\nname = \"b\"\nprofle = \"x\"\n";
+        let error = parse_str(text, "p.toml").unwrap_err();
+        assert_eq!(error.problems()[0].key, "route[1].profle");
+        assert_eq!(error.problems()[0].line, Some(7));
+    }
+}

@@ -1,0 +1,371 @@
+//! The configuration schema and its defaults.
+//!
+//! Every field has a default, so an empty file (or no file) is a working
+//! configuration: `POST /login` is protected as a login route and
+//! `/api/payments` as a payment route. Values that need checking beyond
+//! their type (CIDRs, path patterns, profiles, regexes) are kept as
+//! [`Spanned`] strings so that [`super::validate`] can point at their line.
+
+use serde::Deserialize;
+pub use toml::Spanned;
+
+/// Wrap a default value in a span that points nowhere (it came from code).
+pub fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub timeouts: TimeoutsConfig,
+    pub decision: DecisionConfig,
+    pub headers: HeadersConfig,
+    pub decision_log: DecisionLogConfig,
+    pub paths: PathConfig,
+    pub identify: IdentifyConfig,
+    #[serde(rename = "partner")]
+    pub partners: Vec<PartnerConfig>,
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    #[serde(rename = "user_agent_rule")]
+    pub user_agent_rules: Vec<UserAgentRuleConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            limits: LimitsConfig::default(),
+            timeouts: TimeoutsConfig::default(),
+            decision: DecisionConfig::default(),
+            headers: HeadersConfig::default(),
+            decision_log: DecisionLogConfig::default(),
+            paths: PathConfig::default(),
+            identify: IdentifyConfig::default(),
+            partners: Vec::new(),
+            routes: default_routes(),
+            user_agent_rules: default_user_agent_rules(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the proxy listens on.
+    pub listen: Spanned<String>,
+    /// Base URL of the protected application (`http://host:port`).
+    pub upstream: Spanned<String>,
+    /// Address of the admin listener (`/metrics`, `/healthz`).
+    pub admin: Spanned<String>,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs).
+    pub trusted_proxies: Vec<Spanned<String>>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: unspanned("127.0.0.1:8080".into()),
+            upstream: unspanned("http://127.0.0.1:3000".into()),
+            admin: unspanned("127.0.0.1:9090".into()),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request head (request line and headers) accepted, in bytes.
+    /// hyper cannot go below 8192.
+    pub max_header_bytes: usize,
+    /// Most header fields accepted in one request.
+    pub max_headers: usize,
+    /// Largest body read on routes whose body is inspected (login).
+    pub max_inspected_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_header_bytes: 16 * 1024, max_headers: 100, max_inspected_body_bytes: 64 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Time a client has to send a complete request head (HTTP/1).
+    pub header_read_ms: u64,
+    /// A client connection with no bytes moving for this long is closed.
+    pub idle_ms: u64,
+    /// Time to open a TCP connection to the upstream.
+    pub upstream_connect_ms: u64,
+    /// Time from forwarding a request to receiving the upstream's response head.
+    pub upstream_response_ms: u64,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            header_read_ms: 10_000,
+            idle_ms: 60_000,
+            upstream_connect_ms: 2_000,
+            upstream_response_ms: 30_000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+/// How signals turn into a score and an action.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionConfig {
+    /// Score of a request no detector said anything about (99 = human).
+    pub base_score: u8,
+    /// At or below this score the request is logged.
+    pub log_at_or_below: u8,
+    /// At or below this score the request is challenged.
+    pub challenge_at_or_below: u8,
+    /// At or below this score the request is blocked.
+    pub block_at_or_below: u8,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        DecisionConfig { base_score: 80, log_at_or_below: 50, challenge_at_or_below: 30, block_at_or_below: 10 }
+    }
+}
+
+/// Names of the request headers that tell the application the decision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadersConfig {
+    pub score: Spanned<String>,
+    pub detections: Spanned<String>,
+    pub request_id: Spanned<String>,
+    pub action: Spanned<String>,
+    pub partner: Spanned<String>,
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        HeadersConfig {
+            score: unspanned("X-Palisade-Score".into()),
+            detections: unspanned("X-Palisade-Detections".into()),
+            request_id: unspanned("X-Palisade-Request-Id".into()),
+            action: unspanned("X-Palisade-Action".into()),
+            partner: unspanned("X-Palisade-Partner".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionLogConfig {
+    /// `-` for standard output, `off` to disable, or a file path (appended).
+    pub path: String,
+    /// Fraction of allowed requests also logged (0.0 to 1.0).
+    pub sample_allowed: f64,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        DecisionLogConfig { path: "-".into(), sample_allowed: 0.0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathConfig {
+    /// Match routes case-insensitively (`/Login` is `/login`).
+    pub case_insensitive: bool,
+}
+
+impl Default for PathConfig {
+    fn default() -> Self {
+        PathConfig { case_insensitive: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentifyConfig {
+    /// Header carrying a partner's API key.
+    pub api_key_header: Spanned<String>,
+}
+
+impl Default for IdentifyConfig {
+    fn default() -> Self {
+        IdentifyConfig { api_key_header: unspanned("X-API-Key".into()) }
+    }
+}
+
+/// An allowlisted partner integration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    pub name: String,
+    /// SHA-256 hex digests of the partner's API keys (never the keys).
+    #[serde(default)]
+    pub api_key_sha256: Vec<Spanned<String>>,
+    /// Networks the partner calls from.
+    #[serde(default)]
+    pub cidrs: Vec<Spanned<String>>,
+    /// The partner's own quota; over it, requests get 429.
+    pub quota: Option<RateLimitConfig>,
+}
+
+/// A GCRA limit: `requests` per `period_secs`, with bursts up to `burst`
+/// (defaults to `requests`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub requests: u32,
+    pub period_secs: u64,
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteMode {
+    /// Decisions are carried out.
+    #[default]
+    Enforce,
+    /// Decisions are logged ("would have …") and every request passes.
+    Monitor,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleMode {
+    #[default]
+    Enforce,
+    /// The rule's signal is logged but does not change score or action.
+    Shadow,
+}
+
+/// A route: which requests it covers and how they are protected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    /// `login`, `payment`, `api` or `default`.
+    pub profile: Spanned<String>,
+    /// Exact normalized path, or a prefix when it ends in `/*`.
+    pub path: Option<Spanned<String>>,
+    /// A regex over the normalized path, instead of `path`.
+    pub path_regex: Option<Spanned<String>>,
+    /// Methods covered; empty means every method.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub mode: RouteMode,
+    /// Limit per client address on this route.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Where the username is, for login routes.
+    pub login: Option<LoginConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// Form field (`application/x-www-form-urlencoded`) holding the username.
+    pub username_field: Option<String>,
+    /// JSON pointer (RFC 6901) to the username in a JSON body.
+    pub username_json_pointer: Option<Spanned<String>>,
+    /// Upstream statuses that mean the login failed.
+    pub failure_statuses: Vec<u16>,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            username_field: Some("username".into()),
+            username_json_pointer: Some(unspanned("/username".into())),
+            failure_statuses: vec![401],
+        }
+    }
+}
+
+/// A user-agent rule (the signature engine generalises these).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserAgentRuleConfig {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Fires when the user agent contains any of these (case-insensitive).
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// Fires when the user agent is absent or blank.
+    #[serde(default)]
+    pub empty: bool,
+    /// Points taken off the score when the rule fires.
+    #[serde(default)]
+    pub score: u8,
+    /// An action taken regardless of the score.
+    pub action: Option<Spanned<String>>,
+    #[serde(default)]
+    pub mode: RuleMode,
+}
+
+fn default_routes() -> Vec<RouteConfig> {
+    vec![
+        RouteConfig {
+            name: "login".into(),
+            profile: unspanned("login".into()),
+            path: Some(unspanned("/login".into())),
+            path_regex: None,
+            methods: vec![unspanned("POST".into())],
+            mode: RouteMode::Enforce,
+            rate_limit: Some(RateLimitConfig { requests: 10, period_secs: 60, burst: Some(10) }),
+            login: Some(LoginConfig::default()),
+        },
+        RouteConfig {
+            name: "payments".into(),
+            profile: unspanned("payment".into()),
+            path: Some(unspanned("/api/payments/*".into())),
+            path_regex: None,
+            methods: Vec::new(),
+            mode: RouteMode::Enforce,
+            rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(10) }),
+            login: None,
+        },
+    ]
+}
+
+/// Tools whose user agent no person's browser sends. Libraries that
+/// partners and mobile apps are built on (curl, okhttp, python-requests)
+/// are deliberately absent: they are not evidence of abuse on their own.
+pub const ATTACK_TOOLS: &[&str] = &[
+    "sqlmap", "nikto", "hydra", "medusa", "ncrack", "patator", "wfuzz", "ffuf", "gobuster", "dirbuster",
+    "dirb/", "masscan", "zgrab", "nuclei", "openbullet", "silverbullet", "sentry mba", "acunetix", "nessus",
+    "w3af", "netsparker", "havij", "jorgee", "zmeu",
+];
+
+fn default_user_agent_rules() -> Vec<UserAgentRuleConfig> {
+    vec![
+        UserAgentRuleConfig {
+            id: unspanned("ua.attack_tool".into()),
+            description: "User agent names an attack, scanning or credential-stuffing tool".into(),
+            contains: ATTACK_TOOLS.iter().map(|s| s.to_string()).collect(),
+            empty: false,
+            score: 79,
+            action: Some(unspanned("block".into())),
+            mode: RuleMode::Enforce,
+        },
+        UserAgentRuleConfig {
+            id: unspanned("ua.empty".into()),
+            description: "No User-Agent header, or a blank one: browsers always send one".into(),
+            contains: Vec::new(),
+            empty: true,
+            score: 50,
+            action: None,
+            mode: RuleMode::Enforce,
+        },
+    ]
+}

@@ -1,0 +1,35 @@
+//! palisade: an inline filter in front of login and payment APIs that
+//! separates people and allowlisted partners from bots and credential
+//! stuffing.
+//!
+//! A request flows one way through explicit stages, each a module:
+//! [`listen`] (sockets, limits, forwarding) → [`view`] (one normalized,
+//! read-only picture of the request) → [`identify`] (partner allowlist) →
+//! [`detect`] (independent pure detectors) → [`decide`] (score and action)
+//! → act and observe ([`listen`], [`decision_log`], [`metrics`]). State
+//! lives behind the [`store`] interface and time behind [`clock`], so the
+//! same [`pipeline`] runs behind the proxy, in replay and in benches.
+
+pub mod admin;
+pub mod app;
+pub mod capture;
+pub mod cidr;
+pub mod clock;
+pub mod config;
+pub mod decide;
+pub mod decision_log;
+pub mod demo;
+pub mod detect;
+pub mod identify;
+pub mod listen;
+pub mod metrics;
+pub mod normalize;
+pub mod pipeline;
+pub mod request_id;
+pub mod routes;
+pub mod signal;
+pub mod store;
+pub mod view;
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,147 @@
+//! One request, phase by phase: resolve the client, route, read the body
+//! when the route inspects it, build the view, run the pipeline, then
+//! answer or forward, observe the upstream's answer, and record.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::ProxyBody;
+use super::answer;
+use super::client_addr::resolve_client;
+use super::forward::{full_body, prepare_request, strip_hop_by_hop};
+use super::server::Runtime;
+use crate::app::App;
+use crate::decision_log::{RequestFacts, render_line};
+use crate::pipeline::{Decision, LoginOutcome};
+use crate::routes::Route;
+use crate::view::RequestView;
+
+pub async fn handle(runtime: Arc<Runtime>, request: Request<Incoming>, peer: SocketAddr) -> Result<Response<ProxyBody>, Infallible> {
+    let app = runtime.app.load_full();
+    let (parts, body) = request.into_parts();
+    let client_ip = resolve_client(peer.ip(), &parts.headers, &app.proxy.trusted_proxies);
+    let (path, route) = app.pipeline.route(&parts.method, parts.uri.path());
+    let route = route.clone();
+
+    // Phase: body. Only inspected routes are buffered (up to the limit);
+    // everything else streams straight through.
+    let (inspected, body) = if route.inspects_body() {
+        match read_inspected_body(body, &parts.headers, &app).await {
+            Ok(bytes) => (Some(bytes.clone()), full_body(bytes)),
+            Err(response) => {
+                runtime.metrics.rejected_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(response);
+            }
+        }
+    } else {
+        (None, body.map_err(|e| Box::new(e) as super::BoxError).boxed())
+    };
+
+    // Phase: view and decision.
+    let started = Instant::now();
+    let decision = {
+        let view = RequestView::new(&parts.method, parts.version, &parts.uri, &path, &parts.headers, client_ip, &route, inspected.as_deref());
+        app.pipeline.evaluate(&view)
+    };
+    let decision_time = started.elapsed();
+    runtime.metrics.decision_latency.record(decision_time);
+    runtime.metrics.record_decision(&route.name, decision.action(), &decision.signals);
+    let method = parts.method.clone();
+    let mut record = Record { runtime: &runtime, decision: &decision, route: &route, client_ip, method: method.as_str(), path: &path, decision_time };
+
+    // Phase: act.
+    if decision.action().stops_request() {
+        record.write(None, None, None);
+        return Ok(answer::for_decision(&decision));
+    }
+    let mut upstream_request = Request::from_parts(parts, body);
+    let peer_ip = crate::cidr::canonical_ip(peer.ip());
+    let peer_trusted = app.proxy.trusted_proxies.contains(peer_ip);
+    prepare_request(&mut upstream_request, &app.proxy.upstream, peer_ip, peer_trusted, &decision, &app.proxy.headers);
+    let upstream_started = Instant::now();
+    let result = tokio::time::timeout(app.proxy.timeouts.upstream_response, runtime.client.request(upstream_request)).await;
+    let upstream_time = upstream_started.elapsed();
+    let response = match result {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, request_id = %decision.request_id, "upstream request failed");
+            runtime.metrics.record_upstream_error("unavailable");
+            record.write(None, None, Some(upstream_time));
+            return Ok(answer::error(StatusCode::BAD_GATEWAY, "upstream_unavailable"));
+        }
+        Err(_) => {
+            runtime.metrics.record_upstream_error("timeout");
+            record.write(None, None, Some(upstream_time));
+            return Ok(answer::error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"));
+        }
+    };
+
+    // Phase: observe.
+    let status = response.status().as_u16();
+    runtime.metrics.upstream_latency.record(upstream_time);
+    runtime.metrics.record_upstream(&route.name, status);
+    let outcome = app.pipeline.observe(&route, &decision, status);
+    record.write(Some(status), outcome, Some(upstream_time));
+
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as super::BoxError).boxed()))
+}
+
+/// Read an inspected body: at most the configured size, within the header
+/// read timeout, answering 413/408/400 instead of waiting or buffering more.
+async fn read_inspected_body(body: Incoming, headers: &http::HeaderMap, app: &App) -> Result<Bytes, Response<ProxyBody>> {
+    let limit = app.proxy.limits.max_inspected_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(answer::error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+    }
+    let read = Limited::new(body, limit).collect();
+    match tokio::time::timeout(app.proxy.timeouts.header_read, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(answer::error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"))
+        }
+        Ok(Err(_)) => Err(answer::error(StatusCode::BAD_REQUEST, "bad_body")),
+        Err(_) => Err(answer::error(StatusCode::REQUEST_TIMEOUT, "body_timeout")),
+    }
+}
+
+/// Writes the decision log line and nothing else; kept apart so every
+/// exit of the handler records the same way.
+struct Record<'a> {
+    runtime: &'a Runtime,
+    decision: &'a Decision,
+    route: &'a Route,
+    client_ip: std::net::IpAddr,
+    method: &'a str,
+    path: &'a str,
+    decision_time: Duration,
+}
+
+impl Record<'_> {
+    fn write(&mut self, upstream_status: Option<u16>, login_outcome: Option<LoginOutcome>, upstream_time: Option<Duration>) {
+        if !self.runtime.log.wants(self.decision) {
+            return;
+        }
+        let facts = RequestFacts {
+            client: self.client_ip,
+            method: self.method,
+            path: self.path,
+            route: &self.route.name,
+            profile: self.route.profile.as_str(),
+            upstream_status,
+            login_outcome,
+            decision_time: self.decision_time,
+            upstream_time,
+        };
+        self.runtime.log.write(render_line(self.decision, &facts));
+    }
+}

@@ -1,0 +1,152 @@
+//! The listen stage and the edges of the process: accepting client
+//! connections (HTTP/1.1 and HTTP/2), limits and timeouts, forwarding to
+//! the upstream, and graceful shutdown. All network I/O lives here and in
+//! [`crate::admin`]; the pipeline it calls is pure.
+
+pub mod answer;
+pub mod client_addr;
+pub mod forward;
+mod handler;
+mod idle;
+mod server;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, Uri};
+use http_body_util::combinators::BoxBody;
+
+pub use server::{Running, Server};
+
+use crate::cidr::CidrSet;
+use crate::config::{Config, Invalid, LimitsConfig, Spanned};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Names of the headers that tell the application the decision.
+#[derive(Debug, Clone)]
+pub struct DecisionHeaders {
+    pub score: HeaderName,
+    pub detections: HeaderName,
+    pub request_id: HeaderName,
+    pub action: HeaderName,
+    pub partner: HeaderName,
+}
+
+impl DecisionHeaders {
+    pub fn all(&self) -> [&HeaderName; 5] {
+        [&self.score, &self.detections, &self.request_id, &self.action, &self.partner]
+    }
+}
+
+/// Timeouts, as durations.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub header_read: Duration,
+    pub idle: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// What the listen stage needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub upstream: Uri,
+    pub trusted_proxies: CidrSet,
+    pub limits: LimitsConfig,
+    pub timeouts: Timeouts,
+    pub headers: DecisionHeaders,
+}
+
+impl ProxySettings {
+    pub fn from_config(config: &Config) -> Result<Self, Vec<Invalid>> {
+        let mut problems = Vec::new();
+        let mut socket = |value: &Spanned<String>, key: &str| {
+            value.get_ref().parse::<SocketAddr>().map_err(|_| {
+                problems.push(Invalid::new(value.span(), key, format!("{:?} is not an address like \"127.0.0.1:8080\"", value.get_ref())))
+            })
+        };
+        let listen = socket(&config.server.listen, "server.listen");
+        let admin = socket(&config.server.admin, "server.admin");
+        let upstream = parse_upstream(&config.server.upstream).map_err(|invalid| problems.push(invalid));
+        let trusted_proxies = CidrSet::parse(&config.server.trusted_proxies, "server.trusted_proxies")
+            .map_err(|mut errs| problems.append(&mut errs));
+        let mut header = |value: &Spanned<String>, key: &str| {
+            HeaderName::from_bytes(value.get_ref().as_bytes()).map_err(|_| {
+                problems.push(Invalid::new(value.span(), key, format!("{:?} is not a valid header name", value.get_ref())))
+            })
+        };
+        let h = &config.headers;
+        let names = (
+            header(&h.score, "headers.score"),
+            header(&h.detections, "headers.detections"),
+            header(&h.request_id, "headers.request_id"),
+            header(&h.action, "headers.action"),
+            header(&h.partner, "headers.partner"),
+        );
+        if config.limits.max_header_bytes < 8192 {
+            problems.push(Invalid::new(0..0, "limits.max_header_bytes", "must be at least 8192 (hyper's minimum buffer)"));
+        }
+        if config.limits.max_headers == 0 {
+            problems.push(Invalid::new(0..0, "limits.max_headers", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&config.decision_log.sample_allowed) {
+            problems.push(Invalid::new(0..0, "decision_log.sample_allowed", "a fraction between 0.0 and 1.0"));
+        }
+        let t = &config.timeouts;
+        for (value, key) in [
+            (t.header_read_ms, "timeouts.header_read_ms"),
+            (t.idle_ms, "timeouts.idle_ms"),
+            (t.upstream_connect_ms, "timeouts.upstream_connect_ms"),
+            (t.upstream_response_ms, "timeouts.upstream_response_ms"),
+        ] {
+            if value == 0 {
+                problems.push(Invalid::new(0..0, key, "a timeout of 0 ms would fail every request; give milliseconds > 0"));
+            }
+        }
+        match (listen, admin, upstream, trusted_proxies, names) {
+            (Ok(listen), Ok(admin), Ok(upstream), Ok(trusted_proxies), (Ok(score), Ok(detections), Ok(request_id), Ok(action), Ok(partner)))
+                if problems.is_empty() =>
+            {
+                Ok(ProxySettings {
+                    listen,
+                    admin,
+                    upstream,
+                    trusted_proxies,
+                    limits: config.limits.clone(),
+                    timeouts: Timeouts {
+                        header_read: Duration::from_millis(t.header_read_ms),
+                        idle: Duration::from_millis(t.idle_ms),
+                        upstream_connect: Duration::from_millis(t.upstream_connect_ms),
+                        upstream_response: Duration::from_millis(t.upstream_response_ms),
+                        shutdown_grace: Duration::from_millis(t.shutdown_grace_ms),
+                    },
+                    headers: DecisionHeaders { score, detections, request_id, action, partner },
+                })
+            }
+            _ => Err(problems),
+        }
+    }
+}
+
+fn parse_upstream(value: &Spanned<String>) -> Result<Uri, Invalid> {
+    let bad = |why: &str| Invalid::new(value.span(), "server.upstream", format!("{:?} {why}", value.get_ref()));
+    let uri: Uri = value.get_ref().parse().map_err(|_| bad("is not a URL like \"http://127.0.0.1:3000\""))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(bad("uses https: TLS to the upstream is not supported yet; use http")),
+        _ => return Err(bad("needs the http:// scheme")),
+    }
+    if uri.authority().is_none() {
+        return Err(bad("has no host"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(bad("has a path; palisade forwards the client's path unchanged, so give only scheme, host and port"));
+    }
+    Ok(uri)
+}

@@ -1,0 +1,183 @@
+//! Accepting connections, serving them with hyper (HTTP/1.1 and HTTP/2 on
+//! the same port), idle and header timeouts, configuration reload, and
+//! graceful shutdown that lets in-flight requests finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use super::forward::{UpstreamClient, upstream_client};
+use super::idle::{ActivityClock, Tracked};
+use crate::app::App;
+use crate::decision_log::DecisionLog;
+use crate::metrics::Metrics;
+
+/// State shared by every connection: the current compiled configuration
+/// (swapped atomically on reload), metrics, the decision log and the
+/// upstream connection pool.
+#[derive(Debug)]
+pub struct Runtime {
+    pub app: ArcSwap<App>,
+    pub metrics: Arc<Metrics>,
+    pub log: DecisionLog,
+    pub client: UpstreamClient,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    runtime: Arc<Runtime>,
+}
+
+/// A started server: its addresses and the handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    runtime: Arc<Runtime>,
+    shutdown: watch::Sender<bool>,
+    finished: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub fn new(app: App, log: DecisionLog, metrics: Arc<Metrics>) -> Self {
+        let client = upstream_client(app.proxy.timeouts.upstream_connect);
+        Server { runtime: Arc::new(Runtime { app: ArcSwap::from_pointee(app), metrics, log, client }) }
+    }
+
+    /// Bind the configured addresses and start serving.
+    pub async fn bind_and_start(self) -> std::io::Result<Running> {
+        let settings = &self.runtime.app.load().proxy;
+        let proxy = TcpListener::bind(settings.listen).await.map_err(|e| bind_error(settings.listen, "listen", e))?;
+        let admin = TcpListener::bind(settings.admin).await.map_err(|e| bind_error(settings.admin, "admin", e))?;
+        self.start(proxy, admin)
+    }
+
+    /// Serve on listeners the caller bound (tests bind port 0).
+    pub fn start(self, proxy: TcpListener, admin: TcpListener) -> std::io::Result<Running> {
+        let proxy_addr = proxy.local_addr()?;
+        let admin_addr = admin.local_addr()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let runtime = self.runtime.clone();
+        tokio::spawn(crate::admin::serve(admin, runtime.metrics.clone(), shutdown_rx.clone()));
+        let finished = tokio::spawn(accept_loop(runtime.clone(), proxy, shutdown_rx));
+        Ok(Running { proxy_addr, admin_addr, runtime, shutdown, finished })
+    }
+}
+
+fn bind_error(addr: SocketAddr, what: &str, error: std::io::Error) -> std::io::Error {
+    std::io::Error::new(error.kind(), format!("cannot bind the {what} address {addr}: {error}"))
+}
+
+impl Running {
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.runtime.metrics
+    }
+
+    /// Swap in a new compiled configuration; requests already running keep
+    /// the one they started with.
+    pub fn reload(&self, app: App) {
+        let old = self.runtime.app.load();
+        if old.proxy.listen != app.proxy.listen || old.proxy.admin != app.proxy.admin {
+            tracing::warn!("listen and admin addresses change only on restart; keeping the bound ones");
+        }
+        self.runtime.app.store(Arc::new(app));
+        self.runtime.metrics.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn record_failed_reload(&self) {
+        self.runtime.metrics.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stop accepting, let in-flight requests finish (up to the grace
+    /// period), then return.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.finished.await;
+    }
+}
+
+async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let tracker = TaskTracker::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracker.spawn(serve_connection(runtime.clone(), stream, peer, shutdown.clone()));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    tracker.close();
+    let grace = runtime.app.load().proxy.timeouts.shutdown_grace;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(remaining = tracker.len(), "shutdown grace period over; closing remaining connections");
+    }
+}
+
+async fn serve_connection(runtime: Arc<Runtime>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let (limits, timeouts) = {
+        let app = runtime.app.load();
+        (app.proxy.limits.clone(), app.proxy.timeouts)
+    };
+    let activity = ActivityClock::new();
+    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let service_runtime = runtime.clone();
+    let service = service_fn(move |request| super::handler::handle(service_runtime.clone(), request, peer));
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut idle_check = tokio::time::interval((timeouts.idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    let mut draining = *shutdown.borrow();
+    if draining {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "client connection ended with an error");
+                }
+                break;
+            }
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            _ = idle_check.tick(), if !draining => {
+                if activity.idle_ms() >= timeouts.idle.as_millis() as u64 {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

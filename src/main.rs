@@ -1,0 +1,247 @@
+//! The `palisade` command: `serve`, `check` and `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use palisade::app::App;
+use palisade::clock::{SharedClock, SystemClock};
+use palisade::config::{Config, ConfigError, ConfigProblem, load_file, unspanned};
+use palisade::decision_log::DecisionLog;
+use palisade::listen::{Running, Server};
+use palisade::metrics::Metrics;
+use palisade::request_id::RequestIds;
+use palisade::store::{CounterStore, LocalStore};
+
+#[derive(Parser)]
+#[command(name = "palisade", version, about = "An inline filter that keeps bots and credential stuffing off login and payment APIs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy in front of an upstream application.
+    Serve(ServeArgs),
+    /// Check a configuration file and report every problem with its line.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start palisade in front of a built-in demo login app on loopback.
+    Demo {
+        /// Where palisade listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Where the admin listener (metrics) listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (TOML); without it the built-in defaults apply.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides server.listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Upstream base URL, e.g. http://127.0.0.1:3000 (overrides server.upstream).
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Admin address for /metrics and /healthz (overrides server.admin).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Trusted proxy network; repeat for several (replaces server.trusted_proxies).
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<String>,
+}
+
+impl ServeArgs {
+    /// The file (or defaults) with the flags applied on top.
+    fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => load_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = &self.listen {
+            config.server.listen = unspanned(listen.clone());
+        }
+        if let Some(upstream) = &self.upstream {
+            config.server.upstream = unspanned(upstream.clone());
+        }
+        if let Some(admin) = &self.admin {
+            config.server.admin = unspanned(admin.clone());
+        }
+        if !self.trusted_proxies.is_empty() {
+            config.server.trusted_proxies = self.trusted_proxies.iter().cloned().map(unspanned).collect();
+        }
+        Ok(config)
+    }
+
+    fn source_name(&self) -> String {
+        self.config.as_ref().map_or_else(|| "(defaults and flags)".to_string(), |p| p.display().to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve(args) => run_async(serve(args)),
+        Command::Demo { listen, admin } => run_async(demo(listen, admin)),
+    }
+}
+
+fn run_async(future: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(error) => {
+            eprintln!("palisade: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match load_file(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} routes, {} partners, {} user-agent rules)",
+                path.display(),
+                config.routes.len(),
+                config.partners.len(),
+                config.user_agent_rules.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            let count = error.problems().len();
+            if count > 0 {
+                eprintln!("{}: {count} problem{} found", path.display(), if count == 1 { "" } else { "s" });
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Compile a configuration, printing problems the way `check` does.
+fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: SharedClock) -> Option<App> {
+    match App::build(config, store, clock, RequestIds::random_seed()) {
+        Ok(app) => Some(app),
+        Err(invalid) => {
+            let problems = invalid
+                .into_iter()
+                .map(|i| ConfigProblem { line: None, key: i.key, message: i.message })
+                .collect();
+            eprintln!("{}", ConfigError::Invalid { file: source.to_string(), problems });
+            None
+        }
+    }
+}
+
+async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterStore>, SharedClock)> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let store = Arc::new(CounterStore::Local(LocalStore::new(clock.clone())));
+    let app = compile(config, source, store.clone(), clock.clone())?;
+    let metrics = Arc::new(Metrics::default());
+    let log = match DecisionLog::open(&config.decision_log, metrics.clone()) {
+        Ok(log) => log,
+        Err(error) => {
+            eprintln!("palisade: cannot open the decision log {:?}: {error}", config.decision_log.path);
+            return None;
+        }
+    };
+    let upstream = app.proxy.upstream.clone();
+    match Server::new(app, log, metrics).bind_and_start().await {
+        Ok(running) => {
+            eprintln!(
+                "palisade listening on http://{} (admin http://{}), forwarding to {upstream}",
+                running.proxy_addr, running.admin_addr
+            );
+            Some((running, store, clock))
+        }
+        Err(error) => {
+            eprintln!("palisade: {error}");
+            None
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let source = args.source_name();
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some((running, store, clock)) = start(&config, &source).await else { return ExitCode::FAILURE };
+    wait_for_shutdown(&running, || {
+        // SIGHUP: re-read the file, re-apply the flags; keep the running
+        // configuration if anything is wrong.
+        let config = args.load().map_err(|e| e.to_string())?;
+        compile(&config, &source, store.clone(), clock.clone()).ok_or_else(|| "configuration rejected".to_string())
+    })
+    .await;
+    eprintln!("palisade: shutting down, letting in-flight requests finish");
+    running.shutdown().await;
+    eprintln!("palisade: stopped");
+    ExitCode::SUCCESS
+}
+
+async fn demo(listen: String, admin: String) -> ExitCode {
+    let app_addr = match palisade::demo::start_login_app("127.0.0.1:0".parse().expect("literal address")).await {
+        Ok(addr) => addr,
+        Err(error) => {
+            eprintln!("palisade demo: cannot start the demo app: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut config = Config::default();
+    config.server.listen = unspanned(listen);
+    config.server.admin = unspanned(admin);
+    config.server.upstream = unspanned(format!("http://{app_addr}"));
+    let Some((running, _, _)) = start(&config, "demo").await else { return ExitCode::FAILURE };
+    println!("{}", palisade::demo::instructions(running.proxy_addr, running.admin_addr));
+    wait_for_shutdown(&running, || Err("the demo has no configuration file to reload".to_string())).await;
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// Wait for SIGTERM or SIGINT; reload on SIGHUP.
+async fn wait_for_shutdown(running: &Running, reload: impl Fn() -> Result<App, String>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        eprintln!("palisade: cannot install signal handlers; stopping on Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => match reload() {
+                Ok(app) => {
+                    running.reload(app);
+                    eprintln!("palisade: configuration reloaded");
+                }
+                Err(error) => {
+                    running.record_failed_reload();
+                    eprintln!("palisade: reload failed, keeping the running configuration: {error}");
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The route table: which protection profile a request falls under.
+//!
+//! Routes are matched in configuration order on the normalized path (see
+//! [`crate::normalize`]) and the method; the first match wins and requests
+//! no route covers fall under an implicit `default` route with no limits.
+
+use std::sync::Arc;
+
+use regex_automata::meta::Regex;
+
+use crate::config::{Config, Invalid, LoginConfig, RateLimitConfig, RouteConfig, RouteMode};
+
+/// What kind of endpoint a route is; detectors tune themselves by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteProfile {
+    Login,
+    Payment,
+    Api,
+    Default,
+}
+
+impl RouteProfile {
+    pub const NAMES: [&'static str; 4] = ["login", "payment", "api", "default"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "login" => Some(RouteProfile::Login),
+            "payment" => Some(RouteProfile::Payment),
+            "api" => Some(RouteProfile::Api),
+            "default" => Some(RouteProfile::Default),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+#[derive(Debug)]
+enum PathMatcher {
+    Exact(String),
+    /// `/api/payments/*` covers `/api/payments` and everything below it.
+    Prefix(String),
+    Regex(Regex),
+    Any,
+}
+
+impl PathMatcher {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatcher::Exact(exact) => path == exact,
+            PathMatcher::Prefix(prefix) => {
+                path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                    || prefix == "/"
+            }
+            PathMatcher::Regex(regex) => regex.is_match(path),
+            PathMatcher::Any => true,
+        }
+    }
+}
+
+/// Where a login route's username is and what a failed login looks like.
+#[derive(Debug, Clone)]
+pub struct LoginSpec {
+    pub username_field: Option<String>,
+    pub username_json_pointer: Option<String>,
+    pub failure_statuses: Vec<u16>,
+}
+
+impl LoginSpec {
+    /// The username in a login body, if the route says where it is and the
+    /// body has it. The password is never looked at.
+    pub fn username(&self, content_type: Option<&str>, body: &[u8]) -> Option<String> {
+        let content_type = content_type.unwrap_or("").to_ascii_lowercase();
+        let looks_json = content_type.contains("json") || body.first() == Some(&b'{');
+        if looks_json {
+            let pointer = self.username_json_pointer.as_deref()?;
+            let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+            return match value.pointer(pointer)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+        }
+        let field = self.username_field.as_deref()?;
+        form_urlencoded::parse(body).find(|(name, _)| name == field).map(|(_, value)| value.into_owned())
+    }
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub profile: RouteProfile,
+    pub mode: RouteMode,
+    pub rate_limit: Option<RateLimitConfig>,
+    pub login: Option<LoginSpec>,
+    matcher: PathMatcher,
+    methods: Vec<http::Method>,
+}
+
+impl Route {
+    /// Whether palisade reads this route's body before forwarding it.
+    pub fn inspects_body(&self) -> bool {
+        self.login.is_some()
+    }
+
+    fn matches(&self, method: &http::Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method)) && self.matcher.matches(path)
+    }
+}
+
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+    fallback: Arc<Route>,
+    case_insensitive: bool,
+}
+
+impl RouteTable {
+    pub fn from_config(config: &Config) -> Result<Self, Vec<Invalid>> {
+        let mut problems = Vec::new();
+        let mut routes = Vec::new();
+        for (index, route) in config.routes.iter().enumerate() {
+            match build_route(index, route, config.paths.case_insensitive) {
+                Ok(route) => routes.push(Arc::new(route)),
+                Err(mut errs) => problems.append(&mut errs),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let fallback = Arc::new(Route {
+            name: Arc::from("default"),
+            profile: RouteProfile::Default,
+            mode: RouteMode::Enforce,
+            rate_limit: None,
+            login: None,
+            matcher: PathMatcher::Any,
+            methods: Vec::new(),
+        });
+        Ok(RouteTable { routes, fallback, case_insensitive: config.paths.case_insensitive })
+    }
+
+    pub fn case_insensitive(&self) -> bool {
+        self.case_insensitive
+    }
+
+    /// The route for a normalized path.
+    pub fn find(&self, method: &http::Method, normalized_path: &str) -> &Arc<Route> {
+        self.routes.iter().find(|route| route.matches(method, normalized_path)).unwrap_or(&self.fallback)
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter().chain(std::iter::once(&self.fallback))
+    }
+}
+
+fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Result<Route, Vec<Invalid>> {
+    let key = |field: &str| format!("route[{index}].{field}");
+    let mut problems = Vec::new();
+    let profile = RouteProfile::parse(config.profile.get_ref()).unwrap_or_else(|| {
+        problems.push(Invalid::new(
+            config.profile.span(),
+            key("profile"),
+            format!(
+                "unknown route profile {:?}; use one of {}",
+                config.profile.get_ref(),
+                RouteProfile::NAMES.join(", ")
+            ),
+        ));
+        RouteProfile::Default
+    });
+    let matcher = match (&config.path, &config.path_regex) {
+        (Some(path), None) => {
+            let text = path.get_ref();
+            if !text.starts_with('/') {
+                problems.push(Invalid::new(path.span(), key("path"), "a route path starts with '/'"));
+            }
+            let canonical = |p: &str| crate::normalize::normalize_path(p, case_insensitive);
+            match text.strip_suffix("/*") {
+                Some(prefix) => PathMatcher::Prefix(canonical(prefix)),
+                None => PathMatcher::Exact(canonical(text)),
+            }
+        }
+        (None, Some(pattern)) => match Regex::new(pattern.get_ref()) {
+            Ok(regex) => PathMatcher::Regex(regex),
+            Err(error) => {
+                problems.push(Invalid::new(pattern.span(), key("path_regex"), format!("bad regex: {error}")));
+                PathMatcher::Any
+            }
+        },
+        _ => {
+            problems.push(Invalid::new(
+                config.profile.span(),
+                format!("route[{index}]"),
+                "a route needs exactly one of `path` or `path_regex`",
+            ));
+            PathMatcher::Any
+        }
+    };
+    let mut methods = Vec::new();
+    for method in &config.methods {
+        match http::Method::from_bytes(method.get_ref().to_ascii_uppercase().as_bytes()) {
+            Ok(m) => methods.push(m),
+            Err(_) => problems.push(Invalid::new(method.span(), key("methods"), "not an HTTP method")),
+        }
+    }
+    if let Some(limit) = &config.rate_limit {
+        if let Err(message) = check_rate_limit(limit) {
+            problems.push(Invalid::new(config.profile.span(), key("rate_limit"), message));
+        }
+    }
+    let login = match (profile, &config.login) {
+        (RouteProfile::Login, spec) => Some(login_spec(spec.clone().unwrap_or_default(), &key, &mut problems)),
+        (_, Some(_)) => {
+            problems.push(Invalid::new(
+                config.profile.span(),
+                key("login"),
+                "`login` settings only apply to routes with profile = \"login\"",
+            ));
+            None
+        }
+        (_, None) => None,
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Route {
+        name: Arc::from(config.name.as_str()),
+        profile,
+        mode: config.mode,
+        rate_limit: config.rate_limit,
+        login,
+        matcher,
+        methods,
+    })
+}
+
+fn login_spec(config: LoginConfig, key: &dyn Fn(&str) -> String, problems: &mut Vec<Invalid>) -> LoginSpec {
+    if let Some(pointer) = &config.username_json_pointer {
+        if !pointer.get_ref().is_empty() && !pointer.get_ref().starts_with('/') {
+            problems.push(Invalid::new(
+                pointer.span(),
+                key("login.username_json_pointer"),
+                "a JSON pointer starts with '/', e.g. \"/username\" or \"/credentials/user\"",
+            ));
+        }
+    }
+    LoginSpec {
+        username_field: config.username_field,
+        username_json_pointer: config.username_json_pointer.map(|p| p.into_inner()),
+        failure_statuses: config.failure_statuses,
+    }
+}
+
+/// Checks a limit's numbers; shared by routes and partner quotas.
+pub fn check_rate_limit(limit: &RateLimitConfig) -> Result<(), String> {
+    if limit.requests == 0 || limit.period_secs == 0 || limit.burst == Some(0) {
+        return Err("requests, period_secs and burst must be at least 1".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> RouteTable {
+        RouteTable::from_config(&Config::default()).unwrap()
+    }
+
+    #[test]
+    fn default_routes_protect_login_and_payments() {
+        let table = table();
+        assert_eq!(table.find(&http::Method::POST, "/login").profile, RouteProfile::Login);
+        assert_eq!(table.find(&http::Method::GET, "/login").profile, RouteProfile::Default);
+        assert_eq!(table.find(&http::Method::POST, "/api/payments").profile, RouteProfile::Payment);
+        assert_eq!(table.find(&http::Method::POST, "/api/payments/42").profile, RouteProfile::Payment);
+        assert_eq!(table.find(&http::Method::POST, "/api/paymentsx").profile, RouteProfile::Default);
+    }
+
+    #[test]
+    fn username_from_form_and_json() {
+        let spec = LoginSpec {
+            username_field: Some("username".into()),
+            username_json_pointer: Some("/user/name".into()),
+            failure_statuses: vec![401],
+        };
+        assert_eq!(
+            spec.username(Some("application/x-www-form-urlencoded"), b"username=al%40x.io&password=pw").as_deref(),
+            Some("al@x.io")
+        );
+        assert_eq!(
+            spec.username(Some("application/json"), br#"{"user":{"name":"bo"},"password":"x"}"#).as_deref(),
+            Some("bo")
+        );
+        assert_eq!(spec.username(Some("application/json"), b"{not json"), None);
+    }
+}

@@ -1,0 +1,75 @@
+//! The request view: one normalized, read-only picture of a request that
+//! every stage after `listen` works from.
+//!
+//! It borrows from the parsed request (no copies of headers or body) and
+//! adds what palisade derives: the resolved client address, the normalized
+//! path, the route, and for login routes the username. Detectors see only
+//! this, so they behave the same behind the proxy, in replay and in tests.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Version};
+
+use crate::routes::Route;
+
+#[derive(Debug)]
+pub struct RequestView<'a> {
+    pub method: &'a Method,
+    pub version: Version,
+    /// Path and query as the client sent them (not decoded).
+    pub target: &'a str,
+    /// The normalized path routes are matched on.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    /// The client as the listen stage resolved it (see `listen::client_addr`).
+    pub client_ip: IpAddr,
+    pub route: &'a Arc<Route>,
+    pub user_agent: Option<&'a str>,
+    /// The login username, held in memory only for this request.
+    pub username: Option<String>,
+    /// The body, on routes that inspect it.
+    pub body: Option<&'a [u8]>,
+}
+
+impl<'a> RequestView<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        method: &'a Method,
+        version: Version,
+        uri: &'a http::Uri,
+        path: &'a str,
+        headers: &'a HeaderMap,
+        client_ip: IpAddr,
+        route: &'a Arc<Route>,
+        body: Option<&'a [u8]>,
+    ) -> Self {
+        let user_agent = headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok());
+        let username = match (&route.login, body) {
+            (Some(login), Some(body)) => {
+                let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                login.username(content_type, body)
+            }
+            _ => None,
+        };
+        RequestView {
+            method,
+            version,
+            target: uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            path,
+            query: uri.query(),
+            headers,
+            client_ip,
+            route,
+            user_agent,
+            username,
+            body,
+        }
+    }
+
+    /// Header names in the order they first appeared.
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.headers.keys().map(|name| name.as_str())
+    }
+}

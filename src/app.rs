@@ -19,7 +19,12 @@ pub struct App {
 
 impl App {
     /// Compile `config`, sharing `store` (counters survive reloads).
-    pub fn build(config: &Config, store: Arc<CounterStore>, clock: SharedClock, request_id_seed: u64) -> Result<App, Vec<Invalid>> {
+    pub fn build(
+        config: &Config,
+        store: Arc<CounterStore>,
+        clock: SharedClock,
+        request_id_seed: u64,
+    ) -> Result<App, Vec<Invalid>> {
         let proxy = ProxySettings::from_config(config);
         let pipeline = PipelineBuilder::new(config).build(store, clock, RequestIds::new(request_id_seed));
         match (pipeline, proxy) {

@@ -135,7 +135,10 @@ mod tests {
     fn penalties_add_up_through_the_thresholds() {
         let d = decider();
         assert_eq!(d.decide(&[signal(30, None, false)], RouteMode::Enforce).enforced.action, Action::Log);
-        assert_eq!(d.decide(&[signal(30, None, false), signal(20, None, false)], RouteMode::Enforce).enforced.action, Action::Challenge);
+        assert_eq!(
+            d.decide(&[signal(30, None, false), signal(20, None, false)], RouteMode::Enforce).enforced.action,
+            Action::Challenge
+        );
         let blocked = d.decide(&[signal(79, None, false), signal(50, None, false)], RouteMode::Enforce).enforced;
         assert_eq!((blocked.score, blocked.action), (1, Action::Block));
     }

@@ -71,10 +71,10 @@ impl Allowlist {
                 problems.append(&mut errs);
                 CidrSet::default()
             });
-            if let Some(quota) = &partner.quota {
-                if let Err(message) = crate::routes::check_rate_limit(quota) {
-                    problems.push(Invalid::new(0..0, key("quota"), message));
-                }
+            if let Some(quota) = &partner.quota
+                && let Err(message) = crate::routes::check_rate_limit(quota)
+            {
+                problems.push(Invalid::new(0..0, key("quota"), message));
             }
             if partner.api_key_sha256.is_empty() && partner.cidrs.is_empty() {
                 problems.push(Invalid::new(0..0, key("name"), "a partner needs `api_key_sha256` or `cidrs`"));

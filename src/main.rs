@@ -15,7 +15,11 @@ use palisade::request_id::RequestIds;
 use palisade::store::{CounterStore, LocalStore};
 
 #[derive(Parser)]
-#[command(name = "palisade", version, about = "An inline filter that keeps bots and credential stuffing off login and payment APIs")]
+#[command(
+    name = "palisade",
+    version,
+    about = "An inline filter that keeps bots and credential stuffing off login and payment APIs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -138,10 +142,8 @@ fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: Share
     match App::build(config, store, clock, RequestIds::random_seed()) {
         Ok(app) => Some(app),
         Err(invalid) => {
-            let problems = invalid
-                .into_iter()
-                .map(|i| ConfigProblem { line: None, key: i.key, message: i.message })
-                .collect();
+            let problems =
+                invalid.into_iter().map(|i| ConfigProblem { line: None, key: i.key, message: i.message }).collect();
             eprintln!("{}", ConfigError::Invalid { file: source.to_string(), problems });
             None
         }

@@ -36,7 +36,7 @@ impl LatencyHistogram {
     /// Value at quantile `q` (0..=1), when anything was recorded.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
         let histogram = self.inner.lock().ok()?;
-        (histogram.len() > 0).then(|| Duration::from_nanos(histogram.value_at_quantile(q)))
+        (!histogram.is_empty()).then(|| Duration::from_nanos(histogram.value_at_quantile(q)))
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
@@ -44,7 +44,7 @@ impl LatencyHistogram {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} summary");
         for q in [0.5, 0.9, 0.99, 0.999] {
-            let seconds = if histogram.len() == 0 { 0.0 } else { histogram.value_at_quantile(q) as f64 / 1e9 };
+            let seconds = if histogram.is_empty() { 0.0 } else { histogram.value_at_quantile(q) as f64 / 1e9 };
             let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {seconds}");
         }
         let sum = histogram.mean() * histogram.len() as f64 / 1e9;
@@ -99,41 +99,77 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP palisade_requests_total Requests by route and enforced action.\n");
         out.push_str("# TYPE palisade_requests_total counter\n");
-        let mut rows: Vec<_> = self.requests.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default();
+        let mut rows: Vec<_> =
+            self.requests.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default();
         rows.sort();
         for ((route, action), count) in rows {
-            let _ = writeln!(out, "palisade_requests_total{{route=\"{}\",action=\"{}\"}} {count}", escape(&route), action);
+            let _ =
+                writeln!(out, "palisade_requests_total{{route=\"{}\",action=\"{}\"}} {count}", escape(&route), action);
         }
-        out.push_str("# HELP palisade_detections_total Signals raised, by detection id; shadow=\"true\" for shadow rules.\n");
+        out.push_str(
+            "# HELP palisade_detections_total Signals raised, by detection id; shadow=\"true\" for shadow rules.\n",
+        );
         out.push_str("# TYPE palisade_detections_total counter\n");
-        let mut rows: Vec<_> = self.detections.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default();
+        let mut rows: Vec<_> =
+            self.detections.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default();
         rows.sort();
         for ((id, shadow), count) in rows {
-            let _ = writeln!(out, "palisade_detections_total{{detection=\"{}\",shadow=\"{shadow}\"}} {count}", escape(&id));
+            let _ =
+                writeln!(out, "palisade_detections_total{{detection=\"{}\",shadow=\"{shadow}\"}} {count}", escape(&id));
         }
         out.push_str("# HELP palisade_upstream_responses_total Upstream responses by route and status class.\n");
         out.push_str("# TYPE palisade_upstream_responses_total counter\n");
-        let mut rows: Vec<_> = self.upstream_responses.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default();
+        let mut rows: Vec<_> = self
+            .upstream_responses
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
         rows.sort();
         for ((route, class), count) in rows {
-            let _ = writeln!(out, "palisade_upstream_responses_total{{route=\"{}\",status=\"{class}xx\"}} {count}", escape(&route));
+            let _ = writeln!(
+                out,
+                "palisade_upstream_responses_total{{route=\"{}\",status=\"{class}xx\"}} {count}",
+                escape(&route)
+            );
         }
         out.push_str("# HELP palisade_upstream_errors_total Requests the upstream did not answer, by reason.\n");
         out.push_str("# TYPE palisade_upstream_errors_total counter\n");
-        let mut rows: Vec<_> = self.upstream_errors.lock().map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
+        let mut rows: Vec<_> =
+            self.upstream_errors.lock().map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
         rows.sort();
         for (kind, count) in rows {
             let _ = writeln!(out, "palisade_upstream_errors_total{{reason=\"{kind}\"}} {count}");
         }
-        self.decision_latency.render(&mut out, "palisade_decision_latency_seconds", "Time from request view to decision.");
-        self.upstream_latency.render(&mut out, "palisade_upstream_latency_seconds", "Time from forwarding to the upstream's response head.");
+        self.decision_latency.render(
+            &mut out,
+            "palisade_decision_latency_seconds",
+            "Time from request view to decision.",
+        );
+        self.upstream_latency.render(
+            &mut out,
+            "palisade_upstream_latency_seconds",
+            "Time from forwarding to the upstream's response head.",
+        );
         for (name, help, value) in [
-            ("palisade_decision_log_dropped_total", "Decision log lines dropped because the writer fell behind.", &self.decision_log_dropped),
-            ("palisade_rejected_requests_total", "Requests answered 4xx before the pipeline (bad or oversize).", &self.rejected_requests),
+            (
+                "palisade_decision_log_dropped_total",
+                "Decision log lines dropped because the writer fell behind.",
+                &self.decision_log_dropped,
+            ),
+            (
+                "palisade_rejected_requests_total",
+                "Requests answered 4xx before the pipeline (bad or oversize).",
+                &self.rejected_requests,
+            ),
             ("palisade_config_reloads_total", "Successful configuration reloads.", &self.reloads_ok),
-            ("palisade_config_reload_failures_total", "Reloads rejected; the running configuration was kept.", &self.reloads_failed),
+            (
+                "palisade_config_reload_failures_total",
+                "Reloads rejected; the running configuration was kept.",
+                &self.reloads_failed,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            let _ =
+                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
         }
         out
     }

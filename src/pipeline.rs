@@ -98,7 +98,12 @@ impl<'a> PipelineBuilder<'a> {
         }
     }
 
-    pub fn build(&self, store: Arc<CounterStore>, clock: SharedClock, request_ids: RequestIds) -> Result<Pipeline, Vec<Invalid>> {
+    pub fn build(
+        &self,
+        store: Arc<CounterStore>,
+        clock: SharedClock,
+        request_ids: RequestIds,
+    ) -> Result<Pipeline, Vec<Invalid>> {
         let parts = self.build_parts()?;
         Ok(Pipeline { parts, store, clock, request_ids })
     }
@@ -158,18 +163,18 @@ impl Pipeline {
                 key
             });
             self.store.execute(&plan, at, &mut readings);
-            if let (Some(key), Some(quota)) = (quota_key, partner.quota) {
-                if let Some(GcraReading::Limited { retry_after }) = readings.gcra(&key) {
-                    let mut signal = Signal::new(Arc::from(PARTNER_QUOTA_ID), 0);
-                    signal.action = Some(Action::RateLimit);
-                    signal.retry_after = Some(retry_after);
-                    signal.evidence = vec![
-                        Evidence::number("quota_requests", f64::from(quota.requests), None),
-                        Evidence::number("quota_period_s", quota.period_secs as f64, None),
-                        Evidence::number("retry_after_ms", retry_after.as_millis() as f64, None),
-                    ];
-                    signals.push(signal);
-                }
+            if let (Some(key), Some(quota)) = (quota_key, partner.quota)
+                && let Some(GcraReading::Limited { retry_after }) = readings.gcra(&key)
+            {
+                let mut signal = Signal::new(Arc::from(PARTNER_QUOTA_ID), 0);
+                signal.action = Some(Action::RateLimit);
+                signal.retry_after = Some(retry_after);
+                signal.evidence = vec![
+                    Evidence::number("quota_requests", f64::from(quota.requests), None),
+                    Evidence::number("quota_period_s", quota.period_secs as f64, None),
+                    Evidence::number("retry_after_ms", retry_after.as_millis() as f64, None),
+                ];
+                signals.push(signal);
             }
             let mut verdict = self.parts.decider.decide(&signals, view.route.mode);
             verdict.enforced.score = self.parts.decider.trusted_score();

@@ -206,10 +206,10 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
             Err(_) => problems.push(Invalid::new(method.span(), key("methods"), "not an HTTP method")),
         }
     }
-    if let Some(limit) = &config.rate_limit {
-        if let Err(message) = check_rate_limit(limit) {
-            problems.push(Invalid::new(config.profile.span(), key("rate_limit"), message));
-        }
+    if let Some(limit) = &config.rate_limit
+        && let Err(message) = check_rate_limit(limit)
+    {
+        problems.push(Invalid::new(config.profile.span(), key("rate_limit"), message));
     }
     let login = match (profile, &config.login) {
         (RouteProfile::Login, spec) => Some(login_spec(spec.clone().unwrap_or_default(), &key, &mut problems)),
@@ -238,14 +238,15 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
 }
 
 fn login_spec(config: LoginConfig, key: &dyn Fn(&str) -> String, problems: &mut Vec<Invalid>) -> LoginSpec {
-    if let Some(pointer) = &config.username_json_pointer {
-        if !pointer.get_ref().is_empty() && !pointer.get_ref().starts_with('/') {
-            problems.push(Invalid::new(
-                pointer.span(),
-                key("login.username_json_pointer"),
-                "a JSON pointer starts with '/', e.g. \"/username\" or \"/credentials/user\"",
-            ));
-        }
+    if let Some(pointer) = &config.username_json_pointer
+        && !pointer.get_ref().is_empty()
+        && !pointer.get_ref().starts_with('/')
+    {
+        problems.push(Invalid::new(
+            pointer.span(),
+            key("login.username_json_pointer"),
+            "a JSON pointer starts with '/', e.g. \"/username\" or \"/credentials/user\"",
+        ));
     }
     LoginSpec {
         username_field: config.username_field,

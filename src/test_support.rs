@@ -19,6 +19,15 @@ pub fn view_for(method: &str, path: &str, user_agent: Option<&str>, f: impl FnOn
     }
     let normalized = crate::normalize::normalize_path(uri.path(), true);
     let route: Arc<_> = routes.find(&method, &normalized).clone();
-    let view = RequestView::new(&method, http::Version::HTTP_11, &uri, &normalized, &headers, "192.0.2.1".parse().unwrap(), &route, None);
+    let view = RequestView::new(
+        &method,
+        http::Version::HTTP_11,
+        &uri,
+        &normalized,
+        &headers,
+        "192.0.2.1".parse().unwrap(),
+        &route,
+        None,
+    );
     f(&view)
 }

@@ -342,9 +342,30 @@ fn default_routes() -> Vec<RouteConfig> {
 /// partners and mobile apps are built on (curl, okhttp, python-requests)
 /// are deliberately absent: they are not evidence of abuse on their own.
 pub const ATTACK_TOOLS: &[&str] = &[
-    "sqlmap", "nikto", "hydra", "medusa", "ncrack", "patator", "wfuzz", "ffuf", "gobuster", "dirbuster",
-    "dirb/", "masscan", "zgrab", "nuclei", "openbullet", "silverbullet", "sentry mba", "acunetix", "nessus",
-    "w3af", "netsparker", "havij", "jorgee", "zmeu",
+    "sqlmap",
+    "nikto",
+    "hydra",
+    "medusa",
+    "ncrack",
+    "patator",
+    "wfuzz",
+    "ffuf",
+    "gobuster",
+    "dirbuster",
+    "dirb/",
+    "masscan",
+    "zgrab",
+    "nuclei",
+    "openbullet",
+    "silverbullet",
+    "sentry mba",
+    "acunetix",
+    "nessus",
+    "w3af",
+    "netsparker",
+    "havij",
+    "jorgee",
+    "zmeu",
 ];
 
 fn default_user_agent_rules() -> Vec<UserAgentRuleConfig> {

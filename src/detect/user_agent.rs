@@ -44,7 +44,11 @@ impl UserAgentRules {
             let key = |field: &str| format!("user_agent_rule[{index}].{field}");
             let id = rule.id.get_ref();
             if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                problems.push(Invalid::new(rule.id.span(), key("id"), "an id is made of letters, digits, '.', '_' and '-'"));
+                problems.push(Invalid::new(
+                    rule.id.span(),
+                    key("id"),
+                    "an id is made of letters, digits, '.', '_' and '-'",
+                ));
             }
             if !seen_ids.insert(id.clone()) {
                 problems.push(Invalid::new(rule.id.span(), key("id"), format!("duplicate rule id {id:?}")));
@@ -64,11 +68,19 @@ impl UserAgentRules {
                 },
             };
             if rule.contains.is_empty() && !rule.empty {
-                problems.push(Invalid::new(rule.id.span(), key("contains"), "the rule matches nothing: give `contains` or `empty = true`"));
+                problems.push(Invalid::new(
+                    rule.id.span(),
+                    key("contains"),
+                    "the rule matches nothing: give `contains` or `empty = true`",
+                ));
             }
             for literal in &rule.contains {
                 if literal.is_empty() {
-                    problems.push(Invalid::new(rule.id.span(), key("contains"), "empty literal would match every request"));
+                    problems.push(Invalid::new(
+                        rule.id.span(),
+                        key("contains"),
+                        "empty literal would match every request",
+                    ));
                     continue;
                 }
                 literals.push(literal.clone());
@@ -155,7 +167,12 @@ mod tests {
 
     #[test]
     fn browsers_and_app_libraries_are_not_flagged() {
-        assert!(ids(Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36")).is_empty());
+        assert!(
+            ids(Some(
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
+            ))
+            .is_empty()
+        );
         assert!(ids(Some("okhttp/4.12.0")).is_empty());
         assert!(ids(Some("curl/7.88.1")).is_empty());
     }

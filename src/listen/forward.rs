@@ -73,10 +73,10 @@ pub fn prepare_request(
         let host = request.uri().authority().map(|a| a.as_str().to_string());
         *request.uri_mut() = uri;
         // HTTP/2 clients send :authority instead of Host.
-        if !request.headers().contains_key(header::HOST) {
-            if let Some(value) = host.and_then(|h| HeaderValue::from_str(&h).ok()) {
-                request.headers_mut().insert(header::HOST, value);
-            }
+        if !request.headers().contains_key(header::HOST)
+            && let Some(value) = host.and_then(|h| HeaderValue::from_str(&h).ok())
+        {
+            request.headers_mut().insert(header::HOST, value);
         }
     }
     *request.version_mut() = Version::HTTP_11;
@@ -108,10 +108,10 @@ pub fn prepare_request(
         headers.insert(names.request_id.clone(), value);
     }
     headers.insert(names.action.clone(), HeaderValue::from_static(decision.action().as_str()));
-    if let Identity::Partner { partner, .. } = &decision.identity {
-        if let Ok(value) = HeaderValue::from_str(&partner.name) {
-            headers.insert(names.partner.clone(), value);
-        }
+    if let Identity::Partner { partner, .. } = &decision.identity
+        && let Ok(value) = HeaderValue::from_str(&partner.name)
+    {
+        headers.insert(names.partner.clone(), value);
     }
 }
 

@@ -23,7 +23,11 @@ use crate::pipeline::{Decision, LoginOutcome};
 use crate::routes::Route;
 use crate::view::RequestView;
 
-pub async fn handle(runtime: Arc<Runtime>, request: Request<Incoming>, peer: SocketAddr) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(
+    runtime: Arc<Runtime>,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<ProxyBody>, Infallible> {
     let app = runtime.app.load_full();
     let (parts, body) = request.into_parts();
     let client_ip = resolve_client(peer.ip(), &parts.headers, &app.proxy.trusted_proxies);
@@ -47,14 +51,31 @@ pub async fn handle(runtime: Arc<Runtime>, request: Request<Incoming>, peer: Soc
     // Phase: view and decision.
     let started = Instant::now();
     let decision = {
-        let view = RequestView::new(&parts.method, parts.version, &parts.uri, &path, &parts.headers, client_ip, &route, inspected.as_deref());
+        let view = RequestView::new(
+            &parts.method,
+            parts.version,
+            &parts.uri,
+            &path,
+            &parts.headers,
+            client_ip,
+            &route,
+            inspected.as_deref(),
+        );
         app.pipeline.evaluate(&view)
     };
     let decision_time = started.elapsed();
     runtime.metrics.decision_latency.record(decision_time);
     runtime.metrics.record_decision(&route.name, decision.action(), &decision.signals);
     let method = parts.method.clone();
-    let mut record = Record { runtime: &runtime, decision: &decision, route: &route, client_ip, method: method.as_str(), path: &path, decision_time };
+    let mut record = Record {
+        runtime: &runtime,
+        decision: &decision,
+        route: &route,
+        client_ip,
+        method: method.as_str(),
+        path: &path,
+        decision_time,
+    };
 
     // Phase: act.
     if decision.action().stops_request() {
@@ -66,7 +87,8 @@ pub async fn handle(runtime: Arc<Runtime>, request: Request<Incoming>, peer: Soc
     let peer_trusted = app.proxy.trusted_proxies.contains(peer_ip);
     prepare_request(&mut upstream_request, &app.proxy.upstream, peer_ip, peer_trusted, &decision, &app.proxy.headers);
     let upstream_started = Instant::now();
-    let result = tokio::time::timeout(app.proxy.timeouts.upstream_response, runtime.client.request(upstream_request)).await;
+    let result =
+        tokio::time::timeout(app.proxy.timeouts.upstream_response, runtime.client.request(upstream_request)).await;
     let upstream_time = upstream_started.elapsed();
     let response = match result {
         Ok(Ok(response)) => response,
@@ -97,9 +119,14 @@ pub async fn handle(runtime: Arc<Runtime>, request: Request<Incoming>, peer: Soc
 
 /// Read an inspected body: at most the configured size, within the header
 /// read timeout, answering 413/408/400 instead of waiting or buffering more.
-async fn read_inspected_body(body: Incoming, headers: &http::HeaderMap, app: &App) -> Result<Bytes, Response<ProxyBody>> {
+async fn read_inspected_body(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    app: &App,
+) -> Result<Bytes, Response<ProxyBody>> {
     let limit = app.proxy.limits.max_inspected_body_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(answer::error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
     }
@@ -127,7 +154,12 @@ struct Record<'a> {
 }
 
 impl Record<'_> {
-    fn write(&mut self, upstream_status: Option<u16>, login_outcome: Option<LoginOutcome>, upstream_time: Option<Duration>) {
+    fn write(
+        &mut self,
+        upstream_status: Option<u16>,
+        login_outcome: Option<LoginOutcome>,
+        upstream_time: Option<Duration>,
+    ) {
         if !self.runtime.log.wants(self.decision) {
             return;
         }

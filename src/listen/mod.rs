@@ -68,7 +68,11 @@ impl ProxySettings {
         let mut problems = Vec::new();
         let mut socket = |value: &Spanned<String>, key: &str| {
             value.get_ref().parse::<SocketAddr>().map_err(|_| {
-                problems.push(Invalid::new(value.span(), key, format!("{:?} is not an address like \"127.0.0.1:8080\"", value.get_ref())))
+                problems.push(Invalid::new(
+                    value.span(),
+                    key,
+                    format!("{:?} is not an address like \"127.0.0.1:8080\"", value.get_ref()),
+                ))
             })
         };
         let listen = socket(&config.server.listen, "server.listen");
@@ -78,7 +82,11 @@ impl ProxySettings {
             .map_err(|mut errs| problems.append(&mut errs));
         let mut header = |value: &Spanned<String>, key: &str| {
             HeaderName::from_bytes(value.get_ref().as_bytes()).map_err(|_| {
-                problems.push(Invalid::new(value.span(), key, format!("{:?} is not a valid header name", value.get_ref())))
+                problems.push(Invalid::new(
+                    value.span(),
+                    key,
+                    format!("{:?} is not a valid header name", value.get_ref()),
+                ))
             })
         };
         let h = &config.headers;
@@ -90,7 +98,11 @@ impl ProxySettings {
             header(&h.partner, "headers.partner"),
         );
         if config.limits.max_header_bytes < 8192 {
-            problems.push(Invalid::new(0..0, "limits.max_header_bytes", "must be at least 8192 (hyper's minimum buffer)"));
+            problems.push(Invalid::new(
+                0..0,
+                "limits.max_header_bytes",
+                "must be at least 8192 (hyper's minimum buffer)",
+            ));
         }
         if config.limits.max_headers == 0 {
             problems.push(Invalid::new(0..0, "limits.max_headers", "must be at least 1"));
@@ -106,29 +118,35 @@ impl ProxySettings {
             (t.upstream_response_ms, "timeouts.upstream_response_ms"),
         ] {
             if value == 0 {
-                problems.push(Invalid::new(0..0, key, "a timeout of 0 ms would fail every request; give milliseconds > 0"));
+                problems.push(Invalid::new(
+                    0..0,
+                    key,
+                    "a timeout of 0 ms would fail every request; give milliseconds > 0",
+                ));
             }
         }
         match (listen, admin, upstream, trusted_proxies, names) {
-            (Ok(listen), Ok(admin), Ok(upstream), Ok(trusted_proxies), (Ok(score), Ok(detections), Ok(request_id), Ok(action), Ok(partner)))
-                if problems.is_empty() =>
-            {
-                Ok(ProxySettings {
-                    listen,
-                    admin,
-                    upstream,
-                    trusted_proxies,
-                    limits: config.limits.clone(),
-                    timeouts: Timeouts {
-                        header_read: Duration::from_millis(t.header_read_ms),
-                        idle: Duration::from_millis(t.idle_ms),
-                        upstream_connect: Duration::from_millis(t.upstream_connect_ms),
-                        upstream_response: Duration::from_millis(t.upstream_response_ms),
-                        shutdown_grace: Duration::from_millis(t.shutdown_grace_ms),
-                    },
-                    headers: DecisionHeaders { score, detections, request_id, action, partner },
-                })
-            }
+            (
+                Ok(listen),
+                Ok(admin),
+                Ok(upstream),
+                Ok(trusted_proxies),
+                (Ok(score), Ok(detections), Ok(request_id), Ok(action), Ok(partner)),
+            ) if problems.is_empty() => Ok(ProxySettings {
+                listen,
+                admin,
+                upstream,
+                trusted_proxies,
+                limits: config.limits.clone(),
+                timeouts: Timeouts {
+                    header_read: Duration::from_millis(t.header_read_ms),
+                    idle: Duration::from_millis(t.idle_ms),
+                    upstream_connect: Duration::from_millis(t.upstream_connect_ms),
+                    upstream_response: Duration::from_millis(t.upstream_response_ms),
+                    shutdown_grace: Duration::from_millis(t.shutdown_grace_ms),
+                },
+                headers: DecisionHeaders { score, detections, request_id, action, partner },
+            }),
             _ => Err(problems),
         }
     }
@@ -146,7 +164,9 @@ fn parse_upstream(value: &Spanned<String>) -> Result<Uri, Invalid> {
         return Err(bad("has no host"));
     }
     if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(bad("has a path; palisade forwards the client's path unchanged, so give only scheme, host and port"));
+        return Err(bad(
+            "has a path; palisade forwards the client's path unchanged, so give only scheme, host and port",
+        ));
     }
     Ok(uri)
 }

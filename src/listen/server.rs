@@ -129,7 +129,12 @@ async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown:
     }
 }
 
-async fn serve_connection(runtime: Arc<Runtime>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+async fn serve_connection(
+    runtime: Arc<Runtime>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let (limits, timeouts) = {
         let app = runtime.app.load();
@@ -155,7 +160,8 @@ async fn serve_connection(runtime: Arc<Runtime>, stream: TcpStream, peer: Socket
     let service = service_fn(move |request| super::handler::handle(service_runtime.clone(), request, peer));
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
-    let mut idle_check = tokio::time::interval((timeouts.idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    let mut idle_check =
+        tokio::time::interval((timeouts.idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)));
     let mut draining = *shutdown.borrow();
     if draining {
         connection.as_mut().graceful_shutdown();

@@ -18,7 +18,8 @@ use super::{CounterOp, CounterPlan, CounterReadings, GcraReading};
 use crate::clock::{GovernorClock, Nanos, SharedClock};
 use crate::config::RateLimitConfig;
 
-type KeyedLimiter = RateLimiter<String, DashMapStateStore<String>, GovernorClock, NoOpMiddleware<governor::nanos::Nanos>>;
+type KeyedLimiter =
+    RateLimiter<String, DashMapStateStore<String>, GovernorClock, NoOpMiddleware<governor::nanos::Nanos>>;
 
 const PRUNE_EVERY_OPS: u64 = 4096;
 

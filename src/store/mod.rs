@@ -52,7 +52,9 @@ impl CounterPlan {
 pub enum GcraReading {
     Allowed,
     /// Over the limit; the client may retry after this long.
-    Limited { retry_after: Duration },
+    Limited {
+        retry_after: Duration,
+    },
 }
 
 /// Results of a plan, in plan order.

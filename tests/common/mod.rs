@@ -1,0 +1,280 @@
+//! Shared harness for integration tests: a real upstream server written
+//! here, the real palisade server on ephemeral ports in front of it, and
+//! clients (hyper HTTP/1.1 and HTTP/2, raw TCP for what hyper won't send).
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use palisade::app::App;
+use palisade::clock::{SharedClock, SystemClock};
+use palisade::config::{Config, parse_str, unspanned};
+use palisade::decision_log::DecisionLog;
+use palisade::listen::{Running, Server};
+use palisade::metrics::Metrics;
+use palisade::store::{CounterStore, LocalStore};
+
+/// A request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// The test upstream. Paths:
+/// - `POST /login`: 200 when the body contains `password=right` (or `"password":"right"`), else 401;
+/// - `/status/NNN`: answers NNN;
+/// - `/slow/MS`: waits MS milliseconds, then 200;
+/// - `/stream`: a chunked body of 3 chunks;
+/// - anything else: 200 with body `echo` + the path.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| upstream_answer(record.clone(), request));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().last().cloned().expect("the upstream received a request")
+    }
+}
+
+type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn upstream_answer(
+    seen: Arc<Mutex<Vec<Seen>>>,
+    request: Request<Incoming>,
+) -> Result<Response<UpstreamBody>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let path = parts.uri.path().to_string();
+    let text = |status: u16, text: String| {
+        let mut response = Response::new(Full::new(Bytes::from(text)).boxed());
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        response
+    };
+    if path == "/login" && parts.method == http::Method::POST {
+        let body_text = String::from_utf8_lossy(&body);
+        let ok = body_text.contains("password=right") || body_text.contains("\"password\":\"right\"");
+        return Ok(text(if ok { 200 } else { 401 }, if ok { "welcome".into() } else { "denied".into() }));
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        return Ok(text(code.parse().unwrap_or(500), format!("status {code}")));
+    }
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
+        return Ok(text(200, "slow done".into()));
+    }
+    if path == "/stream" {
+        let chunks = futures_chunks();
+        return Ok(Response::new(chunks));
+    }
+    let mut response = text(200, format!("echo {path}"));
+    response.headers_mut().insert("x-upstream", "yes".parse().unwrap());
+    // A hop-by-hop header palisade must not pass back to the client.
+    response.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+    Ok(response)
+}
+
+fn futures_chunks() -> UpstreamBody {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let chunks: Vec<Result<Frame<Bytes>, Infallible>> =
+        ["one,", "two,", "three"].iter().map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes())))).collect();
+    StreamBody::new(tokio_stream_iter(chunks)).boxed()
+}
+
+fn tokio_stream_iter<T>(items: Vec<T>) -> impl futures_core_stream::Stream<Item = T> {
+    futures_core_stream::iter(items)
+}
+
+/// Minimal stream-from-iterator, so the harness needs no extra crates.
+mod futures_core_stream {
+    pub use futures_util::stream::{Stream, iter};
+}
+
+/// A running palisade in front of an upstream.
+pub struct Palisade {
+    pub running: Running,
+    pub log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Palisade {
+    /// Start palisade with `config_toml` (empty for the defaults), its
+    /// upstream set to `upstream`, the decision log in a temp file and
+    /// every allowed request logged.
+    pub async fn start(config_toml: &str, upstream: &Upstream) -> Palisade {
+        let mut config = parse_str(config_toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}"));
+        Self::start_config(&mut config, upstream).await
+    }
+
+    pub async fn start_config(config: &mut Config, upstream: &Upstream) -> Palisade {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("decisions.jsonl");
+        config.server.upstream = unspanned(upstream.url());
+        config.decision_log.path = log_path.display().to_string();
+        let clock: SharedClock = Arc::new(SystemClock);
+        let store = Arc::new(CounterStore::Local(LocalStore::new(clock.clone())));
+        let app = App::build(config, store, clock, 7).unwrap_or_else(|e| panic!("test config: {e:?}"));
+        let metrics = Arc::new(Metrics::default());
+        let log = DecisionLog::open(&config.decision_log, metrics.clone()).unwrap();
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = Server::new(app, log, metrics).start(proxy, admin).unwrap();
+        Palisade { running, log_path, _dir: dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.running.proxy_addr
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.running.proxy_addr, path)
+    }
+
+    /// Decision log lines, waiting up to 2 s for at least `at_least` of them
+    /// (the log is written by a background thread).
+    pub async fn log_lines(&self, at_least: usize) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let lines: Vec<serde_json::Value> =
+                text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+            if lines.len() >= at_least || tokio::time::Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let response =
+            raw_request(self.running.admin_addr, b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+                .await;
+        String::from_utf8_lossy(&response).into_owned()
+    }
+}
+
+pub type TestClient =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+pub fn http1_client() -> TestClient {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn http2_client() -> TestClient {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// A finished response: status, headers and the whole body.
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+    pub version: http::Version,
+}
+
+pub async fn send(client: &TestClient, request: Request<Full<Bytes>>) -> Answer {
+    let response = client.request(request).await.expect("palisade answered");
+    let version = response.version();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("whole body").to_bytes();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        version,
+    }
+}
+
+/// `method url` with headers and a body.
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+}
+
+/// A browser-like login POST.
+pub fn login(url: &str, user: &str, password: &str) -> Request<Full<Bytes>> {
+    request(
+        "POST",
+        url,
+        &[
+            (
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36",
+            ),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept", "text/html"),
+        ],
+        &format!("username={user}&password={password}"),
+    )
+}
+
+/// Write raw bytes on a new connection and read until the server closes
+/// it (or 5 s pass).
+pub async fn raw_request(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    out
+}
+
+/// The status code of a raw HTTP/1.x response.
+pub fn raw_status(response: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(response);
+    text.split_whitespace().nth(1)?.parse().ok()
+}

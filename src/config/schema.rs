@@ -14,7 +14,7 @@ pub fn unspanned<T>(value: T) -> Spanned<T> {
     Spanned::new(0..0, value)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -51,7 +51,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address the proxy listens on.
@@ -75,7 +75,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest request head (request line and headers) accepted, in bytes.
@@ -93,7 +93,7 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
     /// Time a client has to send a complete request head (HTTP/1).
@@ -121,7 +121,7 @@ impl Default for TimeoutsConfig {
 }
 
 /// How signals turn into a score and an action.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionConfig {
     /// Score of a request no detector said anything about (99 = human).
@@ -141,7 +141,7 @@ impl Default for DecisionConfig {
 }
 
 /// Names of the request headers that tell the application the decision.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeadersConfig {
     pub score: Spanned<String>,
@@ -163,7 +163,7 @@ impl Default for HeadersConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionLogConfig {
     /// `-` for standard output, `off` to disable, or a file path (appended).
@@ -178,7 +178,7 @@ impl Default for DecisionLogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathConfig {
     /// Match routes case-insensitively (`/Login` is `/login`).
@@ -191,7 +191,7 @@ impl Default for PathConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentifyConfig {
     /// Header carrying a partner's API key.
@@ -205,7 +205,7 @@ impl Default for IdentifyConfig {
 }
 
 /// An allowlisted partner integration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerConfig {
     pub name: String,
@@ -249,7 +249,7 @@ pub enum RuleMode {
 }
 
 /// A route: which requests it covers and how they are protected.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -270,7 +270,7 @@ pub struct RouteConfig {
     pub login: Option<LoginConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginConfig {
     /// Form field (`application/x-www-form-urlencoded`) holding the username.
@@ -292,7 +292,7 @@ impl Default for LoginConfig {
 }
 
 /// A user-agent rule (the signature engine generalises these).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserAgentRuleConfig {
     pub id: Spanned<String>,

@@ -186,7 +186,7 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
         (None, Some(pattern)) => match Regex::new(pattern.get_ref()) {
             Ok(regex) => PathMatcher::Regex(regex),
             Err(error) => {
-                problems.push(Invalid::new(pattern.span(), key("path_regex"), format!("bad regex: {error}")));
+                problems.push(Invalid::new(pattern.span(), key("path_regex"), regex_problem(&error)));
                 PathMatcher::Any
             }
         },
@@ -253,6 +253,19 @@ fn login_spec(config: LoginConfig, key: &dyn Fn(&str) -> String, problems: &mut 
         username_json_pointer: config.username_json_pointer.map(|p| p.into_inner()),
         failure_statuses: config.failure_statuses,
     }
+}
+
+/// A regex build error in one line: the syntax error's own words when
+/// there is one ("unclosed group"), not just "error parsing pattern 0".
+pub fn regex_problem(error: &regex_automata::meta::BuildError) -> String {
+    let detail = match error.syntax_error() {
+        Some(syntax) => {
+            let text = syntax.to_string();
+            text.lines().find_map(|line| line.strip_prefix("error: ")).unwrap_or(&text).trim().to_string()
+        }
+        None => error.to_string(),
+    };
+    format!("bad regex: {detail}")
 }
 
 /// Checks a limit's numbers; shared by routes and partner quotas.

@@ -106,7 +106,12 @@ impl Route {
     }
 
     fn matches(&self, method: &http::Method, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method)) && self.matcher.matches(path)
+        // HTTP methods are case-sensitive, but frameworks that upper-case
+        // them (Django, Werkzeug) run their POST view for `post /login`;
+        // matching loosely only ever puts more requests under a route.
+        let method_matches =
+            self.methods.is_empty() || self.methods.iter().any(|m| m.as_str().eq_ignore_ascii_case(method.as_str()));
+        method_matches && self.matcher.matches(path)
     }
 }
 
@@ -292,6 +297,16 @@ mod tests {
         assert_eq!(table.find(&http::Method::POST, "/api/payments").profile, RouteProfile::Payment);
         assert_eq!(table.find(&http::Method::POST, "/api/payments/42").profile, RouteProfile::Payment);
         assert_eq!(table.find(&http::Method::POST, "/api/paymentsx").profile, RouteProfile::Default);
+    }
+
+    #[test]
+    fn methods_match_whatever_their_case() {
+        let table = table();
+        for method in ["post", "Post", "pOST"] {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(table.find(&method, "/login").profile, RouteProfile::Login, "{method}");
+        }
+        assert_eq!(table.find(&http::Method::from_bytes(b"get").unwrap(), "/login").profile, RouteProfile::Default);
     }
 
     #[test]

@@ -116,19 +116,14 @@ impl UserAgentRules {
         signal.evidence.push(evidence);
         signal
     }
-}
 
-impl Detector for UserAgentRules {
-    fn name(&self) -> &'static str {
-        "user_agent"
-    }
-
-    fn detect(&self, view: &RequestView<'_>, _readings: &CounterReadings, signals: &mut Vec<Signal>) {
-        let user_agent = view.user_agent.unwrap_or("").trim();
+    /// Signals for a `User-Agent` value (`None` when the header is absent).
+    fn match_user_agent(&self, raw: Option<&[u8]>, signals: &mut Vec<Signal>) {
+        let user_agent = raw.unwrap_or_default().trim_ascii();
         if user_agent.is_empty() {
-            let absent = view.headers.get(http::header::USER_AGENT).is_none();
+            let missing = if raw.is_none() { "absent" } else { "blank" };
             for rule in self.rules.iter().filter(|rule| rule.on_empty) {
-                signals.push(self.signal(rule, Evidence::text("user_agent", if absent { "absent" } else { "blank" })));
+                signals.push(self.signal(rule, Evidence::text("user_agent", missing)));
             }
             return;
         }
@@ -142,6 +137,21 @@ impl Detector for UserAgentRules {
             fired.push(*rule_index);
             signals.push(self.signal(&self.rules[*rule_index], Evidence::text("matched", literal.clone())));
         }
+    }
+}
+
+impl Detector for UserAgentRules {
+    fn name(&self) -> &'static str {
+        "user_agent"
+    }
+
+    fn detect(&self, view: &RequestView<'_>, _readings: &CounterReadings, signals: &mut Vec<Signal>) {
+        // The raw bytes, not `view.user_agent`: that is `None` for any value
+        // with a byte outside ASCII (legal obs-text, and what phones with
+        // UTF-8 device names send), which would read as "no user agent" and
+        // let `sqlmap/1.7 (caf\xe9)` past the attack-tool rule.
+        let raw = view.headers.get(http::header::USER_AGENT).map(|value| value.as_bytes());
+        self.match_user_agent(raw, signals);
     }
 }
 
@@ -163,6 +173,19 @@ mod tests {
         assert_eq!(ids(Some("Mozilla/5.0 (Hydra)")), ["ua.attack_tool"]);
         assert_eq!(ids(None), ["ua.empty"]);
         assert_eq!(ids(Some("  ")), ["ua.empty"]);
+    }
+
+    #[test]
+    fn user_agents_outside_ascii_are_matched_on_their_bytes() {
+        let rules = UserAgentRules::from_config(&Config::default()).unwrap();
+        let ids = |raw: &[u8]| {
+            let mut signals = Vec::new();
+            rules.match_user_agent(Some(raw), &mut signals);
+            signals.iter().map(|s| s.id.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(b"sqlmap/1.7.2 (caf\xe9)"), ["ua.attack_tool"]);
+        assert!(ids("Mozilla/5.0 (Linux; Android 12; HUAWEI 畅享 50) Chrome/156.0".as_bytes()).is_empty());
+        assert_eq!(ids(b" \t "), ["ua.empty"]);
     }
 
     #[test]

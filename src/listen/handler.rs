@@ -45,7 +45,7 @@ pub async fn handle(
             }
         }
     } else {
-        (None, body.map_err(|e| Box::new(e) as super::BoxError).boxed())
+        (None, body.map_err(|e| Box::new(ClientBodyError(e)) as super::BoxError).boxed())
     };
 
     // Phase: view and decision.
@@ -92,6 +92,13 @@ pub async fn handle(
     let upstream_time = upstream_started.elapsed();
     let response = match result {
         Ok(Ok(response)) => response,
+        // The client's body broke while it streamed; the upstream is fine.
+        Ok(Err(error)) if caused_by_client_body(&error) => {
+            tracing::debug!(%error, request_id = %decision.request_id, "client request body failed");
+            runtime.metrics.rejected_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            record.write(None, None, Some(upstream_time));
+            return Ok(answer::error(StatusCode::BAD_REQUEST, "bad_body"));
+        }
         Ok(Err(error)) => {
             tracing::warn!(%error, request_id = %decision.request_id, "upstream request failed");
             runtime.metrics.record_upstream_error("unavailable");
@@ -115,6 +122,38 @@ pub async fn handle(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as super::BoxError).boxed()))
+}
+
+/// A failure of the client's request body while it streams to the upstream
+/// (broken chunked framing, the client going away). hyper reports it as a
+/// failed upstream request; this marker lets the handler tell the two apart
+/// so a client's garbage is answered 400 and never counted as the
+/// upstream being down.
+#[derive(Debug)]
+struct ClientBodyError(hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "client request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether a [`ClientBodyError`] is anywhere in the error's causes.
+fn caused_by_client_body(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current.is::<ClientBodyError>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// Read an inspected body: at most the configured size, within the header

@@ -12,6 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::{UpstreamClient, upstream_client};
@@ -106,11 +107,14 @@ impl Running {
 
 async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     let tracker = TaskTracker::new();
+    // Cancelled when the grace period is over: whatever is still open then
+    // is dropped, so `shutdown` really leaves nothing serving behind it.
+    let force_close = CancellationToken::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tracker.spawn(serve_connection(runtime.clone(), stream, peer, shutdown.clone()));
+                    tracker.spawn(serve_connection(runtime.clone(), stream, peer, shutdown.clone(), force_close.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -126,6 +130,8 @@ async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown:
     let grace = runtime.app.load().proxy.timeouts.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(remaining = tracker.len(), "shutdown grace period over; closing remaining connections");
+        force_close.cancel();
+        tracker.wait().await;
     }
 }
 
@@ -134,6 +140,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    force_close: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
     let (limits, timeouts) = {
@@ -154,7 +161,7 @@ async fn serve_connection(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_interval(Some(h2_ping_interval(timeouts.idle)))
         .keep_alive_timeout(Duration::from_secs(20));
     let service_runtime = runtime.clone();
     let service = service_fn(move |request| super::handler::handle(service_runtime.clone(), request, peer));
@@ -174,6 +181,8 @@ async fn serve_connection(
                 }
                 break;
             }
+            // Grace period over: dropping the connection closes the socket.
+            _ = force_close.cancelled() => break,
             _ = shutdown.changed(), if !draining => {
                 draining = true;
                 connection.as_mut().graceful_shutdown();
@@ -186,4 +195,14 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// How often hyper pings a quiet HTTP/2 client. A ping and its answer are
+/// bytes moving, which is exactly what the idle check looks for, so pings
+/// more frequent than the idle timeout would keep every idle HTTP/2
+/// connection open for ever. Pinging only well past the idle timeout leaves
+/// idle connections to the idle check, and pings still find dead peers
+/// where it does not look (connections draining after shutdown).
+fn h2_ping_interval(idle: Duration) -> Duration {
+    (idle * 2).max(Duration::from_secs(20))
 }

@@ -278,3 +278,12 @@ pub fn raw_status(response: &[u8]) -> Option<u16> {
     let text = String::from_utf8_lossy(response);
     text.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// An upstream address nothing listens on (bound, then released), so
+/// palisade's connections to it are refused.
+pub async fn dead_upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    Upstream { addr, seen: Arc::default() }
+}

@@ -187,14 +187,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let Some(mut signals) = Signals::install() else { return ExitCode::FAILURE };
     let Some((running, store, clock)) = start(&config, &source).await else { return ExitCode::FAILURE };
-    wait_for_shutdown(&running, || {
-        // SIGHUP: re-read the file, re-apply the flags; keep the running
-        // configuration if anything is wrong.
-        let config = args.load().map_err(|e| e.to_string())?;
-        compile(&config, &source, store.clone(), clock.clone()).ok_or_else(|| "configuration rejected".to_string())
-    })
-    .await;
+    signals
+        .wait(&running, || {
+            // SIGHUP: re-read the file, re-apply the flags; keep the running
+            // configuration if anything is wrong.
+            let config = args.load().map_err(|e| e.to_string())?;
+            compile(&config, &source, store.clone(), clock.clone()).ok_or_else(|| "configuration rejected".to_string())
+        })
+        .await;
     eprintln!("palisade: shutting down, letting in-flight requests finish");
     running.shutdown().await;
     eprintln!("palisade: stopped");
@@ -213,37 +215,51 @@ async fn demo(listen: String, admin: String) -> ExitCode {
     config.server.listen = unspanned(listen);
     config.server.admin = unspanned(admin);
     config.server.upstream = unspanned(format!("http://{app_addr}"));
+    let Some(mut signals) = Signals::install() else { return ExitCode::FAILURE };
     let Some((running, _, _)) = start(&config, "demo").await else { return ExitCode::FAILURE };
     println!("{}", palisade::demo::instructions(running.proxy_addr, running.admin_addr));
-    wait_for_shutdown(&running, || Err("the demo has no configuration file to reload".to_string())).await;
+    signals.wait(&running, || Err("the demo has no configuration file to reload".to_string())).await;
     running.shutdown().await;
     ExitCode::SUCCESS
 }
 
-/// Wait for SIGTERM or SIGINT; reload on SIGHUP.
-async fn wait_for_shutdown(running: &Running, reload: impl Fn() -> Result<App, String>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
-        eprintln!("palisade: cannot install signal handlers; stopping on Ctrl-C only");
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => match reload() {
-                Ok(app) => {
-                    running.reload(app);
-                    eprintln!("palisade: configuration reloaded");
-                }
-                Err(error) => {
-                    running.record_failed_reload();
-                    eprintln!("palisade: reload failed, keeping the running configuration: {error}");
-                }
-            },
+/// SIGTERM, SIGINT and SIGHUP, installed before palisade announces its
+/// address so a signal sent right after the announcement is never lost.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(term), Ok(int), Ok(hup)) => Some(Signals { term, int, hup }),
+            (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                eprintln!("palisade: cannot install signal handlers: {error}");
+                None
+            }
+        }
+    }
+
+    /// Wait for SIGTERM or SIGINT; reload on SIGHUP.
+    async fn wait(&mut self, running: &Running, reload: impl Fn() -> Result<App, String>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => match reload() {
+                    Ok(app) => {
+                        running.reload(app);
+                        eprintln!("palisade: configuration reloaded");
+                    }
+                    Err(error) => {
+                        running.record_failed_reload();
+                        eprintln!("palisade: reload failed, keeping the running configuration: {error}");
+                    }
+                },
+            }
         }
     }
 }

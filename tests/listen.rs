@@ -18,7 +18,7 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0";
@@ -738,47 +738,20 @@ async fn shutdown_closes_what_is_left_when_the_grace_period_is_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_binary_finish_in_flight_requests_and_exit_0() {
     let upstream = Upstream::start().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["serve", "--upstream", &upstream.url(), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .env("PALISADE_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-
-    // Read stderr until the listening line, then keep draining it.
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let find_addr = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.strip_prefix("palisade listening on http://") {
-                return rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
-            }
-        }
-        panic!("palisade exited without saying where it listens");
-    };
-    let addr = tokio::time::timeout(PATIENCE, find_addr).await.expect("palisade printed its address");
-    let stderr = tokio::spawn(async move {
-        let mut rest = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            rest.push(line);
-        }
-        rest
-    });
+    let mut palisade = BinaryPalisade::spawn(&["serve", "--upstream", &upstream.url()]).await;
+    let addr = palisade.addr;
 
     let url = format!("http://{addr}/slow/800");
     let in_flight =
         tokio::spawn(async move { send(&http1_client(), request("GET", &url, &[("user-agent", BROWSER)], "")).await });
     wait_for_upstream(&upstream, "/slow/800").await;
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(killed.success());
+    palisade.signal("TERM");
 
     let answer = tokio::time::timeout(PATIENCE, in_flight).await.expect("the in-flight request finished").unwrap();
     assert_eq!((answer.status, answer.body.as_str()), (200, "slow done"));
-    let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("palisade exited").unwrap();
-    let stderr = stderr.await.unwrap();
+    let status = tokio::time::timeout(PATIENCE, palisade.child.wait()).await.expect("palisade exited").unwrap();
+    assert!(palisade.wait_for_stderr("stopped").await);
+    let stderr = palisade.stderr();
     assert!(status.success(), "exit status {status:?}; stderr: {stderr:#?}");
     assert!(stderr.iter().any(|l| l.contains("stopped")), "{stderr:#?}");
 }

@@ -151,8 +151,9 @@ pub struct Palisade {
 
 impl Palisade {
     /// Start palisade with `config_toml` (empty for the defaults), its
-    /// upstream set to `upstream`, the decision log in a temp file and
-    /// every allowed request logged.
+    /// upstream set to `upstream` and the decision log in a temp file
+    /// (allowed requests are logged only if the TOML sets
+    /// `decision_log.sample_allowed`).
     pub async fn start(config_toml: &str, upstream: &Upstream) -> Palisade {
         let mut config = parse_str(config_toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}"));
         Self::start_config(&mut config, upstream).await
@@ -286,4 +287,73 @@ pub async fn dead_upstream() -> Upstream {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     Upstream { addr, seen: Arc::default() }
+}
+
+/// The real `palisade` binary, started with `args` and `--listen`/`--admin`
+/// on ephemeral ports; stderr lines are collected as they come.
+pub struct BinaryPalisade {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl BinaryPalisade {
+    pub async fn spawn(args: &[&str]) -> BinaryPalisade {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .env("PALISADE_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the palisade binary starts");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let stderr: Arc<Mutex<Vec<String>>> = Arc::default();
+        let find_addr = async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                stderr.lock().unwrap().push(line.clone());
+                if let Some(rest) = line.strip_prefix("palisade listening on http://") {
+                    return rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
+                }
+            }
+            panic!("palisade exited without saying where it listens: {:#?}", stderr.lock().unwrap());
+        };
+        let addr =
+            tokio::time::timeout(Duration::from_secs(10), find_addr).await.expect("palisade printed its address");
+        let collected = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        BinaryPalisade { child, addr, stderr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("palisade is running")
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status();
+        assert!(status.unwrap().success(), "kill -{name} failed");
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait (up to 10 s) for a stderr line containing `text`.
+    pub async fn wait_for_stderr(&self, text: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            if self.stderr().iter().any(|line| line.contains(text)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
 }

@@ -31,6 +31,8 @@ pub struct RequestView<'a> {
     pub username: Option<String>,
     /// The body, on routes that inspect it.
     pub body: Option<&'a [u8]>,
+    /// JA4 fingerprint of the TLS ClientHello, when palisade terminated TLS.
+    pub ja4: Option<&'a str>,
 }
 
 impl<'a> RequestView<'a> {
@@ -65,7 +67,14 @@ impl<'a> RequestView<'a> {
             user_agent,
             username,
             body,
+            ja4: None,
         }
+    }
+
+    /// The connection's TLS fingerprint, when there is one.
+    pub fn with_ja4(mut self, ja4: Option<&'a str>) -> Self {
+        self.ja4 = ja4;
+        self
     }
 
     /// Header names in the order they first appeared.

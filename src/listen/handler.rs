@@ -3,7 +3,6 @@
 //! answer or forward, observe the upstream's answer, and record.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use super::ProxyBody;
 use super::answer;
 use super::client_addr::resolve_client;
 use super::forward::{full_body, prepare_request, strip_hop_by_hop};
-use super::server::Runtime;
+use super::server::{ConnectionInfo, Runtime};
 use crate::app::App;
 use crate::decision_log::{RequestFacts, render_line};
 use crate::pipeline::{Decision, LoginOutcome};
@@ -26,8 +25,9 @@ use crate::view::RequestView;
 pub async fn handle(
     runtime: Arc<Runtime>,
     request: Request<Incoming>,
-    peer: SocketAddr,
+    connection: Arc<ConnectionInfo>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let peer = connection.peer;
     let app = runtime.app.load_full();
     let (parts, body) = request.into_parts();
     let client_ip = resolve_client(peer.ip(), &parts.headers, &app.proxy.trusted_proxies);
@@ -60,7 +60,8 @@ pub async fn handle(
             client_ip,
             &route,
             inspected.as_deref(),
-        );
+        )
+        .with_ja4(connection.ja4.as_deref());
         app.pipeline.evaluate(&view)
     };
     let decision_time = started.elapsed();

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{HeaderName, Uri};
 use http_body_util::combinators::BoxBody;
 
-pub use server::{Running, Server};
+pub use server::{ConnectionInfo, Running, Server};
 
 use crate::cidr::CidrSet;
 use crate::config::{Config, Invalid, LimitsConfig, Spanned};

@@ -10,7 +10,8 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,6 +31,15 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub log: DecisionLog,
     pub client: UpstreamClient,
+}
+
+/// What is known about a client connection before any request on it.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The socket peer (the client, or a proxy in front of it).
+    pub peer: SocketAddr,
+    /// The JA4 fingerprint of the TLS ClientHello, when palisade terminates TLS.
+    pub ja4: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -114,7 +124,9 @@ async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown:
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tracker.spawn(serve_connection(runtime.clone(), stream, peer, shutdown.clone(), force_close.clone()));
+                    let _ = stream.set_nodelay(true);
+                    let connection = ConnectionInfo { peer, ja4: None };
+                    tracker.spawn(serve_connection(runtime.clone(), stream, connection, shutdown.clone(), force_close.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -135,14 +147,19 @@ async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown:
     }
 }
 
-async fn serve_connection(
+/// Serve HTTP on an accepted stream (plain TCP, or TLS once the handshake
+/// is done) until the client leaves, it idles out, or shutdown.
+async fn serve_connection<S>(
     runtime: Arc<Runtime>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: S,
+    connection_info: ConnectionInfo,
     mut shutdown: watch::Receiver<bool>,
     force_close: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = connection_info.peer;
+    let connection_info = Arc::new(connection_info);
     let (limits, timeouts) = {
         let app = runtime.app.load();
         (app.proxy.limits.clone(), app.proxy.timeouts)
@@ -164,7 +181,8 @@ async fn serve_connection(
         .keep_alive_interval(Some(h2_ping_interval(timeouts.idle)))
         .keep_alive_timeout(Duration::from_secs(20));
     let service_runtime = runtime.clone();
-    let service = service_fn(move |request| super::handler::handle(service_runtime.clone(), request, peer));
+    let service =
+        service_fn(move |request| super::handler::handle(service_runtime.clone(), request, connection_info.clone()));
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut idle_check =

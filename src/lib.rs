@@ -20,6 +20,7 @@ pub mod decide;
 pub mod decision_log;
 pub mod demo;
 pub mod detect;
+pub mod fingerprint;
 pub mod identify;
 pub mod listen;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub mod pipeline;
 pub mod request_id;
 pub mod routes;
 pub mod signal;
+pub mod signatures;
 pub mod store;
 pub mod view;
 

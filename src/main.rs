@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use palisade::app::App;
 use palisade::clock::{SharedClock, SystemClock};
-use palisade::config::{Config, ConfigError, ConfigProblem, load_file, unspanned};
+use palisade::config::{Config, ConfigError, load_file, unspanned};
 use palisade::decision_log::DecisionLog;
 use palisade::listen::{Running, Server};
 use palisade::metrics::Metrics;
@@ -118,11 +118,11 @@ fn check(path: &std::path::Path) -> ExitCode {
     match load_file(path) {
         Ok(config) => {
             println!(
-                "{}: ok ({} routes, {} partners, {} user-agent rules)",
+                "{}: ok ({} routes, {} partners, {} signature rules)",
                 path.display(),
                 config.routes.len(),
                 config.partners.len(),
-                config.user_agent_rules.len()
+                palisade::signatures::SignatureSet::from_config(&config).map_or(0, |set| set.rule_count())
             );
             ExitCode::SUCCESS
         }
@@ -142,8 +142,7 @@ fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: Share
     match App::build(config, store, clock, RequestIds::random_seed()) {
         Ok(app) => Some(app),
         Err(invalid) => {
-            let problems =
-                invalid.into_iter().map(|i| ConfigProblem { line: None, key: i.key, message: i.message }).collect();
+            let problems = invalid.into_iter().map(|i| i.locate(None)).collect();
             eprintln!("{}", ConfigError::Invalid { file: source.to_string(), problems });
             None
         }

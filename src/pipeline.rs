@@ -10,11 +10,12 @@ use std::sync::Arc;
 use crate::clock::{Nanos, SharedClock};
 use crate::config::{Config, Invalid, RouteMode};
 use crate::decide::{Decider, Verdict};
-use crate::detect::{ClientRouteRateLimit, Detector, UserAgentRules};
+use crate::detect::{ClientRouteRateLimit, Detector};
 use crate::identify::{Allowlist, Identity};
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
 use crate::signal::{Action, Evidence, Signal};
+use crate::signatures::SignatureSet;
 use crate::store::{CounterPlan, CounterReadings, CounterStore, GcraReading};
 use crate::view::RequestView;
 
@@ -86,12 +87,12 @@ impl<'a> PipelineBuilder<'a> {
         let mut problems = Vec::new();
         let routes = keep(RouteTable::from_config(self.config), &mut problems);
         let allowlist = keep(Allowlist::from_config(self.config), &mut problems);
-        let user_agent = keep(UserAgentRules::from_config(self.config), &mut problems);
+        let signatures = keep(SignatureSet::from_config(self.config), &mut problems);
         let decider = keep(Decider::from_config(&self.config.decision), &mut problems);
-        match (routes, allowlist, user_agent, decider) {
-            (Some(routes), Some(allowlist), Some(user_agent), Some(decider)) if problems.is_empty() => {
+        match (routes, allowlist, signatures, decider) {
+            (Some(routes), Some(allowlist), Some(signatures), Some(decider)) if problems.is_empty() => {
                 let detectors: Vec<Box<dyn Detector>> =
-                    vec![Box::new(ClientRouteRateLimit::default()), Box::new(user_agent)];
+                    vec![Box::new(ClientRouteRateLimit::default()), Box::new(signatures)];
                 Ok(PipelineParts { routes, allowlist, detectors, decider })
             }
             _ => Err(problems),

@@ -6,16 +6,22 @@ use crate::config::Config;
 use crate::routes::RouteTable;
 use crate::view::RequestView;
 
-/// Build a view of `method path` with an optional user agent and run `f` on it.
-pub fn view_for(method: &str, path: &str, user_agent: Option<&str>, f: impl FnOnce(&RequestView<'_>)) {
+/// Build a view of `method target` with `headers` (and a body, on routes
+/// that inspect it) under the default routes, and run `f` on it.
+pub fn view_with<T>(
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    f: impl FnOnce(&RequestView<'_>) -> T,
+) -> T {
     let config = Config::default();
     let routes = RouteTable::from_config(&config).unwrap();
     let method: http::Method = method.parse().unwrap();
-    let uri: http::Uri = path.parse().unwrap();
-    let mut headers = http::HeaderMap::new();
-    headers.insert("host", "example.test".parse().unwrap());
-    if let Some(ua) = user_agent {
-        headers.insert("user-agent", ua.parse().unwrap());
+    let uri: http::Uri = target.parse().unwrap();
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        map.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
     }
     let normalized = crate::normalize::normalize_path(uri.path(), true);
     let route: Arc<_> = routes.find(&method, &normalized).clone();
@@ -24,10 +30,10 @@ pub fn view_for(method: &str, path: &str, user_agent: Option<&str>, f: impl FnOn
         http::Version::HTTP_11,
         &uri,
         &normalized,
-        &headers,
+        &map,
         "192.0.2.1".parse().unwrap(),
         &route,
-        None,
+        body,
     );
     f(&view)
 }

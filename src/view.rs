@@ -33,6 +33,8 @@ pub struct RequestView<'a> {
     pub body: Option<&'a [u8]>,
     /// JA4 fingerprint of the TLS ClientHello, when palisade terminated TLS.
     pub ja4: Option<&'a str>,
+    /// palisade's HTTP fingerprint (see [`crate::fingerprint`]).
+    pub fingerprint: String,
 }
 
 impl<'a> RequestView<'a> {
@@ -68,7 +70,18 @@ impl<'a> RequestView<'a> {
             username,
             body,
             ja4: None,
+            fingerprint: crate::fingerprint::http_fingerprint(version, method, headers.keys().map(|k| k.as_str())),
         }
+    }
+
+    /// Use the header names exactly as the client sent them (wire order,
+    /// case, repeats), when the listen stage could see them, for the
+    /// fingerprint.
+    pub fn with_wire_header_names<'n>(mut self, names: Option<impl IntoIterator<Item = &'n str>>) -> Self {
+        if let Some(names) = names {
+            self.fingerprint = crate::fingerprint::http_fingerprint(self.version, self.method, names);
+        }
+        self
     }
 
     /// The connection's TLS fingerprint, when there is one.

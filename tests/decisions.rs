@@ -313,15 +313,25 @@ profile = "api"
 path = "/api/*"
 rate_limit = { requests = 3, period_secs = 3600 }
 
-[[user_agent_rule]]
+[signatures]
+builtin = false
+paths = ["RULES_PATH"]
+"#;
+
+/// Two rules in a rule file of the test's own: one in shadow mode, one
+/// enforced, so shadow is shown to be per rule.
+const MONITOR_RULES: &str = r#"
+[[rule]]
 id = "ua.attack_tool"
+field = "user_agent"
 contains = ["sqlmap"]
 score = 79
 action = "block"
 mode = "shadow"
 
-[[user_agent_rule]]
+[[rule]]
 id = "ua.scanner"
+field = "user_agent"
 contains = ["nikto"]
 score = 79
 action = "block"
@@ -330,7 +340,11 @@ action = "block"
 #[tokio::test]
 async fn monitor_routes_and_shadow_rules_log_what_they_would_do() {
     let upstream = Upstream::start().await;
-    let palisade = Palisade::start(MONITOR_CONFIG, &upstream).await;
+    let rules_dir = tempfile::tempdir().unwrap();
+    let rules_path = rules_dir.path().join("rules.toml");
+    std::fs::write(&rules_path, MONITOR_RULES).unwrap();
+    let config = MONITOR_CONFIG.replace("RULES_PATH", rules_path.to_str().unwrap());
+    let palisade = Palisade::start(&config, &upstream).await;
     let client = http1_client();
 
     // Shadow rule: sqlmap passes, and the app is not told about it.

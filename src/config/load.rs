@@ -16,6 +16,9 @@ use super::schema::Config;
 /// One thing wrong with a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
+    /// The file the problem is in, when it is not the configuration file
+    /// itself (a signature rule file, a certificate).
+    pub file: Option<String>,
     /// 1-based line, when the problem has a place in the file.
     pub line: Option<usize>,
     /// Dotted key path, e.g. `route[1].profile`.
@@ -26,14 +29,41 @@ pub struct ConfigProblem {
 /// A problem found by a stage builder, before it is mapped to a line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
+    /// Byte range in the configuration text (`0..0` when unknown).
     pub span: Range<usize>,
     pub key: String,
     pub message: String,
+    /// Set when the problem is in another file: that file and its line.
+    pub elsewhere: Option<(String, Option<usize>)>,
 }
 
 impl Invalid {
     pub fn new(span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Invalid { span, key: key.into(), message: message.into() }
+        Invalid { span, key: key.into(), message: message.into(), elsewhere: None }
+    }
+
+    /// A problem at `line` of `file`, another file than the configuration.
+    pub fn in_file(
+        file: impl Into<String>,
+        line: Option<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Invalid { span: 0..0, key: key.into(), message: message.into(), elsewhere: Some((file.into(), line)) }
+    }
+
+    /// Map to a reportable problem, finding the line in `text` (the
+    /// configuration) when the problem is in it.
+    pub fn locate(self, text: Option<&str>) -> ConfigProblem {
+        match self.elsewhere {
+            Some((file, line)) => ConfigProblem { file: Some(file), line, key: self.key, message: self.message },
+            None => ConfigProblem {
+                file: None,
+                line: text.filter(|_| self.span != (0..0)).map(|text| line_of(text, self.span.start)),
+                key: self.key,
+                message: self.message,
+            },
+        }
     }
 }
 
@@ -55,6 +85,7 @@ impl fmt::Display for ConfigError {
                     if i > 0 {
                         writeln!(f)?;
                     }
+                    let file = problem.file.as_deref().unwrap_or(file);
                     match problem.line {
                         Some(line) => write!(f, "{file}:{line}: {}: {}", problem.key, problem.message)?,
                         None => write!(f, "{file}: {}: {}", problem.key, problem.message)?,
@@ -80,7 +111,9 @@ impl ConfigError {
 /// Read, parse and validate a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { file: path.to_path_buf(), error })?;
-    parse_str(&text, &path.display().to_string())
+    let mut config = parse_str(&text, &path.display().to_string())?;
+    config.base_dir = path.parent().map(Path::to_path_buf);
+    Ok(config)
 }
 
 /// Parse and validate configuration text; `file` names it in errors.
@@ -95,6 +128,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
                 let span = error.span();
                 let line = span.as_ref().map(|s| line_of(text, s.start));
                 problems.push(ConfigProblem {
+                    file: None,
                     line,
                     key: span.as_ref().map(|s| key_path_at(text, s.start)).unwrap_or_else(|| "(file)".into()),
                     message: error.message().trim().to_string(),
@@ -107,13 +141,9 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
         }
     };
     if let Some(config) = &config {
-        problems.extend(super::validate::validate(config).into_iter().map(|invalid| ConfigProblem {
-            line: (invalid.span != (0..0)).then(|| line_of(text, invalid.span.start)),
-            key: invalid.key,
-            message: invalid.message,
-        }));
+        problems.extend(super::validate::validate(config).into_iter().map(|invalid| invalid.locate(Some(text))));
     }
-    problems.sort_by_key(|problem| problem.line.unwrap_or(usize::MAX));
+    problems.sort_by_key(|problem| (problem.file.is_some(), problem.line.unwrap_or(usize::MAX)));
     match config {
         Some(config) if problems.is_empty() => Ok(config),
         _ => Err(ConfigError::Invalid { file: file.to_string(), problems }),
@@ -121,7 +151,7 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
 }
 
 /// 1-based line number of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
 }
 

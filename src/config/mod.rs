@@ -10,5 +10,6 @@ mod load;
 mod schema;
 mod validate;
 
+pub(crate) use load::line_of;
 pub use load::{ConfigError, ConfigProblem, Invalid, load_file, parse_str};
 pub use schema::*;

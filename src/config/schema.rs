@@ -29,8 +29,22 @@ pub struct Config {
     pub partners: Vec<PartnerConfig>,
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
-    #[serde(rename = "user_agent_rule")]
-    pub user_agent_rules: Vec<UserAgentRuleConfig>,
+    pub signatures: SignaturesConfig,
+    /// The folder of the configuration file; relative paths in it are
+    /// relative to this folder. `None` for the built-in defaults.
+    #[serde(skip)]
+    pub base_dir: Option<std::path::PathBuf>,
+}
+
+impl Config {
+    /// A path from the configuration, relative to the configuration file.
+    pub fn resolve_path(&self, path: &str) -> std::path::PathBuf {
+        let path = std::path::Path::new(path);
+        match &self.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -46,7 +60,8 @@ impl Default for Config {
             identify: IdentifyConfig::default(),
             partners: Vec::new(),
             routes: default_routes(),
-            user_agent_rules: default_user_agent_rules(),
+            signatures: SignaturesConfig::default(),
+            base_dir: None,
         }
     }
 }
@@ -239,15 +254,6 @@ pub enum RouteMode {
     Monitor,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleMode {
-    #[default]
-    Enforce,
-    /// The rule's signal is logged but does not change score or action.
-    Shadow,
-}
-
 /// A route: which requests it covers and how they are protected.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,26 +297,24 @@ impl Default for LoginConfig {
     }
 }
 
-/// A user-agent rule (the signature engine generalises these).
+/// Which signature rules run.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserAgentRuleConfig {
-    pub id: Spanned<String>,
-    #[serde(default)]
-    pub description: String,
-    /// Fires when the user agent contains any of these (case-insensitive).
-    #[serde(default)]
-    pub contains: Vec<String>,
-    /// Fires when the user agent is absent or blank.
-    #[serde(default)]
-    pub empty: bool,
-    /// Points taken off the score when the rule fires.
-    #[serde(default)]
-    pub score: u8,
-    /// An action taken regardless of the score.
-    pub action: Option<Spanned<String>>,
-    #[serde(default)]
-    pub mode: RuleMode,
+#[serde(deny_unknown_fields, default)]
+pub struct SignaturesConfig {
+    /// Run the rule files shipped with palisade (`signatures/*.toml`, built in).
+    pub builtin: bool,
+    /// More rule files, or folders of `*.toml` rule files.
+    pub paths: Vec<Spanned<String>>,
+    /// Rule ids to run in shadow mode: logged with `would_action`, not acted on.
+    pub shadow: Vec<Spanned<String>>,
+    /// Rule ids to turn off.
+    pub disable: Vec<Spanned<String>>,
+}
+
+impl Default for SignaturesConfig {
+    fn default() -> Self {
+        SignaturesConfig { builtin: true, paths: Vec::new(), shadow: Vec::new(), disable: Vec::new() }
+    }
 }
 
 fn default_routes() -> Vec<RouteConfig> {
@@ -334,59 +338,6 @@ fn default_routes() -> Vec<RouteConfig> {
             mode: RouteMode::Enforce,
             rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(10) }),
             login: None,
-        },
-    ]
-}
-
-/// Tools whose user agent no person's browser sends. Libraries that
-/// partners and mobile apps are built on (curl, okhttp, python-requests)
-/// are deliberately absent: they are not evidence of abuse on their own.
-pub const ATTACK_TOOLS: &[&str] = &[
-    "sqlmap",
-    "nikto",
-    "hydra",
-    "medusa",
-    "ncrack",
-    "patator",
-    "wfuzz",
-    "ffuf",
-    "gobuster",
-    "dirbuster",
-    "dirb/",
-    "masscan",
-    "zgrab",
-    "nuclei",
-    "openbullet",
-    "silverbullet",
-    "sentry mba",
-    "acunetix",
-    "nessus",
-    "w3af",
-    "netsparker",
-    "havij",
-    "jorgee",
-    "zmeu",
-];
-
-fn default_user_agent_rules() -> Vec<UserAgentRuleConfig> {
-    vec![
-        UserAgentRuleConfig {
-            id: unspanned("ua.attack_tool".into()),
-            description: "User agent names an attack, scanning or credential-stuffing tool".into(),
-            contains: ATTACK_TOOLS.iter().map(|s| s.to_string()).collect(),
-            empty: false,
-            score: 79,
-            action: Some(unspanned("block".into())),
-            mode: RuleMode::Enforce,
-        },
-        UserAgentRuleConfig {
-            id: unspanned("ua.empty".into()),
-            description: "No User-Agent header, or a blank one: browsers always send one".into(),
-            contains: Vec::new(),
-            empty: true,
-            score: 50,
-            action: None,
-            mode: RuleMode::Enforce,
         },
     ]
 }

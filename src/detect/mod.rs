@@ -7,10 +7,8 @@
 //! detector's output; combining findings is the decide stage's job.
 
 mod rate;
-mod user_agent;
 
 pub use rate::ClientRouteRateLimit;
-pub use user_agent::UserAgentRules;
 
 use crate::signal::Signal;
 use crate::store::{CounterPlan, CounterReadings};

@@ -1,0 +1,118 @@
+//! The request fields rules can look at, and how each is read from the
+//! request view.
+
+use std::borrow::Cow;
+
+use http::HeaderName;
+
+use crate::view::RequestView;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Field {
+    UserAgent,
+    /// The normalized path (what routes match on).
+    Path,
+    /// The query string without `?`, percent-decoded (`+` read as a
+    /// space), so an encoded payload cannot hide from a rule.
+    Query,
+    Method,
+    /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`.
+    Version,
+    Header(HeaderName),
+    /// Header names in wire order, joined by `,`.
+    HeaderNames,
+    /// The body, on routes that inspect it (login).
+    Body,
+    /// palisade's HTTP fingerprint of the request.
+    Fingerprint,
+    /// JA4 TLS fingerprint, when palisade terminates TLS.
+    Ja4,
+}
+
+impl Field {
+    pub const NAMES: &'static str =
+        "user_agent, path, query, method, version, header:<name>, header_names, body, fingerprint, ja4";
+
+    pub fn parse(name: &str) -> Option<Field> {
+        Some(match name {
+            "user_agent" => Field::UserAgent,
+            "path" => Field::Path,
+            "query" => Field::Query,
+            "method" => Field::Method,
+            "version" => Field::Version,
+            "header_names" => Field::HeaderNames,
+            "body" => Field::Body,
+            "fingerprint" => Field::Fingerprint,
+            "ja4" => Field::Ja4,
+            other => {
+                let header = other.strip_prefix("header:")?;
+                Field::Header(HeaderName::from_bytes(header.trim().as_bytes()).ok()?)
+            }
+        })
+    }
+
+    pub fn name(&self) -> Cow<'static, str> {
+        match self {
+            Field::UserAgent => "user_agent".into(),
+            Field::Path => "path".into(),
+            Field::Query => "query".into(),
+            Field::Method => "method".into(),
+            Field::Version => "version".into(),
+            Field::Header(name) => format!("header:{name}").into(),
+            Field::HeaderNames => "header_names".into(),
+            Field::Body => "body".into(),
+            Field::Fingerprint => "fingerprint".into(),
+            Field::Ja4 => "ja4".into(),
+        }
+    }
+
+    /// The field's values in this request; empty when the field is absent.
+    /// (Only headers can have more than one value.)
+    pub fn values<'v>(&self, view: &'v RequestView<'_>, out: &mut Vec<Cow<'v, [u8]>>) {
+        out.clear();
+        let bytes = |s: &'v str| Cow::Borrowed(s.as_bytes());
+        match self {
+            Field::UserAgent => {
+                if let Some(value) = view.headers.get(http::header::USER_AGENT) {
+                    let trimmed = value.as_bytes().trim_ascii();
+                    if !trimmed.is_empty() {
+                        out.push(Cow::Borrowed(trimmed));
+                    }
+                }
+            }
+            Field::Path => out.push(bytes(view.path)),
+            Field::Query => {
+                if let Some(query) = view.query {
+                    let plus_as_space = query.replace('+', " ");
+                    out.push(Cow::Owned(percent_encoding::percent_decode_str(&plus_as_space).collect()));
+                }
+            }
+            Field::Method => out.push(bytes(view.method.as_str())),
+            Field::Version => out.push(Cow::Borrowed(version_name(view.version).as_bytes())),
+            Field::Header(name) => out.extend(view.headers.get_all(name).iter().map(|v| Cow::Borrowed(v.as_bytes()))),
+            Field::HeaderNames => {
+                let mut joined = Vec::with_capacity(view.headers.keys_len() * 12);
+                for (i, name) in view.header_names().enumerate() {
+                    if i > 0 {
+                        joined.push(b',');
+                    }
+                    joined.extend_from_slice(name.as_bytes());
+                }
+                out.push(Cow::Owned(joined));
+            }
+            Field::Body => out.extend(view.body.map(Cow::Borrowed)),
+            Field::Fingerprint => out.push(bytes(&view.fingerprint)),
+            Field::Ja4 => out.extend(view.ja4.map(bytes)),
+        }
+    }
+}
+
+pub fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}

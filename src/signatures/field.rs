@@ -27,11 +27,15 @@ pub enum Field {
     Fingerprint,
     /// JA4 TLS fingerprint, when palisade terminates TLS.
     Ja4,
+    /// The route's profile: `login`, `payment`, `api` or `default`.
+    Profile,
+    /// The route's name from the configuration.
+    Route,
 }
 
 impl Field {
     pub const NAMES: &'static str =
-        "user_agent, path, query, method, version, header:<name>, header_names, body, fingerprint, ja4";
+        "user_agent, path, query, method, version, header:<name>, header_names, body, fingerprint, ja4, profile, route";
 
     pub fn parse(name: &str) -> Option<Field> {
         Some(match name {
@@ -44,6 +48,8 @@ impl Field {
             "body" => Field::Body,
             "fingerprint" => Field::Fingerprint,
             "ja4" => Field::Ja4,
+            "profile" => Field::Profile,
+            "route" => Field::Route,
             other => {
                 let header = other.strip_prefix("header:")?;
                 Field::Header(HeaderName::from_bytes(header.trim().as_bytes()).ok()?)
@@ -63,6 +69,8 @@ impl Field {
             Field::Body => "body".into(),
             Field::Fingerprint => "fingerprint".into(),
             Field::Ja4 => "ja4".into(),
+            Field::Profile => "profile".into(),
+            Field::Route => "route".into(),
         }
     }
 
@@ -103,6 +111,8 @@ impl Field {
             Field::Body => out.extend(view.body.map(Cow::Borrowed)),
             Field::Fingerprint => out.push(bytes(&view.fingerprint)),
             Field::Ja4 => out.extend(view.ja4.map(bytes)),
+            Field::Profile => out.push(bytes(view.route.profile.as_str())),
+            Field::Route => out.push(bytes(&view.route.name)),
         }
     }
 }

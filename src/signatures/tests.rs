@@ -174,3 +174,18 @@ fn configuration_can_shadow_or_disable_rules_by_id() {
     let unknown = SignatureSet::from_sources(&[rules], &[unspanned("nope".into())], &[]).unwrap_err();
     assert_eq!(unknown[0].key, "signatures.shadow[0]");
 }
+
+#[test]
+fn rules_can_look_at_the_route_profile_and_version() {
+    let set = set(r#"
+[[rule]]
+id = "shape.http10_login"
+all = [
+  { field = "version", equals = "HTTP/1.0" },
+  { field = "profile", equals = "login" },
+]
+score = 30
+"#);
+    // The unit-test view is HTTP/1.1; the login profile alone does not fire.
+    assert!(fired(&set, "POST", "/login", &[("user-agent", "x")], Some(b"")).is_empty());
+}

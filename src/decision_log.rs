@@ -35,6 +35,8 @@ pub struct RequestFacts<'a> {
     pub login_outcome: Option<LoginOutcome>,
     pub decision_time: Duration,
     pub upstream_time: Option<Duration>,
+    /// JA4 of the connection's TLS ClientHello, when palisade terminated TLS.
+    pub ja4: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -47,6 +49,7 @@ struct Line<'a> {
     route: &'a str,
     profile: &'a str,
     mode: &'static str,
+    fingerprint: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     partner: Option<&'a str>,
     score: u8,
@@ -66,6 +69,8 @@ struct Line<'a> {
     decision_us: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     upstream_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ja4: Option<&'a str>,
 }
 
 /// Render a decision as one JSON log line (no trailing newline).
@@ -86,6 +91,7 @@ pub fn render_line(decision: &Decision, facts: &RequestFacts<'_>) -> String {
             RouteMode::Enforce => "enforce",
             RouteMode::Monitor => "monitor",
         },
+        fingerprint: &decision.fingerprint,
         partner,
         score: decision.score(),
         action: decision.action(),
@@ -98,6 +104,7 @@ pub fn render_line(decision: &Decision, facts: &RequestFacts<'_>) -> String {
         login_outcome: facts.login_outcome.map(LoginOutcome::as_str),
         decision_us: facts.decision_time.as_nanos() as f64 / 1000.0,
         upstream_ms: facts.upstream_time.map(|t| t.as_micros() as f64 / 1000.0),
+        ja4: facts.ja4,
     };
     serde_json::to_string(&line).expect("decision lines serialize")
 }

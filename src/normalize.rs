@@ -13,7 +13,9 @@ use percent_encoding::percent_decode_str;
 /// segment, empty and `.` segments dropped, `..` resolved without escaping
 /// the root, no trailing slash, lowercased when `case_insensitive`.
 pub fn normalize_path(raw_path: &str, case_insensitive: bool) -> String {
-    let path = raw_path.split(['?', '#']).next().unwrap_or("");
+    // `raw_path` is the path alone (`Uri::path`); a `?` or `#` that appears
+    // only after decoding is part of the path, as the application sees it.
+    let path = raw_path;
     let mut decoded = std::borrow::Cow::Borrowed(path);
     // Each round that changes the text shortens it, so this ends.
     loop {
@@ -77,7 +79,6 @@ mod tests {
             "/%256cogin",
             "/login;jsessionid=1",
             "/login%2f",
-            "/login?x=1",
             "\\login",
             "/login/.",
             "/../login",

@@ -30,6 +30,8 @@ pub struct Decision {
     pub verdict: Verdict,
     pub signals: Vec<Signal>,
     pub mode: RouteMode,
+    /// The request's HTTP fingerprint (see [`crate::fingerprint`]).
+    pub fingerprint: String,
 }
 
 impl Decision {
@@ -179,7 +181,8 @@ impl Pipeline {
             }
             let mut verdict = self.parts.decider.decide(&signals, view.route.mode);
             verdict.enforced.score = self.parts.decider.trusted_score();
-            return Decision { request_id, at, identity, verdict, signals, mode: view.route.mode };
+            let fingerprint = view.fingerprint().to_string();
+            return Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint };
         }
 
         for detector in &self.parts.detectors {
@@ -190,7 +193,8 @@ impl Pipeline {
             detector.detect(view, &readings, &mut signals);
         }
         let verdict = self.parts.decider.decide(&signals, view.route.mode);
-        Decision { request_id, at, identity, verdict, signals, mode: view.route.mode }
+        let fingerprint = view.fingerprint().to_string();
+        Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint }
     }
 
     /// Learn from the upstream's answer. Login routes classify the outcome

@@ -33,8 +33,11 @@ pub struct RequestView<'a> {
     pub body: Option<&'a [u8]>,
     /// JA4 fingerprint of the TLS ClientHello, when palisade terminated TLS.
     pub ja4: Option<&'a str>,
-    /// palisade's HTTP fingerprint (see [`crate::fingerprint`]).
-    pub fingerprint: String,
+    /// Header names exactly as sent (wire order, case, repeats), when the
+    /// listen stage could see them (HTTP/1).
+    pub wire_names: Option<&'a [Box<str>]>,
+    /// palisade's HTTP fingerprint, computed when first asked for.
+    fingerprint: std::cell::OnceCell<String>,
 }
 
 impl<'a> RequestView<'a> {
@@ -70,18 +73,22 @@ impl<'a> RequestView<'a> {
             username,
             body,
             ja4: None,
-            fingerprint: crate::fingerprint::http_fingerprint(version, method, headers.keys().map(|k| k.as_str())),
+            wire_names: None,
+            fingerprint: std::cell::OnceCell::new(),
         }
     }
 
-    /// Use the header names exactly as the client sent them (wire order,
-    /// case, repeats), when the listen stage could see them, for the
-    /// fingerprint.
-    pub fn with_wire_header_names<'n>(mut self, names: Option<impl IntoIterator<Item = &'n str>>) -> Self {
-        if let Some(names) = names {
-            self.fingerprint = crate::fingerprint::http_fingerprint(self.version, self.method, names);
-        }
+    /// The header names exactly as the client sent them, when the listen
+    /// stage recorded them.
+    pub fn with_wire_names(mut self, names: Option<&'a [Box<str>]>) -> Self {
+        self.wire_names = names;
         self
+    }
+
+    /// palisade's HTTP fingerprint of this request (see [`crate::fingerprint`]).
+    pub fn fingerprint(&self) -> &str {
+        self.fingerprint
+            .get_or_init(|| crate::fingerprint::http_fingerprint(self.version, self.method, self.header_names()))
     }
 
     /// The connection's TLS fingerprint, when there is one.
@@ -90,8 +97,12 @@ impl<'a> RequestView<'a> {
         self
     }
 
-    /// Header names in the order they first appeared.
-    pub fn header_names(&self) -> impl Iterator<Item = &str> {
-        self.headers.keys().map(|name| name.as_str())
+    /// Header names in wire order: as sent (case and repeats kept) when
+    /// they were recorded, else lowercase in order of first appearance.
+    pub fn header_names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match self.wire_names {
+            Some(names) => Box::new(names.iter().map(|name| &**name)),
+            None => Box::new(self.headers.keys().map(|name| name.as_str())),
+        }
     }
 }

@@ -16,6 +16,7 @@ use super::answer;
 use super::client_addr::resolve_client;
 use super::forward::{full_body, prepare_request, strip_hop_by_hop};
 use super::server::{ConnectionInfo, Runtime};
+use super::wire_head::WireHeads;
 use crate::app::App;
 use crate::decision_log::{RequestFacts, render_line};
 use crate::pipeline::{Decision, LoginOutcome};
@@ -26,10 +27,16 @@ pub async fn handle(
     runtime: Arc<Runtime>,
     request: Request<Incoming>,
     connection: Arc<ConnectionInfo>,
+    wire_heads: WireHeads,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let peer = connection.peer;
     let app = runtime.app.load_full();
     let (parts, body) = request.into_parts();
+    // Taken first, before any early answer, so heads and requests stay paired.
+    let wire_names = match parts.version {
+        http::Version::HTTP_10 | http::Version::HTTP_11 => wire_heads.take_matching(&parts.headers),
+        _ => None,
+    };
     let client_ip = resolve_client(peer.ip(), &parts.headers, &app.proxy.trusted_proxies);
     let (path, route) = app.pipeline.route(&parts.method, parts.uri.path());
     let route = route.clone();
@@ -61,7 +68,8 @@ pub async fn handle(
             &route,
             inspected.as_deref(),
         )
-        .with_ja4(connection.ja4.as_deref());
+        .with_ja4(connection.ja4.as_deref())
+        .with_wire_names(wire_names.as_deref());
         app.pipeline.evaluate(&view)
     };
     let decision_time = started.elapsed();
@@ -76,6 +84,7 @@ pub async fn handle(
         method: method.as_str(),
         path: &path,
         decision_time,
+        ja4: connection.ja4.as_deref(),
     };
 
     // Phase: act.
@@ -191,6 +200,7 @@ struct Record<'a> {
     method: &'a str,
     path: &'a str,
     decision_time: Duration,
+    ja4: Option<&'a str>,
 }
 
 impl Record<'_> {
@@ -213,6 +223,7 @@ impl Record<'_> {
             login_outcome,
             decision_time: self.decision_time,
             upstream_time,
+            ja4: self.ja4,
         };
         self.runtime.log.write(render_line(self.decision, &facts));
     }

@@ -1,6 +1,7 @@
-//! Idle detection for client connections: an I/O wrapper that notes when
+//! Watching a client connection's bytes: an I/O wrapper that notes when
 //! bytes last moved, so the connection task can close connections that sit
-//! idle (HTTP/1 keep-alive and HTTP/2 alike).
+//! idle (HTTP/1 keep-alive and HTTP/2 alike), and hands what the client
+//! sends to the [`HeadRecorder`] that keeps header names as sent.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::wire_head::HeadRecorder;
 
 #[derive(Debug, Clone)]
 pub struct ActivityClock {
@@ -35,11 +38,14 @@ impl ActivityClock {
 pub struct Tracked<T> {
     inner: T,
     activity: ActivityClock,
+    /// Dropped once it turns itself off, so HTTP/2 and upgraded
+    /// connections pay nothing for it.
+    recorder: Option<HeadRecorder>,
 }
 
 impl<T> Tracked<T> {
-    pub fn new(inner: T, activity: ActivityClock) -> Self {
-        Tracked { inner, activity }
+    pub fn new(inner: T, activity: ActivityClock, recorder: Option<HeadRecorder>) -> Self {
+        Tracked { inner, activity, recorder }
     }
 }
 
@@ -49,6 +55,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.touch();
+            if let Some(recorder) = &mut self.recorder {
+                recorder.feed(&buf.filled()[before..]);
+                if recorder.is_off() {
+                    self.recorder = None;
+                }
+            }
         }
         result
     }

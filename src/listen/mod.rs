@@ -1,5 +1,6 @@
 //! The listen stage and the edges of the process: accepting client
-//! connections (HTTP/1.1 and HTTP/2), limits and timeouts, forwarding to
+//! connections (HTTP/1.1 and HTTP/2, over TLS with a JA4 fingerprint when
+//! `[tls]` is configured, see [`TlsSettings`]), limits and timeouts, forwarding to
 //! the upstream, and graceful shutdown. All network I/O lives here and in
 //! [`crate::admin`]; the pipeline it calls is pure.
 
@@ -9,6 +10,8 @@ pub mod forward;
 mod handler;
 mod idle;
 mod server;
+mod tls;
+mod wire_head;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +21,7 @@ use http::{HeaderName, Uri};
 use http_body_util::combinators::BoxBody;
 
 pub use server::{ConnectionInfo, Running, Server};
+pub use tls::TlsSettings;
 
 use crate::cidr::CidrSet;
 use crate::config::{Config, Invalid, LimitsConfig, Spanned};
@@ -61,6 +65,8 @@ pub struct ProxySettings {
     pub limits: LimitsConfig,
     pub timeouts: Timeouts,
     pub headers: DecisionHeaders,
+    /// TLS termination on `listen`, when configured.
+    pub tls: Option<TlsSettings>,
 }
 
 impl ProxySettings {
@@ -125,13 +131,18 @@ impl ProxySettings {
                 ));
             }
         }
-        match (listen, admin, upstream, trusted_proxies, names) {
+        let tls = match &config.tls {
+            Some(tls) => TlsSettings::from_config(config, tls).map(Some).map_err(|mut errs| problems.append(&mut errs)),
+            None => Ok(None),
+        };
+        match (listen, admin, upstream, trusted_proxies, names, tls) {
             (
                 Ok(listen),
                 Ok(admin),
                 Ok(upstream),
                 Ok(trusted_proxies),
                 (Ok(score), Ok(detections), Ok(request_id), Ok(action), Ok(partner)),
+                Ok(tls),
             ) if problems.is_empty() => Ok(ProxySettings {
                 listen,
                 admin,
@@ -146,6 +157,7 @@ impl ProxySettings {
                     shutdown_grace: Duration::from_millis(t.shutdown_grace_ms),
                 },
                 headers: DecisionHeaders { score, detections, request_id, action, partner },
+                tls,
             }),
             _ => Err(problems),
         }

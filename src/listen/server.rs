@@ -11,13 +11,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::forward::{UpstreamClient, upstream_client};
 use super::idle::{ActivityClock, Tracked};
+use super::tls::TlsSettings;
+use super::wire_head::{HeadRecorder, WireHeads};
 use crate::app::App;
 use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
@@ -99,6 +101,9 @@ impl Running {
         if old.proxy.listen != app.proxy.listen || old.proxy.admin != app.proxy.admin {
             tracing::warn!("listen and admin addresses change only on restart; keeping the bound ones");
         }
+        if old.proxy.tls.is_some() != app.proxy.tls.is_some() {
+            tracing::warn!("TLS turned on or off: new connections on the listen address use the new setting");
+        }
         self.runtime.app.store(Arc::new(app));
         self.runtime.metrics.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -125,8 +130,16 @@ async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown:
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let connection = ConnectionInfo { peer, ja4: None };
-                    tracker.spawn(serve_connection(runtime.clone(), stream, connection, shutdown.clone(), force_close.clone()));
+                    // Read per connection, so a reload's new certificate serves new connections.
+                    match runtime.app.load().proxy.tls.clone() {
+                        None => {
+                            let connection = ConnectionInfo { peer, ja4: None };
+                            tracker.spawn(serve_connection(runtime.clone(), stream, connection, shutdown.clone(), force_close.clone()));
+                        }
+                        Some(tls) => {
+                            tracker.spawn(serve_tls(runtime.clone(), stream, peer, tls, shutdown.clone(), force_close.clone()));
+                        }
+                    }
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -144,6 +157,32 @@ async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown:
         tracing::warn!(remaining = tracker.len(), "shutdown grace period over; closing remaining connections");
         force_close.cancel();
         tracker.wait().await;
+    }
+}
+
+/// Terminate TLS on an accepted connection (reading its ClientHello for
+/// JA4 first), then serve HTTP on it. The ClientHello and the handshake
+/// must both arrive within the header read timeout; a connection that
+/// fails either is closed and affects no other.
+async fn serve_tls(
+    runtime: Arc<Runtime>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: TlsSettings,
+    shutdown: watch::Receiver<bool>,
+    force_close: CancellationToken,
+) {
+    let header_read = runtime.app.load().proxy.timeouts.header_read;
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(header_read, super::tls::accept(stream, &tls)) => accepted,
+        _ = force_close.cancelled() => return,
+    };
+    match accepted {
+        Ok(Ok((stream, ja4))) => {
+            serve_connection(runtime, stream, ConnectionInfo { peer, ja4 }, shutdown, force_close).await;
+        }
+        Ok(Err(refused)) => tracing::debug!(%peer, %refused, "TLS connection closed"),
+        Err(_) => tracing::debug!(%peer, "no TLS handshake within the header read timeout; closed"),
     }
 }
 
@@ -165,7 +204,9 @@ async fn serve_connection<S>(
         (app.proxy.limits.clone(), app.proxy.timeouts)
     };
     let activity = ActivityClock::new();
-    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+    let wire_heads = WireHeads::default();
+    let recorder = HeadRecorder::new(wire_heads.clone(), limits.max_header_bytes, limits.max_headers);
+    let io = TokioIo::new(Tracked::new(stream, activity.clone(), Some(recorder)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -181,8 +222,9 @@ async fn serve_connection<S>(
         .keep_alive_interval(Some(h2_ping_interval(timeouts.idle)))
         .keep_alive_timeout(Duration::from_secs(20));
     let service_runtime = runtime.clone();
-    let service =
-        service_fn(move |request| super::handler::handle(service_runtime.clone(), request, connection_info.clone()));
+    let service = service_fn(move |request| {
+        super::handler::handle(service_runtime.clone(), request, connection_info.clone(), wire_heads.clone())
+    });
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut idle_check =

@@ -19,7 +19,8 @@ pub enum Field {
     /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`.
     Version,
     Header(HeaderName),
-    /// Header names in wire order, joined by `,`.
+    /// Header names in wire order, joined by `,` (as sent on HTTP/1, else
+    /// lowercase; rules ignore case unless told otherwise).
     HeaderNames,
     /// The body, on routes that inspect it (login).
     Body,
@@ -109,7 +110,7 @@ impl Field {
                 out.push(Cow::Owned(joined));
             }
             Field::Body => out.extend(view.body.map(Cow::Borrowed)),
-            Field::Fingerprint => out.push(bytes(&view.fingerprint)),
+            Field::Fingerprint => out.push(bytes(view.fingerprint())),
             Field::Ja4 => out.extend(view.ja4.map(bytes)),
             Field::Profile => out.push(bytes(view.route.profile.as_str())),
             Field::Route => out.push(bytes(&view.route.name)),

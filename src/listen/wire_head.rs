@@ -1,0 +1,257 @@
+//! Header names exactly as the client sent them on HTTP/1: wire order,
+//! original case, repeats kept.
+//!
+//! hyper hands palisade a `HeaderMap`, which lowercases names and groups
+//! repeated ones, and its record of the original case is private. So the
+//! connection's read side is watched here instead: a small state machine
+//! follows the byte stream (request head, then the body as its framing
+//! says: `Content-Length`, chunked, or none) and records the header names
+//! of each head. The handler takes them in order, one per request, and
+//! checks they describe the same request before using them. When anything
+//! is unexpected (HTTP/2, an upgrade, a head too large, a parse error) the
+//! recorder turns itself off and the fingerprint falls back to the
+//! `HeaderMap` order.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+/// Names of one request head, as sent.
+pub type WireNames = Arc<[Box<str>]>;
+
+/// The heads recorded on one connection, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct WireHeads(Arc<Mutex<VecDeque<WireNames>>>);
+
+impl WireHeads {
+    /// The names of the next request on this connection, if they were seen
+    /// and match `headers` (same set of names, case aside).
+    pub fn take_matching(&self, headers: &http::HeaderMap) -> Option<WireNames> {
+        let names = self.0.lock().ok()?.pop_front()?;
+        let consistent = names.iter().all(|name| headers.contains_key(name.as_ref()))
+            && distinct_lowercase(&names) == headers.keys_len();
+        consistent.then_some(names)
+    }
+
+    fn push(&self, names: WireNames) {
+        if let Ok(mut queue) = self.0.lock() {
+            // A client cannot make this grow: hyper serves requests in
+            // order, and the handler takes one per request.
+            if queue.len() < 64 {
+                queue.push_back(names);
+            }
+        }
+    }
+}
+
+fn distinct_lowercase(names: &[Box<str>]) -> usize {
+    let mut seen: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        let lower = name.to_ascii_lowercase();
+        if !seen.contains(&lower) {
+            seen.push(lower);
+        }
+    }
+    seen.len()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailers,
+    Off,
+}
+
+/// Follows one connection's incoming bytes.
+#[derive(Debug)]
+pub struct HeadRecorder {
+    state: State,
+    buffer: Vec<u8>,
+    max_head_bytes: usize,
+    max_headers: usize,
+    heads: WireHeads,
+}
+
+impl HeadRecorder {
+    pub fn new(heads: WireHeads, max_head_bytes: usize, max_headers: usize) -> Self {
+        HeadRecorder { state: State::Head, buffer: Vec::new(), max_head_bytes, max_headers, heads }
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.state == State::Off
+    }
+
+    /// Feed bytes just read from the client.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            data = match self.state {
+                State::Off => return,
+                State::Head => self.feed_head(data),
+                State::Body(remaining) => {
+                    let taken = remaining.min(data.len() as u64);
+                    self.state = if taken == remaining { State::Head } else { State::Body(remaining - taken) };
+                    &data[taken as usize..]
+                }
+                State::ChunkSize | State::ChunkDataEnd | State::Trailers => self.feed_line(data),
+                State::ChunkData(remaining) => {
+                    let taken = remaining.min(data.len() as u64);
+                    self.state =
+                        if taken == remaining { State::ChunkDataEnd } else { State::ChunkData(remaining - taken) };
+                    &data[taken as usize..]
+                }
+            };
+        }
+    }
+
+    fn feed_head<'d>(&mut self, data: &'d [u8]) -> &'d [u8] {
+        let data = if self.buffer.is_empty() {
+            // Empty lines before a request line are allowed (RFC 9112 §2.2).
+            let start = data.iter().position(|b| *b != b'\r' && *b != b'\n').unwrap_or(data.len());
+            &data[start..]
+        } else {
+            data
+        };
+        if data.is_empty() {
+            return data;
+        }
+        let already = self.buffer.len();
+        self.buffer.extend_from_slice(data);
+        if self.buffer.starts_with(b"PRI * HTTP/2") {
+            self.state = State::Off;
+            return &[];
+        }
+        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers.clamp(1, 512)];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&self.buffer) {
+            Ok(httparse::Status::Complete(head_length)) => {
+                let names: WireNames = request.headers.iter().map(|h| Box::from(h.name)).collect();
+                let next = self.framing(&request);
+                self.heads.push(names);
+                self.state = next;
+                self.buffer.clear();
+                &data[head_length.saturating_sub(already).min(data.len())..]
+            }
+            Ok(httparse::Status::Partial) if self.buffer.len() <= self.max_head_bytes => &[],
+            // Too large or malformed: hyper answers it; stop following.
+            _ => {
+                self.state = State::Off;
+                &[]
+            }
+        }
+    }
+
+    /// What follows a request head, from its framing headers.
+    fn framing(&self, request: &httparse::Request<'_, '_>) -> State {
+        let header = |wanted: &'static str| {
+            request.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(wanted)).map(|h| h.value)
+        };
+        if header("upgrade").next().is_some() || request.method == Some("CONNECT") {
+            return State::Off;
+        }
+        if header("transfer-encoding").any(|v| String::from_utf8_lossy(v).to_ascii_lowercase().contains("chunked")) {
+            return State::ChunkSize;
+        }
+        match header("content-length").next().map(|v| std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok())) {
+            Some(Some(length)) => State::Body(length),
+            Some(None) => State::Off,
+            None => State::Head,
+        }
+    }
+
+    /// Chunk-size lines, the CRLF after chunk data, and trailer lines.
+    fn feed_line<'d>(&mut self, data: &'d [u8]) -> &'d [u8] {
+        let Some(end) = data.iter().position(|b| *b == b'\n') else {
+            self.buffer.extend_from_slice(data);
+            if self.buffer.len() > 4096 {
+                self.state = State::Off;
+            }
+            return &[];
+        };
+        self.buffer.extend_from_slice(&data[..end]);
+        let line = String::from_utf8_lossy(&self.buffer).trim().to_string();
+        self.buffer.clear();
+        self.state = match self.state {
+            State::ChunkSize => {
+                let size = line.split(';').next().unwrap_or("").trim();
+                match u64::from_str_radix(size, 16) {
+                    Ok(0) => State::Trailers,
+                    Ok(size) => State::ChunkData(size),
+                    Err(_) => State::Off,
+                }
+            }
+            State::ChunkDataEnd => State::ChunkSize,
+            State::Trailers if line.is_empty() => State::Head,
+            other => other,
+        };
+        &data[end + 1..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(chunks: &[&[u8]]) -> (Vec<Vec<String>>, bool) {
+        let heads = WireHeads::default();
+        let mut recorder = HeadRecorder::new(heads.clone(), 16 * 1024, 100);
+        for chunk in chunks {
+            recorder.feed(chunk);
+        }
+        let names = heads.0.lock().unwrap().iter().map(|n| n.iter().map(|s| s.to_string()).collect()).collect();
+        (names, recorder.is_off())
+    }
+
+    #[test]
+    fn keeps_case_order_and_repeats() {
+        let (heads, off) =
+            record(&[b"GET / HTTP/1.1\r\nHost: a\r\nuser-agent: x\r\nAccept: */*\r\nX-Dup: 1\r\nX-Dup: 2\r\n\r\n"]);
+        assert_eq!(heads, [["Host", "user-agent", "Accept", "X-Dup", "X-Dup"]]);
+        assert!(!off);
+    }
+
+    #[test]
+    fn follows_bodies_across_reads_and_requests() {
+        let (heads, off) = record(&[
+            b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe",
+            b"lloGET /b HTTP/1.1\r\nHOST: b\r\n",
+            b"\r\nPOST /c HTTP/1.1\r\nHost: c\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nTrailer: 1\r\n\r\n",
+            b"GET /d HTTP/1.1\r\nHost: d\r\nAccept: *\r\n\r\n",
+        ]);
+        assert_eq!(heads.len(), 4, "{heads:?}");
+        assert_eq!(heads[1], ["HOST"]);
+        assert_eq!(heads[3], ["Host", "Accept"]);
+        assert!(!off);
+    }
+
+    #[test]
+    fn turns_off_for_http2_and_garbage() {
+        assert!(record(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]).1);
+        assert!(record(&[b"\x16\x03\x01 garbage\r\n\r\n"]).1);
+        assert!(record(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"]).1);
+    }
+
+    #[test]
+    fn only_matching_heads_are_used() {
+        let heads = WireHeads::default();
+        heads.push(Arc::from(vec![Box::from("Host"), Box::from("User-Agent")]));
+        let mut map = http::HeaderMap::new();
+        map.insert("host", "a".parse().unwrap());
+        assert!(heads.take_matching(&map).is_none(), "a head for another request is dropped");
+        heads.push(Arc::from(vec![Box::from("Host")]));
+        assert_eq!(heads.take_matching(&map).unwrap().len(), 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_any_bytes(chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0..8)) {
+            let heads = WireHeads::default();
+            let mut recorder = HeadRecorder::new(heads, 1024, 10);
+            for chunk in &chunks {
+                recorder.feed(chunk);
+            }
+        }
+    }
+}

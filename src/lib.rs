@@ -22,6 +22,7 @@ pub mod demo;
 pub mod detect;
 pub mod fingerprint;
 pub mod identify;
+pub mod ja4;
 pub mod listen;
 pub mod metrics;
 pub mod normalize;

@@ -18,6 +18,8 @@ pub fn unspanned<T>(value: T) -> Spanned<T> {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    /// TLS termination; absent means plain HTTP on `server.listen`.
+    pub tls: Option<TlsConfig>,
     pub limits: LimitsConfig,
     pub timeouts: TimeoutsConfig,
     pub decision: DecisionConfig,
@@ -51,6 +53,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             server: ServerConfig::default(),
+            tls: None,
             limits: LimitsConfig::default(),
             timeouts: TimeoutsConfig::default(),
             decision: DecisionConfig::default(),
@@ -88,6 +91,22 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
         }
     }
+}
+
+/// TLS termination. With this section, `server.listen` speaks HTTPS (TLS
+/// 1.2 and 1.3, HTTP/2 or HTTP/1.1 chosen by ALPN) and every connection
+/// gets a JA4 fingerprint of its ClientHello. Relative paths are relative
+/// to the configuration file. Both files are read by `palisade check`, at
+/// start and on reload (SIGHUP), so a renewed certificate is picked up by
+/// new connections without a restart.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, the server's certificate first.
+    pub cert_path: Spanned<String>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 RSA or
+    /// SEC1 EC).
+    pub key_path: Spanned<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -1,20 +1,24 @@
-//! The in-process counter store: GCRA limits on governor's keyed limiters,
-//! driven by the injected clock.
+//! The in-process counter store: GCRA limits on governor's keyed limiters
+//! (driven by the injected clock), and sliding-window counts, distinct
+//! sketches, decayed sums and bans in sharded maps.
 //!
-//! Memory stays bounded: every few thousand operations a limiter forgets
-//! keys whose state has fully replenished (governor's `retain_recent`),
-//! which is the same answer the limiter would give for a new key.
+//! Memory stays bounded: every few thousand operations the limiters forget
+//! keys whose state has fully replenished (governor's `retain_recent`) and
+//! one shard of the maps drops entries whose windows have passed, so a key
+//! lives about as long as it can still change an answer.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use governor::middleware::NoOpMiddleware;
 use governor::{Quota, RateLimiter, clock::Clock as _, state::keyed::DashMapStateStore};
 
-use super::{CounterOp, CounterPlan, CounterReadings, GcraReading};
+use super::window::{Decayed, SlidingCount, WindowedDistinct};
+use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Reading};
 use crate::clock::{GovernorClock, Nanos, SharedClock};
 use crate::config::RateLimitConfig;
 
@@ -22,35 +26,122 @@ type KeyedLimiter =
     RateLimiter<String, DashMapStateStore<String>, GovernorClock, NoOpMiddleware<governor::nanos::Nanos>>;
 
 const PRUNE_EVERY_OPS: u64 = 4096;
+const SHARDS: usize = 16;
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Count(SlidingCount, Duration),
+    Distinct(WindowedDistinct, Duration),
+    Decay(Decayed, Duration),
+    /// Banned until this time.
+    Ban(Nanos),
+}
+
+impl Slot {
+    fn is_expired(&self, now: Nanos) -> bool {
+        match self {
+            Slot::Count(count, window) => count.is_expired(now, *window),
+            Slot::Distinct(distinct, window) => distinct.is_expired(now, *window),
+            Slot::Decay(decayed, half_life) => decayed.is_expired(now, *half_life),
+            Slot::Ban(until) => *until <= now,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct LocalStore {
     clock: GovernorClock,
     limiters: RwLock<HashMap<RateLimitConfig, Arc<KeyedLimiter>>>,
+    shards: [Mutex<HashMap<String, Slot>>; SHARDS],
+    hasher: std::collections::hash_map::RandomState,
     ops: AtomicU64,
 }
 
 impl LocalStore {
     pub fn new(clock: SharedClock) -> Self {
-        LocalStore { clock: GovernorClock(clock), limiters: RwLock::default(), ops: AtomicU64::new(0) }
+        LocalStore {
+            clock: GovernorClock(clock),
+            limiters: RwLock::default(),
+            shards: Default::default(),
+            hasher: Default::default(),
+            ops: AtomicU64::new(0),
+        }
     }
 
-    pub fn execute(&self, plan: &CounterPlan, _now: Nanos, readings: &mut CounterReadings) {
+    pub fn execute(&self, plan: &CounterPlan, now: Nanos, readings: &mut CounterReadings) {
         for op in plan.ops() {
-            match op {
-                CounterOp::Gcra { key, limit } => {
-                    let reading = self.gcra(key, limit);
-                    readings.push_gcra(key.clone(), reading);
+            let ops = self.ops.fetch_add(1, Ordering::Relaxed);
+            if ops % PRUNE_EVERY_OPS == PRUNE_EVERY_OPS - 1 {
+                self.prune(now, (ops / PRUNE_EVERY_OPS) as usize % SHARDS);
+            }
+            let reading = match op {
+                CounterOp::Gcra { key, limit } => Reading::Gcra(self.gcra(key, limit)),
+                other => self.update(other, now),
+            };
+            readings.push(op.key().to_string(), reading);
+        }
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<HashMap<String, Slot>> {
+        let mut hasher = self.hasher.build_hasher();
+        key.hash(&mut hasher);
+        &self.shards[hasher.finish() as usize % SHARDS]
+    }
+
+    fn update(&self, op: &CounterOp, now: Nanos) -> Reading {
+        let mut shard = self.shard(op.key()).lock().expect("store shard poisoned");
+        match op {
+            CounterOp::Count { key, window, add } => {
+                let slot = entry(&mut shard, key, || Slot::Count(SlidingCount::default(), *window));
+                match slot {
+                    Slot::Count(count, _) => {
+                        if *add > 0 {
+                            count.add(now, *window, *add);
+                        }
+                        Reading::Number(count.estimate(now, *window))
+                    }
+                    _ => Reading::Number(0.0),
                 }
             }
+            CounterOp::Distinct { key, window, item } => {
+                let slot = entry(&mut shard, key, || Slot::Distinct(WindowedDistinct::default(), *window));
+                match slot {
+                    Slot::Distinct(distinct, _) => {
+                        if let Some(item) = item {
+                            distinct.add(now, *window, *item);
+                        }
+                        Reading::Number(distinct.count(now, *window) as f64)
+                    }
+                    _ => Reading::Number(0.0),
+                }
+            }
+            CounterOp::Decay { key, half_life, add } => {
+                let slot = entry(&mut shard, key, || Slot::Decay(Decayed::default(), *half_life));
+                match slot {
+                    Slot::Decay(decayed, _) => Reading::Number(decayed.add(now, *half_life, *add)),
+                    _ => Reading::Number(0.0),
+                }
+            }
+            CounterOp::BanCheck { key } => match shard.get(key.as_str()) {
+                Some(Slot::Ban(until)) if *until > now => Reading::Ban(Some(Duration::from_nanos(until - now))),
+                _ => Reading::Ban(None),
+            },
+            CounterOp::Ban { key, ttl } => {
+                let until = now + ttl.as_nanos() as u64;
+                match shard.get_mut(key.as_str()) {
+                    Some(Slot::Ban(current)) => *current = (*current).max(until),
+                    _ => {
+                        shard.insert(key.clone(), Slot::Ban(until));
+                    }
+                }
+                Reading::Done
+            }
+            CounterOp::Gcra { .. } => Reading::Done,
         }
     }
 
     fn gcra(&self, key: &str, limit: &RateLimitConfig) -> GcraReading {
         let limiter = self.limiter(limit);
-        if self.ops.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY_OPS == PRUNE_EVERY_OPS - 1 {
-            self.prune();
-        }
         match limiter.check_key(&key.to_string()) {
             Ok(()) => GcraReading::Allowed,
             Err(not_until) => {
@@ -71,17 +162,40 @@ impl LocalStore {
             .clone()
     }
 
-    fn prune(&self) {
-        for limiter in self.limiters.read().expect("limiter map poisoned").values() {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+    fn prune(&self, now: Nanos, shard: usize) {
+        if shard == 0 {
+            for limiter in self.limiters.read().expect("limiter map poisoned").values() {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
         }
+        let mut map = self.shards[shard].lock().expect("store shard poisoned");
+        map.retain(|_, slot| !slot.is_expired(now));
     }
 
     /// Number of keys held, for metrics and memory tests.
     pub fn key_count(&self) -> usize {
-        self.limiters.read().expect("limiter map poisoned").values().map(|l| l.len()).sum()
+        let limiter_keys: usize = self.limiters.read().expect("limiter map poisoned").values().map(|l| l.len()).sum();
+        limiter_keys + self.shards.iter().map(|s| s.lock().expect("store shard poisoned").len()).sum::<usize>()
     }
+
+    /// Every key held (GCRA keys are governor's and not listed one by one).
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().expect("store shard poisoned").keys().cloned().collect::<Vec<_>>())
+            .collect();
+        keys.sort();
+        keys
+    }
+}
+
+fn entry<'m>(map: &'m mut HashMap<String, Slot>, key: &str, new: impl FnOnce() -> Slot) -> &'m mut Slot {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), new());
+    }
+    map.get_mut(key).expect("just inserted")
 }
 
 /// `requests` per `period_secs`, bursting to `burst` (default `requests`).
@@ -119,5 +233,33 @@ mod tests {
         }
         clock.advance(Duration::from_secs(5));
         assert_eq!(run(&store), GcraReading::Allowed);
+    }
+
+    #[test]
+    fn counts_distincts_and_bans() {
+        let clock = Arc::new(ManualClock::new(0));
+        let store = LocalStore::new(clock);
+        let now = 3_600_000_000_000;
+        let minute = Duration::from_secs(60);
+        let mut plan = CounterPlan::default();
+        plan.push(CounterOp::Count { key: "c".into(), window: minute, add: 2 });
+        plan.push(CounterOp::Distinct { key: "d".into(), window: minute, item: Some(7) });
+        plan.push(CounterOp::Ban { key: "b".into(), ttl: minute });
+        let mut readings = CounterReadings::default();
+        store.execute(&plan, now, &mut readings);
+        store.execute(&plan, now, &mut readings);
+        let mut check = CounterPlan::default();
+        check.push(CounterOp::Count { key: "c".into(), window: minute, add: 0 });
+        check.push(CounterOp::Distinct { key: "d".into(), window: minute, item: None });
+        check.push(CounterOp::BanCheck { key: "b".into() });
+        let mut read = CounterReadings::default();
+        store.execute(&check, now + 1_000_000_000, &mut read);
+        assert_eq!(read.number("c"), 4.0);
+        assert_eq!(read.number("d"), 1.0);
+        assert_eq!(read.ban("b"), Some(Duration::from_secs(59)));
+        let mut later = CounterReadings::default();
+        store.execute(&check, now + 61_000_000_000, &mut later);
+        assert_eq!(later.ban("b"), None);
+        assert_eq!(store.keys(), ["b", "c", "d"]);
     }
 }

@@ -11,6 +11,8 @@
 //! nothing else running.
 
 mod local;
+pub mod sketch;
+pub mod window;
 
 use std::time::Duration;
 
@@ -19,11 +21,37 @@ pub use local::LocalStore;
 use crate::clock::Nanos;
 use crate::config::RateLimitConfig;
 
-/// One counter operation a request needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One counter operation a request needs. Every operation names its key;
+/// its reading is found again by that key.
+#[derive(Debug, Clone, PartialEq)]
 pub enum CounterOp {
-    /// Take one token from a GCRA limit under `key`.
+    /// Take one token from a GCRA limit.
     Gcra { key: String, limit: RateLimitConfig },
+    /// Add `add` (possibly 0, to only read) to a sliding-window count and
+    /// read the count over the last `window`.
+    Count { key: String, window: Duration, add: u64 },
+    /// Add an item (a 64-bit hash; `None` to only read) to a distinct-count
+    /// sketch and read the number of distinct items over the window.
+    Distinct { key: String, window: Duration, item: Option<u64> },
+    /// Add `add` to an exponentially decayed sum and read it.
+    Decay { key: String, half_life: Duration, add: f64 },
+    /// Is a ban in force under `key`? Reads the time left.
+    BanCheck { key: String },
+    /// Ban `key` for `ttl` (extending, never shortening, a ban in force).
+    Ban { key: String, ttl: Duration },
+}
+
+impl CounterOp {
+    pub fn key(&self) -> &str {
+        match self {
+            CounterOp::Gcra { key, .. }
+            | CounterOp::Count { key, .. }
+            | CounterOp::Distinct { key, .. }
+            | CounterOp::Decay { key, .. }
+            | CounterOp::BanCheck { key }
+            | CounterOp::Ban { key, .. } => key,
+        }
+    }
 }
 
 /// The operations one request needs, executed together.
@@ -37,13 +65,21 @@ impl CounterPlan {
         self.ops.clear();
     }
 
-    /// Ask for one GCRA token; the reading is found again by `key`.
+    pub fn push(&mut self, op: CounterOp) {
+        self.ops.push(op);
+    }
+
+    /// Ask for one GCRA token.
     pub fn gcra(&mut self, key: String, limit: RateLimitConfig) {
         self.ops.push(CounterOp::Gcra { key, limit });
     }
 
     pub fn ops(&self) -> &[CounterOp] {
         &self.ops
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
     }
 }
 
@@ -57,10 +93,22 @@ pub enum GcraReading {
     },
 }
 
+/// What one operation read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reading {
+    Gcra(GcraReading),
+    /// A count, distinct count or decayed sum.
+    Number(f64),
+    /// Time left on a ban, `None` when there is none.
+    Ban(Option<Duration>),
+    /// Operations that only write.
+    Done,
+}
+
 /// Results of a plan, in plan order.
 #[derive(Debug, Default)]
 pub struct CounterReadings {
-    entries: Vec<(String, GcraReading)>,
+    entries: Vec<(String, Reading)>,
 }
 
 impl CounterReadings {
@@ -68,13 +116,36 @@ impl CounterReadings {
         self.entries.clear();
     }
 
-    pub fn push_gcra(&mut self, key: String, reading: GcraReading) {
+    pub fn push(&mut self, key: String, reading: Reading) {
         self.entries.push((key, reading));
+    }
+
+    fn get(&self, key: &str) -> Option<Reading> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, r)| *r)
     }
 
     /// The reading of the GCRA operation planned under `key`.
     pub fn gcra(&self, key: &str) -> Option<GcraReading> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, r)| *r)
+        match self.get(key)? {
+            Reading::Gcra(reading) => Some(reading),
+            _ => None,
+        }
+    }
+
+    /// The number read under `key` (0 when the operation was not planned).
+    pub fn number(&self, key: &str) -> f64 {
+        match self.get(key) {
+            Some(Reading::Number(value)) => value,
+            _ => 0.0,
+        }
+    }
+
+    /// Time left on the ban checked under `key`.
+    pub fn ban(&self, key: &str) -> Option<Duration> {
+        match self.get(key)? {
+            Reading::Ban(left) => left,
+            _ => None,
+        }
     }
 }
 
@@ -89,6 +160,13 @@ impl CounterStore {
     pub fn execute(&self, plan: &CounterPlan, now: Nanos, readings: &mut CounterReadings) {
         match self {
             CounterStore::Local(local) => local.execute(plan, now, readings),
+        }
+    }
+
+    /// Every key the store holds, for audits and tests (no values).
+    pub fn keys(&self) -> Vec<String> {
+        match self {
+            CounterStore::Local(local) => local.keys(),
         }
     }
 }

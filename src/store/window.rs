@@ -1,0 +1,168 @@
+//! Counter arithmetic shared by every store backend, so the in-process and
+//! Redis stores give the same numbers: sliding-window counts, distinct
+//! counts over the same windows, and exponentially decayed values.
+
+use std::time::Duration;
+
+use super::sketch::DistinctSketch;
+use crate::clock::Nanos;
+
+fn window_index(now: Nanos, window: Duration) -> u64 {
+    now / (window.as_nanos() as u64).max(1)
+}
+
+/// How far into its current window `now` is, from 0.0 to 1.0.
+fn window_fraction(now: Nanos, window: Duration) -> f64 {
+    let width = (window.as_nanos() as u64).max(1);
+    (now % width) as f64 / width as f64
+}
+
+/// Events in the last `window`, estimated from the current and previous
+/// fixed windows (the previous one weighted by how much of it still
+/// overlaps the sliding window).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SlidingCount {
+    index: u64,
+    current: u64,
+    previous: u64,
+}
+
+impl SlidingCount {
+    pub fn add(&mut self, now: Nanos, window: Duration, n: u64) {
+        let index = window_index(now, window);
+        if index != self.index {
+            self.previous = if index == self.index + 1 { self.current } else { 0 };
+            self.current = 0;
+            self.index = index;
+        }
+        self.current += n;
+    }
+
+    pub fn estimate(&self, now: Nanos, window: Duration) -> f64 {
+        sliding_estimate(
+            window_index(now, window),
+            window_fraction(now, window),
+            self.index,
+            self.current,
+            self.previous,
+        )
+    }
+
+    pub fn is_expired(&self, now: Nanos, window: Duration) -> bool {
+        window_index(now, window) > self.index + 1
+    }
+}
+
+/// The sliding estimate from raw window counts (the Redis backend reads
+/// the two windows' counts and calls this too).
+pub fn sliding_estimate(now_index: u64, fraction: f64, index: u64, current: u64, previous: u64) -> f64 {
+    if now_index == index {
+        previous as f64 * (1.0 - fraction) + current as f64
+    } else if now_index == index + 1 {
+        current as f64 * (1.0 - fraction)
+    } else {
+        0.0
+    }
+}
+
+/// Distinct items seen in the current and previous fixed windows.
+#[derive(Debug, Clone, Default)]
+pub struct WindowedDistinct {
+    index: u64,
+    current: DistinctSketch,
+    previous: DistinctSketch,
+}
+
+impl WindowedDistinct {
+    pub fn add(&mut self, now: Nanos, window: Duration, item: u64) {
+        self.roll(now, window);
+        self.current.add(item);
+    }
+
+    pub fn count(&mut self, now: Nanos, window: Duration) -> u64 {
+        self.roll(now, window);
+        DistinctSketch::union_count([&self.current, &self.previous])
+    }
+
+    fn roll(&mut self, now: Nanos, window: Duration) {
+        let index = window_index(now, window);
+        if index != self.index {
+            let current = std::mem::take(&mut self.current);
+            self.previous = if index == self.index + 1 { current } else { DistinctSketch::default() };
+            self.index = index;
+        }
+    }
+
+    pub fn is_expired(&self, now: Nanos, window: Duration) -> bool {
+        window_index(now, window) > self.index + 1
+    }
+}
+
+/// An exponentially decayed sum: each event's weight halves every
+/// `half_life`. Used for baselines ("the usual login failure ratio").
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Decayed {
+    value: f64,
+    at: Nanos,
+}
+
+impl Decayed {
+    pub fn add(&mut self, now: Nanos, half_life: Duration, amount: f64) -> f64 {
+        self.value = self.read(now, half_life) + amount;
+        self.at = self.at.max(now);
+        self.value
+    }
+
+    pub fn read(&self, now: Nanos, half_life: Duration) -> f64 {
+        decay(self.value, now.saturating_sub(self.at), half_life)
+    }
+
+    pub fn is_expired(&self, now: Nanos, half_life: Duration) -> bool {
+        self.read(now, half_life) < 1e-3
+    }
+}
+
+pub fn decay(value: f64, elapsed_nanos: u64, half_life: Duration) -> f64 {
+    let half_life = half_life.as_nanos().max(1) as f64;
+    value * (-(elapsed_nanos as f64) / half_life * std::f64::consts::LN_2).exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn sliding_counts_fade_out_of_the_window() {
+        let mut count = SlidingCount::default();
+        let start = 1_000 * 60 * S;
+        for _ in 0..10 {
+            count.add(start, MIN, 1);
+        }
+        assert_eq!(count.estimate(start, MIN), 10.0);
+        assert_eq!(count.estimate(start + 90 * S, MIN), 5.0, "half of the previous window overlaps");
+        assert_eq!(count.estimate(start + 200 * S, MIN), 0.0);
+        assert!(count.is_expired(start + 200 * S, MIN));
+    }
+
+    #[test]
+    fn distinct_counts_cover_two_windows() {
+        let mut distinct = WindowedDistinct::default();
+        let start = 1_000 * 60 * S;
+        for i in 0..5u64 {
+            distinct.add(start, MIN, super::super::sketch::item_hash(&i.to_le_bytes()));
+        }
+        assert_eq!(distinct.count(start + 61 * S, MIN), 5);
+        assert_eq!(distinct.count(start + 130 * S, MIN), 0);
+    }
+
+    #[test]
+    fn decay_halves_per_half_life() {
+        let mut decayed = Decayed::default();
+        decayed.add(0, MIN, 8.0);
+        assert!((decayed.read(60 * S, MIN) - 4.0).abs() < 1e-9);
+        assert!((decayed.add(120 * S, MIN, 1.0) - 3.0).abs() < 1e-9);
+    }
+}

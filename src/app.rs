@@ -15,6 +15,8 @@ use crate::store::{CounterStore, LocalStore};
 pub struct App {
     pub pipeline: Pipeline,
     pub proxy: ProxySettings,
+    /// Capture mode (`[capture]`), when configured.
+    pub capture: Option<Arc<crate::capture::CaptureSink>>,
 }
 
 impl App {
@@ -27,11 +29,13 @@ impl App {
     ) -> Result<App, Vec<Invalid>> {
         let proxy = ProxySettings::from_config(config);
         let pipeline = PipelineBuilder::new(config).build(store, clock, RequestIds::new(request_id_seed));
-        match (pipeline, proxy) {
-            (Ok(pipeline), Ok(proxy)) => Ok(App { pipeline, proxy }),
-            (pipeline, proxy) => {
+        let capture = crate::capture::CaptureSink::from_config(config);
+        match (pipeline, proxy, capture) {
+            (Ok(pipeline), Ok(proxy), Ok(capture)) => Ok(App { pipeline, proxy, capture }),
+            (pipeline, proxy, capture) => {
                 let mut problems = pipeline.err().unwrap_or_default();
                 problems.extend(proxy.err().unwrap_or_default());
+                problems.extend(capture.err().unwrap_or_default());
                 Err(problems)
             }
         }

@@ -1,4 +1,4 @@
-//! The `palisade` command: `serve`, `check` and `demo`.
+//! The `palisade` command: `serve`, `check`, `demo`, `replay`, `explain` and `import`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +34,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Replay captured requests through the pipeline and report what it decides
+    /// (optionally against a baseline configuration, with gates for CI).
+    Replay(palisade::replay::cli::ReplayArgs),
+    /// Explain one request stage by stage: route, identity, signals, score, action.
+    Explain(palisade::replay::explain::ExplainArgs),
+    /// Make a capture from a HAR file or an nginx access log (secrets redacted).
+    Import(palisade::replay::cli::ImportArgs),
     /// Start palisade in front of a built-in demo login app on loopback.
     Demo {
         /// Where palisade listens.
@@ -101,6 +108,9 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Serve(args) => run_async(serve(args)),
         Command::Demo { listen, admin } => run_async(demo(listen, admin)),
+        Command::Replay(args) => palisade::replay::cli::replay(args),
+        Command::Explain(args) => palisade::replay::explain::explain(args),
+        Command::Import(args) => palisade::replay::cli::import(args),
     }
 }
 

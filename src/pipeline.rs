@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::clock::{Nanos, SharedClock};
 use crate::config::{Config, Invalid, RouteMode};
+use crate::credential::{CredentialStage, KeyHasher, LoginAttempt, ResponseFacts};
 use crate::decide::{Decider, Verdict};
 use crate::detect::{ClientRouteRateLimit, Detector};
 use crate::identify::{Allowlist, Identity};
@@ -32,6 +33,8 @@ pub struct Decision {
     pub mode: RouteMode,
     /// The request's HTTP fingerprint (see [`crate::fingerprint`]).
     pub fingerprint: String,
+    /// On login routes: the attempt's counter keys, until its outcome is known.
+    pub login: Option<LoginAttempt>,
 }
 
 impl Decision {
@@ -50,21 +53,7 @@ impl Decision {
     }
 }
 
-/// What a login attempt's response said, for login routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginOutcome {
-    Success,
-    Failure,
-}
-
-impl LoginOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoginOutcome::Success => "success",
-            LoginOutcome::Failure => "failure",
-        }
-    }
-}
+pub use crate::credential::LoginOutcome;
 
 /// The stages of the pipeline, built from a configuration.
 #[derive(Debug)]
@@ -72,6 +61,7 @@ pub struct PipelineParts {
     pub routes: RouteTable,
     pub allowlist: Allowlist,
     pub detectors: Vec<Box<dyn Detector>>,
+    pub credential: CredentialStage,
     pub decider: Decider,
 }
 
@@ -91,11 +81,16 @@ impl<'a> PipelineBuilder<'a> {
         let allowlist = keep(Allowlist::from_config(self.config), &mut problems);
         let signatures = keep(SignatureSet::from_config(self.config), &mut problems);
         let decider = keep(Decider::from_config(&self.config.decision), &mut problems);
-        match (routes, allowlist, signatures, decider) {
-            (Some(routes), Some(allowlist), Some(signatures), Some(decider)) if problems.is_empty() => {
+        // One secret for every keyed hash of this configuration.
+        let hasher = KeyHasher::from_config(self.config);
+        let credential = keep(CredentialStage::from_config(self.config, hasher.clone()), &mut problems);
+        match (routes, allowlist, signatures, decider, credential) {
+            (Some(routes), Some(allowlist), Some(signatures), Some(decider), Some(credential))
+                if problems.is_empty() =>
+            {
                 let detectors: Vec<Box<dyn Detector>> =
-                    vec![Box::new(ClientRouteRateLimit::default()), Box::new(signatures)];
-                Ok(PipelineParts { routes, allowlist, detectors, decider })
+                    vec![Box::new(ClientRouteRateLimit::new(hasher)), Box::new(signatures)];
+                Ok(PipelineParts { routes, allowlist, detectors, credential, decider })
             }
             _ => Err(problems),
         }
@@ -182,31 +177,66 @@ impl Pipeline {
             let mut verdict = self.parts.decider.decide(&signals, view.route.mode);
             verdict.enforced.score = self.parts.decider.trusted_score();
             let fingerprint = view.fingerprint().to_string();
-            return Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint };
+            return Decision {
+                request_id,
+                at,
+                identity,
+                verdict,
+                signals,
+                mode: view.route.mode,
+                fingerprint,
+                login: None,
+            };
         }
 
+        // Detect: every detector's counter operations in one store call.
+        let login = view.route.abuse.as_ref().and_then(|_| self.parts.credential.attempt(view));
         for detector in &self.parts.detectors {
             detector.plan(view, &mut plan);
+        }
+        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
+            self.parts.credential.plan(attempt, abuse, &mut plan);
         }
         self.store.execute(&plan, at, &mut readings);
         for detector in &self.parts.detectors {
             detector.detect(view, &readings, &mut signals);
         }
+        let mut bans = Vec::new();
+        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
+            self.parts.credential.detect(attempt, abuse, &readings, &mut signals, &mut bans);
+        }
+
+        // Decide, then record what the decision changes in the store.
         let verdict = self.parts.decider.decide(&signals, view.route.mode);
+        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
+            let action = verdict.enforced.action;
+            let enforced_bans = if action == Action::Block { &bans[..] } else { &[] };
+            plan.clear();
+            self.parts.credential.record_decision(attempt, abuse, action.stops_request(), enforced_bans, &mut plan);
+            if !plan.is_empty() {
+                readings.clear();
+                self.store.execute(&plan, at, &mut readings);
+            }
+        }
         let fingerprint = view.fingerprint().to_string();
-        Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint }
+        Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint, login }
     }
 
-    /// Learn from the upstream's answer. Login routes classify the outcome
-    /// (the credential-abuse detectors feed it into their counters).
-    pub fn observe(&self, route: &Route, _decision: &Decision, status: u16) -> Option<LoginOutcome> {
-        let login = route.login.as_ref()?;
-        if login.failure_statuses.contains(&status) {
-            Some(LoginOutcome::Failure)
-        } else if (200..400).contains(&status) {
-            Some(LoginOutcome::Success)
-        } else {
-            None
+    /// Learn from the upstream's answer: on login routes, classify the
+    /// outcome and add it to the attempt's counters.
+    pub fn observe(&self, route: &Route, decision: &Decision, response: &ResponseFacts<'_>) -> Option<LoginOutcome> {
+        let outcome = crate::credential::classify(route.login.as_ref()?, response)?;
+        if let (Some(attempt), Some(abuse)) = (&decision.login, &route.abuse) {
+            let mut plan = CounterPlan::default();
+            self.parts.credential.observe(attempt, abuse, outcome, &mut plan);
+            let mut readings = CounterReadings::default();
+            self.store.execute(&plan, self.clock.now(), &mut readings);
         }
+        Some(outcome)
+    }
+
+    /// The detectors, in the order they run (for `palisade explain`).
+    pub fn detectors(&self) -> &[Box<dyn Detector>] {
+        &self.parts.detectors
     }
 }

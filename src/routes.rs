@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use regex_automata::meta::Regex;
 
-use crate::config::{Config, Invalid, LoginConfig, RateLimitConfig, RouteConfig, RouteMode};
+use crate::config::{AbuseConfig, Config, Invalid, LoginConfig, RateLimitConfig, RouteConfig, RouteMode};
 
 /// What kind of endpoint a route is; detectors tune themselves by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,32 +60,48 @@ impl PathMatcher {
     }
 }
 
-/// Where a login route's username is and what a failed login looks like.
+/// Where a login route's username (and password) are, and what success and
+/// failure look like.
 #[derive(Debug, Clone)]
 pub struct LoginSpec {
     pub username_field: Option<String>,
     pub username_json_pointer: Option<String>,
+    pub password_field: Option<String>,
+    pub password_json_pointer: Option<String>,
     pub failure_statuses: Vec<u16>,
+    pub success_statuses: Vec<u16>,
+    pub failure_header: Option<http::HeaderName>,
+    pub failure_body_contains: Option<String>,
 }
 
 impl LoginSpec {
     /// The username in a login body, if the route says where it is and the
-    /// body has it. The password is never looked at.
+    /// body has it.
     pub fn username(&self, content_type: Option<&str>, body: &[u8]) -> Option<String> {
-        let content_type = content_type.unwrap_or("").to_ascii_lowercase();
-        let looks_json = content_type.contains("json") || body.first() == Some(&b'{');
-        if looks_json {
-            let pointer = self.username_json_pointer.as_deref()?;
-            let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-            return match value.pointer(pointer)? {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            };
-        }
-        let field = self.username_field.as_deref()?;
-        form_urlencoded::parse(body).find(|(name, _)| name == field).map(|(_, value)| value.into_owned())
+        body_field(content_type, body, self.username_field.as_deref(), self.username_json_pointer.as_deref())
     }
+
+    /// The password, for the breached-password check only: the caller
+    /// hashes it at once and keeps nothing else.
+    pub fn password(&self, content_type: Option<&str>, body: &[u8]) -> Option<String> {
+        body_field(content_type, body, self.password_field.as_deref(), self.password_json_pointer.as_deref())
+    }
+}
+
+/// A form field or a JSON pointer's string (or number) in a request body.
+fn body_field(content_type: Option<&str>, body: &[u8], field: Option<&str>, pointer: Option<&str>) -> Option<String> {
+    let content_type = content_type.unwrap_or("").to_ascii_lowercase();
+    let looks_json = content_type.contains("json") || body.first() == Some(&b'{');
+    if looks_json {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        return match value.pointer(pointer?)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+    }
+    let field = field?;
+    form_urlencoded::parse(body).find(|(name, _)| name == field).map(|(_, value)| value.into_owned())
 }
 
 #[derive(Debug)]
@@ -95,6 +111,8 @@ pub struct Route {
     pub mode: RouteMode,
     pub rate_limit: Option<RateLimitConfig>,
     pub login: Option<LoginSpec>,
+    /// Credential-abuse thresholds, on login routes.
+    pub abuse: Option<AbuseConfig>,
     matcher: PathMatcher,
     methods: Vec<http::Method>,
 }
@@ -141,6 +159,7 @@ impl RouteTable {
             mode: RouteMode::Enforce,
             rate_limit: None,
             login: None,
+            abuse: None,
             matcher: PathMatcher::Any,
             methods: Vec::new(),
         });
@@ -216,9 +235,17 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
     {
         problems.push(Invalid::new(config.profile.span(), key("rate_limit"), message));
     }
-    let login = match (profile, &config.login) {
-        (RouteProfile::Login, spec) => Some(login_spec(spec.clone().unwrap_or_default(), &key, &mut problems)),
-        (_, Some(_)) => {
+    let login_config = match (profile, &config.login) {
+        (RouteProfile::Login, spec) => Some(spec.clone().unwrap_or_default()),
+        _ => None,
+    };
+    let abuse = login_config.as_ref().map(|login| login.abuse.clone());
+    if let Some(abuse) = &abuse {
+        check_abuse(abuse, &key, &mut problems);
+    }
+    let login = match (profile, login_config) {
+        (RouteProfile::Login, Some(spec)) => Some(login_spec(spec, &key, &mut problems)),
+        (_, _) if config.login.is_some() => {
             problems.push(Invalid::new(
                 config.profile.span(),
                 key("login"),
@@ -226,7 +253,7 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
             ));
             None
         }
-        (_, None) => None,
+        _ => None,
     };
     if !problems.is_empty() {
         return Err(problems);
@@ -237,26 +264,66 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
         mode: config.mode,
         rate_limit: config.rate_limit,
         login,
+        abuse,
         matcher,
         methods,
     })
 }
 
 fn login_spec(config: LoginConfig, key: &dyn Fn(&str) -> String, problems: &mut Vec<Invalid>) -> LoginSpec {
-    if let Some(pointer) = &config.username_json_pointer
-        && !pointer.get_ref().is_empty()
-        && !pointer.get_ref().starts_with('/')
-    {
-        problems.push(Invalid::new(
-            pointer.span(),
-            key("login.username_json_pointer"),
-            "a JSON pointer starts with '/', e.g. \"/username\" or \"/credentials/user\"",
-        ));
+    for (pointer, name) in [
+        (&config.username_json_pointer, "login.username_json_pointer"),
+        (&config.password_json_pointer, "login.password_json_pointer"),
+    ] {
+        if let Some(pointer) = pointer
+            && !pointer.get_ref().is_empty()
+            && !pointer.get_ref().starts_with('/')
+        {
+            problems.push(Invalid::new(
+                pointer.span(),
+                key(name),
+                "a JSON pointer starts with '/', e.g. \"/username\" or \"/credentials/user\"",
+            ));
+        }
     }
+    let failure_header = config.failure_header.as_ref().and_then(|name| {
+        http::HeaderName::from_bytes(name.get_ref().as_bytes())
+            .map_err(|_| {
+                problems.push(Invalid::new(name.span(), key("login.failure_header"), "not a valid header name"))
+            })
+            .ok()
+    });
     LoginSpec {
         username_field: config.username_field,
         username_json_pointer: config.username_json_pointer.map(|p| p.into_inner()),
+        password_field: config.password_field,
+        password_json_pointer: config.password_json_pointer.map(|p| p.into_inner()),
         failure_statuses: config.failure_statuses,
+        success_statuses: config.success_statuses,
+        failure_header,
+        failure_body_contains: config.failure_body_contains,
+    }
+}
+
+fn check_abuse(abuse: &AbuseConfig, key: &dyn Fn(&str) -> String, problems: &mut Vec<Invalid>) {
+    for (value, name) in [
+        (abuse.ip_failure_ratio, "ip_failure_ratio"),
+        (abuse.subnet_failure_ratio, "subnet_failure_ratio"),
+        (abuse.fingerprint_failure_ratio, "fingerprint_failure_ratio"),
+        (abuse.site_failure_ratio_rise, "site_failure_ratio_rise"),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            problems.push(Invalid::new(0..0, key(&format!("login.abuse.{name}")), "a ratio between 0.0 and 1.0"));
+        }
+    }
+    for (value, name) in [
+        (abuse.window_secs, "window_secs"),
+        (abuse.ban_secs, "ban_secs"),
+        (abuse.baseline_half_life_secs, "baseline_half_life_secs"),
+    ] {
+        if value == 0 {
+            problems.push(Invalid::new(0..0, key(&format!("login.abuse.{name}")), "must be at least 1 second"));
+        }
     }
 }
 
@@ -314,7 +381,12 @@ mod tests {
         let spec = LoginSpec {
             username_field: Some("username".into()),
             username_json_pointer: Some("/user/name".into()),
+            password_field: Some("password".into()),
+            password_json_pointer: Some("/password".into()),
             failure_statuses: vec![401],
+            success_statuses: vec![],
+            failure_header: None,
+            failure_body_contains: None,
         };
         assert_eq!(
             spec.username(Some("application/x-www-form-urlencoded"), b"username=al%40x.io&password=pw").as_deref(),

@@ -178,6 +178,24 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 /// Decision-log TOML that logs every decision, allowed ones included.
 const LOG_ALL: &str = "[decision_log]\nsample_allowed = 1.0\n";
 
+/// The login route with a 10/60 s limit and credential-abuse escalation
+/// out of the way, for tests of the rate limit itself: they send many
+/// wrong-password logins from one client, which the credential stage
+/// (tested in tests/credential.rs) would otherwise stop first.
+const RATE_ONLY: &str = r#"
+[[route]]
+name = "login"
+profile = "login"
+path = "/login"
+methods = ["POST"]
+rate_limit = { requests = 10, period_secs = 60, burst = 10 }
+[route.login.abuse]
+ip_failures = 1000
+subnet_failures = 1000
+fingerprint_failures = 1000
+username_failures = 1000
+"#;
+
 // ---------------------------------------------------------------------------
 // 1. Rate limit
 // ---------------------------------------------------------------------------
@@ -185,7 +203,7 @@ const LOG_ALL: &str = "[decision_log]\nsample_allowed = 1.0\n";
 #[tokio::test]
 async fn login_rate_limit_answers_429_per_client() {
     let upstream = Upstream::start().await;
-    let palisade = Palisade::start("", &upstream).await;
+    let palisade = Palisade::start(RATE_ONLY, &upstream).await;
     let url = palisade.url("/login");
     let client_a = client_from("127.0.0.2");
     let client_b = client_from("127.0.0.3");
@@ -195,7 +213,7 @@ async fn login_rate_limit_answers_429_per_client() {
         if i < 10 {
             assert_eq!((answer.status, answer.body.as_str()), (401, "denied"), "login {i} reaches the upstream");
         } else {
-            assert_eq!(answer.status, 429, "login {i} is over the default 10/60 s limit: {}", answer.body);
+            assert_eq!(answer.status, 429, "login {i} is over the 10/60 s limit: {}", answer.body);
             let retry_after: u64 = answer.headers["retry-after"].to_str().unwrap().parse().unwrap();
             assert!((1..=60).contains(&retry_after), "Retry-After {retry_after} is whole seconds within the period");
             let body = parse_json(&answer.body);
@@ -473,7 +491,7 @@ async fn monitor_routes_and_shadow_rules_log_what_they_would_do() {
 #[tokio::test]
 async fn trusted_proxy_forwarded_clients_have_their_own_budgets() {
     let upstream = Upstream::start().await;
-    let config = format!("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{LOG_ALL}");
+    let config = format!("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{LOG_ALL}{RATE_ONLY}");
     let palisade = Palisade::start(&config, &upstream).await;
     let proxy = client_from("127.0.0.1");
     let url = palisade.url("/login");
@@ -509,7 +527,7 @@ async fn trusted_proxy_forwarded_clients_have_their_own_budgets() {
 #[tokio::test]
 async fn untrusted_peer_cannot_rotate_x_forwarded_for() {
     let upstream = Upstream::start().await;
-    let palisade = Palisade::start("", &upstream).await;
+    let palisade = Palisade::start(RATE_ONLY, &upstream).await;
     let client = client_from("127.0.0.1");
     let url = palisade.url("/login");
 
@@ -758,7 +776,7 @@ async fn upstream_status_and_login_outcome_are_logged() {
 #[tokio::test]
 async fn passwords_and_query_strings_stay_out_of_logs_and_metrics() {
     let upstream = Upstream::start().await;
-    let palisade = Palisade::start(LOG_ALL, &upstream).await;
+    let palisade = Palisade::start(&format!("{LOG_ALL}{RATE_ONLY}"), &upstream).await;
     let client = http1_client();
 
     for i in 0..12 {
@@ -801,7 +819,7 @@ async fn passwords_and_query_strings_stay_out_of_logs_and_metrics() {
 #[tokio::test]
 async fn metrics_count_actions_detections_and_latency() {
     let upstream = Upstream::start().await;
-    let palisade = Palisade::start("", &upstream).await;
+    let palisade = Palisade::start(RATE_ONLY, &upstream).await;
     let client = http1_client();
 
     for i in 0..11 {

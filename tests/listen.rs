@@ -567,7 +567,9 @@ async fn http10_get_is_answered_and_the_connection_closed() {
 #[tokio::test]
 async fn http10_login_post_gets_the_upstream_answer() {
     let upstream = Upstream::start().await;
-    let palisade = Palisade::start("", &upstream).await;
+    // Listen-stage behaviour only: the default signatures would (rightly)
+    // block an HTTP/1.0 login POST with no user agent.
+    let palisade = Palisade::start("[signatures]\nbuiltin = false\n", &upstream).await;
     let body = "username=bob&password=wrong";
     let request = format!(
         "POST /login HTTP/1.0\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\n\

@@ -32,6 +32,10 @@ pub struct Config {
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
     pub signatures: SignaturesConfig,
+    pub store: StoreConfig,
+    pub breach: BreachConfig,
+    /// Capture mode (`[capture]`); absent means nothing is captured.
+    pub capture: Option<CaptureConfig>,
     /// The folder of the configuration file; relative paths in it are
     /// relative to this folder. `None` for the built-in defaults.
     #[serde(skip)]
@@ -64,6 +68,9 @@ impl Default for Config {
             partners: Vec::new(),
             routes: default_routes(),
             signatures: SignaturesConfig::default(),
+            store: StoreConfig::default(),
+            breach: BreachConfig::default(),
+            capture: None,
             base_dir: None,
         }
     }
@@ -302,8 +309,23 @@ pub struct LoginConfig {
     pub username_field: Option<String>,
     /// JSON pointer (RFC 6901) to the username in a JSON body.
     pub username_json_pointer: Option<Spanned<String>>,
+    /// Form field holding the password (read only for the breached-password
+    /// check, hashed at once, never stored or logged).
+    pub password_field: Option<String>,
+    /// JSON pointer to the password in a JSON body.
+    pub password_json_pointer: Option<Spanned<String>>,
     /// Upstream statuses that mean the login failed.
     pub failure_statuses: Vec<u16>,
+    /// Upstream statuses that mean success; empty: any other 2xx or 3xx.
+    pub success_statuses: Vec<u16>,
+    /// A response header whose presence means failure, for applications
+    /// that answer 200 either way.
+    pub failure_header: Option<Spanned<String>>,
+    /// Text in the response body that means failure (the first 64 KiB of
+    /// the body are read for it).
+    pub failure_body_contains: Option<String>,
+    /// Thresholds and windows of the credential-abuse detectors.
+    pub abuse: AbuseConfig,
 }
 
 impl Default for LoginConfig {
@@ -311,9 +333,101 @@ impl Default for LoginConfig {
         LoginConfig {
             username_field: Some("username".into()),
             username_json_pointer: Some(unspanned("/username".into())),
+            password_field: Some("password".into()),
+            password_json_pointer: Some(unspanned("/password".into())),
             failure_statuses: vec![401],
+            success_statuses: Vec::new(),
+            failure_header: None,
+            failure_body_contains: None,
+            abuse: AbuseConfig::default(),
         }
     }
+}
+
+/// Credential-abuse thresholds of one login route. Failures are counted
+/// over a sliding `window_secs`; a key (client address, subnet and
+/// fingerprint, fingerprint) escalates only while its failure ratio is at
+/// or above its `*_failure_ratio`, so addresses and fingerprints that
+/// people share (carrier NAT, a browser version, a mobile app) and that
+/// mostly log in successfully are never punished for their numbers alone.
+/// At half the failure threshold the key is challenged, at the threshold
+/// it is rate-limited, and at twice it (failures plus refused attempts) it
+/// is blocked and banned for `ban_secs`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AbuseConfig {
+    pub window_secs: u64,
+    pub ban_secs: u64,
+    /// One client address.
+    pub ip_failures: u32,
+    pub ip_failure_ratio: f64,
+    pub ip_distinct_usernames: u32,
+    /// One /24 (IPv4) or /48 (IPv6) subnet with one HTTP fingerprint.
+    pub subnet_failures: u32,
+    pub subnet_failure_ratio: f64,
+    pub subnet_distinct_usernames: u32,
+    /// One HTTP fingerprint (and JA4, when palisade terminates TLS),
+    /// whatever the address.
+    pub fingerprint_failures: u32,
+    pub fingerprint_failure_ratio: f64,
+    pub fingerprint_distinct_usernames: u32,
+    /// One account: failures (cracking) and distinct addresses (one account
+    /// attacked from many places). These challenge, never block, so an
+    /// attacker cannot lock a person out of their account.
+    pub username_failures: u32,
+    pub username_distinct_addresses: u32,
+    /// Site-wide: the failure ratio of the last minutes against its learned
+    /// baseline (half-life `baseline_half_life_secs`).
+    pub site_min_attempts: u32,
+    pub site_failure_ratio_rise: f64,
+    /// Attempts per minute this many times the baseline rate is a surge.
+    pub site_attempt_rate_factor: f64,
+    pub baseline_half_life_secs: u64,
+}
+
+impl Default for AbuseConfig {
+    fn default() -> Self {
+        AbuseConfig {
+            window_secs: 600,
+            ban_secs: 900,
+            ip_failures: 8,
+            ip_failure_ratio: 0.8,
+            ip_distinct_usernames: 20,
+            subnet_failures: 12,
+            subnet_failure_ratio: 0.8,
+            subnet_distinct_usernames: 30,
+            fingerprint_failures: 20,
+            fingerprint_failure_ratio: 0.9,
+            fingerprint_distinct_usernames: 50,
+            username_failures: 10,
+            username_distinct_addresses: 10,
+            site_min_attempts: 30,
+            site_failure_ratio_rise: 0.3,
+            site_attempt_rate_factor: 5.0,
+            baseline_half_life_secs: 3600,
+        }
+    }
+}
+
+/// Counter keys and shared state.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Secret for the keyed hashes that stand in for usernames and client
+    /// addresses in the store. Empty: the `PALISADE_HASH_KEY` environment
+    /// variable, else a random key per process (counters then do not
+    /// survive a restart, and replicas do not share them).
+    pub hash_key: String,
+}
+
+/// The breached-password check.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreachConfig {
+    /// A file of breached password hashes, one `SHA1HEX:COUNT` (or
+    /// `SUFFIX:COUNT` inside a file named by its 5-character prefix) per
+    /// line; empty: the check is off.
+    pub path: String,
 }
 
 /// Which signature rules run.
@@ -345,7 +459,7 @@ fn default_routes() -> Vec<RouteConfig> {
             path_regex: None,
             methods: vec![unspanned("POST".into())],
             mode: RouteMode::Enforce,
-            rate_limit: Some(RateLimitConfig { requests: 10, period_secs: 60, burst: Some(10) }),
+            rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(20) }),
             login: Some(LoginConfig::default()),
         },
         RouteConfig {
@@ -359,4 +473,44 @@ fn default_routes() -> Vec<RouteConfig> {
             login: None,
         },
     ]
+}
+
+/// Capture mode: requests written to a capture file (format v1, see
+/// `replay/CAPTURE_FORMAT.md`) for `palisade replay`, with secret fields
+/// redacted before anything reaches the disk. Read at start; a reload
+/// (SIGHUP) applies new `routes`, `sample` and redaction lists, and a new
+/// `path` opens a new file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// The capture file (relative to the configuration file); rotated
+    /// files get `.1`, `.2`, … appended.
+    pub path: Spanned<String>,
+    /// Route names whose requests are captured; empty captures every route.
+    pub routes: Vec<Spanned<String>>,
+    /// Fraction (0.0 to 1.0) of those requests captured, chosen by request id.
+    pub sample: f64,
+    /// Rotate before the file would grow past this many bytes; 0 never rotates.
+    pub max_file_bytes: u64,
+    /// Rotated files kept; older ones are deleted.
+    pub max_files: usize,
+    /// Body and query fields whose values are replaced by `<redacted>`
+    /// (setting this replaces the default list).
+    pub redact_fields: Vec<String>,
+    /// Headers whose values are replaced by `<redacted>`.
+    pub redact_headers: Vec<Spanned<String>>,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            path: unspanned("capture.jsonl".into()),
+            routes: Vec::new(),
+            sample: 1.0,
+            max_file_bytes: 100 * 1024 * 1024,
+            max_files: 10,
+            redact_fields: crate::capture::DEFAULT_REDACT_FIELDS.iter().map(|f| f.to_string()).collect(),
+            redact_headers: crate::capture::DEFAULT_REDACT_HEADERS.iter().map(|h| unspanned(h.to_string())).collect(),
+        }
+    }
 }

@@ -4,29 +4,34 @@
 use std::sync::Arc;
 
 use super::Detector;
+use crate::credential::KeyHasher;
 use crate::signal::{Action, Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings, GcraReading};
 use crate::view::RequestView;
 
 pub const DETECTION_ID: &str = "rate.client_route";
 
-/// Points a limited request loses: fast repetition is a bot trait, but a
-/// person double-clicking can trip a tight limit too.
-const PENALTY: u8 = 40;
+/// Points a limited request loses. Small: being over a rate is answered
+/// by the 429 itself and says little about who is asking (a carrier NAT
+/// trips limits too), so it must not push a request into a block.
+const PENALTY: u8 = 10;
 
 #[derive(Debug)]
 pub struct ClientRouteRateLimit {
     id: Arc<str>,
+    /// Client addresses are keyed by their keyed hash, never in clear.
+    hasher: KeyHasher,
 }
 
-impl Default for ClientRouteRateLimit {
-    fn default() -> Self {
-        ClientRouteRateLimit { id: Arc::from(DETECTION_ID) }
+impl ClientRouteRateLimit {
+    pub fn new(hasher: KeyHasher) -> Self {
+        ClientRouteRateLimit { id: Arc::from(DETECTION_ID), hasher }
     }
-}
 
-fn counter_key(view: &RequestView<'_>) -> String {
-    format!("rl:{}:{}", view.route.name, view.client_ip)
+    fn counter_key(&self, view: &RequestView<'_>) -> String {
+        let ip = crate::cidr::canonical_ip(view.client_ip).to_string();
+        format!("rl:{}:{}", view.route.name, self.hasher.hash("ip", ip.as_bytes()))
+    }
 }
 
 impl Detector for ClientRouteRateLimit {
@@ -36,13 +41,13 @@ impl Detector for ClientRouteRateLimit {
 
     fn plan(&self, view: &RequestView<'_>, plan: &mut CounterPlan) {
         if let Some(limit) = view.route.rate_limit {
-            plan.gcra(counter_key(view), limit);
+            plan.gcra(self.counter_key(view), limit);
         }
     }
 
     fn detect(&self, view: &RequestView<'_>, readings: &CounterReadings, signals: &mut Vec<Signal>) {
         let Some(limit) = view.route.rate_limit else { return };
-        if let Some(GcraReading::Limited { retry_after }) = readings.gcra(&counter_key(view)) {
+        if let Some(GcraReading::Limited { retry_after }) = readings.gcra(&self.counter_key(view)) {
             let mut signal = Signal::new(self.id.clone(), PENALTY);
             signal.action = Some(Action::RateLimit);
             signal.retry_after = Some(retry_after);

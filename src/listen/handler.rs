@@ -18,6 +18,7 @@ use super::forward::{full_body, prepare_request, strip_hop_by_hop};
 use super::server::{ConnectionInfo, Runtime};
 use super::wire_head::WireHeads;
 use crate::app::App;
+use crate::credential::{BODY_PREFIX_LIMIT, ResponseFacts};
 use crate::decision_log::{RequestFacts, render_line};
 use crate::pipeline::{Decision, LoginOutcome};
 use crate::routes::Route;
@@ -76,6 +77,11 @@ pub async fn handle(
     runtime.metrics.decision_latency.record(decision_time);
     runtime.metrics.record_decision(&route.name, decision.action(), &decision.signals);
     let method = parts.method.clone();
+    // Capture mode: the request as received, redacted, finished with the status.
+    let capture = app
+        .capture
+        .as_ref()
+        .and_then(|sink| sink.begin(&route, &decision, &parts, wire_names.as_deref(), inspected.as_deref(), client_ip));
     let mut record = Record {
         runtime: &runtime,
         decision: &decision,
@@ -85,6 +91,7 @@ pub async fn handle(
         path: &path,
         decision_time,
         ja4: connection.ja4.as_deref(),
+        capture,
     };
 
     // Phase: act.
@@ -126,12 +133,61 @@ pub async fn handle(
     let status = response.status().as_u16();
     runtime.metrics.upstream_latency.record(upstream_time);
     runtime.metrics.record_upstream(&route.name, status);
-    let outcome = app.pipeline.observe(&route, &decision, status);
-    record.write(Some(status), outcome, Some(upstream_time));
-
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(|e| Box::new(e) as super::BoxError).boxed()))
+    let wants_body = route.login.as_ref().is_some_and(|login| login.failure_body_contains.is_some());
+    let (body_prefix, body) = if wants_body {
+        read_body_prefix(body).await
+    } else {
+        (None, body.map_err(|e| Box::new(e) as super::BoxError).boxed())
+    };
+    let facts = ResponseFacts { status, headers: Some(&parts.headers), body_prefix: body_prefix.as_deref() };
+    let outcome = app.pipeline.observe(&route, &decision, &facts);
+    record.write(Some(status), outcome, Some(upstream_time));
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The first [`BODY_PREFIX_LIMIT`] bytes of a response body (for login
+/// routes that signal failure in the body), and the whole body to send on:
+/// the prefix followed by whatever was not read yet.
+async fn read_body_prefix(mut body: Incoming) -> (Option<Bytes>, ProxyBody) {
+    let mut prefix = bytes::BytesMut::new();
+    let mut trailers = None;
+    let mut finished = false;
+    while prefix.len() < BODY_PREFIX_LIMIT {
+        match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => prefix.extend_from_slice(&data),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            },
+            Some(Err(error)) => {
+                let failed = http_body_util::StreamBody::new(futures_util::stream::iter([Err::<
+                    hyper::body::Frame<Bytes>,
+                    super::BoxError,
+                >(Box::new(
+                    error,
+                ))]));
+                return (None, failed.boxed());
+            }
+            None => {
+                finished = true;
+                break;
+            }
+        }
+    }
+    let prefix = prefix.freeze();
+    let head = futures_util::stream::iter(
+        std::iter::once(Ok(hyper::body::Frame::data(prefix.clone())))
+            .chain(trailers.map(|t| Ok(hyper::body::Frame::trailers(t)))),
+    );
+    let rest: ProxyBody = if finished {
+        http_body_util::StreamBody::new(head).boxed()
+    } else {
+        use futures_util::{StreamExt, TryStreamExt};
+        let tail = TryStreamExt::map_err(http_body_util::BodyStream::new(body), |e| Box::new(e) as super::BoxError);
+        BodyExt::boxed(http_body_util::StreamBody::new(head.chain(tail)))
+    };
+    (Some(prefix), rest)
 }
 
 /// A failure of the client's request body while it streams to the upstream
@@ -190,8 +246,8 @@ async fn read_inspected_body(
     }
 }
 
-/// Writes the decision log line and nothing else; kept apart so every
-/// exit of the handler records the same way.
+/// Writes the decision log line (and finishes the capture record); kept
+/// apart so every exit of the handler records the same way.
 struct Record<'a> {
     runtime: &'a Runtime,
     decision: &'a Decision,
@@ -201,6 +257,7 @@ struct Record<'a> {
     path: &'a str,
     decision_time: Duration,
     ja4: Option<&'a str>,
+    capture: Option<crate::capture::sink::PendingCapture>,
 }
 
 impl Record<'_> {
@@ -210,6 +267,9 @@ impl Record<'_> {
         login_outcome: Option<LoginOutcome>,
         upstream_time: Option<Duration>,
     ) {
+        if let Some(capture) = self.capture.take() {
+            capture.finish(upstream_status);
+        }
         if !self.runtime.log.wants(self.decision) {
             return;
         }

@@ -8,7 +8,7 @@
 //! lives about as long as it can still change an answer.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -83,9 +83,7 @@ impl LocalStore {
     }
 
     fn shard(&self, key: &str) -> &Mutex<HashMap<String, Slot>> {
-        let mut hasher = self.hasher.build_hasher();
-        key.hash(&mut hasher);
-        &self.shards[hasher.finish() as usize % SHARDS]
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
     fn update(&self, op: &CounterOp, now: Nanos) -> Reading {

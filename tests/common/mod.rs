@@ -146,6 +146,8 @@ mod futures_core_stream {
 pub struct Palisade {
     pub running: Running,
     pub log_path: PathBuf,
+    /// The counter store, so tests can read back every key it holds.
+    pub store: Arc<CounterStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -166,13 +168,13 @@ impl Palisade {
         config.decision_log.path = log_path.display().to_string();
         let clock: SharedClock = Arc::new(SystemClock);
         let store = Arc::new(CounterStore::Local(LocalStore::new(clock.clone())));
-        let app = App::build(config, store, clock, 7).unwrap_or_else(|e| panic!("test config: {e:?}"));
+        let app = App::build(config, store.clone(), clock, 7).unwrap_or_else(|e| panic!("test config: {e:?}"));
         let metrics = Arc::new(Metrics::default());
         let log = DecisionLog::open(&config.decision_log, metrics.clone()).unwrap();
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = Server::new(app, log, metrics).start(proxy, admin).unwrap();
-        Palisade { running, log_path, _dir: dir }
+        Palisade { running, log_path, store, _dir: dir }
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -1,0 +1,169 @@
+//! Per-request decision latency percentiles (criterion reports means; the
+//! project's aim is p99 < 10 µs).
+//!
+//! Each decision (route + view + evaluate, as `listen::handler` runs it,
+//! over the requests of `replay/captures/`) is timed on its own with
+//! `Instant` and recorded in an HDR histogram.
+//!
+//! ```text
+//! cargo run --release --example decision_latency -- [--evaluations N] [--threads T]
+//! ```
+//!
+//! `--evaluations` is per scenario and thread (default 1,000,000);
+//! `--threads 2` runs two threads on one shared pipeline, as the proxy's
+//! two tokio workers would on this machine.
+
+#[path = "../benches/support/captures.rs"]
+mod captures;
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use captures::{Captured, MIX_STEP, clean_browser, decide, default_pipeline, load_all, mix_actions, shuffled};
+
+const WARM_UP: usize = 50_000;
+/// With `--threads` > 1, the manual clock moves every this many requests.
+const CLOCK_BATCH: usize = 32;
+
+struct Args {
+    evaluations: usize,
+    threads: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args { evaluations: 1_000_000, threads: 1 };
+    let mut argv = std::env::args().skip(1);
+    while let Some(flag) = argv.next() {
+        let mut value = || -> usize {
+            argv.next().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or_else(|| {
+                eprintln!("{flag} needs a number");
+                std::process::exit(2)
+            })
+        };
+        match flag.as_str() {
+            "--evaluations" | "-n" => args.evaluations = value().max(1),
+            "--threads" | "-t" => args.threads = value().max(1),
+            _ => {
+                eprintln!("usage: decision_latency [--evaluations N] [--threads T]");
+                std::process::exit(2)
+            }
+        }
+    }
+    args
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+/// Time `evaluations` decisions over `requests` (cycled) on each of
+/// `threads` threads sharing one fresh pipeline: nanoseconds per decision,
+/// in total and by capture file.
+fn measure<'a>(
+    requests: &[&'a Captured],
+    evaluations: usize,
+    threads: usize,
+) -> (Histogram<u64>, BTreeMap<&'a str, Histogram<u64>>) {
+    let (pipeline, clock) = default_pipeline();
+    // With several threads, each writing the shared manual clock on every
+    // request would add cache-line ping-pong that the real clock (a vDSO
+    // read) does not have; advance it in batches there instead.
+    let clock_batch = if threads > 1 { CLOCK_BATCH } else { 1 };
+    let run = |offset: usize| {
+        let mut by_file: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
+        let mut samples: Vec<(usize, u64)> = Vec::with_capacity(evaluations);
+        for i in 0..WARM_UP + evaluations {
+            let index = (offset + i) % requests.len();
+            if i % clock_batch == 0 {
+                clock.advance(MIX_STEP * clock_batch as u32);
+            }
+            let started = Instant::now();
+            let decision = decide(&pipeline, black_box(requests[index]));
+            let elapsed = started.elapsed();
+            drop(black_box(decision));
+            if i >= WARM_UP {
+                samples.push((index, elapsed.as_nanos() as u64));
+            }
+        }
+        for (index, nanos) in samples {
+            by_file.entry(requests[index].file.as_str()).or_insert_with(histogram).saturating_record(nanos);
+        }
+        by_file
+    };
+    std::thread::scope(|scope| {
+        let run = &run;
+        let handles: Vec<_> = (0..threads).map(|t| scope.spawn(move || run(t * requests.len() / threads))).collect();
+        let mut total = histogram();
+        let mut by_file: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
+        for handle in handles {
+            for (file, h) in handle.join().expect("measuring thread") {
+                total.add(&h).expect("same bounds");
+                by_file.entry(file).or_insert_with(histogram).add(&h).expect("same bounds");
+            }
+        }
+        (total, by_file)
+    })
+}
+
+/// What timing itself costs: two `Instant::now()` around nothing.
+fn timer_overhead() -> u64 {
+    let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..200_000 {
+        let started = Instant::now();
+        let elapsed = black_box(started).elapsed();
+        histogram.saturating_record(elapsed.as_nanos() as u64);
+    }
+    histogram.value_at_quantile(0.5)
+}
+
+fn us(nanos: u64) -> String {
+    format!("{:.2}", nanos as f64 / 1000.0)
+}
+
+fn main() {
+    let args = parse_args();
+    let all = load_all();
+    let mix = shuffled(load_all());
+    println!(
+        "{} evaluations per scenario and thread, {} thread(s), {} warm-up; timer overhead (p50 of an empty \
+         Instant pair): {} ns",
+        args.evaluations,
+        args.threads,
+        WARM_UP,
+        timer_overhead()
+    );
+    println!("capture mix: {} requests; actions at {MIX_STEP:?}/request: {}", mix.len(), mix_actions(&mix, 100_000));
+    println!();
+    println!("| scenario | evaluations | mean µs | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let scenarios: [(&str, Vec<&Captured>); 3] = [
+        ("capture_mix", mix.iter().collect()),
+        ("clean_browser", vec![clean_browser(&all)]),
+        ("sqlmap_blocked", vec![captures::sqlmap_attack(&all)]),
+    ];
+    for (name, requests) in &scenarios {
+        let (total, by_file) = measure(requests, args.evaluations, args.threads);
+        row(name, &total);
+        if by_file.len() > 1 {
+            for (file, h) in &by_file {
+                row(&format!("↳ {}", file.trim_end_matches(".jsonl")), h);
+            }
+        }
+    }
+}
+
+fn row(name: &str, h: &Histogram<u64>) {
+    println!(
+        "| {name} | {} | {:.2} | {} | {} | {} | {} | {} |",
+        h.len(),
+        h.mean() / 1000.0,
+        us(h.value_at_quantile(0.5)),
+        us(h.value_at_quantile(0.9)),
+        us(h.value_at_quantile(0.99)),
+        us(h.value_at_quantile(0.999)),
+        us(h.max()),
+    );
+}

@@ -1,0 +1,207 @@
+//! Reading captures: plain or gzip (recognised by its magic bytes, whatever
+//! the file is called), one line at a time, bad lines reported by number.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::record::CaptureRecord;
+
+/// A capture line that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// What a reader does at a bad line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OnBadLine {
+    /// Report it and go on with the next line.
+    #[default]
+    Skip,
+    /// Report it and read no further.
+    Stop,
+}
+
+impl OnBadLine {
+    /// How a report says what was done: "skipped" or "stopped".
+    pub fn done(self) -> &'static str {
+        match self {
+            OnBadLine::Skip => "skipped",
+            OnBadLine::Stop => "stopped",
+        }
+    }
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Open a capture file, decompressing gzip. `read_bytes`, when given,
+/// counts the bytes read from the file itself (for a progress bar).
+pub fn open_capture(path: &Path, read_bytes: Option<Arc<AtomicU64>>) -> io::Result<Box<dyn BufRead + Send>> {
+    let file = File::open(path)?;
+    let counted = Counting { inner: file, count: read_bytes };
+    let mut buffered = BufReader::with_capacity(256 * 1024, counted);
+    let gzip = buffered.fill_buf()?.starts_with(&GZIP_MAGIC);
+    if gzip {
+        Ok(Box::new(BufReader::with_capacity(256 * 1024, flate2::bufread::MultiGzDecoder::new(buffered))))
+    } else {
+        Ok(Box::new(buffered))
+    }
+}
+
+struct Counting<R> {
+    inner: R,
+    count: Option<Arc<AtomicU64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(count) = &self.count {
+            count.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+/// The non-blank lines of a capture, with their 1-based numbers. A line
+/// that is not UTF-8, or that cannot be read, comes back as a [`BadLine`].
+pub struct CaptureLines<R> {
+    reader: R,
+    line: usize,
+    buf: Vec<u8>,
+    failed: bool,
+}
+
+impl<R: BufRead> CaptureLines<R> {
+    pub fn new(reader: R) -> Self {
+        CaptureLines { reader, line: 0, buf: Vec::with_capacity(4096), failed: false }
+    }
+
+    /// The next non-blank line; `None` at the end (or after a read error,
+    /// which is returned once).
+    pub fn next_line(&mut self) -> Option<Result<(usize, &str), BadLine>> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            self.buf.clear();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(error) => {
+                    self.failed = true;
+                    self.line += 1;
+                    return Some(Err(BadLine { line: self.line, reason: format!("read error: {error}") }));
+                }
+            }
+            self.line += 1;
+            if self.buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let line = self.line;
+            return Some(match std::str::from_utf8(&self.buf) {
+                Ok(text) => Ok((line, text.trim_end_matches(['\n', '\r']))),
+                Err(error) => Err(BadLine { line, reason: format!("not UTF-8: {error}") }),
+            });
+        }
+    }
+
+    pub fn lines_read(&self) -> usize {
+        self.line
+    }
+}
+
+/// Everything a capture held: its records, the bad lines, and the line
+/// the reader stopped at, when it did.
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    /// Each record with its line number.
+    pub records: Vec<(usize, CaptureRecord)>,
+    pub bad: Vec<BadLine>,
+    pub stopped_at: Option<usize>,
+}
+
+/// Read every record, handling bad lines as `on_bad` says.
+pub fn read_capture_with(reader: impl BufRead, on_bad: OnBadLine) -> ReadOutcome {
+    let mut lines = CaptureLines::new(reader);
+    let mut outcome = ReadOutcome::default();
+    while let Some(next) = lines.next_line() {
+        let bad = match next {
+            Ok((line, text)) => match serde_json::from_str::<CaptureRecord>(text) {
+                Ok(record) => {
+                    outcome.records.push((line, record));
+                    continue;
+                }
+                Err(error) => BadLine { line, reason: error.to_string() },
+            },
+            Err(bad) => bad,
+        };
+        let line = bad.line;
+        outcome.bad.push(bad);
+        if on_bad == OnBadLine::Stop {
+            outcome.stopped_at = Some(line);
+            break;
+        }
+    }
+    outcome
+}
+
+/// Read every record; bad lines are returned separately (and skipped),
+/// never dropped silently.
+pub fn read_capture(reader: impl BufRead) -> (Vec<CaptureRecord>, Vec<BadLine>) {
+    let outcome = read_capture_with(reader, OnBadLine::Skip);
+    (outcome.records.into_iter().map(|(_, record)| record).collect(), outcome.bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const GOOD: &str = r#"{"ts":1.0,"client_ip":"192.0.2.1","method":"GET","target":"/","headers":[]}"#;
+
+    #[test]
+    fn bad_lines_are_numbered_and_skipped_or_stopped_at() {
+        let text = format!("{GOOD}\n\nnot json\n{{\"ts\":2}}\n{GOOD}\n");
+        let skipped = read_capture_with(text.as_bytes(), OnBadLine::Skip);
+        assert_eq!(skipped.records.iter().map(|(line, _)| *line).collect::<Vec<_>>(), vec![1, 5]);
+        assert_eq!(skipped.bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![3, 4]);
+        assert!(skipped.bad[1].reason.contains("missing field"), "{}", skipped.bad[1]);
+        assert_eq!(skipped.stopped_at, None);
+        let stopped = read_capture_with(text.as_bytes(), OnBadLine::Stop);
+        assert_eq!((stopped.records.len(), stopped.bad.len(), stopped.stopped_at), (1, 1, Some(3)));
+    }
+
+    #[test]
+    fn non_utf8_lines_are_bad_and_the_next_line_still_reads() {
+        let mut bytes = b"\xff\xfe\n".to_vec();
+        bytes.extend_from_slice(GOOD.as_bytes());
+        let outcome = read_capture_with(&bytes[..], OnBadLine::Skip);
+        assert_eq!(outcome.bad[0].line, 1);
+        assert!(outcome.bad[0].reason.contains("UTF-8"));
+        assert_eq!(outcome.records.len(), 1);
+    }
+
+    #[test]
+    fn gzip_is_recognised_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        let mut encoder = flate2::write::GzEncoder::new(File::create(&path).unwrap(), flate2::Compression::fast());
+        writeln!(encoder, "{GOOD}\n{GOOD}").unwrap();
+        encoder.finish().unwrap();
+        let count = Arc::new(AtomicU64::new(0));
+        let (records, bad) = read_capture(open_capture(&path, Some(count.clone())).unwrap());
+        assert_eq!((records.len(), bad.len()), (2, 0));
+        assert_eq!(count.load(Ordering::Relaxed), std::fs::metadata(&path).unwrap().len());
+    }
+}

@@ -1,0 +1,216 @@
+//! One capture line (format v1, see `replay/CAPTURE_FORMAT.md`) and the
+//! request it describes.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Nanos;
+
+/// One request of a capture, as written and read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaptureRecord {
+    pub ts: f64,
+    pub client_ip: IpAddr,
+    pub method: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A stable name for the request, for expectation files (see
+    /// `replay/README.md`); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// The request a record describes, as the parts the pipeline reads.
+#[derive(Debug)]
+pub struct CapturedRequest {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub body: Option<Vec<u8>>,
+}
+
+impl CaptureRecord {
+    /// A record with the required fields; everything optional left out.
+    pub fn new(ts: f64, client_ip: IpAddr, method: &str, target: &str, headers: Vec<(String, String)>) -> Self {
+        CaptureRecord {
+            ts,
+            client_ip,
+            method: method.to_string(),
+            target: target.to_string(),
+            version: None,
+            headers,
+            body: None,
+            body_b64: None,
+            status: None,
+            label: None,
+            source: None,
+            id: None,
+        }
+    }
+
+    pub fn to_request(&self) -> Result<CapturedRequest, String> {
+        let method = parse_method(&self.method)?;
+        let uri = parse_target(&self.target)?;
+        let version = parse_version(self.version.as_deref())?;
+        let mut headers = http::HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            append_header(&mut headers, name, value)?;
+        }
+        Ok(CapturedRequest { method, uri, version, headers, body: self.body_bytes()? })
+    }
+
+    /// The body as bytes: `body` as UTF-8, or `body_b64` decoded.
+    pub fn body_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        body_bytes(self.body.as_deref(), self.body_b64.as_deref())
+    }
+
+    /// The capture timestamp in nanoseconds since the epoch.
+    pub fn ts_nanos(&self) -> Nanos {
+        ts_to_nanos(self.ts)
+    }
+
+    /// Header names in wire order (as recorded), for the HTTP fingerprint.
+    pub fn wire_names(&self) -> Vec<Box<str>> {
+        self.headers.iter().map(|(name, _)| Box::from(name.as_str())).collect()
+    }
+}
+
+/// A capture line read without copying its strings, for replay's hot loop.
+/// Strings with JSON escapes are unescaped into owned text.
+#[derive(Debug, Deserialize)]
+pub struct RecordRef<'a> {
+    pub ts: f64,
+    pub client_ip: IpAddr,
+    #[serde(borrow)]
+    pub method: Cow<'a, str>,
+    #[serde(borrow)]
+    pub target: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub headers: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    #[serde(default, borrow)]
+    pub body: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub body_b64: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default, borrow)]
+    pub label: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub id: Option<Cow<'a, str>>,
+}
+
+/// Seconds since the epoch (fractional) to nanoseconds, to the microsecond
+/// (a `f64` of today's epoch seconds holds no more); negative is 0.
+pub fn ts_to_nanos(ts: f64) -> Nanos {
+    (ts.max(0.0) * 1e6).round() as Nanos * 1000
+}
+
+/// Nanoseconds since the epoch to capture seconds, kept to the microsecond
+/// so the JSON number stays short.
+pub fn nanos_to_ts(nanos: Nanos) -> f64 {
+    (nanos / 1000) as f64 / 1e6
+}
+
+pub fn parse_method(method: &str) -> Result<http::Method, String> {
+    http::Method::from_bytes(method.as_bytes()).map_err(|e| format!("method {method:?}: {e}"))
+}
+
+/// A request target: origin form (`/path?query`), or absolute form
+/// (`http://host/path`), or `*`.
+pub fn parse_target(target: &str) -> Result<http::Uri, String> {
+    target.parse::<http::Uri>().map_err(|e| format!("target {target:?}: {e}"))
+}
+
+pub fn parse_version(version: Option<&str>) -> Result<http::Version, String> {
+    match version.unwrap_or("HTTP/1.1") {
+        "HTTP/1.0" => Ok(http::Version::HTTP_10),
+        "HTTP/1.1" => Ok(http::Version::HTTP_11),
+        "HTTP/2" | "HTTP/2.0" => Ok(http::Version::HTTP_2),
+        other => Err(format!("version: unknown {other:?} (HTTP/1.0, HTTP/1.1 or HTTP/2)")),
+    }
+}
+
+/// The version's name in a capture.
+pub fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 | http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 | http::Version::HTTP_3 => "HTTP/2",
+        _ => "HTTP/1.1",
+    }
+}
+
+pub fn append_header(headers: &mut http::HeaderMap, name: &str, value: &str) -> Result<(), String> {
+    let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
+    let value = http::HeaderValue::from_str(value).map_err(|e| format!("header {name:?} value: {e}"))?;
+    headers.append(header, value);
+    Ok(())
+}
+
+pub fn body_bytes(body: Option<&str>, body_b64: Option<&str>) -> Result<Option<Vec<u8>>, String> {
+    match (body, body_b64) {
+        (Some(_), Some(_)) => Err("both `body` and `body_b64`".into()),
+        (Some(text), None) => Ok(Some(text.as_bytes().to_vec())),
+        (None, Some(encoded)) => {
+            base64::engine::general_purpose::STANDARD.decode(encoded).map(Some).map_err(|e| format!("body_b64: {e}"))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// `body` when the bytes are UTF-8, else `body_b64`.
+pub fn encode_body(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text.to_string()), None),
+        Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_to_the_microsecond() {
+        let nanos = 1_795_915_664_658_123_456;
+        let ts = nanos_to_ts(nanos);
+        assert_eq!(serde_json::to_string(&ts).unwrap(), "1795915664.658123");
+        assert_eq!(ts_to_nanos(ts), 1_795_915_664_658_123_000);
+    }
+
+    #[test]
+    fn binary_bodies_use_base64() {
+        let (text, b64) = encode_body(&[0xff, 0x00, b'a']);
+        assert_eq!(text, None);
+        assert_eq!(body_bytes(None, b64.as_deref()).unwrap(), Some(vec![0xff, 0x00, b'a']));
+        assert!(body_bytes(Some("a"), Some("YQ==")).is_err());
+    }
+
+    #[test]
+    fn the_borrowed_reader_takes_the_same_lines() {
+        let line = r#"{"ts":1.5,"client_ip":"192.0.2.1","method":"POST","target":"/login","headers":[["Host","a"],["X-Q","say \"hi\""]],"body":"a=1","label":"bot","extra":true}"#;
+        let record: RecordRef<'_> = serde_json::from_str(line).unwrap();
+        assert!(matches!(record.method, Cow::Borrowed("POST")));
+        assert_eq!(record.headers[1].1, "say \"hi\"");
+        assert_eq!(record.label.as_deref(), Some("bot"));
+        let owned: CaptureRecord = serde_json::from_str(line).unwrap();
+        assert_eq!(owned.to_request().unwrap().body.as_deref(), Some(&b"a=1"[..]));
+    }
+}

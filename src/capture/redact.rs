@@ -1,0 +1,406 @@
+//! Redaction: secret fields are replaced by `<redacted>` before a record is
+//! written anywhere (capture mode, imports).
+//!
+//! A field matches when its name, lowercased and without `_`, `-` and `.`,
+//! equals a configured name treated the same way (`cardNumber`,
+//! `card-number` and `CARD_NUMBER` all match `card_number`); in form
+//! bodies and query strings, the last `[...]` part of a name counts too
+//! (`user[password]`). Where it is:
+//! - form bodies (`application/x-www-form-urlencoded`) and query strings:
+//!   the value of each secret field;
+//! - JSON bodies: the value (of any type) of each secret key, at any depth;
+//!   the rest of the text is kept byte for byte;
+//! - any other body (multipart, XML, text, binary) that mentions a secret
+//!   field name anywhere, and a JSON body that does not parse: the whole
+//!   body. A body is never stored unless it could be redacted;
+//! - headers named in `redact_headers` (`Authorization`, `Cookie`, …): the
+//!   whole value.
+
+use std::borrow::Cow;
+
+use super::record::{CaptureRecord, body_bytes, encode_body};
+
+/// What a secret is replaced by.
+pub const REDACTED: &str = "<redacted>";
+
+/// Secret body and query fields redacted by default (`[capture]
+/// redact_fields`).
+pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "new_password",
+    "old_password",
+    "current_password",
+    "password_confirmation",
+    "pin",
+    "otp",
+    "totp",
+    "mfa_code",
+    "card_number",
+    "cc_number",
+    "pan",
+    "cvv",
+    "cvc",
+    "cvv2",
+    "security_code",
+    "secret",
+    "client_secret",
+    "access_token",
+    "refresh_token",
+];
+
+/// Headers whose values are redacted by default (`[capture]
+/// redact_headers`).
+pub const DEFAULT_REDACT_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+const MAX_JSON_DEPTH: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    /// Normalized field names.
+    fields: Vec<String>,
+    /// Lowercase header names.
+    headers: Vec<String>,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        Redactor::new(DEFAULT_REDACT_FIELDS.iter().copied(), DEFAULT_REDACT_HEADERS.iter().copied())
+    }
+}
+
+fn normalize(name: &str) -> String {
+    name.chars().filter(|c| !matches!(c, '_' | '-' | '.')).flat_map(char::to_lowercase).collect()
+}
+
+impl Redactor {
+    pub fn new<'a>(fields: impl IntoIterator<Item = &'a str>, headers: impl IntoIterator<Item = &'a str>) -> Self {
+        Redactor {
+            fields: fields.into_iter().map(normalize).filter(|f| !f.is_empty()).collect(),
+            headers: headers.into_iter().map(str::to_ascii_lowercase).collect(),
+        }
+    }
+
+    /// Whether a JSON key or field name is secret.
+    pub fn is_secret(&self, name: &str) -> bool {
+        let name = normalize(name);
+        self.fields.contains(&name)
+    }
+
+    /// Like [`Redactor::is_secret`], also looking at the last `[...]` of a
+    /// form field name.
+    fn is_secret_form_name(&self, name: &str) -> bool {
+        if self.is_secret(name) {
+            return true;
+        }
+        let inner = name.strip_suffix(']').and_then(|rest| rest.rsplit_once('[')).map(|(_, last)| last);
+        inner.is_some_and(|last| self.is_secret(last))
+    }
+
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+
+    /// Redact every secret of a record in place: target query, headers and
+    /// body (`body` or `body_b64`).
+    pub fn redact_record(&self, record: &mut CaptureRecord) {
+        if let Cow::Owned(target) = self.redact_target(&record.target) {
+            record.target = target;
+        }
+        for (name, value) in &mut record.headers {
+            if self.is_secret_header(name) {
+                *value = REDACTED.to_string();
+            }
+        }
+        let content_type = record
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.clone());
+        match body_bytes(record.body.as_deref(), record.body_b64.as_deref()) {
+            Ok(Some(bytes)) => {
+                let redacted = self.redact_body(content_type.as_deref(), &bytes);
+                (record.body, record.body_b64) = encode_body(&redacted);
+            }
+            Ok(None) => {}
+            Err(_) => (record.body, record.body_b64) = (Some(REDACTED.to_string()), None),
+        }
+    }
+
+    /// The target with secret query parameters redacted.
+    pub fn redact_target<'t>(&self, target: &'t str) -> Cow<'t, str> {
+        match target.split_once('?') {
+            Some((path, query)) => match self.redact_form(query) {
+                Cow::Borrowed(_) => Cow::Borrowed(target),
+                Cow::Owned(query) => Cow::Owned(format!("{path}?{query}")),
+            },
+            None => Cow::Borrowed(target),
+        }
+    }
+
+    /// A body with its secrets redacted (see the module documentation).
+    pub fn redact_body<'b>(&self, content_type: Option<&str>, body: &'b [u8]) -> Cow<'b, [u8]> {
+        if self.fields.is_empty() || body.is_empty() {
+            return Cow::Borrowed(body);
+        }
+        let content_type = content_type.unwrap_or("").to_ascii_lowercase();
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        let text = std::str::from_utf8(body).ok();
+        let whole = || Cow::Owned(REDACTED.as_bytes().to_vec());
+        if content_type.contains("json") || matches!(first, Some(b'{' | b'[')) {
+            return match text.and_then(|text| self.redact_json(text)) {
+                Some(Cow::Borrowed(_)) => Cow::Borrowed(body),
+                Some(Cow::Owned(redacted)) => Cow::Owned(redacted.into_bytes()),
+                None => whole(),
+            };
+        }
+        let form = content_type.contains("x-www-form-urlencoded") || content_type.is_empty();
+        match text {
+            Some(text) if form => match self.redact_form(text) {
+                Cow::Borrowed(_) => Cow::Borrowed(body),
+                Cow::Owned(redacted) => Cow::Owned(redacted.into_bytes()),
+            },
+            _ if self.mentions_a_field(body) => whole(),
+            _ => Cow::Borrowed(body),
+        }
+    }
+
+    /// Whether any field name appears in `bytes`, ignoring case, `_`, `-`
+    /// and `.`.
+    fn mentions_a_field(&self, bytes: &[u8]) -> bool {
+        let squeezed: Vec<u8> =
+            bytes.iter().filter(|b| !matches!(b, b'_' | b'-' | b'.')).map(u8::to_ascii_lowercase).collect();
+        self.fields.iter().any(|field| squeezed.windows(field.len()).any(|w| w == field.as_bytes()))
+    }
+
+    /// `a=1&password=x` → `a=1&password=<redacted>`; names and every other
+    /// byte kept as sent.
+    fn redact_form<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let mut out = String::new();
+        let mut changed = false;
+        for (index, pair) in text.split('&').enumerate() {
+            if index > 0 {
+                out.push('&');
+            }
+            let (raw_name, value) = match pair.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (pair, None),
+            };
+            let name: String =
+                form_urlencoded::parse(raw_name.as_bytes()).next().map(|(n, _)| n.into_owned()).unwrap_or_default();
+            match value {
+                Some(value) if self.is_secret_form_name(&name) && value != REDACTED => {
+                    changed = true;
+                    out.push_str(raw_name);
+                    out.push('=');
+                    out.push_str(REDACTED);
+                }
+                _ => out.push_str(pair),
+            }
+        }
+        if changed { Cow::Owned(out) } else { Cow::Borrowed(text) }
+    }
+
+    /// The JSON text with the value of every secret key replaced by
+    /// `"<redacted>"`, or `None` when it is not JSON.
+    fn redact_json<'t>(&self, text: &'t str) -> Option<Cow<'t, str>> {
+        let mut scanner = JsonScanner { bytes: text.as_bytes(), pos: 0, replace: Vec::new(), redactor: self };
+        scanner.value(0)?;
+        scanner.whitespace();
+        if scanner.pos != text.len() {
+            return None;
+        }
+        if scanner.replace.is_empty() {
+            return Some(Cow::Borrowed(text));
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end) in scanner.replace {
+            out.push_str(&text[at..start]);
+            out.push('"');
+            out.push_str(REDACTED);
+            out.push('"');
+            at = end;
+        }
+        out.push_str(&text[at..]);
+        Some(Cow::Owned(out))
+    }
+}
+
+/// Just enough of a JSON parser to find each object member's value span.
+struct JsonScanner<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    /// Value spans to replace, in order, not overlapping.
+    replace: Vec<(usize, usize)>,
+    redactor: &'a Redactor,
+}
+
+impl JsonScanner<'_> {
+    fn whitespace(&mut self) {
+        while self.bytes.get(self.pos).is_some_and(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos += 1;
+        }
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        self.whitespace();
+        (self.bytes.get(self.pos) == Some(&byte)).then(|| self.pos += 1)
+    }
+
+    /// A value starting at the current position (after whitespace).
+    fn value(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_JSON_DEPTH {
+            return None;
+        }
+        self.whitespace();
+        match *self.bytes.get(self.pos)? {
+            b'{' => self.object(depth),
+            b'[' => {
+                self.pos += 1;
+                if self.eat(b']').is_some() {
+                    return Some(());
+                }
+                loop {
+                    self.value(depth + 1)?;
+                    if self.eat(b',').is_none() {
+                        return self.eat(b']');
+                    }
+                }
+            }
+            b'"' => self.string().map(|_| ()),
+            _ => {
+                let start = self.pos;
+                while self.bytes.get(self.pos).is_some_and(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b)) {
+                    self.pos += 1;
+                }
+                let literal = std::str::from_utf8(&self.bytes[start..self.pos]).ok()?;
+                serde_json::from_str::<serde_json::Value>(literal).ok().map(|_| ())
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Option<()> {
+        self.pos += 1;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.whitespace();
+            let key = self.string()?;
+            self.eat(b':')?;
+            self.whitespace();
+            let start = self.pos;
+            if self.redactor.is_secret(&key) {
+                // Scanned without looking inside: the whole value goes.
+                let kept = self.replace.len();
+                self.value(depth + 1)?;
+                self.replace.truncate(kept);
+                let already = &self.bytes[start..self.pos] == format!("\"{REDACTED}\"").as_bytes();
+                if !already {
+                    self.replace.push((start, self.pos));
+                }
+            } else {
+                self.value(depth + 1)?;
+            }
+            if self.eat(b',').is_none() {
+                return self.eat(b'}');
+            }
+        }
+    }
+
+    /// A string at the current position, unescaped.
+    fn string(&mut self) -> Option<String> {
+        if self.bytes.get(self.pos) != Some(&b'"') {
+            return None;
+        }
+        let start = self.pos;
+        self.pos += 1;
+        let mut escaped = false;
+        loop {
+            match *self.bytes.get(self.pos)? {
+                b'\\' => {
+                    escaped = true;
+                    self.pos += 2;
+                }
+                b'"' => {
+                    self.pos += 1;
+                    break;
+                }
+                _ => self.pos += 1,
+            }
+        }
+        let raw = std::str::from_utf8(self.bytes.get(start..self.pos)?).ok()?;
+        if escaped { serde_json::from_str(raw).ok() } else { Some(raw[1..raw.len() - 1].to_string()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(redactor: &Redactor, content_type: &str, text: &str) -> String {
+        String::from_utf8(redactor.redact_body(Some(content_type), text.as_bytes()).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn form_fields_are_redacted_and_the_rest_kept() {
+        let r = Redactor::default();
+        let form = "application/x-www-form-urlencoded";
+        assert_eq!(body(&r, form, "username=alice&password=hunter2&x=1"), "username=alice&password=<redacted>&x=1");
+        assert_eq!(
+            body(&r, form, "user%5Bpassword%5D=a+b&PIN=1234&a"),
+            "user%5Bpassword%5D=<redacted>&PIN=<redacted>&a"
+        );
+        assert_eq!(body(&r, form, "username=alice"), "username=alice");
+        assert_eq!(body(&r, "", "user=root&pass=x"), "user=root&pass=<redacted>");
+    }
+
+    #[test]
+    fn json_keys_are_redacted_at_any_depth_text_kept() {
+        let r = Redactor::default();
+        let text = r#"{"username": "alice", "password": "p\"w", "card": {"cardNumber": 4111111111111111, "cvv": "123"}, "list": [{"otp": [1, 2]}], "ok": true}"#;
+        assert_eq!(
+            body(&r, "application/json", text),
+            r#"{"username": "alice", "password": "<redacted>", "card": {"cardNumber": "<redacted>", "cvv": "<redacted>"}, "list": [{"otp": "<redacted>"}], "ok": true}"#
+        );
+        assert_eq!(body(&r, "application/json", r#"{"username":"a"}"#), r#"{"username":"a"}"#);
+    }
+
+    #[test]
+    fn bodies_that_cannot_be_parsed_are_dropped_when_they_mention_a_secret() {
+        let r = Redactor::default();
+        assert_eq!(body(&r, "application/json", r#"{"password": "x""#), REDACTED);
+        let multipart = "--b\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nx\r\n--b--";
+        assert_eq!(body(&r, "multipart/form-data; boundary=b", multipart), REDACTED);
+        assert_eq!(body(&r, "text/plain", "hello"), "hello");
+    }
+
+    #[test]
+    fn records_lose_query_secrets_and_secret_headers() {
+        let r = Redactor::default();
+        let mut record = CaptureRecord::new(
+            1.0,
+            "192.0.2.1".parse().unwrap(),
+            "POST",
+            "/login?next=/&password=x",
+            vec![("Cookie".into(), "s=1".into()), ("Content-Type".into(), "application/json".into())],
+        );
+        record.body = Some(r#"{"username":"bob","password":"x"}"#.into());
+        r.redact_record(&mut record);
+        assert_eq!(record.target, "/login?next=/&password=<redacted>");
+        assert_eq!(record.headers[0].1, REDACTED);
+        assert_eq!(record.body.as_deref(), Some(r#"{"username":"bob","password":"<redacted>"}"#));
+    }
+
+    #[test]
+    fn binary_bodies_mentioning_a_secret_are_dropped() {
+        let r = Redactor::default();
+        let mut bytes = b"\xff\xfepassword=1".to_vec();
+        assert_eq!(&*r.redact_body(Some("application/octet-stream"), &bytes), REDACTED.as_bytes());
+        bytes.truncate(2);
+        assert_eq!(&*r.redact_body(Some("application/octet-stream"), &bytes), &bytes[..]);
+    }
+}

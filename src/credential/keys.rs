@@ -1,0 +1,176 @@
+//! The counter keys of a login attempt.
+//!
+//! Usernames and client addresses never reach the store in clear: each is
+//! replaced by a keyed BLAKE3 hash (a secret from `[store] hash_key` or
+//! `PALISADE_HASH_KEY`). The same secret on every replica gives the same
+//! keys, so replicas share counters; without the secret the store's
+//! contents cannot be turned back into usernames by guessing.
+
+use std::net::IpAddr;
+
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct KeyHasher {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher(<secret>)")
+    }
+}
+
+impl KeyHasher {
+    /// From the configured secret, the environment, or (when neither is
+    /// set) a random key for this process.
+    pub fn from_config(config: &Config) -> Self {
+        let secret = if !config.store.hash_key.is_empty() {
+            config.store.hash_key.clone().into_bytes()
+        } else if let Ok(from_env) = std::env::var("PALISADE_HASH_KEY") {
+            from_env.into_bytes()
+        } else {
+            random_secret().to_vec()
+        };
+        KeyHasher { key: blake3::derive_key("palisade 2026 counter keys v1", &secret) }
+    }
+
+    /// A short keyed hash (16 hex characters) of `value` in `domain`.
+    pub fn hash(&self, domain: &str, value: &[u8]) -> String {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(domain.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(value);
+        hex::encode(&hasher.finalize().as_bytes()[..8])
+    }
+
+    /// A keyed 64-bit item for distinct-count sketches.
+    pub fn item(&self, domain: &str, value: &[u8]) -> u64 {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(domain.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(value);
+        u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+}
+
+fn random_secret() -> [u8; 32] {
+    // Unpredictable enough for a per-process key: time, process id and the
+    // address-space layout, mixed by BLAKE3.
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&crate::clock::Clock::now(&crate::clock::SystemClock).to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    let local = 0u8;
+    hasher.update(&(&local as *const u8 as usize).to_le_bytes());
+    hasher.update(&(random_secret as fn() -> [u8; 32] as usize).to_le_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+/// The subnet an address belongs to for counting: /24 for IPv4, /48 for
+/// IPv6 (one site's allocation).
+pub fn subnet(ip: IpAddr) -> String {
+    match crate::cidr::canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+/// Every counter key of one login attempt (hashed where they name a person
+/// or an address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginKeys {
+    /// `{route}` prefix shared by all keys of this route.
+    pub route: String,
+    pub ip: String,
+    pub subnet: String,
+    pub fingerprint: String,
+    pub user: Option<String>,
+    /// Sketch items: this address, this username.
+    pub ip_item: u64,
+    pub user_item: Option<u64>,
+}
+
+impl LoginKeys {
+    pub fn new(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str, username: Option<&str>) -> Self {
+        let ip_text = crate::cidr::canonical_ip(ip).to_string();
+        // The fingerprint is not personal, but hashing keeps keys short.
+        let fingerprint = hasher.hash("fp", fingerprint.as_bytes());
+        LoginKeys {
+            route: route.to_string(),
+            ip: hasher.hash("ip", ip_text.as_bytes()),
+            subnet: format!("{}.{fingerprint}", hasher.hash("net", subnet(ip).as_bytes())),
+            fingerprint,
+            user: username.map(|u| hasher.hash("user", u.to_lowercase().as_bytes())),
+            ip_item: hasher.item("ip", ip_text.as_bytes()),
+            user_item: username.map(|u| hasher.item("user", u.to_lowercase().as_bytes())),
+        }
+    }
+
+    /// `login:{route}:{scope}:{id}:{counter}`; Redis Cluster hash tags come
+    /// with the shared backend.
+    pub fn key(&self, scope: Scope, counter: &str) -> String {
+        let id = match scope {
+            Scope::Ip => &self.ip,
+            Scope::Subnet => &self.subnet,
+            Scope::Fingerprint => &self.fingerprint,
+            Scope::User => self.user.as_deref().unwrap_or("-"),
+            Scope::Site => "all",
+        };
+        format!("login:{}:{}:{id}:{counter}", self.route, scope.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Ip,
+    /// A subnet together with one fingerprint.
+    Subnet,
+    Fingerprint,
+    User,
+    Site,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Ip => "ip",
+            Scope::Subnet => "net",
+            Scope::Fingerprint => "fp",
+            Scope::User => "user",
+            Scope::Site => "site",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_and_hashes() {
+        assert_eq!(subnet("203.0.113.77".parse().unwrap()), "203.0.113.0/24");
+        assert_eq!(subnet("2001:db8:1:2::5".parse().unwrap()), "2001:db8:1::/48");
+        let mut config = Config::default();
+        config.store.hash_key = "k".into();
+        let hasher = KeyHasher::from_config(&config);
+        let keys = LoginKeys::new(&hasher, "login", "203.0.113.7".parse().unwrap(), "11po", Some("Alice@Example.com"));
+        let key = keys.key(Scope::User, "f");
+        assert!(!key.to_lowercase().contains("alice"), "{key}");
+        assert_eq!(
+            keys.user,
+            LoginKeys::new(&hasher, "login", "198.51.100.1".parse().unwrap(), "x", Some("alice@example.com")).user
+        );
+        config.store.hash_key = "other".into();
+        let other = KeyHasher::from_config(&config);
+        assert_ne!(
+            LoginKeys::new(&other, "login", "203.0.113.7".parse().unwrap(), "11po", Some("alice@example.com")).user,
+            keys.user
+        );
+    }
+}

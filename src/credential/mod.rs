@@ -1,0 +1,366 @@
+//! Credential stuffing, cracking and spraying: how logins behave over time.
+//!
+//! A stage of its own rather than a plain detector, because it learns from
+//! outcomes: at request time it reads counters (failures, successes,
+//! refused attempts, distinct usernames and addresses, bans) for every
+//! scope the attempt belongs to — the client address, its subnet together
+//! with its fingerprint, the fingerprint anywhere, the account, the whole
+//! login route — and after the upstream answers it adds the outcome to
+//! them. Every escalation is gated on a failure *ratio*, so the shared
+//! addresses and fingerprints of people who mostly log in successfully
+//! are never punished for their volume alone.
+
+mod breach;
+mod keys;
+mod outcome;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use breach::BreachFilter;
+pub use keys::{KeyHasher, LoginKeys, Scope, subnet};
+pub use outcome::{BODY_PREFIX_LIMIT, LoginOutcome, ResponseFacts, classify};
+
+use crate::config::{AbuseConfig, Config, Invalid};
+use crate::signal::{Action, Evidence, Signal};
+use crate::store::{CounterOp, CounterPlan, CounterReadings};
+use crate::view::RequestView;
+
+/// Half-life of the "last few minutes" side of the site-wide comparison.
+const SITE_RECENT_HALF_LIFE: Duration = Duration::from_secs(60);
+
+/// What the stage knows about one login attempt, carried in the decision
+/// until the outcome is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginAttempt {
+    pub keys: LoginKeys,
+    pub breached_password: bool,
+}
+
+/// A ban a signal asks for, carried out only when the block is enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanRequest {
+    pub key: String,
+    pub ttl: Duration,
+}
+
+#[derive(Debug)]
+pub struct CredentialStage {
+    hasher: KeyHasher,
+    breach: Option<Arc<BreachFilter>>,
+}
+
+/// One scope's escalation settings.
+struct Escalation {
+    scope: Scope,
+    failures: u32,
+    ratio: f64,
+    id: &'static str,
+}
+
+impl CredentialStage {
+    pub fn from_config(config: &Config, hasher: KeyHasher) -> Result<Self, Vec<Invalid>> {
+        let breach = if config.breach.path.is_empty() {
+            None
+        } else {
+            let path = config.resolve_path(&config.breach.path);
+            let filter = BreachFilter::load(&path)
+                .map_err(|message| vec![Invalid::new(0..0, "breach.path", format!("{}: {message}", path.display()))])?;
+            Some(Arc::new(filter))
+        };
+        Ok(CredentialStage { hasher, breach })
+    }
+
+    /// The attempt's keys, on login routes.
+    pub fn attempt(&self, view: &RequestView<'_>) -> Option<LoginAttempt> {
+        let login = view.route.login.as_ref()?;
+        let keys = LoginKeys::new(
+            &self.hasher,
+            &view.route.name,
+            view.client_ip,
+            &fingerprint_key(view),
+            view.username.as_deref(),
+        );
+        let breached_password = match (&self.breach, view.body) {
+            (Some(filter), Some(body)) => {
+                let content_type = view.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                login.password(content_type, body).is_some_and(|password| filter.contains_password(&password))
+            }
+            _ => false,
+        };
+        Some(LoginAttempt { keys, breached_password })
+    }
+
+    /// Counter operations at request time: read what is known, and count
+    /// the username and the address as seen.
+    pub fn plan(&self, attempt: &LoginAttempt, abuse: &AbuseConfig, plan: &mut CounterPlan) {
+        let keys = &attempt.keys;
+        let window = Duration::from_secs(abuse.window_secs);
+        for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
+            plan.push(CounterOp::BanCheck { key: keys.key(scope, "ban") });
+            for counter in ["f", "s", "x"] {
+                plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 0 });
+            }
+            plan.push(CounterOp::Distinct { key: keys.key(scope, "users"), window, item: keys.user_item });
+        }
+        if keys.user.is_some() {
+            plan.push(CounterOp::Count { key: keys.key(Scope::User, "f"), window, add: 0 });
+            plan.push(CounterOp::Distinct { key: keys.key(Scope::User, "addrs"), window, item: Some(keys.ip_item) });
+        }
+        let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
+        for (counter, half_life) in
+            [("a1", SITE_RECENT_HALF_LIFE), ("f1", SITE_RECENT_HALF_LIFE), ("a0", baseline), ("f0", baseline)]
+        {
+            plan.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add: 0.0 });
+        }
+    }
+
+    /// Signals from the readings; bans that an enforced block should set.
+    pub fn detect(
+        &self,
+        attempt: &LoginAttempt,
+        abuse: &AbuseConfig,
+        readings: &CounterReadings,
+        signals: &mut Vec<Signal>,
+        bans: &mut Vec<BanRequest>,
+    ) {
+        let keys = &attempt.keys;
+        for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
+            if let Some(left) = readings.ban(&keys.key(scope, "ban")) {
+                let mut signal = Signal::new(Arc::from("cred.banned"), 79);
+                signal.action = Some(Action::Block);
+                signal.evidence.push(Evidence::text("scope", scope.as_str()));
+                signal.evidence.push(Evidence::number("ban_left_s", left.as_secs_f64().ceil(), None));
+                signals.push(signal);
+                return;
+            }
+        }
+        let escalations = [
+            Escalation {
+                scope: Scope::Ip,
+                failures: abuse.ip_failures,
+                ratio: abuse.ip_failure_ratio,
+                id: "cred.ip_failures",
+            },
+            Escalation {
+                scope: Scope::Subnet,
+                failures: abuse.subnet_failures,
+                ratio: abuse.subnet_failure_ratio,
+                id: "cred.subnet_failures",
+            },
+            Escalation {
+                scope: Scope::Fingerprint,
+                failures: abuse.fingerprint_failures,
+                ratio: abuse.fingerprint_failure_ratio,
+                id: "cred.fingerprint_failures",
+            },
+        ];
+        for escalation in &escalations {
+            self.escalate(escalation, keys, abuse, readings, signals, bans);
+        }
+        // Many usernames from one place is what a carrier NAT, an office or
+        // a popular app looks like too: it only counts when most of those
+        // logins fail.
+        for (scope, threshold, id, min_ratio) in [
+            (Scope::Ip, abuse.ip_distinct_usernames, "cred.ip_usernames", 0.5),
+            (Scope::Subnet, abuse.subnet_distinct_usernames, "cred.subnet_usernames", 0.5),
+            (Scope::Fingerprint, abuse.fingerprint_distinct_usernames, "cred.fingerprint_usernames", 0.5),
+        ] {
+            let distinct = readings.number(&keys.key(scope, "users"));
+            let (_, _, ratio) = outcomes(readings, keys, scope);
+            if distinct >= f64::from(threshold) && ratio >= min_ratio {
+                let mut signal = Signal::new(Arc::from(id), 25);
+                signal.evidence.push(Evidence::number("distinct_usernames", distinct, Some(f64::from(threshold))));
+                signal.evidence.push(Evidence::number("failure_ratio", round3(ratio), Some(min_ratio)));
+                signal.evidence.push(Evidence::number("window_s", abuse.window_secs as f64, None));
+                signals.push(signal);
+            }
+        }
+        if keys.user.is_some() {
+            let failures = readings.number(&keys.key(Scope::User, "f"));
+            if failures >= f64::from(abuse.username_failures) {
+                // Challenge, never block: blocking would let anyone lock a
+                // person out of their own account.
+                let mut signal = Signal::new(Arc::from("cred.account_failures"), 10);
+                signal.action = Some(Action::Challenge);
+                signal.evidence.push(Evidence::number("failures", failures, Some(f64::from(abuse.username_failures))));
+                signals.push(signal);
+            }
+            let addresses = readings.number(&keys.key(Scope::User, "addrs"));
+            if addresses >= f64::from(abuse.username_distinct_addresses) {
+                let mut signal = Signal::new(Arc::from("cred.account_addresses"), 15);
+                signal.action = Some(Action::Challenge);
+                signal.evidence.push(Evidence::number(
+                    "distinct_addresses",
+                    addresses,
+                    Some(f64::from(abuse.username_distinct_addresses)),
+                ));
+                signals.push(signal);
+            }
+        }
+        self.site_spike(keys, abuse, readings, signals);
+        if attempt.breached_password {
+            let mut signal = Signal::new(Arc::from("cred.breached_password"), 25);
+            signal.evidence.push(Evidence::text("password", "in the breached-password list"));
+            signals.push(signal);
+        }
+    }
+
+    /// Challenge at half the failure threshold, rate-limit at it, block and
+    /// ban at twice it (failures plus attempts already refused) — always
+    /// only while the failure ratio is at or above the scope's ratio.
+    fn escalate(
+        &self,
+        escalation: &Escalation,
+        keys: &LoginKeys,
+        abuse: &AbuseConfig,
+        readings: &CounterReadings,
+        signals: &mut Vec<Signal>,
+        bans: &mut Vec<BanRequest>,
+    ) {
+        let (failures, successes, ratio) = outcomes(readings, keys, escalation.scope);
+        let refused = readings.number(&keys.key(escalation.scope, "x"));
+        let threshold = f64::from(escalation.failures.max(1));
+        if ratio < escalation.ratio || failures < threshold / 2.0 {
+            return;
+        }
+        let (action, penalty) = if failures + refused >= 2.0 * threshold {
+            bans.push(BanRequest { key: keys.key(escalation.scope, "ban"), ttl: Duration::from_secs(abuse.ban_secs) });
+            (Action::Block, 70)
+        } else if failures >= threshold {
+            (Action::RateLimit, 50)
+        } else {
+            (Action::Challenge, 30)
+        };
+        let mut signal = Signal::new(Arc::from(escalation.id), penalty);
+        signal.action = Some(action);
+        if action == Action::RateLimit {
+            signal.retry_after = Some(Duration::from_secs((abuse.window_secs / 10).max(1)));
+        }
+        signal.evidence = vec![
+            Evidence::number("failures", failures, Some(threshold)),
+            Evidence::number("successes", successes, None),
+            Evidence::number("failure_ratio", round3(ratio), Some(escalation.ratio)),
+            Evidence::number("refused", refused, None),
+            Evidence::number("window_s", abuse.window_secs as f64, None),
+        ];
+        signals.push(signal);
+    }
+
+    /// The route's recent failure ratio well above its learned baseline,
+    /// or its attempt rate far above its usual rate, with enough attempts
+    /// to mean something: a distributed attack in which every address
+    /// tries only once or twice.
+    fn site_spike(&self, keys: &LoginKeys, abuse: &AbuseConfig, readings: &CounterReadings, signals: &mut Vec<Signal>) {
+        let recent_attempts = readings.number(&keys.key(Scope::Site, "a1"));
+        let recent_failures = readings.number(&keys.key(Scope::Site, "f1"));
+        let baseline_attempts = readings.number(&keys.key(Scope::Site, "a0"));
+        let baseline_failures = readings.number(&keys.key(Scope::Site, "f0"));
+        if recent_attempts < f64::from(abuse.site_min_attempts) {
+            return;
+        }
+        let recent_ratio = recent_failures / recent_attempts;
+        let baseline_ratio = if baseline_attempts > 0.0 { baseline_failures / baseline_attempts } else { 0.0 };
+        // A decayed count with half-life h holds rate × h / ln 2 in the
+        // steady state, so both sides turn into attempts per minute.
+        let per_minute = |sum: f64, half_life: Duration| sum * std::f64::consts::LN_2 / half_life.as_secs_f64() * 60.0;
+        let recent_rate = per_minute(recent_attempts, SITE_RECENT_HALF_LIFE);
+        let baseline_rate = per_minute(baseline_attempts, Duration::from_secs(abuse.baseline_half_life_secs));
+        // With no history yet there is nothing to surge against.
+        if baseline_attempts >= f64::from(abuse.site_min_attempts)
+            && recent_rate >= abuse.site_attempt_rate_factor * baseline_rate
+        {
+            let mut signal = Signal::new(Arc::from("cred.site_attempt_surge"), 10);
+            signal.evidence = vec![
+                Evidence::number(
+                    "attempts_per_min",
+                    round3(recent_rate),
+                    Some(round3(abuse.site_attempt_rate_factor * baseline_rate)),
+                ),
+                Evidence::number("baseline_attempts_per_min", round3(baseline_rate), None),
+            ];
+            signals.push(signal);
+        }
+        if recent_ratio >= baseline_ratio + abuse.site_failure_ratio_rise {
+            let mut signal = Signal::new(Arc::from("cred.site_failure_spike"), 15);
+            signal.evidence = vec![
+                Evidence::number(
+                    "recent_failure_ratio",
+                    round3(recent_ratio),
+                    Some(round3(baseline_ratio + abuse.site_failure_ratio_rise)),
+                ),
+                Evidence::number("baseline_failure_ratio", round3(baseline_ratio), None),
+                Evidence::number("recent_attempts", round3(recent_attempts), Some(f64::from(abuse.site_min_attempts))),
+            ];
+            signals.push(signal);
+        }
+    }
+
+    /// After deciding: refused attempts count toward escalation, and
+    /// enforced blocks set their bans.
+    pub fn record_decision(
+        &self,
+        attempt: &LoginAttempt,
+        abuse: &AbuseConfig,
+        refused: bool,
+        bans: &[BanRequest],
+        plan: &mut CounterPlan,
+    ) {
+        if refused {
+            let window = Duration::from_secs(abuse.window_secs);
+            for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
+                plan.push(CounterOp::Count { key: attempt.keys.key(scope, "x"), window, add: 1 });
+            }
+        }
+        for ban in bans {
+            plan.push(CounterOp::Ban { key: ban.key.clone(), ttl: ban.ttl });
+        }
+    }
+
+    /// After the upstream answered: the outcome goes into every scope.
+    pub fn observe(&self, attempt: &LoginAttempt, abuse: &AbuseConfig, outcome: LoginOutcome, plan: &mut CounterPlan) {
+        let keys = &attempt.keys;
+        let window = Duration::from_secs(abuse.window_secs);
+        let counter = match outcome {
+            LoginOutcome::Success => "s",
+            LoginOutcome::Failure => "f",
+        };
+        for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
+            plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 1 });
+        }
+        if keys.user.is_some() && outcome == LoginOutcome::Failure {
+            plan.push(CounterOp::Count { key: keys.key(Scope::User, "f"), window, add: 1 });
+        }
+        let failed = f64::from(u8::from(outcome == LoginOutcome::Failure));
+        let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
+        for (counter, half_life, add) in [
+            ("a1", SITE_RECENT_HALF_LIFE, 1.0),
+            ("f1", SITE_RECENT_HALF_LIFE, failed),
+            ("a0", baseline, 1.0),
+            ("f0", baseline, failed),
+        ] {
+            plan.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add });
+        }
+    }
+}
+
+/// Failures, successes and the failure ratio of a scope.
+fn outcomes(readings: &CounterReadings, keys: &LoginKeys, scope: Scope) -> (f64, f64, f64) {
+    let failures = readings.number(&keys.key(scope, "f"));
+    let successes = readings.number(&keys.key(scope, "s"));
+    let attempts = failures + successes;
+    (failures, successes, if attempts > 0.0 { failures / attempts } else { 0.0 })
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+/// The fingerprint counters key on: the HTTP fingerprint, and the TLS one
+/// when palisade terminated TLS.
+fn fingerprint_key(view: &RequestView<'_>) -> String {
+    match view.ja4 {
+        Some(ja4) => format!("{}|{ja4}", view.fingerprint()),
+        None => view.fingerprint().to_string(),
+    }
+}

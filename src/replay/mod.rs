@@ -1,0 +1,21 @@
+//! Replay: captured traffic through the pipeline, to see what a
+//! configuration (or a change to one) does before it goes live.
+//!
+//! - [`run`]: the engine (a pipeline on a manual clock) and the captures
+//!   read in time order;
+//! - [`report`]: requests by action, detection and route; confusion
+//!   matrix, precision and recall against the captures' labels;
+//! - [`diff`]: what changes between a baseline configuration and a new one;
+//! - [`expect`], [`gates`]: conditions a replay must meet (for CI);
+//! - [`explain`]: one request, stage by stage;
+//! - [`cli`]: the `replay`, `explain` and `import` commands.
+
+pub mod cli;
+pub mod diff;
+pub mod expect;
+pub mod explain;
+pub mod gates;
+pub mod report;
+pub mod run;
+
+pub use run::{Engine, Inputs, Meta, Prepared};

@@ -1,0 +1,295 @@
+//! What a replay found: requests by action, by detection id and by route,
+//! and for labelled captures a confusion matrix per label with the
+//! precision and recall of stopping bots and the false-positive rates of
+//! people and partners. Rendered as a text table or as JSON whose bytes
+//! depend only on the inputs (sorted keys, no timings).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::RouteMode;
+use crate::pipeline::Decision;
+use crate::signal::Action;
+
+/// What happened to a request, as the confusion matrix counts it (`log`
+/// counts as allowed: the request went through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Allowed,
+    Challenged,
+    Limited,
+    Blocked,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Outcome::Allowed, Outcome::Challenged, Outcome::Limited, Outcome::Blocked];
+
+    pub fn of(action: Action) -> Outcome {
+        match action {
+            Action::Allow | Action::Log => Outcome::Allowed,
+            Action::Challenge => Outcome::Challenged,
+            Action::RateLimit => Outcome::Limited,
+            Action::Block => Outcome::Blocked,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Challenged => "challenged",
+            Outcome::Limited => "limited",
+            Outcome::Blocked => "blocked",
+        }
+    }
+
+    /// Rate-limited or blocked: the request never reached the application.
+    pub fn stopped(self) -> bool {
+        matches!(self, Outcome::Limited | Outcome::Blocked)
+    }
+}
+
+fn action_index(action: Action) -> usize {
+    Action::ALL.iter().position(|a| *a == action).expect("every action is in Action::ALL")
+}
+
+/// Counts gathered while replaying; [`Tally::report`] turns them into a
+/// [`Summary`].
+#[derive(Debug, Default)]
+pub struct Tally {
+    requests: u64,
+    out_of_order: u64,
+    by_action: [u64; 5],
+    by_detection: HashMap<Arc<str>, [u64; 2]>,
+    by_route: HashMap<Arc<str>, [u64; 5]>,
+    by_label: HashMap<Arc<str>, [u64; 4]>,
+    unlabeled: [u64; 4],
+    last_at: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, decision: &Decision, route: &Arc<str>, label: Option<&Arc<str>>, at: u64) {
+        self.requests += 1;
+        if at < self.last_at {
+            self.out_of_order += 1;
+        }
+        self.last_at = self.last_at.max(at);
+        let action = decision.action();
+        self.by_action[action_index(action)] += 1;
+        let monitored = decision.mode == RouteMode::Monitor;
+        for signal in &decision.signals {
+            let slot = usize::from(signal.shadow || monitored);
+            match self.by_detection.get_mut(&signal.id) {
+                Some(counts) => counts[slot] += 1,
+                None => {
+                    let mut counts = [0; 2];
+                    counts[slot] = 1;
+                    self.by_detection.insert(signal.id.clone(), counts);
+                }
+            }
+        }
+        match self.by_route.get_mut(route) {
+            Some(counts) => counts[action_index(action)] += 1,
+            None => {
+                let mut counts = [0; 5];
+                counts[action_index(action)] = 1;
+                self.by_route.insert(route.clone(), counts);
+            }
+        }
+        let outcome = Outcome::of(action) as usize;
+        match label {
+            Some(label) => self.by_label.entry(label.clone()).or_default()[outcome] += 1,
+            None => self.unlabeled[outcome] += 1,
+        }
+    }
+
+    pub fn report(&self) -> Summary {
+        let actions = |counts: &[u64; 5]| -> BTreeMap<&'static str, u64> {
+            Action::ALL.iter().zip(counts).map(|(a, n)| (a.as_str(), *n)).collect()
+        };
+        let mut labels: BTreeMap<String, LabelRow> =
+            self.by_label.iter().map(|(label, counts)| (label.to_string(), LabelRow::new(counts))).collect();
+        if self.unlabeled.iter().any(|n| *n > 0) && !labels.is_empty() {
+            labels.insert("(unlabeled)".into(), LabelRow::new(&self.unlabeled));
+        }
+        let rates = Rates::from_labels(&labels);
+        Summary {
+            requests: self.requests,
+            out_of_order: self.out_of_order,
+            by_action: actions(&self.by_action),
+            by_detection: self
+                .by_detection
+                .iter()
+                .map(|(id, [enforced, shadow])| (id.to_string(), DetectionRow { enforced: *enforced, shadow: *shadow }))
+                .collect(),
+            by_route: self.by_route.iter().map(|(route, counts)| (route.to_string(), actions(counts))).collect(),
+            labels,
+            rates,
+        }
+    }
+}
+
+/// Everything a replay of one configuration found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub requests: u64,
+    /// Requests whose `ts` was earlier than one already replayed (run at
+    /// the later time).
+    pub out_of_order: u64,
+    pub by_action: BTreeMap<&'static str, u64>,
+    pub by_detection: BTreeMap<String, DetectionRow>,
+    pub by_route: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Confusion matrix: label → outcome counts (empty without labels).
+    pub labels: BTreeMap<String, LabelRow>,
+    pub rates: Rates,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DetectionRow {
+    /// Requests the detection was acted on for.
+    pub enforced: u64,
+    /// Requests it fired on in shadow mode or on a monitor-mode route.
+    pub shadow: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LabelRow {
+    pub requests: u64,
+    pub allowed: u64,
+    pub challenged: u64,
+    pub limited: u64,
+    pub blocked: u64,
+}
+
+impl LabelRow {
+    fn new(counts: &[u64; 4]) -> Self {
+        LabelRow {
+            requests: counts.iter().sum(),
+            allowed: counts[Outcome::Allowed as usize],
+            challenged: counts[Outcome::Challenged as usize],
+            limited: counts[Outcome::Limited as usize],
+            blocked: counts[Outcome::Blocked as usize],
+        }
+    }
+
+    pub fn stopped(&self) -> u64 {
+        self.limited + self.blocked
+    }
+
+    fn get(&self, outcome: Outcome) -> u64 {
+        match outcome {
+            Outcome::Allowed => self.allowed,
+            Outcome::Challenged => self.challenged,
+            Outcome::Limited => self.limited,
+            Outcome::Blocked => self.blocked,
+        }
+    }
+}
+
+/// Quality of "stopped" (rate-limited or blocked) against the labels.
+/// `None` when the labels needed are not in the captures.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Rates {
+    /// Stopped bots / all stopped requests labelled human, bot or partner.
+    pub bot_precision: Option<f64>,
+    /// Stopped bots / all bots.
+    pub bot_recall: Option<f64>,
+    /// Stopped people / all people.
+    pub human_false_positive_rate: Option<f64>,
+    /// Stopped partner requests / all partner requests.
+    pub partner_false_positive_rate: Option<f64>,
+}
+
+impl Rates {
+    fn from_labels(labels: &BTreeMap<String, LabelRow>) -> Rates {
+        let row = |name: &str| labels.get(name).copied().unwrap_or_default();
+        let (bot, human, partner) = (row("bot"), row("human"), row("partner"));
+        let ratio = |part: u64, whole: u64| (whole > 0).then(|| round6(part as f64 / whole as f64));
+        Rates {
+            bot_precision: ratio(bot.stopped(), bot.stopped() + human.stopped() + partner.stopped()),
+            bot_recall: ratio(bot.stopped(), bot.requests),
+            human_false_positive_rate: ratio(human.stopped(), human.requests),
+            partner_false_positive_rate: ratio(partner.stopped(), partner.requests),
+        }
+    }
+}
+
+/// Six decimals: enough to compare, and the same digits on every run.
+pub fn round6(value: f64) -> f64 {
+    (value * 1e6).round() / 1e6
+}
+
+fn rate_text(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".to_string(), |v| format!("{:.1}%", v * 100.0))
+}
+
+impl Summary {
+    /// The summary as text tables.
+    pub fn render_text(&self, out: &mut String) {
+        let _ = writeln!(out, "requests: {}", self.requests);
+        if self.out_of_order > 0 {
+            let _ = writeln!(out, "out of order: {} (run at the later time)", self.out_of_order);
+        }
+        let _ = writeln!(out, "\nby action");
+        for action in Action::ALL {
+            let n = self.by_action.get(action.as_str()).copied().unwrap_or(0);
+            let _ = writeln!(out, "  {:<12} {:>10}  {:>6}", action.as_str(), n, percent(n, self.requests));
+        }
+        let _ = writeln!(out, "\nby detection id (requests)");
+        if self.by_detection.is_empty() {
+            let _ = writeln!(out, "  (none)");
+        } else {
+            let width = self.by_detection.keys().map(String::len).max().unwrap_or(0).max(12);
+            let _ = writeln!(out, "  {:<width$} {:>10} {:>10}", "id", "enforced", "shadow");
+            let mut rows: Vec<_> = self.by_detection.iter().collect();
+            rows.sort_by(|a, b| (b.1.enforced + b.1.shadow).cmp(&(a.1.enforced + a.1.shadow)).then(a.0.cmp(b.0)));
+            for (id, row) in rows {
+                let _ = writeln!(out, "  {id:<width$} {:>10} {:>10}", row.enforced, row.shadow);
+            }
+        }
+        let _ = writeln!(out, "\nby route");
+        let width = self.by_route.keys().map(String::len).max().unwrap_or(0).max(8);
+        let _ = write!(out, "  {:<width$}", "route");
+        for action in Action::ALL {
+            let _ = write!(out, " {:>10}", action.as_str());
+        }
+        let _ = writeln!(out);
+        for (route, counts) in &self.by_route {
+            let _ = write!(out, "  {route:<width$}");
+            for action in Action::ALL {
+                let _ = write!(out, " {:>10}", counts.get(action.as_str()).copied().unwrap_or(0));
+            }
+            let _ = writeln!(out);
+        }
+        if self.labels.is_empty() {
+            let _ = writeln!(out, "\n(no labels in the captures: no confusion matrix)");
+            return;
+        }
+        let _ = writeln!(out, "\nconfusion matrix (log counts as allowed; stopped = limited or blocked)");
+        let width = self.labels.keys().map(String::len).max().unwrap_or(0).max(8);
+        let _ = write!(out, "  {:<width$} {:>10}", "label", "requests");
+        for outcome in Outcome::ALL {
+            let _ = write!(out, " {:>10}", outcome.as_str());
+        }
+        let _ = writeln!(out);
+        for (label, row) in &self.labels {
+            let _ = write!(out, "  {label:<width$} {:>10}", row.requests);
+            for outcome in Outcome::ALL {
+                let _ = write!(out, " {:>10}", row.get(outcome));
+            }
+            let _ = writeln!(out);
+        }
+        let r = &self.rates;
+        let _ = writeln!(out);
+        let _ = writeln!(out, "  bot precision (stopped)      {}", rate_text(r.bot_precision));
+        let _ = writeln!(out, "  bot recall (stopped)         {}", rate_text(r.bot_recall));
+        let _ = writeln!(out, "  human false-positive rate    {}", rate_text(r.human_false_positive_rate));
+        let _ = writeln!(out, "  partner false-positive rate  {}", rate_text(r.partner_false_positive_rate));
+    }
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 { "-".into() } else { format!("{:.1}%", part as f64 * 100.0 / whole as f64) }
+}

@@ -1,0 +1,314 @@
+//! The replay engine: captured requests through the full pipeline, in
+//! time order, on a manual clock set to each request's `ts`.
+//!
+//! Deterministic: a fixed request-id seed, fresh counters, no sleeping and
+//! no network; two runs over the same captures make the same decisions.
+//! Requests of several captures are interleaved by `ts` (ties go to the
+//! capture named first); within one capture, line order is kept, and a
+//! request whose `ts` is earlier than the clock runs at the clock's time
+//! (the clock never goes back) and is counted as out of order.
+
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use crate::capture::read::{BadLine, CaptureLines, OnBadLine, open_capture};
+use crate::capture::record::{RecordRef, append_header, body_bytes, parse_method, parse_target, parse_version};
+use crate::clock::{ManualClock, Nanos, SharedClock};
+use crate::config::{Config, Invalid};
+use crate::pipeline::{Decision, Pipeline, PipelineBuilder};
+use crate::request_id::RequestIds;
+use crate::store::{CounterStore, LocalStore};
+use crate::view::RequestView;
+
+/// The request-id seed of every replay, so ids repeat between runs.
+pub const REPLAY_SEED: u64 = 0x7e91_a7ed;
+
+/// One configuration's pipeline on its own clock and counters.
+#[derive(Debug)]
+pub struct Engine {
+    pipeline: Pipeline,
+    clock: Arc<ManualClock>,
+}
+
+impl Engine {
+    pub fn new(config: &Config) -> Result<Engine, Vec<Invalid>> {
+        let clock = Arc::new(ManualClock::new(0));
+        let shared: SharedClock = clock.clone();
+        let store = Arc::new(CounterStore::Local(LocalStore::new(shared.clone())));
+        let pipeline = PipelineBuilder::new(config).build(store, shared, RequestIds::new(REPLAY_SEED))?;
+        Ok(Engine { pipeline, clock })
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Move this engine's clock to `at` (it never goes back).
+    pub fn set_clock(&self, at: Nanos) {
+        self.clock.set(at);
+    }
+
+    /// Decide one request at its time, then, when the request would have
+    /// reached the upstream and the capture knows the status, observe it
+    /// (as the proxy does once the upstream has answered).
+    pub fn run(&self, request: &Prepared) -> (Decision, Arc<str>) {
+        self.clock.set(request.at);
+        let (path, route) = self.pipeline.route(&request.method, request.uri.path());
+        let body = route.inspects_body().then(|| request.body.as_deref().unwrap_or(&[]));
+        let decision = {
+            let view = RequestView::new(
+                &request.method,
+                request.version,
+                &request.uri,
+                &path,
+                &request.headers,
+                request.client_ip,
+                route,
+                body,
+            )
+            .with_wire_names(request.wire_names());
+            self.pipeline.evaluate(&view)
+        };
+        if let Some(status) = request.status
+            && !decision.action().stops_request()
+        {
+            observe(&self.pipeline, route, &decision, status);
+        }
+        (decision, route.name.clone())
+    }
+}
+
+/// The upstream's answer as far as a capture knows it: the status.
+fn observe(pipeline: &Pipeline, route: &crate::routes::Route, decision: &Decision, status: u16) {
+    let _ = pipeline.observe(route, decision, &crate::credential::ResponseFacts::status(status));
+}
+
+/// A captured request, parsed into what the pipeline reads.
+#[derive(Debug)]
+pub struct Prepared {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    /// Header names as recorded (case, order, repeats), for HTTP/1.
+    wire_names: Vec<Box<str>>,
+    has_wire_names: bool,
+    pub body: Option<Vec<u8>>,
+    pub client_ip: IpAddr,
+    pub at: Nanos,
+    pub status: Option<u16>,
+}
+
+impl Default for Prepared {
+    fn default() -> Self {
+        Prepared {
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/"),
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+            wire_names: Vec::new(),
+            has_wire_names: false,
+            body: None,
+            client_ip: IpAddr::from([0, 0, 0, 0]),
+            at: 0,
+            status: None,
+        }
+    }
+}
+
+impl Prepared {
+    pub fn wire_names(&self) -> Option<&[Box<str>]> {
+        self.has_wire_names.then_some(&self.wire_names[..])
+    }
+
+    /// Fill from a capture line, reusing this request's buffers.
+    pub fn fill(&mut self, record: &RecordRef<'_>) -> Result<(), String> {
+        self.method = parse_method(&record.method)?;
+        self.uri = parse_target(&record.target)?;
+        self.version = parse_version(record.version.as_deref())?;
+        self.headers.clear();
+        self.wire_names.clear();
+        for (name, value) in &record.headers {
+            append_header(&mut self.headers, name, value)?;
+            self.wire_names.push(Box::from(&**name));
+        }
+        // The proxy records wire names on HTTP/1 only.
+        self.has_wire_names = matches!(self.version, http::Version::HTTP_10 | http::Version::HTTP_11);
+        self.body = body_bytes(record.body.as_deref(), record.body_b64.as_deref())?;
+        self.client_ip = record.client_ip;
+        self.at = crate::capture::record::ts_to_nanos(record.ts);
+        self.status = record.status;
+        Ok(())
+    }
+}
+
+/// Where a request came from, and what the capture says about it.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    /// Index of the capture in the list given.
+    pub capture: usize,
+    pub line: usize,
+    pub label: Option<Arc<str>>,
+    pub id: Option<Box<str>>,
+}
+
+/// A capture being read: its name, lines, bad lines, and its next request.
+struct Source {
+    lines: CaptureLines<Box<dyn std::io::BufRead + Send>>,
+    head: Prepared,
+    meta: Meta,
+    has_head: bool,
+    bad: Vec<BadLine>,
+    stopped: bool,
+}
+
+/// What became of one capture.
+#[derive(Debug, Clone)]
+pub struct CaptureSummary {
+    /// The name given on the command line.
+    pub name: String,
+    /// The file name without folders (what expectation files use).
+    pub file_name: String,
+    pub requests: u64,
+    pub bad: Vec<BadLine>,
+    /// The line the reader stopped at (`--on-bad-line stop`).
+    pub stopped_at: Option<usize>,
+}
+
+/// The captures of a replay, read together in time order.
+pub struct Inputs {
+    sources: Vec<Source>,
+    summaries: Vec<CaptureSummary>,
+    on_bad: OnBadLine,
+    labels: Vec<Arc<str>>,
+    /// Bytes read from the files so far (for a progress bar).
+    pub read_bytes: Arc<AtomicU64>,
+    /// Total size of the files.
+    pub total_bytes: u64,
+}
+
+impl Inputs {
+    pub fn open(paths: &[PathBuf], on_bad: OnBadLine) -> Result<Inputs, String> {
+        let read_bytes = Arc::new(AtomicU64::new(0));
+        let mut sources = Vec::new();
+        let mut summaries = Vec::new();
+        let mut total_bytes = 0;
+        for (index, path) in paths.iter().enumerate() {
+            let reader = open_capture(path, Some(read_bytes.clone()))
+                .map_err(|e| format!("cannot read capture {}: {e}", path.display()))?;
+            total_bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            sources.push(Source {
+                lines: CaptureLines::new(reader),
+                head: Prepared::default(),
+                meta: Meta { capture: index, ..Meta::default() },
+                has_head: false,
+                bad: Vec::new(),
+                stopped: false,
+            });
+            summaries.push(CaptureSummary {
+                name: path.display().to_string(),
+                file_name: file_name(path),
+                requests: 0,
+                bad: Vec::new(),
+                stopped_at: None,
+            });
+        }
+        let mut inputs = Inputs { sources, summaries, on_bad, labels: Vec::new(), read_bytes, total_bytes };
+        for index in 0..inputs.sources.len() {
+            inputs.advance(index);
+        }
+        Ok(inputs)
+    }
+
+    /// Read the next good request of one capture into its head.
+    fn advance(&mut self, index: usize) {
+        let source = &mut self.sources[index];
+        source.has_head = false;
+        while !source.stopped {
+            let Some(next) = source.lines.next_line() else { break };
+            let problem = match next {
+                Ok((line, text)) => match serde_json::from_str::<RecordRef<'_>>(text) {
+                    Ok(record) => match source.head.fill(&record) {
+                        Ok(()) => {
+                            source.meta.line = line;
+                            source.meta.label = record.label.as_deref().map(|l| intern(&mut self.labels, l));
+                            source.meta.id = record.id.as_deref().map(Box::from);
+                            source.has_head = true;
+                            return;
+                        }
+                        Err(reason) => BadLine { line, reason },
+                    },
+                    Err(error) => BadLine { line, reason: error.to_string() },
+                },
+                Err(bad) => bad,
+            };
+            let line = problem.line;
+            source.bad.push(problem);
+            if self.on_bad == OnBadLine::Stop {
+                source.stopped = true;
+                self.summaries[index].stopped_at = Some(line);
+            }
+        }
+    }
+
+    /// Call `f` with every request in time order.
+    pub fn for_each(&mut self, mut f: impl FnMut(&Prepared, &Meta)) {
+        self.for_each_until(|request, meta| {
+            f(request, meta);
+            ControlFlow::Continue(())
+        });
+    }
+
+    /// Like [`Inputs::for_each`], until `f` says to stop.
+    pub fn for_each_until(&mut self, mut f: impl FnMut(&Prepared, &Meta) -> ControlFlow<()>) {
+        loop {
+            let mut next: Option<usize> = None;
+            for (index, source) in self.sources.iter().enumerate() {
+                if source.has_head && next.is_none_or(|best| source.head.at < self.sources[best].head.at) {
+                    next = Some(index);
+                }
+            }
+            let Some(index) = next else { break };
+            let source = &self.sources[index];
+            let flow = f(&source.head, &source.meta);
+            self.summaries[index].requests += 1;
+            if flow.is_break() {
+                break;
+            }
+            self.advance(index);
+        }
+        for (summary, source) in self.summaries.iter_mut().zip(&mut self.sources) {
+            summary.bad = std::mem::take(&mut source.bad);
+        }
+    }
+
+    pub fn summaries(&self) -> &[CaptureSummary] {
+        &self.summaries
+    }
+
+    /// Whether the reader stopped at a bad line (`--on-bad-line stop`) in
+    /// any capture.
+    pub fn stopped(&self) -> bool {
+        self.summaries.iter().any(|s| s.stopped_at.is_some())
+    }
+}
+
+/// The same `Arc` for the same label, so labels cost no allocation per
+/// request.
+fn intern(labels: &mut Vec<Arc<str>>, label: &str) -> Arc<str> {
+    match labels.iter().find(|l| ***l == *label) {
+        Some(found) => found.clone(),
+        None => {
+            let new: Arc<str> = Arc::from(label);
+            labels.push(new.clone());
+            new
+        }
+    }
+}
+
+pub fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}

@@ -76,7 +76,7 @@ impl CaptureSink {
             routes: capture.routes.iter().map(|r| r.get_ref().clone()).collect(),
             sample: capture.sample,
             redactor: Redactor::new(
-                capture.redact_fields.iter().map(String::as_str),
+                capture.redact_fields.iter().map(String::as_str).chain(login_password_fields(config)),
                 capture.redact_headers.iter().map(|h| h.get_ref().as_str()),
             ),
             writer: OnceLock::new(),
@@ -183,6 +183,16 @@ fn headers_in_wire_order(headers: &http::HeaderMap, wire_names: Option<&[Box<str
     pairs
 }
 
+/// The password fields the login routes name (`password_field`, and the
+/// last part of `password_json_pointer`): always redacted, whatever
+/// `redact_fields` says.
+fn login_password_fields(config: &Config) -> impl Iterator<Item = &str> {
+    config.routes.iter().filter_map(|route| route.login.as_ref()).flat_map(|login| {
+        let pointer = login.password_json_pointer.as_ref().and_then(|p| p.get_ref().rsplit('/').next());
+        login.password_field.as_deref().into_iter().chain(pointer).filter(|name| !name.is_empty())
+    })
+}
+
 fn check(config: &Config, capture: &CaptureConfig) -> Vec<Invalid> {
     let mut problems = Vec::new();
     let path = capture.path.get_ref();
@@ -276,6 +286,16 @@ mod tests {
         let pairs = headers_in_wire_order(&headers, Some(&names));
         let expected = [("Accept", "1"), ("Host", "a"), ("X-B", "2"), ("accept", "3")];
         assert_eq!(pairs, expected.map(|(n, v)| (n.to_string(), v.to_string())));
+    }
+
+    #[test]
+    fn login_password_fields_are_always_redacted() {
+        let text = "[capture]\nredact_fields = []\n[[route]]\nname = \"login\"\nprofile = \"login\"\npath = \"/login\"\n\
+                    [route.login]\npassword_field = \"secret_word\"\npassword_json_pointer = \"/auth/pw\"\n";
+        let config = crate::config::parse_str(text, "c.toml").unwrap();
+        let sink = CaptureSink::from_config(&config).unwrap().unwrap();
+        assert!(sink.redactor.is_secret("secret_word") && sink.redactor.is_secret("pw"));
+        assert!(!sink.redactor.is_secret("password"), "redact_fields = [] replaced the default list");
     }
 
     #[test]

@@ -495,7 +495,8 @@ pub struct CaptureConfig {
     /// Rotated files kept; older ones are deleted.
     pub max_files: usize,
     /// Body and query fields whose values are replaced by `<redacted>`
-    /// (setting this replaces the default list).
+    /// (setting this replaces the default list; the login routes' password
+    /// fields are redacted whatever it says).
     pub redact_fields: Vec<String>,
     /// Headers whose values are replaced by `<redacted>`.
     pub redact_headers: Vec<Spanned<String>>,

@@ -289,6 +289,19 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (sender, receiver) = sync_channel(1);
+        let writer = Arc::new(WriterHandle { sender, stats: Arc::default() });
+        let record = CaptureRecord::new(1.0, "192.0.2.1".parse().unwrap(), "GET", "/", Vec::new());
+        for _ in 0..3 {
+            PendingCapture { record: record.clone(), writer: writer.clone() }.finish(Some(200));
+        }
+        assert_eq!(writer.stats.queued.load(Ordering::Relaxed), 1);
+        assert_eq!(writer.stats.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(receiver.try_recv().unwrap().status, Some(200));
+    }
+
+    #[test]
     fn login_password_fields_are_always_redacted() {
         let text = "[capture]\nredact_fields = []\n[[route]]\nname = \"login\"\nprofile = \"login\"\npath = \"/login\"\n\
                     [route.login]\npassword_field = \"secret_word\"\npassword_json_pointer = \"/auth/pw\"\n";

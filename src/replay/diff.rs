@@ -8,7 +8,7 @@
 //! under each detection the old acted on and the new does not, grouped by
 //! its old action ("would no longer block"). When the detections are the
 //! same on both sides (a threshold or a penalty changed), it goes under
-//! `(score)`.
+//! `(score) ID+ID…`, the detections both sides acted on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -22,7 +22,7 @@ use crate::signal::Action;
 /// How many examples a group keeps.
 pub const EXAMPLES_PER_GROUP: usize = 3;
 
-/// The detection id used when the same detections fired on both sides.
+/// How a group starts when the same detections fired on both sides.
 pub const SAME_DETECTIONS: &str = "(score)";
 
 /// A request, as a diff example shows it.
@@ -108,7 +108,18 @@ impl DiffTally {
                 old_ids.difference(&new_ids).copied().collect()
             }
         };
-        let responsible = if responsible.is_empty() { vec![SAME_DETECTIONS] } else { responsible };
+        let same;
+        let responsible = if responsible.is_empty() {
+            let shared: Vec<&str> = new_ids.intersection(&old_ids).copied().collect();
+            same = if shared.is_empty() {
+                format!("{SAME_DETECTIONS} none")
+            } else {
+                format!("{SAME_DETECTIONS} {}", shared.join("+"))
+            };
+            vec![same.as_str()]
+        } else {
+            responsible
+        };
         let mut example = Some(example);
         let mut made: Option<Example> = None;
         for detection in responsible {
@@ -166,10 +177,10 @@ impl DiffTally {
 /// "rule ua.attack_tool would newly block 12 requests (were allow 9, log 3),
 /// labeled: 3 human, 9 bot".
 fn sentence(key: &GroupKey, group: &Group) -> String {
-    let subject = if &*key.detection == SAME_DETECTIONS {
-        "the same detections with a new score".to_string()
-    } else {
-        format!("rule {}", key.detection)
+    let subject = match key.detection.strip_prefix(SAME_DETECTIONS) {
+        Some(" none") => "with no detection either side, the new thresholds".to_string(),
+        Some(shared) => format!("with the same detections ({}), the new score or thresholds", shared.trim()),
+        None => format!("rule {}", key.detection),
     };
     let n = group.requests;
     let requests = if n == 1 { "request" } else { "requests" };

@@ -157,7 +157,7 @@ impl Pipeline {
             // Partners skip bot heuristics but not their quota.
             let quota_key = partner.quota.map(|quota| {
                 let key = format!("pq:{}", partner.name);
-                plan.gcra(key.clone(), quota);
+                plan.gcra(key.as_str().into(), quota);
                 key
             });
             self.store.execute(&plan, at, &mut readings);

@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 
 use crate::config::Config;
+use crate::store::Key;
 
 #[derive(Clone)]
 pub struct KeyHasher {
@@ -81,6 +82,33 @@ pub fn subnet(ip: IpAddr) -> String {
     }
 }
 
+/// The counters kept per scope: failures, successes, refused attempts,
+/// bans, distinct usernames; per account: failures and distinct addresses;
+/// per route: the site-wide decayed sums.
+const COUNTERS: [(Scope, &str); 21] = [
+    (Scope::Ip, "f"),
+    (Scope::Ip, "s"),
+    (Scope::Ip, "x"),
+    (Scope::Ip, "ban"),
+    (Scope::Ip, "users"),
+    (Scope::Subnet, "f"),
+    (Scope::Subnet, "s"),
+    (Scope::Subnet, "x"),
+    (Scope::Subnet, "ban"),
+    (Scope::Subnet, "users"),
+    (Scope::Fingerprint, "f"),
+    (Scope::Fingerprint, "s"),
+    (Scope::Fingerprint, "x"),
+    (Scope::Fingerprint, "ban"),
+    (Scope::Fingerprint, "users"),
+    (Scope::User, "f"),
+    (Scope::User, "addrs"),
+    (Scope::Site, "a1"),
+    (Scope::Site, "f1"),
+    (Scope::Site, "a0"),
+    (Scope::Site, "f0"),
+];
+
 /// Every counter key of one login attempt (hashed where they name a person
 /// or an address).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +122,9 @@ pub struct LoginKeys {
     /// Sketch items: this address, this username.
     pub ip_item: u64,
     pub user_item: Option<u64>,
+    /// Every key of [`COUNTERS`], built once per attempt and shared by the
+    /// plan, the readings and the store.
+    built: Vec<Key>,
 }
 
 impl LoginKeys {
@@ -101,7 +132,7 @@ impl LoginKeys {
         let ip_text = crate::cidr::canonical_ip(ip).to_string();
         // The fingerprint is not personal, but hashing keeps keys short.
         let fingerprint = hasher.hash("fp", fingerprint.as_bytes());
-        LoginKeys {
+        let mut keys = LoginKeys {
             route: route.to_string(),
             ip: hasher.hash("ip", ip_text.as_bytes()),
             subnet: format!("{}.{fingerprint}", hasher.hash("net", subnet(ip).as_bytes())),
@@ -109,12 +140,15 @@ impl LoginKeys {
             user: username.map(|u| hasher.hash("user", u.to_lowercase().as_bytes())),
             ip_item: hasher.item("ip", ip_text.as_bytes()),
             user_item: username.map(|u| hasher.item("user", u.to_lowercase().as_bytes())),
-        }
+            built: Vec::new(),
+        };
+        keys.built = COUNTERS.iter().map(|(scope, counter)| Key::from(keys.format(*scope, counter))).collect();
+        keys
     }
 
     /// `login:{route}:{scope}:{id}:{counter}`; Redis Cluster hash tags come
     /// with the shared backend.
-    pub fn key(&self, scope: Scope, counter: &str) -> String {
+    fn format(&self, scope: Scope, counter: &str) -> String {
         let id = match scope {
             Scope::Ip => &self.ip,
             Scope::Subnet => &self.subnet,
@@ -123,6 +157,14 @@ impl LoginKeys {
             Scope::Site => "all",
         };
         format!("login:{}:{}:{id}:{counter}", self.route, scope.as_str())
+    }
+
+    /// The key of one counter of one scope.
+    pub fn key(&self, scope: Scope, counter: &str) -> Key {
+        match COUNTERS.iter().position(|(s, c)| *s == scope && *c == counter) {
+            Some(index) => self.built[index].clone(),
+            None => Key::from(self.format(scope, counter)),
+        }
     }
 }
 

@@ -40,7 +40,7 @@ pub struct LoginAttempt {
 /// A ban a signal asks for, carried out only when the block is enforced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BanRequest {
-    pub key: String,
+    pub key: crate::store::Key,
     pub ttl: Duration,
 }
 

@@ -41,7 +41,7 @@ impl Detector for ClientRouteRateLimit {
 
     fn plan(&self, view: &RequestView<'_>, plan: &mut CounterPlan) {
         if let Some(limit) = view.route.rate_limit {
-            plan.gcra(self.counter_key(view), limit);
+            plan.gcra(self.counter_key(view).into(), limit);
         }
     }
 

@@ -17,6 +17,8 @@ use std::time::Duration;
 use governor::middleware::NoOpMiddleware;
 use governor::{Quota, RateLimiter, clock::Clock as _, state::keyed::DashMapStateStore};
 
+#[cfg(test)]
+use super::Key;
 use super::window::{Decayed, SlidingCount, WindowedDistinct};
 use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Reading};
 use crate::clock::{GovernorClock, Nanos, SharedClock};
@@ -78,7 +80,7 @@ impl LocalStore {
                 CounterOp::Gcra { key, limit } => Reading::Gcra(self.gcra(key, limit)),
                 other => self.update(other, now),
             };
-            readings.push(op.key().to_string(), reading);
+            readings.push(op.key().clone(), reading);
         }
     }
 
@@ -120,16 +122,16 @@ impl LocalStore {
                     _ => Reading::Number(0.0),
                 }
             }
-            CounterOp::BanCheck { key } => match shard.get(key.as_str()) {
+            CounterOp::BanCheck { key } => match shard.get(&**key) {
                 Some(Slot::Ban(until)) if *until > now => Reading::Ban(Some(Duration::from_nanos(until - now))),
                 _ => Reading::Ban(None),
             },
             CounterOp::Ban { key, ttl } => {
                 let until = now + ttl.as_nanos() as u64;
-                match shard.get_mut(key.as_str()) {
+                match shard.get_mut(&**key) {
                     Some(Slot::Ban(current)) => *current = (*current).max(until),
                     _ => {
-                        shard.insert(key.clone(), Slot::Ban(until));
+                        shard.insert(key.to_string(), Slot::Ban(until));
                     }
                 }
                 Reading::Done
@@ -217,7 +219,7 @@ mod tests {
         let store = LocalStore::new(clock.clone());
         let limit = RateLimitConfig { requests: 2, period_secs: 10, burst: None };
         let mut plan = CounterPlan::default();
-        plan.gcra("a".into(), limit);
+        plan.gcra(Key::from("a"), limit);
         let run = |store: &LocalStore| {
             let mut readings = CounterReadings::default();
             store.execute(&plan, 0, &mut readings);
@@ -240,16 +242,16 @@ mod tests {
         let now = 3_600_000_000_000;
         let minute = Duration::from_secs(60);
         let mut plan = CounterPlan::default();
-        plan.push(CounterOp::Count { key: "c".into(), window: minute, add: 2 });
-        plan.push(CounterOp::Distinct { key: "d".into(), window: minute, item: Some(7) });
-        plan.push(CounterOp::Ban { key: "b".into(), ttl: minute });
+        plan.push(CounterOp::Count { key: Key::from("c"), window: minute, add: 2 });
+        plan.push(CounterOp::Distinct { key: Key::from("d"), window: minute, item: Some(7) });
+        plan.push(CounterOp::Ban { key: Key::from("b"), ttl: minute });
         let mut readings = CounterReadings::default();
         store.execute(&plan, now, &mut readings);
         store.execute(&plan, now, &mut readings);
         let mut check = CounterPlan::default();
-        check.push(CounterOp::Count { key: "c".into(), window: minute, add: 0 });
-        check.push(CounterOp::Distinct { key: "d".into(), window: minute, item: None });
-        check.push(CounterOp::BanCheck { key: "b".into() });
+        check.push(CounterOp::Count { key: Key::from("c"), window: minute, add: 0 });
+        check.push(CounterOp::Distinct { key: Key::from("d"), window: minute, item: None });
+        check.push(CounterOp::BanCheck { key: Key::from("b") });
         let mut read = CounterReadings::default();
         store.execute(&check, now + 1_000_000_000, &mut read);
         assert_eq!(read.number("c"), 4.0);

@@ -21,28 +21,32 @@ pub use local::LocalStore;
 use crate::clock::Nanos;
 use crate::config::RateLimitConfig;
 
+/// A counter key. Shared (`Arc`), because the same key goes into a plan,
+/// its readings and the store, and is looked up again by detectors.
+pub type Key = std::sync::Arc<str>;
+
 /// One counter operation a request needs. Every operation names its key;
 /// its reading is found again by that key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CounterOp {
     /// Take one token from a GCRA limit.
-    Gcra { key: String, limit: RateLimitConfig },
+    Gcra { key: Key, limit: RateLimitConfig },
     /// Add `add` (possibly 0, to only read) to a sliding-window count and
     /// read the count over the last `window`.
-    Count { key: String, window: Duration, add: u64 },
+    Count { key: Key, window: Duration, add: u64 },
     /// Add an item (a 64-bit hash; `None` to only read) to a distinct-count
     /// sketch and read the number of distinct items over the window.
-    Distinct { key: String, window: Duration, item: Option<u64> },
+    Distinct { key: Key, window: Duration, item: Option<u64> },
     /// Add `add` to an exponentially decayed sum and read it.
-    Decay { key: String, half_life: Duration, add: f64 },
+    Decay { key: Key, half_life: Duration, add: f64 },
     /// Is a ban in force under `key`? Reads the time left.
-    BanCheck { key: String },
+    BanCheck { key: Key },
     /// Ban `key` for `ttl` (extending, never shortening, a ban in force).
-    Ban { key: String, ttl: Duration },
+    Ban { key: Key, ttl: Duration },
 }
 
 impl CounterOp {
-    pub fn key(&self) -> &str {
+    pub fn key(&self) -> &Key {
         match self {
             CounterOp::Gcra { key, .. }
             | CounterOp::Count { key, .. }
@@ -70,7 +74,7 @@ impl CounterPlan {
     }
 
     /// Ask for one GCRA token.
-    pub fn gcra(&mut self, key: String, limit: RateLimitConfig) {
+    pub fn gcra(&mut self, key: Key, limit: RateLimitConfig) {
         self.ops.push(CounterOp::Gcra { key, limit });
     }
 
@@ -108,7 +112,7 @@ pub enum Reading {
 /// Results of a plan, in plan order.
 #[derive(Debug, Default)]
 pub struct CounterReadings {
-    entries: Vec<(String, Reading)>,
+    entries: Vec<(Key, Reading)>,
 }
 
 impl CounterReadings {
@@ -116,12 +120,12 @@ impl CounterReadings {
         self.entries.clear();
     }
 
-    pub fn push(&mut self, key: String, reading: Reading) {
+    pub fn push(&mut self, key: Key, reading: Reading) {
         self.entries.push((key, reading));
     }
 
     fn get(&self, key: &str) -> Option<Reading> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, r)| *r)
+        self.entries.iter().find(|(k, _)| &**k == key).map(|(_, r)| *r)
     }
 
     /// The reading of the GCRA operation planned under `key`.

@@ -23,11 +23,13 @@ impl Default for DistinctSketch {
 }
 
 impl DistinctSketch {
-    /// Add an item, given as a well-mixed 64-bit hash.
-    pub fn add(&mut self, hash: u64) {
+    /// Add an item, given as a well-mixed 64-bit hash; whether the
+    /// sketch changed (so a cached count is stale).
+    pub fn add(&mut self, hash: u64) -> bool {
         match self {
-            DistinctSketch::Sparse(items) => {
-                if let Err(at) = items.binary_search(&hash) {
+            DistinctSketch::Sparse(items) => match items.binary_search(&hash) {
+                Ok(_) => false,
+                Err(at) => {
                     items.insert(at, hash);
                     if items.len() > SPARSE_LIMIT {
                         let mut dense = Box::new([0u8; REGISTERS]);
@@ -36,8 +38,9 @@ impl DistinctSketch {
                         }
                         *self = DistinctSketch::Dense(dense);
                     }
+                    true
                 }
-            }
+            },
             DistinctSketch::Dense(registers) => set_register(registers, hash),
         }
     }
@@ -45,45 +48,47 @@ impl DistinctSketch {
     /// Estimated number of distinct items in the union of `sketches`.
     pub fn union_count<'a>(sketches: impl IntoIterator<Item = &'a DistinctSketch>) -> u64 {
         let mut sparse: Vec<u64> = Vec::new();
-        let mut dense: Option<Box<[u8; REGISTERS]>> = None;
+        let mut merged = [0u8; REGISTERS];
+        let mut any_dense = false;
         for sketch in sketches {
             match sketch {
                 DistinctSketch::Sparse(items) => sparse.extend_from_slice(items),
                 DistinctSketch::Dense(registers) => {
-                    let merged = dense.get_or_insert_with(|| Box::new([0u8; REGISTERS]));
+                    any_dense = true;
                     for (m, r) in merged.iter_mut().zip(registers.iter()) {
                         *m = (*m).max(*r);
                     }
                 }
             }
         }
-        match dense {
-            None => {
-                sparse.sort_unstable();
-                sparse.dedup();
-                sparse.len() as u64
+        if any_dense {
+            for item in sparse {
+                set_register(&mut merged, item);
             }
-            Some(mut registers) => {
-                for item in sparse {
-                    set_register(&mut registers, item);
-                }
-                estimate(&registers)
-            }
+            estimate(&merged)
+        } else {
+            sparse.sort_unstable();
+            sparse.dedup();
+            sparse.len() as u64
         }
     }
 }
 
-fn set_register(registers: &mut [u8; REGISTERS], hash: u64) {
+/// Whether the register grew.
+fn set_register(registers: &mut [u8; REGISTERS], hash: u64) -> bool {
     let index = (hash >> (64 - PRECISION)) as usize;
     let rest = hash << PRECISION | (1 << (PRECISION - 1));
     let rank = rest.leading_zeros() as u8 + 1;
+    let grew = rank > registers[index];
     registers[index] = registers[index].max(rank);
+    grew
 }
 
 fn estimate(registers: &[u8; REGISTERS]) -> u64 {
     let m = REGISTERS as f64;
     let alpha = 0.7213 / (1.0 + 1.079 / m);
-    let sum: f64 = registers.iter().map(|&r| 2f64.powi(-i32::from(r))).sum();
+    // 2^-r straight from the exponent bits: r is at most 55 here.
+    let sum: f64 = registers.iter().map(|&r| f64::from_bits((1023 - u64::from(r)) << 52)).sum();
     let raw = alpha * m * m / sum;
     let zeros = registers.iter().filter(|&&r| r == 0).count();
     let value = if raw <= 2.5 * m && zeros > 0 { m * (m / zeros as f64).ln() } else { raw };

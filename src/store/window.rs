@@ -71,17 +71,22 @@ pub struct WindowedDistinct {
     index: u64,
     current: DistinctSketch,
     previous: DistinctSketch,
+    /// The last count, until an item changes the sketches or the window
+    /// rolls: most adds of a busy key change nothing.
+    cached: Option<u64>,
 }
 
 impl WindowedDistinct {
     pub fn add(&mut self, now: Nanos, window: Duration, item: u64) {
         self.roll(now, window);
-        self.current.add(item);
+        if self.current.add(item) {
+            self.cached = None;
+        }
     }
 
     pub fn count(&mut self, now: Nanos, window: Duration) -> u64 {
         self.roll(now, window);
-        DistinctSketch::union_count([&self.current, &self.previous])
+        *self.cached.get_or_insert_with(|| DistinctSketch::union_count([&self.current, &self.previous]))
     }
 
     fn roll(&mut self, now: Nanos, window: Duration) {
@@ -90,6 +95,7 @@ impl WindowedDistinct {
             let current = std::mem::take(&mut self.current);
             self.previous = if index == self.index + 1 { current } else { DistinctSketch::default() };
             self.index = index;
+            self.cached = None;
         }
     }
 

@@ -150,7 +150,16 @@ fn check(path: &std::path::Path) -> ExitCode {
 /// Compile a configuration, printing problems the way `check` does.
 fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: SharedClock) -> Option<App> {
     match App::build(config, store, clock, RequestIds::random_seed()) {
-        Ok(app) => Some(app),
+        Ok(app) => {
+            // Capture mode: open the file now, so a bad path stops a start or a reload.
+            if let Some(capture) = &app.capture
+                && let Err(error) = capture.open()
+            {
+                eprintln!("palisade: cannot open the capture file {}: {error}", capture.path().display());
+                return None;
+            }
+            Some(app)
+        }
         Err(invalid) => {
             let problems = invalid.into_iter().map(|i| i.locate(None)).collect();
             eprintln!("{}", ConfigError::Invalid { file: source.to_string(), problems });

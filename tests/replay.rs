@@ -639,3 +639,18 @@ async fn capture_mode_keeps_to_its_routes_and_captures_stopped_requests() {
     assert_eq!(records[0].status, None, "palisade answered, not the upstream");
     assert_eq!(records[0].body.as_deref(), Some("username=root&password=<redacted>"));
 }
+
+#[test]
+fn serve_refuses_to_start_when_the_capture_file_cannot_be_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("capture.toml");
+    std::fs::write(&config, "[capture]\npath = \"no-such-folder/capture.jsonl\"\n").unwrap();
+    let output =
+        palisade(&["serve", "--config", path_str(&config), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("cannot open the capture file"), "{}", text(&output.stderr));
+    // The same configuration checks and replays fine elsewhere.
+    assert!(palisade(&["check", "--config", path_str(&config)]).status.success());
+    let hydra = root().join("replay/captures/hydra-9.4-http-post-form.jsonl");
+    assert!(palisade(&["replay", "-q", "--config", path_str(&config), path_str(&hydra)]).status.success());
+}

@@ -60,13 +60,16 @@ pub fn instructions(proxy: SocketAddr, admin: SocketAddr) -> String {
   metrics:    http://{admin}/metrics
 
 Try, in another terminal:
-  # a normal login passes, and the app sees palisade's score:
+  # a normal login passes, and the app sees palisade's score (curl itself costs some points):
   curl -s -d 'username=alice&password=wonderland' http://{proxy}/login
 
-  # a login loop from one client: after 10 attempts a minute, 429 with Retry-After:
-  for i in $(seq 1 15); do curl -s -o /dev/null -w '%{{http_code}}\n' -d "username=u$i&password=x" http://{proxy}/login; done
+  # logging in again and again: past the login route's burst of 20, 429 with Retry-After:
+  for i in $(seq 1 25); do curl -s -o /dev/null -w '%{{http_code}} ' -d 'username=alice&password=wonderland' http://{proxy}/login; done; echo
 
-  # an attack tool's user agent is blocked with 403 and a detection id:
+  # a combo list from one address: a few failures, then refused (403, cred.* detections):
+  for i in $(seq 1 12); do curl -s -o /dev/null -w '%{{http_code}} ' --interface 127.0.0.2 -d "username=u$i&password=x" http://{proxy}/login; done; echo
+
+  # an attack tool's user agent is blocked with 403 and its detection ids:
   curl -si -A 'sqlmap/1.7.2#stable (https://sqlmap.org)' http://{proxy}/item?id=1
 
   # what palisade counted:

@@ -106,6 +106,20 @@ fn replaying_the_same_captures_twice_gives_byte_identical_json_and_decisions() {
     assert_eq!(text(&first_json), text(&second_json));
     assert_eq!(first_decisions, second_decisions);
 
+    // With a baseline too: the diff's groups and examples come out in the same order.
+    let with_baseline = || {
+        let mut args = vec!["replay", "-q", "--format", "json", "-c", "replay/regression/palisade.toml"];
+        args.extend(["--baseline", "palisade.example.toml"]);
+        args.extend(captures.iter().map(|p| path_str(p)));
+        let output = palisade(&args);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        output.stdout
+    };
+    let (first_diff, second_diff) = (with_baseline(), with_baseline());
+    assert_eq!(text(&first_diff), text(&second_diff));
+    let diff: serde_json::Value = serde_json::from_slice(&first_diff).unwrap();
+    assert!(diff["diff"]["changed"].as_u64().unwrap() > 0, "allowlisting the partner changes something");
+
     let report: serde_json::Value = serde_json::from_slice(&first_json).unwrap();
     assert_eq!(report["summary"]["requests"], 300);
     assert_eq!(report["summary"]["labels"]["human"]["requests"], 34);

@@ -20,7 +20,7 @@
 #   REPEAT=1                                   runs per target (interleaved); the median run is shown
 #   UPSTREAM_THREADS=1                         bench_upstream runtime threads (1 = current-thread)
 #   TARGET_PATH=/                              path requested (default route: UA rules only, no rate limit)
-#   USER_AGENT="Mozilla/5.0 (X11; ...) Chrome/156..."
+#   USER_AGENT="Mozilla/5.0 (X11; ...) Chrome/156..." PLAIN_UA=   (PLAIN_UA=1: no headers but the User-Agent)
 #   UPSTREAM_PORT=18181 NGINX_PORT=18182 PALISADE_PORT=18183 ADMIN_PORT=18184
 #   PIN=0 WRK_CPU=1 SERVER_CPU=0               PIN=1: taskset wrk / upstream + proxy as above
 #   RESULTS_DIR=target/load-results            raw wrk output and the table are kept here
@@ -35,6 +35,28 @@ REPEAT=${REPEAT:-1}
 UPSTREAM_THREADS=${UPSTREAM_THREADS:-1}
 TARGET_PATH=${TARGET_PATH:-/}
 USER_AGENT=${USER_AGENT:-"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"}
+# The request headers: by default those of Chromium 156 loading a page
+# (replay/captures/chromium-156-human-login.jsonl, first line), so palisade
+# judges the request a clean browser's ("allow") and both proxies handle a
+# realistic header block. PLAIN_UA=1 sends the User-Agent alone (a bare
+# Chrome user agent without client hints is only "log"ged by palisade, and
+# still forwarded).
+HEADERS=(-H "User-Agent: $USER_AGENT")
+if [ -z "${PLAIN_UA:-}" ]; then
+    HEADERS+=(
+        -H 'sec-ch-ua: "Not:A-Brand";v="8", "Chromium";v="156"'
+        -H 'sec-ch-ua-mobile: ?0'
+        -H 'sec-ch-ua-platform: "Linux"'
+        -H 'Upgrade-Insecure-Requests: 1'
+        -H 'Accept-Language: en-US'
+        -H 'Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8'
+        -H 'Sec-Fetch-Site: none'
+        -H 'Sec-Fetch-Mode: navigate'
+        -H 'Sec-Fetch-User: ?1'
+        -H 'Sec-Fetch-Dest: document'
+        -H 'Accept-Encoding: gzip, deflate, br, zstd'
+    )
+fi
 UPSTREAM_PORT=${UPSTREAM_PORT:-18181}
 NGINX_PORT=${NGINX_PORT:-18182}
 PALISADE_PORT=${PALISADE_PORT:-18183}
@@ -89,7 +111,7 @@ need_port_free() {
 wait_ready() {
     local url=$1 name=$2 pid=$3 code
     for _ in $(seq 100); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' -H "User-Agent: $USER_AGENT" "$url" || true)
+        code=$(curl -s -o /dev/null -w '%{http_code}' "${HEADERS[@]}" "$url" || true)
         [ "$code" = 200 ] && return 0
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "load.sh: $name exited; its log:" >&2
@@ -121,10 +143,10 @@ run_wrk() {
     local label=$1 url=$2 pid=$3 out before after up_before up_after seconds
     [[ " ${LABELS[*]} " == *" $label "* ]] || LABELS+=("$label")
     out="$RESULTS_DIR/wrk-$(echo "$label" | tr -c 'a-zA-Z0-9' '-' | sed 's/-*$//')-$REP.txt"
-    echo "== $label (run $REP): wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency -H 'User-Agent: ...' $url" >&2
+    echo "== $label (run $REP): wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency ${HEADERS[*]} $url" >&2
     before=$(cpu_ticks "$pid")
     up_before=$(cpu_ticks "$UPSTREAM_PID")
-    "${ON_WRK_CPU[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "User-Agent: $USER_AGENT" "$url" >"$out"
+    "${ON_WRK_CPU[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${HEADERS[@]}" "$url" >"$out"
     after=$(cpu_ticks "$pid")
     up_after=$(cpu_ticks "$UPSTREAM_PID")
     cat "$out" >&2
@@ -219,6 +241,7 @@ start_palisade() {
     wait_ready "http://127.0.0.1:$PALISADE_PORT$TARGET_PATH" palisade "$PALISADE_PID"
 }
 
+NOT_ALLOWED=0
 for REP in $(seq "$REPEAT"); do
     run_wrk "direct upstream" "http://127.0.0.1:$UPSTREAM_PORT$TARGET_PATH" "$UPSTREAM_PID"
     for workers in $WORKERS; do
@@ -232,13 +255,15 @@ for REP in $(seq "$REPEAT"); do
         # comparison of forwarding.
         blocked=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
             awk '/^palisade_requests_total/ && !/action="allow"/ {n += $NF} END {print n + 0}')
-        [ "$blocked" = 0 ] || echo "load.sh: warning: palisade did not allow $blocked requests" >&2
+        [ "$blocked" = 0 ] || echo "load.sh: warning: palisade did not allow $blocked requests (see its /metrics)" >&2
+        NOT_ALLOWED=$((NOT_ALLOWED + blocked))
         stop_pid "$PALISADE_PID"
     done
 done
 
 {
-    echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, GET $TARGET_PATH with a browser User-Agent;" \
+    echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, GET $TARGET_PATH with" \
+        "$([ -z "${PLAIN_UA:-}" ] && echo "Chromium 156's request headers" || echo "a Chrome User-Agent alone");" \
         "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')), $PINNING;" \
         "bench_upstream with $UPSTREAM_THREADS runtime thread(s); $REPEAT run(s) per target, interleaved," \
         "the run with the median requests/s shown; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -253,4 +278,6 @@ done
                 printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], all
             }'
     done
+    echo
+    echo "palisade's decisions other than allow, over all its runs: $NOT_ALLOWED"
 } | tee "$RESULTS_DIR/table.md"

@@ -111,19 +111,27 @@ impl ConfigError {
 /// Read, parse and validate a configuration file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { file: path.to_path_buf(), error })?;
-    let mut config = parse_str(&text, &path.display().to_string())?;
-    config.base_dir = path.parent().map(Path::to_path_buf);
-    Ok(config)
+    parse_in(&text, &path.display().to_string(), path.parent())
 }
 
 /// Parse and validate configuration text; `file` names it in errors.
+/// Relative paths in it are relative to the current directory.
 pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    parse_in(text, file, None)
+}
+
+/// Parse and validate, with relative paths resolved against `base_dir`
+/// (the configuration file's folder) during validation already.
+fn parse_in(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
     const MAX_STRUCTURAL_ERRORS: usize = 50;
     let mut problems = Vec::new();
     let mut attempt = text.to_string();
     let config = loop {
         match toml::from_str::<Config>(&attempt) {
-            Ok(config) => break Some(config),
+            Ok(mut config) => {
+                config.base_dir = base_dir.map(Path::to_path_buf);
+                break Some(config);
+            }
             Err(error) => {
                 let span = error.span();
                 let line = span.as_ref().map(|s| line_of(text, s.start));
@@ -212,6 +220,21 @@ fn key_path_at(text: &str, offset: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_are_checked_against_the_files_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(
+            dir.path().join("rules/extra.toml"),
+            "[[rule]]\nid = \"x.y\"\nfield = \"path\"\nprefix = \"/x\"\nscore = 5\n",
+        )
+        .unwrap();
+        let config = dir.path().join("palisade.toml");
+        std::fs::write(&config, "[signatures]\npaths = [\"rules\"]\n").unwrap();
+        let loaded = load_file(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.base_dir.as_deref(), Some(dir.path()));
+    }
 
     #[test]
     fn empty_text_is_the_default_configuration() {

@@ -8,6 +8,11 @@
 //! lives about as long as it can still change an answer.
 
 use std::collections::HashMap;
+
+/// The counter maps: hashbrown's default hasher (foldhash) is several
+/// times cheaper than SipHash on short keys, and keys here are chosen by
+/// palisade (hashed identities), not by clients.
+type SlotMap = hashbrown::HashMap<String, Slot>;
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,8 +59,8 @@ impl Slot {
 pub struct LocalStore {
     clock: GovernorClock,
     limiters: RwLock<HashMap<RateLimitConfig, Arc<KeyedLimiter>>>,
-    shards: [Mutex<HashMap<String, Slot>>; SHARDS],
-    hasher: std::collections::hash_map::RandomState,
+    shards: [Mutex<SlotMap>; SHARDS],
+    hasher: hashbrown::DefaultHashBuilder,
     ops: AtomicU64,
 }
 
@@ -84,7 +89,7 @@ impl LocalStore {
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<String, Slot>> {
+    fn shard(&self, key: &str) -> &Mutex<SlotMap> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
@@ -191,7 +196,7 @@ impl LocalStore {
     }
 }
 
-fn entry<'m>(map: &'m mut HashMap<String, Slot>, key: &str, new: impl FnOnce() -> Slot) -> &'m mut Slot {
+fn entry<'m>(map: &'m mut SlotMap, key: &str, new: impl FnOnce() -> Slot) -> &'m mut Slot {
     if !map.contains_key(key) {
         map.insert(key.to_string(), new());
     }

@@ -22,15 +22,12 @@ use std::time::Duration;
 use governor::middleware::NoOpMiddleware;
 use governor::{Quota, RateLimiter, clock::Clock as _, state::keyed::DashMapStateStore};
 
-#[cfg(test)]
-use super::Key;
 use super::window::{Decayed, SlidingCount, WindowedDistinct};
-use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Reading};
+use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Key, Reading};
 use crate::clock::{GovernorClock, Nanos, SharedClock};
 use crate::config::RateLimitConfig;
 
-type KeyedLimiter =
-    RateLimiter<String, DashMapStateStore<String>, GovernorClock, NoOpMiddleware<governor::nanos::Nanos>>;
+type KeyedLimiter = RateLimiter<Key, DashMapStateStore<Key>, GovernorClock, NoOpMiddleware<governor::nanos::Nanos>>;
 
 const PRUNE_EVERY_OPS: u64 = 4096;
 const SHARDS: usize = 16;
@@ -145,9 +142,9 @@ impl LocalStore {
         }
     }
 
-    fn gcra(&self, key: &str, limit: &RateLimitConfig) -> GcraReading {
+    fn gcra(&self, key: &Key, limit: &RateLimitConfig) -> GcraReading {
         let limiter = self.limiter(limit);
-        match limiter.check_key(&key.to_string()) {
+        match limiter.check_key(key) {
             Ok(()) => GcraReading::Allowed,
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
@@ -196,11 +193,10 @@ impl LocalStore {
     }
 }
 
+/// The slot under `key`, created by `new` when missing (one hash lookup;
+/// the key is copied only when it is new).
 fn entry<'m>(map: &'m mut SlotMap, key: &str, new: impl FnOnce() -> Slot) -> &'m mut Slot {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), new());
-    }
-    map.get_mut(key).expect("just inserted")
+    map.entry_ref(key).or_insert_with(new)
 }
 
 /// `requests` per `period_secs`, bursting to `burst` (default `requests`).

@@ -125,7 +125,11 @@ impl CounterReadings {
     }
 
     fn get(&self, key: &str) -> Option<Reading> {
-        self.entries.iter().find(|(k, _)| &**k == key).map(|(_, r)| *r)
+        // Planned keys are usually the very `Arc` looked up again: a
+        // pointer comparison finds them without comparing text.
+        let by_pointer =
+            self.entries.iter().find(|(k, _)| std::ptr::eq(k.as_ptr(), key.as_ptr()) && k.len() == key.len());
+        by_pointer.or_else(|| self.entries.iter().find(|(k, _)| &**k == key)).map(|(_, r)| *r)
     }
 
     /// The reading of the GCRA operation planned under `key`.

@@ -13,6 +13,7 @@
 //! `HeaderMap` order.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 /// Names of one request head, as sent.
@@ -43,15 +44,15 @@ impl WireHeads {
     }
 }
 
+/// How many different names there are, case aside. Quadratic, but a head
+/// has a few dozen names at most, and this runs per request: comparing in
+/// place allocates nothing.
 fn distinct_lowercase(names: &[Box<str>]) -> usize {
-    let mut seen: Vec<String> = Vec::with_capacity(names.len());
-    for name in names {
-        let lower = name.to_ascii_lowercase();
-        if !seen.contains(&lower) {
-            seen.push(lower);
-        }
-    }
-    seen.len()
+    names
+        .iter()
+        .enumerate()
+        .filter(|(i, name)| !names[..*i].iter().any(|earlier| earlier.eq_ignore_ascii_case(name)))
+        .count()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,11 @@ enum State {
 pub struct HeadRecorder {
     state: State,
     buffer: Vec<u8>,
+    /// httparse's header slots, kept for the connection's life and left
+    /// uninitialized: a fresh `max_headers`-long array per head was
+    /// kilobytes allocated, zeroed and freed for every request. Empty
+    /// between heads (it borrows nothing then); see [`recycle_slots`].
+    slots: Vec<MaybeUninit<httparse::Header<'static>>>,
     max_head_bytes: usize,
     max_headers: usize,
     heads: WireHeads,
@@ -77,7 +83,7 @@ pub struct HeadRecorder {
 
 impl HeadRecorder {
     pub fn new(heads: WireHeads, max_head_bytes: usize, max_headers: usize) -> Self {
-        HeadRecorder { state: State::Head, buffer: Vec::new(), max_head_bytes, max_headers, heads }
+        HeadRecorder { state: State::Head, buffer: Vec::new(), slots: Vec::new(), max_head_bytes, max_headers, heads }
     }
 
     pub fn is_off(&self) -> bool {
@@ -123,28 +129,33 @@ impl HeadRecorder {
             self.state = State::Off;
             return &[];
         }
-        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers.clamp(1, 512)];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&self.buffer) {
+        let mut slots = recycle_slots(std::mem::take(&mut self.slots));
+        slots.resize_with(self.max_headers.clamp(1, 512), MaybeUninit::uninit);
+        let mut request = httparse::Request::new(&mut []);
+        let (parsed, next) = match request.parse_with_uninit_headers(&self.buffer, &mut slots) {
             Ok(httparse::Status::Complete(head_length)) => {
                 let names: WireNames = request.headers.iter().map(|h| Box::from(h.name)).collect();
-                let next = self.framing(&request);
                 self.heads.push(names);
-                self.state = next;
+                (Some(head_length), Self::framing(&request))
+            }
+            Ok(httparse::Status::Partial) if self.buffer.len() <= self.max_head_bytes => (None, State::Head),
+            // Too large or malformed: hyper answers it; stop following.
+            _ => (None, State::Off),
+        };
+        drop(request);
+        self.slots = recycle_slots(slots);
+        self.state = next;
+        match parsed {
+            Some(head_length) => {
                 self.buffer.clear();
                 &data[head_length.saturating_sub(already).min(data.len())..]
             }
-            Ok(httparse::Status::Partial) if self.buffer.len() <= self.max_head_bytes => &[],
-            // Too large or malformed: hyper answers it; stop following.
-            _ => {
-                self.state = State::Off;
-                &[]
-            }
+            None => &[],
         }
     }
 
     /// What follows a request head, from its framing headers.
-    fn framing(&self, request: &httparse::Request<'_, '_>) -> State {
+    fn framing(request: &httparse::Request<'_, '_>) -> State {
         let header = |wanted: &'static str| {
             request.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(wanted)).map(|h| h.value)
         };
@@ -190,6 +201,13 @@ impl HeadRecorder {
     }
 }
 
+/// The header slots emptied of any borrow of the last head, keeping their
+/// allocation (collecting a vector's own items in place reuses its memory).
+fn recycle_slots<'a>(mut slots: Vec<MaybeUninit<httparse::Header<'_>>>) -> Vec<MaybeUninit<httparse::Header<'a>>> {
+    slots.clear();
+    slots.into_iter().map(|_| MaybeUninit::uninit()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +249,23 @@ mod tests {
         assert!(record(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]).1);
         assert!(record(&[b"\x16\x03\x01 garbage\r\n\r\n"]).1);
         assert!(record(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"]).1);
+    }
+
+    #[test]
+    fn header_slots_keep_their_memory() {
+        let mut slots: Vec<MaybeUninit<httparse::Header<'_>>> = Vec::with_capacity(100);
+        slots.resize_with(100, MaybeUninit::uninit);
+        let before = slots.as_ptr() as usize;
+        let recycled = recycle_slots(slots);
+        assert!(recycled.is_empty());
+        assert_eq!((recycled.as_ptr() as usize, recycled.capacity()), (before, 100));
+    }
+
+    #[test]
+    fn distinct_names_ignore_case() {
+        let names: Vec<Box<str>> = ["Host", "X-Dup", "x-dup", "Accept", "HOST"].into_iter().map(Box::from).collect();
+        assert_eq!(distinct_lowercase(&names), 3);
+        assert_eq!(distinct_lowercase(&[]), 0);
     }
 
     #[test]

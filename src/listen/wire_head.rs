@@ -142,7 +142,6 @@ impl HeadRecorder {
             // Too large or malformed: hyper answers it; stop following.
             _ => (None, State::Off),
         };
-        drop(request);
         self.slots = recycle_slots(slots);
         self.state = next;
         match parsed {

@@ -181,10 +181,11 @@ async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterSto
         }
     };
     let upstream = app.proxy.upstream.clone();
+    let scheme = if app.proxy.tls.is_some() { "https" } else { "http" };
     match Server::new(app, log, metrics).bind_and_start().await {
         Ok(running) => {
             eprintln!(
-                "palisade listening on http://{} (admin http://{}), forwarding to {upstream}",
+                "palisade listening on {scheme}://{} (admin http://{}), forwarding to {upstream}",
                 running.proxy_addr, running.admin_addr
             );
             Some((running, store, clock))

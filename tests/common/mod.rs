@@ -317,7 +317,10 @@ impl BinaryPalisade {
         let find_addr = async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 stderr.lock().unwrap().push(line.clone());
-                if let Some(rest) = line.strip_prefix("palisade listening on http://") {
+                let listening = line.strip_prefix("palisade listening on ");
+                if let Some(rest) =
+                    listening.and_then(|l| l.strip_prefix("http://").or_else(|| l.strip_prefix("https://")))
+                {
                     return rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
                 }
             }

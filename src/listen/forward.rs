@@ -2,11 +2,13 @@
 //! response rewriting a reverse proxy owes both sides (hop-by-hop headers,
 //! `X-Forwarded-For`, the decision headers for the application).
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -66,33 +68,12 @@ pub fn prepare_request(
     decision: &Decision,
     names: &DecisionHeaders,
 ) {
-    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let mut parts = upstream.clone().into_parts();
-    parts.path_and_query = path_and_query.parse().ok();
-    if let Ok(uri) = Uri::from_parts(parts) {
-        let host = request.uri().authority().map(|a| a.as_str().to_string());
-        *request.uri_mut() = uri;
-        // HTTP/2 clients send :authority instead of Host.
-        if !request.headers().contains_key(header::HOST)
-            && let Some(value) = host.and_then(|h| HeaderValue::from_str(&h).ok())
-        {
-            request.headers_mut().insert(header::HOST, value);
-        }
-    }
+    retarget(request, upstream);
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
 
-    // Only a trusted proxy's chain is kept; anything else the client wrote
-    // into X-Forwarded-For is dropped rather than passed on as fact.
-    let peer_text = peer.to_string();
-    let forwarded = if peer_trusted {
-        let previous: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-        if previous.is_empty() { peer_text } else { format!("{}, {peer_text}", previous.join(", ")) }
-    } else {
-        peer_text
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+    if let Some(value) = forwarded_for(headers, peer, peer_trusted) {
         headers.insert("x-forwarded-for", value);
     }
 
@@ -100,13 +81,10 @@ pub fn prepare_request(
         headers.remove(name);
     }
     headers.insert(names.score.clone(), HeaderValue::from(u16::from(decision.score())));
-    let detections: Vec<&str> = decision.enforced_detections().collect();
-    if let Ok(value) = HeaderValue::from_str(&detections.join(",")) {
+    if let Some(value) = detections_value(decision) {
         headers.insert(names.detections.clone(), value);
     }
-    if let Ok(value) = HeaderValue::from_str(&decision.request_id.to_string()) {
-        headers.insert(names.request_id.clone(), value);
-    }
+    headers.insert(names.request_id.clone(), request_id_value(decision.request_id.0));
     headers.insert(names.action.clone(), HeaderValue::from_static(decision.action().as_str()));
     if let Identity::Partner { partner, .. } = &decision.identity
         && let Ok(value) = HeaderValue::from_str(&partner.name)
@@ -115,8 +93,98 @@ pub fn prepare_request(
     }
 }
 
+/// Point the request at the upstream, keeping the client's path and query.
+/// The parts are moved, not reformatted and parsed again.
+fn retarget(request: &mut Request<ProxyBody>, upstream: &Uri) {
+    let client = std::mem::take(request.uri_mut()).into_parts();
+    let mut parts = upstream.clone().into_parts();
+    parts.path_and_query = Some(client.path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
+    // HTTP/2 clients send :authority instead of Host.
+    if !request.headers().contains_key(header::HOST)
+        && let Some(value) = client.authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        request.headers_mut().insert(header::HOST, value);
+    }
+    // Cannot fail: the upstream has a scheme and an authority (checked
+    // when the configuration is loaded) and there is a path.
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+}
+
+/// Only a trusted proxy's chain is kept; anything else the client wrote
+/// into X-Forwarded-For is dropped rather than passed on as fact.
+fn forwarded_for(headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> Option<HeaderValue> {
+    // An address is at most 45 characters: formatted on the stack.
+    let mut text = [0u8; 64];
+    let peer_text = {
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        write!(cursor, "{peer}").ok()?;
+        let length = cursor.position() as usize;
+        &text[..length]
+    };
+    if peer_trusted {
+        let previous: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        if !previous.is_empty() {
+            let peer_text = std::str::from_utf8(peer_text).ok()?;
+            return HeaderValue::from_str(&format!("{}, {peer_text}", previous.join(", "))).ok();
+        }
+    }
+    HeaderValue::from_bytes(peer_text).ok()
+}
+
+/// The enforced detections, comma-separated; most requests have none, and
+/// those get a static empty value instead of an allocated one.
+fn detections_value(decision: &Decision) -> Option<HeaderValue> {
+    let mut detections = decision.enforced_detections();
+    let Some(first) = detections.next() else {
+        return Some(HeaderValue::from_static(""));
+    };
+    let mut joined = String::from(first);
+    for detection in detections {
+        joined.push(',');
+        joined.push_str(detection);
+    }
+    HeaderValue::from_str(&joined).ok()
+}
+
+/// A request id as 16 hex digits (as [`crate::request_id::RequestId`]
+/// displays it), written without a formatter or an intermediate string.
+fn request_id_value(id: u64) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
+}
+
 /// Body type used for everything palisade sends.
 pub fn full_body(bytes: Bytes) -> ProxyBody {
     use http_body_util::BodyExt;
     http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_value_is_its_display() {
+        for id in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let text = crate::request_id::RequestId(id).to_string();
+            assert_eq!(request_id_value(id), HeaderValue::from_str(&text).unwrap());
+        }
+    }
+
+    #[test]
+    fn forwarded_for_keeps_only_a_trusted_chain() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
+        let peer: IpAddr = "2001:db8::ffff:1:2:3".parse().unwrap();
+        assert_eq!(forwarded_for(&headers, peer, false).unwrap(), "2001:db8::ffff:1:2:3");
+        assert_eq!(forwarded_for(&headers, peer, true).unwrap(), "1.1.1.1, 2.2.2.2, 3.3.3.3, 2001:db8::ffff:1:2:3");
+        assert_eq!(forwarded_for(&HeaderMap::new(), "10.0.0.1".parse().unwrap(), true).unwrap(), "10.0.0.1");
+    }
 }

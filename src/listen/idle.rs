@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -13,24 +13,44 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::wire_head::HeadRecorder;
 
+/// When bytes last moved on a connection, to the resolution of the idle
+/// check: reads and writes only raise a flag (reading the clock on every
+/// one cost more than the rest of this wrapper), and the check, which runs
+/// a few times per idle timeout, turns a raised flag into "now".
 #[derive(Debug, Clone)]
 pub struct ActivityClock {
     origin: Instant,
-    last_ms: Arc<AtomicU64>,
+    shared: Arc<Activity>,
+}
+
+#[derive(Debug, Default)]
+struct Activity {
+    moved: AtomicBool,
+    /// Milliseconds after `origin`, as of the check that saw bytes move.
+    last_ms: AtomicU64,
 }
 
 impl ActivityClock {
     pub fn new() -> Self {
-        ActivityClock { origin: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
+        ActivityClock { origin: Instant::now(), shared: Arc::default() }
     }
 
     fn touch(&self) {
-        self.last_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        // Read first: a flag already raised is not written again.
+        if !self.shared.moved.load(Ordering::Relaxed) {
+            self.shared.moved.store(true, Ordering::Relaxed);
+        }
     }
 
-    /// Milliseconds since bytes last moved.
+    /// Milliseconds since bytes last moved, counted from the first call
+    /// that saw them: called every `interval`, the answer is short by less
+    /// than one interval.
     pub fn idle_ms(&self) -> u64 {
-        (self.origin.elapsed().as_millis() as u64).saturating_sub(self.last_ms.load(Ordering::Relaxed))
+        let now = self.origin.elapsed().as_millis() as u64;
+        if self.shared.moved.swap(false, Ordering::Relaxed) {
+            self.shared.last_ms.store(now, Ordering::Relaxed);
+        }
+        now.saturating_sub(self.shared.last_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -97,5 +117,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moving_bytes_are_noted_by_the_next_check() {
+        let clock = ActivityClock::new();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(clock.idle_ms() >= 20, "nothing moved since the start");
+        clock.touch();
+        assert_eq!(clock.idle_ms(), 0, "the check that sees the flag counts from now");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(clock.idle_ms() >= 20, "the flag is consumed by one check");
     }
 }

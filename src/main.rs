@@ -115,7 +115,17 @@ fn main() -> ExitCode {
 }
 
 fn run_async(future: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One worker asked for (TOKIO_WORKER_THREADS=1): the current-thread
+    // scheduler serves on this thread, which spends ~15 % less CPU per
+    // forwarded request than a multi-thread scheduler with one worker (no
+    // cross-thread task handoff; see benches/README.md).
+    let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|workers| workers.trim() == "1");
+    let mut builder = if one_worker {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    match builder.enable_all().build() {
         Ok(runtime) => runtime.block_on(future),
         Err(error) => {
             eprintln!("palisade: cannot start the async runtime: {error}");
@@ -208,12 +218,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     let Some(mut signals) = Signals::install() else { return ExitCode::FAILURE };
     let Some((running, store, clock)) = start(&config, &source).await else { return ExitCode::FAILURE };
+    let args = Arc::new(args);
     signals
-        .wait(&running, || {
+        .wait(&running, async || {
             // SIGHUP: re-read the file, re-apply the flags; keep the running
-            // configuration if anything is wrong.
-            let config = args.load().map_err(|e| e.to_string())?;
-            compile(&config, &source, store.clone(), clock.clone()).ok_or_else(|| "configuration rejected".to_string())
+            // configuration if anything is wrong. On a blocking thread: with
+            // one worker the runtime runs on this thread, and compiling a
+            // configuration must not stall the requests it is serving.
+            let (args, source, store, clock) = (args.clone(), source.clone(), store.clone(), clock.clone());
+            tokio::task::spawn_blocking(move || {
+                let config = args.load().map_err(|e| e.to_string())?;
+                compile(&config, &source, store, clock).ok_or_else(|| "configuration rejected".to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?
         })
         .await;
     eprintln!("palisade: shutting down, letting in-flight requests finish");
@@ -237,7 +255,7 @@ async fn demo(listen: String, admin: String) -> ExitCode {
     let Some(mut signals) = Signals::install() else { return ExitCode::FAILURE };
     let Some((running, _, _)) = start(&config, "demo").await else { return ExitCode::FAILURE };
     println!("{}", palisade::demo::instructions(running.proxy_addr, running.admin_addr));
-    signals.wait(&running, || Err("the demo has no configuration file to reload".to_string())).await;
+    signals.wait(&running, async || Err("the demo has no configuration file to reload".to_string())).await;
     running.shutdown().await;
     ExitCode::SUCCESS
 }
@@ -263,12 +281,12 @@ impl Signals {
     }
 
     /// Wait for SIGTERM or SIGINT; reload on SIGHUP.
-    async fn wait(&mut self, running: &Running, reload: impl Fn() -> Result<App, String>) {
+    async fn wait(&mut self, running: &Running, reload: impl AsyncFn() -> Result<App, String>) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
-                _ = self.hup.recv() => match reload() {
+                _ = self.hup.recv() => match reload().await {
                     Ok(app) => {
                         running.reload(app);
                         eprintln!("palisade: configuration reloaded");

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use palisade::replay::{Engine, Inputs};
-use palisade::view::RequestView;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -36,23 +35,9 @@ fn main() {
                 1 | 2 => {
                     engine.set_clock(request.at);
                     let pipeline = engine.pipeline();
-                    let (path, route) = pipeline.route(&request.method, request.uri.path());
-                    let body = route.inspects_body().then(|| request.body.as_deref().unwrap_or(&[]));
-                    let view = RequestView::new(
-                        &request.method,
-                        request.version,
-                        &request.uri,
-                        &path,
-                        &request.headers,
-                        request.client_ip,
-                        route,
-                        body,
-                    )
-                    .with_wire_names(request.wire_names());
-                    sink += view.headers.len();
-                    if phase == 2 {
-                        sink += pipeline.evaluate(&view).signals.len();
-                    }
+                    sink += request.with_view(pipeline, |view| {
+                        view.headers.len() + if phase == 2 { pipeline.evaluate(view).signals.len() } else { 0 }
+                    });
                 }
                 _ => sink += engine.run(request).0.signals.len(),
             }
@@ -83,29 +68,18 @@ fn per_detector(config: &palisade::config::Config, capture: &std::path::Path) {
         count += 1;
         engine.set_clock(request.at);
         let pipeline = engine.pipeline();
-        let (path, route) = pipeline.route(&request.method, request.uri.path());
-        let body = route.inspects_body().then(|| request.body.as_deref().unwrap_or(&[]));
-        let view = RequestView::new(
-            &request.method,
-            request.version,
-            &request.uri,
-            &path,
-            &request.headers,
-            request.client_ip,
-            route,
-            body,
-        )
-        .with_wire_names(request.wire_names());
-        for (detector, spent) in detectors.iter().zip(&mut spent) {
-            let started = Instant::now();
-            let mut plan = CounterPlan::default();
-            let mut readings = CounterReadings::default();
-            let mut signals = Vec::new();
-            detector.plan(&view, &mut plan);
-            pipeline.store().execute(&plan, request.at, &mut readings);
-            detector.detect(&view, &readings, &mut signals);
-            *spent += started.elapsed();
-        }
+        request.with_view(pipeline, |view| {
+            for (detector, spent) in detectors.iter().zip(&mut spent) {
+                let started = Instant::now();
+                let mut plan = CounterPlan::default();
+                let mut readings = CounterReadings::default();
+                let mut signals = Vec::new();
+                detector.plan(view, &mut plan);
+                pipeline.store().execute(&plan, request.at, &mut readings);
+                detector.detect(view, &readings, &mut signals);
+                *spent += started.elapsed();
+            }
+        });
     });
     for (detector, spent) in detectors.iter().zip(spent) {
         println!("  detector {:<12} {:.2} µs/request", detector.name(), spent.as_secs_f64() * 1e6 / count as f64);

@@ -27,7 +27,6 @@ use crate::identify::Identity;
 use crate::pipeline::Decision;
 use crate::signal::{EvidenceValue, Signal};
 use crate::store::{CounterPlan, CounterReadings};
-use crate::view::RequestView;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
@@ -156,30 +155,19 @@ fn explain_stdin(config: &Config, engine: &Engine, twin: &Engine, client_ip: IpA
 /// one on the twin engine.
 fn attribute(twin: &Engine, request: &Prepared) -> Vec<(&'static str, Vec<Signal>)> {
     let pipeline = twin.pipeline();
-    let (path, route) = pipeline.route(&request.method, request.uri.path());
-    let body = route.inspects_body().then(|| request.body.as_deref().unwrap_or(&[]));
-    let view = RequestView::new(
-        &request.method,
-        request.version,
-        &request.uri,
-        &path,
-        &request.headers,
-        request.client_ip,
-        route,
-        body,
-    )
-    .with_wire_names(request.wire_names());
-    let mut found = Vec::new();
-    for detector in pipeline.detectors() {
-        let mut plan = CounterPlan::default();
-        let mut readings = CounterReadings::default();
-        detector.plan(&view, &mut plan);
-        pipeline.store().execute(&plan, request.at, &mut readings);
-        let mut signals = Vec::new();
-        detector.detect(&view, &readings, &mut signals);
-        found.push((detector.name(), signals));
-    }
-    found
+    request.with_view(pipeline, |view| {
+        let mut found = Vec::new();
+        for detector in pipeline.detectors() {
+            let mut plan = CounterPlan::default();
+            let mut readings = CounterReadings::default();
+            detector.plan(view, &mut plan);
+            pipeline.store().execute(&plan, request.at, &mut readings);
+            let mut signals = Vec::new();
+            detector.detect(view, &readings, &mut signals);
+            found.push((detector.name(), signals));
+        }
+        found
+    })
 }
 
 fn render(config: &Config, engine: &Engine, twin: &Engine, request: &Prepared, meta: &Meta, origin: &str) -> String {

@@ -56,26 +56,12 @@ impl Engine {
     /// (as the proxy does once the upstream has answered).
     pub fn run(&self, request: &Prepared) -> (Decision, Arc<str>) {
         self.clock.set(request.at);
-        let (path, route) = self.pipeline.route(&request.method, request.uri.path());
-        let body = route.inspects_body().then(|| request.body.as_deref().unwrap_or(&[]));
-        let decision = {
-            let view = RequestView::new(
-                &request.method,
-                request.version,
-                &request.uri,
-                &path,
-                &request.headers,
-                request.client_ip,
-                route,
-                body,
-            )
-            .with_wire_names(request.wire_names());
-            self.pipeline.evaluate(&view)
-        };
+        let (decision, route) =
+            request.with_view(&self.pipeline, |view| (self.pipeline.evaluate(view), view.route.clone()));
         if let Some(status) = request.status
             && !decision.action().stops_request()
         {
-            observe(&self.pipeline, route, &decision, status);
+            observe(&self.pipeline, &route, &decision, status);
         }
         (decision, route.name.clone())
     }
@@ -122,6 +108,17 @@ impl Default for Prepared {
 impl Prepared {
     pub fn wire_names(&self) -> Option<&[Box<str>]> {
         self.has_wire_names.then_some(&self.wire_names[..])
+    }
+
+    /// Route the request and build its view as the proxy would (the body
+    /// only on routes that inspect it), then run `f` on the view.
+    pub fn with_view<T>(&self, pipeline: &Pipeline, f: impl FnOnce(&RequestView<'_>) -> T) -> T {
+        let (path, route) = pipeline.route(&self.method, self.uri.path());
+        let body = route.inspects_body().then(|| self.body.as_deref().unwrap_or(&[]));
+        let view =
+            RequestView::new(&self.method, self.version, &self.uri, &path, &self.headers, self.client_ip, route, body)
+                .with_wire_names(self.wire_names());
+        f(&view)
     }
 
     /// Fill from a capture line, reusing this request's buffers.

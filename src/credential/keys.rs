@@ -24,14 +24,15 @@ impl std::fmt::Debug for KeyHasher {
 
 impl KeyHasher {
     /// From the configured secret, the environment, or (when neither is
-    /// set) a random key for this process.
+    /// set) a random key for this process — one for the whole process, so
+    /// a configuration reload keeps every counter and ban.
     pub fn from_config(config: &Config) -> Self {
         let secret = if !config.store.hash_key.is_empty() {
             config.store.hash_key.clone().into_bytes()
         } else if let Ok(from_env) = std::env::var("PALISADE_HASH_KEY") {
             from_env.into_bytes()
         } else {
-            random_secret().to_vec()
+            process_secret().to_vec()
         };
         KeyHasher { key: blake3::derive_key("palisade 2026 counter keys v1", &secret) }
     }
@@ -53,6 +54,12 @@ impl KeyHasher {
         hasher.update(value);
         u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
     }
+}
+
+/// The per-process random secret, made once.
+fn process_secret() -> [u8; 32] {
+    static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    *SECRET.get_or_init(random_secret)
 }
 
 fn random_secret() -> [u8; 32] {
@@ -200,6 +207,16 @@ impl Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_configured_key_every_pipeline_of_a_process_shares_one() {
+        if std::env::var("PALISADE_HASH_KEY").is_ok() {
+            return;
+        }
+        let config = Config::default();
+        let (a, b) = (KeyHasher::from_config(&config), KeyHasher::from_config(&config));
+        assert_eq!(a.hash("ip", b"192.0.2.1"), b.hash("ip", b"192.0.2.1"), "a reload must keep the counters' keys");
+    }
 
     #[test]
     fn subnets_and_hashes() {

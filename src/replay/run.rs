@@ -38,7 +38,14 @@ impl Engine {
         let clock = Arc::new(ManualClock::new(0));
         let shared: SharedClock = clock.clone();
         let store = Arc::new(CounterStore::Local(LocalStore::new(shared.clone())));
-        let pipeline = PipelineBuilder::new(config).build(store, shared, RequestIds::new(REPLAY_SEED))?;
+        // Distinct counts depend on the hashes of what they count: without a
+        // configured key, a fixed one keeps replays identical between runs
+        // (nothing a replay counts outlives it).
+        let mut config = config.clone();
+        if config.store.hash_key.is_empty() {
+            config.store.hash_key = "palisade replay".into();
+        }
+        let pipeline = PipelineBuilder::new(&config).build(store, shared, RequestIds::new(REPLAY_SEED))?;
         Ok(Engine { pipeline, clock })
     }
 

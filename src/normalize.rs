@@ -17,20 +17,26 @@ pub fn normalize_path(raw_path: &str, case_insensitive: bool) -> String {
     // only after decoding is part of the path, as the application sees it.
     let path = raw_path;
     let mut decoded = std::borrow::Cow::Borrowed(path);
-    // Each round that changes the text shortens it, so this ends.
+    // Decode, and drop control characters and NULs (they never belong in a
+    // route key), until neither changes anything: dropping a character can
+    // join a new escape ("%\n0a"). Every round that changes the text makes
+    // it shorter or takes away a '%', so this ends.
     loop {
-        if !decoded.contains('%') {
+        let mut changed = false;
+        if decoded.contains('%') {
+            let next = percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
+            if next != decoded {
+                decoded = std::borrow::Cow::Owned(next);
+                changed = true;
+            }
+        }
+        if decoded.contains(|c: char| c.is_control()) {
+            decoded = std::borrow::Cow::Owned(decoded.chars().filter(|c| !c.is_control()).collect());
+            changed = true;
+        }
+        if !changed {
             break;
         }
-        let next = percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
-        if next == decoded {
-            break;
-        }
-        decoded = std::borrow::Cow::Owned(next);
-    }
-    // Control characters and NULs never belong in a route key.
-    if decoded.contains(|c: char| c.is_control()) {
-        decoded = std::borrow::Cow::Owned(decoded.chars().filter(|c| !c.is_control()).collect());
     }
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split(['/', '\\']) {
@@ -85,6 +91,16 @@ mod tests {
             "/login%00",
         ] {
             assert_eq!(normalize_path(variant, true), "/login", "variant {variant}");
+        }
+    }
+
+    #[test]
+    fn dropping_a_control_character_cannot_leave_a_new_escape() {
+        // "%\n0a" loses its newline and becomes "%0a", itself a newline.
+        assert_eq!(normalize_path("/%%0a0a", true), "/");
+        for input in ["/%25%0a0a", "/x%%0A0a", "/%%%0a0a0a"] {
+            let once = normalize_path(input, true);
+            assert_eq!(normalize_path(&once, true), once, "{input}");
         }
     }
 

@@ -13,3 +13,37 @@ fn example_config_is_exactly_the_defaults() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(palisade::config::Config { base_dir: None, ..loaded }, palisade::config::Config::default());
 }
+
+/// Every ```toml block of the README is real configuration (or a rule
+/// file): parsed with the same schema, so a renamed key breaks this test
+/// instead of a reader's deployment. Values that point at files are not
+/// checked here (the blocks use example paths).
+#[test]
+fn readme_toml_blocks_use_real_keys() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line.trim()) {
+            (None, "```toml") => current = Some(String::new()),
+            (Some(_), "```") => blocks.push(current.take().unwrap()),
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => {}
+        }
+    }
+    assert!(blocks.len() >= 5, "found only {} toml blocks", blocks.len());
+    for block in &blocks {
+        if block.contains("[[rule]]") {
+            if let Err(error) = toml::from_str::<palisade::signatures::rule::RuleFile>(block) {
+                panic!("README rule example does not match the rule format: {error}\n{block}");
+            }
+            continue;
+        }
+        if let Err(error) = toml::from_str::<palisade::config::Config>(block) {
+            panic!("README block does not match the schema: {error}\n{block}");
+        }
+    }
+}

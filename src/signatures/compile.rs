@@ -258,7 +258,11 @@ impl FieldMatcher {
                 }
             }
         }
-        if let Some((regex, atom_ids)) = &self.regex {
+        // Most values match no regex: a plain `is_match` answers that
+        // without the overlapping search or the pattern set.
+        if let Some((regex, atom_ids)) = &self.regex
+            && regex.is_match(value)
+        {
             let mut set = PatternSet::new(regex.pattern_len());
             regex.which_overlapping_matches(&Input::new(value), &mut set);
             hits.extend(set.iter().map(|pattern| atom_ids[pattern.as_usize()]));

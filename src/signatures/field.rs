@@ -92,8 +92,12 @@ impl Field {
             Field::Path => out.push(bytes(view.path)),
             Field::Query => {
                 if let Some(query) = view.query {
-                    let plus_as_space = query.replace('+', " ");
-                    out.push(Cow::Owned(percent_encoding::percent_decode_str(&plus_as_space).collect()));
+                    if query.contains(['%', '+']) {
+                        let plus_as_space = query.replace('+', " ");
+                        out.push(Cow::Owned(percent_encoding::percent_decode_str(&plus_as_space).collect()));
+                    } else {
+                        out.push(bytes(query));
+                    }
                 }
             }
             Field::Method => out.push(bytes(view.method.as_str())),

@@ -69,6 +69,9 @@ struct ServeArgs {
     /// Trusted proxy network; repeat for several (replaces server.trusted_proxies).
     #[arg(long = "trusted-proxy")]
     trusted_proxies: Vec<String>,
+    /// Share counters through this Redis, e.g. redis://127.0.0.1:6379 (overrides store.redis_url).
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 impl ServeArgs {
@@ -89,6 +92,10 @@ impl ServeArgs {
         }
         if !self.trusted_proxies.is_empty() {
             config.server.trusted_proxies = self.trusted_proxies.iter().cloned().map(unspanned).collect();
+        }
+        if let Some(redis) = &self.redis {
+            config.store.redis_url = unspanned(redis.clone());
+            config.store.redis_cluster.clear();
         }
         Ok(config)
     }
@@ -180,9 +187,16 @@ fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: Share
 
 async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterStore>, SharedClock)> {
     let clock: SharedClock = Arc::new(SystemClock);
-    let store = Arc::new(CounterStore::Local(LocalStore::new(clock.clone())));
+    let store = match App::build_store(config, clock.clone()).await {
+        Ok(store) => store,
+        // Bad store settings: `compile` reports them with their lines.
+        Err(_) => Arc::new(CounterStore::Local(LocalStore::new(clock.clone()))),
+    };
     let app = compile(config, source, store.clone(), clock.clone())?;
     let metrics = Arc::new(Metrics::default());
+    if let CounterStore::Redis(redis) = &*store {
+        metrics.attach_store(redis.metrics());
+    }
     let log = match DecisionLog::open(&config.decision_log, metrics.clone()) {
         Ok(log) => log,
         Err(error) => {

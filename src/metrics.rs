@@ -145,6 +145,8 @@ pub struct Metrics {
     pub rejected_requests: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// The shared store's numbers, when counters live in Redis.
+    store: std::sync::OnceLock<Arc<StoreMetrics>>,
 }
 
 impl Metrics {
@@ -162,6 +164,11 @@ impl Metrics {
 
     pub fn record_upstream_error(&self, kind: &'static str) {
         bump(&self.upstream_errors, kind);
+    }
+
+    /// Render the shared store's metrics with these.
+    pub fn attach_store(&self, store: Arc<StoreMetrics>) {
+        let _ = self.store.set(store);
     }
 
     pub fn requests(&self, route: &str, action: Action) -> u64 {
@@ -237,7 +244,110 @@ impl Metrics {
             let _ =
                 writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
         }
+        if let Some(store) = self.store.get() {
+            store.render(&mut out);
+        }
         out
+    }
+}
+
+/// The Redis store's health: round trips, errors, and time spent counting
+/// locally because Redis was unavailable.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    pub roundtrip: LatencyHistogram,
+    errors: Counts<&'static str>,
+    /// Requests decided on local counters because Redis was unavailable.
+    pub fallback_requests: AtomicU64,
+    /// Requests answered from a remembered denial, without a Redis call.
+    pub cached_denials: AtomicU64,
+    /// Background writes dropped because the queue was full.
+    pub writes_dropped: AtomicU64,
+    /// Whether Redis is up, and fallback time so far.
+    health: Mutex<StoreHealth>,
+}
+
+#[derive(Debug, Default)]
+struct StoreHealth {
+    up: bool,
+    down_since: Option<std::time::Instant>,
+    down_before: Duration,
+}
+
+impl StoreMetrics {
+    pub fn record_error(&self, kind: &'static str) {
+        bump(&self.errors, kind);
+    }
+
+    pub fn set_up(&self, up: bool) {
+        let Ok(mut health) = self.health.lock() else { return };
+        match (up, health.down_since) {
+            (true, Some(since)) => {
+                health.down_before += since.elapsed();
+                health.down_since = None;
+            }
+            (false, None) => health.down_since = Some(std::time::Instant::now()),
+            _ => {}
+        }
+        health.up = up;
+    }
+
+    /// Whether Redis is up, and seconds spent in fallback so far.
+    pub fn health(&self) -> (bool, f64) {
+        match self.health.lock() {
+            Ok(health) => {
+                let down = health.down_before + health.down_since.map(|s| s.elapsed()).unwrap_or_default();
+                (health.up, down.as_secs_f64())
+            }
+            Err(_) => (false, 0.0),
+        }
+    }
+
+    pub fn errors(&self, kind: &str) -> u64 {
+        summed(&self.errors).iter().filter(|(k, _)| **k == kind).map(|(_, n)| n).sum()
+    }
+
+    fn render(&self, out: &mut String) {
+        let (up, down_seconds) = self.health();
+        let _ = writeln!(
+            out,
+            "# HELP palisade_store_redis_up Whether counters are shared through Redis (0: local fallback).\n\
+             # TYPE palisade_store_redis_up gauge\npalisade_store_redis_up {}",
+            u8::from(up)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP palisade_store_fallback_seconds_total Time spent counting locally because Redis was unavailable.\n\
+             # TYPE palisade_store_fallback_seconds_total counter\npalisade_store_fallback_seconds_total {down_seconds:.3}"
+        );
+        out.push_str("# HELP palisade_store_redis_errors_total Failed Redis calls, by kind.\n");
+        out.push_str("# TYPE palisade_store_redis_errors_total counter\n");
+        let mut rows: Vec<_> = summed(&self.errors).into_iter().collect();
+        rows.sort();
+        for (kind, count) in rows {
+            let _ = writeln!(out, "palisade_store_redis_errors_total{{kind=\"{kind}\"}} {count}");
+        }
+        for (name, help, value) in [
+            (
+                "palisade_store_fallback_requests_total",
+                "Requests decided on local counters because Redis was unavailable.",
+                &self.fallback_requests,
+            ),
+            (
+                "palisade_store_cached_denials_total",
+                "Requests answered from a remembered ban or limit, without a Redis call.",
+                &self.cached_denials,
+            ),
+            (
+                "palisade_store_writes_dropped_total",
+                "Background counter writes dropped because the queue was full.",
+                &self.writes_dropped,
+            ),
+        ] {
+            let _ =
+                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+        }
+        self.roundtrip.render(out, "palisade_store_redis_roundtrip_seconds", "Redis round trips (one per request).");
     }
 }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use crate::clock::{Nanos, SharedClock};
-use crate::config::{Config, Invalid, RouteMode};
+use crate::config::{Config, Invalid, RateLimitConfig, RouteMode, StoreFailure};
 use crate::credential::{CredentialStage, KeyHasher, LoginAttempt, ResponseFacts};
 use crate::decide::{Decider, Verdict};
 use crate::detect::{ClientRouteRateLimit, Detector};
@@ -17,10 +17,32 @@ use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
 use crate::signal::{Action, Evidence, Signal};
 use crate::signatures::SignatureSet;
-use crate::store::{CounterPlan, CounterReadings, CounterStore, GcraReading};
+use crate::store::{CounterPlan, CounterReadings, CounterStore, GcraReading, Key};
 use crate::view::RequestView;
 
 pub const PARTNER_QUOTA_ID: &str = "partner.quota";
+/// The shared store was unavailable on a route set to fail closed.
+pub const STORE_UNAVAILABLE_ID: &str = "store.unavailable";
+
+/// A request between planning and detecting: what `begin` learned and
+/// the counter operations it needs.
+struct Pending {
+    at: Nanos,
+    request_id: RequestId,
+    identity: Identity,
+    plan: CounterPlan,
+    login: Option<LoginAttempt>,
+    /// A partner's quota key and limit.
+    quota: Option<(Key, RateLimitConfig)>,
+}
+
+fn store_unavailable() -> Signal {
+    let mut signal = Signal::new(Arc::from(STORE_UNAVAILABLE_ID), 0);
+    signal.action = Some(Action::Block);
+    signal.retry_after = Some(std::time::Duration::from_secs(1));
+    signal.evidence = vec![Evidence::text("shared_store", "unavailable; route fails closed")];
+    signal
+}
 
 /// Everything the pipeline decided about one request.
 #[derive(Debug, Clone)]
@@ -144,24 +166,61 @@ impl Pipeline {
         (path, route)
     }
 
-    /// Run identify → detect → decide over one request.
+    /// Run identify → detect → decide over one request, on counters that
+    /// answer at once (the in-process store; a Redis store's local
+    /// counters): replay, explain and benches.
     pub fn evaluate(&self, view: &RequestView<'_>) -> Decision {
+        let pending = self.begin(view);
+        let mut readings = CounterReadings::default();
+        self.store.execute(&pending.plan, pending.at, &mut readings);
+        self.finish(view, pending, &readings)
+    }
+
+    /// The same, with the counters where they are shared: one round trip
+    /// to Redis when it is configured (serving).
+    pub async fn evaluate_shared(&self, view: &RequestView<'_>) -> Decision {
+        let pending = self.begin(view);
+        let mut readings = CounterReadings::default();
+        self.store.execute_shared(&pending.plan, pending.at, &mut readings).await;
+        self.finish(view, pending, &readings)
+    }
+
+    /// Identify, and plan every counter operation the request needs.
+    fn begin(&self, view: &RequestView<'_>) -> Pending {
         let at = self.clock.now();
         let request_id = self.request_ids.next_id();
         let identity = self.parts.allowlist.identify(view.headers, view.client_ip);
-        let mut plan = CounterPlan::default();
-        let mut readings = CounterReadings::default();
-        let mut signals = Vec::new();
-
         if let Identity::Partner { partner, .. } = &identity {
             // Partners skip bot heuristics but not their quota.
-            let quota_key = partner.quota.map(|quota| {
-                let key = format!("pq:{}", partner.name);
-                plan.gcra(key.as_str().into(), quota);
-                key
+            let mut plan = CounterPlan::new(Arc::from(format!("partner:{}", partner.name)));
+            let quota = partner.quota.map(|quota| {
+                let key: Key = Arc::from(format!("pq:{}", partner.name));
+                plan.gcra(key.clone(), quota);
+                (key, quota)
             });
-            self.store.execute(&plan, at, &mut readings);
-            if let (Some(key), Some(quota)) = (quota_key, partner.quota)
+            return Pending { at, request_id, identity, plan, login: None, quota };
+        }
+        let mut plan = CounterPlan::new(view.route.name.clone());
+        let login = view.route.abuse.as_ref().and_then(|_| self.parts.credential.attempt(view));
+        for detector in &self.parts.detectors {
+            detector.plan(view, &mut plan);
+        }
+        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
+            self.parts.credential.plan(attempt, abuse, &mut plan);
+        }
+        Pending { at, request_id, identity, plan, login, quota: None }
+    }
+
+    /// Detect over the readings, decide, and record what the decision
+    /// changes in the store.
+    fn finish(&self, view: &RequestView<'_>, pending: Pending, readings: &CounterReadings) -> Decision {
+        let Pending { at, request_id, identity, plan, login, quota } = pending;
+        let mut signals = Vec::new();
+        if readings.degraded() && view.route.store_failure == StoreFailure::Closed {
+            signals.push(store_unavailable());
+        }
+        if matches!(identity, Identity::Partner { .. }) {
+            if let Some((key, quota)) = quota
                 && let Some(GcraReading::Limited { retry_after }) = readings.gcra(&key)
             {
                 let mut signal = Signal::new(Arc::from(PARTNER_QUOTA_ID), 0);
@@ -189,21 +248,12 @@ impl Pipeline {
             };
         }
 
-        // Detect: every detector's counter operations in one store call.
-        let login = view.route.abuse.as_ref().and_then(|_| self.parts.credential.attempt(view));
         for detector in &self.parts.detectors {
-            detector.plan(view, &mut plan);
-        }
-        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
-            self.parts.credential.plan(attempt, abuse, &mut plan);
-        }
-        self.store.execute(&plan, at, &mut readings);
-        for detector in &self.parts.detectors {
-            detector.detect(view, &readings, &mut signals);
+            detector.detect(view, readings, &mut signals);
         }
         let mut bans = Vec::new();
         if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
-            self.parts.credential.detect(attempt, abuse, &readings, &mut signals, &mut bans);
+            self.parts.credential.detect(attempt, abuse, readings, &mut signals, &mut bans);
         }
 
         // Decide, then record what the decision changes in the store.
@@ -211,11 +261,10 @@ impl Pipeline {
         if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
             let action = verdict.enforced.action;
             let enforced_bans = if action == Action::Block { &bans[..] } else { &[] };
-            plan.clear();
-            self.parts.credential.record_decision(attempt, abuse, action.stops_request(), enforced_bans, &mut plan);
-            if !plan.is_empty() {
-                readings.clear();
-                self.store.execute(&plan, at, &mut readings);
+            let mut writes = CounterPlan::new(plan.shard_key().clone());
+            self.parts.credential.record_decision(attempt, abuse, action.stops_request(), enforced_bans, &mut writes);
+            if !writes.is_empty() {
+                self.store.write(writes, at);
             }
         }
         let fingerprint = view.fingerprint().to_string();
@@ -227,10 +276,9 @@ impl Pipeline {
     pub fn observe(&self, route: &Route, decision: &Decision, response: &ResponseFacts<'_>) -> Option<LoginOutcome> {
         let outcome = crate::credential::classify(route.login.as_ref()?, response)?;
         if let (Some(attempt), Some(abuse)) = (&decision.login, &route.abuse) {
-            let mut plan = CounterPlan::default();
+            let mut plan = CounterPlan::new(route.name.clone());
             self.parts.credential.observe(attempt, abuse, outcome, &mut plan);
-            let mut readings = CounterReadings::default();
-            self.store.execute(&plan, self.clock.now(), &mut readings);
+            self.store.write(plan, self.clock.now());
         }
         Some(outcome)
     }

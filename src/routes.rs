@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use regex_automata::meta::Regex;
 
-use crate::config::{AbuseConfig, Config, Invalid, LoginConfig, RateLimitConfig, RouteConfig, RouteMode};
+use crate::config::{AbuseConfig, Config, Invalid, LoginConfig, RateLimitConfig, RouteConfig, RouteMode, StoreFailure};
 
 /// What kind of endpoint a route is; detectors tune themselves by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,6 +109,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub profile: RouteProfile,
     pub mode: RouteMode,
+    /// What to do while the shared store is unavailable.
+    pub store_failure: StoreFailure,
     pub rate_limit: Option<RateLimitConfig>,
     pub login: Option<LoginSpec>,
     /// Credential-abuse thresholds, on login routes.
@@ -157,6 +159,7 @@ impl RouteTable {
             name: Arc::from("default"),
             profile: RouteProfile::Default,
             mode: RouteMode::Enforce,
+            store_failure: StoreFailure::Open,
             rate_limit: None,
             login: None,
             abuse: None,
@@ -262,6 +265,7 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
         name: Arc::from(config.name.as_str()),
         profile,
         mode: config.mode,
+        store_failure: config.on_store_failure,
         rate_limit: config.rate_limit,
         login,
         abuse,

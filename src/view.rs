@@ -37,7 +37,7 @@ pub struct RequestView<'a> {
     /// listen stage could see them (HTTP/1).
     pub wire_names: Option<&'a [Box<str>]>,
     /// palisade's HTTP fingerprint, computed when first asked for.
-    fingerprint: std::cell::OnceCell<String>,
+    fingerprint: std::sync::OnceLock<String>,
 }
 
 impl<'a> RequestView<'a> {
@@ -74,7 +74,7 @@ impl<'a> RequestView<'a> {
             body,
             ja4: None,
             wire_names: None,
-            fingerprint: std::cell::OnceCell::new(),
+            fingerprint: std::sync::OnceLock::new(),
         }
     }
 

@@ -280,6 +280,17 @@ pub enum RouteMode {
     Monitor,
 }
 
+/// What a route does while the shared store (Redis) is unavailable.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreFailure {
+    /// Keep serving, counting on this replica's own counters.
+    #[default]
+    Open,
+    /// Answer 503 (detection `store.unavailable`) until Redis is back.
+    Closed,
+}
+
 /// A route: which requests it covers and how they are protected.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,6 +307,10 @@ pub struct RouteConfig {
     pub methods: Vec<Spanned<String>>,
     #[serde(default)]
     pub mode: RouteMode,
+    /// While Redis is unavailable: `open` (serve on local counters) or
+    /// `closed` (answer 503).
+    #[serde(default)]
+    pub on_store_failure: StoreFailure,
     /// Limit per client address on this route.
     pub rate_limit: Option<RateLimitConfig>,
     /// Where the username is, for login routes.
@@ -410,7 +425,7 @@ impl Default for AbuseConfig {
 }
 
 /// Counter keys and shared state.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Secret for the keyed hashes that stand in for usernames and client
@@ -418,6 +433,35 @@ pub struct StoreConfig {
     /// variable, else a random key per process (counters then do not
     /// survive a restart, and replicas do not share them).
     pub hash_key: String,
+    /// One Redis server shared by every replica (`redis://host:port/db`).
+    /// Empty (and no `redis_cluster`): counters stay in this process.
+    pub redis_url: Spanned<String>,
+    /// Redis Cluster: some of its nodes (`redis://host:port`), instead of
+    /// `redis_url`.
+    pub redis_cluster: Vec<Spanned<String>>,
+    /// First part of every Redis key, so deployments can share a Redis.
+    pub key_prefix: String,
+    /// Longest wait for one Redis round trip before the request is decided
+    /// on local counters and Redis is marked down.
+    pub timeout_ms: u64,
+    /// Longest wait to connect to Redis.
+    pub connect_timeout_ms: u64,
+    /// How often a replica counting locally checks whether Redis is back.
+    pub retry_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            hash_key: String::new(),
+            redis_url: unspanned(String::new()),
+            redis_cluster: Vec::new(),
+            key_prefix: "palisade".to_string(),
+            timeout_ms: 5,
+            connect_timeout_ms: 500,
+            retry_interval_ms: 250,
+        }
+    }
 }
 
 /// The breached-password check.
@@ -459,6 +503,7 @@ fn default_routes() -> Vec<RouteConfig> {
             path_regex: None,
             methods: vec![unspanned("POST".into())],
             mode: RouteMode::Enforce,
+            on_store_failure: StoreFailure::Open,
             rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(20) }),
             login: Some(LoginConfig::default()),
         },
@@ -469,6 +514,7 @@ fn default_routes() -> Vec<RouteConfig> {
             path_regex: None,
             methods: Vec::new(),
             mode: RouteMode::Enforce,
+            on_store_failure: StoreFailure::Open,
             rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(10) }),
             login: None,
         },

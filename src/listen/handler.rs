@@ -71,7 +71,7 @@ pub async fn handle(
         )
         .with_ja4(connection.ja4.as_deref())
         .with_wire_names(wire_names.as_deref());
-        app.pipeline.evaluate(&view)
+        app.pipeline.evaluate_shared(&view).await
     };
     let decision_time = started.elapsed();
     runtime.metrics.decision_latency.record(decision_time);

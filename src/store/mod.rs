@@ -8,15 +8,18 @@
 //! view and the readings, testable without a store at all.
 //!
 //! The in-process backend ([`LocalStore`]) is the default and needs
-//! nothing else running.
+//! nothing else running; the Redis backend ([`RedisStore`]) shares the
+//! counters between replicas.
 
 mod local;
+pub mod redis;
 pub mod sketch;
 pub mod window;
 
 use std::time::Duration;
 
-pub use local::LocalStore;
+pub use local::{LocalStore, quota};
+pub use redis::{RedisSettings, RedisStore, RedisTarget, TimeSource};
 
 use crate::clock::Nanos;
 use crate::config::RateLimitConfig;
@@ -61,10 +64,35 @@ impl CounterOp {
 /// The operations one request needs, executed together.
 #[derive(Debug, Default)]
 pub struct CounterPlan {
+    /// What the plan's keys belong to (a route, a partner): a shared store
+    /// keeps all of them in one place (one Redis Cluster hash tag) so that
+    /// one call can run the whole plan.
+    shard: Key,
     ops: Vec<CounterOp>,
 }
 
 impl CounterPlan {
+    pub fn new(shard: Key) -> Self {
+        CounterPlan { shard, ops: Vec::new() }
+    }
+
+    pub fn shard(&self) -> &str {
+        if self.shard.is_empty() { "_" } else { &self.shard }
+    }
+
+    pub fn shard_key(&self) -> &Key {
+        &self.shard
+    }
+
+    pub fn set_shard(&mut self, shard: Key) {
+        self.shard = shard;
+    }
+
+    /// Add another plan's operations (for merging writes of one shard).
+    pub fn extend(&mut self, other: CounterPlan) {
+        self.ops.extend(other.ops);
+    }
+
     pub fn clear(&mut self) {
         self.ops.clear();
     }
@@ -113,15 +141,53 @@ pub enum Reading {
 #[derive(Debug, Default)]
 pub struct CounterReadings {
     entries: Vec<(Key, Reading)>,
+    degraded: bool,
 }
 
 impl CounterReadings {
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.degraded = false;
     }
 
     pub fn push(&mut self, key: Key, reading: Reading) {
         self.entries.push((key, reading));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> &[(Key, Reading)] {
+        &self.entries
+    }
+
+    fn replace(&mut self, index: usize, reading: Reading) {
+        if let Some(entry) = self.entries.get_mut(index) {
+            entry.1 = reading;
+        }
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.entries.truncate(len);
+    }
+
+    fn append(&mut self, mut other: CounterReadings) {
+        self.entries.append(&mut other.entries);
+    }
+
+    /// Whether the shared store was unavailable and these readings come
+    /// from this replica's own counters.
+    pub fn degraded(&self) -> bool {
+        self.degraded
+    }
+
+    fn set_degraded(&mut self, degraded: bool) {
+        self.degraded = degraded;
     }
 
     fn get(&self, key: &str) -> Option<Reading> {
@@ -158,23 +224,49 @@ impl CounterReadings {
 }
 
 /// The counter store backends.
+// Built once per process and shared behind an `Arc`: the variants' sizes
+// never matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum CounterStore {
     Local(LocalStore),
+    Redis(RedisStore),
 }
 
 impl CounterStore {
-    /// Execute every operation of `plan` at time `now`.
+    /// Execute every operation of `plan` at time `now`, without waiting:
+    /// the in-process store, or a Redis store's in-process counters (for
+    /// replay, explain and benches, which never touch the network).
     pub fn execute(&self, plan: &CounterPlan, now: Nanos, readings: &mut CounterReadings) {
         match self {
             CounterStore::Local(local) => local.execute(plan, now, readings),
+            CounterStore::Redis(redis) => redis.local().execute(plan, now, readings),
         }
     }
 
-    /// Every key the store holds, for audits and tests (no values).
+    /// Execute `plan` where the counters are shared: one Redis round trip
+    /// (or the local fallback), at once for the in-process store.
+    pub async fn execute_shared(&self, plan: &CounterPlan, now: Nanos, readings: &mut CounterReadings) {
+        match self {
+            CounterStore::Local(local) => local.execute(plan, now, readings),
+            CounterStore::Redis(redis) => redis.execute(plan, now, readings).await,
+        }
+    }
+
+    /// Apply a plan that only writes; a shared store sends it in the
+    /// background, so no request waits for it.
+    pub fn write(&self, plan: CounterPlan, now: Nanos) {
+        match self {
+            CounterStore::Local(local) => local.execute(&plan, now, &mut CounterReadings::default()),
+            CounterStore::Redis(redis) => redis.write(plan, now),
+        }
+    }
+
+    /// Every key the store holds in process, for audits and tests (no values).
     pub fn keys(&self) -> Vec<String> {
         match self {
             CounterStore::Local(local) => local.keys(),
+            CounterStore::Redis(redis) => redis.local().keys(),
         }
     }
 }

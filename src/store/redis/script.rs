@@ -1,0 +1,185 @@
+//! A plan as one Lua script call, and the script's reply as readings.
+//!
+//! The script (`plan.lua`) keeps the same state the in-process store keeps
+//! (GCRA arrival times, two fixed windows per count, two HyperLogLogs per
+//! distinct count, decayed sums, bans as keys with a TTL) and replies with
+//! raw window state; the numbers are computed here by the same functions
+//! the in-process store uses, so both backends answer alike.
+
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::clock::Nanos;
+use crate::config::RateLimitConfig;
+use crate::store::window::sliding_estimate;
+use crate::store::{CounterOp, CounterPlan, CounterReadings, GcraReading, Reading};
+
+pub const SOURCE: &str = include_str!("plan.lua");
+
+fn micros(duration: Duration) -> u64 {
+    (duration.as_micros() as u64).max(1)
+}
+
+/// GCRA emission interval and tolerance in microseconds, as governor
+/// derives them from the same quota.
+fn gcra_params(limit: &RateLimitConfig) -> (u64, u64) {
+    let requests = u64::from(limit.requests.max(1));
+    let period = Duration::from_secs(limit.period_secs.max(1));
+    let interval = (period.as_micros() as u64 / requests).max(1);
+    let burst = u64::from(limit.burst.unwrap_or(limit.requests).max(1));
+    (interval, interval * (burst - 1))
+}
+
+/// The Redis key of a plan key: `PREFIX:{SHARD}:KEY`. The braces are a
+/// Cluster hash tag, so every key of one plan lands in one slot.
+pub fn redis_key(prefix: &str, shard: &str, key: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + shard.len() + key.len() + 4);
+    out.push_str(prefix);
+    out.push_str(":{");
+    out.push_str(shard);
+    out.push_str("}:");
+    out.push_str(key);
+    out
+}
+
+/// Fill `invocation` with the plan's keys and arguments. `now` overrides
+/// Redis `TIME` (replaying a capture against Redis; tests).
+pub fn encode(plan: &CounterPlan, prefix: &str, now: Option<Nanos>, invocation: &mut redis::ScriptInvocation<'_>) {
+    invocation.arg(now.map(|n| (n / 1_000).to_string()).unwrap_or_default());
+    let shard = plan.shard();
+    for op in plan.ops() {
+        let key = redis_key(prefix, shard, op.key());
+        match op {
+            CounterOp::Gcra { limit, .. } => {
+                let (interval, tolerance) = gcra_params(limit);
+                invocation.key(key).arg("g").arg(interval).arg(tolerance);
+            }
+            CounterOp::Count { window, add, .. } => {
+                invocation.key(key).arg("c").arg(micros(*window)).arg(*add);
+            }
+            CounterOp::Distinct { window, item, .. } => {
+                let even = format!("{key}:e");
+                let odd = format!("{key}:o");
+                invocation.key(key).key(even).key(odd).arg("d").arg(micros(*window));
+                invocation.arg(item.map(|i| i.to_string()).unwrap_or_default());
+            }
+            CounterOp::Decay { half_life, add, .. } => {
+                invocation.key(key).arg("y").arg(micros(*half_life)).arg(format!("{add:e}"));
+            }
+            CounterOp::BanCheck { .. } => {
+                invocation.key(key).arg("b");
+            }
+            CounterOp::Ban { ttl, .. } => {
+                invocation.key(key).arg("B").arg((ttl.as_millis() as u64).max(1));
+            }
+        }
+    }
+}
+
+/// A reply the script should never give: a bug or a foreign script under
+/// the same SHA.
+#[derive(Debug)]
+pub struct BadReply(pub String);
+
+impl std::fmt::Display for BadReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unexpected reply from the counter script: {}", self.0)
+    }
+}
+
+fn int(value: &Value) -> Result<i64, BadReply> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        Value::BulkString(bytes) => {
+            std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| BadReply(format!("{value:?}")))
+        }
+        other => Err(BadReply(format!("{other:?}"))),
+    }
+}
+
+fn float(value: &Value) -> Result<f64, BadReply> {
+    match value {
+        Value::Int(n) => Ok(*n as f64),
+        Value::BulkString(bytes) => {
+            std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| BadReply(format!("{value:?}")))
+        }
+        other => Err(BadReply(format!("{other:?}"))),
+    }
+}
+
+fn array(value: &Value) -> Result<&[Value], BadReply> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(BadReply(format!("{other:?}"))),
+    }
+}
+
+/// Turn the script's reply into readings, in plan order. Returns the time
+/// the script ran at.
+pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings) -> Result<Nanos, BadReply> {
+    let items = array(reply)?;
+    if items.len() != plan.ops().len() + 1 {
+        return Err(BadReply(format!("{} replies for {} operations", items.len() - 1, plan.ops().len())));
+    }
+    let now = int(&items[0])?.max(0) as u64 * 1_000;
+    for (op, item) in plan.ops().iter().zip(&items[1..]) {
+        let reading = match op {
+            CounterOp::Gcra { .. } => {
+                let pair = array(item)?;
+                if pair.len() != 2 {
+                    return Err(BadReply(format!("{item:?}")));
+                }
+                if int(&pair[0])? == 1 {
+                    Reading::Gcra(GcraReading::Allowed)
+                } else {
+                    let wait = Duration::from_micros(int(&pair[1])?.max(0) as u64);
+                    Reading::Gcra(GcraReading::Limited { retry_after: wait.max(Duration::from_millis(1)) })
+                }
+            }
+            CounterOp::Count { window, .. } => {
+                let state = array(item)?;
+                if state.len() != 3 {
+                    return Err(BadReply(format!("{item:?}")));
+                }
+                let width = (window.as_nanos() as u64).max(1);
+                let (index, current, previous) = (int(&state[0])?, int(&state[1])?, int(&state[2])?);
+                Reading::Number(sliding_estimate(
+                    now / width,
+                    (now % width) as f64 / width as f64,
+                    index.max(0) as u64,
+                    current.max(0) as u64,
+                    previous.max(0) as u64,
+                ))
+            }
+            CounterOp::Distinct { .. } => Reading::Number(int(item)?.max(0) as f64),
+            CounterOp::Decay { .. } => Reading::Number(float(item)?),
+            CounterOp::BanCheck { .. } => {
+                let left = int(item)?;
+                Reading::Ban((left > 0).then(|| Duration::from_millis(left as u64)))
+            }
+            CounterOp::Ban { .. } => Reading::Done,
+        };
+        readings.push(op.key().clone(), reading);
+    }
+    Ok(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_parameters_match_governor_quota() {
+        let limit = RateLimitConfig { requests: 30, period_secs: 60, burst: Some(20) };
+        assert_eq!(gcra_params(&limit), (2_000_000, 38_000_000));
+        let quota = crate::store::local::quota(&limit);
+        assert_eq!(quota.replenish_interval(), Duration::from_micros(2_000_000));
+        assert_eq!(quota.burst_size().get(), 20);
+    }
+
+    #[test]
+    fn keys_share_one_hash_tag_per_plan() {
+        assert_eq!(redis_key("palisade", "login", "login:ip:ab:f"), "palisade:{login}:login:ip:ab:f");
+    }
+}

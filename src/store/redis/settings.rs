@@ -1,0 +1,144 @@
+//! How to reach Redis, from `[store]`: checked when the configuration is
+//! compiled (a malformed URL names its line), connected only when serving.
+
+use std::time::Duration;
+
+use crate::config::{Config, Invalid};
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server (or a proxy in front of several): `redis://host:port/db`.
+    Single(String),
+    /// Redis Cluster, found through any of these nodes.
+    Cluster(Vec<String>),
+}
+
+/// Where the scripts take their time from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSource {
+    /// Redis `TIME`: replicas' clocks never matter (serving).
+    Redis,
+    /// The store's clock, passed to the script (replaying a capture against
+    /// Redis, and tests that need to step time).
+    Clock,
+}
+
+/// How to reach Redis and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub target: RedisTarget,
+    /// First part of every key, so several deployments can share a Redis.
+    pub key_prefix: String,
+    /// Longest wait for one round trip before a request falls back.
+    pub timeout: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+    /// How often a replica in fallback checks whether Redis is back.
+    pub retry_interval: Duration,
+    /// Writes waiting for the background writer before new ones are dropped.
+    pub write_queue: usize,
+    pub time: TimeSource,
+}
+
+impl RedisSettings {
+    pub fn new(target: RedisTarget) -> Self {
+        RedisSettings {
+            target,
+            key_prefix: "palisade".to_string(),
+            timeout: Duration::from_millis(5),
+            connect_timeout: Duration::from_millis(500),
+            retry_interval: Duration::from_millis(250),
+            write_queue: 10_000,
+            time: TimeSource::Redis,
+        }
+    }
+
+    /// Check the addresses without connecting (a malformed URL is an
+    /// error; an unreachable server is only a fallback).
+    pub fn validate(&self) -> Result<(), String> {
+        let urls: Vec<&String> = match &self.target {
+            RedisTarget::Single(url) => vec![url],
+            RedisTarget::Cluster(nodes) if nodes.is_empty() => return Err("no cluster nodes given".to_string()),
+            RedisTarget::Cluster(nodes) => nodes.iter().collect(),
+        };
+        for url in urls {
+            redis::Client::open(url.as_str()).map_err(|e| format!("{url:?} is not a Redis URL: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a keyed-hash secret is configured for every replica alike.
+fn has_shared_hash_key(config: &Config) -> bool {
+    !config.store.hash_key.is_empty() || std::env::var_os("PALISADE_HASH_KEY").is_some_and(|key| !key.is_empty())
+}
+
+impl RedisSettings {
+    /// The Redis settings of `config`, `None` when counters stay in process.
+    pub fn from_config(config: &Config) -> Result<Option<RedisSettings>, Vec<Invalid>> {
+        let store = &config.store;
+        let url = store.redis_url.get_ref();
+        let target = match (url.is_empty(), store.redis_cluster.is_empty()) {
+            (true, true) => return Ok(None),
+            (false, false) => {
+                return Err(vec![Invalid::new(
+                    store.redis_url.span(),
+                    "store.redis_url",
+                    "set either redis_url (one server) or redis_cluster (cluster nodes), not both",
+                )]);
+            }
+            (false, true) => RedisTarget::Single(url.clone()),
+            (true, false) => RedisTarget::Cluster(store.redis_cluster.iter().map(|n| n.get_ref().clone()).collect()),
+        };
+        let mut problems = Vec::new();
+        let urls: Vec<(&toml::Spanned<String>, &str)> = if url.is_empty() {
+            store.redis_cluster.iter().map(|n| (n, "store.redis_cluster")).collect()
+        } else {
+            vec![(&store.redis_url, "store.redis_url")]
+        };
+        for (value, key) in urls {
+            if let Err(error) = redis::Client::open(value.get_ref().as_str()) {
+                problems.push(Invalid::new(
+                    value.span(),
+                    key,
+                    format!(
+                        "{:?} is not a Redis URL ({error}); write redis://HOST:PORT or redis://HOST:PORT/DB",
+                        value.get_ref()
+                    ),
+                ));
+            }
+        }
+        if !has_shared_hash_key(config) {
+            problems.push(Invalid::new(
+                store.redis_url.span(),
+                "store.hash_key",
+                "replicas sharing Redis must hash usernames and addresses with the same secret: \
+                 set store.hash_key (or PALISADE_HASH_KEY) to the same value on every replica",
+            ));
+        }
+        if store.timeout_ms == 0 || store.connect_timeout_ms == 0 || store.retry_interval_ms == 0 {
+            problems.push(Invalid::new(
+                0..0,
+                "store.timeout_ms",
+                "timeout_ms, connect_timeout_ms and retry_interval_ms must be at least 1",
+            ));
+        }
+        if store.key_prefix.contains(['{', '}']) {
+            problems.push(Invalid::new(
+                0..0,
+                "store.key_prefix",
+                "the key prefix must not contain { or } (they mark Redis Cluster hash tags)",
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut settings = RedisSettings::new(target);
+        settings.key_prefix = store.key_prefix.clone();
+        settings.timeout = Duration::from_millis(store.timeout_ms);
+        settings.connect_timeout = Duration::from_millis(store.connect_timeout_ms);
+        settings.retry_interval = Duration::from_millis(store.retry_interval_ms);
+        Ok(Some(settings))
+    }
+}

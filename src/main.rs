@@ -194,9 +194,6 @@ async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterSto
     };
     let app = compile(config, source, store.clone(), clock.clone())?;
     let metrics = Arc::new(Metrics::default());
-    if let CounterStore::Redis(redis) = &*store {
-        metrics.attach_store(redis.metrics());
-    }
     let log = match DecisionLog::open(&config.decision_log, metrics.clone()) {
         Ok(log) => log,
         Err(error) => {

@@ -61,6 +61,9 @@ pub struct Running {
 
 impl Server {
     pub fn new(app: App, log: DecisionLog, metrics: Arc<Metrics>) -> Self {
+        if let crate::store::CounterStore::Redis(redis) = &**app.pipeline.store() {
+            metrics.attach_store(redis.metrics());
+        }
         let client = upstream_client(app.proxy.timeouts.upstream_connect);
         Server { runtime: Arc::new(Runtime { app: ArcSwap::from_pointee(app), metrics, log, client }) }
     }

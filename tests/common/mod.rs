@@ -3,6 +3,8 @@
 //! clients (hyper HTTP/1.1 and HTTP/2, raw TCP for what hyper won't send).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +26,7 @@ use palisade::config::{Config, parse_str, unspanned};
 use palisade::decision_log::DecisionLog;
 use palisade::listen::{Running, Server};
 use palisade::metrics::Metrics;
-use palisade::store::{CounterStore, LocalStore};
+use palisade::store::CounterStore;
 
 /// A request as the upstream received it.
 #[derive(Debug, Clone)]
@@ -167,7 +169,8 @@ impl Palisade {
         config.server.upstream = unspanned(upstream.url());
         config.decision_log.path = log_path.display().to_string();
         let clock: SharedClock = Arc::new(SystemClock);
-        let store = Arc::new(CounterStore::Local(LocalStore::new(clock.clone())));
+        // The store the configuration asks for: Redis when `[store]` names one.
+        let store = App::build_store(config, clock.clone()).await.unwrap_or_else(|e| panic!("test store: {e}"));
         let app = App::build(config, store.clone(), clock, 7).unwrap_or_else(|e| panic!("test config: {e:?}"));
         let metrics = Arc::new(Metrics::default());
         let log = DecisionLog::open(&config.decision_log, metrics.clone()).unwrap();

@@ -160,7 +160,7 @@ impl RedisStore {
         if plan.is_empty() {
             return;
         }
-        if shared.answer_from_denials(plan, now, base, readings) {
+        if shared.settings.cache_denials && shared.answer_from_denials(plan, now, base, readings) {
             shared.metrics.cached_denials.fetch_add(1, Ordering::Relaxed);
             return;
         }

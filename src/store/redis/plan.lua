@@ -113,17 +113,18 @@ while a <= #ARGV do
     reply[#reply + 1] = string.format('%.17g', value)
     a, k = a + 3, k + 1
   elseif op == 'b' then
-    -- Ban check: milliseconds left, 0 when none.
-    local left = redis.call('PTTL', KEYS[k])
+    -- Ban check: microseconds left, 0 when none. A ban key holds its end
+    -- time (and expires with it).
+    local left = (tonumber(redis.call('GET', KEYS[k])) or 0) - now
     if left < 0 then left = 0 end
     reply[#reply + 1] = left
     a, k = a + 1, k + 1
   elseif op == 'B' then
     -- Ban: extend, never shorten.
     local ttl = tonumber(ARGV[a + 1])
-    local left = redis.call('PTTL', KEYS[k])
-    if left < ttl then
-      redis.call('SET', KEYS[k], '1', 'PX', ttl)
+    local ends = now + ttl
+    if (tonumber(redis.call('GET', KEYS[k])) or 0) < ends then
+      redis.call('SET', KEYS[k], fmt(ends), 'PX', ms(ttl))
     end
     reply[#reply + 1] = 0
     a, k = a + 2, k + 1

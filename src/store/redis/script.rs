@@ -71,7 +71,7 @@ pub fn encode(plan: &CounterPlan, prefix: &str, now: Option<Nanos>, invocation: 
                 invocation.key(key).arg("b");
             }
             CounterOp::Ban { ttl, .. } => {
-                invocation.key(key).arg("B").arg((ttl.as_millis() as u64).max(1));
+                invocation.key(key).arg("B").arg(micros(*ttl));
             }
         }
     }
@@ -156,7 +156,7 @@ pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings)
             CounterOp::Decay { .. } => Reading::Number(float(item)?),
             CounterOp::BanCheck { .. } => {
                 let left = int(item)?;
-                Reading::Ban((left > 0).then(|| Duration::from_millis(left as u64)))
+                Reading::Ban((left > 0).then(|| Duration::from_micros(left as u64)))
             }
             CounterOp::Ban { .. } => Reading::Done,
         };

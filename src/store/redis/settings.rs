@@ -39,6 +39,10 @@ pub struct RedisSettings {
     /// Writes waiting for the background writer before new ones are dropped.
     pub write_queue: usize,
     pub time: TimeSource,
+    /// Answer a plan whose limit or ban is known to be in force from this
+    /// replica's memory, without a Redis call (the plan's other counters
+    /// are then not updated in Redis: the request is refused anyway).
+    pub cache_denials: bool,
 }
 
 impl RedisSettings {
@@ -51,6 +55,7 @@ impl RedisSettings {
             retry_interval: Duration::from_millis(250),
             write_queue: 10_000,
             time: TimeSource::Redis,
+            cache_denials: true,
         }
     }
 

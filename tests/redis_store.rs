@@ -1,0 +1,191 @@
+//! The Redis store against the in-process store, operation by operation,
+//! on a real `redis-server`: the same plans at the same (manual) times must
+//! read the same numbers.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::redis::RedisServer;
+use palisade::clock::{Clock, ManualClock, SharedClock};
+use palisade::config::RateLimitConfig;
+use palisade::store::{
+    CounterOp, CounterPlan, CounterReadings, GcraReading, Key, LocalStore, Reading, RedisSettings, RedisStore,
+    RedisTarget, TimeSource,
+};
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+async fn redis_store(server: &RedisServer, clock: SharedClock, time: TimeSource) -> RedisStore {
+    let mut settings = RedisSettings::new(RedisTarget::Single(server.url()));
+    settings.time = time;
+    // Compared operation by operation: every plan must reach Redis (the
+    // denial cache is tested on its own).
+    settings.cache_denials = false;
+    settings.timeout = Duration::from_secs(2);
+    let store = RedisStore::start(settings, clock).await.unwrap();
+    assert!(store.is_up(), "the store connects to the test's redis-server");
+    store
+}
+
+fn random_plan(rng: &mut Rng) -> CounterPlan {
+    let limit = RateLimitConfig { requests: 5, period_secs: 10, burst: Some(3) };
+    let mut plan = CounterPlan::new(Key::from("login"));
+    for _ in 0..1 + rng.below(4) {
+        let key = |rng: &mut Rng, kind: &str| Key::from(format!("{kind}:{}", rng.below(3)));
+        let op = match rng.below(8) {
+            0 | 1 => CounterOp::Gcra { key: key(rng, "g"), limit },
+            2 => CounterOp::Count { key: key(rng, "c"), window: Duration::from_secs(60), add: rng.below(3) },
+            3 => {
+                let item = (rng.below(4) > 0).then(|| rng.below(40).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                CounterOp::Distinct { key: key(rng, "d"), window: Duration::from_secs(30), item }
+            }
+            4 => CounterOp::Decay {
+                key: key(rng, "y"),
+                half_life: Duration::from_secs(60),
+                add: [0.0, 1.0, 0.5][rng.below(3) as usize],
+            },
+            5 | 6 => CounterOp::BanCheck { key: key(rng, "b") },
+            _ => CounterOp::Ban { key: key(rng, "b"), ttl: Duration::from_secs(1 + rng.below(20)) },
+        };
+        plan.push(op);
+    }
+    plan
+}
+
+fn assert_same(step: usize, op: &CounterOp, local: Reading, redis: Reading) {
+    let close = |a: f64, b: f64, tolerance: f64| (a - b).abs() <= tolerance * a.abs().max(1.0);
+    let same = match (local, redis) {
+        (Reading::Gcra(GcraReading::Allowed), Reading::Gcra(GcraReading::Allowed)) => true,
+        (
+            Reading::Gcra(GcraReading::Limited { retry_after: a }),
+            Reading::Gcra(GcraReading::Limited { retry_after: b }),
+        ) => a.abs_diff(b) <= Duration::from_millis(1),
+        (Reading::Number(a), Reading::Number(b)) => match op {
+            CounterOp::Distinct { .. } => close(a, b, 0.02),
+            _ => close(a, b, 1e-9),
+        },
+        (Reading::Ban(None), Reading::Ban(None)) => true,
+        (Reading::Ban(Some(a)), Reading::Ban(Some(b))) => a.abs_diff(b) <= Duration::from_millis(1),
+        (Reading::Done, Reading::Done) => true,
+        _ => false,
+    };
+    assert!(same, "step {step}: {op:?}: in-process read {local:?}, Redis read {redis:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_reads_the_same_in_redis_as_in_process() {
+    let server = RedisServer::start();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    let local = LocalStore::new(clock.clone());
+    let redis = redis_store(&server, clock.clone(), TimeSource::Clock).await;
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut compared = 0;
+    for step in 0..3_000 {
+        // Mostly small steps (limits and bans bite), sometimes whole windows.
+        let advance = match rng.below(10) {
+            0 => Duration::from_secs(rng.below(90)),
+            _ => Duration::from_millis(rng.below(1_500)),
+        };
+        clock.advance(advance);
+        let plan = random_plan(&mut rng);
+        let now = clock.now();
+        let mut from_local = CounterReadings::default();
+        local.execute(&plan, now, &mut from_local);
+        let mut from_redis = CounterReadings::default();
+        redis.execute(&plan, now, &mut from_redis).await;
+        assert!(!from_redis.degraded(), "step {step}: Redis did not answer");
+        assert_eq!(from_local.len(), from_redis.len());
+        for (op, ((_, a), (_, b))) in plan.ops().iter().zip(from_local.entries().iter().zip(from_redis.entries())) {
+            assert_same(step, op, *a, *b);
+            compared += 1;
+        }
+    }
+    println!("{compared} readings compared, all equal");
+    // Every key is under the prefix and the plan's hash tag, with a TTL.
+    for key in server.keys() {
+        assert!(key.starts_with("palisade:{login}:"), "{key}");
+        let ttl: i64 = server.cli(&["PTTL", &key]).trim().parse().unwrap();
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_time_drives_limits_and_bans() {
+    let server = RedisServer::start();
+    // The store's own clock is far off: Redis TIME must be what counts.
+    let clock = Arc::new(ManualClock::new(0));
+    let redis = redis_store(&server, clock.clone(), TimeSource::Redis).await;
+    let limit = RateLimitConfig { requests: 2, period_secs: 60, burst: Some(2) };
+    let mut plan = CounterPlan::new(Key::from("api"));
+    plan.gcra(Key::from("client"), limit);
+    plan.push(CounterOp::Count { key: Key::from("seen"), window: Duration::from_secs(60), add: 1 });
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let mut readings = CounterReadings::default();
+        redis.execute(&plan, clock.now(), &mut readings).await;
+        outcomes.push((readings.gcra("client").unwrap(), readings.number("seen")));
+    }
+    assert_eq!(outcomes[0], (GcraReading::Allowed, 1.0));
+    assert_eq!(outcomes[1], (GcraReading::Allowed, 2.0));
+    match outcomes[2].0 {
+        GcraReading::Limited { retry_after } => {
+            assert!(retry_after > Duration::from_secs(25) && retry_after <= Duration::from_secs(30), "{retry_after:?}")
+        }
+        other => panic!("third request within the minute should be limited, got {other:?}"),
+    }
+    let mut ban = CounterPlan::new(Key::from("api"));
+    ban.push(CounterOp::Ban { key: Key::from("ban"), ttl: Duration::from_secs(30) });
+    redis.execute(&ban, clock.now(), &mut CounterReadings::default()).await;
+    let mut check = CounterPlan::new(Key::from("api"));
+    check.push(CounterOp::BanCheck { key: Key::from("ban") });
+    let mut readings = CounterReadings::default();
+    redis.execute(&check, clock.now(), &mut readings).await;
+    let left = readings.ban("ban").expect("the ban is in Redis");
+    assert!(left > Duration::from_secs(29) && left <= Duration::from_secs(30), "{left:?}");
+    let ttl: i64 = server.cli(&["PTTL", "palisade:{api}:ban"]).trim().parse().unwrap();
+    assert!(ttl > 29_000 && ttl <= 30_000, "the ban key expires with the ban: {ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_denial_costs_no_redis_call_until_it_runs_out() {
+    let server = RedisServer::start();
+    let clock: SharedClock = Arc::new(palisade::clock::SystemClock);
+    let mut settings = RedisSettings::new(RedisTarget::Single(server.url()));
+    settings.timeout = Duration::from_secs(2);
+    let redis = RedisStore::start(settings, clock.clone()).await.unwrap();
+    let limit = RateLimitConfig { requests: 1, period_secs: 1, burst: Some(1) };
+    let mut plan = CounterPlan::new(Key::from("api"));
+    plan.gcra(Key::from("client"), limit);
+    let mut run = async || {
+        let mut readings = CounterReadings::default();
+        redis.execute(&plan, clock.now(), &mut readings).await;
+        readings.gcra("client").unwrap()
+    };
+    assert_eq!(run().await, GcraReading::Allowed);
+    assert!(matches!(run().await, GcraReading::Limited { .. }), "the second request within a second is limited");
+    let calls = server.command_calls("evalsha");
+    for _ in 0..10 {
+        assert!(matches!(run().await, GcraReading::Limited { .. }));
+    }
+    assert_eq!(server.command_calls("evalsha"), calls, "denied requests were answered without Redis");
+    assert_eq!(redis.metrics().cached_denials.load(std::sync::atomic::Ordering::Relaxed), 10);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(run().await, GcraReading::Allowed, "after the retry time the request goes to Redis again");
+    assert_eq!(server.command_calls("evalsha"), calls + 1);
+}

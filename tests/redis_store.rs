@@ -172,7 +172,7 @@ async fn a_known_denial_costs_no_redis_call_until_it_runs_out() {
     let limit = RateLimitConfig { requests: 1, period_secs: 1, burst: Some(1) };
     let mut plan = CounterPlan::new(Key::from("api"));
     plan.gcra(Key::from("client"), limit);
-    let mut run = async || {
+    let run = async || {
         let mut readings = CounterReadings::default();
         redis.execute(&plan, clock.now(), &mut readings).await;
         readings.gcra("client").unwrap()

@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 
 use super::ProxyBody;
 use crate::decision_log::retry_after_secs;
-use crate::pipeline::Decision;
+use crate::pipeline::{Decision, STORE_UNAVAILABLE_ID};
 use crate::signal::Action;
 
 fn json_response(status: StatusCode, body: String) -> Response<ProxyBody> {
@@ -20,9 +20,13 @@ fn json_response(status: StatusCode, body: String) -> Response<ProxyBody> {
     response
 }
 
-/// The 403 or 429 for a decision that stops the request.
+/// The 403, 429 (or 503) for a decision that stops the request.
 pub fn for_decision(decision: &Decision) -> Response<ProxyBody> {
+    let unavailable = decision.enforced_detections().any(|id| id == STORE_UNAVAILABLE_ID);
     let (status, error) = match decision.action() {
+        // A route that fails closed while the shared store is down: the
+        // client did nothing wrong and may retry.
+        _ if unavailable => (StatusCode::SERVICE_UNAVAILABLE, "shared_state_unavailable"),
         Action::RateLimit => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         _ => (StatusCode::FORBIDDEN, "forbidden"),
     };
@@ -39,6 +43,8 @@ pub fn for_decision(decision: &Decision) -> Response<ProxyBody> {
     }
     if let Some(wait) = decision.verdict.enforced.retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+    } else if unavailable {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }

@@ -262,6 +262,13 @@ impl CounterStore {
         }
     }
 
+    /// Wait for background writes to reach the shared store.
+    pub async fn flush(&self) {
+        if let CounterStore::Redis(redis) = self {
+            redis.flush().await;
+        }
+    }
+
     /// Every key the store holds in process, for audits and tests (no values).
     pub fn keys(&self) -> Vec<String> {
         match self {

@@ -39,6 +39,7 @@ pub struct Seen {
 }
 
 /// The test upstream. Paths:
+/// - with an `x-test-status: NNN` header: answers NNN (replayed captures);
 /// - `POST /login`: 200 when the body contains `password=right` (or `"password":"right"`), else 401;
 /// - `/status/NNN`: answers NNN;
 /// - `/slow/MS`: waits MS milliseconds, then 200;
@@ -104,6 +105,10 @@ async fn upstream_answer(
         *response.status_mut() = StatusCode::from_u16(status).unwrap();
         response
     };
+    // A replayed request carries the status it got when it was recorded.
+    if let Some(status) = parts.headers.get("x-test-status").and_then(|v| v.to_str().ok()?.parse().ok()) {
+        return Ok(text(status, "recorded status".into()));
+    }
     if path == "/login" && parts.method == http::Method::POST {
         let body_text = String::from_utf8_lossy(&body);
         let ok = body_text.contains("password=right") || body_text.contains("\"password\":\"right\"");
@@ -164,13 +169,24 @@ impl Palisade {
     }
 
     pub async fn start_config(config: &mut Config, upstream: &Upstream) -> Palisade {
+        let clock: SharedClock = Arc::new(SystemClock);
+        // The store the configuration asks for: Redis when `[store]` names one.
+        let store = App::build_store(config, clock.clone()).await.unwrap_or_else(|e| panic!("test store: {e}"));
+        Self::start_with(config, upstream, store, clock).await
+    }
+
+    /// Start with a given store and clock (a manual clock replays a
+    /// recorded sequence on its own timestamps).
+    pub async fn start_with(
+        config: &mut Config,
+        upstream: &Upstream,
+        store: Arc<CounterStore>,
+        clock: SharedClock,
+    ) -> Palisade {
         let dir = tempfile::tempdir().unwrap();
         let log_path = dir.path().join("decisions.jsonl");
         config.server.upstream = unspanned(upstream.url());
         config.decision_log.path = log_path.display().to_string();
-        let clock: SharedClock = Arc::new(SystemClock);
-        // The store the configuration asks for: Redis when `[store]` names one.
-        let store = App::build_store(config, clock.clone()).await.unwrap_or_else(|e| panic!("test store: {e}"));
         let app = App::build(config, store.clone(), clock, 7).unwrap_or_else(|e| panic!("test config: {e:?}"));
         let metrics = Arc::new(Metrics::default());
         let log = DecisionLog::open(&config.decision_log, metrics.clone()).unwrap();

@@ -43,6 +43,13 @@ use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Key, LocalStor
 use crate::clock::{Nanos, SharedClock};
 use crate::metrics::StoreMetrics;
 
+/// What the background writer is asked to do.
+enum WriteJob {
+    Plan(CounterPlan),
+    /// Answer once every write queued before has been sent.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// A live connection; both kinds are cheap handles to clone.
 #[derive(Clone)]
 enum Connection {
@@ -76,7 +83,7 @@ struct Shared {
     up: AtomicBool,
     probing: AtomicBool,
     denials: std::sync::Mutex<hashbrown::HashMap<Key, Nanos>>,
-    writes: mpsc::Sender<CounterPlan>,
+    writes: mpsc::Sender<WriteJob>,
     metrics: Arc<StoreMetrics>,
 }
 
@@ -210,8 +217,18 @@ impl RedisStore {
         if plan.is_empty() || !shared.up.load(Ordering::Relaxed) {
             return;
         }
-        if shared.writes.try_send(plan).is_err() {
+        if shared.writes.try_send(WriteJob::Plan(plan)).is_err() {
             shared.metrics.writes_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Wait until every write queued so far has been sent (or dropped
+    /// because Redis is down): at shutdown, and where a test needs a
+    /// sequence of requests to see each other's outcomes.
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.shared.writes.send(WriteJob::Flush(done)).await.is_ok() {
+            let _ = wait.await;
         }
     }
 }
@@ -376,26 +393,31 @@ async fn probe(shared: Arc<Shared>) {
 
 /// Send queued writes, merging the plans waiting at one time into one
 /// script call per hash tag. Ends when the store is dropped.
-async fn write_behind(shared: std::sync::Weak<Shared>, mut queue: mpsc::Receiver<CounterPlan>) {
+async fn write_behind(shared: std::sync::Weak<Shared>, mut queue: mpsc::Receiver<WriteJob>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while queue.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         let Some(shared) = shared.upgrade() else { return };
         let mut merged: Vec<CounterPlan> = Vec::new();
-        for plan in batch.drain(..) {
-            match merged.iter_mut().find(|m| m.shard() == plan.shard()) {
-                Some(into) => into.extend(plan),
-                None => merged.push(plan),
+        let mut flushed = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                WriteJob::Plan(plan) => match merged.iter_mut().find(|m| m.shard() == plan.shard()) {
+                    Some(into) => into.extend(plan),
+                    None => merged.push(plan),
+                },
+                WriteJob::Flush(done) => flushed.push(done),
             }
         }
-        let Some(connection) = shared.connection.load_full() else { continue };
-        if !shared.up.load(Ordering::Relaxed) {
-            continue;
-        }
-        for plan in &merged {
-            let now = shared.clock.now();
-            if shared.round_trip(&connection, plan, now).await.is_err() {
-                break;
+        if let Some(connection) = shared.connection.load_full().filter(|_| shared.up.load(Ordering::Relaxed)) {
+            for plan in &merged {
+                let now = shared.clock.now();
+                if shared.round_trip(&connection, plan, now).await.is_err() {
+                    break;
+                }
             }
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
 }

@@ -41,7 +41,7 @@ while a <= #ARGV do
       reply[#reply + 1] = { 0, earliest - now }
     else
       local next_tat = math.max(tat, now) + t
-      redis.call('SET', key, fmt(next_tat), 'PX', ms(next_tat - now) + 1000)
+      redis.call('SET', key, fmt(next_tat), 'PX', ms(next_tat - now) + 10000)
       reply[#reply + 1] = { 1, 0 }
     end
     a, k = a + 3, k + 1

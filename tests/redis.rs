@@ -1,0 +1,314 @@
+//! Several palisade replicas sharing counters through real Redis
+//! processes (one server, then a three-master Cluster) started by the
+//! tests on free ports: one set of limits, bans that hold everywhere, and
+//! serving on through a Redis crash.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::redis::{RedisCluster, RedisServer};
+use common::{Palisade, Upstream, http1_client, login, request, send};
+
+const LOGIN_ATTEMPTS: usize = 300;
+
+/// `[store]` for one Redis server or a Cluster, shared by every replica.
+fn store_toml(redis: &Target<'_>) -> String {
+    let target = match redis {
+        Target::Server(server) => format!("redis_url = \"{}\"", server.url()),
+        Target::Cluster(cluster) => {
+            let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+            format!("redis_cluster = [{}]", nodes.join(", "))
+        }
+    };
+    format!(
+        "[store]\n{target}\nhash_key = \"replicas share this secret\"\n\
+         timeout_ms = 1000\nretry_interval_ms = 100\n"
+    )
+}
+
+enum Target<'a> {
+    Server(&'a RedisServer),
+    Cluster(&'a RedisCluster),
+}
+
+impl Target<'_> {
+    fn flush_all(&self) {
+        match self {
+            Target::Server(server) => assert_eq!(server.cli(&["FLUSHALL"]).trim(), "OK"),
+            Target::Cluster(cluster) => {
+                for node in &cluster.nodes {
+                    assert_eq!(node.cli(&["FLUSHALL"]).trim(), "OK");
+                }
+            }
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        match self {
+            Target::Server(server) => server.keys(),
+            Target::Cluster(cluster) => cluster.keys_by_node().into_iter().flat_map(|(_, keys)| keys).collect(),
+        }
+    }
+}
+
+/// The login route: a limit per client (40 an hour), and the credential
+/// thresholds raised a little (the account and site-wide signals off), so
+/// that a stuffing run is stopped by the failures of its one address.
+const ROUTES: &str = r#"
+[[route]]
+name = "login"
+profile = "login"
+path = "/login"
+methods = ["POST"]
+rate_limit = { requests = 40, period_secs = 3600, burst = 40 }
+
+[route.login.abuse]
+ip_failures = 15
+subnet_failures = 15
+fingerprint_failures = 15
+ip_distinct_usernames = 1000
+subnet_distinct_usernames = 1000
+fingerprint_distinct_usernames = 1000
+username_distinct_addresses = 1000
+site_min_attempts = 100000
+"#;
+
+async fn replicas(count: usize, config: &str, upstream: &Upstream) -> Vec<Palisade> {
+    let mut started = Vec::new();
+    for _ in 0..count {
+        started.push(Palisade::start(config, upstream).await);
+    }
+    started
+}
+
+/// One client (one address, one browser) sends `LOGIN_ATTEMPTS` login
+/// attempts round robin over `replicas`; how many were let through to the
+/// upstream before palisade stopped it.
+async fn attempts_let_through(replicas: &[Palisade], password: &str) -> usize {
+    let client = http1_client();
+    let mut through = 0;
+    for attempt in 0..LOGIN_ATTEMPTS {
+        let replica = &replicas[attempt % replicas.len()];
+        let answer = send(&client, login(&replica.url("/login"), &format!("user{attempt}"), password)).await;
+        if answer.status != 429 && answer.status != 403 {
+            through += 1;
+        }
+    }
+    through
+}
+
+fn within_ten_percent(single: usize, shared: usize) -> bool {
+    (shared as f64 - single as f64).abs() <= (single as f64 * 0.1).max(1.0)
+}
+
+/// The shared-state checks, against one Redis server or a Cluster.
+async fn replicas_share_limits_and_bans(redis: Target<'_>) {
+    let upstream = Upstream::start().await;
+    let config = format!("{}{ROUTES}", store_toml(&redis));
+
+    // A limit: successful logins, stopped by the per-client rate limit.
+    let one = replicas(1, &config, &upstream).await;
+    let single_limit = attempts_let_through(&one, "right").await;
+    drop(one);
+    redis.flush_all();
+    let three = replicas(3, &config, &upstream).await;
+    let shared_limit = attempts_let_through(&three, "right").await;
+    drop(three);
+    redis.flush_all();
+    println!("rate limit: one replica let {single_limit} through, three replicas {shared_limit}");
+    assert!(within_ten_percent(single_limit, shared_limit), "{single_limit} vs {shared_limit}");
+    assert!((40..60).contains(&single_limit), "the 40-request burst: {single_limit}");
+
+    // Credential stuffing: failing logins, stopped by the failure counters
+    // (login outcomes are written to Redis after each upstream answer).
+    let one = replicas(1, &config, &upstream).await;
+    let single_stuffing = attempts_let_through(&one, "wrong").await;
+    drop(one);
+    redis.flush_all();
+    let three = replicas(3, &config, &upstream).await;
+    let shared_stuffing = attempts_let_through(&three, "wrong").await;
+    println!("stuffing: one replica let {single_stuffing} through, three replicas {shared_stuffing}");
+    assert!(within_ten_percent(single_stuffing, shared_stuffing), "{single_stuffing} vs {shared_stuffing}");
+    assert!((5..40).contains(&single_stuffing), "stopped by failures, not the limit: {single_stuffing}");
+    drop(three);
+    redis.flush_all();
+
+    // A ban made through replica A holds on B and C within a second.
+    let three = replicas(3, &config, &upstream).await;
+    let client = http1_client();
+    let (a, b, c) = (&three[0], &three[1], &three[2]);
+    let mut banned_at = None;
+    for attempt in 0..LOGIN_ATTEMPTS {
+        // Failures and refused attempts past twice the threshold: block and
+        // ban; A's next answer names the ban.
+        let answer = send(&client, login(&a.url("/login"), &format!("victim{attempt}"), "wrong")).await;
+        if answer.status == 403 && answer.body.contains("cred.banned") {
+            banned_at = Some(Instant::now());
+            break;
+        }
+    }
+    let banned_at = banned_at.expect("replica A blocked and banned the stuffing client");
+    for (name, replica) in [("B", b), ("C", c)] {
+        loop {
+            // Even the right password: the address is banned.
+            let answer = send(&client, login(&replica.url("/login"), "someone", "right")).await;
+            if answer.status == 403 && answer.body.contains("cred.banned") {
+                println!("ban from A held on {name} {:?} after A set it", banned_at.elapsed());
+                break;
+            }
+            assert!(
+                banned_at.elapsed() < Duration::from_secs(1),
+                "replica {name} still answers {} {} a second after the ban",
+                answer.status,
+                answer.body
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let ban_keys: Vec<String> = redis.keys().into_iter().filter(|k| k.ends_with(":ban")).collect();
+    assert!(!ban_keys.is_empty(), "the ban is a key in Redis: {:?}", redis.keys());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_one_redis_meet_one_limit_and_one_ban() {
+    let server = RedisServer::start();
+    replicas_share_limits_and_bans(Target::Server(&server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_a_redis_cluster_meet_one_limit_and_one_ban() {
+    let cluster = RedisCluster::start(3);
+    replicas_share_limits_and_bans(Target::Cluster(&cluster)).await;
+    // Every key of a route shares the route's hash tag, so each request's
+    // script ran on one node; different routes may live on different nodes.
+    for (port, keys) in cluster.keys_by_node() {
+        for key in &keys {
+            assert!(key.starts_with("palisade:{login}:"), "node {port}: {key}");
+        }
+    }
+}
+
+/// Values of a metric in Prometheus text (summed over label sets).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter(|line| line[name.len()..].starts_with([' ', '{']))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_crash_fails_open_and_sharing_resumes_after_restart() {
+    let mut server = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "[store]\nredis_url = \"{}\"\nhash_key = \"k\"\ntimeout_ms = 200\nretry_interval_ms = 100\n\
+         [[route]]\nname = \"api\"\nprofile = \"api\"\npath = \"/api/*\"\n\
+         rate_limit = {{ requests = 1000000, period_secs = 60 }}\n\
+         [[route]]\nname = \"ledger\"\nprofile = \"payment\"\npath = \"/ledger/*\"\n\
+         on_store_failure = \"closed\"\nrate_limit = {{ requests = 1000000, period_secs = 60 }}\n",
+        server.url()
+    );
+    let palisade = Arc::new(Palisade::start(&config, &upstream).await);
+
+    // Traffic from four clients for the whole test; every answer must be 200.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut traffic = Vec::new();
+    for worker in 0..4 {
+        let (palisade, stop, sent, failed) = (palisade.clone(), stop.clone(), sent.clone(), failed.clone());
+        traffic.push(tokio::spawn(async move {
+            let client = http1_client();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let url = palisade.url(&format!("/api/items/{worker}-{n}"));
+                match client.request(request("GET", &url, &[], "")).await {
+                    Ok(response) if response.status() == 200 => {}
+                    Ok(response) => {
+                        eprintln!("GET {url}: {}", response.status());
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        eprintln!("GET {url}: {error}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let wait_for_requests = async |n: u64| {
+        let target = sent.load(Ordering::Relaxed) + n;
+        while sent.load(Ordering::Relaxed) < target {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    wait_for_requests(200).await;
+    assert!(server.command_calls("evalsha") > 0, "requests are counted in Redis");
+    let client = http1_client();
+    assert_eq!(send(&client, request("GET", &palisade.url("/ledger/1"), &[], "")).await.status, 200);
+
+    // Kill Redis mid-traffic.
+    server.kill();
+    let killed_at = sent.load(Ordering::Relaxed);
+    wait_for_requests(300).await;
+    let metrics = palisade.metrics_text().await;
+    println!("{}", metrics.lines().filter(|l| l.starts_with("palisade_store")).collect::<Vec<_>>().join("\n"));
+    assert_eq!(metric(&metrics, "palisade_store_redis_up"), 0.0);
+    assert!(metric(&metrics, "palisade_store_fallback_requests_total") >= 250.0, "requests counted locally");
+    assert!(metric(&metrics, "palisade_store_redis_errors_total") >= 1.0);
+    assert!(metric(&metrics, "palisade_store_fallback_seconds_total") > 0.0);
+    // The route set to fail closed answers 503 meanwhile, naming why.
+    let closed = send(&client, request("GET", &palisade.url("/ledger/1"), &[], "")).await;
+    assert_eq!(closed.status, 503, "{}", closed.body);
+    assert!(closed.body.contains("store.unavailable"), "{}", closed.body);
+    assert!(closed.headers.contains_key("retry-after"));
+
+    // Restart it (empty): shared counting resumes within two seconds.
+    server.restart();
+    let restarted = Instant::now();
+    while server.command_calls("evalsha") == 0 {
+        assert!(restarted.elapsed() < Duration::from_secs(2), "no shared counting 2 s after Redis came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resumed_after = restarted.elapsed();
+    wait_for_requests(100).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in traffic {
+        task.await.unwrap();
+    }
+    let metrics = palisade.metrics_text().await;
+    assert_eq!(metric(&metrics, "palisade_store_redis_up"), 1.0);
+    assert_eq!(send(&client, request("GET", &palisade.url("/ledger/1"), &[], "")).await.status, 200);
+    assert!(server.keys().iter().any(|k| k.starts_with("palisade:{api}:")), "counters are back in Redis");
+    println!(
+        "{} requests ({} after the kill), {} failed; shared counting resumed {resumed_after:?} after the restart",
+        sent.load(Ordering::Relaxed),
+        sent.load(Ordering::Relaxed) - killed_at,
+        failed.load(Ordering::Relaxed)
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no client request failed while Redis was down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn palisade_starts_and_serves_while_redis_is_unreachable() {
+    // A port nothing listens on: start in fallback, serve, keep probing.
+    let unreachable = RedisServer::start();
+    let url = unreachable.url();
+    drop(unreachable);
+    let upstream = Upstream::start().await;
+    let config = format!("[store]\nredis_url = \"{url}\"\nhash_key = \"k\"\nconnect_timeout_ms = 100\n");
+    let palisade = Palisade::start(&config, &upstream).await;
+    let client = http1_client();
+    for attempt in 0..5 {
+        let answer = send(&client, login(&palisade.url("/login"), &format!("u{attempt}"), "right")).await;
+        assert_eq!(answer.status, 200);
+    }
+    let metrics = palisade.metrics_text().await;
+    assert_eq!(metric(&metrics, "palisade_store_redis_up"), 0.0);
+    assert_eq!(metric(&metrics, "palisade_store_fallback_requests_total"), 5.0);
+}

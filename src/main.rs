@@ -230,6 +230,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let Some(mut signals) = Signals::install() else { return ExitCode::FAILURE };
     let Some((running, store, clock)) = start(&config, &source).await else { return ExitCode::FAILURE };
     let args = Arc::new(args);
+    let started_store = Arc::new(config.store.clone());
     signals
         .wait(&running, async || {
             // SIGHUP: re-read the file, re-apply the flags; keep the running
@@ -237,8 +238,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
             // one worker the runtime runs on this thread, and compiling a
             // configuration must not stall the requests it is serving.
             let (args, source, store, clock) = (args.clone(), source.clone(), store.clone(), clock.clone());
+            let started_store = started_store.clone();
             tokio::task::spawn_blocking(move || {
                 let config = args.load().map_err(|e| e.to_string())?;
+                if store_connection_changed(&started_store, &config.store) {
+                    eprintln!(
+                        "palisade: [store] Redis settings take effect on restart; the running connection is kept"
+                    );
+                }
                 compile(&config, &source, store, clock).ok_or_else(|| "configuration rejected".to_string())
             })
             .await
@@ -247,8 +254,23 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .await;
     eprintln!("palisade: shutting down, letting in-flight requests finish");
     running.shutdown().await;
+    // Counter writes still queued for Redis (login outcomes, bans) go out
+    // before the process ends, if Redis answers within a second.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), store.flush()).await;
     eprintln!("palisade: stopped");
     ExitCode::SUCCESS
+}
+
+/// Whether a reload asks for another Redis than the one connected at start.
+fn store_connection_changed(started: &palisade::config::StoreConfig, now: &palisade::config::StoreConfig) -> bool {
+    let targets = |store: &palisade::config::StoreConfig| {
+        (store.redis_url.get_ref().clone(), store.redis_cluster.iter().map(|n| n.get_ref().clone()).collect::<Vec<_>>())
+    };
+    targets(started) != targets(now)
+        || started.key_prefix != now.key_prefix
+        || started.timeout_ms != now.timeout_ms
+        || started.connect_timeout_ms != now.connect_timeout_ms
+        || started.retry_interval_ms != now.retry_interval_ms
 }
 
 async fn demo(listen: String, admin: String) -> ExitCode {

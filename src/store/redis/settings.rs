@@ -147,3 +147,34 @@ impl RedisSettings {
         Ok(Some(settings))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+
+    /// Problems as `palisade check` prints them (file:line: key: message).
+    fn problems(toml: &str) -> String {
+        parse_str(toml, "t.toml").map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn redis_settings_are_checked_with_their_keys_and_lines() {
+        let config = parse_str("", "t.toml").unwrap();
+        assert!(RedisSettings::from_config(&config).unwrap().is_none(), "no Redis by default");
+        let ok = "[store]\nredis_url = \"redis://127.0.0.1:6379/0\"\nhash_key = \"s\"\ntimeout_ms = 7\n";
+        let settings = RedisSettings::from_config(&parse_str(ok, "t.toml").unwrap()).unwrap().unwrap();
+        assert_eq!(settings.target, RedisTarget::Single("redis://127.0.0.1:6379/0".into()));
+        assert_eq!(settings.timeout, Duration::from_millis(7));
+
+        let both =
+            problems("[store]\nhash_key = \"s\"\nredis_url = \"redis://a:1\"\nredis_cluster = [\"redis://b:2\"]\n");
+        assert!(both.contains("t.toml:3: store.redis_url: set either redis_url"), "{both}");
+        let bad = problems("[store]\nhash_key = \"s\"\nredis_url = \"http://nope\"\n");
+        assert!(bad.contains("t.toml:3: store.redis_url: \"http://nope\" is not a Redis URL"), "{bad}");
+        if std::env::var_os("PALISADE_HASH_KEY").is_none() {
+            let unkeyed = problems("[store]\nredis_url = \"redis://b:2\"\n");
+            assert!(unkeyed.contains("t.toml:2: store.hash_key: replicas sharing Redis"), "{unkeyed}");
+        }
+    }
+}

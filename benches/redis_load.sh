@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Bounded load comparison on 127.0.0.1: palisade with the in-process store
+# against palisade with its counters in a private redis-server, for two
+# kinds of request:
+#
+#   api    GET /api/items on a route with a (never reached) per-client limit:
+#          one counter operation per request
+#   login  a successful login POST on a login route: the limit, the
+#          credential counters (about 25 operations) and the login outcome
+#          written after the upstream answers
+#
+# For the Redis runs it reads `INFO commandstats` before and after, and
+# reports script calls (EVALSHA) and all commands (the script's own
+# commands included) per request, and how many requests fell back to local
+# counters. Prints a markdown table at the end.
+# Every process this script starts is killed on exit.
+#
+# Environment (defaults):
+#   DURATION=10s THREADS=2 CONNECTIONS=50   wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency
+#   REPEAT=1                                runs per row (the median run is shown)
+#   WORKERS=2                               palisade's tokio worker threads
+#   UPSTREAM_PORT=18281 PALISADE_PORT=18283 ADMIN_PORT=18284 REDIS_PORT=18285
+#   SKIP_BUILD=1                            use the binaries already in target/release
+set -euo pipefail
+
+DURATION=${DURATION:-10s}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-50}
+REPEAT=${REPEAT:-1}
+WORKERS=${WORKERS:-2}
+UPSTREAM_PORT=${UPSTREAM_PORT:-18281}
+PALISADE_PORT=${PALISADE_PORT:-18283}
+ADMIN_PORT=${ADMIN_PORT:-18284}
+REDIS_PORT=${REDIS_PORT:-18285}
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+RESULTS_DIR=${RESULTS_DIR:-$TARGET_DIR/load-results}
+mkdir -p "$RESULTS_DIR"
+WORK=$(mktemp -d /tmp/palisade-redis-load.XXXXXX)
+STARTED=()
+
+stop_pid() {
+    kill "$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+    echo "== cargo build --release --examples --bins" >&2
+    cargo build --release --examples --bins >&2
+fi
+for tool in wrk redis-server redis-cli; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "== installing wrk and redis-server" >&2
+        apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk redis-server >&2
+        break
+    fi
+done
+for port in "$UPSTREAM_PORT" "$PALISADE_PORT" "$ADMIN_PORT" "$REDIS_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "redis_load.sh: port $port is in use; set the *_PORT variables" >&2
+        exit 1
+    fi
+done
+
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "redis_load.sh: nothing listens on $1 ($2); its log:" >&2
+    cat "$WORK/$2.log" >&2 || true
+    exit 1
+}
+
+"$TARGET_DIR/release/examples/bench_upstream" "127.0.0.1:$UPSTREAM_PORT" 1 >"$WORK/upstream.log" 2>&1 &
+STARTED+=($!)
+wait_port "$UPSTREAM_PORT" upstream
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+STARTED+=($!)
+wait_port "$REDIS_PORT" redis
+
+cat >"$WORK/palisade.toml" <<EOF
+[decision_log]
+path = "off"
+
+[store]
+hash_key = "load test"
+# Generous, so the comparison measures the shared path: on a 2-core box
+# running wrk, the upstream, palisade and Redis at once, round trips pass
+# the 5 ms default under saturation and requests would fall back to local
+# counters (counted in the last column).
+timeout_ms = 50
+
+[[route]]
+name = "api"
+profile = "api"
+path = "/api/*"
+rate_limit = { requests = 100000000, period_secs = 60 }
+
+[[route]]
+name = "login"
+profile = "login"
+path = "/login"
+methods = ["POST"]
+rate_limit = { requests = 100000000, period_secs = 60 }
+EOF
+
+cat >"$WORK/login.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = "username=alice&password=right"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+EOF
+
+BROWSER=(
+    -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
+    -H 'sec-ch-ua: "Not:A-Brand";v="8", "Chromium";v="156"'
+    -H 'sec-ch-ua-mobile: ?0'
+    -H 'sec-ch-ua-platform: "Linux"'
+    -H 'Accept-Language: en-US'
+    -H 'Accept: */*'
+    -H 'Sec-Fetch-Site: same-origin'
+    -H 'Sec-Fetch-Mode: cors'
+    -H 'Sec-Fetch-Dest: empty'
+)
+
+PALISADE_PID=
+start_palisade() {
+    local log=$1
+    shift
+    TOKIO_WORKER_THREADS=$WORKERS PALISADE_LOG=warn "$TARGET_DIR/release/palisade" serve --config "$WORK/palisade.toml" \
+        --listen "127.0.0.1:$PALISADE_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+        --upstream "http://127.0.0.1:$UPSTREAM_PORT" "$@" >"$WORK/$log.log" 2>&1 &
+    PALISADE_PID=$!
+    STARTED+=("$PALISADE_PID")
+    wait_port "$PALISADE_PORT" "$log"
+}
+
+stat_calls() { # <command> -> calls so far
+    redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' |
+        awk -F'[:=,]' -v name="cmdstat_$1" '$1 == name { print $3; found = 1 } END { if (!found) print 0 }'
+}
+all_calls() {
+    redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' |
+        awk -F'[:=,]' '/^cmdstat_/ && $1 != "cmdstat_info" { sum += $3 } END { print sum + 0 }'
+}
+
+ROWS="$WORK/rows.tsv"
+: >"$ROWS"
+for rep in $(seq "$REPEAT"); do
+    for store in in-process redis; do
+        if [ "$store" = redis ]; then
+            start_palisade "palisade-redis" --redis "redis://127.0.0.1:$REDIS_PORT"
+            last_fallbacks=0
+        else
+            start_palisade "palisade-local"
+        fi
+        for kind in api login; do
+            if [ "$kind" = api ]; then
+                args=("${BROWSER[@]}" "http://127.0.0.1:$PALISADE_PORT/api/items")
+            else
+                args=("${BROWSER[@]}" -s "$WORK/login.lua" "http://127.0.0.1:$PALISADE_PORT/login")
+            fi
+            evalsha_before=$(stat_calls evalsha)
+            all_before=$(all_calls)
+            out="$RESULTS_DIR/redis-load-$kind-$store-$rep.txt"
+            echo "== $kind, $store store (run $rep): wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency" >&2
+            wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${args[@]}" >"$out"
+            cat "$out" >&2
+            # Let the background writer finish before reading the stats.
+            sleep 0.5
+            evalsha=$(($(stat_calls evalsha) - evalsha_before))
+            commands=$(($(all_calls) - all_before))
+            fallbacks=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '$1 == "palisade_store_fallback_requests_total" { print $2; found = 1 } END { if (!found) print "-" }')
+            if [ "$store" = redis ]; then
+                fallback_delta=$((fallbacks - ${last_fallbacks:-0}))
+                last_fallbacks=$fallbacks
+            else
+                fallback_delta=-
+            fi
+            awk -v kind="$kind" -v store="$store" -v evalsha="$evalsha" -v commands="$commands" -v fallback="$fallback_delta" '
+                /Requests\/sec/ { rps = $2 }
+                $1 == "99%" { p99 = $2 }
+                $1 == "50%" { p50 = $2 }
+                /Non-2xx or 3xx/ { bad += $NF }
+                /requests in/ { requests = $1 }
+                END {
+                    per = (store == "redis" && requests > 0) ? sprintf("%.2f", evalsha / requests) : "-"
+                    all = (store == "redis" && requests > 0) ? sprintf("%.1f", commands / requests) : "-"
+                    printf "%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%s\t%s\n", kind, store, rps, p50, p99, bad, per, all, fallback
+                }' "$out" >>"$ROWS"
+        done
+        if [ "$store" = redis ]; then
+            curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^palisade_store_(redis_up|fallback_requests_total|redis_roundtrip_seconds\{quantile="0.(5|99)"\})' >&2 || true
+        fi
+        stop_pid "$PALISADE_PID"
+    done
+done
+
+{
+    echo
+    echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, palisade with $WORKERS tokio workers, $REPEAT run(s) per row (median by req/s)"
+    echo
+    echo "| request | store | req/s | p50 | p99 | non-2xx | script calls / request | Redis commands / request | fallbacks |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    sort -t$'\t' -k1,1 -k2,2 -k3,3n "$ROWS" | awk -F'\t' -v reps="$REPEAT" '
+        { key = $1 "\t" $2; n[key]++; row[key, n[key]] = $0; if (!(key in seen)) { seen[key] = 1; order[++count] = key } }
+        END {
+            for (i = 1; i <= count; i++) {
+                key = order[i]; split(row[key, int((n[key] + 1) / 2)], f, "\t")
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]
+            }
+        }'
+} | tee "$RESULTS_DIR/redis-load-table.md"

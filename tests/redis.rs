@@ -200,62 +200,104 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_crash_fails_open_and_sharing_resumes_after_restart() {
-    let mut server = RedisServer::start();
-    let upstream = Upstream::start().await;
-    let config = format!(
-        "[store]\nredis_url = \"{}\"\nhash_key = \"k\"\ntimeout_ms = 200\nretry_interval_ms = 100\n\
+/// Requests from four clients until stopped; every answer must be 200.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(palisade: &Arc<Palisade>) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut tasks = Vec::new();
+        for worker in 0..4 {
+            let (palisade, stop, sent, failed) = (palisade.clone(), stop.clone(), sent.clone(), failed.clone());
+            tasks.push(tokio::spawn(async move {
+                let client = http1_client();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let url = palisade.url(&format!("/api/items/{worker}-{n}"));
+                    match client.request(request("GET", &url, &[], "")).await {
+                        Ok(response) if response.status() == 200 => {}
+                        Ok(response) => {
+                            eprintln!("GET {url}: {}", response.status());
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            eprintln!("GET {url}: {error}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        Traffic { stop, sent, failed, tasks }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Wait until `n` more requests have been answered.
+    async fn wait_for(&self, n: u64) {
+        let target = self.sent() + n;
+        while self.sent() < target {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stop; the number of failed requests.
+    async fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+fn fault_config(server: &RedisServer) -> String {
+    format!(
+        "[store]\nredis_url = \"{}\"\nhash_key = \"k\"\ntimeout_ms = 200\nconnect_timeout_ms = 200\n\
+         retry_interval_ms = 100\n\
          [[route]]\nname = \"api\"\nprofile = \"api\"\npath = \"/api/*\"\n\
          rate_limit = {{ requests = 1000000, period_secs = 60 }}\n\
          [[route]]\nname = \"ledger\"\nprofile = \"payment\"\npath = \"/ledger/*\"\n\
          on_store_failure = \"closed\"\nrate_limit = {{ requests = 1000000, period_secs = 60 }}\n",
         server.url()
-    );
-    let palisade = Arc::new(Palisade::start(&config, &upstream).await);
+    )
+}
 
-    // Traffic from four clients for the whole test; every answer must be 200.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut traffic = Vec::new();
-    for worker in 0..4 {
-        let (palisade, stop, sent, failed) = (palisade.clone(), stop.clone(), sent.clone(), failed.clone());
-        traffic.push(tokio::spawn(async move {
-            let client = http1_client();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let url = palisade.url(&format!("/api/items/{worker}-{n}"));
-                match client.request(request("GET", &url, &[], "")).await {
-                    Ok(response) if response.status() == 200 => {}
-                    Ok(response) => {
-                        eprintln!("GET {url}: {}", response.status());
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(error) => {
-                        eprintln!("GET {url}: {error}");
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
+/// Wait (at most two seconds) until `server` counts script calls again.
+async fn shared_counting_resumes(server: &RedisServer, calls_before: u64) -> Duration {
+    let since = Instant::now();
+    while server.command_calls("evalsha") <= calls_before {
+        assert!(since.elapsed() < Duration::from_secs(2), "no shared counting 2 s after Redis came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let wait_for_requests = async |n: u64| {
-        let target = sent.load(Ordering::Relaxed) + n;
-        while sent.load(Ordering::Relaxed) < target {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    wait_for_requests(200).await;
+    since.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_crash_fails_open_and_sharing_resumes_after_restart() {
+    let mut server = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let palisade = Arc::new(Palisade::start(&fault_config(&server), &upstream).await);
+    let traffic = Traffic::start(&palisade);
+    traffic.wait_for(200).await;
     assert!(server.command_calls("evalsha") > 0, "requests are counted in Redis");
     let client = http1_client();
     assert_eq!(send(&client, request("GET", &palisade.url("/ledger/1"), &[], "")).await.status, 200);
 
     // Kill Redis mid-traffic.
     server.kill();
-    let killed_at = sent.load(Ordering::Relaxed);
-    wait_for_requests(300).await;
+    let killed_at = traffic.sent();
+    traffic.wait_for(300).await;
     let metrics = palisade.metrics_text().await;
     println!("{}", metrics.lines().filter(|l| l.starts_with("palisade_store")).collect::<Vec<_>>().join("\n"));
     assert_eq!(metric(&metrics, "palisade_store_redis_up"), 0.0);
@@ -270,28 +312,53 @@ async fn a_redis_crash_fails_open_and_sharing_resumes_after_restart() {
 
     // Restart it (empty): shared counting resumes within two seconds.
     server.restart();
-    let restarted = Instant::now();
-    while server.command_calls("evalsha") == 0 {
-        assert!(restarted.elapsed() < Duration::from_secs(2), "no shared counting 2 s after Redis came back");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let resumed_after = restarted.elapsed();
-    wait_for_requests(100).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in traffic {
-        task.await.unwrap();
-    }
+    let resumed_after = shared_counting_resumes(&server, 0).await;
+    traffic.wait_for(100).await;
+    let sent = traffic.sent();
+    let failed = traffic.finish().await;
     let metrics = palisade.metrics_text().await;
     assert_eq!(metric(&metrics, "palisade_store_redis_up"), 1.0);
     assert_eq!(send(&client, request("GET", &palisade.url("/ledger/1"), &[], "")).await.status, 200);
     assert!(server.keys().iter().any(|k| k.starts_with("palisade:{api}:")), "counters are back in Redis");
     println!(
-        "{} requests ({} after the kill), {} failed; shared counting resumed {resumed_after:?} after the restart",
-        sent.load(Ordering::Relaxed),
-        sent.load(Ordering::Relaxed) - killed_at,
-        failed.load(Ordering::Relaxed)
+        "{sent} requests ({} after the kill), {failed} failed; shared counting resumed {resumed_after:?} after the restart",
+        sent - killed_at
     );
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "no client request failed while Redis was down");
+    assert_eq!(failed, 0, "no client request failed while Redis was down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_one_timeout_then_requests_go_local_until_it_answers() {
+    let server = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let palisade = Arc::new(Palisade::start(&fault_config(&server), &upstream).await);
+    let traffic = Traffic::start(&palisade);
+    traffic.wait_for(200).await;
+
+    // Freeze Redis: its connections stay open and nothing answers.
+    server.pause();
+    let paused_at = traffic.sent();
+    traffic.wait_for(300).await;
+    let metrics = palisade.metrics_text().await;
+    assert_eq!(metric(&metrics, "palisade_store_redis_up"), 0.0);
+    let timeouts = metric(&metrics, "palisade_store_redis_errors_total");
+    assert!(timeouts >= 1.0, "the first requests after the freeze timed out");
+    // Requests after the first timeouts did not wait on Redis: they went
+    // local at once (at most one timeout per request in flight then).
+    assert!(timeouts <= 8.0, "{timeouts} timeouts: requests kept waiting on a hung Redis");
+    assert!(metric(&metrics, "palisade_store_fallback_requests_total") >= 250.0);
+
+    server.resume();
+    let calls = server.command_calls("evalsha");
+    let resumed_after = shared_counting_resumes(&server, calls).await;
+    traffic.wait_for(100).await;
+    let sent = traffic.sent();
+    let failed = traffic.finish().await;
+    println!(
+        "{sent} requests ({} after the freeze), {failed} failed, {timeouts} timed out; sharing resumed {resumed_after:?} after the thaw",
+        sent - paused_at
+    );
+    assert_eq!(failed, 0, "no client request failed while Redis hung");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

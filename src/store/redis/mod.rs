@@ -65,11 +65,19 @@ impl Connection {
         }
     }
 
+    /// Whether Redis can take scripts again. For a Cluster, a `PING` that
+    /// one node answers is not enough: the cluster must cover every slot.
     async fn ping(&mut self) -> redis::RedisResult<()> {
-        let ping = redis::cmd("PING");
         match self {
-            Connection::Single(connection) => ping.query_async::<()>(connection).await,
-            Connection::Cluster(connection) => ping.query_async::<()>(connection).await,
+            Connection::Single(connection) => redis::cmd("PING").query_async::<()>(connection).await,
+            Connection::Cluster(connection) => {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(connection).await?;
+                if info.contains("cluster_state:ok") {
+                    Ok(())
+                } else {
+                    Err(redis::RedisError::from((redis::ErrorKind::Client, "cluster_state is not ok")))
+                }
+            }
         }
     }
 }

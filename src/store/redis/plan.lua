@@ -53,14 +53,16 @@ while a <= #ARGV do
     local i, c, p = tonumber(state[1]) or 0, tonumber(state[2]) or 0, tonumber(state[3]) or 0
     if add > 0 then
       local index = math.floor(now / width)
-      if index ~= i then
+      if index == i then
+        c = redis.call('HINCRBY', key, 'c', add)
+      else
+        -- A new window: its key lives until the next window ends.
         if index == i + 1 then p = c else p = 0 end
-        c = 0
+        c = add
         i = index
+        redis.call('HSET', key, 'i', fmt(i), 'c', fmt(c), 'p', fmt(p))
+        redis.call('PEXPIRE', key, ms(2 * width) + 1000)
       end
-      c = c + add
-      redis.call('HSET', key, 'i', fmt(i), 'c', fmt(c), 'p', fmt(p))
-      redis.call('PEXPIRE', key, ms(2 * width) + 1000)
     end
     reply[#reply + 1] = { i, c, p }
     a, k = a + 3, k + 1
@@ -80,14 +82,18 @@ while a <= #ARGV do
     end
     if item ~= '' then
       if current_held ~= index then
+        -- A new window: start its sketch; both keys live until the next
+        -- window ends.
         redis.call('DEL', current)
         redis.call('HSET', meta, field, fmt(index))
         current_held = index
+        redis.call('PFADD', current, item)
+        local ttl = ms(2 * width) + 1000
+        redis.call('PEXPIRE', current, ttl)
+        redis.call('PEXPIRE', meta, ttl)
+      else
+        redis.call('PFADD', current, item)
       end
-      redis.call('PFADD', current, item)
-      local ttl = ms(2 * width) + 1000
-      redis.call('PEXPIRE', current, ttl)
-      redis.call('PEXPIRE', meta, ttl)
     end
     local counted = {}
     if current_held == index then counted[#counted + 1] = current end

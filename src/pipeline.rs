@@ -68,6 +68,16 @@ impl Decision {
         self.verdict.enforced.score
     }
 
+    /// Whether the request is stopped only because the shared store is
+    /// unavailable on a route that fails closed (503, not 403: the client
+    /// did nothing wrong).
+    pub fn only_store_unavailable(&self) -> bool {
+        let monitored = self.mode == RouteMode::Monitor;
+        let acted_on = || self.signals.iter().filter(move |s| !s.shadow && !monitored);
+        acted_on().any(|s| &*s.id == STORE_UNAVAILABLE_ID)
+            && !acted_on().any(|s| &*s.id != STORE_UNAVAILABLE_ID && s.action.is_some_and(Action::stops_request))
+    }
+
     /// Ids of the signals that were acted on (not shadow, not monitored).
     pub fn enforced_detections(&self) -> impl Iterator<Item = &str> {
         let monitored = self.mode == RouteMode::Monitor;
@@ -261,8 +271,14 @@ impl Pipeline {
         if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
             let action = verdict.enforced.action;
             let enforced_bans = if action == Action::Block { &bans[..] } else { &[] };
+            // An attempt refused only because the shared store is down is
+            // not the client's doing: it does not count toward escalation.
+            let store_down_only = signals
+                .iter()
+                .all(|s| &*s.id == STORE_UNAVAILABLE_ID || !s.action.is_some_and(Action::stops_request) || s.shadow);
+            let refused = action.stops_request() && !(readings.degraded() && store_down_only);
             let mut writes = CounterPlan::new(plan.shard_key().clone());
-            self.parts.credential.record_decision(attempt, abuse, action.stops_request(), enforced_bans, &mut writes);
+            self.parts.credential.record_decision(attempt, abuse, refused, enforced_bans, &mut writes);
             if !writes.is_empty() {
                 self.store.write(writes, at);
             }

@@ -349,9 +349,19 @@ async fn a_hung_redis_costs_one_timeout_then_requests_go_local_until_it_answers(
     assert!(metric(&metrics, "palisade_store_fallback_requests_total") >= 250.0);
 
     server.resume();
+    // Back up means the store says so and the fail-closed route serves;
+    // scripts queued during the freeze running late would not show that.
+    let thawed = Instant::now();
+    while metric(&palisade.metrics_text().await, "palisade_store_redis_up") != 1.0 {
+        assert!(thawed.elapsed() < Duration::from_secs(2), "Redis not back in use 2 s after the thaw");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resumed_after = thawed.elapsed();
     let calls = server.command_calls("evalsha");
-    let resumed_after = shared_counting_resumes(&server, calls).await;
     traffic.wait_for(100).await;
+    assert!(server.command_calls("evalsha") > calls, "requests count in Redis again");
+    let client = http1_client();
+    assert_eq!(send(&client, request("GET", &palisade.url("/ledger/1"), &[], "")).await.status, 200);
     let sent = traffic.sent();
     let failed = traffic.finish().await;
     println!(
@@ -363,10 +373,8 @@ async fn a_hung_redis_costs_one_timeout_then_requests_go_local_until_it_answers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn palisade_starts_and_serves_while_redis_is_unreachable() {
-    // A port nothing listens on: start in fallback, serve, keep probing.
-    let unreachable = RedisServer::start();
-    let url = unreachable.url();
-    drop(unreachable);
+    // Port 1 on loopback: nothing listens there, connections are refused.
+    let url = "redis://127.0.0.1:1";
     let upstream = Upstream::start().await;
     let config = format!("[store]\nredis_url = \"{url}\"\nhash_key = \"k\"\nconnect_timeout_ms = 100\n");
     let palisade = Palisade::start(&config, &upstream).await;
@@ -378,4 +386,47 @@ async fn palisade_starts_and_serves_while_redis_is_unreachable() {
     let metrics = palisade.metrics_text().await;
     assert_eq!(metric(&metrics, "palisade_store_redis_up"), 0.0);
     assert_eq!(metric(&metrics, "palisade_store_fallback_requests_total"), 5.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_made_while_redis_was_down_reaches_it_when_it_returns() {
+    let mut server = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "[store]\nredis_url = \"{}\"\nhash_key = \"k\"\ntimeout_ms = 200\nconnect_timeout_ms = 200\n\
+         retry_interval_ms = 100\n{ROUTES}",
+        server.url()
+    );
+    let (a, b) = (Palisade::start(&config, &upstream).await, Palisade::start(&config, &upstream).await);
+    let client = http1_client();
+    server.kill();
+    // Replica A, counting on its own, bans the stuffing client.
+    let mut banned = false;
+    for attempt in 0..LOGIN_ATTEMPTS {
+        let answer = send(&client, login(&a.url("/login"), &format!("victim{attempt}"), "wrong")).await;
+        if answer.status == 403 && answer.body.contains("cred.banned") {
+            banned = true;
+            break;
+        }
+    }
+    assert!(banned, "replica A banned the client on its local counters");
+    assert_eq!(metric(&a.metrics_text().await, "palisade_store_redis_up"), 0.0);
+
+    server.restart();
+    let restarted = Instant::now();
+    loop {
+        let answer = send(&client, login(&b.url("/login"), "someone", "right")).await;
+        if answer.status == 403 && answer.body.contains("cred.banned") {
+            println!("B enforced A's outage ban {:?} after Redis came back", restarted.elapsed());
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(3),
+            "B still answers {} {} 3 s after Redis came back",
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(server.keys().iter().any(|k| k.ends_with(":ban")), "the ban is in Redis");
 }

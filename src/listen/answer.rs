@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 
 use super::ProxyBody;
 use crate::decision_log::retry_after_secs;
-use crate::pipeline::{Decision, STORE_UNAVAILABLE_ID};
+use crate::pipeline::Decision;
 use crate::signal::Action;
 
 fn json_response(status: StatusCode, body: String) -> Response<ProxyBody> {
@@ -22,7 +22,7 @@ fn json_response(status: StatusCode, body: String) -> Response<ProxyBody> {
 
 /// The 403, 429 (or 503) for a decision that stops the request.
 pub fn for_decision(decision: &Decision) -> Response<ProxyBody> {
-    let unavailable = decision.enforced_detections().any(|id| id == STORE_UNAVAILABLE_ID);
+    let unavailable = decision.only_store_unavailable();
     let (status, error) = match decision.action() {
         // A route that fails closed while the shared store is down: the
         // client did nothing wrong and may retry.

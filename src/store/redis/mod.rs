@@ -8,8 +8,8 @@
 //!   the time from Redis `TIME`. Every key of a plan shares one hash tag
 //!   (the route's name), so the script touches one Cluster slot. Writes
 //!   that follow the decision (refused attempts, bans, login outcomes) are
-//!   queued and sent by a background writer, merged per hash tag, never
-//!   awaited by a request.
+//!   queued and sent by a background writer ([`writer`]), merged per hash
+//!   tag, never awaited by a request.
 //! - **Never wait on Redis that is not there.** Every call has a short
 //!   timeout. A failed call marks Redis down; from then on requests use the
 //!   in-process counters at once (fail open, or answer 503 on routes set
@@ -18,16 +18,19 @@
 //! - **The in-process store is always warm.** Every plan also runs against
 //!   a local [`LocalStore`], which counts this replica's own traffic: a
 //!   fallback starts from what the replica saw, not from zero. Denials
-//!   (bans, exhausted limits) are remembered locally until they expire, and
-//!   a request whose key is already denied costs no Redis call.
+//!   (bans, exhausted limits) are remembered ([`denials`]), and a request
+//!   that would only be refused again costs no Redis call.
 //!
 //! Bans reach other replicas through Redis itself: the ban check is part
-//! of every login request's script, and replicas cache only denials, never
-//! the absence of a ban, so a ban set by one replica holds on the others
-//! from their next request.
+//! of every login request's script, and replicas remember only denials,
+//! never the absence of a ban, so a ban set by one replica holds on the
+//! others from their next request. A ban that could not be written (Redis
+//! down, a failed write) is kept and written when Redis answers again.
 
+mod denials;
 mod script;
 mod settings;
+mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,18 +40,13 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc;
 
 pub use script::{SOURCE as SCRIPT_SOURCE, redis_key};
-pub use settings::{RedisSettings, RedisTarget, TimeSource};
+pub use settings::{RedisSettings, RedisTarget, TimeSource, redact_url};
 
-use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Key, LocalStore, Reading};
+use super::{CounterOp, CounterPlan, CounterReadings, LocalStore};
 use crate::clock::{Nanos, SharedClock};
 use crate::metrics::StoreMetrics;
-
-/// What the background writer is asked to do.
-enum WriteJob {
-    Plan(CounterPlan),
-    /// Answer once every write queued before has been sent.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
+use denials::Denials;
+use writer::{PendingBans, WriteJob};
 
 /// A live connection; both kinds are cheap handles to clone.
 #[derive(Clone)]
@@ -64,22 +62,6 @@ impl Connection {
             Connection::Cluster(connection) => invocation.invoke_async(connection).await,
         }
     }
-
-    /// Whether Redis can take scripts again. For a Cluster, a `PING` that
-    /// one node answers is not enough: the cluster must cover every slot.
-    async fn ping(&mut self) -> redis::RedisResult<()> {
-        match self {
-            Connection::Single(connection) => redis::cmd("PING").query_async::<()>(connection).await,
-            Connection::Cluster(connection) => {
-                let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(connection).await?;
-                if info.contains("cluster_state:ok") {
-                    Ok(())
-                } else {
-                    Err(redis::RedisError::from((redis::ErrorKind::Client, "cluster_state is not ok")))
-                }
-            }
-        }
-    }
 }
 
 struct Shared {
@@ -88,9 +70,11 @@ struct Shared {
     local: LocalStore,
     clock: SharedClock,
     connection: ArcSwapOption<Connection>,
+    /// Whether requests go to Redis. Only the change from up to down
+    /// starts a probe, and only a probe sets it up again.
     up: AtomicBool,
-    probing: AtomicBool,
-    denials: std::sync::Mutex<hashbrown::HashMap<Key, Nanos>>,
+    denials: Denials,
+    pending_bans: PendingBans,
     writes: mpsc::Sender<WriteJob>,
     metrics: Arc<StoreMetrics>,
 }
@@ -110,13 +94,6 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Denials remembered at most this long, whatever Redis said: a ban lifted
-/// by hand in Redis is honoured within this time.
-const MAX_CACHED_DENIAL: Duration = Duration::from_secs(60);
-const MAX_CACHED_DENIALS: usize = 100_000;
-/// Plans the writer merges into one script call per hash tag.
-const WRITE_BATCH: usize = 256;
-
 impl RedisStore {
     /// Start the store: try to connect once (bounded by the connect
     /// timeout), and start the background writer. Redis being unreachable
@@ -125,31 +102,27 @@ impl RedisStore {
     pub async fn start(settings: RedisSettings, clock: SharedClock) -> Result<RedisStore, String> {
         settings.validate()?;
         let (writes, queue) = mpsc::channel(settings.write_queue.max(1));
-        let store = RedisStore {
-            shared: Arc::new(Shared {
-                script: redis::Script::new(script::SOURCE),
-                local: LocalStore::new(clock.clone()),
-                clock,
-                connection: ArcSwapOption::empty(),
-                up: AtomicBool::new(false),
-                probing: AtomicBool::new(true),
-                denials: Default::default(),
-                writes,
-                metrics: Arc::new(StoreMetrics::default()),
-                settings,
-            }),
-        };
-        store.shared.metrics.set_up(false);
-        if !store.shared.try_connect().await {
-            tracing::warn!(target = ?store.shared.settings.target, "Redis unreachable at start: counting locally until it answers");
-        }
-        if !store.shared.up.load(Ordering::Relaxed) {
-            tokio::spawn(probe(store.shared.clone()));
+        let shared = Arc::new(Shared {
+            script: redis::Script::new(script::SOURCE),
+            local: LocalStore::new(clock.clone()),
+            clock,
+            connection: ArcSwapOption::empty(),
+            up: AtomicBool::new(false),
+            denials: Denials::default(),
+            pending_bans: PendingBans::default(),
+            writes,
+            metrics: Arc::new(StoreMetrics::default()),
+            settings,
+        });
+        shared.metrics.set_up(false);
+        if shared.check().await {
+            shared.mark_up();
         } else {
-            store.shared.probing.store(false, Ordering::Relaxed);
+            tracing::warn!(target = ?shared.settings.target, "Redis unreachable at start: counting locally until it answers");
+            tokio::spawn(probe(shared.clone()));
         }
-        tokio::spawn(write_behind(Arc::downgrade(&store.shared), queue));
-        Ok(store)
+        tokio::spawn(writer::run(Arc::downgrade(&shared), queue));
+        Ok(RedisStore { shared })
     }
 
     pub fn metrics(&self) -> Arc<StoreMetrics> {
@@ -175,7 +148,7 @@ impl RedisStore {
         if plan.is_empty() {
             return;
         }
-        if shared.settings.cache_denials && shared.answer_from_denials(plan, now, base, readings) {
+        if shared.settings.cache_denials && shared.denials.answer(plan, now, base, readings) {
             shared.metrics.cached_denials.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -187,22 +160,27 @@ impl RedisStore {
                 return;
             }
         };
-        match shared.round_trip(&connection, plan, now).await {
-            Ok((reply, _)) => {
-                let mut remote = CounterReadings::default();
-                match script::decode(plan, &reply, &mut remote) {
-                    Ok(_) => {
-                        shared.remember_denials(plan, &remote, now);
-                        readings.truncate(base);
-                        readings.append(remote);
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "Redis counter script replied in an unexpected shape; using local counters");
-                        shared.metrics.record_error("reply");
-                        shared.metrics.fallback_requests.fetch_add(1, Ordering::Relaxed);
-                        readings.set_degraded(true);
-                    }
-                }
+        let reply = shared.call(&connection, plan, Some(now), shared.settings.timeout).await;
+        let mut remote = CounterReadings::default();
+        let decoded = match reply {
+            Ok((reply, elapsed)) => {
+                shared.metrics.roundtrip.record(elapsed);
+                script::decode(plan, &reply, &mut remote)
+            }
+            .map_err(|error| {
+                tracing::error!(%error, "the Redis counter script replied in an unexpected shape; using local counters");
+                shared.metrics.record_error("reply");
+            }),
+            Err(kind) => {
+                shared.mark_down(kind);
+                Err(())
+            }
+        };
+        match decoded {
+            Ok(_) => {
+                shared.denials.remember_readings(plan, &remote, now);
+                readings.truncate(base);
+                readings.append(remote);
             }
             Err(()) => {
                 shared.metrics.fallback_requests.fetch_add(1, Ordering::Relaxed);
@@ -215,18 +193,19 @@ impl RedisStore {
     /// counted locally at once, sent to Redis by the background writer.
     pub fn write(&self, plan: CounterPlan, now: Nanos) {
         let shared = &self.shared;
-        let mut readings = CounterReadings::default();
-        shared.local.execute(&plan, now, &mut readings);
+        shared.local.execute(&plan, now, &mut CounterReadings::default());
         for op in plan.ops() {
             if let CounterOp::Ban { key, ttl } = op {
-                shared.remember_denial(key, now, *ttl);
+                shared.denials.remember(key, now, *ttl);
+                shared.pending_bans.add(plan.shard_key(), key, now, *ttl);
             }
         }
         if plan.is_empty() || !shared.up.load(Ordering::Relaxed) {
             return;
         }
-        if shared.writes.try_send(WriteJob::Plan(plan)).is_err() {
+        if shared.writes.try_send(WriteJob::Plan(plan, now)).is_err() {
             shared.metrics.writes_dropped.fetch_add(1, Ordering::Relaxed);
+            shared.pending_bans.retry_all();
         }
     }
 
@@ -242,50 +221,53 @@ impl RedisStore {
 }
 
 impl Shared {
-    /// One script call, timed and bounded; a failure marks Redis down.
-    async fn round_trip(
-        self: &Arc<Self>,
+    /// One script call, bounded by `timeout`; the kind of failure.
+    async fn call(
+        &self,
         connection: &Connection,
         plan: &CounterPlan,
-        now: Nanos,
-    ) -> Result<(redis::Value, Duration), ()> {
+        now: Option<Nanos>,
+        timeout: Duration,
+    ) -> Result<(redis::Value, Duration), &'static str> {
         let mut invocation = self.script.prepare_invoke();
-        let time = (self.settings.time == TimeSource::Clock).then_some(now);
+        let time = now.filter(|_| self.settings.time == TimeSource::Clock);
         script::encode(plan, &self.settings.key_prefix, time, &mut invocation);
         let mut connection = connection.clone();
         let started = Instant::now();
-        let result = tokio::time::timeout(self.settings.timeout, connection.invoke(&invocation)).await;
-        let elapsed = started.elapsed();
-        match result {
-            Ok(Ok(reply)) => {
-                self.metrics.roundtrip.record(elapsed);
-                Ok((reply, elapsed))
-            }
+        match tokio::time::timeout(timeout, connection.invoke(&invocation)).await {
+            Ok(Ok(reply)) => Ok((reply, started.elapsed())),
             Ok(Err(error)) => {
-                self.mark_down("error", &error.to_string());
-                Err(())
+                tracing::debug!(%error, "Redis call failed");
+                Err("error")
             }
-            Err(_) => {
-                self.mark_down("timeout", &format!("no answer within {:?}", self.settings.timeout));
-                Err(())
-            }
+            Err(_) => Err("timeout"),
         }
     }
 
-    fn mark_down(self: &Arc<Self>, kind: &'static str, detail: &str) {
+    /// A request's call failed: count locally from now on and probe.
+    fn mark_down(self: &Arc<Self>, kind: &'static str) {
         self.metrics.record_error(kind);
         if self.up.swap(false, Ordering::Relaxed) {
-            tracing::warn!(kind, detail, "Redis unavailable: counting locally until it answers again");
+            tracing::warn!(kind, "Redis unavailable: counting locally until it answers again");
             self.metrics.set_up(false);
-        }
-        if !self.probing.swap(true, Ordering::Relaxed) {
             tokio::spawn(probe(self.clone()));
         }
     }
 
-    /// Connect when there is no connection, then `PING`. Marks Redis up on
-    /// success; on failure drops the connection so the next try starts over.
-    async fn try_connect(&self) -> bool {
+    fn mark_up(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(target = ?self.settings.target, "Redis available: counting in shared state");
+            self.metrics.set_up(true);
+            // Bans made while Redis was away go out now.
+            self.pending_bans.retry_all();
+            let _ = self.writes.try_send(WriteJob::Wake);
+        }
+    }
+
+    /// Whether Redis can take a request's script now: connect when there is
+    /// no connection, then a call that must answer within the request
+    /// timeout. A failure drops the connection so the next try starts over.
+    async fn check(&self) -> bool {
         let connection = match self.connection.load_full() {
             Some(connection) => connection,
             None => match tokio::time::timeout(self.settings.connect_timeout, self.connect()).await {
@@ -301,20 +283,30 @@ impl Shared {
                 Err(_) => return false,
             },
         };
-        let mut pinger = (*connection).clone();
-        match tokio::time::timeout(self.settings.connect_timeout, pinger.ping()).await {
-            Ok(Ok(())) => {
-                if !self.up.swap(true, Ordering::Relaxed) {
-                    tracing::info!(target = ?self.settings.target, "Redis available: counting in shared state");
-                }
-                self.metrics.set_up(true);
-                true
+        let healthy = match &*connection {
+            Connection::Single(_) => {
+                // A script with nothing to do: loads the script if Redis
+                // lost it, and proves scripts run in time.
+                let empty = CounterPlan::default();
+                let timeout = self.settings.timeout.max(Duration::from_millis(1));
+                self.call(&connection, &empty, None, timeout).await.is_ok()
             }
-            _ => {
-                self.connection.store(None);
-                false
+            Connection::Cluster(cluster) => {
+                // One node answering is not enough: every slot must be served.
+                let mut cluster = cluster.clone();
+                let mut command = redis::cmd("CLUSTER");
+                command.arg("INFO");
+                let info = command.query_async::<String>(&mut cluster);
+                matches!(
+                    tokio::time::timeout(self.settings.connect_timeout, info).await,
+                    Ok(Ok(info)) if info.contains("cluster_state:ok")
+                )
             }
+        };
+        if !healthy {
+            self.connection.store(None);
         }
+        healthy
     }
 
     async fn connect(&self) -> redis::RedisResult<Connection> {
@@ -336,96 +328,16 @@ impl Shared {
             }
         }
     }
-
-    /// Answer the plan from remembered denials when one of its limits or
-    /// bans is known to be in force: no Redis call until it runs out.
-    fn answer_from_denials(&self, plan: &CounterPlan, now: Nanos, base: usize, readings: &mut CounterReadings) -> bool {
-        let denials = self.denials.lock().expect("denial cache poisoned");
-        if denials.is_empty() {
-            return false;
-        }
-        let mut denied = false;
-        for (index, op) in plan.ops().iter().enumerate() {
-            let Some(&until) = denials.get(op.key()).filter(|until| **until > now) else { continue };
-            let left = Duration::from_nanos(until - now);
-            match op {
-                CounterOp::Gcra { .. } => {
-                    readings.replace(base + index, Reading::Gcra(GcraReading::Limited { retry_after: left }));
-                    denied = true;
-                }
-                CounterOp::BanCheck { .. } => {
-                    readings.replace(base + index, Reading::Ban(Some(left)));
-                    denied = true;
-                }
-                _ => {}
-            }
-        }
-        denied
-    }
-
-    fn remember_denials(&self, plan: &CounterPlan, readings: &CounterReadings, now: Nanos) {
-        for (op, (_, reading)) in plan.ops().iter().zip(readings.entries()) {
-            match reading {
-                Reading::Gcra(GcraReading::Limited { retry_after }) => {
-                    self.remember_denial(op.key(), now, *retry_after)
-                }
-                Reading::Ban(Some(left)) => self.remember_denial(op.key(), now, *left),
-                _ => {}
-            }
-        }
-    }
-
-    fn remember_denial(&self, key: &Key, now: Nanos, left: Duration) {
-        let until = now + left.min(MAX_CACHED_DENIAL).as_nanos() as u64;
-        let mut denials = self.denials.lock().expect("denial cache poisoned");
-        if denials.len() >= MAX_CACHED_DENIALS {
-            denials.retain(|_, until| *until > now);
-        }
-        if denials.len() < MAX_CACHED_DENIALS {
-            let entry = denials.entry(key.clone()).or_insert(until);
-            *entry = (*entry).max(until);
-        }
-    }
 }
 
-/// Reconnect in the background until Redis answers, then stop.
+/// Check Redis every retry interval until it can take requests again,
+/// then mark it up and stop. Started only by the change from up to down.
 async fn probe(shared: Arc<Shared>) {
     loop {
-        if shared.try_connect().await {
-            shared.probing.store(false, Ordering::Relaxed);
-            return;
-        }
         tokio::time::sleep(shared.settings.retry_interval).await;
-    }
-}
-
-/// Send queued writes, merging the plans waiting at one time into one
-/// script call per hash tag. Ends when the store is dropped.
-async fn write_behind(shared: std::sync::Weak<Shared>, mut queue: mpsc::Receiver<WriteJob>) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while queue.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        let Some(shared) = shared.upgrade() else { return };
-        let mut merged: Vec<CounterPlan> = Vec::new();
-        let mut flushed = Vec::new();
-        for job in batch.drain(..) {
-            match job {
-                WriteJob::Plan(plan) => match merged.iter_mut().find(|m| m.shard() == plan.shard()) {
-                    Some(into) => into.extend(plan),
-                    None => merged.push(plan),
-                },
-                WriteJob::Flush(done) => flushed.push(done),
-            }
-        }
-        if let Some(connection) = shared.connection.load_full().filter(|_| shared.up.load(Ordering::Relaxed)) {
-            for plan in &merged {
-                let now = shared.clock.now();
-                if shared.round_trip(&connection, plan, now).await.is_err() {
-                    break;
-                }
-            }
-        }
-        for done in flushed {
-            let _ = done.send(());
+        if shared.check().await {
+            shared.mark_up();
+            return;
         }
     }
 }

@@ -50,7 +50,8 @@ while a <= #ARGV do
     local width, add = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
     local key = KEYS[k]
     local state = redis.call('HMGET', key, 'i', 'c', 'p')
-    local i, c, p = tonumber(state[1]) or 0, tonumber(state[2]) or 0, tonumber(state[3]) or 0
+    -- A missing key holds window -1, so the first add always starts a window.
+    local i, c, p = tonumber(state[1]) or -1, tonumber(state[2]) or 0, tonumber(state[3]) or 0
     if add > 0 then
       local index = math.floor(now / width)
       if index == i then

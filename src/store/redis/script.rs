@@ -120,7 +120,7 @@ fn array(value: &Value) -> Result<&[Value], BadReply> {
 pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings) -> Result<Nanos, BadReply> {
     let items = array(reply)?;
     if items.len() != plan.ops().len() + 1 {
-        return Err(BadReply(format!("{} replies for {} operations", items.len() - 1, plan.ops().len())));
+        return Err(BadReply(format!("{} items for {} operations", items.len(), plan.ops().len())));
     }
     let now = int(&items[0])?.max(0) as u64 * 1_000;
     for (op, item) in plan.ops().iter().zip(&items[1..]) {

@@ -6,12 +6,35 @@ use std::time::Duration;
 use crate::config::{Config, Invalid};
 
 /// Where Redis is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisTarget {
     /// One server (or a proxy in front of several): `redis://host:port/db`.
     Single(String),
     /// Redis Cluster, found through any of these nodes.
     Cluster(Vec<String>),
+}
+
+/// A Redis URL with its password (and user) replaced by `***`, for logs
+/// and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+// Written by hand so a password in a URL never reaches a log.
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTarget::Single(url) => f.debug_tuple("Single").field(&redact_url(url)).finish(),
+            RedisTarget::Cluster(nodes) => {
+                f.debug_tuple("Cluster").field(&nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>()).finish()
+            }
+        }
+    }
 }
 
 /// Where the scripts take their time from.
@@ -32,6 +55,9 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Longest wait for one round trip before a request falls back.
     pub timeout: Duration,
+    /// Longest wait for one call of the background writer (it carries the
+    /// merged writes of many requests; a slow one never fails a request).
+    pub write_timeout: Duration,
     /// Longest wait for a connection.
     pub connect_timeout: Duration,
     /// How often a replica in fallback checks whether Redis is back.
@@ -51,6 +77,7 @@ impl RedisSettings {
             target,
             key_prefix: "palisade".to_string(),
             timeout: Duration::from_millis(5),
+            write_timeout: Duration::from_millis(250),
             connect_timeout: Duration::from_millis(500),
             retry_interval: Duration::from_millis(250),
             write_queue: 10_000,
@@ -68,7 +95,7 @@ impl RedisSettings {
             RedisTarget::Cluster(nodes) => nodes.iter().collect(),
         };
         for url in urls {
-            redis::Client::open(url.as_str()).map_err(|e| format!("{url:?} is not a Redis URL: {e}"))?;
+            redis::Client::open(url.as_str()).map_err(|e| format!("{:?} is not a Redis URL: {e}", redact_url(url)))?;
         }
         Ok(())
     }
@@ -142,6 +169,7 @@ impl RedisSettings {
         let mut settings = RedisSettings::new(target);
         settings.key_prefix = store.key_prefix.clone();
         settings.timeout = Duration::from_millis(store.timeout_ms);
+        settings.write_timeout = Duration::from_millis(store.timeout_ms.saturating_mul(50).max(250));
         settings.connect_timeout = Duration::from_millis(store.connect_timeout_ms);
         settings.retry_interval = Duration::from_millis(store.retry_interval_ms);
         Ok(Some(settings))
@@ -172,6 +200,11 @@ mod tests {
         assert!(both.contains("t.toml:3: store.redis_url: set either redis_url"), "{both}");
         let bad = problems("[store]\nhash_key = \"s\"\nredis_url = \"http://nope\"\n");
         assert!(bad.contains("t.toml:3: store.redis_url: \"http://nope\" is not a Redis URL"), "{bad}");
+        assert_eq!(redact_url("redis://user:secret@10.0.0.5:6379/0"), "redis://***@10.0.0.5:6379/0");
+        assert_eq!(redact_url("redis://:secret@h:1"), "redis://***@h:1");
+        assert_eq!(redact_url("redis://h:1/2"), "redis://h:1/2");
+        let target = RedisTarget::Cluster(vec!["redis://:pw@a:1".into()]);
+        assert!(!format!("{target:?}").contains("pw"));
         if std::env::var_os("PALISADE_HASH_KEY").is_none() {
             let unkeyed = problems("[store]\nredis_url = \"redis://b:2\"\n");
             assert!(unkeyed.contains("t.toml:2: store.hash_key: replicas sharing Redis"), "{unkeyed}");

@@ -1,0 +1,202 @@
+//! The background writer: counter writes that follow a decision (refused
+//! attempts, bans) or an upstream's answer (login outcomes), sent to Redis
+//! without any request waiting for them.
+//!
+//! Whatever is queued at one time is merged into one script call per hash
+//! tag (at most [`MAX_OPS_PER_CALL`] operations each), bounded by its own,
+//! longer timeout: a slow write is counted, never a reason to send
+//! requests to the fallback. Bans are special: one that could not be
+//! written is kept ([`PendingBans`]) and sent again with the next batch, or
+//! when Redis comes back, with the time it has left.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Shared;
+use crate::clock::Nanos;
+use crate::store::{CounterOp, CounterPlan, Key};
+
+/// Queued plans taken at once.
+const BATCH: usize = 256;
+/// Operations per script call: a long script would block Redis for every
+/// other replica's requests.
+const MAX_OPS_PER_CALL: usize = 512;
+
+pub enum WriteJob {
+    /// A plan and the time it was decided at.
+    Plan(CounterPlan, Nanos),
+    /// Answer once every write queued before has been sent.
+    Flush(oneshot::Sender<()>),
+    /// Look at the pending bans (Redis came back).
+    Wake,
+}
+
+#[derive(Debug, Clone)]
+struct PendingBan {
+    shard: Key,
+    until: Nanos,
+    /// Send it with the next batch (a write of it failed or was dropped).
+    retry: bool,
+}
+
+/// Bans not yet confirmed written to Redis.
+#[derive(Debug, Default)]
+pub struct PendingBans(Mutex<hashbrown::HashMap<Key, PendingBan>>);
+
+impl PendingBans {
+    pub fn add(&self, shard: &Key, key: &Key, now: Nanos, ttl: Duration) {
+        let until = now.saturating_add(ttl.as_nanos() as u64);
+        let mut bans = self.0.lock().expect("pending bans poisoned");
+        let ban = bans.entry(key.clone()).or_insert(PendingBan { shard: shard.clone(), until, retry: false });
+        ban.until = ban.until.max(until);
+    }
+
+    /// Send every pending ban again with the next batch.
+    pub fn retry_all(&self) {
+        for ban in self.0.lock().expect("pending bans poisoned").values_mut() {
+            ban.retry = true;
+        }
+    }
+
+    fn confirm(&self, plan: &CounterPlan) {
+        let mut bans = self.0.lock().expect("pending bans poisoned");
+        for op in plan.ops() {
+            if let CounterOp::Ban { key, .. } = op {
+                bans.remove(key);
+            }
+        }
+    }
+
+    fn retry_later(&self, plan: &CounterPlan) {
+        let mut bans = self.0.lock().expect("pending bans poisoned");
+        for op in plan.ops() {
+            if let CounterOp::Ban { key, .. } = op
+                && let Some(ban) = bans.get_mut(key)
+            {
+                ban.retry = true;
+            }
+        }
+    }
+
+    /// Bans to send again, as plans per shard (those run out are dropped).
+    fn take_retries(&self, now: Nanos) -> Vec<CounterPlan> {
+        let mut bans = self.0.lock().expect("pending bans poisoned");
+        bans.retain(|_, ban| ban.until > now);
+        let mut plans: Vec<CounterPlan> = Vec::new();
+        for (key, ban) in bans.iter_mut().filter(|(_, ban)| ban.retry) {
+            ban.retry = false;
+            let op = CounterOp::Ban { key: key.clone(), ttl: Duration::from_nanos(ban.until - now) };
+            match plans.iter_mut().find(|plan| plan.shard_key() == &ban.shard) {
+                Some(plan) => plan.push(op),
+                None => {
+                    let mut plan = CounterPlan::new(ban.shard.clone());
+                    plan.push(op);
+                    plans.push(plan);
+                }
+            }
+        }
+        plans
+    }
+}
+
+/// Merge plans per hash tag (and per time, when the scripts take the time
+/// from the caller), splitting calls that would grow too long.
+fn merge(batch: Vec<(CounterPlan, Nanos)>, by_time: bool) -> Vec<(CounterPlan, Nanos)> {
+    let mut merged: Vec<(CounterPlan, Nanos)> = Vec::new();
+    for (plan, now) in batch {
+        let fits = |(into, at): &&mut (CounterPlan, Nanos)| {
+            into.shard() == plan.shard()
+                && (!by_time || *at == now)
+                && into.ops().len() + plan.ops().len() <= MAX_OPS_PER_CALL
+        };
+        match merged.iter_mut().find(fits) {
+            Some((into, _)) => into.extend(plan),
+            None => merged.push((plan, now)),
+        }
+    }
+    merged
+}
+
+/// The writer task. Ends when the store is dropped.
+pub async fn run(shared: Weak<Shared>, mut queue: mpsc::Receiver<WriteJob>) {
+    let mut jobs = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut jobs, BATCH).await > 0 {
+        let Some(shared) = shared.upgrade() else { return };
+        let mut plans = Vec::new();
+        let mut flushed = Vec::new();
+        for job in jobs.drain(..) {
+            match job {
+                WriteJob::Plan(plan, now) => plans.push((plan, now)),
+                WriteJob::Flush(done) => flushed.push(done),
+                WriteJob::Wake => {}
+            }
+        }
+        let now = shared.clock.now();
+        plans.extend(shared.pending_bans.take_retries(now).into_iter().map(|plan| (plan, now)));
+        send(&shared, merge(plans, shared.settings.time == super::TimeSource::Clock)).await;
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn send(shared: &Arc<Shared>, plans: Vec<(CounterPlan, Nanos)>) {
+    let connection = shared.connection.load_full().filter(|_| shared.up.load(std::sync::atomic::Ordering::Relaxed));
+    for (plan, now) in plans {
+        let result = match &connection {
+            Some(connection) => shared.call(connection, &plan, Some(now), shared.settings.write_timeout).await,
+            None => Err("down"),
+        };
+        match result {
+            Ok(_) => shared.pending_bans.confirm(&plan),
+            Err(kind) => {
+                if kind != "down" {
+                    shared.metrics.record_error(if kind == "timeout" { "write_timeout" } else { "write_error" });
+                }
+                shared.metrics.writes_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared.pending_bans.retry_later(&plan);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(shard: &str, ops: usize) -> CounterPlan {
+        let mut plan = CounterPlan::new(Key::from(shard));
+        for i in 0..ops {
+            plan.push(CounterOp::Count { key: Key::from(format!("k{i}")), window: Duration::from_secs(60), add: 1 });
+        }
+        plan
+    }
+
+    #[test]
+    fn merges_per_shard_and_caps_each_call() {
+        let batch =
+            vec![(plan("login", 300), 1), (plan("api", 1), 1), (plan("login", 300), 2), (plan("login", 100), 3)];
+        let merged = merge(batch, false);
+        let shape: Vec<(&str, usize)> = merged.iter().map(|(p, _)| (p.shard(), p.ops().len())).collect();
+        assert_eq!(shape, [("login", 400), ("api", 1), ("login", 300)]);
+        let by_time = merge(vec![(plan("login", 1), 1), (plan("login", 1), 2), (plan("login", 1), 2)], true);
+        assert_eq!(by_time.len(), 2, "plans of different times stay apart when the time is the caller's");
+    }
+
+    #[test]
+    fn pending_bans_are_retried_with_the_time_they_have_left() {
+        let bans = PendingBans::default();
+        let (shard, key) = (Key::from("login"), Key::from("login:ip:ab:ban"));
+        bans.add(&shard, &key, 0, Duration::from_secs(900));
+        assert!(bans.take_retries(1).is_empty(), "not retried before a failure or a reconnect");
+        bans.retry_all();
+        let retries = bans.take_retries(100_000_000_000);
+        assert_eq!(retries.len(), 1);
+        assert_eq!(retries[0].ops(), [CounterOp::Ban { key: key.clone(), ttl: Duration::from_secs(800) }]);
+        bans.confirm(&retries[0]);
+        bans.retry_all();
+        assert!(bans.take_retries(1).is_empty(), "confirmed bans are forgotten");
+    }
+}

@@ -261,7 +261,7 @@ pub struct StoreMetrics {
     pub fallback_requests: AtomicU64,
     /// Requests answered from a remembered denial, without a Redis call.
     pub cached_denials: AtomicU64,
-    /// Background writes dropped because the queue was full.
+    /// Background writes not sent (queue full, Redis down, a failed call).
     pub writes_dropped: AtomicU64,
     /// Whether Redis is up, and fallback time so far.
     health: Mutex<StoreHealth>,
@@ -340,7 +340,7 @@ impl StoreMetrics {
             ),
             (
                 "palisade_store_writes_dropped_total",
-                "Background counter writes dropped because the queue was full.",
+                "Background counter writes not sent to Redis (queue full, Redis down, a failed call).",
                 &self.writes_dropped,
             ),
         ] {

@@ -200,7 +200,11 @@ impl RedisStore {
                 shared.pending_bans.add(plan.shard_key(), key, now, *ttl);
             }
         }
-        if plan.is_empty() || !shared.up.load(Ordering::Relaxed) {
+        if plan.is_empty() {
+            return;
+        }
+        if !shared.up.load(Ordering::Relaxed) {
+            shared.metrics.writes_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if shared.writes.try_send(WriteJob::Plan(plan, now)).is_err() {

@@ -52,6 +52,14 @@ impl Target<'_> {
             Target::Cluster(cluster) => cluster.keys_by_node().into_iter().flat_map(|(_, keys)| keys).collect(),
         }
     }
+
+    /// Every value, as `redis-cli` prints it.
+    fn dump(&self) -> String {
+        match self {
+            Target::Server(server) => server.dump(),
+            Target::Cluster(cluster) => cluster.nodes.iter().map(RedisServer::dump).collect(),
+        }
+    }
 }
 
 /// The login route: a limit per client (40 an hour), and the credential
@@ -168,8 +176,15 @@ async fn replicas_share_limits_and_bans(redis: Target<'_>) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let ban_keys: Vec<String> = redis.keys().into_iter().filter(|k| k.ends_with(":ban")).collect();
-    assert!(!ban_keys.is_empty(), "the ban is a key in Redis: {:?}", redis.keys());
+    let keys = redis.keys();
+    let ban_keys: Vec<&String> = keys.iter().filter(|k| k.ends_with(":ban")).collect();
+    assert!(!ban_keys.is_empty(), "the ban is a key in Redis: {keys:?}");
+    // Nothing in Redis names a user, an address or a password.
+    let values = redis.dump();
+    for secret in ["victim", "someone", "127.0.0.1", "wrong", "right"] {
+        assert!(!keys.iter().any(|k| k.contains(secret)), "a key holds {secret:?}: {keys:?}");
+        assert!(!values.contains(secret), "a value holds {secret:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

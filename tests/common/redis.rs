@@ -131,6 +131,21 @@ impl RedisServer {
         keys
     }
 
+    /// Every key's value (strings, hash fields and values; HyperLogLogs as
+    /// their raw bytes), for checking what palisade stores.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for key in self.keys() {
+            let kind = self.cli(&["TYPE", &key]);
+            let value = match kind.trim() {
+                "hash" => self.cli(&["HGETALL", &key]),
+                _ => self.cli(&["GET", &key]),
+            };
+            out.push_str(&value);
+        }
+        out
+    }
+
     /// Calls of `command` so far (`INFO commandstats`).
     pub fn command_calls(&self, command: &str) -> u64 {
         let stats = self.cli(&["INFO", "commandstats"]);

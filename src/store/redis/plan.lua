@@ -3,8 +3,15 @@
 -- ARGV[1] is the time in microseconds, or "" to take it from Redis TIME
 -- (what palisade does in production, so replicas' clocks never matter).
 -- Then, per operation, an opcode and its arguments; KEYS are consumed in
--- order (one per operation, three for a distinct count). Times are
--- microseconds throughout: Lua numbers are doubles, exact to 2^53.
+-- order. Times are microseconds throughout: Lua numbers are doubles,
+-- exact to 2^53.
+--
+-- Counts, distinct-count bookkeeping and decayed sums are fields of a
+-- group hash (one per scope, e.g. one client address): a group is read
+-- once per call with HGETALL, however many of its counters the request
+-- needs, because each redis.call costs far more than the command itself.
+-- GCRA state, bans (each with its own TTL) and HyperLogLogs are keys of
+-- their own.
 --
 -- The reply is { now_us, reply of op 1, reply of op 2, ... }. Raw window
 -- state is returned rather than estimates, so Rust computes the numbers
@@ -24,6 +31,32 @@ end
 
 local function fmt(n)
   return string.format('%.0f', n)
+end
+
+-- Group hashes read so far: name -> { fields = {...}, ttl = ms to keep it }.
+local groups = {}
+
+local function group(name)
+  local g = groups[name]
+  if not g then
+    local flat = redis.call('HGETALL', name)
+    local fields = {}
+    for n = 1, #flat, 2 do
+      fields[flat[n]] = flat[n + 1]
+    end
+    g = { fields = fields, ttl = 0 }
+    groups[name] = g
+  end
+  return g
+end
+
+local function field(g, name, default)
+  return tonumber(g.fields[name]) or default
+end
+
+-- A group written by this call lives at least `ttl` ms from now.
+local function keep(g, ttl)
+  if ttl > g.ttl then g.ttl = ttl end
 end
 
 local reply = { now }
@@ -46,55 +79,59 @@ while a <= #ARGV do
     end
     a, k = a + 3, k + 1
   elseif op == 'c' then
-    -- Sliding-window count: the current and previous fixed windows.
-    local width, add = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    -- Sliding-window count: the current and previous fixed windows, as
+    -- fields NAME.i (window), NAME.c (current), NAME.p (previous). A
+    -- missing counter holds window -1, so the first add starts a window.
+    local name, width, add = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
     local key = KEYS[k]
-    local state = redis.call('HMGET', key, 'i', 'c', 'p')
-    -- A missing key holds window -1, so the first add always starts a window.
-    local i, c, p = tonumber(state[1]) or -1, tonumber(state[2]) or 0, tonumber(state[3]) or 0
+    local g = group(key)
+    local fi, fc, fp = name .. '.i', name .. '.c', name .. '.p'
+    local i, c, p = field(g, fi, -1), field(g, fc, 0), field(g, fp, 0)
     if add > 0 then
       local index = math.floor(now / width)
       if index == i then
-        c = redis.call('HINCRBY', key, 'c', add)
+        c = redis.call('HINCRBY', key, fc, add)
       else
-        -- A new window: its key lives until the next window ends.
         if index == i + 1 then p = c else p = 0 end
         c = add
         i = index
-        redis.call('HSET', key, 'i', fmt(i), 'c', fmt(c), 'p', fmt(p))
-        redis.call('PEXPIRE', key, ms(2 * width) + 1000)
+        redis.call('HSET', key, fi, fmt(i), fc, fmt(c), fp, fmt(p))
       end
+      g.fields[fi], g.fields[fc], g.fields[fp] = fmt(i), fmt(c), fmt(p)
+      keep(g, ms(2 * width) + 1000)
     end
     reply[#reply + 1] = { i, c, p }
-    a, k = a + 3, k + 1
+    a, k = a + 4, k + 1
   elseif op == 'd' then
     -- Distinct count over the current and previous windows: two
-    -- HyperLogLogs used in turn, and which window each one holds.
-    local width, item = tonumber(ARGV[a + 1]), ARGV[a + 2]
-    local meta, even, odd = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    -- HyperLogLogs used in turn; which window each holds is in the group
+    -- (fields NAME.e and NAME.o).
+    local name, width, item = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+    local key, even, odd = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    local g = group(key)
     local index = math.floor(now / width)
-    local held = redis.call('HMGET', meta, 'e', 'o')
-    local held_even, held_odd = tonumber(held[1]) or -1, tonumber(held[2]) or -1
-    local current, previous, current_held, previous_held, field
+    local held_even, held_odd = field(g, name .. '.e', -1), field(g, name .. '.o', -1)
+    local current, previous, current_held, previous_held, slot
     if index % 2 == 0 then
-      current, previous, current_held, previous_held, field = even, odd, held_even, held_odd, 'e'
+      current, previous, current_held, previous_held, slot = even, odd, held_even, held_odd, name .. '.e'
     else
-      current, previous, current_held, previous_held, field = odd, even, held_odd, held_even, 'o'
+      current, previous, current_held, previous_held, slot = odd, even, held_odd, held_even, name .. '.o'
     end
     if item ~= '' then
+      local ttl = ms(2 * width) + 1000
       if current_held ~= index then
-        -- A new window: start its sketch; both keys live until the next
+        -- A new window: start its sketch, which lives until the next
         -- window ends.
         redis.call('DEL', current)
-        redis.call('HSET', meta, field, fmt(index))
+        redis.call('HSET', key, slot, fmt(index))
+        g.fields[slot] = fmt(index)
         current_held = index
         redis.call('PFADD', current, item)
-        local ttl = ms(2 * width) + 1000
         redis.call('PEXPIRE', current, ttl)
-        redis.call('PEXPIRE', meta, ttl)
       else
         redis.call('PFADD', current, item)
       end
+      keep(g, ttl)
     end
     local counted = {}
     if current_held == index then counted[#counted + 1] = current end
@@ -104,21 +141,24 @@ while a <= #ARGV do
     else
       reply[#reply + 1] = redis.call('PFCOUNT', unpack(counted))
     end
-    a, k = a + 3, k + 3
+    a, k = a + 4, k + 3
   elseif op == 'y' then
-    -- Exponentially decayed sum.
-    local half_life, add = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    -- Exponentially decayed sum: fields NAME.v (value) and NAME.t (when).
+    local name, half_life, add = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
     local key = KEYS[k]
-    local state = redis.call('HMGET', key, 'v', 't')
-    local v, at = tonumber(state[1]) or 0, tonumber(state[2]) or 0
+    local g = group(key)
+    local fv, ft = name .. '.v', name .. '.t'
+    local v, at = field(g, fv, 0), field(g, ft, 0)
     local value = v * math.exp(-math.max(now - at, 0) / half_life * math.log(2))
     if add ~= 0 then
       value = value + add
-      redis.call('HSET', key, 'v', string.format('%.17g', value), 't', fmt(math.max(at, now)))
-      redis.call('PEXPIRE', key, ms(20 * half_life) + 1000)
+      local v_text, t_text = string.format('%.17g', value), fmt(math.max(at, now))
+      redis.call('HSET', key, fv, v_text, ft, t_text)
+      g.fields[fv], g.fields[ft] = v_text, t_text
+      keep(g, ms(20 * half_life) + 1000)
     end
     reply[#reply + 1] = string.format('%.17g', value)
-    a, k = a + 3, k + 1
+    a, k = a + 4, k + 1
   elseif op == 'b' then
     -- Ban check: microseconds left, 0 when none. A ban key holds its end
     -- time (and expires with it).
@@ -137,6 +177,14 @@ while a <= #ARGV do
     a, k = a + 2, k + 1
   else
     return redis.error_reply('palisade: unknown counter operation ' .. tostring(op))
+  end
+end
+
+-- Every group written lives as long as its longest-lived counter needs:
+-- extend its TTL (GT), or give it one if it has none (NX); never shorten.
+for name, g in pairs(groups) do
+  if g.ttl > 0 and redis.call('PEXPIRE', name, g.ttl, 'GT') == 0 then
+    redis.call('PEXPIRE', name, g.ttl, 'NX')
   end
 end
 

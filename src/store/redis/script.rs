@@ -49,31 +49,44 @@ pub fn encode(plan: &CounterPlan, prefix: &str, now: Option<Nanos>, invocation: 
     invocation.arg(now.map(|n| (n / 1_000).to_string()).unwrap_or_default());
     let shard = plan.shard();
     for op in plan.ops() {
-        let key = redis_key(prefix, shard, op.key());
         match op {
-            CounterOp::Gcra { limit, .. } => {
+            CounterOp::Gcra { key, limit } => {
                 let (interval, tolerance) = gcra_params(limit);
-                invocation.key(key).arg("g").arg(interval).arg(tolerance);
+                invocation.key(redis_key(prefix, shard, key)).arg("g").arg(interval).arg(tolerance);
             }
-            CounterOp::Count { window, add, .. } => {
-                invocation.key(key).arg("c").arg(micros(*window)).arg(*add);
+            CounterOp::Count { key, window, add } => {
+                let (group, name) = group_and_field(key);
+                invocation.key(redis_key(prefix, shard, group)).arg("c").arg(name).arg(micros(*window)).arg(*add);
             }
-            CounterOp::Distinct { window, item, .. } => {
-                let even = format!("{key}:e");
-                let odd = format!("{key}:o");
-                invocation.key(key).key(even).key(odd).arg("d").arg(micros(*window));
+            CounterOp::Distinct { key, window, item } => {
+                let (group, name) = group_and_field(key);
+                let sketch = redis_key(prefix, shard, key);
+                invocation.key(redis_key(prefix, shard, group)).key(format!("{sketch}:e")).key(format!("{sketch}:o"));
+                invocation.arg("d").arg(name).arg(micros(*window));
                 invocation.arg(item.map(|i| i.to_string()).unwrap_or_default());
             }
-            CounterOp::Decay { half_life, add, .. } => {
-                invocation.key(key).arg("y").arg(micros(*half_life)).arg(format!("{add:e}"));
+            CounterOp::Decay { key, half_life, add } => {
+                let (group, name) = group_and_field(key);
+                invocation.key(redis_key(prefix, shard, group)).arg("y").arg(name);
+                invocation.arg(micros(*half_life)).arg(format!("{add:e}"));
             }
-            CounterOp::BanCheck { .. } => {
-                invocation.key(key).arg("b");
+            CounterOp::BanCheck { key } => {
+                invocation.key(redis_key(prefix, shard, key)).arg("b");
             }
-            CounterOp::Ban { ttl, .. } => {
-                invocation.key(key).arg("B").arg(micros(*ttl));
+            CounterOp::Ban { key, ttl } => {
+                invocation.key(redis_key(prefix, shard, key)).arg("B").arg(micros(*ttl));
             }
         }
+    }
+}
+
+/// The group hash a counter lives in, and its field name there: the key
+/// up to its last `:` (one scope, e.g. one client address), and the rest
+/// (`f`, `s`, `users`, …). A key without `:` is a group of its own.
+fn group_and_field(key: &str) -> (&str, &str) {
+    match key.rsplit_once(':') {
+        Some((group, name)) if !group.is_empty() && !name.is_empty() => (group, name),
+        _ => (key, "_"),
     }
 }
 
@@ -176,6 +189,13 @@ mod tests {
         let quota = crate::store::local::quota(&limit);
         assert_eq!(quota.replenish_interval(), Duration::from_micros(2_000_000));
         assert_eq!(quota.burst_size().get(), 20);
+    }
+
+    #[test]
+    fn counters_of_one_scope_share_a_group() {
+        assert_eq!(group_and_field("login:ip:ab:f"), ("login:ip:ab", "f"));
+        assert_eq!(group_and_field("login:site:all:a0"), ("login:site:all", "a0"));
+        assert_eq!(group_and_field("seen"), ("seen", "_"));
     }
 
     #[test]

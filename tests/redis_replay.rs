@@ -37,6 +37,10 @@ fn recorded_sequence() -> Vec<CaptureRecord> {
 fn config_text() -> String {
     let base =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/replay/regression/palisade.toml")).unwrap();
+    // A quota for the partner, so partner quotas are compared too.
+    let base =
+        base.replace("name = \"partner-demo\"", "name = \"partner-demo\"\nquota = { requests = 3, period_secs = 60 }");
+    assert!(base.contains("quota ="), "the regression configuration still names partner-demo");
     format!(
         "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[decision_log]\nsample_allowed = 1.0\n\
          [store]\nhash_key = \"replay\"\n{base}"
@@ -129,8 +133,14 @@ async fn in_process_and_redis_stores_decide_a_recorded_sequence_alike() {
         .filter(|(_, (a, b))| a != b)
         .map(|(i, (a, b))| format!("request {i}:\n  in process: {a}\n  in Redis:   {b}"))
         .collect();
-    println!("{} requests, {stopped} stopped; {} decisions differ", records.len(), differences.len());
+    let quota_limited = in_process.iter().filter(|d| d.contains("partner.quota")).count();
+    println!(
+        "{} requests, {stopped} stopped ({quota_limited} by the partner's quota); {} decisions differ",
+        records.len(),
+        differences.len()
+    );
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     assert!(stopped > 20, "the sequence exercises blocks and limits: {stopped}");
+    assert!(quota_limited > 0, "the partner ran into its quota");
     assert!(server.keys().len() > 10, "the Redis run counted in Redis");
 }

@@ -10,8 +10,8 @@
 -- group hash (one per scope, e.g. one client address): a group is read
 -- once per call with HGETALL, however many of its counters the request
 -- needs, because each redis.call costs far more than the command itself.
--- GCRA state, bans (each with its own TTL) and HyperLogLogs are keys of
--- their own.
+-- Bans are fields too, holding their end time. GCRA state and
+-- HyperLogLogs are keys of their own.
 --
 -- The reply is { now_us, reply of op 1, reply of op 2, ... }. Raw window
 -- state is returned rather than estimates, so Rust computes the numbers
@@ -118,20 +118,20 @@ while a <= #ARGV do
       current, previous, current_held, previous_held, slot = odd, even, held_odd, held_even, name .. '.o'
     end
     if item ~= '' then
-      local ttl = ms(2 * width) + 1000
       if current_held ~= index then
-        -- A new window: start its sketch, which lives until the next
-        -- window ends.
+        -- A new window: start its sketch; it and the group (which says
+        -- which window the sketch holds) live until the next window ends.
+        local ttl = ms(2 * width) + 1000
         redis.call('DEL', current)
         redis.call('HSET', key, slot, fmt(index))
         g.fields[slot] = fmt(index)
         current_held = index
         redis.call('PFADD', current, item)
         redis.call('PEXPIRE', current, ttl)
+        keep(g, ttl)
       else
         redis.call('PFADD', current, item)
       end
-      keep(g, ttl)
     end
     local counted = {}
     if current_held == index then counted[#counted + 1] = current end
@@ -160,21 +160,27 @@ while a <= #ARGV do
     reply[#reply + 1] = string.format('%.17g', value)
     a, k = a + 4, k + 1
   elseif op == 'b' then
-    -- Ban check: microseconds left, 0 when none. A ban key holds its end
-    -- time (and expires with it).
-    local left = (tonumber(redis.call('GET', KEYS[k])) or 0) - now
+    -- Ban check: microseconds left, 0 when none. A ban is a field of its
+    -- scope's group holding its end time (NAME, e.g. `ban`); the group
+    -- lives at least as long as the ban.
+    local name = ARGV[a + 1]
+    local left = field(group(KEYS[k]), name, 0) - now
     if left < 0 then left = 0 end
     reply[#reply + 1] = left
-    a, k = a + 1, k + 1
+    a, k = a + 2, k + 1
   elseif op == 'B' then
     -- Ban: extend, never shorten.
-    local ttl = tonumber(ARGV[a + 1])
+    local name, ttl = ARGV[a + 1], tonumber(ARGV[a + 2])
+    local key = KEYS[k]
+    local g = group(key)
     local ends = now + ttl
-    if (tonumber(redis.call('GET', KEYS[k])) or 0) < ends then
-      redis.call('SET', KEYS[k], fmt(ends), 'PX', ms(ttl))
+    if field(g, name, 0) < ends then
+      redis.call('HSET', key, name, fmt(ends))
+      g.fields[name] = fmt(ends)
+      keep(g, ms(ttl) + 1000)
     end
     reply[#reply + 1] = 0
-    a, k = a + 2, k + 1
+    a, k = a + 3, k + 1
   else
     return redis.error_reply('palisade: unknown counter operation ' .. tostring(op))
   end

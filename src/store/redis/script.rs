@@ -71,10 +71,12 @@ pub fn encode(plan: &CounterPlan, prefix: &str, now: Option<Nanos>, invocation: 
                 invocation.arg(micros(*half_life)).arg(format!("{add:e}"));
             }
             CounterOp::BanCheck { key } => {
-                invocation.key(redis_key(prefix, shard, key)).arg("b");
+                let (group, name) = group_and_field(key);
+                invocation.key(redis_key(prefix, shard, group)).arg("b").arg(name);
             }
             CounterOp::Ban { key, ttl } => {
-                invocation.key(redis_key(prefix, shard, key)).arg("B").arg(micros(*ttl));
+                let (group, name) = group_and_field(key);
+                invocation.key(redis_key(prefix, shard, group)).arg("B").arg(name).arg(micros(*ttl));
             }
         }
     }

@@ -82,30 +82,8 @@ mkdir -p "$RESULTS_DIR"
 WORK=$(mktemp -d /tmp/palisade-load.XXXXXX)
 chmod 755 "$WORK" # nginx workers drop privileges and must reach their temp dirs
 
-STARTED=() # pids of everything started here, killed on exit
-
-stop_pid() {
-    local pid=$1
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local pid
-    for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-need_port_free() {
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-        echo "load.sh: port $1 is already in use; set ${2}_PORT to another port" >&2
-        exit 1
-    fi
-}
+# shellcheck source=support/processes.sh
+source "$ROOT/benches/support/processes.sh"
 
 # Wait until the URL answers 200 (with the browser user agent), 10 s at most.
 wait_ready() {

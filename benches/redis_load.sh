@@ -39,21 +39,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 RESULTS_DIR=${RESULTS_DIR:-$TARGET_DIR/load-results}
 mkdir -p "$RESULTS_DIR"
 WORK=$(mktemp -d /tmp/palisade-redis-load.XXXXXX)
-STARTED=()
-
-stop_pid() {
-    kill "$1" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-cleanup() {
-    local pid
-    for pid in "${STARTED[@]}"; do stop_pid "$pid"; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=support/processes.sh
+source "$ROOT/benches/support/processes.sh"
 
 if [ -z "${SKIP_BUILD:-}" ]; then
     echo "== cargo build --release --examples --bins" >&2
@@ -66,11 +53,9 @@ for tool in wrk redis-server redis-cli; do
         break
     fi
 done
-for port in "$UPSTREAM_PORT" "$PALISADE_PORT" "$ADMIN_PORT" "$REDIS_PORT"; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "redis_load.sh: port $port is in use; set the *_PORT variables" >&2
-        exit 1
-    fi
+for pair in "$UPSTREAM_PORT UPSTREAM" "$PALISADE_PORT PALISADE" "$ADMIN_PORT ADMIN" "$REDIS_PORT REDIS"; do
+    # shellcheck disable=SC2086
+    need_port_free $pair
 done
 
 wait_port() {

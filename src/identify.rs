@@ -18,6 +18,10 @@ use crate::config::{Config, Invalid, RateLimitConfig};
 pub struct Partner {
     pub name: Arc<str>,
     pub quota: Option<RateLimitConfig>,
+    /// Counter key of the quota, and where the partner's counters live
+    /// (see `CounterPlan::new`), made once rather than per request.
+    pub quota_key: Arc<str>,
+    pub shard: Arc<str>,
     key_hashes: Vec<[u8; 32]>,
     networks: CidrSet,
 }
@@ -82,6 +86,8 @@ impl Allowlist {
             partners.push(Arc::new(Partner {
                 name: Arc::from(partner.name.as_str()),
                 quota: partner.quota,
+                quota_key: Arc::from(format!("pq:{}", partner.name)),
+                shard: Arc::from(format!("partner:{}", partner.name)),
                 key_hashes,
                 networks,
             }));

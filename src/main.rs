@@ -12,7 +12,7 @@ use palisade::decision_log::DecisionLog;
 use palisade::listen::{Running, Server};
 use palisade::metrics::Metrics;
 use palisade::request_id::RequestIds;
-use palisade::store::{CounterStore, LocalStore};
+use palisade::store::{CounterStore, LocalStore, RedisSettings};
 
 #[derive(Parser)]
 #[command(
@@ -230,7 +230,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let Some(mut signals) = Signals::install() else { return ExitCode::FAILURE };
     let Some((running, store, clock)) = start(&config, &source).await else { return ExitCode::FAILURE };
     let args = Arc::new(args);
-    let started_store = Arc::new(config.store.clone());
+    let started_store = Arc::new(RedisSettings::from_config(&config).ok().flatten());
     signals
         .wait(&running, async || {
             // SIGHUP: re-read the file, re-apply the flags; keep the running
@@ -241,7 +241,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             let started_store = started_store.clone();
             tokio::task::spawn_blocking(move || {
                 let config = args.load().map_err(|e| e.to_string())?;
-                if store_connection_changed(&started_store, &config.store) {
+                if RedisSettings::from_config(&config).ok().flatten() != *started_store {
                     eprintln!(
                         "palisade: [store] Redis settings take effect on restart; the running connection is kept"
                     );
@@ -259,18 +259,6 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), store.flush()).await;
     eprintln!("palisade: stopped");
     ExitCode::SUCCESS
-}
-
-/// Whether a reload asks for another Redis than the one connected at start.
-fn store_connection_changed(started: &palisade::config::StoreConfig, now: &palisade::config::StoreConfig) -> bool {
-    let targets = |store: &palisade::config::StoreConfig| {
-        (store.redis_url.get_ref().clone(), store.redis_cluster.iter().map(|n| n.get_ref().clone()).collect::<Vec<_>>())
-    };
-    targets(started) != targets(now)
-        || started.key_prefix != now.key_prefix
-        || started.timeout_ms != now.timeout_ms
-        || started.connect_timeout_ms != now.connect_timeout_ms
-        || started.retry_interval_ms != now.retry_interval_ms
 }
 
 async fn demo(listen: String, admin: String) -> ExitCode {

@@ -206,13 +206,13 @@ impl Metrics {
                 escape(&route)
             );
         }
-        out.push_str("# HELP palisade_upstream_errors_total Requests the upstream did not answer, by reason.\n");
-        out.push_str("# TYPE palisade_upstream_errors_total counter\n");
-        let mut rows: Vec<_> = summed(&self.upstream_errors).into_iter().collect();
-        rows.sort();
-        for (kind, count) in rows {
-            let _ = writeln!(out, "palisade_upstream_errors_total{{reason=\"{kind}\"}} {count}");
-        }
+        render_by_kind(
+            &mut out,
+            "palisade_upstream_errors_total",
+            "Requests the upstream did not answer, by reason.",
+            "reason",
+            &self.upstream_errors,
+        );
         self.decision_latency.render(
             &mut out,
             "palisade_decision_latency_seconds",
@@ -241,8 +241,7 @@ impl Metrics {
                 &self.reloads_failed,
             ),
         ] {
-            let _ =
-                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            render_counter(&mut out, name, help, value);
         }
         if let Some(store) = self.store.get() {
             store.render(&mut out);
@@ -303,10 +302,6 @@ impl StoreMetrics {
         }
     }
 
-    pub fn errors(&self, kind: &str) -> u64 {
-        summed(&self.errors).iter().filter(|(k, _)| **k == kind).map(|(_, n)| n).sum()
-    }
-
     fn render(&self, out: &mut String) {
         let (up, down_seconds) = self.health();
         let _ = writeln!(
@@ -320,13 +315,7 @@ impl StoreMetrics {
             "# HELP palisade_store_fallback_seconds_total Time spent counting locally because Redis was unavailable.\n\
              # TYPE palisade_store_fallback_seconds_total counter\npalisade_store_fallback_seconds_total {down_seconds:.3}"
         );
-        out.push_str("# HELP palisade_store_redis_errors_total Failed Redis calls, by kind.\n");
-        out.push_str("# TYPE palisade_store_redis_errors_total counter\n");
-        let mut rows: Vec<_> = summed(&self.errors).into_iter().collect();
-        rows.sort();
-        for (kind, count) in rows {
-            let _ = writeln!(out, "palisade_store_redis_errors_total{{kind=\"{kind}\"}} {count}");
-        }
+        render_by_kind(out, "palisade_store_redis_errors_total", "Failed Redis calls, by kind.", "kind", &self.errors);
         for (name, help, value) in [
             (
                 "palisade_store_fallback_requests_total",
@@ -344,10 +333,24 @@ impl StoreMetrics {
                 &self.writes_dropped,
             ),
         ] {
-            let _ =
-                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            render_counter(out, name, help, value);
         }
         self.roundtrip.render(out, "palisade_store_redis_roundtrip_seconds", "Redis round trips (one per request).");
+    }
+}
+
+/// A counter without labels, with its help line.
+fn render_counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+}
+
+/// A counter with one label whose values are fixed names (`reason`, `kind`).
+fn render_by_kind(out: &mut String, name: &str, help: &str, label: &str, counts: &Counts<&'static str>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    let mut rows: Vec<_> = summed(counts).into_iter().collect();
+    rows.sort();
+    for (kind, count) in rows {
+        let _ = writeln!(out, "{name}{{{label}=\"{kind}\"}} {count}");
     }
 }
 

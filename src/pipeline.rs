@@ -36,6 +36,15 @@ struct Pending {
     quota: Option<(Key, RateLimitConfig)>,
 }
 
+/// Whether `store.unavailable` is among the acted-on signals and no other
+/// acted-on signal stops the request.
+fn stopped_only_by_store(signals: &[Signal], mode: RouteMode) -> bool {
+    let monitored = mode == RouteMode::Monitor;
+    let acted_on = || signals.iter().filter(move |s| !s.shadow && !monitored);
+    acted_on().any(|s| &*s.id == STORE_UNAVAILABLE_ID)
+        && !acted_on().any(|s| &*s.id != STORE_UNAVAILABLE_ID && s.action.is_some_and(Action::stops_request))
+}
+
 fn store_unavailable() -> Signal {
     let mut signal = Signal::new(Arc::from(STORE_UNAVAILABLE_ID), 0);
     signal.action = Some(Action::Block);
@@ -72,10 +81,7 @@ impl Decision {
     /// unavailable on a route that fails closed (503, not 403: the client
     /// did nothing wrong).
     pub fn only_store_unavailable(&self) -> bool {
-        let monitored = self.mode == RouteMode::Monitor;
-        let acted_on = || self.signals.iter().filter(move |s| !s.shadow && !monitored);
-        acted_on().any(|s| &*s.id == STORE_UNAVAILABLE_ID)
-            && !acted_on().any(|s| &*s.id != STORE_UNAVAILABLE_ID && s.action.is_some_and(Action::stops_request))
+        stopped_only_by_store(&self.signals, self.mode)
     }
 
     /// Ids of the signals that were acted on (not shadow, not monitored).
@@ -202,11 +208,10 @@ impl Pipeline {
         let identity = self.parts.allowlist.identify(view.headers, view.client_ip);
         if let Identity::Partner { partner, .. } = &identity {
             // Partners skip bot heuristics but not their quota.
-            let mut plan = CounterPlan::new(Arc::from(format!("partner:{}", partner.name)));
+            let mut plan = CounterPlan::new(partner.shard.clone());
             let quota = partner.quota.map(|quota| {
-                let key: Key = Arc::from(format!("pq:{}", partner.name));
-                plan.gcra(key.clone(), quota);
-                (key, quota)
+                plan.gcra(partner.quota_key.clone(), quota);
+                (partner.quota_key.clone(), quota)
             });
             return Pending { at, request_id, identity, plan, login: None, quota };
         }
@@ -273,10 +278,7 @@ impl Pipeline {
             let enforced_bans = if action == Action::Block { &bans[..] } else { &[] };
             // An attempt refused only because the shared store is down is
             // not the client's doing: it does not count toward escalation.
-            let store_down_only = signals
-                .iter()
-                .all(|s| &*s.id == STORE_UNAVAILABLE_ID || !s.action.is_some_and(Action::stops_request) || s.shadow);
-            let refused = action.stops_request() && !(readings.degraded() && store_down_only);
+            let refused = action.stops_request() && !stopped_only_by_store(&signals, view.route.mode);
             let mut writes = CounterPlan::new(plan.shard_key().clone());
             self.parts.credential.record_decision(attempt, abuse, refused, enforced_bans, &mut writes);
             if !writes.is_empty() {

@@ -108,6 +108,38 @@ async fn attempts_let_through(replicas: &[Palisade], password: &str) -> usize {
     through
 }
 
+/// Failing logins (a new username each) to `replica` until it answers
+/// 403 naming a ban; whether it did within `LOGIN_ATTEMPTS`.
+async fn stuff_until_banned(client: &common::TestClient, replica: &Palisade) -> bool {
+    for attempt in 0..LOGIN_ATTEMPTS {
+        let answer = send(client, login(&replica.url("/login"), &format!("victim{attempt}"), "wrong")).await;
+        if answer.status == 403 && answer.body.contains("cred.banned") {
+            return true;
+        }
+    }
+    false
+}
+
+/// Log in to `replica` with the right password until it answers 403
+/// `cred.banned` (the address is banned); how long after `since` that was.
+/// Fails the test when it still lets the client in `limit` after `since`.
+async fn until_banned(client: &common::TestClient, replica: &Palisade, since: Instant, limit: Duration) -> Duration {
+    loop {
+        let answer = send(client, login(&replica.url("/login"), "someone", "right")).await;
+        if answer.status == 403 && answer.body.contains("cred.banned") {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < limit,
+            "{} still answers {} {} {limit:?} after the ban",
+            replica.addr(),
+            answer.status,
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn within_ten_percent(single: usize, shared: usize) -> bool {
     (shared as f64 - single as f64).abs() <= (single as f64 * 0.1).max(1.0)
 }
@@ -148,33 +180,13 @@ async fn replicas_share_limits_and_bans(redis: Target<'_>) {
     let three = replicas(3, &config, &upstream).await;
     let client = http1_client();
     let (a, b, c) = (&three[0], &three[1], &three[2]);
-    let mut banned_at = None;
-    for attempt in 0..LOGIN_ATTEMPTS {
-        // Failures and refused attempts past twice the threshold: block and
-        // ban; A's next answer names the ban.
-        let answer = send(&client, login(&a.url("/login"), &format!("victim{attempt}"), "wrong")).await;
-        if answer.status == 403 && answer.body.contains("cred.banned") {
-            banned_at = Some(Instant::now());
-            break;
-        }
-    }
-    let banned_at = banned_at.expect("replica A blocked and banned the stuffing client");
+    // Failures and refused attempts past twice the threshold: block and
+    // ban; A's next answer names the ban.
+    assert!(stuff_until_banned(&client, a).await, "replica A blocked and banned the stuffing client");
+    let banned_at = Instant::now();
     for (name, replica) in [("B", b), ("C", c)] {
-        loop {
-            // Even the right password: the address is banned.
-            let answer = send(&client, login(&replica.url("/login"), "someone", "right")).await;
-            if answer.status == 403 && answer.body.contains("cred.banned") {
-                println!("ban from A held on {name} {:?} after A set it", banned_at.elapsed());
-                break;
-            }
-            assert!(
-                banned_at.elapsed() < Duration::from_secs(1),
-                "replica {name} still answers {} {} a second after the ban",
-                answer.status,
-                answer.body
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let after = until_banned(&client, replica, banned_at, Duration::from_secs(1)).await;
+        println!("ban from A held on {name} {after:?} after A set it");
     }
     // The ban is in Redis: a `ban` field (its end time) of the address's hash.
     let keys = redis.keys();
@@ -416,32 +428,11 @@ async fn a_ban_made_while_redis_was_down_reaches_it_when_it_returns() {
     let client = http1_client();
     server.kill();
     // Replica A, counting on its own, bans the stuffing client.
-    let mut banned = false;
-    for attempt in 0..LOGIN_ATTEMPTS {
-        let answer = send(&client, login(&a.url("/login"), &format!("victim{attempt}"), "wrong")).await;
-        if answer.status == 403 && answer.body.contains("cred.banned") {
-            banned = true;
-            break;
-        }
-    }
-    assert!(banned, "replica A banned the client on its local counters");
+    assert!(stuff_until_banned(&client, &a).await, "replica A banned the client on its local counters");
     assert_eq!(metric(&a.metrics_text().await, "palisade_store_redis_up"), 0.0);
 
     server.restart();
-    let restarted = Instant::now();
-    loop {
-        let answer = send(&client, login(&b.url("/login"), "someone", "right")).await;
-        if answer.status == 403 && answer.body.contains("cred.banned") {
-            println!("B enforced A's outage ban {:?} after Redis came back", restarted.elapsed());
-            break;
-        }
-        assert!(
-            restarted.elapsed() < Duration::from_secs(3),
-            "B still answers {} {} 3 s after Redis came back",
-            answer.status,
-            answer.body
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let after = until_banned(&client, &b, Instant::now(), Duration::from_secs(3)).await;
+    println!("B enforced A's outage ban {after:?} after Redis came back");
     assert!(server.dump().lines().any(|line| line.trim() == "ban"), "the ban is in Redis");
 }

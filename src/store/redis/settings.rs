@@ -48,7 +48,7 @@ pub enum TimeSource {
 }
 
 /// How to reach Redis and how long to wait for it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisSettings {
     pub target: RedisTarget,
     /// First part of every key, so several deployments can share a Redis.
@@ -94,11 +94,15 @@ impl RedisSettings {
             RedisTarget::Cluster(nodes) if nodes.is_empty() => return Err("no cluster nodes given".to_string()),
             RedisTarget::Cluster(nodes) => nodes.iter().collect(),
         };
-        for url in urls {
-            redis::Client::open(url.as_str()).map_err(|e| format!("{:?} is not a Redis URL: {e}", redact_url(url)))?;
-        }
-        Ok(())
+        urls.into_iter().find_map(|url| url_problem(url)).map_or(Ok(()), Err)
     }
+}
+
+/// What is wrong with a Redis URL (its password redacted), if anything.
+fn url_problem(url: &str) -> Option<String> {
+    redis::Client::open(url).err().map(|error| {
+        format!("{:?} is not a Redis URL ({error}); write redis://HOST:PORT or redis://HOST:PORT/DB", redact_url(url))
+    })
 }
 
 /// Whether a keyed-hash secret is configured for every replica alike.
@@ -130,15 +134,8 @@ impl RedisSettings {
             vec![(&store.redis_url, "store.redis_url")]
         };
         for (value, key) in urls {
-            if let Err(error) = redis::Client::open(value.get_ref().as_str()) {
-                problems.push(Invalid::new(
-                    value.span(),
-                    key,
-                    format!(
-                        "{:?} is not a Redis URL ({error}); write redis://HOST:PORT or redis://HOST:PORT/DB",
-                        value.get_ref()
-                    ),
-                ));
+            if let Some(problem) = url_problem(value.get_ref()) {
+                problems.push(Invalid::new(value.span(), key, problem));
             }
         }
         if !has_shared_hash_key(config) {
@@ -199,6 +196,8 @@ mod tests {
             problems("[store]\nhash_key = \"s\"\nredis_url = \"redis://a:1\"\nredis_cluster = [\"redis://b:2\"]\n");
         assert!(both.contains("t.toml:3: store.redis_url: set either redis_url"), "{both}");
         let bad = problems("[store]\nhash_key = \"s\"\nredis_url = \"http://nope\"\n");
+        let secret = problems("[store]\nhash_key = \"s\"\nredis_url = \"http://:hunter2@nope\"\n");
+        assert!(!secret.contains("hunter2") && secret.contains("***@nope"), "{secret}");
         assert!(bad.contains("t.toml:3: store.redis_url: \"http://nope\" is not a Redis URL"), "{bad}");
         assert_eq!(redact_url("redis://user:secret@10.0.0.5:6379/0"), "redis://***@10.0.0.5:6379/0");
         assert_eq!(redact_url("redis://:secret@h:1"), "redis://***@h:1");

@@ -175,12 +175,6 @@ impl LocalStore {
         map.retain(|_, slot| !slot.is_expired(now));
     }
 
-    /// Number of keys held, for metrics and memory tests.
-    pub fn key_count(&self) -> usize {
-        let limiter_keys: usize = self.limiters.read().expect("limiter map poisoned").values().map(|l| l.len()).sum();
-        limiter_keys + self.shards.iter().map(|s| s.lock().expect("store shard poisoned").len()).sum::<usize>()
-    }
-
     /// Every key held (GCRA keys are governor's and not listed one by one).
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self

@@ -84,10 +84,6 @@ impl CounterPlan {
         &self.shard
     }
 
-    pub fn set_shard(&mut self, shard: Key) {
-        self.shard = shard;
-    }
-
     /// Add another plan's operations (for merging writes of one shard).
     pub fn extend(&mut self, other: CounterPlan) {
         self.ops.extend(other.ops);

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use tokio::sync::mpsc;
 
-pub use script::{SOURCE as SCRIPT_SOURCE, redis_key};
+pub use script::redis_key;
 pub use settings::{RedisSettings, RedisTarget, TimeSource, redact_url};
 
 use super::{CounterOp, CounterPlan, CounterReadings, LocalStore};

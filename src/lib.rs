@@ -26,6 +26,7 @@ pub mod identify;
 pub mod ja4;
 pub mod listen;
 pub mod metrics;
+pub mod model;
 pub mod normalize;
 pub mod pipeline;
 pub mod replay;

@@ -1,4 +1,4 @@
-//! The `palisade` command: `serve`, `check`, `demo`, `replay`, `explain` and `import`.
+//! The `palisade` command: `serve`, `check`, `demo`, `replay`, `explain`, `import` and `train`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +41,8 @@ enum Command {
     Explain(palisade::replay::explain::ExplainArgs),
     /// Make a capture from a HAR file or an nginx access log (secrets redacted).
     Import(palisade::replay::cli::ImportArgs),
+    /// Train a classifier model on labelled captures (or import a LightGBM model).
+    Train(palisade::model::cli::TrainArgs),
     /// Start palisade in front of a built-in demo login app on loopback.
     Demo {
         /// Where palisade listens.
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => palisade::replay::cli::replay(args),
         Command::Explain(args) => palisade::replay::explain::explain(args),
         Command::Import(args) => palisade::replay::cli::import(args),
+        Command::Train(args) => palisade::model::cli::train_command(args),
     }
 }
 

@@ -13,6 +13,9 @@ use crate::credential::{CredentialStage, KeyHasher, LoginAttempt, ResponseFacts}
 use crate::decide::{Decider, Verdict};
 use crate::detect::{ClientRouteRateLimit, Detector};
 use crate::identify::{Allowlist, Identity};
+use crate::model::ModelStage;
+use crate::model::features::FeatureKeys;
+use crate::model::stage::ModelReport;
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
 use crate::signal::{Action, Evidence, Signal};
@@ -34,6 +37,8 @@ struct Pending {
     login: Option<LoginAttempt>,
     /// A partner's quota key and limit.
     quota: Option<(Key, RateLimitConfig)>,
+    /// The model stage's counter keys, when models run.
+    features: Option<FeatureKeys>,
 }
 
 /// Whether `store.unavailable` is among the acted-on signals and no other
@@ -66,6 +71,8 @@ pub struct Decision {
     pub fingerprint: String,
     /// On login routes: the attempt's counter keys, until its outcome is known.
     pub login: Option<LoginAttempt>,
+    /// The model stage's features and probabilities, when models run.
+    pub model: Option<Box<ModelReport>>,
 }
 
 impl Decision {
@@ -100,6 +107,7 @@ pub struct PipelineParts {
     pub allowlist: Allowlist,
     pub detectors: Vec<Box<dyn Detector>>,
     pub credential: CredentialStage,
+    pub models: Option<ModelStage>,
     pub decider: Decider,
 }
 
@@ -122,13 +130,14 @@ impl<'a> PipelineBuilder<'a> {
         // One secret for every keyed hash of this configuration.
         let hasher = KeyHasher::from_config(self.config);
         let credential = keep(CredentialStage::from_config(self.config, hasher.clone()), &mut problems);
-        match (routes, allowlist, signatures, decider, credential) {
-            (Some(routes), Some(allowlist), Some(signatures), Some(decider), Some(credential))
+        let models = keep(ModelStage::from_config(self.config, hasher.clone()), &mut problems);
+        match (routes, allowlist, signatures, decider, credential, models) {
+            (Some(routes), Some(allowlist), Some(signatures), Some(decider), Some(credential), Some(models))
                 if problems.is_empty() =>
             {
                 let detectors: Vec<Box<dyn Detector>> =
                     vec![Box::new(ClientRouteRateLimit::new(hasher)), Box::new(signatures)];
-                Ok(PipelineParts { routes, allowlist, detectors, credential, decider })
+                Ok(PipelineParts { routes, allowlist, detectors, credential, models, decider })
             }
             _ => Err(problems),
         }
@@ -213,7 +222,7 @@ impl Pipeline {
                 plan.gcra(partner.quota_key.clone(), quota);
                 (partner.quota_key.clone(), quota)
             });
-            return Pending { at, request_id, identity, plan, login: None, quota };
+            return Pending { at, request_id, identity, plan, login: None, quota, features: None };
         }
         let mut plan = CounterPlan::new(view.route.name.clone());
         let login = view.route.abuse.as_ref().and_then(|_| self.parts.credential.attempt(view));
@@ -223,13 +232,14 @@ impl Pipeline {
         if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
             self.parts.credential.plan(attempt, abuse, &mut plan);
         }
-        Pending { at, request_id, identity, plan, login, quota: None }
+        let features = self.parts.models.as_ref().map(|models| models.plan(view, &mut plan));
+        Pending { at, request_id, identity, plan, login, quota: None, features }
     }
 
     /// Detect over the readings, decide, and record what the decision
     /// changes in the store.
     fn finish(&self, view: &RequestView<'_>, pending: Pending, readings: &CounterReadings) -> Decision {
-        let Pending { at, request_id, identity, plan, login, quota } = pending;
+        let Pending { at, request_id, identity, plan, login, quota, features } = pending;
         let mut signals = Vec::new();
         if readings.degraded() && view.route.store_failure == StoreFailure::Closed {
             signals.push(store_unavailable());
@@ -260,6 +270,7 @@ impl Pipeline {
                 mode: view.route.mode,
                 fingerprint,
                 login: None,
+                model: None,
             };
         }
 
@@ -270,6 +281,12 @@ impl Pipeline {
         if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
             self.parts.credential.detect(attempt, abuse, readings, &mut signals, &mut bans);
         }
+        let model = match (&self.parts.models, &features) {
+            (Some(models), Some(keys)) => {
+                Some(Box::new(models.detect(view, keys, readings, login.as_ref(), &mut signals)))
+            }
+            _ => None,
+        };
 
         // Decide, then record what the decision changes in the store.
         let verdict = self.parts.decider.decide(&signals, view.route.mode);
@@ -286,7 +303,7 @@ impl Pipeline {
             }
         }
         let fingerprint = view.fingerprint().to_string();
-        Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint, login }
+        Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint, login, model }
     }
 
     /// Learn from the upstream's answer: on login routes, classify the
@@ -299,6 +316,11 @@ impl Pipeline {
             self.store.write(plan, self.clock.now());
         }
         Some(outcome)
+    }
+
+    /// The model stage, when models run (for `explain` and replay reports).
+    pub fn models(&self) -> Option<&ModelStage> {
+        self.parts.models.as_ref()
     }
 
     /// The detectors, in the order they run (for `palisade explain`).

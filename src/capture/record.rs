@@ -114,6 +114,8 @@ pub struct RecordRef<'a> {
     #[serde(default, borrow)]
     pub label: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
+    pub source: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     pub id: Option<Cow<'a, str>>,
 }
 

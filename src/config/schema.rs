@@ -36,6 +36,13 @@ pub struct Config {
     pub breach: BreachConfig,
     /// Capture mode (`[capture]`); absent means nothing is captured.
     pub capture: Option<CaptureConfig>,
+    /// Classifier models (`[[model]]`, see docs/model.md).
+    #[serde(rename = "model")]
+    pub models: Vec<ModelConfig>,
+    /// Compute model features even without a model (`palisade train`
+    /// sets it; not a configuration key).
+    #[serde(skip)]
+    pub collect_features: bool,
     /// The folder of the configuration file; relative paths in it are
     /// relative to this folder. `None` for the built-in defaults.
     #[serde(skip)]
@@ -71,6 +78,8 @@ impl Default for Config {
             store: StoreConfig::default(),
             breach: BreachConfig::default(),
             capture: None,
+            models: Vec::new(),
+            collect_features: false,
             base_dir: None,
         }
     }
@@ -472,6 +481,46 @@ pub struct BreachConfig {
     /// `SUFFIX:COUNT` inside a file named by its 5-character prefix) per
     /// line; empty: the check is off.
     pub path: String,
+}
+
+/// Whether a model's findings are acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelMode {
+    /// Scored and logged with `would_action`, never acted on.
+    #[default]
+    Shadow,
+    /// Its score contribution and action count.
+    Enforce,
+}
+
+/// One classifier model (`[[model]]`). Several may run; at most one enforces.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Detection id `model.<name>`: lowercase letters, digits, `_` and `-`.
+    pub name: Spanned<String>,
+    /// The model file (relative to the configuration file).
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub mode: ModelMode,
+    /// Below this probability the model says nothing.
+    #[serde(default = "default_min_probability")]
+    pub min_probability: f64,
+    /// Points taken off the score at probability 1 (scaled linearly from
+    /// 0 at `min_probability`).
+    #[serde(default = "default_max_penalty")]
+    pub max_penalty: u8,
+    /// At or above this probability the model demands a block.
+    pub block_at_probability: Option<f64>,
+}
+
+fn default_min_probability() -> f64 {
+    0.5
+}
+
+fn default_max_penalty() -> u8 {
+    60
 }
 
 /// Which signature rules run.

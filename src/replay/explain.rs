@@ -144,6 +144,7 @@ fn explain_stdin(config: &Config, engine: &Engine, twin: &Engine, client_ip: IpA
         body_b64: record.body_b64.as_deref().map(Into::into),
         status: None,
         label: None,
+        source: None,
         id: None,
     };
     let mut request = Prepared::default();

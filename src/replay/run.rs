@@ -156,6 +156,8 @@ pub struct Meta {
     pub capture: usize,
     pub line: usize,
     pub label: Option<Arc<str>>,
+    /// What produced the request (`source` in the capture).
+    pub source: Option<Arc<str>>,
     pub id: Option<Box<str>>,
 }
 
@@ -239,6 +241,7 @@ impl Inputs {
                         Ok(()) => {
                             source.meta.line = line;
                             source.meta.label = record.label.as_deref().map(|l| intern(&mut self.labels, l));
+                            source.meta.source = record.source.as_deref().map(|s| intern(&mut self.labels, s));
                             source.meta.id = record.id.as_deref().map(Box::from);
                             source.has_head = true;
                             return;

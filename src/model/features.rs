@@ -1,0 +1,627 @@
+//! The feature table (schema version 1): what a model sees of a request.
+//!
+//! Every feature is a number computed from the request view and counter
+//! readings; `NaN` means "missing" (not applicable or not known, e.g. login
+//! features on a route that is not a login route, or header-case features
+//! on HTTP/2 where names arrive lowercase). Trees send missing values down
+//! a learned side; logistic regression treats them as the mean.
+//!
+//! The table is the contract between a model file and this code: its
+//! names, in order, with the schema version, hash to the schema hash a
+//! model file records ([`schema_hash`]). A model trained for another table
+//! is refused at load. Change anything here (a feature's meaning too) and
+//! bump [`SCHEMA_VERSION`].
+//!
+//! One function, [`FeatureExtractor::compute`], computes the vector; the
+//! model stage calls it behind the proxy and in replay alike, and
+//! `palisade train` reads the vectors a replay computed.
+
+use std::time::Duration;
+
+use crate::credential::{KeyHasher, LoginAttempt, Scope};
+use crate::store::{CounterOp, CounterPlan, CounterReadings, Key};
+use crate::view::RequestView;
+
+/// Bump on any change of the table below (names, order or meaning).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One row of the feature table.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureDef {
+    pub feature: Feature,
+    pub name: &'static str,
+    pub doc: &'static str,
+}
+
+macro_rules! feature_table {
+    ($( $variant:ident = $name:literal : $doc:literal, )*) => {
+        /// A feature's position in the vector.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Feature { $($variant,)* }
+
+        /// The feature table, in vector order.
+        pub const FEATURES: &[FeatureDef] = &[$(FeatureDef { feature: Feature::$variant, name: $name, doc: $doc },)*];
+    };
+}
+
+feature_table! {
+    // --- The request line and the header set ---
+    Method = "method": "0 GET or HEAD, 1 POST, 2 any other method",
+    HttpVersion = "http_version": "1.0, 1.1 or 2 (3 for HTTP/3)",
+    HeaderCount = "header_count": "header names sent, proxy-added ones (X-Forwarded-*, Via, ...) left out",
+    LowercaseNames = "lowercase_names": "share of header names sent all lowercase; missing when wire case is unknown (HTTP/2)",
+    HostFirst = "host_first": "1 when Host is the first header sent; missing when wire order is unknown",
+    HasAccept = "has_accept": "Accept present",
+    AcceptWildcard = "accept_wildcard": "1 when Accept is exactly */*; missing without Accept",
+    HasAcceptLanguage = "has_accept_language": "Accept-Language present",
+    AcceptLanguageTags = "accept_language_tags": "language tags in Accept-Language; missing without it",
+    HasAcceptEncoding = "has_accept_encoding": "Accept-Encoding present",
+    AcceptEncodingBrotli = "accept_encoding_br": "1 when Accept-Encoding offers br; missing without it",
+    HasCookie = "has_cookie": "Cookie present",
+    HasReferer = "has_referer": "Referer present",
+    SecFetchHeaders = "sec_fetch_headers": "Sec-Fetch-* headers present (browsers send 3 or 4)",
+    ClientHints = "client_hints": "Sec-CH-UA* client hints present (Chromium sends 3)",
+    UpgradeInsecure = "upgrade_insecure_requests": "Upgrade-Insecure-Requests present",
+    ConnectionClose = "connection_close": "1 when Connection: close",
+    HasApiCredential = "has_api_credential": "Authorization or an *api-key* / *token* header present",
+    ContentType = "content_type": "0 form, 1 JSON, 2 other; missing without Content-Type",
+    QueryLength = "query_length": "bytes of query string (0 without one)",
+    SuspiciousTokens = "suspicious_tokens": "quote, angle bracket, semicolon, ../ and SQL keywords in the target",
+    PathDepth = "path_depth": "segments in the normalized path",
+    StaticAsset = "static_asset": "1 when the path ends in a static file extension (.css, .js, .png, ...)",
+    LoginRoute = "login_route": "1 on a route with a [route.login] section",
+    // --- The user agent ---
+    UaLength = "ua_length": "bytes of User-Agent (0 without one)",
+    UaClass = "ua_class": "0 none, 1 browser, 2 mobile-app library, 3 HTTP library or CLI, 4 declared crawler, 5 attack tool or scanner, 6 other",
+    UaBrowserFamily = "ua_browser_family": "claimed browser: 0 none, 1 Chromium-based, 2 Firefox, 3 Safari",
+    UaMobile = "ua_mobile": "1 when the user agent says Mobile, Android, iPhone or iPad",
+    BrowserConsistency = "browser_consistency": "share of the claimed browser's header traits present (client hints, Sec-Fetch-*, Accept-Language, order); missing when no browser is claimed",
+    // --- Rates and fingerprint statistics (own counters) ---
+    IpRequests10s = "ip_requests_10s": "requests from the client address over the last 10 s (this one included)",
+    IpRequests60s = "ip_requests_60s": "requests from the client address over the last 60 s",
+    IpDistinctPaths60s = "ip_distinct_paths_60s": "distinct paths the client address asked for over the last 60 s (pages and sub-resources)",
+    IpDistinctUas10m = "ip_distinct_uas_10m": "distinct user agents from the client address over the last 10 min",
+    FingerprintShare5m = "fingerprint_share_5m": "share of all requests over the last 5 min that carry this request's fingerprint",
+    FingerprintDistinctIps5m = "fingerprint_distinct_ips_5m": "distinct client addresses with this fingerprint over the last 5 min",
+    FingerprintDistinctUas5m = "fingerprint_distinct_uas_5m": "distinct user agents with this fingerprint over the last 5 min",
+    // --- Logins (the credential stage's counters; missing off login routes) ---
+    HasUsername = "has_username": "1 when a username was found in the login body",
+    IpLoginFailures = "ip_login_failures": "failed logins from the client address in the abuse window",
+    IpFailureRatio = "ip_failure_ratio": "failed / (failed + successful) logins from the address; missing before the first outcome",
+    IpDistinctUsernames = "ip_distinct_usernames": "distinct usernames tried from the address",
+    SubnetFailureRatio = "subnet_failure_ratio": "failure ratio of the subnet (/24, /48) with this fingerprint; missing before an outcome",
+    SubnetDistinctUsernames = "subnet_distinct_usernames": "distinct usernames from the subnet with this fingerprint",
+    FingerprintLoginFailures = "fingerprint_login_failures": "failed logins with this fingerprint anywhere",
+    FingerprintFailureRatio = "fingerprint_failure_ratio": "failure ratio of the fingerprint; missing before an outcome",
+    FingerprintDistinctUsernames = "fingerprint_distinct_usernames": "distinct usernames tried with this fingerprint",
+    AccountFailures = "account_failures": "failed logins of this username; missing without a username",
+    AccountDistinctIps = "account_distinct_ips": "distinct addresses that tried this username; missing without a username",
+    SiteFailureRatio = "site_failure_ratio": "the login route's failure ratio over the last minutes (decayed); missing before an outcome",
+}
+
+pub const FEATURE_COUNT: usize = FEATURES.len();
+
+/// One request's features, in table order; `NaN` is missing.
+pub type FeatureVector = [f64; FEATURE_COUNT];
+
+/// The vector of a request before anything is known: all missing.
+pub const MISSING: FeatureVector = [f64::NAN; FEATURE_COUNT];
+
+/// The feature names, in vector order.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    FEATURES.iter().map(|def| def.name)
+}
+
+/// The hash a model file records: BLAKE3 over the schema version and the
+/// names in order (16 hex characters).
+pub fn schema_hash() -> String {
+    hash_of(SCHEMA_VERSION, names())
+}
+
+/// The schema hash of any list of names (for checking a model file).
+pub fn hash_of<'a>(version: u32, names: impl IntoIterator<Item = &'a str>) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(format!("palisade features v{version}\n").as_bytes());
+    for name in names {
+        hasher.update(name.as_bytes());
+        hasher.update(b"\n");
+    }
+    hex::encode(&hasher.finalize().as_bytes()[..8])
+}
+
+/// Position of a feature name in the table.
+pub fn index_of(name: &str) -> Option<usize> {
+    FEATURES.iter().position(|def| def.name == name)
+}
+
+// === impl FeatureExtractor ===
+
+/// Windows of the stage's own counters.
+const WINDOW_10S: Duration = Duration::from_secs(10);
+const WINDOW_60S: Duration = Duration::from_secs(60);
+const WINDOW_5M: Duration = Duration::from_secs(300);
+const WINDOW_10M: Duration = Duration::from_secs(600);
+
+/// The counter keys of one request, made once in `plan` and read again
+/// after the store answered.
+#[derive(Debug, Clone)]
+pub struct FeatureKeys {
+    ip_10s: Key,
+    ip_60s: Key,
+    ip_paths: Key,
+    ip_uas: Key,
+    fp_5m: Key,
+    site_5m: Key,
+    fp_ips: Key,
+    fp_uas: Key,
+}
+
+/// Computes features: plans the counters they need and reads them back.
+#[derive(Debug, Clone)]
+pub struct FeatureExtractor {
+    hasher: KeyHasher,
+}
+
+impl FeatureExtractor {
+    pub fn new(hasher: KeyHasher) -> Self {
+        FeatureExtractor { hasher }
+    }
+
+    /// Plan the counters of a request (each counts the request itself).
+    pub fn plan(&self, view: &RequestView<'_>, plan: &mut CounterPlan) -> FeatureKeys {
+        let ip_text = crate::cidr::canonical_ip(view.client_ip).to_string();
+        let ip = self.hasher.hash("ip", ip_text.as_bytes());
+        let fingerprint = match view.ja4 {
+            Some(ja4) => self.hasher.hash("fp", format!("{}|{ja4}", view.fingerprint()).as_bytes()),
+            None => self.hasher.hash("fp", view.fingerprint().as_bytes()),
+        };
+        let route = &view.route.name;
+        let key =
+            |scope: &str, id: &str, counter: &str| -> Key { Key::from(format!("ml:{route}:{scope}:{id}:{counter}")) };
+        let keys = FeatureKeys {
+            ip_10s: key("ip", &ip, "r10"),
+            ip_60s: key("ip", &ip, "r60"),
+            ip_paths: key("ip", &ip, "paths"),
+            ip_uas: key("ip", &ip, "uas"),
+            fp_5m: key("fp", &fingerprint, "r300"),
+            site_5m: key("site", "all", "r300"),
+            fp_ips: key("fp", &fingerprint, "ips"),
+            fp_uas: key("fp", &fingerprint, "uas"),
+        };
+        let ua_item = self.hasher.item("ua", view.user_agent.unwrap_or("").as_bytes());
+        let ip_item = self.hasher.item("ip", ip_text.as_bytes());
+        let path_item = self.hasher.item("path", view.path.as_bytes());
+        for (key, window) in [
+            (&keys.ip_10s, WINDOW_10S),
+            (&keys.ip_60s, WINDOW_60S),
+            (&keys.fp_5m, WINDOW_5M),
+            (&keys.site_5m, WINDOW_5M),
+        ] {
+            plan.push(CounterOp::Count { key: key.clone(), window, add: 1 });
+        }
+        for (key, window, item) in [
+            (&keys.ip_paths, WINDOW_60S, path_item),
+            (&keys.ip_uas, WINDOW_10M, ua_item),
+            (&keys.fp_ips, WINDOW_5M, ip_item),
+            (&keys.fp_uas, WINDOW_5M, ua_item),
+        ] {
+            plan.push(CounterOp::Distinct { key: key.clone(), window, item: Some(item) });
+        }
+        keys
+    }
+
+    /// The features of a request, from its view, the readings of the plan,
+    /// and (on login routes) the credential stage's attempt, whose counters
+    /// the same readings hold.
+    pub fn compute(
+        &self,
+        view: &RequestView<'_>,
+        keys: &FeatureKeys,
+        readings: &CounterReadings,
+        login: Option<&LoginAttempt>,
+    ) -> FeatureVector {
+        let mut v = MISSING;
+        request_features(view, &mut v);
+        let set = |v: &mut FeatureVector, f: Feature, value: f64| v[f as usize] = value;
+        set(&mut v, Feature::IpRequests10s, readings.number(&keys.ip_10s));
+        set(&mut v, Feature::IpRequests60s, readings.number(&keys.ip_60s));
+        set(&mut v, Feature::IpDistinctPaths60s, readings.number(&keys.ip_paths));
+        set(&mut v, Feature::IpDistinctUas10m, readings.number(&keys.ip_uas));
+        let site = readings.number(&keys.site_5m);
+        set(
+            &mut v,
+            Feature::FingerprintShare5m,
+            if site > 0.0 { readings.number(&keys.fp_5m) / site } else { f64::NAN },
+        );
+        set(&mut v, Feature::FingerprintDistinctIps5m, readings.number(&keys.fp_ips));
+        set(&mut v, Feature::FingerprintDistinctUas5m, readings.number(&keys.fp_uas));
+        if let Some(attempt) = login {
+            login_features(attempt, readings, &mut v);
+        }
+        v
+    }
+}
+
+/// Failure ratio of a scope; missing before its first outcome.
+fn failure_ratio(readings: &CounterReadings, attempt: &LoginAttempt, scope: Scope) -> f64 {
+    let failures = readings.number(&attempt.keys.key(scope, "f"));
+    let successes = readings.number(&attempt.keys.key(scope, "s"));
+    if failures + successes > 0.0 { failures / (failures + successes) } else { f64::NAN }
+}
+
+fn login_features(attempt: &LoginAttempt, readings: &CounterReadings, v: &mut FeatureVector) {
+    let keys = &attempt.keys;
+    let number = |scope: Scope, counter: &str| readings.number(&keys.key(scope, counter));
+    v[Feature::HasUsername as usize] = f64::from(u8::from(keys.user.is_some()));
+    v[Feature::IpLoginFailures as usize] = number(Scope::Ip, "f");
+    v[Feature::IpFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Ip);
+    v[Feature::IpDistinctUsernames as usize] = number(Scope::Ip, "users");
+    v[Feature::SubnetFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Subnet);
+    v[Feature::SubnetDistinctUsernames as usize] = number(Scope::Subnet, "users");
+    v[Feature::FingerprintLoginFailures as usize] = number(Scope::Fingerprint, "f");
+    v[Feature::FingerprintFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Fingerprint);
+    v[Feature::FingerprintDistinctUsernames as usize] = number(Scope::Fingerprint, "users");
+    if keys.user.is_some() {
+        v[Feature::AccountFailures as usize] = number(Scope::User, "f");
+        v[Feature::AccountDistinctIps as usize] = number(Scope::User, "addrs");
+    }
+    let attempts = number(Scope::Site, "a1");
+    if attempts > 0.0 {
+        v[Feature::SiteFailureRatio as usize] = number(Scope::Site, "f1") / attempts;
+    }
+}
+
+/// What the header set holds, gathered in one pass over the names.
+#[derive(Default)]
+struct HeaderTraits {
+    count: u32,
+    lowercase: u32,
+    first_is_host: Option<bool>,
+    /// Positions of User-Agent and Accept in wire order.
+    user_agent_at: Option<u32>,
+    accept_at: Option<u32>,
+    sec_fetch: u32,
+    client_hints: u32,
+    credential: bool,
+}
+
+fn header_traits(view: &RequestView<'_>) -> HeaderTraits {
+    let mut traits = HeaderTraits::default();
+    for name in view.header_names() {
+        if crate::fingerprint::added_by_proxies(name) {
+            continue;
+        }
+        if traits.count == 0 {
+            traits.first_is_host = Some(name.eq_ignore_ascii_case("host"));
+        }
+        if name.bytes().all(|b| !b.is_ascii_uppercase()) {
+            traits.lowercase += 1;
+        }
+        let starts = |prefix: &str| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix);
+        if starts("sec-fetch-") {
+            traits.sec_fetch += 1;
+        } else if starts("sec-ch-ua") {
+            traits.client_hints += 1;
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            traits.user_agent_at.get_or_insert(traits.count);
+        } else if name.eq_ignore_ascii_case("accept") {
+            traits.accept_at.get_or_insert(traits.count);
+        } else if name.eq_ignore_ascii_case("authorization")
+            || contains_ignore_case(name, "api-key")
+            || contains_ignore_case(name, "apikey")
+            || contains_ignore_case(name, "token")
+        {
+            traits.credential = true;
+        }
+        traits.count += 1;
+    }
+    traits
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+fn flag(b: bool) -> f64 {
+    f64::from(u8::from(b))
+}
+
+/// Features of the request alone (no counters).
+fn request_features(view: &RequestView<'_>, v: &mut FeatureVector) {
+    let headers = view.headers;
+    let header = |name: http::header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    let set = |v: &mut FeatureVector, f: Feature, value: f64| v[f as usize] = value;
+    set(
+        v,
+        Feature::Method,
+        match *view.method {
+            http::Method::GET | http::Method::HEAD => 0.0,
+            http::Method::POST => 1.0,
+            _ => 2.0,
+        },
+    );
+    set(
+        v,
+        Feature::HttpVersion,
+        match view.version {
+            http::Version::HTTP_09 | http::Version::HTTP_10 => 1.0,
+            http::Version::HTTP_2 => 2.0,
+            http::Version::HTTP_3 => 3.0,
+            _ => 1.1,
+        },
+    );
+    let traits = header_traits(view);
+    set(v, Feature::HeaderCount, f64::from(traits.count));
+    if view.wire_names.is_some() && traits.count > 0 {
+        set(v, Feature::LowercaseNames, f64::from(traits.lowercase) / f64::from(traits.count));
+        set(v, Feature::HostFirst, flag(traits.first_is_host == Some(true)));
+    }
+    let accept = header(http::header::ACCEPT);
+    set(v, Feature::HasAccept, flag(accept.is_some()));
+    if let Some(accept) = accept {
+        set(v, Feature::AcceptWildcard, flag(accept.trim() == "*/*"));
+    }
+    let language = header(http::header::ACCEPT_LANGUAGE);
+    set(v, Feature::HasAcceptLanguage, flag(language.is_some()));
+    if let Some(language) = language {
+        let tags = language.split(',').filter(|tag| !tag.trim().is_empty()).count();
+        set(v, Feature::AcceptLanguageTags, tags as f64);
+    }
+    let encoding = header(http::header::ACCEPT_ENCODING);
+    set(v, Feature::HasAcceptEncoding, flag(encoding.is_some()));
+    if let Some(encoding) = encoding {
+        set(v, Feature::AcceptEncodingBrotli, flag(encoding.split(',').any(|e| e.trim().starts_with("br"))));
+    }
+    set(v, Feature::HasCookie, flag(headers.contains_key(http::header::COOKIE)));
+    set(v, Feature::HasReferer, flag(headers.contains_key(http::header::REFERER)));
+    set(v, Feature::SecFetchHeaders, f64::from(traits.sec_fetch));
+    set(v, Feature::ClientHints, f64::from(traits.client_hints));
+    set(v, Feature::UpgradeInsecure, flag(headers.contains_key(http::header::UPGRADE_INSECURE_REQUESTS)));
+    set(
+        v,
+        Feature::ConnectionClose,
+        flag(header(http::header::CONNECTION).is_some_and(|c| c.trim().eq_ignore_ascii_case("close"))),
+    );
+    set(v, Feature::HasApiCredential, flag(traits.credential));
+    if let Some(content_type) = header(http::header::CONTENT_TYPE) {
+        let kind = if content_type.starts_with("application/x-www-form-urlencoded") {
+            0.0
+        } else if content_type.contains("json") {
+            1.0
+        } else {
+            2.0
+        };
+        set(v, Feature::ContentType, kind);
+    }
+    set(v, Feature::QueryLength, view.query.map_or(0, str::len) as f64);
+    set(v, Feature::SuspiciousTokens, suspicious_tokens(view.target) as f64);
+    set(v, Feature::PathDepth, view.path.split('/').filter(|s| !s.is_empty()).count() as f64);
+    set(v, Feature::StaticAsset, flag(is_static(view.path)));
+    set(v, Feature::LoginRoute, flag(view.route.login.is_some()));
+
+    let ua = view.user_agent.unwrap_or("");
+    set(v, Feature::UaLength, ua.len() as f64);
+    let class = ua_class(ua);
+    set(v, Feature::UaClass, f64::from(class as u8));
+    let family = browser_family(ua, class);
+    set(v, Feature::UaBrowserFamily, f64::from(family as u8));
+    set(v, Feature::UaMobile, flag(["Mobile", "Android", "iPhone", "iPad"].iter().any(|word| ua.contains(word))));
+    if family != BrowserFamily::None {
+        set(
+            v,
+            Feature::BrowserConsistency,
+            browser_consistency(family, &traits, language.is_some(), encoding.is_some(), view.wire_names.is_some()),
+        );
+    }
+}
+
+/// Target tokens typical of injection and traversal probes.
+fn suspicious_tokens(target: &str) -> usize {
+    let mut decoded = String::new();
+    // Decoding allocates only when the target is encoded.
+    let text: &str = if target.contains('%') || target.contains('+') {
+        decoded.extend(percent_encoding::percent_decode_str(&target.replace('+', " ")).decode_utf8_lossy().chars());
+        &decoded
+    } else {
+        target
+    };
+    let punctuation = text.bytes().filter(|b| matches!(b, b'\'' | b'"' | b'<' | b'>' | b';' | b'`')).count();
+    let words =
+        ["union", "select", "sleep(", "../", "or 1=1", "script", "information_schema", "waitfor", "/etc/passwd"]
+            .iter()
+            .filter(|word| contains_ignore_case(text, word))
+            .count();
+    punctuation + words
+}
+
+fn is_static(path: &str) -> bool {
+    let extension = path.rsplit_once('.').map(|(_, ext)| ext);
+    matches!(
+        extension,
+        Some("css" | "js" | "mjs" | "png" | "jpg" | "jpeg" | "gif" | "svg" | "ico" | "woff" | "woff2" | "webp" | "map")
+    )
+}
+
+/// What a user agent says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UaClass {
+    None = 0,
+    Browser = 1,
+    MobileApp = 2,
+    Library = 3,
+    Crawler = 4,
+    AttackTool = 5,
+    Other = 6,
+}
+
+const ATTACK_TOOLS: &[&str] = &[
+    "sqlmap",
+    "hydra",
+    "nikto",
+    "nmap",
+    "masscan",
+    "zgrab",
+    "wpscan",
+    "dirbuster",
+    "gobuster",
+    "ffuf",
+    "wfuzz",
+    "nuclei",
+    "acunetix",
+    "burp",
+    "openvas",
+    "havij",
+    "medusa",
+    "jaeles",
+    "feroxbuster",
+    "dirb/",
+];
+const MOBILE_LIBRARIES: &[&str] = &["okhttp", "cfnetwork", "dalvik/", "dart/", "alamofire", "ktor-client", "volley/"];
+const HTTP_LIBRARIES: &[&str] = &[
+    "curl/",
+    "wget/",
+    "python-",
+    "python/",
+    "aiohttp",
+    "httpx",
+    "go-http-client",
+    "java/",
+    "apache-httpclient",
+    "axios/",
+    "node-fetch",
+    "undici",
+    "libwww-perl",
+    "ruby",
+    "php/",
+    "guzzle",
+    "postmanruntime",
+    "insomnia",
+    "httpie",
+    "reqwest",
+    "powershell",
+    "scrapy",
+    "mechanize",
+    "headlesschrome",
+    "phantomjs",
+];
+const CRAWLER_WORDS: &[&str] = &["bot", "crawl", "spider", "slurp", "fetcher", "monitor", "scanner", "checker"];
+
+/// The class of a user agent, by the words it contains (case-insensitive).
+pub fn ua_class(ua: &str) -> UaClass {
+    if ua.is_empty() {
+        return UaClass::None;
+    }
+    let has = |words: &[&str]| words.iter().any(|word| contains_ignore_case(ua, word));
+    if has(ATTACK_TOOLS) {
+        UaClass::AttackTool
+    } else if has(HTTP_LIBRARIES) {
+        UaClass::Library
+    } else if has(MOBILE_LIBRARIES) {
+        UaClass::MobileApp
+    } else if has(CRAWLER_WORDS) {
+        UaClass::Crawler
+    } else if ua.starts_with("Mozilla/5.0 (") && (ua.contains("Gecko") || ua.contains("AppleWebKit")) {
+        UaClass::Browser
+    } else {
+        UaClass::Other
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowserFamily {
+    None = 0,
+    Chromium = 1,
+    Firefox = 2,
+    Safari = 3,
+}
+
+fn browser_family(ua: &str, class: UaClass) -> BrowserFamily {
+    if class != UaClass::Browser {
+        BrowserFamily::None
+    } else if ua.contains("Firefox/") {
+        BrowserFamily::Firefox
+    } else if ua.contains("Chrome/") || ua.contains("CriOS/") || ua.contains("Edg/") {
+        BrowserFamily::Chromium
+    } else if ua.contains("Safari/") {
+        BrowserFamily::Safari
+    } else {
+        BrowserFamily::None
+    }
+}
+
+/// Share of the traits a real browser of this family sends that this
+/// request has: Accept-Language, Accept-Encoding, Sec-Fetch-*, client
+/// hints on Chromium (and none elsewhere), and, in wire order, Host first
+/// and User-Agent before Accept on Chromium and Firefox (after it on
+/// Safari).
+fn browser_consistency(
+    family: BrowserFamily,
+    traits: &HeaderTraits,
+    language: bool,
+    encoding: bool,
+    wire: bool,
+) -> f64 {
+    let (mut passed, mut checked) = (0u32, 0u32);
+    let mut check = |ok: bool| {
+        checked += 1;
+        passed += u32::from(ok);
+    };
+    check(language);
+    check(encoding);
+    check(traits.sec_fetch >= 3);
+    check(match family {
+        BrowserFamily::Chromium => traits.client_hints >= 2,
+        _ => traits.client_hints == 0,
+    });
+    if wire {
+        check(traits.first_is_host == Some(true));
+        if let (Some(ua), Some(accept)) = (traits.user_agent_at, traits.accept_at) {
+            check(match family {
+                BrowserFamily::Safari => accept < ua,
+                _ => ua < accept,
+            });
+        }
+    }
+    f64::from(passed) / f64::from(checked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_in_enum_order() {
+        for (index, def) in FEATURES.iter().enumerate() {
+            assert_eq!(def.feature as usize, index, "{}", def.name);
+            assert_eq!(index_of(def.name), Some(index));
+        }
+        assert_eq!(schema_hash().len(), 16);
+        assert_ne!(hash_of(SCHEMA_VERSION + 1, names()), schema_hash());
+    }
+
+    #[test]
+    fn user_agent_classes() {
+        assert_eq!(ua_class("sqlmap/1.7.2#stable (https://sqlmap.org)"), UaClass::AttackTool);
+        assert_eq!(ua_class("Mozilla/5.0 (Hydra)"), UaClass::AttackTool);
+        assert_eq!(ua_class("python-requests/2.34.2"), UaClass::Library);
+        assert_eq!(ua_class("okhttp/4.12.0"), UaClass::MobileApp);
+        assert_eq!(
+            ua_class("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"),
+            UaClass::Crawler
+        );
+        assert_eq!(
+            ua_class(
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
+            ),
+            UaClass::Browser
+        );
+        assert_eq!(ua_class(""), UaClass::None);
+    }
+
+    #[test]
+    fn suspicious_tokens_are_counted_after_decoding() {
+        assert_eq!(suspicious_tokens("/item?id=1"), 0);
+        assert!(suspicious_tokens("/item?id=1%27%20UNION%20SELECT%201--") >= 3);
+        assert!(suspicious_tokens("/a/../../etc/passwd") >= 2);
+    }
+}

@@ -1,0 +1,557 @@
+//! The model file (format version 1) and the compiled model.
+//!
+//! A model file is JSON:
+//!
+//! ```text
+//! { "format": "palisade-model", "format_version": 1, "name": "...",
+//!   "features": { "version": 1, "hash": "<16 hex>", "names": [...] },
+//!   "link": "logistic" | "identity", "base_score": -1.2,
+//!   "trees": [ { "feature": [...], "threshold": [...], "left": [...],
+//!                "right": [...], "missing_left": [...], "value": [...] } ],
+//!   "linear": { "mean": [...], "scale": [...], "weights": [...] },
+//!   "training": { ... } }
+//! ```
+//!
+//! A tree is a flat array of nodes; node 0 is the root. An internal node
+//! sends a value `x` left when `x <= threshold` and right otherwise; a
+//! missing value (`NaN`) goes left when `missing_left`, and when the
+//! optional `missing_zero` is set for the node, zero counts as missing too
+//! (LightGBM's `zero_as_missing`). A leaf has `feature` -1 and its output
+//! in `value`; internal nodes carry the mean output below them in `value`,
+//! which is what per-feature contributions are measured against. A child
+//! always comes after its parent, so no file can make a loop.
+//!
+//! The raw score is `base_score` plus every tree's leaf plus, for a linear
+//! model, `Σ weight × (x − mean) / scale` (missing counts as the mean); the
+//! link turns it into a probability. The `features` block must hash to
+//! the schema this palisade computes ([`super::features::schema_hash`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::features::{self, FEATURE_COUNT, FeatureVector, SCHEMA_VERSION};
+
+pub const FORMAT: &str = "palisade-model";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What went wrong with a model file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelErrorKind {
+    /// The file could not be read.
+    Read,
+    /// Not JSON, or not a model file's JSON.
+    Parse,
+    /// Another format or format version.
+    Format,
+    /// Built for another feature schema.
+    SchemaMismatch,
+    /// Inconsistent contents (array lengths, child indices, features).
+    Invalid,
+    /// A LightGBM model that cannot be imported.
+    Import,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelError {
+    pub kind: ModelErrorKind,
+    pub message: String,
+}
+
+impl ModelError {
+    pub fn new(kind: ModelErrorKind, message: impl Into<String>) -> Self {
+        ModelError { kind, message: message.into() }
+    }
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+/// How the raw score becomes a probability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Link {
+    /// `1 / (1 + e^-raw)`.
+    Logistic,
+    /// The raw score is the probability (clamped to 0..=1).
+    Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSchema {
+    pub version: u32,
+    pub hash: String,
+    pub names: Vec<String>,
+}
+
+impl FeatureSchema {
+    /// The schema this palisade computes.
+    pub fn current() -> Self {
+        FeatureSchema {
+            version: SCHEMA_VERSION,
+            hash: features::schema_hash(),
+            names: features::names().map(String::from).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeFile {
+    pub feature: Vec<i32>,
+    pub threshold: Vec<f64>,
+    pub left: Vec<u32>,
+    pub right: Vec<u32>,
+    pub missing_left: Vec<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_zero: Vec<bool>,
+    pub value: Vec<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearFile {
+    pub mean: Vec<f64>,
+    pub scale: Vec<f64>,
+    pub weights: Vec<f64>,
+}
+
+/// How a model was made, for people reading the file; inference ignores it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingInfo {
+    /// What made the model: `palisade train ...` or `lightgbm import`.
+    pub trainer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub train_sources: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub test_sources: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rows: BTreeMap<String, u64>,
+    /// Held-out metrics (precision, recall, ROC-AUC, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// Features by importance (total gain or |weight|), most important first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub top_features: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    pub format: String,
+    pub format_version: u32,
+    pub name: String,
+    pub features: FeatureSchema,
+    pub link: Link,
+    pub base_score: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trees: Vec<TreeFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear: Option<LinearFile>,
+    #[serde(default)]
+    pub training: TrainingInfo,
+}
+
+impl ModelFile {
+    /// Read and parse a model file (no checks beyond the JSON's shape).
+    pub fn read(path: &Path) -> Result<ModelFile, ModelError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ModelError::new(ModelErrorKind::Read, format!("cannot read model {}: {e}", path.display())))?;
+        ModelFile::parse(&text).map_err(|e| ModelError::new(e.kind, format!("model {}: {}", path.display(), e.message)))
+    }
+
+    pub fn parse(text: &str) -> Result<ModelFile, ModelError> {
+        serde_json::from_str(text).map_err(|e| {
+            ModelError::new(ModelErrorKind::Parse, format!("not a palisade model file (line {}): {e}", e.line()))
+        })
+    }
+
+    /// The file as written: pretty JSON with a final newline, the same
+    /// bytes for the same model.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Check the file against this palisade and build the evaluator.
+    pub fn compile(&self) -> Result<Model, ModelError> {
+        if self.format != FORMAT || self.format_version != FORMAT_VERSION {
+            return Err(ModelError::new(
+                ModelErrorKind::Format,
+                format!(
+                    "format \"{}\" version {} is not {FORMAT} version {FORMAT_VERSION}",
+                    self.format, self.format_version
+                ),
+            ));
+        }
+        check_schema(&self.features)?;
+        let mut nodes = Vec::new();
+        let mut roots = Vec::with_capacity(self.trees.len());
+        for (index, tree) in self.trees.iter().enumerate() {
+            roots.push(u32::try_from(nodes.len()).map_err(|_| invalid(index, "too many nodes"))?);
+            compile_tree(tree, &mut nodes).map_err(|message| invalid(index, &message))?;
+        }
+        let linear = match &self.linear {
+            None => None,
+            Some(linear) => Some(compile_linear(linear)?),
+        };
+        if !self.base_score.is_finite() {
+            return Err(ModelError::new(ModelErrorKind::Invalid, "base_score is not a finite number"));
+        }
+        Ok(Model { name: self.name.clone(), link: self.link, base_score: self.base_score, nodes, roots, linear })
+    }
+}
+
+fn invalid(tree: usize, message: &str) -> ModelError {
+    ModelError::new(ModelErrorKind::Invalid, format!("tree {tree}: {message}"))
+}
+
+/// A model is usable only with the very feature table it was trained on.
+fn check_schema(schema: &FeatureSchema) -> Result<(), ModelError> {
+    let recorded = features::hash_of(schema.version, schema.names.iter().map(String::as_str));
+    if recorded != schema.hash {
+        return Err(ModelError::new(
+            ModelErrorKind::SchemaMismatch,
+            format!(
+                "the feature names in the file hash to {recorded}, not to the recorded hash {}: the file was edited",
+                schema.hash
+            ),
+        ));
+    }
+    let current = features::schema_hash();
+    if schema.hash != current {
+        let first_difference = schema
+            .names
+            .iter()
+            .map(String::as_str)
+            .zip(features::names())
+            .position(|(theirs, ours)| theirs != ours)
+            .map(|at| format!("; first difference at feature {at}"))
+            .unwrap_or_default();
+        return Err(ModelError::new(
+            ModelErrorKind::SchemaMismatch,
+            format!(
+                "built for feature schema v{} (hash {}, {} features), but this palisade computes v{SCHEMA_VERSION} \
+                 (hash {current}, {FEATURE_COUNT} features){first_difference}: retrain it with `palisade train`",
+                schema.version,
+                schema.hash,
+                schema.names.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Node flags.
+const MISSING_LEFT: u8 = 1;
+const MISSING_ZERO: u8 = 2;
+const LEAF: u16 = u16::MAX;
+
+/// One node, 32 bytes; children are absolute indices in the model's node array.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    threshold: f64,
+    value: f64,
+    left: u32,
+    right: u32,
+    feature: u16,
+    flags: u8,
+}
+
+fn compile_tree(tree: &TreeFile, nodes: &mut Vec<Node>) -> Result<(), String> {
+    let len = tree.feature.len();
+    if len == 0 {
+        return Err("no nodes".into());
+    }
+    let same = [tree.threshold.len(), tree.left.len(), tree.right.len(), tree.missing_left.len(), tree.value.len()];
+    if same.iter().any(|&n| n != len) || !(tree.missing_zero.is_empty() || tree.missing_zero.len() == len) {
+        return Err(format!("node arrays differ in length ({len} features)"));
+    }
+    let offset = u32::try_from(nodes.len()).map_err(|_| "too many nodes".to_string())?;
+    for i in 0..len {
+        let feature = tree.feature[i];
+        if !tree.value[i].is_finite() {
+            return Err(format!("node {i}: value is not finite"));
+        }
+        if feature < 0 {
+            nodes.push(Node { threshold: 0.0, value: tree.value[i], left: 0, right: 0, feature: LEAF, flags: 0 });
+            continue;
+        }
+        let feature = usize::try_from(feature).unwrap_or(usize::MAX);
+        if feature >= FEATURE_COUNT {
+            return Err(format!("node {i}: feature {feature} does not exist ({FEATURE_COUNT} features)"));
+        }
+        let (left, right) = (tree.left[i] as usize, tree.right[i] as usize);
+        if left <= i || right <= i || left >= len || right >= len {
+            return Err(format!("node {i}: children {left} and {right} must come after it and exist"));
+        }
+        if tree.threshold[i].is_nan() {
+            return Err(format!("node {i}: threshold is NaN"));
+        }
+        let mut flags = 0;
+        if tree.missing_left[i] {
+            flags |= MISSING_LEFT;
+        }
+        if tree.missing_zero.get(i).copied().unwrap_or(false) {
+            flags |= MISSING_ZERO;
+        }
+        nodes.push(Node {
+            threshold: tree.threshold[i],
+            value: tree.value[i],
+            left: offset + left as u32,
+            right: offset + right as u32,
+            feature: feature as u16,
+            flags,
+        });
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct Linear {
+    mean: Box<[f64; FEATURE_COUNT]>,
+    scale: Box<[f64; FEATURE_COUNT]>,
+    weights: Box<[f64; FEATURE_COUNT]>,
+}
+
+fn compile_linear(linear: &LinearFile) -> Result<Linear, ModelError> {
+    let array = |values: &[f64], what: &str| -> Result<Box<[f64; FEATURE_COUNT]>, ModelError> {
+        let fixed: [f64; FEATURE_COUNT] = values.try_into().map_err(|_| {
+            ModelError::new(
+                ModelErrorKind::Invalid,
+                format!("linear.{what} has {} values, not {FEATURE_COUNT}", values.len()),
+            )
+        })?;
+        if fixed.iter().any(|v| !v.is_finite()) {
+            return Err(ModelError::new(
+                ModelErrorKind::Invalid,
+                format!("linear.{what} holds a value that is not finite"),
+            ));
+        }
+        Ok(Box::new(fixed))
+    };
+    let scale = array(&linear.scale, "scale")?;
+    if scale.iter().any(|s| *s <= 0.0) {
+        return Err(ModelError::new(ModelErrorKind::Invalid, "linear.scale values must be positive"));
+    }
+    Ok(Linear { mean: array(&linear.mean, "mean")?, scale, weights: array(&linear.weights, "weights")? })
+}
+
+// === impl Model ===
+
+/// A compiled model: flat node arrays, evaluated without allocating.
+#[derive(Debug, Clone)]
+pub struct Model {
+    name: String,
+    link: Link,
+    base_score: f64,
+    nodes: Vec<Node>,
+    roots: Vec<u32>,
+    linear: Option<Linear>,
+}
+
+/// One feature's share of a prediction (raw-score units).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Contribution {
+    pub feature: usize,
+    pub value: f64,
+}
+
+impl Model {
+    /// Read, check and compile a model file.
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        ModelFile::read(path)?
+            .compile()
+            .map_err(|e| ModelError::new(e.kind, format!("model {}: {}", path.display(), e.message)))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn tree_count(&self) -> usize {
+        self.roots.len()
+    }
+
+    /// The leaf a tree sends `x` to.
+    #[inline]
+    fn leaf(&self, root: u32, x: &FeatureVector) -> &Node {
+        let mut node = &self.nodes[root as usize];
+        while node.feature != LEAF {
+            let value = x[node.feature as usize];
+            let missing = value.is_nan() || (node.flags & MISSING_ZERO != 0 && value == 0.0);
+            let go_left = if missing { node.flags & MISSING_LEFT != 0 } else { value <= node.threshold };
+            node = &self.nodes[if go_left { node.left } else { node.right } as usize];
+        }
+        node
+    }
+
+    /// The raw score (before the link).
+    pub fn raw(&self, x: &FeatureVector) -> f64 {
+        let mut raw = self.base_score;
+        for &root in &self.roots {
+            raw += self.leaf(root, x).value;
+        }
+        if let Some(linear) = &self.linear {
+            for i in 0..FEATURE_COUNT {
+                if !x[i].is_nan() {
+                    raw += linear.weights[i] * (x[i] - linear.mean[i]) / linear.scale[i];
+                }
+            }
+        }
+        raw
+    }
+
+    /// The probability that the request is automated.
+    pub fn probability(&self, x: &FeatureVector) -> f64 {
+        self.link_of(self.raw(x))
+    }
+
+    pub fn link_of(&self, raw: f64) -> f64 {
+        match self.link {
+            Link::Logistic => 1.0 / (1.0 + (-raw).exp()),
+            Link::Identity => raw.clamp(0.0, 1.0),
+        }
+    }
+
+    /// Each feature's contribution to the raw score: along each tree's
+    /// path, the change of the node value a split made goes to the split's
+    /// feature; for a linear model, weight × standardized value. The
+    /// contributions plus the returned bias add up to the raw score.
+    pub fn contributions(&self, x: &FeatureVector, out: &mut [f64; FEATURE_COUNT]) -> f64 {
+        out.fill(0.0);
+        let mut bias = self.base_score;
+        for &root in &self.roots {
+            let mut node = &self.nodes[root as usize];
+            bias += node.value;
+            while node.feature != LEAF {
+                let value = x[node.feature as usize];
+                let missing = value.is_nan() || (node.flags & MISSING_ZERO != 0 && value == 0.0);
+                let go_left = if missing { node.flags & MISSING_LEFT != 0 } else { value <= node.threshold };
+                let next = &self.nodes[if go_left { node.left } else { node.right } as usize];
+                out[node.feature as usize] += next.value - node.value;
+                node = next;
+            }
+        }
+        if let Some(linear) = &self.linear {
+            for i in 0..FEATURE_COUNT {
+                if !x[i].is_nan() {
+                    out[i] += linear.weights[i] * (x[i] - linear.mean[i]) / linear.scale[i];
+                }
+            }
+        }
+        bias
+    }
+
+    /// The `n` features that moved this prediction most, largest first.
+    pub fn top_contributions(&self, x: &FeatureVector, n: usize) -> Vec<Contribution> {
+        let mut all = [0.0; FEATURE_COUNT];
+        self.contributions(x, &mut all);
+        let mut ranked: Vec<Contribution> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, value)| **value != 0.0)
+            .map(|(feature, &value)| Contribution { feature, value })
+            .collect();
+        ranked.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()).then(a.feature.cmp(&b.feature)));
+        ranked.truncate(n);
+        ranked
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::features::{Feature, MISSING};
+
+    /// One split on `header_count` (<= 3 left) with NaN going right.
+    pub(crate) fn stump() -> ModelFile {
+        ModelFile {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            name: "stump".into(),
+            features: FeatureSchema::current(),
+            link: Link::Logistic,
+            base_score: 0.5,
+            trees: vec![TreeFile {
+                feature: vec![Feature::HeaderCount as i32, -1, -1],
+                threshold: vec![3.0, 0.0, 0.0],
+                left: vec![1, 0, 0],
+                right: vec![2, 0, 0],
+                missing_left: vec![false, false, false],
+                missing_zero: Vec::new(),
+                value: vec![0.0, 2.0, -1.0],
+            }],
+            linear: None,
+            training: TrainingInfo::default(),
+        }
+    }
+
+    #[test]
+    fn a_tree_is_walked_by_threshold_and_missing_side() {
+        let model = stump().compile().unwrap();
+        let mut x = MISSING;
+        x[Feature::HeaderCount as usize] = 2.0;
+        assert_eq!(model.raw(&x), 2.5);
+        x[Feature::HeaderCount as usize] = 3.0;
+        assert_eq!(model.raw(&x), 2.5, "equal to the threshold goes left");
+        x[Feature::HeaderCount as usize] = 9.0;
+        assert_eq!(model.raw(&x), -0.5);
+        x[Feature::HeaderCount as usize] = f64::NAN;
+        assert_eq!(model.raw(&x), -0.5);
+        assert!((model.probability(&x) - 1.0 / (1.0 + 0.5f64.exp())).abs() < 1e-12);
+        let mut contributions = [0.0; FEATURE_COUNT];
+        let bias = model.contributions(&x, &mut contributions);
+        assert_eq!(bias + contributions.iter().sum::<f64>(), model.raw(&x));
+    }
+
+    #[test]
+    fn the_file_round_trips_byte_for_byte() {
+        let file = stump();
+        let text = file.to_json();
+        let again = ModelFile::parse(&text).unwrap();
+        assert_eq!(again, file);
+        assert_eq!(again.to_json(), text);
+    }
+
+    #[test]
+    fn another_feature_schema_is_refused_with_a_clear_message() {
+        let mut file = stump();
+        file.features.names[2] = "header_total".into();
+        let error = file.compile().unwrap_err();
+        assert_eq!(error.kind, ModelErrorKind::SchemaMismatch);
+        assert!(error.message.contains("edited"), "{}", error.message);
+        file.features.hash = crate::model::features::hash_of(1, file.features.names.iter().map(String::as_str));
+        let error = file.compile().unwrap_err();
+        assert_eq!(error.kind, ModelErrorKind::SchemaMismatch);
+        assert!(error.message.contains("first difference at feature 2"), "{}", error.message);
+        assert!(error.message.contains("palisade train"), "{}", error.message);
+    }
+
+    #[test]
+    fn loops_and_bad_indices_are_refused() {
+        let mut file = stump();
+        file.trees[0].left[0] = 0;
+        assert_eq!(file.compile().unwrap_err().kind, ModelErrorKind::Invalid);
+        let mut file = stump();
+        file.trees[0].feature[0] = FEATURE_COUNT as i32;
+        assert_eq!(file.compile().unwrap_err().kind, ModelErrorKind::Invalid);
+        let mut file = stump();
+        file.trees[0].value.pop();
+        assert_eq!(file.compile().unwrap_err().kind, ModelErrorKind::Invalid);
+    }
+}

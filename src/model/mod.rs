@@ -1,0 +1,25 @@
+//! The lightweight classifier: palisade's own model file format, inference
+//! over it, the features it reads, a trainer and the `model` stage.
+//!
+//! - [`file`]: the versioned JSON model file (feature schema and its hash,
+//!   trees as flat node arrays, base score, link, training metadata) and
+//!   the compiled, allocation-free [`Model`] evaluated per request;
+//! - [`lightgbm`]: an importer for LightGBM's text model format;
+//! - [`features`]: the documented, versioned feature table, computed from
+//!   the request view and counter readings, live and in replay alike;
+//! - [`train`]: gradient-boosted trees (default) and logistic regression,
+//!   with held-out metrics by source;
+//! - [`stage`]: the stage that scores requests (`[[model]]` in the
+//!   configuration), in shadow or enforce mode;
+//! - [`cli`]: `palisade train`.
+
+pub mod cli;
+pub mod features;
+pub mod file;
+pub mod lightgbm;
+pub mod stage;
+pub mod train;
+
+pub use features::{FEATURE_COUNT, FeatureVector, schema_hash};
+pub use file::{Contribution, Model, ModelError, ModelErrorKind, ModelFile};
+pub use stage::{ModelReport, ModelStage};

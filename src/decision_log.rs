@@ -18,6 +18,8 @@ use serde::Serialize;
 use crate::config::{DecisionLogConfig, RouteMode};
 use crate::identify::Identity;
 use crate::metrics::Metrics;
+use crate::model::features::{FEATURES, FeatureVector};
+use crate::model::stage::ModelReport;
 use crate::pipeline::{Decision, LoginOutcome};
 use crate::signal::{Action, Signal};
 
@@ -71,6 +73,40 @@ struct Line<'a> {
     upstream_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ja4: Option<&'a str>,
+    /// Each model's probability, when models ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<ModelProbabilities<'a>>,
+    /// The model features, with `[decision_log] model_features`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    features: Option<FeatureMap<'a>>,
+}
+
+/// `{"name": probability, ...}` in configuration order.
+struct ModelProbabilities<'a>(&'a ModelReport);
+
+impl Serialize for ModelProbabilities<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.names.len()))?;
+        for (name, p) in self.0.names.iter().zip(self.0.probabilities()) {
+            map.serialize_entry(&**name, &((p * 1e6).round() / 1e6))?;
+        }
+        map.end()
+    }
+}
+
+/// `{"feature": value or null, ...}` in feature-table order.
+struct FeatureMap<'a>(&'a FeatureVector);
+
+impl Serialize for FeatureMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(FEATURES.len()))?;
+        for (def, value) in FEATURES.iter().zip(self.0) {
+            map.serialize_entry(def.name, &(!value.is_nan()).then_some(*value))?;
+        }
+        map.end()
+    }
 }
 
 /// Render a decision as one JSON log line (no trailing newline).
@@ -105,6 +141,8 @@ pub fn render_line(decision: &Decision, facts: &RequestFacts<'_>) -> String {
         decision_us: facts.decision_time.as_nanos() as f64 / 1000.0,
         upstream_ms: facts.upstream_time.map(|t| t.as_micros() as f64 / 1000.0),
         ja4: facts.ja4,
+        model: decision.model.as_deref().filter(|m| !m.names.is_empty()).map(ModelProbabilities),
+        features: decision.model.as_deref().filter(|m| m.log_features).map(|m| FeatureMap(&m.features)),
     };
     serde_json::to_string(&line).expect("decision lines serialize")
 }

@@ -220,11 +220,14 @@ pub struct DecisionLogConfig {
     pub path: String,
     /// Fraction of allowed requests also logged (0.0 to 1.0).
     pub sample_allowed: f64,
+    /// Log every model feature of each logged request (for checking a
+    /// model's inputs; off by default: it makes lines long).
+    pub model_features: bool,
 }
 
 impl Default for DecisionLogConfig {
     fn default() -> Self {
-        DecisionLogConfig { path: "-".into(), sample_allowed: 0.0 }
+        DecisionLogConfig { path: "-".into(), sample_allowed: 0.0, model_features: false }
     }
 }
 

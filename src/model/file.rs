@@ -328,6 +328,14 @@ struct Linear {
     weights: Box<[f64; FEATURE_COUNT]>,
 }
 
+impl Linear {
+    /// One feature's term of the raw score; a missing value counts as the mean.
+    #[inline]
+    fn term(&self, feature: usize, value: f64) -> f64 {
+        if value.is_nan() { 0.0 } else { self.weights[feature] * (value - self.mean[feature]) / self.scale[feature] }
+    }
+}
+
 fn compile_linear(linear: &LinearFile) -> Result<Linear, ModelError> {
     let array = |values: &[f64], what: &str| -> Result<Box<[f64; FEATURE_COUNT]>, ModelError> {
         let fixed: [f64; FEATURE_COUNT] = values.try_into().map_err(|_| {
@@ -407,11 +415,7 @@ impl Model {
             raw += self.leaf(root, x).value;
         }
         if let Some(linear) = &self.linear {
-            for i in 0..FEATURE_COUNT {
-                if !x[i].is_nan() {
-                    raw += linear.weights[i] * (x[i] - linear.mean[i]) / linear.scale[i];
-                }
-            }
+            raw += (0..FEATURE_COUNT).map(|i| linear.term(i, x[i])).sum::<f64>();
         }
         raw
     }
@@ -448,10 +452,8 @@ impl Model {
             }
         }
         if let Some(linear) = &self.linear {
-            for i in 0..FEATURE_COUNT {
-                if !x[i].is_nan() {
-                    out[i] += linear.weights[i] * (x[i] - linear.mean[i]) / linear.scale[i];
-                }
+            for (i, slot) in out.iter_mut().enumerate() {
+                *slot += linear.term(i, x[i]);
             }
         }
         bias

@@ -334,11 +334,11 @@ header_count=1
     fn by_hand(header_count: f64, ip_requests_10s: f64, sec_fetch: f64) -> f64 {
         // Tree 0, node 0: header_count, decision_type 10 = default left (2)
         // + missing type NaN (8).
-        let tree0: f64 = if header_count.is_nan() || header_count <= 4.5000000000000009 {
+        let tree0: f64 = if header_count.is_nan() || header_count <= 4.500_000_000_000_001 {
             // Node 1: ip_requests_10s, decision_type 2: missing type None,
             // so NaN is compared as 0.
             let requests = if ip_requests_10s.is_nan() { 0.0 } else { ip_requests_10s };
-            if requests <= 20.000000000000004 { 0.4 } else { 0.1 }
+            if requests <= 20.000_000_000_000_004 { 0.4 } else { 0.1 }
         } else {
             -0.3
         };

@@ -32,6 +32,10 @@ const EVIDENCE_FEATURES: usize = 3;
 pub struct ModelStage {
     extractor: FeatureExtractor,
     models: Vec<ConfiguredModel>,
+    /// The models' names, shared by every report.
+    names: Arc<[Arc<str>]>,
+    /// `[decision_log] model_features`: log every request's features.
+    log_features: bool,
 }
 
 /// A model as configured.
@@ -52,12 +56,15 @@ pub struct ConfiguredModel {
 pub struct ModelReport {
     pub features: FeatureVector,
     pub probabilities: [f64; MAX_MODELS],
-    pub models: usize,
+    /// The models' names, in the order of `probabilities`.
+    pub names: Arc<[Arc<str>]>,
+    /// Whether the decision log shows the features.
+    pub log_features: bool,
 }
 
 impl ModelReport {
     pub fn probabilities(&self) -> &[f64] {
-        &self.probabilities[..self.models]
+        &self.probabilities[..self.names.len().min(MAX_MODELS)]
     }
 }
 
@@ -124,7 +131,9 @@ impl ModelStage {
             ));
         }
         if problems.is_empty() {
-            Ok(Some(ModelStage { extractor: FeatureExtractor::new(hasher), models }))
+            let names = models.iter().map(|m| m.name.clone()).collect();
+            let log_features = config.decision_log.model_features;
+            Ok(Some(ModelStage { extractor: FeatureExtractor::new(hasher), models, names, log_features }))
         } else {
             Err(problems)
         }
@@ -150,7 +159,12 @@ impl ModelStage {
         signals: &mut Vec<Signal>,
     ) -> ModelReport {
         let features = self.extractor.compute(view, keys, readings, login);
-        let mut report = ModelReport { features, probabilities: [0.0; MAX_MODELS], models: self.models.len() };
+        let mut report = ModelReport {
+            features,
+            probabilities: [0.0; MAX_MODELS],
+            names: self.names.clone(),
+            log_features: self.log_features,
+        };
         for (slot, configured) in report.probabilities.iter_mut().zip(&self.models) {
             let probability = configured.model.probability(&report.features);
             *slot = probability;

@@ -273,9 +273,9 @@ fn best_split(bins: &Bins, rows: &[u32], grad: &[f64], hess: &[f64], params: &Tr
         }
         let missing = histogram[0];
         let (mut left_g, mut left_h) = (0.0, 0.0);
-        for bin in 1..=cut_count {
-            left_g += histogram[bin].g;
-            left_h += histogram[bin].h;
+        for (bin, sums) in histogram.iter().enumerate().take(cut_count + 1).skip(1) {
+            left_g += sums.g;
+            left_h += sums.h;
             for missing_left in [false, true] {
                 let (lg, lh) = if missing_left { (left_g + missing.g, left_h + missing.h) } else { (left_g, left_h) };
                 let (rg, rh) = (total_g - lg, total_h - lh);
@@ -382,8 +382,8 @@ fn boost(data: &Dataset, params: &TreeParams, base_score: f64, seed: u64) -> (Ve
         }
         .compile();
         if let Ok(one) = compiled {
-            for i in 0..n {
-                raw[i] += one.raw(&data.x[i]);
+            for (raw, x) in raw.iter_mut().zip(&data.x) {
+                *raw += one.raw(x);
             }
         }
         trees.push(tree);

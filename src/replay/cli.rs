@@ -244,8 +244,12 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
     });
     let read_bytes = inputs.read_bytes.clone();
     let started = std::time::Instant::now();
-    let mut tally = Tally::default();
-    let mut baseline_tally = Tally::default();
+    let model_names = |engine: &Engine| -> Vec<(String, f64)> {
+        let models = engine.pipeline().models().map(|stage| stage.models()).unwrap_or_default();
+        models.iter().map(|m| (m.name.to_string(), m.min_probability)).collect()
+    };
+    let mut tally = Tally::with_models(model_names(&new));
+    let mut baseline_tally = baseline.as_ref().map_or_else(Tally::default, |old| Tally::with_models(model_names(old)));
     let mut diff = DiffTally::default();
     let mut write_error: Option<std::io::Error> = None;
     let mut count: u64 = 0;

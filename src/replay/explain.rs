@@ -218,8 +218,37 @@ fn render(config: &Config, engine: &Engine, twin: &Engine, request: &Prepared, m
     }
     let _ = writeln!(out, "fingerprint  {}", decision.fingerprint);
     render_signals(&mut out, &decision, &attributed);
+    render_models(&mut out, engine, &decision);
     render_score(&mut out, config, &decision);
     out
+}
+
+/// Each model's probability and the features that moved it most.
+fn render_models(out: &mut String, engine: &Engine, decision: &Decision) {
+    let (Some(stage), Some(report)) = (engine.pipeline().models(), &decision.model) else { return };
+    for (configured, probability) in stage.models().iter().zip(report.probabilities()) {
+        let mode = match configured.mode {
+            crate::config::ModelMode::Shadow => "shadow",
+            crate::config::ModelMode::Enforce => "enforce",
+        };
+        let _ = writeln!(
+            out,
+            "model        {} ({mode}): probability {probability:.3}, penalty {} (min_probability {})",
+            configured.name,
+            configured.penalty(*probability),
+            configured.min_probability
+        );
+        for contribution in configured.model.top_contributions(&report.features, 5) {
+            let value = report.features[contribution.feature];
+            let value = if value.is_nan() { "missing".to_string() } else { format!("{value}") };
+            let _ = writeln!(
+                out,
+                "               {:<32} = {value:<10} moved the log-odds by {:+.3}",
+                crate::model::features::FEATURES[contribution.feature].name,
+                contribution.value
+            );
+        }
+    }
 }
 
 fn render_signals(out: &mut String, decision: &Decision, attributed: &[(&'static str, Vec<Signal>)]) {
@@ -233,6 +262,8 @@ fn render_signals(out: &mut String, decision: &Decision, attributed: &[(&'static
     for signal in &decision.signals {
         let source = if signal.id.as_ref() == crate::pipeline::PARTNER_QUOTA_ID {
             "identify"
+        } else if signal.id.starts_with("model.") {
+            "model"
         } else {
             attributed
                 .iter()

@@ -67,9 +67,49 @@ pub struct Tally {
     by_label: HashMap<Arc<str>, [u64; 4]>,
     unlabeled: [u64; 4],
     last_at: u64,
+    /// Per model (configuration order): name, min_probability, counts.
+    models: Vec<ModelTally>,
+}
+
+/// What one model said over a replay.
+#[derive(Debug, Default)]
+struct ModelTally {
+    name: String,
+    min_probability: f64,
+    /// Label → (requests scored, flagged at min_probability, sum of probabilities).
+    by_label: BTreeMap<String, (u64, u64, f64)>,
+    /// (probability, is a bot) of every labelled request, for ROC-AUC.
+    scores: Vec<(f32, bool)>,
 }
 
 impl Tally {
+    /// Report each model's results too (names and `min_probability` in
+    /// configuration order).
+    pub fn with_models(models: impl IntoIterator<Item = (String, f64)>) -> Tally {
+        let models = models
+            .into_iter()
+            .map(|(name, min_probability)| ModelTally { name, min_probability, ..ModelTally::default() })
+            .collect();
+        Tally { models, ..Tally::default() }
+    }
+
+    fn add_models(&mut self, decision: &Decision, label: Option<&Arc<str>>) {
+        let Some(report) = &decision.model else { return };
+        for (tally, &probability) in self.models.iter_mut().zip(report.probabilities()) {
+            let label_text = label.map_or("(unlabeled)", |l| &**l);
+            let row = match tally.by_label.get_mut(label_text) {
+                Some(row) => row,
+                None => tally.by_label.entry(label_text.to_string()).or_default(),
+            };
+            row.0 += 1;
+            row.1 += u64::from(probability >= tally.min_probability);
+            row.2 += probability;
+            if let Some(label) = label {
+                tally.scores.push((probability as f32, &**label == "bot"));
+            }
+        }
+    }
+
     pub fn add(&mut self, decision: &Decision, route: &Arc<str>, label: Option<&Arc<str>>, at: u64) {
         self.requests += 1;
         if at < self.last_at {
@@ -98,6 +138,7 @@ impl Tally {
                 self.by_route.insert(route.clone(), counts);
             }
         }
+        self.add_models(decision, label);
         let outcome = Outcome::of(action) as usize;
         match label {
             Some(label) => self.by_label.entry(label.clone()).or_default()[outcome] += 1,
@@ -127,8 +168,52 @@ impl Tally {
             by_route: self.by_route.iter().map(|(route, counts)| (route.to_string(), actions(counts))).collect(),
             labels,
             rates,
+            models: self.models.iter().map(ModelTally::row).collect(),
         }
     }
+}
+
+impl ModelTally {
+    fn row(&self) -> ModelRow {
+        let p: Vec<f64> = self.scores.iter().map(|(p, _)| f64::from(*p)).collect();
+        let y: Vec<f64> = self.scores.iter().map(|(_, bot)| if *bot { 1.0 } else { 0.0 }).collect();
+        let auc = crate::model::train::roc_auc(&p, &y);
+        ModelRow {
+            name: self.name.clone(),
+            min_probability: self.min_probability,
+            roc_auc: (!auc.is_nan()).then(|| round6(auc)),
+            by_label: self
+                .by_label
+                .iter()
+                .map(|(label, (requests, flagged, sum))| {
+                    let row = ModelLabelRow {
+                        requests: *requests,
+                        flagged: *flagged,
+                        mean_probability: round6(sum / (*requests).max(1) as f64),
+                    };
+                    (label.clone(), row)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One model's results: how often it reached `min_probability` per label.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRow {
+    pub name: String,
+    pub min_probability: f64,
+    /// Bots against people and partners, by probability.
+    pub roc_auc: Option<f64>,
+    pub by_label: BTreeMap<String, ModelLabelRow>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ModelLabelRow {
+    pub requests: u64,
+    /// Requests at or above `min_probability`.
+    pub flagged: u64,
+    pub mean_probability: f64,
 }
 
 /// Everything a replay of one configuration found.
@@ -144,6 +229,9 @@ pub struct Summary {
     /// Confusion matrix: label → outcome counts (empty without labels).
     pub labels: BTreeMap<String, LabelRow>,
     pub rates: Rates,
+    /// Each configured model's results (empty without models).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelRow>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -262,6 +350,21 @@ impl Summary {
                 let _ = write!(out, " {:>10}", counts.get(action.as_str()).copied().unwrap_or(0));
             }
             let _ = writeln!(out);
+        }
+        for model in &self.models {
+            let auc = model.roc_auc.map_or_else(|| "n/a".to_string(), |a| format!("{a:.4}"));
+            let _ = writeln!(out, "\nmodel {} (ROC-AUC {auc}; flagged = probability >= {})", model.name, model.min_probability);
+            let _ = writeln!(out, "  {:<12} {:>10} {:>10} {:>8} {:>10}", "label", "requests", "flagged", "share", "mean p");
+            for (label, row) in &model.by_label {
+                let _ = writeln!(
+                    out,
+                    "  {label:<12} {:>10} {:>10} {:>8} {:>10.3}",
+                    row.requests,
+                    row.flagged,
+                    percent(row.flagged, row.requests),
+                    row.mean_probability
+                );
+            }
         }
         if self.labels.is_empty() {
             let _ = writeln!(out, "\n(no labels in the captures: no confusion matrix)");

@@ -155,35 +155,62 @@ fn browser_ua(rng: &mut Rng, browser: Browser, agents: &Agents) -> (String, u32)
     match browser {
         Browser::ChromeDesktop => {
             let major = 120 + rng.below(37) as u32;
-            let platform = rng.pick(&[
-                "Windows NT 10.0; Win64; x64",
-                "Macintosh; Intel Mac OS X 10_15_7",
-                "X11; Linux x86_64",
-            ]);
-            (format!("Mozilla/5.0 ({platform}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"), major)
+            let platform =
+                rng.pick(&["Windows NT 10.0; Win64; x64", "Macintosh; Intel Mac OS X 10_15_7", "X11; Linux x86_64"]);
+            (
+                format!(
+                    "Mozilla/5.0 ({platform}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
+                ),
+                major,
+            )
         }
         Browser::ChromeAndroid => {
             let major = 120 + rng.below(37) as u32;
-            (format!("Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Mobile Safari/537.36"), major)
+            (
+                format!(
+                    "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Mobile Safari/537.36"
+                ),
+                major,
+            )
         }
         Browser::Edge => {
             let major = 120 + rng.below(37) as u32;
-            (format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36 Edg/{major}.0.0.0"), major)
+            (
+                format!(
+                    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36 Edg/{major}.0.0.0"
+                ),
+                major,
+            )
         }
         Browser::Firefox => {
             let major = 115 + rng.below(25) as u32;
-            let platform = rng.pick(&["Windows NT 10.0; Win64; x64", "Macintosh; Intel Mac OS X 10.15", "X11; Linux x86_64", "X11; Ubuntu; Linux x86_64"]);
+            let platform = rng.pick(&[
+                "Windows NT 10.0; Win64; x64",
+                "Macintosh; Intel Mac OS X 10.15",
+                "X11; Linux x86_64",
+                "X11; Ubuntu; Linux x86_64",
+            ]);
             (format!("Mozilla/5.0 ({platform}; rv:{major}.0) Gecko/20100101 Firefox/{major}.0"), major)
         }
         Browser::SafariMac => {
             let major = 16 + rng.below(3) as u32;
             let minor = rng.below(6);
-            (format!("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{major}.{minor} Safari/605.1.15"), major)
+            (
+                format!(
+                    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{major}.{minor} Safari/605.1.15"
+                ),
+                major,
+            )
         }
         Browser::SafariIos => {
             let major = 16 + rng.below(3) as u32;
             let minor = rng.below(6);
-            (format!("Mozilla/5.0 (iPhone; CPU iPhone OS {major}_{minor} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{major}.{minor} Mobile/15E148 Safari/604.1"), major)
+            (
+                format!(
+                    "Mozilla/5.0 (iPhone; CPU iPhone OS {major}_{minor} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{major}.{minor} Mobile/15E148 Safari/604.1"
+                ),
+                major,
+            )
         }
     }
 }
@@ -220,7 +247,14 @@ fn h(name: &str, value: impl Into<String>) -> (String, String) {
 
 /// Chromium's header set (the recorded Chromium 156 order), for a UA of
 /// version `major`: client hints from 89, Sec-Fetch-* from 76.
-fn chromium_headers(ua: &str, major: u32, mobile: bool, edge: bool, language: &str, r: &BrowserRequest<'_>) -> Vec<(String, String)> {
+fn chromium_headers(
+    ua: &str,
+    major: u32,
+    mobile: bool,
+    edge: bool,
+    language: &str,
+    r: &BrowserRequest<'_>,
+) -> Vec<(String, String)> {
     let brand = if edge { "Microsoft Edge" } else { "Google Chrome" };
     let ch_ua = format!("\"Chromium\";v=\"{major}\", \"Not:A-Brand\";v=\"24\", \"{brand}\";v=\"{major}\"");
     let platform = if mobile {
@@ -378,7 +412,9 @@ fn safari_headers(ua: &str, major: u32, language: &str, r: &BrowserRequest<'_>) 
         Kind::Document | Kind::Form => "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
         Kind::Style => "text/css,*/*;q=0.1",
         Kind::Script => "*/*",
-        Kind::Image => "image/webp,image/avif,image/jxl,image/heic,image/heic-sequence,video/*;q=0.8,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5",
+        Kind::Image => {
+            "image/webp,image/avif,image/jxl,image/heic,image/heic-sequence,video/*;q=0.8,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5"
+        }
     };
     out.push(h("Accept", accept));
     if fetch {
@@ -388,12 +424,15 @@ fn safari_headers(ua: &str, major: u32, language: &str, r: &BrowserRequest<'_>) 
         out.push(h("Cookie", cookie));
     }
     if fetch {
-        out.push(h("Sec-Fetch-Dest", match r.kind {
-            Kind::Document | Kind::Form => "document",
-            Kind::Style => "style",
-            Kind::Script => "script",
-            Kind::Image => "image",
-        }));
+        out.push(h(
+            "Sec-Fetch-Dest",
+            match r.kind {
+                Kind::Document | Kind::Form => "document",
+                Kind::Style => "style",
+                Kind::Script => "script",
+                Kind::Image => "image",
+            },
+        ));
     }
     out.push(h("Accept-Language", language));
     if fetch {
@@ -411,7 +450,13 @@ fn safari_headers(ua: &str, major: u32, language: &str, r: &BrowserRequest<'_>) 
     out
 }
 
-fn browser_headers(browser: Browser, ua: &str, major: u32, language: &str, r: &BrowserRequest<'_>) -> Vec<(String, String)> {
+fn browser_headers(
+    browser: Browser,
+    ua: &str,
+    major: u32,
+    language: &str,
+    r: &BrowserRequest<'_>,
+) -> Vec<(String, String)> {
     match browser {
         Browser::ChromeDesktop => chromium_headers(ua, major, false, false, language, r),
         Browser::ChromeAndroid => chromium_headers(ua, major, true, false, language, r),
@@ -447,7 +492,15 @@ struct Corpus {
     scale: f64,
 }
 
-fn record(ts: f64, ip: IpAddr, method: &str, target: &str, headers: Vec<(String, String)>, label: &str, source: &str) -> CaptureRecord {
+fn record(
+    ts: f64,
+    ip: IpAddr,
+    method: &str,
+    target: &str,
+    headers: Vec<(String, String)>,
+    label: &str,
+    source: &str,
+) -> CaptureRecord {
     let mut r = CaptureRecord::new((ts * 1e4).round() / 1e4, ip, method, target, headers);
     r.label = Some(label.into());
     r.source = Some(source.into());
@@ -490,7 +543,8 @@ impl Corpus {
     /// login page, the form (a typo now and then), the account, a few
     /// more pages.
     fn browser_session(&mut self, browser: Browser, agents: &Agents, user: usize) {
-        let cgnat = self.rng.chance(if matches!(browser, Browser::ChromeAndroid | Browser::SafariIos) { 0.5 } else { 0.1 });
+        let cgnat =
+            self.rng.chance(if matches!(browser, Browser::ChromeAndroid | Browser::SafariIos) { 0.5 } else { 0.1 });
         let ip = self.person_ip(cgnat);
         let (ua, major) = browser_ua(&mut self.rng, browser, agents);
         let language = self.rng.pick(LANGUAGES).to_string();
@@ -498,11 +552,23 @@ impl Corpus {
         let username = format!("user{user}@mail.example");
         let source = browser.source();
         let mut t = self.at();
-        let mut cookie: Option<String> = if self.rng.chance(0.4) { Some(format!("_ga=GA1.1.{}", self.rng.below(1 << 30))) } else { None };
+        let mut cookie: Option<String> =
+            if self.rng.chance(0.4) { Some(format!("_ga=GA1.1.{}", self.rng.below(1 << 30))) } else { None };
         let home = format!("https://{HOST}/");
         let login_page = format!("https://{HOST}/login");
-        let page = |this: &mut Corpus, t: &mut f64, target: &str, referer: Option<&str>, cookie: &Option<String>, same_origin: bool| {
-            let r = BrowserRequest { kind: Kind::Document, referer, cookie: cookie.as_deref(), content_length: 0, same_origin };
+        let page = |this: &mut Corpus,
+                    t: &mut f64,
+                    target: &str,
+                    referer: Option<&str>,
+                    cookie: &Option<String>,
+                    same_origin: bool| {
+            let r = BrowserRequest {
+                kind: Kind::Document,
+                referer,
+                cookie: cookie.as_deref(),
+                content_length: 0,
+                same_origin,
+            };
             let headers = browser_headers(browser, &ua, major, &language, &r);
             let mut rec = record(*t, ip, "GET", target, headers, "human", source);
             rec.status = Some(200);
@@ -510,10 +576,20 @@ impl Corpus {
             // Sub-resources, unless cached.
             if this.rng.chance(0.7) {
                 let referer = format!("https://{HOST}{target}");
-                for (path, kind) in [("/static/app.css", Kind::Style), ("/static/app.js", Kind::Script), ("/static/logo.png", Kind::Image)] {
+                for (path, kind) in [
+                    ("/static/app.css", Kind::Style),
+                    ("/static/app.js", Kind::Script),
+                    ("/static/logo.png", Kind::Image),
+                ] {
                     if this.rng.chance(0.85) {
                         *t += this.rng.range(0.02, 0.3);
-                        let r = BrowserRequest { kind, referer: Some(&referer), cookie: cookie.as_deref(), content_length: 0, same_origin: true };
+                        let r = BrowserRequest {
+                            kind,
+                            referer: Some(&referer),
+                            cookie: cookie.as_deref(),
+                            content_length: 0,
+                            same_origin: true,
+                        };
                         let headers = browser_headers(browser, &ua, major, &language, &r);
                         let mut rec = record(*t, ip, "GET", path, headers, "human", source);
                         rec.status = Some(200);
@@ -532,7 +608,13 @@ impl Corpus {
         for attempt in 0..attempts {
             t += self.rng.range(4.0, 25.0);
             let body = form_body(&username);
-            let r = BrowserRequest { kind: Kind::Form, referer: Some(&login_page), cookie: cookie.as_deref(), content_length: body.len(), same_origin: true };
+            let r = BrowserRequest {
+                kind: Kind::Form,
+                referer: Some(&login_page),
+                cookie: cookie.as_deref(),
+                content_length: body.len(),
+                same_origin: true,
+            };
             let headers = browser_headers(browser, &ua, major, &language, &r);
             let mut rec = record(t, ip, "POST", "/login", headers, "human", source);
             rec.body = Some(body);
@@ -564,7 +646,12 @@ impl Corpus {
             "okhttp" => ("Android app on OkHttp (people)", format!("okhttp/4.{}.0", 9 + self.rng.below(4))),
             "alamofire" => (
                 "iOS app on Alamofire (people)",
-                format!("ShopApp/3.{} (com.example.shop; build:{}; iOS 17.{}.0) Alamofire/5.9.1", self.rng.below(5), 400 + self.rng.below(30), self.rng.below(5)),
+                format!(
+                    "ShopApp/3.{} (com.example.shop; build:{}; iOS 17.{}.0) Alamofire/5.9.1",
+                    self.rng.below(5),
+                    400 + self.rng.below(30),
+                    self.rng.below(5)
+                ),
             ),
             _ => ("Flutter app on dart:io (people)", format!("Dart/3.{} (dart:io)", 2 + self.rng.below(3))),
         };
@@ -580,7 +667,12 @@ impl Corpus {
                         out.push(h("Content-Type", "application/json; charset=UTF-8"));
                         out.push(h("Content-Length", len.to_string()));
                     }
-                    out.extend([h("Host", HOST), h("Connection", "Keep-Alive"), h("Accept-Encoding", "gzip"), h("User-Agent", ua.clone())]);
+                    out.extend([
+                        h("Host", HOST),
+                        h("Connection", "Keep-Alive"),
+                        h("Accept-Encoding", "gzip"),
+                        h("User-Agent", ua.clone()),
+                    ]);
                     out
                 }
                 "alamofire" => {
@@ -593,7 +685,10 @@ impl Corpus {
                         out.push(h("Authorization", format!("Bearer {token}")));
                     }
                     out.push(h("Accept-Encoding", "br;q=1.0, gzip;q=0.9, deflate;q=0.8"));
-                    out.push(h("Accept-Language", if this.rng.chance(0.7) { "en-US;q=1.0" } else { "de-DE;q=1.0, en-US;q=0.9" }));
+                    out.push(h(
+                        "Accept-Language",
+                        if this.rng.chance(0.7) { "en-US;q=1.0" } else { "de-DE;q=1.0, en-US;q=0.9" },
+                    ));
                     if let Some(len) = content {
                         out.push(h("Content-Length", len.to_string()));
                     }
@@ -633,7 +728,8 @@ impl Corpus {
         let token = format!("eyJ{}", self.rng.below(1 << 40));
         for _ in 0..1 + self.rng.below(6) {
             t += self.rng.range(0.3, 40.0);
-            let target = *self.rng.pick(&["/api/feed", "/api/cart", "/api/profile", "/api/orders", "/api/items?page=2"]);
+            let target =
+                *self.rng.pick(&["/api/feed", "/api/cart", "/api/profile", "/api/orders", "/api/items?page=2"]);
             let hs = headers(self, None, Some(&token));
             let mut rec = record(t, ip, "GET", target, hs, "human", source);
             rec.status = Some(200);
@@ -655,8 +751,21 @@ impl Corpus {
             let login = i % 5 == 0;
             let mut hs = match name {
                 "go" => vec![h("Host", HOST), h("User-Agent", ua.clone())],
-                "java" => vec![h("Connection", "Upgrade, HTTP2-Settings"), h("Host", HOST), h("HTTP2-Settings", "AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA"), h("Upgrade", "h2c"), h("User-Agent", ua.clone())],
-                _ => vec![h("host", HOST), h("connection", "keep-alive"), h("accept", "*/*"), h("accept-language", "*"), h("sec-fetch-mode", "cors"), h("user-agent", ua.clone())],
+                "java" => vec![
+                    h("Connection", "Upgrade, HTTP2-Settings"),
+                    h("Host", HOST),
+                    h("HTTP2-Settings", "AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA"),
+                    h("Upgrade", "h2c"),
+                    h("User-Agent", ua.clone()),
+                ],
+                _ => vec![
+                    h("host", HOST),
+                    h("connection", "keep-alive"),
+                    h("accept", "*/*"),
+                    h("accept-language", "*"),
+                    h("sec-fetch-mode", "cors"),
+                    h("user-agent", ua.clone()),
+                ],
             };
             hs.push(h("X-API-Key", key.clone()));
             let method = if login { "POST" } else { "GET" };
@@ -680,7 +789,15 @@ impl Corpus {
     /// Credential stuffing: each address tries a few usernames of a combo
     /// list; about 1 in 100 works. `per_ip` attempts per address.
     #[allow(clippy::too_many_arguments)]
-    fn stuffing(&mut self, source: &str, attempts: usize, per_ip: usize, gap: (f64, f64), page_first: bool, headers: &dyn Fn(&mut Rng, usize) -> (Vec<(String, String)>, bool)) {
+    fn stuffing(
+        &mut self,
+        source: &str,
+        attempts: usize,
+        per_ip: usize,
+        gap: (f64, f64),
+        page_first: bool,
+        headers: &dyn Fn(&mut Rng, usize) -> (Vec<(String, String)>, bool),
+    ) {
         let mut t = self.at().min(self.start + self.duration * 0.7);
         let mut ip = self.person_ip(false);
         for i in 0..attempts {
@@ -715,12 +832,37 @@ impl Corpus {
         let ip = IpAddr::V4(Ipv4Addr::new(45, 155, self.rng.below(256) as u8, 1 + self.rng.below(254) as u8));
         let mut t = self.at();
         const PATHS: &[&str] = &[
-            "/admin", "/.env", "/wp-login.php", "/phpmyadmin/", "/.git/config", "/backup.zip", "/config.php", "/server-status",
-            "/api/v1/users", "/login.php", "/xmlrpc.php", "/actuator/health", "/cgi-bin/test.cgi", "/search?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
-            "/item?id=1%27%20OR%20%271%27%3D%271", "/../../etc/passwd", "/robots.txt", "/sitemap.xml", "/console", "/debug",
+            "/admin",
+            "/.env",
+            "/wp-login.php",
+            "/phpmyadmin/",
+            "/.git/config",
+            "/backup.zip",
+            "/config.php",
+            "/server-status",
+            "/api/v1/users",
+            "/login.php",
+            "/xmlrpc.php",
+            "/actuator/health",
+            "/cgi-bin/test.cgi",
+            "/search?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            "/item?id=1%27%20OR%20%271%27%3D%271",
+            "/../../etc/passwd",
+            "/robots.txt",
+            "/sitemap.xml",
+            "/console",
+            "/debug",
         ];
         for i in 0..requests {
-            let path = if i < PATHS.len() { PATHS[i].to_string() } else { format!("{}{}", self.rng.pick(PATHS), if self.rng.chance(0.5) { format!("/{}", self.rng.below(9999)) } else { String::new() }) };
+            let path = if i < PATHS.len() {
+                PATHS[i].to_string()
+            } else {
+                format!(
+                    "{}{}",
+                    self.rng.pick(PATHS),
+                    if self.rng.chance(0.5) { format!("/{}", self.rng.below(9999)) } else { String::new() }
+                )
+            };
             let mut hs = vec![h("Host", HOST), h("User-Agent", ua)];
             for (n, v) in extra {
                 hs.push(h(n, *v));
@@ -743,10 +885,20 @@ fn main() {
     };
     let fixture = |name: &str| format!("{}/tests/fixtures/user-agents/{name}", env!("CARGO_MANIFEST_DIR"));
     let agents = Agents {
-        browsers: read_fixture(&fixture("browsers.yml")).into_iter().filter(|(f, _)| !f.starts_with("ZZZ")).map(|(_, ua)| ua).collect(),
+        browsers: read_fixture(&fixture("browsers.yml"))
+            .into_iter()
+            .filter(|(f, _)| !f.starts_with("ZZZ"))
+            .map(|(_, ua)| ua)
+            .collect(),
         crawlers: read_fixture(&fixture("crawlers.yml")).into_iter().map(|(_, ua)| ua).collect(),
     };
-    let mut corpus = Corpus { records: Vec::new(), rng: Rng(SplitMix64::new(args.seed)), start: args.start, duration: 7200.0, scale: args.scale };
+    let mut corpus = Corpus {
+        records: Vec::new(),
+        rng: Rng(SplitMix64::new(args.seed)),
+        start: args.start,
+        duration: 7200.0,
+        scale: args.scale,
+    };
     let mut user = 0usize;
     for (browser, sessions) in [
         (Browser::ChromeDesktop, 450),
@@ -773,13 +925,32 @@ fn main() {
     }
 
     // python-requests under browser user agents, from residential proxies.
-    let browser_uas: Vec<String> = agents.browsers.iter().filter(|ua| ua.contains("Chrome/") || ua.contains("Firefox/")).cloned().collect();
+    let browser_uas: Vec<String> =
+        agents.browsers.iter().filter(|ua| ua.contains("Chrome/") || ua.contains("Firefox/")).cloned().collect();
     let spoofed = move |rng: &mut Rng, _: usize| {
         let ua = rng.pick(&browser_uas).clone();
-        (vec![h("Host", HOST), h("User-Agent", ua), h("Accept-Encoding", "gzip, deflate"), h("Accept", "*/*"), h("Connection", "keep-alive"), h("Content-Length", "0"), h("Content-Type", "application/x-www-form-urlencoded")], false)
+        (
+            vec![
+                h("Host", HOST),
+                h("User-Agent", ua),
+                h("Accept-Encoding", "gzip, deflate"),
+                h("Accept", "*/*"),
+                h("Connection", "keep-alive"),
+                h("Content-Length", "0"),
+                h("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            false,
+        )
     };
     let n = corpus.count(1500);
-    corpus.stuffing("stuffing: python-requests with browser user agents, residential proxies", n, 2, (0.2, 3.0), false, &spoofed);
+    corpus.stuffing(
+        "stuffing: python-requests with browser user agents, residential proxies",
+        n,
+        2,
+        (0.2, 3.0),
+        false,
+        &spoofed,
+    );
     let go = |_: &mut Rng, get: usize| {
         let mut hs = vec![h("Host", HOST), h("User-Agent", "Go-http-client/1.1")];
         if get != usize::MAX {
@@ -792,21 +963,41 @@ fn main() {
     let n = corpus.count(700);
     corpus.stuffing("stuffing: Go net/http", n, 14, (0.3, 2.0), true, &go);
     let axios = |_: &mut Rng, _: usize| {
-        (vec![h("Accept", "application/json, text/plain, */*"), h("Content-Type", "application/json"), h("User-Agent", "axios/1.6.8"), h("Content-Length", "0"), h("Accept-Encoding", "gzip, compress, deflate, br"), h("Host", HOST), h("Connection", "keep-alive")], true)
+        (
+            vec![
+                h("Accept", "application/json, text/plain, */*"),
+                h("Content-Type", "application/json"),
+                h("User-Agent", "axios/1.6.8"),
+                h("Content-Length", "0"),
+                h("Accept-Encoding", "gzip, compress, deflate, br"),
+                h("Host", HOST),
+                h("Connection", "keep-alive"),
+            ],
+            true,
+        )
     };
     let n = corpus.count(600);
     corpus.stuffing("stuffing: Node axios", n, 60, (0.1, 1.0), false, &axios);
     // A full Chrome header set, but straight to the form: no page, no sub-resources.
     let chrome_like = |rng: &mut Rng, get: usize| {
         let major = 120 + rng.below(37) as u32;
-        let ua = format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36");
+        let ua = format!(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
+        );
         let referer = format!("https://{HOST}/login");
         let kind = if get == usize::MAX { Kind::Document } else { Kind::Form };
         let r = BrowserRequest { kind, referer: Some(&referer), cookie: None, content_length: 0, same_origin: true };
         (chromium_headers(&ua, major, false, false, "en-US,en;q=0.9", &r), false)
     };
     let n = corpus.count(900);
-    corpus.stuffing("stuffing: browser header set, residential proxies, no page load", n, 3, (0.5, 4.0), false, &chrome_like);
+    corpus.stuffing(
+        "stuffing: browser header set, residential proxies, no page load",
+        n,
+        3,
+        (0.5, 4.0),
+        false,
+        &chrome_like,
+    );
     let headless = |_: &mut Rng, get: usize| {
         let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.6367.60 Safari/537.36";
         let referer = format!("https://{HOST}/login");
@@ -822,7 +1013,18 @@ fn main() {
     // set: only behaviour (many usernames, failures) tells it apart.
     let okhttp = |rng: &mut Rng, _: usize| {
         let ua = format!("okhttp/4.{}.0", 9 + rng.below(4));
-        (vec![h("X-App-Version", "5.12.0"), h("Content-Type", "application/json; charset=UTF-8"), h("Content-Length", "0"), h("Host", HOST), h("Connection", "Keep-Alive"), h("Accept-Encoding", "gzip"), h("User-Agent", ua)], true)
+        (
+            vec![
+                h("X-App-Version", "5.12.0"),
+                h("Content-Type", "application/json; charset=UTF-8"),
+                h("Content-Length", "0"),
+                h("Host", HOST),
+                h("Connection", "Keep-Alive"),
+                h("Accept-Encoding", "gzip"),
+                h("User-Agent", ua),
+            ],
+            true,
+        )
     };
     let n = corpus.count(900);
     corpus.stuffing("stuffing: mobile login API with OkHttp's header set", n, 4, (0.5, 5.0), false, &okhttp);
@@ -839,10 +1041,20 @@ fn main() {
 
     for _ in 0..corpus.count(3) {
         let n = corpus.count(120);
-        corpus.scanner("nikto 2.5 scan", "Mozilla/5.00 (Nikto/2.5.0) (Evasions:None) (Test:000123)", n, &[("Connection", "Keep-Alive")]);
+        corpus.scanner(
+            "nikto 2.5 scan",
+            "Mozilla/5.00 (Nikto/2.5.0) (Evasions:None) (Test:000123)",
+            n,
+            &[("Connection", "Keep-Alive")],
+        );
         corpus.scanner("gobuster 3.6 dir", "gobuster/3.6", n, &[("Accept-Encoding", "gzip")]);
         corpus.scanner("nuclei 3 scan", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Safari/537.36", n, &[("Connection", "close"), ("Accept", "*/*"), ("Accept-Language", "en"), ("Accept-Encoding", "gzip")]);
-        corpus.scanner("wpscan 3.8", "WPScan v3.8.25 (https://wpscan.com/wordpress-security-scanner)", n, &[("Accept", "*/*"), ("Accept-Encoding", "gzip, deflate")]);
+        corpus.scanner(
+            "wpscan 3.8",
+            "WPScan v3.8.25 (https://wpscan.com/wordpress-security-scanner)",
+            n,
+            &[("Accept", "*/*"), ("Accept-Encoding", "gzip, deflate")],
+        );
     }
     // Crawlers: a few pages each, with their plain header sets.
     for _ in 0..corpus.count(500) {
@@ -850,7 +1062,8 @@ fn main() {
         let ip = IpAddr::V4(Ipv4Addr::new(66, 249, corpus.rng.below(256) as u8, 1 + corpus.rng.below(254) as u8));
         let mut t = corpus.at();
         for i in 0..1 + corpus.rng.below(5) {
-            let target = if i == 0 { "/robots.txt".to_string() } else { format!("/item?id={}", 1 + corpus.rng.below(500)) };
+            let target =
+                if i == 0 { "/robots.txt".to_string() } else { format!("/item?id={}", 1 + corpus.rng.below(500)) };
             let mut hs = vec![h("Host", HOST), h("User-Agent", ua.clone()), h("Accept", "*/*")];
             if corpus.rng.chance(0.6) {
                 hs.push(h("Accept-Encoding", "gzip, deflate, br"));

@@ -353,8 +353,13 @@ impl Summary {
         }
         for model in &self.models {
             let auc = model.roc_auc.map_or_else(|| "n/a".to_string(), |a| format!("{a:.4}"));
-            let _ = writeln!(out, "\nmodel {} (ROC-AUC {auc}; flagged = probability >= {})", model.name, model.min_probability);
-            let _ = writeln!(out, "  {:<12} {:>10} {:>10} {:>8} {:>10}", "label", "requests", "flagged", "share", "mean p");
+            let _ = writeln!(
+                out,
+                "\nmodel {} (ROC-AUC {auc}; flagged = probability >= {})",
+                model.name, model.min_probability
+            );
+            let _ =
+                writeln!(out, "  {:<12} {:>10} {:>10} {:>8} {:>10}", "label", "requests", "flagged", "share", "mean p");
             for (label, row) in &model.by_label {
                 let _ = writeln!(
                     out,

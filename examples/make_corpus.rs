@@ -484,6 +484,10 @@ fn firefox_language(language: &str) -> String {
 
 // === impl the corpus ===
 
+/// Headers of a bot's request (`usize::MAX`: the login page's GET, else
+/// the form's POST), and whether the body is JSON.
+type HeaderMaker<'a> = dyn Fn(&mut Rng, usize) -> (Vec<(String, String)>, bool) + 'a;
+
 struct Corpus {
     records: Vec<CaptureRecord>,
     rng: Rng,
@@ -796,7 +800,7 @@ impl Corpus {
         per_ip: usize,
         gap: (f64, f64),
         page_first: bool,
-        headers: &dyn Fn(&mut Rng, usize) -> (Vec<(String, String)>, bool),
+        headers: &HeaderMaker<'_>,
     ) {
         let mut t = self.at().min(self.start + self.duration * 0.7);
         let mut ip = self.person_ip(false);
@@ -854,8 +858,8 @@ impl Corpus {
             "/debug",
         ];
         for i in 0..requests {
-            let path = if i < PATHS.len() {
-                PATHS[i].to_string()
+            let path = if let Some(first) = PATHS.get(i) {
+                first.to_string()
             } else {
                 format!(
                     "{}{}",

@@ -76,6 +76,9 @@ pub async fn handle(
     let decision_time = started.elapsed();
     runtime.metrics.decision_latency.record(decision_time);
     runtime.metrics.record_decision(&route.name, decision.action(), &decision.signals);
+    if let crate::identify::Identity::Partner { partner, .. } = &decision.identity {
+        runtime.metrics.record_partner(&partner.name, decision.action() == crate::signal::Action::RateLimit);
+    }
     let method = parts.method.clone();
     // Capture mode: the request as received, redacted, finished with the status.
     let capture = app

@@ -67,11 +67,6 @@ pub struct Allowlist {
 }
 
 impl Allowlist {
-    /// Every allowlisted partner, in configuration order.
-    pub fn partners(&self) -> &[Arc<Partner>] {
-        &self.partners
-    }
-
     pub fn from_config(config: &Config) -> Result<Self, Vec<Invalid>> {
         let mut problems = Vec::new();
         let mut partners = Vec::new();
@@ -128,6 +123,11 @@ impl Allowlist {
     /// Identify a request by its API key header and client address. A key
     /// that matches no partner identifies nobody (it is not an error: the
     /// request is then judged like any other).
+    /// The configured partners, in configuration order.
+    pub fn partners(&self) -> impl Iterator<Item = &Arc<Partner>> {
+        self.partners.iter()
+    }
+
     pub fn identify(&self, headers: &http::HeaderMap, client_ip: IpAddr) -> Identity {
         if self.partners.is_empty() {
             return Identity::Anonymous;

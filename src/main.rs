@@ -75,7 +75,9 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The file (or defaults) with the flags applied on top.
+    /// The file (or defaults) with the flags applied on top. Only its
+    /// structure is checked here: compiling it (once, at start or reload)
+    /// reports the rest with lines.
     fn load(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
             Some(path) => load_file(path)?,
@@ -142,7 +144,7 @@ fn run_async(future: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match load_file(path) {
+    match palisade::app::load_file(path) {
         Ok(config) => {
             println!(
                 "{}: ok ({} routes, {} partners, {} signature rules)",
@@ -164,28 +166,25 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// Compile a configuration; the problems as `check` reports them.
+/// Compile a configuration, printing problems the way `check` does.
 fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: SharedClock) -> Result<App, String> {
     match App::build(config, store, clock, RequestIds::random_seed()) {
         Ok(app) => {
             // Capture mode: open the file now, so a bad path stops a start or a reload.
-            if let Some(capture) = &app.capture
+            if let Some(capture) = app.lifecycle.capture()
                 && let Err(error) = capture.open()
             {
                 return Err(format!("palisade: cannot open the capture file {}: {error}", capture.path().display()));
             }
             Ok(app)
         }
-        Err(invalid) => {
-            let problems = invalid.into_iter().map(|i| i.locate(None)).collect();
-            Err(ConfigError::Invalid { file: source.to_string(), problems }.to_string())
-        }
+        Err(invalid) => Err(palisade::app::located(config, source, invalid).to_string()),
     }
 }
 
 async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterStore>, SharedClock)> {
     let clock: SharedClock = Arc::new(SystemClock);
-    let store = match App::build_store(config, clock.clone()).await {
+    let store = match palisade::app::build_store(config, clock.clone()).await {
         Ok(store) => store,
         // Bad store settings: `compile` reports them with their lines.
         Err(_) => Arc::new(CounterStore::Local(LocalStore::new(clock.clone()))),
@@ -234,7 +233,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     // flags; keep the running configuration if anything is wrong. On a
     // blocking thread: with one worker the runtime runs on this thread, and
     // compiling a configuration must not stall the requests it is serving.
-    let reloader: palisade::admin::Reloader = Arc::new(move || {
+    let reloader: palisade::admin::Reloader<App> = Arc::new(move || {
         let (args, source, store, clock) = (args.clone(), source.clone(), store.clone(), clock.clone());
         let started_store = started_store.clone();
         Box::pin(async move {

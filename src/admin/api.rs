@@ -14,8 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Actor;
-use super::{AdminContext, Answer, audit};
-use crate::app::App;
+use super::{AdminContext, Answer, Served, audit};
 use crate::credential::{LoginKeys, Scope};
 use crate::routes::Route;
 use crate::store::{BanEntry, Key};
@@ -24,8 +23,8 @@ use crate::store::{BanEntry, Key};
 const MAX_BAN_SECS: u64 = 7 * 24 * 3600;
 
 /// The routes whose credential stage keeps bans.
-fn login_routes(app: &App) -> Vec<Arc<Route>> {
-    app.pipeline.routes().routes().filter(|route| route.abuse.is_some()).cloned().collect()
+fn login_routes<A: Served>(app: &A) -> Vec<Arc<Route>> {
+    app.pipeline().routes().routes().filter(|route| route.abuse.is_some()).cloned().collect()
 }
 
 /// The login route a ban key belongs to, and the key's scope.
@@ -38,8 +37,8 @@ fn route_and_scope<'k>(routes: &[Arc<Route>], key: &'k str) -> Option<(Arc<Route
 }
 
 /// The ban key of client address `ip` on `route`.
-fn address_ban_key(app: &App, route: &Route, ip: IpAddr) -> String {
-    LoginKeys::new(&app.admin.hasher, &route.name, ip, "", None).key(Scope::Ip, "ban").to_string()
+fn address_ban_key<A: Served>(app: &A, route: &Route, ip: IpAddr) -> String {
+    LoginKeys::new(&app.admin_settings().hasher, &route.name, ip, "", None).key(Scope::Ip, "ban").to_string()
 }
 
 fn scope_name(scope: &str) -> &str {
@@ -66,19 +65,19 @@ fn ban_json(routes: &[Arc<Route>], ban: &BanEntry) -> Value {
 }
 
 /// `GET /api/bans[?ip=ADDRESS]`: every ban in force (or those of one address).
-pub async fn list_bans(context: &AdminContext, query: &str) -> Answer {
+pub async fn list_bans<A: Served>(context: &AdminContext<A>, query: &str) -> Answer {
     let app = context.app.load_full();
-    let routes = login_routes(&app);
+    let routes = login_routes(&*app);
     let only = match form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "ip") {
         Some((_, ip)) => match ip.trim().parse::<IpAddr>() {
-            Ok(ip) => Some(routes.iter().map(|route| address_ban_key(&app, route, ip)).collect::<Vec<_>>()),
+            Ok(ip) => Some(routes.iter().map(|route| address_ban_key(&*app, route, ip)).collect::<Vec<_>>()),
             Err(_) => return Answer::error(StatusCode::BAD_REQUEST, format!("ip={ip:?} is not an IP address")),
         },
         None => None,
     };
     let shards: Vec<Key> = routes.iter().map(|route| route.name.clone()).collect();
-    let store = app.pipeline.store();
-    let now = app.pipeline.clock().now();
+    let store = app.pipeline().store();
+    let now = app.pipeline().clock().now();
     let bans: Vec<Value> = store
         .bans(&shards, now)
         .await
@@ -86,11 +85,11 @@ pub async fn list_bans(context: &AdminContext, query: &str) -> Answer {
         .filter(|ban| only.as_ref().is_none_or(|keys| keys.contains(&ban.key)))
         .map(|ban| ban_json(&routes, ban))
         .collect();
-    Answer::json(StatusCode::OK, &json!({ "store": store_name(&app), "bans": bans }))
+    Answer::json(StatusCode::OK, &json!({ "store": store_name(&*app), "bans": bans }))
 }
 
-fn store_name(app: &App) -> &'static str {
-    match &**app.pipeline.store() {
+fn store_name<A: Served>(app: &A) -> &'static str {
+    match &**app.pipeline().store() {
         crate::store::CounterStore::Local(_) => "in_process",
         crate::store::CounterStore::Redis(redis) if redis.is_up() => "redis",
         crate::store::CounterStore::Redis(_) => "redis_unavailable_local_view",
@@ -122,7 +121,7 @@ fn parse_target(body: &[u8]) -> Result<BanTarget, Answer> {
 }
 
 /// The (route, key) pairs a target names.
-fn resolve(app: &App, target: &BanTarget) -> Result<Vec<(Arc<Route>, String)>, Answer> {
+fn resolve<A: Served>(app: &A, target: &BanTarget) -> Result<Vec<(Arc<Route>, String)>, Answer> {
     let routes = login_routes(app);
     if routes.is_empty() {
         return Err(Answer::error(StatusCode::CONFLICT, "no login route is configured: there are no bans"));
@@ -163,7 +162,7 @@ fn target_json(target: &BanTarget) -> Value {
 }
 
 /// `POST /api/bans/lift`: lift a ban everywhere.
-pub async fn lift_ban(context: &AdminContext, app: &App, actor: &Actor, body: &[u8]) -> Answer {
+pub async fn lift_ban<A: Served>(context: &AdminContext<A>, app: &A, actor: &Actor, body: &[u8]) -> Answer {
     let target = match parse_target(body) {
         Ok(target) => target,
         Err(answer) => return answer,
@@ -175,8 +174,8 @@ pub async fn lift_ban(context: &AdminContext, app: &App, actor: &Actor, body: &[
         Ok(pairs) => pairs,
         Err(answer) => return answer,
     };
-    let store = app.pipeline.store();
-    let now = app.pipeline.clock().now();
+    let store = app.pipeline().store();
+    let now = app.pipeline().clock().now();
     let mut lifted = Vec::new();
     let mut problems = Vec::new();
     for (route, key) in &pairs {
@@ -199,7 +198,7 @@ pub async fn lift_ban(context: &AdminContext, app: &App, actor: &Actor, body: &[
 }
 
 /// `POST /api/bans`: ban a client address (or a listed key) for a while.
-pub async fn add_ban(context: &AdminContext, app: &App, actor: &Actor, body: &[u8]) -> Answer {
+pub async fn add_ban<A: Served>(context: &AdminContext<A>, app: &A, actor: &Actor, body: &[u8]) -> Answer {
     let target = match parse_target(body) {
         Ok(target) => target,
         Err(answer) => return answer,
@@ -218,8 +217,8 @@ pub async fn add_ban(context: &AdminContext, app: &App, actor: &Actor, body: &[u
         Ok(pairs) => pairs,
         Err(answer) => return answer,
     };
-    let store = app.pipeline.store();
-    let now = app.pipeline.clock().now();
+    let store = app.pipeline().store();
+    let now = app.pipeline().clock().now();
     for (route, key) in &pairs {
         store.add_ban(&route.name, key, Duration::from_secs(ttl_secs), &reason, now).await;
     }
@@ -230,13 +229,12 @@ pub async fn add_ban(context: &AdminContext, app: &App, actor: &Actor, body: &[u
 }
 
 /// `GET /api/partners`: partners, how they are identified, their quota and use.
-pub fn partners(context: &AdminContext) -> Answer {
+pub fn partners<A: Served>(context: &AdminContext<A>) -> Answer {
     let app = context.app.load_full();
     let partners: Vec<Value> = app
-        .pipeline
+        .pipeline()
         .allowlist()
         .partners()
-        .iter()
         .map(|partner| {
             let (requests, limited) = context.metrics.partner_requests(&partner.name);
             json!({
@@ -258,14 +256,14 @@ pub fn partners(context: &AdminContext) -> Answer {
 
 /// `POST /api/reload`: what SIGHUP does; a configuration with problems is
 /// answered with every problem and its line, and the running one stays.
-pub async fn reload(context: &AdminContext, actor: &Actor) -> Answer {
+pub async fn reload<A: Served>(context: &AdminContext<A>, actor: &Actor) -> Answer {
     let Some(reloader) = context.reloader.get().cloned() else {
         return Answer::error(StatusCode::NOT_IMPLEMENTED, "this process has no configuration file to reload");
     };
     let _one_at_a_time = context.reloading.lock().await;
     let (status, result) = match reloader().await {
         Ok(app) => {
-            crate::app::swap_in(&context.app, app, &context.metrics);
+            A::swap_in(&context.app, app, &context.metrics);
             (StatusCode::OK, json!({ "reloaded": true }))
         }
         Err(problems) => {

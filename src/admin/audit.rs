@@ -9,7 +9,7 @@ use crate::clock::Clock as _;
 
 /// Write one audit line: `action` (`lift_ban`, `add_ban`, `reload`), what
 /// it was applied to, and the result.
-pub fn record(context: &AdminContext, actor: &Actor, action: &str, target: Value, result: Value) {
+pub fn record<A>(context: &AdminContext<A>, actor: &Actor, action: &str, target: Value, result: Value) {
     let now = crate::clock::SystemClock.now();
     let line = json!({
         "time": crate::decision_log::rfc3339_millis(now),

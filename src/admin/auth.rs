@@ -8,8 +8,8 @@ use http::{HeaderMap, StatusCode, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::AdminToken;
 use super::Answer;
-use crate::app::AdminToken;
 
 /// Header an operator may set to name themselves in audit lines.
 pub const OPERATOR_HEADER: &str = "x-palisade-operator";

@@ -30,37 +30,79 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::App;
 use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 
 /// Re-reads the configuration and compiles it, as SIGHUP does; the error
 /// is every problem with its file and line.
-pub type Reloader = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<App, String>> + Send>> + Send + Sync>;
+pub type Reloader<A> = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<A, String>> + Send>> + Send + Sync>;
+
+/// What the admin API needs of the compiled configuration the proxy
+/// serves (the listen stage's `App`, which this module does not name, so
+/// that the server can start the admin listener without an import cycle).
+pub trait Served: Send + Sync + 'static {
+    fn pipeline(&self) -> &Pipeline;
+    fn admin_settings(&self) -> &AdminSettings;
+    /// Put `new` in place of the running configuration (what SIGHUP does).
+    fn swap_in(current: &ArcSwap<Self>, new: Self, metrics: &Metrics)
+    where
+        Self: Sized;
+}
+
+/// What the admin API needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub token: Option<AdminToken>,
+    /// Turns a client address into its ban keys, as the credential stage does.
+    pub hasher: crate::keyed_hash::KeyHasher,
+}
+
+/// The admin API's bearer token; never printed.
+#[derive(Clone)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<secret>)")
+    }
+}
+
+impl AdminSettings {
+    /// `[admin] token`, else `PALISADE_ADMIN_TOKEN`, else none.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let token = Some(config.admin.token.trim().to_string())
+            .filter(|token| !token.is_empty())
+            .or_else(|| std::env::var("PALISADE_ADMIN_TOKEN").ok().map(|t| t.trim().to_string()))
+            .filter(|token| !token.is_empty())
+            .map(AdminToken);
+        AdminSettings { token, hasher: crate::keyed_hash::KeyHasher::from_config(config) }
+    }
+}
 
 /// Largest request body the admin API reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What the admin listener serves from: the running configuration (shared
 /// with the proxy), the metrics, the decision log for audit lines.
-pub struct AdminContext {
-    app: Arc<ArcSwap<App>>,
+pub struct AdminContext<A> {
+    app: Arc<ArcSwap<A>>,
     metrics: Arc<Metrics>,
     log: DecisionLog,
-    reloader: OnceLock<Reloader>,
+    reloader: OnceLock<Reloader<A>>,
     started: Instant,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
 }
 
-impl std::fmt::Debug for AdminContext {
+impl<A> std::fmt::Debug for AdminContext<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminContext").field("reloader", &self.reloader.get().is_some()).finish_non_exhaustive()
     }
 }
 
-impl AdminContext {
-    pub fn new(app: Arc<ArcSwap<App>>, metrics: Arc<Metrics>, log: DecisionLog) -> Self {
+impl<A> AdminContext<A> {
+    pub fn new(app: Arc<ArcSwap<A>>, metrics: Arc<Metrics>, log: DecisionLog) -> Self {
         AdminContext {
             app,
             metrics,
@@ -71,12 +113,16 @@ impl AdminContext {
         }
     }
 
-    pub fn set_reloader(&self, reloader: Reloader) {
+    pub fn set_reloader(&self, reloader: Reloader<A>) {
         let _ = self.reloader.set(reloader);
     }
 }
 
-pub async fn serve(listener: TcpListener, context: Arc<AdminContext>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve<A: Served>(
+    listener: TcpListener,
+    context: Arc<AdminContext<A>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -117,8 +163,8 @@ impl Answer {
     }
 }
 
-async fn respond(
-    context: Arc<AdminContext>,
+async fn respond<A: Served>(
+    context: Arc<AdminContext<A>>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -133,7 +179,7 @@ async fn respond(
     Ok(response)
 }
 
-async fn route(context: &AdminContext, peer: SocketAddr, request: Request<Incoming>) -> Answer {
+async fn route<A: Served>(context: &AdminContext<A>, peer: SocketAddr, request: Request<Incoming>) -> Answer {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
@@ -150,7 +196,7 @@ async fn route(context: &AdminContext, peer: SocketAddr, request: Request<Incomi
         (&Method::GET, "/api/partners") => api::partners(context),
         (&Method::POST, "/api/bans" | "/api/bans/lift" | "/api/reload") => {
             let app = context.app.load_full();
-            let actor = match auth::authorize(&parts.headers, app.admin.token.as_ref(), peer) {
+            let actor = match auth::authorize(&parts.headers, app.admin_settings().token.as_ref(), peer) {
                 Ok(actor) => actor,
                 Err(refusal) => return refusal,
             };

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{AdminContext, Answer};
+use super::{AdminContext, Answer, Served};
 use crate::clock::Clock as _;
 use crate::metrics::LatencyHistogram;
 use crate::signal::Action;
@@ -23,10 +23,10 @@ fn quantiles(histogram: &LatencyHistogram, unit_per_second: f64) -> Value {
 }
 
 /// Failure counts per login scope (`login:ROUTE:SCOPE:ID:f`), largest first.
-fn under_attack(context: &AdminContext) -> Value {
+fn under_attack<A: Served>(context: &AdminContext<A>) -> Value {
     let app = context.app.load();
-    let now = app.pipeline.clock().now();
-    let rows = app.pipeline.store().top_counts(":f", now, 200);
+    let now = app.pipeline().clock().now();
+    let rows = app.pipeline().store().top_counts(":f", now, 200);
     let mut by_scope = serde_json::Map::new();
     for scope in ["ip", "net", "fp", "user"] {
         let marker = format!(":{scope}:");
@@ -44,7 +44,7 @@ fn under_attack(context: &AdminContext) -> Value {
     Value::Object(by_scope)
 }
 
-pub async fn stats(context: &AdminContext) -> Answer {
+pub async fn stats<A: Served>(context: &AdminContext<A>) -> Answer {
     let metrics = &context.metrics;
     let by_action = metrics.requests_by_action();
     let mut requests = serde_json::Map::new();
@@ -73,9 +73,14 @@ pub async fn stats(context: &AdminContext) -> Answer {
         })
     });
     let app = context.app.load_full();
-    let shards: Vec<Key> =
-        app.pipeline.routes().routes().filter(|route| route.abuse.is_some()).map(|route| route.name.clone()).collect();
-    let bans = app.pipeline.store().bans(&shards, app.pipeline.clock().now()).await;
+    let shards: Vec<Key> = app
+        .pipeline()
+        .routes()
+        .routes()
+        .filter(|route| route.abuse.is_some())
+        .map(|route| route.name.clone())
+        .collect();
+    let bans = app.pipeline().store().bans(&shards, app.pipeline().clock().now()).await;
     let challenged = requests.get("challenge").cloned().unwrap_or(json!(0));
     let body = json!({
         "time_ms": crate::clock::SystemClock.now() / 1_000_000,

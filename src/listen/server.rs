@@ -16,34 +16,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::forward::{UpstreamClient, upstream_client};
+use super::App;
+use super::forward::upstream_client;
 use super::idle::{ActivityClock, Tracked};
+use super::runtime::{ConnectionInfo, Runtime};
 use super::tls::TlsSettings;
 use super::wire_head::{HeadRecorder, WireHeads};
-use crate::app::App;
 use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
-
-/// State shared by every connection: the current compiled configuration
-/// (swapped atomically on reload), metrics, the decision log and the
-/// upstream connection pool.
-#[derive(Debug)]
-pub struct Runtime {
-    /// Shared with the admin API, which reloads it too.
-    pub app: Arc<ArcSwap<App>>,
-    pub metrics: Arc<Metrics>,
-    pub log: DecisionLog,
-    pub client: UpstreamClient,
-}
-
-/// What is known about a client connection before any request on it.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    /// The socket peer (the client, or a proxy in front of it).
-    pub peer: SocketAddr,
-    /// The JA4 fingerprint of the TLS ClientHello, when palisade terminates TLS.
-    pub ja4: Option<Arc<str>>,
-}
 
 #[derive(Debug)]
 pub struct Server {
@@ -56,14 +36,14 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     runtime: Arc<Runtime>,
-    admin: Arc<crate::admin::AdminContext>,
+    admin: Arc<crate::admin::AdminContext<App>>,
     shutdown: watch::Sender<bool>,
     finished: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     pub fn new(app: App, log: DecisionLog, metrics: Arc<Metrics>) -> Self {
-        if let crate::store::CounterStore::Redis(redis) = &**app.pipeline.store() {
+        if let crate::store::CounterStore::Redis(redis) = &**app.pipeline().store() {
             metrics.attach_store(redis.metrics());
         }
         let client = upstream_client(app.proxy.timeouts.upstream_connect);
@@ -107,12 +87,12 @@ impl Running {
     /// Swap in a new compiled configuration; requests already running keep
     /// the one they started with.
     pub fn reload(&self, app: App) {
-        crate::app::swap_in(&self.runtime.app, app, &self.runtime.metrics);
+        <App as crate::admin::Served>::swap_in(&self.runtime.app, app, &self.runtime.metrics);
     }
 
     /// How the admin API reloads (what SIGHUP does); without one it
     /// answers that this process has no configuration file to reload.
-    pub fn set_reloader(&self, reloader: crate::admin::Reloader) {
+    pub fn set_reloader(&self, reloader: crate::admin::Reloader<App>) {
         self.admin.set_reloader(reloader);
     }
 

@@ -20,7 +20,8 @@ use crate::identify::Identity;
 use crate::metrics::Metrics;
 use crate::model::features::{FEATURES, FeatureVector};
 use crate::model::stage::ModelReport;
-use crate::pipeline::{Decision, LoginOutcome};
+use crate::outcome::LoginOutcome;
+use crate::pipeline::Decision;
 use crate::signal::{Action, Signal};
 
 const QUEUE_LINES: usize = 16 * 1024;
@@ -141,8 +142,8 @@ pub fn render_line(decision: &Decision, facts: &RequestFacts<'_>) -> String {
         decision_us: facts.decision_time.as_nanos() as f64 / 1000.0,
         upstream_ms: facts.upstream_time.map(|t| t.as_micros() as f64 / 1000.0),
         ja4: facts.ja4,
-        model: decision.model.as_deref().filter(|m| !m.names.is_empty()).map(ModelProbabilities),
-        features: decision.model.as_deref().filter(|m| m.log_features).map(|m| FeatureMap(&m.features)),
+        model: decision.model().filter(|m| !m.names.is_empty()).map(ModelProbabilities),
+        features: decision.model().filter(|m| m.log_features).map(|m| FeatureMap(&m.features)),
     };
     serde_json::to_string(&line).expect("decision lines serialize")
 }

@@ -27,6 +27,18 @@ pub struct Partner {
 }
 
 /// Who the identify stage says sent the request.
+impl Partner {
+    /// How many API keys identify the partner (their hashes stay private).
+    pub fn api_key_count(&self) -> usize {
+        self.key_hashes.len()
+    }
+
+    /// The networks that identify the partner.
+    pub fn networks(&self) -> Vec<String> {
+        self.networks.networks()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Identity {
     Anonymous,
@@ -111,6 +123,11 @@ impl Allowlist {
     /// Identify a request by its API key header and client address. A key
     /// that matches no partner identifies nobody (it is not an error: the
     /// request is then judged like any other).
+    /// The configured partners, in configuration order.
+    pub fn partners(&self) -> impl Iterator<Item = &Arc<Partner>> {
+        self.partners.iter()
+    }
+
     pub fn identify(&self, headers: &http::HeaderMap, client_ip: IpAddr) -> Identity {
         if self.partners.is_empty() {
             return Identity::Anonymous;

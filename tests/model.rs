@@ -122,7 +122,7 @@ async fn the_live_proxy_and_replay_compute_identical_features() {
     let mut replayed: Vec<Vec<Option<f64>>> = Vec::new();
     inputs.for_each(|request, _| {
         let (decision, _) = engine.run(request);
-        let features = decision.model.expect("the model stage ran").features;
+        let features = decision.model().expect("the model stage ran").features;
         replayed.push(features.iter().map(|v| (!v.is_nan()).then_some(*v)).collect());
     });
     assert_eq!(replayed.len(), live.len());

@@ -43,10 +43,28 @@ pub struct Config {
     /// sets it; not a configuration key).
     #[serde(skip)]
     pub collect_features: bool,
+    /// The admin API on `server.admin` (`[admin]`).
+    pub admin: AdminConfig,
     /// The folder of the configuration file; relative paths in it are
     /// relative to this folder. `None` for the built-in defaults.
     #[serde(skip)]
     pub base_dir: Option<std::path::PathBuf>,
+    /// The text the configuration was parsed from, so that problems found
+    /// later (when it is compiled) can still be given their line.
+    #[serde(skip)]
+    pub source: SourceText,
+}
+
+/// The text a configuration was read from. Not part of what the
+/// configuration means: two configurations that say the same are equal
+/// whatever their spelling.
+#[derive(Debug, Clone, Default)]
+pub struct SourceText(pub Option<std::sync::Arc<str>>);
+
+impl PartialEq for SourceText {
+    fn eq(&self, _other: &SourceText) -> bool {
+        true
+    }
 }
 
 impl Config {
@@ -80,7 +98,9 @@ impl Default for Config {
             capture: None,
             models: Vec::new(),
             collect_features: false,
+            admin: AdminConfig::default(),
             base_dir: None,
+            source: SourceText::default(),
         }
     }
 }
@@ -211,6 +231,16 @@ impl Default for HeadersConfig {
             partner: unspanned("X-Palisade-Partner".into()),
         }
     }
+}
+
+/// The admin API's settings.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for the admin API's changes (lift or add a ban,
+    /// reload); empty: the environment's `PALISADE_ADMIN_TOKEN`, and
+    /// without either only the read-only endpoints answer.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -608,8 +638,40 @@ impl Default for CaptureConfig {
             sample: 1.0,
             max_file_bytes: 100 * 1024 * 1024,
             max_files: 10,
-            redact_fields: crate::capture::DEFAULT_REDACT_FIELDS.iter().map(|f| f.to_string()).collect(),
-            redact_headers: crate::capture::DEFAULT_REDACT_HEADERS.iter().map(|h| unspanned(h.to_string())).collect(),
+            redact_fields: DEFAULT_REDACT_FIELDS.iter().map(|f| f.to_string()).collect(),
+            redact_headers: DEFAULT_REDACT_HEADERS.iter().map(|h| unspanned(h.to_string())).collect(),
         }
     }
 }
+
+/// Secret body and query fields redacted by default (`[capture]
+/// redact_fields`).
+pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "new_password",
+    "old_password",
+    "current_password",
+    "password_confirmation",
+    "pin",
+    "otp",
+    "totp",
+    "mfa_code",
+    "card_number",
+    "cc_number",
+    "pan",
+    "cvv",
+    "cvc",
+    "cvv2",
+    "security_code",
+    "secret",
+    "client_secret",
+    "access_token",
+    "refresh_token",
+];
+
+/// Headers whose values are redacted by default (`[capture]
+/// redact_headers`).
+pub const DEFAULT_REDACT_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];

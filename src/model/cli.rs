@@ -162,7 +162,7 @@ pub fn collect(args: &TrainArgs) -> Result<Dataset, String> {
     let mut skipped = 0usize;
     inputs.for_each(|request, meta| {
         let (decision, _) = engine.run(request);
-        let (Some(label), Some(model)) = (meta.label.as_deref(), decision.model.as_ref()) else {
+        let (Some(label), Some(model)) = (meta.label.as_deref(), decision.model()) else {
             skipped += 1;
             return;
         };

@@ -17,6 +17,7 @@ use super::features::{FEATURES, FeatureExtractor, FeatureKeys, FeatureVector};
 use super::file::Model;
 use crate::config::{Config, Invalid, ModelMode};
 use crate::credential::{KeyHasher, LoginAttempt};
+use crate::detect::{RequestContext, Stage};
 use crate::signal::{Action, Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings};
 use crate::view::RequestView;
@@ -28,10 +29,12 @@ pub const MAX_MODELS: usize = 4;
 /// Features shown in a model signal's evidence.
 const EVIDENCE_FEATURES: usize = 3;
 
-#[derive(Debug)]
+/// Cheap to clone: the pipeline keeps one for reports next to the one in
+/// its stage list.
+#[derive(Debug, Clone)]
 pub struct ModelStage {
     extractor: FeatureExtractor,
-    models: Vec<ConfiguredModel>,
+    models: Arc<[ConfiguredModel]>,
     /// The models' names, shared by every report.
     names: Arc<[Arc<str>]>,
     /// `[decision_log] model_features`: log every request's features.
@@ -133,6 +136,7 @@ impl ModelStage {
         if problems.is_empty() {
             let names = models.iter().map(|m| m.name.clone()).collect();
             let log_features = config.decision_log.model_features;
+            let models = models.into();
             Ok(Some(ModelStage { extractor: FeatureExtractor::new(hasher), models, names, log_features }))
         } else {
             Err(problems)
@@ -143,14 +147,9 @@ impl ModelStage {
         &self.models
     }
 
-    /// Counter operations the features need.
-    pub fn plan(&self, view: &RequestView<'_>, plan: &mut CounterPlan) -> FeatureKeys {
-        self.extractor.plan(view, plan)
-    }
-
     /// Features, probabilities, and a signal per model whose probability
     /// reaches its `min_probability`.
-    pub fn detect(
+    fn score(
         &self,
         view: &RequestView<'_>,
         keys: &FeatureKeys,
@@ -165,7 +164,7 @@ impl ModelStage {
             names: self.names.clone(),
             log_features: self.log_features,
         };
-        for (slot, configured) in report.probabilities.iter_mut().zip(&self.models) {
+        for (slot, configured) in report.probabilities.iter_mut().zip(self.models.iter()) {
             let probability = configured.model.probability(&report.features);
             *slot = probability;
             if let Some(signal) = configured.signal(probability, &report.features) {
@@ -173,6 +172,34 @@ impl ModelStage {
             }
         }
         report
+    }
+}
+
+// === impl Stage ===
+
+impl Stage for ModelStage {
+    fn name(&self) -> &'static str {
+        "model"
+    }
+
+    /// The counters the features need; their keys wait in the context.
+    fn plan(&self, view: &RequestView<'_>, context: &mut RequestContext, plan: &mut CounterPlan) {
+        let keys = self.extractor.plan(view, plan);
+        context.insert(keys);
+    }
+
+    /// The report (features and probabilities) goes into the context,
+    /// where the decision log, replay and explain read it.
+    fn detect(
+        &self,
+        view: &RequestView<'_>,
+        context: &mut RequestContext,
+        readings: &CounterReadings,
+        signals: &mut Vec<Signal>,
+    ) {
+        let Some(keys) = context.get::<FeatureKeys>() else { return };
+        let report = self.score(view, keys, readings, crate::credential::login_attempt(context), signals);
+        context.insert(report);
     }
 }
 

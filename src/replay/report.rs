@@ -94,7 +94,7 @@ impl Tally {
     }
 
     fn add_models(&mut self, decision: &Decision, label: Option<&Arc<str>>) {
-        let Some(report) = &decision.model else { return };
+        let Some(report) = decision.model() else { return };
         for (tally, &probability) in self.models.iter_mut().zip(report.probabilities()) {
             let label_text = label.map_or("(unlabeled)", |l| &**l);
             let row = match tally.by_label.get_mut(label_text) {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod webdriver;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -171,7 +172,8 @@ impl Palisade {
     pub async fn start_config(config: &mut Config, upstream: &Upstream) -> Palisade {
         let clock: SharedClock = Arc::new(SystemClock);
         // The store the configuration asks for: Redis when `[store]` names one.
-        let store = App::build_store(config, clock.clone()).await.unwrap_or_else(|e| panic!("test store: {e}"));
+        let store =
+            palisade::app::build_store(config, clock.clone()).await.unwrap_or_else(|e| panic!("test store: {e}"));
         Self::start_with(config, upstream, store, clock).await
     }
 
@@ -315,6 +317,8 @@ pub async fn dead_upstream() -> Upstream {
 pub struct BinaryPalisade {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
@@ -340,12 +344,14 @@ impl BinaryPalisade {
                 if let Some(rest) =
                     listening.and_then(|l| l.strip_prefix("http://").or_else(|| l.strip_prefix("https://")))
                 {
-                    return rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
+                    let addr = rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
+                    let admin = rest.split("(admin http://").nth(1).unwrap().split(')').next().unwrap();
+                    return (addr, admin.parse::<SocketAddr>().unwrap());
                 }
             }
             panic!("palisade exited without saying where it listens: {:#?}", stderr.lock().unwrap());
         };
-        let addr =
+        let (addr, admin) =
             tokio::time::timeout(Duration::from_secs(10), find_addr).await.expect("palisade printed its address");
         let collected = stderr.clone();
         tokio::spawn(async move {
@@ -353,7 +359,7 @@ impl BinaryPalisade {
                 collected.lock().unwrap().push(line);
             }
         });
-        BinaryPalisade { child, addr, stderr }
+        BinaryPalisade { child, addr, admin, stderr }
     }
 
     pub fn pid(&self) -> u32 {

@@ -42,7 +42,7 @@ enum Command {
     /// Make a capture from a HAR file or an nginx access log (secrets redacted).
     Import(palisade::replay::cli::ImportArgs),
     /// Train a classifier model on labelled captures (or import a LightGBM model).
-    Train(palisade::model::cli::TrainArgs),
+    Train(palisade::replay::train::TrainArgs),
     /// Start palisade in front of a built-in demo login app on loopback.
     Demo {
         /// Where palisade listens.
@@ -122,7 +122,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => palisade::replay::cli::replay(args),
         Command::Explain(args) => palisade::replay::explain::explain(args),
         Command::Import(args) => palisade::replay::cli::import(args),
-        Command::Train(args) => palisade::model::cli::train_command(args),
+        Command::Train(args) => palisade::replay::train::train_command(args),
     }
 }
 

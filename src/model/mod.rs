@@ -11,9 +11,10 @@
 //!   with held-out metrics by source;
 //! - [`stage`]: the stage that scores requests (`[[model]]` in the
 //!   configuration), in shadow or enforce mode;
-//! - [`cli`]: `palisade train`.
+//!
+//! `palisade train` (captures replayed into rows, then [`train`]) is in
+//! [`crate::replay::train`], so this module stays below the pipeline.
 
-pub mod cli;
 pub mod features;
 pub mod file;
 pub mod lightgbm;

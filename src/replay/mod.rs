@@ -8,7 +8,8 @@
 //! - [`diff`]: what changes between a baseline configuration and a new one;
 //! - [`expect`], [`gates`]: conditions a replay must meet (for CI);
 //! - [`explain`]: one request, stage by stage;
-//! - [`cli`]: the `replay`, `explain` and `import` commands.
+//! - [`cli`]: the `replay`, `explain` and `import` commands;
+//! - [`train`]: the `train` command (a replay into a model's training rows).
 
 pub mod cli;
 pub mod diff;
@@ -17,5 +18,6 @@ pub mod explain;
 pub mod gates;
 pub mod report;
 pub mod run;
+pub mod train;
 
 pub use run::{Engine, Inputs, Meta, Prepared};

@@ -1,5 +1,6 @@
 //! `palisade train`: labelled captures in, a model file out, with held-out
-//! metrics printed.
+//! metrics printed. It lives with replay because it is one: the trainer
+//! itself ([`crate::model::train`]) knows nothing of captures.
 //!
 //! The captures are replayed through the pipeline exactly as `palisade
 //! replay` does (same engine, clock and counters) with the feature stage
@@ -12,10 +13,10 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::features::{FEATURES, FeatureVector};
-use super::file::ModelFile;
-use super::train::{Dataset, Learner, LogisticParams, Metrics, TreeParams, evaluate, predict, train};
 use crate::capture::read::OnBadLine;
+use crate::model::features::{FEATURES, FeatureVector};
+use crate::model::file::ModelFile;
+use crate::model::train::{Dataset, Learner, LogisticParams, Metrics, TreeParams, evaluate, predict, train};
 use crate::replay::cli::load_config;
 use crate::replay::run::{Engine, Inputs, file_name};
 
@@ -135,7 +136,7 @@ fn import_command(path: &std::path::Path, args: &TrainArgs) -> ExitCode {
         Ok(text) => text,
         Err(error) => return fail(format!("cannot read {}: {error}", path.display())),
     };
-    let file = match super::lightgbm::import(&text, &args.name).and_then(|file| file.compile().map(|_| file)) {
+    let file = match crate::model::lightgbm::import(&text, &args.name).and_then(|file| file.compile().map(|_| file)) {
         Ok(file) => file,
         Err(error) => return fail(format!("{}: {error}", path.display())),
     };

@@ -15,12 +15,15 @@ use crate::detect::{ClientRouteRateLimit, Detector};
 use crate::identify::{Allowlist, Identity};
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
+use crate::session::{SessionFacts, SessionOutcome, SessionStage, Verified, VerifyError};
 use crate::signal::{Action, Evidence, Signal};
 use crate::signatures::SignatureSet;
 use crate::store::{CounterPlan, CounterReadings, CounterStore, GcraReading, Key};
 use crate::view::RequestView;
 
 pub const PARTNER_QUOTA_ID: &str = "partner.quota";
+/// Where the session stage's counters live in a shared store.
+const SESSION_SHARD: &str = "session";
 /// The shared store was unavailable on a route set to fail closed.
 pub const STORE_UNAVAILABLE_ID: &str = "store.unavailable";
 
@@ -34,6 +37,9 @@ struct Pending {
     login: Option<LoginAttempt>,
     /// A partner's quota key and limit.
     quota: Option<(Key, RateLimitConfig)>,
+    /// The session stage's view of the request, and its own plan (shard
+    /// `session`: page loads and logins fall under different routes).
+    session: Option<(SessionFacts, CounterPlan)>,
 }
 
 /// Whether `store.unavailable` is among the acted-on signals and no other
@@ -66,6 +72,8 @@ pub struct Decision {
     pub fingerprint: String,
     /// On login routes: the attempt's counter keys, until its outcome is known.
     pub login: Option<LoginAttempt>,
+    /// With `[session]` enabled: a challenge to serve, a cookie to set.
+    pub session: Option<SessionOutcome>,
 }
 
 impl Decision {
@@ -100,6 +108,8 @@ pub struct PipelineParts {
     pub allowlist: Allowlist,
     pub detectors: Vec<Box<dyn Detector>>,
     pub credential: CredentialStage,
+    /// `None` unless `[session] enabled`.
+    pub session: Option<SessionStage>,
     pub decider: Decider,
 }
 
@@ -122,13 +132,14 @@ impl<'a> PipelineBuilder<'a> {
         // One secret for every keyed hash of this configuration.
         let hasher = KeyHasher::from_config(self.config);
         let credential = keep(CredentialStage::from_config(self.config, hasher.clone()), &mut problems);
-        match (routes, allowlist, signatures, decider, credential) {
-            (Some(routes), Some(allowlist), Some(signatures), Some(decider), Some(credential))
+        let session = keep(SessionStage::from_config(self.config), &mut problems);
+        match (routes, allowlist, signatures, decider, credential, session) {
+            (Some(routes), Some(allowlist), Some(signatures), Some(decider), Some(credential), Some(session))
                 if problems.is_empty() =>
             {
                 let detectors: Vec<Box<dyn Detector>> =
                     vec![Box::new(ClientRouteRateLimit::new(hasher)), Box::new(signatures)];
-                Ok(PipelineParts { routes, allowlist, detectors, credential, decider })
+                Ok(PipelineParts { routes, allowlist, detectors, credential, session, decider })
             }
             _ => Err(problems),
         }
@@ -189,7 +200,11 @@ impl Pipeline {
         let pending = self.begin(view);
         let mut readings = CounterReadings::default();
         self.store.execute(&pending.plan, pending.at, &mut readings);
-        self.finish(view, pending, &readings)
+        let mut session_readings = CounterReadings::default();
+        if let Some((_, plan)) = pending.session.as_ref().filter(|(_, plan)| !plan.is_empty()) {
+            self.store.execute(plan, pending.at, &mut session_readings);
+        }
+        self.finish(view, pending, &readings, &session_readings)
     }
 
     /// The same, with the counters where they are shared: one round trip
@@ -198,7 +213,37 @@ impl Pipeline {
         let pending = self.begin(view);
         let mut readings = CounterReadings::default();
         self.store.execute_shared(&pending.plan, pending.at, &mut readings).await;
-        self.finish(view, pending, &readings)
+        let mut session_readings = CounterReadings::default();
+        if let Some((_, plan)) = pending.session.as_ref().filter(|(_, plan)| !plan.is_empty()) {
+            self.store.execute_shared(plan, pending.at, &mut session_readings).await;
+        }
+        self.finish(view, pending, &readings, &session_readings)
+    }
+
+    /// The session stage, when `[session]` is enabled.
+    pub fn session(&self) -> Option<&SessionStage> {
+        self.parts.session.as_ref()
+    }
+
+    /// Check an answer to a served challenge (the verify path's query):
+    /// the clearance cookie to set, once per challenge.
+    pub async fn verify_challenge(
+        &self,
+        query: &str,
+        headers: &http::HeaderMap,
+        client_ip: std::net::IpAddr,
+    ) -> Option<Result<Verified, VerifyError>> {
+        let stage = self.parts.session.as_ref()?;
+        let at = self.clock.now();
+        let verified = match stage.verify(query, headers, client_ip, at) {
+            Ok(verified) => verified,
+            Err(error) => return Some(Err(error)),
+        };
+        let mut plan = CounterPlan::new(Key::from(SESSION_SHARD));
+        stage.count_use(&verified, &mut plan);
+        let mut readings = CounterReadings::default();
+        self.store.execute_shared(&plan, at, &mut readings).await;
+        Some(if stage.reused(&verified, &readings) { Err(VerifyError::Reused) } else { Ok(verified) })
     }
 
     /// Identify, and plan every counter operation the request needs.
@@ -213,7 +258,7 @@ impl Pipeline {
                 plan.gcra(partner.quota_key.clone(), quota);
                 (partner.quota_key.clone(), quota)
             });
-            return Pending { at, request_id, identity, plan, login: None, quota };
+            return Pending { at, request_id, identity, plan, login: None, quota, session: None };
         }
         let mut plan = CounterPlan::new(view.route.name.clone());
         let login = view.route.abuse.as_ref().and_then(|_| self.parts.credential.attempt(view));
@@ -223,13 +268,25 @@ impl Pipeline {
         if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
             self.parts.credential.plan(attempt, abuse, &mut plan);
         }
-        Pending { at, request_id, identity, plan, login, quota: None }
+        let session = self.parts.session.as_ref().map(|stage| {
+            let facts = stage.facts(view, at, login.as_ref().and_then(|attempt| attempt.keys.user_item));
+            let mut session_plan = CounterPlan::new(Key::from(SESSION_SHARD));
+            stage.plan(&facts, &mut session_plan);
+            (facts, session_plan)
+        });
+        Pending { at, request_id, identity, plan, login, quota: None, session }
     }
 
     /// Detect over the readings, decide, and record what the decision
     /// changes in the store.
-    fn finish(&self, view: &RequestView<'_>, pending: Pending, readings: &CounterReadings) -> Decision {
-        let Pending { at, request_id, identity, plan, login, quota } = pending;
+    fn finish(
+        &self,
+        view: &RequestView<'_>,
+        pending: Pending,
+        readings: &CounterReadings,
+        session_readings: &CounterReadings,
+    ) -> Decision {
+        let Pending { at, request_id, identity, plan, login, quota, session } = pending;
         let mut signals = Vec::new();
         if readings.degraded() && view.route.store_failure == StoreFailure::Closed {
             signals.push(store_unavailable());
@@ -260,25 +317,50 @@ impl Pipeline {
                 mode: view.route.mode,
                 fingerprint,
                 login: None,
+                session: None,
             };
         }
 
         for detector in &self.parts.detectors {
             detector.detect(view, readings, &mut signals);
         }
+        let mut session = session.map(|(facts, _)| facts);
+        if let (Some(stage), Some(facts)) = (&self.parts.session, &mut session) {
+            stage.detect(facts, session_readings, &mut signals);
+        }
+        let vouched = session.as_ref().is_some_and(SessionFacts::vouched);
         let mut bans = Vec::new();
         if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
-            self.parts.credential.detect(attempt, abuse, readings, &mut signals, &mut bans);
+            self.parts.credential.detect(attempt, abuse, readings, vouched, &mut signals, &mut bans);
         }
 
         // Decide, then record what the decision changes in the store.
         let verdict = self.parts.decider.decide(&signals, view.route.mode);
+        let session = match (&self.parts.session, session) {
+            (Some(stage), Some(facts)) => {
+                let mut writes = CounterPlan::new(Key::from(SESSION_SHARD));
+                let outcome = stage.after_decision(
+                    &facts,
+                    view.route,
+                    verdict.enforced.action,
+                    &signals,
+                    session_readings,
+                    &mut writes,
+                );
+                if !writes.is_empty() {
+                    self.store.write(writes, at);
+                }
+                Some(outcome)
+            }
+            _ => None,
+        };
+        let challenged = session.as_ref().is_some_and(|outcome| outcome.challenge.is_some());
         if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
             let action = verdict.enforced.action;
             let enforced_bans = if action == Action::Block { &bans[..] } else { &[] };
             // An attempt refused only because the shared store is down is
             // not the client's doing: it does not count toward escalation.
-            let refused = action.stops_request() && !stopped_only_by_store(&signals, view.route.mode);
+            let refused = (action.stops_request() || challenged) && !stopped_only_by_store(&signals, view.route.mode);
             let mut writes = CounterPlan::new(plan.shard_key().clone());
             self.parts.credential.record_decision(attempt, abuse, refused, enforced_bans, &mut writes);
             if !writes.is_empty() {
@@ -286,7 +368,7 @@ impl Pipeline {
             }
         }
         let fingerprint = view.fingerprint().to_string();
-        Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint, login }
+        Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint, login, session }
     }
 
     /// Learn from the upstream's answer: on login routes, classify the
@@ -297,6 +379,13 @@ impl Pipeline {
             let mut plan = CounterPlan::new(route.name.clone());
             self.parts.credential.observe(attempt, abuse, outcome, &mut plan);
             self.store.write(plan, self.clock.now());
+        }
+        if let (Some(stage), Some(session)) = (&self.parts.session, &decision.session) {
+            let mut plan = CounterPlan::new(Key::from(SESSION_SHARD));
+            stage.observe(session, outcome == LoginOutcome::Failure, &mut plan);
+            if !plan.is_empty() {
+                self.store.write(plan, self.clock.now());
+            }
         }
         Some(outcome)
     }

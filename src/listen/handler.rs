@@ -39,6 +39,9 @@ pub async fn handle(
         _ => None,
     };
     let client_ip = resolve_client(peer.ip(), &parts.headers, &app.proxy.trusted_proxies);
+    if let Some(response) = verify_challenge(&runtime, &app, &parts, client_ip).await {
+        return Ok(response);
+    }
     let (path, route) = app.pipeline.route(&parts.method, parts.uri.path());
     let route = route.clone();
 
@@ -99,6 +102,16 @@ pub async fn handle(
         record.write(None, None, None);
         return Ok(answer::for_decision(&decision));
     }
+    if let Some(session) = &decision.session {
+        if let Some(challenge) = &session.challenge {
+            runtime.metrics.challenges_issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            record.write(None, None, None);
+            return Ok(answer::challenge(&decision, challenge));
+        }
+        if session.clearance_used {
+            runtime.metrics.clearances_used.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
     let mut upstream_request = Request::from_parts(parts, body);
     let peer_ip = crate::cidr::canonical_ip(peer.ip());
     let peer_trusted = app.proxy.trusted_proxies.contains(peer_ip);
@@ -144,7 +157,43 @@ pub async fn handle(
     let facts = ResponseFacts { status, headers: Some(&parts.headers), body_prefix: body_prefix.as_deref() };
     let outcome = app.pipeline.observe(&route, &decision, &facts);
     record.write(Some(status), outcome, Some(upstream_time));
+    if let Some(cookie) = decision.session.as_ref().and_then(|s| s.set_cookie.as_deref())
+        && let Ok(value) = http::HeaderValue::from_str(cookie)
+    {
+        parts.headers.append(header::SET_COOKIE, value);
+    }
     Ok(Response::from_parts(parts, body))
+}
+
+/// Answers to a served challenge, sent to the session stage's verify
+/// path: a clearance cookie and back to the page, or 403.
+async fn verify_challenge(
+    runtime: &Runtime,
+    app: &App,
+    parts: &http::request::Parts,
+    client_ip: std::net::IpAddr,
+) -> Option<Response<ProxyBody>> {
+    let stage = app.pipeline.session()?;
+    if parts.uri.path() != stage.verify_path() || parts.method != http::Method::GET {
+        return None;
+    }
+    let query = parts.uri.query().unwrap_or("");
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    match app.pipeline.verify_challenge(query, &parts.headers, client_ip).await? {
+        Ok(verified) => {
+            runtime.metrics.challenges_solved.fetch_add(1, ordering);
+            Some(answer::cleared(&verified.set_cookie, &verified.return_to))
+        }
+        Err(error) => {
+            runtime.metrics.challenges_failed.fetch_add(1, ordering);
+            tracing::debug!(reason = error.as_str(), %client_ip, "challenge answer refused");
+            let body = serde_json::json!({ "error": "challenge_failed", "reason": error.as_str() });
+            let mut response = answer::error(StatusCode::FORBIDDEN, "challenge_failed");
+            *response.body_mut() =
+                http_body_util::Full::new(Bytes::from(body.to_string())).map_err(|never| match never {}).boxed();
+            Some(response)
+        }
+    }
 }
 
 /// The first [`BODY_PREFIX_LIMIT`] bytes of a response body (for login

@@ -44,6 +44,15 @@ impl Browser {
             "{CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium chromium-driver); .ci/run does"
         );
         let profile = tempfile::tempdir().unwrap();
+        // Headless Chromium says so in its User-Agent (`HeadlessChrome`),
+        // which palisade's signatures flag on their own; people run the
+        // ordinary browser, so the tests present its User-Agent.
+        let version = std::process::Command::new(CHROMIUM).arg("--version").output().expect("chromium --version");
+        let version = String::from_utf8_lossy(&version.stdout).into_owned();
+        let major = version.split_whitespace().find_map(|w| w.split('.').next()?.parse::<u32>().ok()).unwrap_or(148);
+        let user_agent = format!(
+            "--user-agent=Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
+        );
         let mut child = tokio::process::Command::new(CHROMIUM)
             .args([
                 "--headless",
@@ -58,6 +67,7 @@ impl Browser {
                 "--remote-debugging-port=0",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(user_agent)
             .arg("about:blank")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

@@ -269,3 +269,52 @@ async fn the_status_mode_answers_429_with_the_challenge_in_a_header() {
     assert!(body["detections"].as_array().unwrap().iter().any(|d| d == "session.under_attack"), "{body}");
     assert!(upstream.seen().is_empty());
 }
+
+/// A session's distinct usernames are counted where the counters are
+/// shared: two replicas on one Redis see one session trying four accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_usernames_are_counted_across_replicas_through_redis() {
+    let redis = common::redis::RedisServer::start();
+    let upstream = Upstream::start().await;
+    let config = format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[decision_log]\nsample_allowed = 1.0\n\
+         [store]\nredis_url = \"{}\"\nhash_key = \"replicas\"\ntimeout_ms = 1000\n\
+         [session]\nenabled = true\nsecret = \"shared-session-secret\"\n",
+        redis.url()
+    );
+    let first = Palisade::start(&config, &upstream).await;
+    let second = Palisade::start(&config, &upstream).await;
+    let client = http1_client();
+    let page = send(&client, page_load(&first.url("/signin"), "203.0.113.5", None)).await;
+    assert_eq!(page.status, 200);
+    let session = cookie_of(&page);
+    let login = |url: String, user: &str| {
+        request(
+            "POST",
+            &url,
+            &[
+                ("user-agent", CHROME),
+                ("accept", "text/html"),
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-forwarded-for", "203.0.113.5"),
+                ("cookie", session.as_str()),
+            ],
+            &format!("username={user}&password=wrong"),
+        )
+    };
+    for (replica, user) in [(&first, "u1"), (&first, "u2"), (&second, "u3")] {
+        let answer = send(&client, login(replica.url("/login"), user)).await;
+        assert_eq!(answer.status, 401, "{user}: forwarded, the upstream refused the password");
+    }
+    let answer = send(&client, login(second.url("/login"), "u4")).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    assert_eq!(answer.headers["x-palisade-challenge"], "pow; page");
+    let lines = second.log_lines(2).await;
+    let last = lines.last().unwrap();
+    assert_eq!(last["challenge"], "page", "{last}");
+    let signal = last["signals"].as_array().unwrap().iter().find(|s| s["id"] == "session.usernames");
+    let signal = signal.unwrap_or_else(|| panic!("no session.usernames in {last}"));
+    let distinct = signal["evidence"].as_array().unwrap().iter().find(|e| e["name"] == "distinct_usernames").unwrap();
+    assert_eq!(distinct["value"], 4.0, "{signal}");
+    assert!(redis.keys().iter().any(|k| k.contains("sess:")), "the session's counters live in Redis");
+}

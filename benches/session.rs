@@ -12,12 +12,12 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput};
 use palisade::clock::{ManualClock, SharedClock};
 use palisade::config::Config;
-use palisade::credential::ResponseFacts;
-use palisade::pipeline::{Pipeline, PipelineBuilder};
+use palisade::lifecycle::{Arrival, Ending, Exchange, Lifecycle, Reporters};
+use palisade::outcome::ResponseFacts;
+use palisade::pipeline::PipelineBuilder;
 use palisade::request_id::RequestIds;
 use palisade::session::token::{Signer, Token, TokenKind};
 use palisade::store::{CounterStore, LocalStore};
-use palisade::view::RequestView;
 
 const CHROME: &str =
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/148.0.0.0 Safari/537.36";
@@ -48,7 +48,7 @@ fn request(method: http::Method, path: &str, cookie: Option<&str>, body: &str) -
     Request { method, uri: path.parse().unwrap(), headers, body: body.as_bytes().to_vec() }
 }
 
-fn pipeline(session: bool) -> (Pipeline, Arc<ManualClock>) {
+fn lifecycle(session: bool) -> (Lifecycle, Arc<ManualClock>) {
     let mut config = Config::default();
     config.store.hash_key = "bench".into();
     config.session.enabled = session;
@@ -57,30 +57,31 @@ fn pipeline(session: bool) -> (Pipeline, Arc<ManualClock>) {
     let shared: SharedClock = clock.clone();
     let store = Arc::new(CounterStore::Local(LocalStore::new(shared.clone())));
     let pipeline = PipelineBuilder::new(&config).build(store, shared, RequestIds::new(1)).expect("default config");
-    (pipeline, clock)
+    (Lifecycle::new(pipeline, None), clock)
 }
 
-/// Route, view, evaluate and (on login routes) observe: what the proxy
-/// handler runs per request.
-fn run(pipeline: &Pipeline, request: &Request) -> palisade::signal::Action {
-    let client: std::net::IpAddr = "203.0.113.7".parse().unwrap();
-    let (path, route) = pipeline.route(&request.method, request.uri.path());
-    let route = route.clone();
-    let body = route.inspects_body().then_some(&request.body[..]);
-    let view = RequestView::new(
-        &request.method,
-        http::Version::HTTP_11,
-        &request.uri,
-        &path,
-        &request.headers,
-        client,
-        &route,
-        body,
-    );
-    let decision = pipeline.evaluate(&view);
-    drop(view);
-    pipeline.observe(&route, &decision, &ResponseFacts::status(200));
-    decision.action()
+/// One request as every front door runs it (route, decide, complete with
+/// a 200 from the upstream); the exchange, so nothing is optimized away.
+fn run(lifecycle: &Lifecycle, request: &Request) -> Exchange {
+    let routed = lifecycle.route(&request.method, &request.uri);
+    let body = routed.inspects_body().then_some(&request.body[..]);
+    let arrival = Arrival {
+        method: &request.method,
+        uri: &request.uri,
+        version: http::Version::HTTP_11,
+        headers: &request.headers,
+        client_ip: "203.0.113.7".parse().unwrap(),
+        ja4: None,
+        wire_names: None,
+    };
+    let mut exchange = lifecycle.decide_now(routed, &arrival, body, Reporters::default());
+    let ending = if exchange.stops_request() {
+        Ending::Refused
+    } else {
+        Ending::Answered { response: ResponseFacts::status(200), upstream_time: None }
+    };
+    lifecycle.complete(&mut exchange, ending, Reporters::default());
+    exchange
 }
 
 fn main() {
@@ -88,23 +89,25 @@ fn main() {
     let mut group = criterion.benchmark_group("session");
     group.throughput(Throughput::Elements(1));
     for enabled in [false, true] {
-        let (pipeline, clock) = pipeline(enabled);
+        let (lifecycle, clock) = lifecycle(enabled);
         // A page load without a cookie sets one (when on); later requests carry it.
-        let first = run_for_cookie(&pipeline, &request(http::Method::GET, "/signin", None, ""));
-        let cookie = first.as_deref();
+        let first = run(&lifecycle, &request(http::Method::GET, "/signin", None, ""));
+        let cookie = first.set_cookie().and_then(|set| set.split(';').next()).map(str::to_string);
+        assert_eq!(cookie.is_some(), enabled, "a page load sets the session cookie when the stage is on");
+        let cookie = cookie.as_deref();
         let page = request(http::Method::GET, "/signin", cookie, "");
         let login = request(http::Method::POST, "/login", cookie, "username=alice%40example.com&password=pw");
         let side = if enabled { "on" } else { "off" };
         group.bench_function(format!("page_load/{side}"), |b| {
             b.iter(|| {
                 clock.advance(Duration::from_micros(1));
-                black_box(run(&pipeline, black_box(&page)))
+                black_box(run(&lifecycle, black_box(&page)).decision.action())
             })
         });
         group.bench_function(format!("login/{side}"), |b| {
             b.iter(|| {
                 clock.advance(Duration::from_micros(1));
-                black_box(run(&pipeline, black_box(&login)))
+                black_box(run(&lifecycle, black_box(&login)).decision.action())
             })
         });
     }
@@ -123,24 +126,4 @@ fn main() {
     });
     group.finish();
     criterion.final_summary();
-}
-
-/// The session cookie a page load sets, as `name=value`.
-fn run_for_cookie(pipeline: &Pipeline, request: &Request) -> Option<String> {
-    let client: std::net::IpAddr = "203.0.113.7".parse().unwrap();
-    let (path, route) = pipeline.route(&request.method, request.uri.path());
-    let route = route.clone();
-    let view = RequestView::new(
-        &request.method,
-        http::Version::HTTP_11,
-        &request.uri,
-        &path,
-        &request.headers,
-        client,
-        &route,
-        None,
-    );
-    let decision = pipeline.evaluate(&view);
-    let set = decision.session?.set_cookie?;
-    Some(set.split(';').next()?.to_string())
 }

@@ -18,7 +18,8 @@ use serde::Serialize;
 use crate::config::{DecisionLogConfig, RouteMode};
 use crate::identify::Identity;
 use crate::metrics::Metrics;
-use crate::pipeline::{Decision, LoginOutcome};
+use crate::outcome::LoginOutcome;
+use crate::pipeline::Decision;
 use crate::signal::{Action, Signal};
 
 const QUEUE_LINES: usize = 16 * 1024;
@@ -102,10 +103,12 @@ pub fn render_line(decision: &Decision, facts: &RequestFacts<'_>) -> String {
         would_score: decision.verdict.would.map(|w| w.score),
         would_action: decision.verdict.would.map(|w| w.action),
         retry_after_s: decision.verdict.enforced.retry_after.map(retry_after_secs),
-        challenge: decision.session.as_ref().and_then(|s| s.challenge.as_ref()).map(|c| match c {
-            crate::session::ChallengeAnswer::Page { .. } => "page",
-            crate::session::ChallengeAnswer::Status { .. } => "status",
-        }),
+        challenge: decision.context.get::<crate::session::SessionOutcome>().and_then(|s| s.challenge.as_ref()).map(
+            |c| match c {
+                crate::session::ChallengeAnswer::Page { .. } => "page",
+                crate::session::ChallengeAnswer::Status { .. } => "status",
+            },
+        ),
         detections: decision.enforced_detections().collect(),
         signals: &decision.signals,
         upstream_status: facts.upstream_status,

@@ -111,6 +111,11 @@ impl Allowlist {
     /// Identify a request by its API key header and client address. A key
     /// that matches no partner identifies nobody (it is not an error: the
     /// request is then judged like any other).
+    /// The configured partners, in configuration order.
+    pub fn partners(&self) -> impl Iterator<Item = &Arc<Partner>> {
+        self.partners.iter()
+    }
+
     pub fn identify(&self, headers: &http::HeaderMap, client_ip: IpAddr) -> Identity {
         if self.partners.is_empty() {
             return Identity::Anonymous;

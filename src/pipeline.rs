@@ -1,45 +1,41 @@
-//! The decision pipeline: identify → detect → decide, as explicit steps,
-//! and observe once the upstream has answered.
+//! The decision pipeline: identify → plan → detect → decide → after
+//! decision, and observe once the upstream has answered.
 //!
-//! Nothing here does I/O except through the counter store, and the local
-//! store is in memory; the same pipeline runs behind the proxy, in replay
-//! and in benches.
+//! Every detector is a [`Stage`] with default hooks; the pipeline calls
+//! each hook of each stage in order, with one store call between plan and
+//! detect. Nothing here does I/O except through the counter store, and the
+//! local store is in memory; the same pipeline runs behind every front
+//! door, in replay and in benches (see [`crate::lifecycle`]).
 
 use std::sync::Arc;
 
 use crate::clock::{Nanos, SharedClock};
-use crate::config::{Config, Invalid, RateLimitConfig, RouteMode, StoreFailure};
-use crate::credential::{CredentialStage, KeyHasher, LoginAttempt, ResponseFacts};
+use crate::config::{Config, Invalid, RouteMode};
+use crate::credential::{CredentialStage, KeyHasher};
 use crate::decide::{Decider, Verdict};
-use crate::detect::{ClientRouteRateLimit, Detector};
+use crate::detect::{ClientRouteRateLimit, Decided, Observed, PartnerQuota, RequestContext, Stage, StoreHealth};
 use crate::identify::{Allowlist, Identity};
+use crate::outcome::{LoginOutcome, ResponseFacts};
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
-use crate::session::{SessionFacts, SessionOutcome, SessionStage, Verified, VerifyError};
-use crate::signal::{Action, Evidence, Signal};
+use crate::session::{SessionStage, Verified, VerifyError};
+use crate::signal::{Action, Signal};
 use crate::signatures::SignatureSet;
-use crate::store::{CounterPlan, CounterReadings, CounterStore, GcraReading, Key};
+use crate::store::{CounterPlan, CounterReadings, CounterStore, Key};
 use crate::view::RequestView;
 
-pub const PARTNER_QUOTA_ID: &str = "partner.quota";
-/// Where the session stage's counters live in a shared store.
-const SESSION_SHARD: &str = "session";
-/// The shared store was unavailable on a route set to fail closed.
-pub const STORE_UNAVAILABLE_ID: &str = "store.unavailable";
+pub use crate::detect::{PARTNER_QUOTA_ID, STORE_UNAVAILABLE_ID};
 
 /// A request between planning and detecting: what `begin` learned and
 /// the counter operations it needs.
 struct Pending {
     at: Nanos,
     request_id: RequestId,
-    identity: Identity,
+    context: RequestContext,
     plan: CounterPlan,
-    login: Option<LoginAttempt>,
-    /// A partner's quota key and limit.
-    quota: Option<(Key, RateLimitConfig)>,
-    /// The session stage's view of the request, and its own plan (shard
-    /// `session`: page loads and logins fall under different routes).
-    session: Option<(SessionFacts, CounterPlan)>,
+    /// Plans of stages that keep their counters in a shard of their own
+    /// (see [`Stage::shard`]).
+    own_shards: Vec<CounterPlan>,
 }
 
 /// Whether `store.unavailable` is among the acted-on signals and no other
@@ -49,14 +45,6 @@ fn stopped_only_by_store(signals: &[Signal], mode: RouteMode) -> bool {
     let acted_on = || signals.iter().filter(move |s| !s.shadow && !monitored);
     acted_on().any(|s| &*s.id == STORE_UNAVAILABLE_ID)
         && !acted_on().any(|s| &*s.id != STORE_UNAVAILABLE_ID && s.action.is_some_and(Action::stops_request))
-}
-
-fn store_unavailable() -> Signal {
-    let mut signal = Signal::new(Arc::from(STORE_UNAVAILABLE_ID), 0);
-    signal.action = Some(Action::Block);
-    signal.retry_after = Some(std::time::Duration::from_secs(1));
-    signal.evidence = vec![Evidence::text("shared_store", "unavailable; route fails closed")];
-    signal
 }
 
 /// Everything the pipeline decided about one request.
@@ -70,10 +58,8 @@ pub struct Decision {
     pub mode: RouteMode,
     /// The request's HTTP fingerprint (see [`crate::fingerprint`]).
     pub fingerprint: String,
-    /// On login routes: the attempt's counter keys, until its outcome is known.
-    pub login: Option<LoginAttempt>,
-    /// With `[session]` enabled: a challenge to serve, a cookie to set.
-    pub session: Option<SessionOutcome>,
+    /// What the stages keep about the request until its outcome is known.
+    pub context: RequestContext,
 }
 
 impl Decision {
@@ -99,18 +85,17 @@ impl Decision {
     }
 }
 
-pub use crate::credential::LoginOutcome;
-
 /// The stages of the pipeline, built from a configuration.
 #[derive(Debug)]
 pub struct PipelineParts {
     pub routes: RouteTable,
     pub allowlist: Allowlist,
-    pub detectors: Vec<Box<dyn Detector>>,
-    pub credential: CredentialStage,
-    /// `None` unless `[session] enabled`.
-    pub session: Option<SessionStage>,
+    /// Detector stages in the order their hooks run.
+    pub stages: Vec<Box<dyn Stage>>,
     pub decider: Decider,
+    /// The session stage again (when `[session]` is enabled), for the
+    /// challenge's verify path, which is answered before any stage runs.
+    pub session: Option<SessionStage>,
 }
 
 /// Builds the pipeline's stages, collecting every configuration problem.
@@ -137,9 +122,8 @@ impl<'a> PipelineBuilder<'a> {
             (Some(routes), Some(allowlist), Some(signatures), Some(decider), Some(credential), Some(session))
                 if problems.is_empty() =>
             {
-                let detectors: Vec<Box<dyn Detector>> =
-                    vec![Box::new(ClientRouteRateLimit::new(hasher)), Box::new(signatures)];
-                Ok(PipelineParts { routes, allowlist, detectors, credential, session, decider })
+                let stages = stage_list(&routes, &allowlist, hasher, signatures, session.clone(), credential);
+                Ok(PipelineParts { routes, allowlist, stages, decider, session })
             }
             _ => Err(problems),
         }
@@ -154,6 +138,38 @@ impl<'a> PipelineBuilder<'a> {
         let parts = self.build_parts()?;
         Ok(Pipeline { parts, store, clock, request_ids })
     }
+}
+
+/// The stages a configuration needs, in the order their signals are
+/// reported: a stage that nothing in the configuration would use is left
+/// out rather than asked on every request.
+fn stage_list(
+    routes: &RouteTable,
+    allowlist: &Allowlist,
+    hasher: KeyHasher,
+    signatures: SignatureSet,
+    session: Option<SessionStage>,
+    credential: CredentialStage,
+) -> Vec<Box<dyn Stage>> {
+    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(StoreHealth::default())];
+    if allowlist.partners().any(|partner| partner.quota.is_some()) {
+        stages.push(Box::new(PartnerQuota::default()));
+    }
+    if routes.routes().any(|route| route.rate_limit.is_some()) {
+        stages.push(Box::new(ClientRouteRateLimit::new(hasher)));
+    }
+    if signatures.rule_count() > 0 {
+        stages.push(Box::new(signatures));
+    }
+    // Before the credential stage: it says whether a cookie vouches for
+    // the client, which the credential stage's shared scopes defer to.
+    if let Some(session) = session {
+        stages.push(Box::new(session));
+    }
+    if routes.routes().any(|route| route.abuse.is_some()) {
+        stages.push(Box::new(credential));
+    }
+    stages
 }
 
 /// The value of a builder's result, moving its problems into `problems`.
@@ -200,11 +216,10 @@ impl Pipeline {
         let pending = self.begin(view);
         let mut readings = CounterReadings::default();
         self.store.execute(&pending.plan, pending.at, &mut readings);
-        let mut session_readings = CounterReadings::default();
-        if let Some((_, plan)) = pending.session.as_ref().filter(|(_, plan)| !plan.is_empty()) {
-            self.store.execute(plan, pending.at, &mut session_readings);
+        for plan in pending.own_shards.iter().filter(|plan| !plan.is_empty()) {
+            self.store.execute(plan, pending.at, &mut readings);
         }
-        self.finish(view, pending, &readings, &session_readings)
+        self.finish(view, pending, &readings)
     }
 
     /// The same, with the counters where they are shared: one round trip
@@ -213,11 +228,10 @@ impl Pipeline {
         let pending = self.begin(view);
         let mut readings = CounterReadings::default();
         self.store.execute_shared(&pending.plan, pending.at, &mut readings).await;
-        let mut session_readings = CounterReadings::default();
-        if let Some((_, plan)) = pending.session.as_ref().filter(|(_, plan)| !plan.is_empty()) {
-            self.store.execute_shared(plan, pending.at, &mut session_readings).await;
+        for plan in pending.own_shards.iter().filter(|plan| !plan.is_empty()) {
+            self.store.execute_shared(plan, pending.at, &mut readings).await;
         }
-        self.finish(view, pending, &readings, &session_readings)
+        self.finish(view, pending, &readings)
     }
 
     /// The session stage, when `[session]` is enabled.
@@ -226,7 +240,8 @@ impl Pipeline {
     }
 
     /// Check an answer to a served challenge (the verify path's query):
-    /// the clearance cookie to set, once per challenge.
+    /// the clearance cookie to set, once per challenge. `None` when the
+    /// session stage is off.
     pub async fn verify_challenge(
         &self,
         query: &str,
@@ -239,11 +254,40 @@ impl Pipeline {
             Ok(verified) => verified,
             Err(error) => return Some(Err(error)),
         };
-        let mut plan = CounterPlan::new(Key::from(SESSION_SHARD));
+        let mut plan = CounterPlan::new(Key::from(stage.shard().unwrap_or("session")));
         stage.count_use(&verified, &mut plan);
         let mut readings = CounterReadings::default();
         self.store.execute_shared(&plan, at, &mut readings).await;
         Some(if stage.reused(&verified, &readings) { Err(VerifyError::Reused) } else { Ok(verified) })
+    }
+
+    /// The plan a stage writes into: the request's, or its own shard's.
+    fn plan_for<'p>(
+        stage: &dyn Stage,
+        plan: &'p mut CounterPlan,
+        own: &'p mut Vec<CounterPlan>,
+    ) -> &'p mut CounterPlan {
+        let Some(shard) = stage.shard() else { return plan };
+        let index = match own.iter().position(|p| p.shard() == shard) {
+            Some(index) => index,
+            None => {
+                own.push(CounterPlan::new(Key::from(shard)));
+                own.len() - 1
+            }
+        };
+        &mut own[index]
+    }
+
+    /// Write a request's plans (its own and its stages' own shards).
+    fn write_all(&self, plan: CounterPlan, own: Vec<CounterPlan>, at: Nanos) {
+        for plan in std::iter::once(plan).chain(own).filter(|plan| !plan.is_empty()) {
+            self.store.write(plan, at);
+        }
+    }
+
+    /// The stages that run for a request of this identity, in order.
+    fn stages_for<'s>(&'s self, context: &'s RequestContext) -> impl Iterator<Item = &'s dyn Stage> + 's {
+        self.parts.stages.iter().map(|stage| &**stage).filter(|stage| stage.audience().includes(&context.identity))
     }
 
     /// Identify, and plan every counter operation the request needs.
@@ -251,147 +295,80 @@ impl Pipeline {
         let at = self.clock.now();
         let request_id = self.request_ids.next_id();
         let identity = self.parts.allowlist.identify(view.headers, view.client_ip);
-        if let Identity::Partner { partner, .. } = &identity {
-            // Partners skip bot heuristics but not their quota.
-            let mut plan = CounterPlan::new(partner.shard.clone());
-            let quota = partner.quota.map(|quota| {
-                plan.gcra(partner.quota_key.clone(), quota);
-                (partner.quota_key.clone(), quota)
-            });
-            return Pending { at, request_id, identity, plan, login: None, quota, session: None };
+        // A partner's counters live with the partner, a visitor's with the route.
+        let shard = match &identity {
+            Identity::Partner { partner, .. } => partner.shard.clone(),
+            Identity::Anonymous => view.route.name.clone(),
+        };
+        let mut context = RequestContext::new(identity).with_time(at);
+        let mut plan = CounterPlan::new(shard);
+        let mut own_shards = Vec::new();
+        for stage in &self.parts.stages {
+            if stage.audience().includes(&context.identity) {
+                stage.plan(view, &mut context, Self::plan_for(&**stage, &mut plan, &mut own_shards));
+            }
         }
-        let mut plan = CounterPlan::new(view.route.name.clone());
-        let login = view.route.abuse.as_ref().and_then(|_| self.parts.credential.attempt(view));
-        for detector in &self.parts.detectors {
-            detector.plan(view, &mut plan);
-        }
-        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
-            self.parts.credential.plan(attempt, abuse, &mut plan);
-        }
-        let session = self.parts.session.as_ref().map(|stage| {
-            let facts = stage.facts(view, at, login.as_ref().and_then(|attempt| attempt.keys.user_item));
-            let mut session_plan = CounterPlan::new(Key::from(SESSION_SHARD));
-            stage.plan(&facts, &mut session_plan);
-            (facts, session_plan)
-        });
-        Pending { at, request_id, identity, plan, login, quota: None, session }
+        Pending { at, request_id, context, plan, own_shards }
     }
 
     /// Detect over the readings, decide, and record what the decision
     /// changes in the store.
-    fn finish(
-        &self,
-        view: &RequestView<'_>,
-        pending: Pending,
-        readings: &CounterReadings,
-        session_readings: &CounterReadings,
-    ) -> Decision {
-        let Pending { at, request_id, identity, plan, login, quota, session } = pending;
+    fn finish(&self, view: &RequestView<'_>, pending: Pending, readings: &CounterReadings) -> Decision {
+        let Pending { at, request_id, mut context, plan, own_shards: _ } = pending;
         let mut signals = Vec::new();
-        if readings.degraded() && view.route.store_failure == StoreFailure::Closed {
-            signals.push(store_unavailable());
-        }
-        if matches!(identity, Identity::Partner { .. }) {
-            if let Some((key, quota)) = quota
-                && let Some(GcraReading::Limited { retry_after }) = readings.gcra(&key)
-            {
-                let mut signal = Signal::new(Arc::from(PARTNER_QUOTA_ID), 0);
-                signal.action = Some(Action::RateLimit);
-                signal.retry_after = Some(retry_after);
-                signal.evidence = vec![
-                    Evidence::number("quota_requests", f64::from(quota.requests), None),
-                    Evidence::number("quota_period_s", quota.period_secs as f64, None),
-                    Evidence::number("retry_after_ms", retry_after.as_millis() as f64, None),
-                ];
-                signals.push(signal);
+        for stage in &self.parts.stages {
+            if stage.audience().includes(&context.identity) {
+                stage.detect(view, &mut context, readings, &mut signals);
             }
-            let mut verdict = self.parts.decider.decide(&signals, view.route.mode);
+        }
+        let mut verdict = self.parts.decider.decide(&signals, view.route.mode);
+        if context.is_partner() {
+            // Partners are not scored by bot heuristics.
             verdict.enforced.score = self.parts.decider.trusted_score();
-            let fingerprint = view.fingerprint().to_string();
-            return Decision {
-                request_id,
-                at,
-                identity,
-                verdict,
-                signals,
-                mode: view.route.mode,
-                fingerprint,
-                login: None,
-                session: None,
-            };
         }
 
-        for detector in &self.parts.detectors {
-            detector.detect(view, readings, &mut signals);
-        }
-        let mut session = session.map(|(facts, _)| facts);
-        if let (Some(stage), Some(facts)) = (&self.parts.session, &mut session) {
-            stage.detect(facts, session_readings, &mut signals);
-        }
-        let vouched = session.as_ref().is_some_and(SessionFacts::vouched);
-        let mut bans = Vec::new();
-        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
-            self.parts.credential.detect(attempt, abuse, readings, vouched, &mut signals, &mut bans);
-        }
-
-        // Decide, then record what the decision changes in the store.
-        let verdict = self.parts.decider.decide(&signals, view.route.mode);
-        let session = match (&self.parts.session, session) {
-            (Some(stage), Some(facts)) => {
-                let mut writes = CounterPlan::new(Key::from(SESSION_SHARD));
-                let outcome = stage.after_decision(
-                    &facts,
-                    view.route,
-                    verdict.enforced.action,
-                    &signals,
-                    session_readings,
-                    &mut writes,
-                );
-                if !writes.is_empty() {
-                    self.store.write(writes, at);
-                }
-                Some(outcome)
-            }
-            _ => None,
-        };
-        let challenged = session.as_ref().is_some_and(|outcome| outcome.challenge.is_some());
-        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
-            let action = verdict.enforced.action;
-            let enforced_bans = if action == Action::Block { &bans[..] } else { &[] };
-            // An attempt refused only because the shared store is down is
-            // not the client's doing: it does not count toward escalation.
-            let refused = (action.stops_request() || challenged) && !stopped_only_by_store(&signals, view.route.mode);
-            let mut writes = CounterPlan::new(plan.shard_key().clone());
-            self.parts.credential.record_decision(attempt, abuse, refused, enforced_bans, &mut writes);
-            if !writes.is_empty() {
-                self.store.write(writes, at);
+        // Record what the decision changes in the store. An attempt refused
+        // only because the shared store is down is not the client's doing.
+        let refused = verdict.enforced.action.stops_request() && !stopped_only_by_store(&signals, view.route.mode);
+        let decided = Decided { verdict: &verdict, signals: &signals, refused };
+        let mut writes = CounterPlan::new(plan.shard_key().clone());
+        let mut own_writes = Vec::new();
+        for stage in &self.parts.stages {
+            if stage.audience().includes(&context.identity) {
+                let target = Self::plan_for(&**stage, &mut writes, &mut own_writes);
+                stage.after_decision(view, &mut context, &decided, target);
             }
         }
+        self.write_all(writes, own_writes, at);
         let fingerprint = view.fingerprint().to_string();
-        Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint, login, session }
+        Decision {
+            request_id,
+            at,
+            identity: context.identity.clone(),
+            verdict,
+            signals,
+            mode: view.route.mode,
+            fingerprint,
+            context,
+        }
     }
 
     /// Learn from the upstream's answer: on login routes, classify the
-    /// outcome and add it to the attempt's counters.
+    /// outcome, and let every stage add what it learns to its counters.
     pub fn observe(&self, route: &Route, decision: &Decision, response: &ResponseFacts<'_>) -> Option<LoginOutcome> {
-        let outcome = crate::credential::classify(route.login.as_ref()?, response)?;
-        if let (Some(attempt), Some(abuse)) = (&decision.login, &route.abuse) {
-            let mut plan = CounterPlan::new(route.name.clone());
-            self.parts.credential.observe(attempt, abuse, outcome, &mut plan);
-            self.store.write(plan, self.clock.now());
+        let login = route.login.as_ref().and_then(|spec| crate::outcome::classify(spec, response));
+        let observed = Observed { response, login };
+        let mut writes = CounterPlan::new(route.name.clone());
+        let mut own_writes = Vec::new();
+        for stage in self.stages_for(&decision.context) {
+            stage.observe(route, &decision.context, &observed, Self::plan_for(stage, &mut writes, &mut own_writes));
         }
-        if let (Some(stage), Some(session)) = (&self.parts.session, &decision.session) {
-            let mut plan = CounterPlan::new(Key::from(SESSION_SHARD));
-            stage.observe(session, outcome == LoginOutcome::Failure, &mut plan);
-            if !plan.is_empty() {
-                self.store.write(plan, self.clock.now());
-            }
-        }
-        Some(outcome)
+        self.write_all(writes, own_writes, self.clock.now());
+        login
     }
 
-    /// The detectors, in the order they run (for `palisade explain`).
-    pub fn detectors(&self) -> &[Box<dyn Detector>] {
-        &self.parts.detectors
+    /// The detector stages, in the order they run (for `palisade explain`).
+    pub fn stages(&self) -> &[Box<dyn Stage>] {
+        &self.parts.stages
     }
 }

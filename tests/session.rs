@@ -318,3 +318,18 @@ async fn a_sessions_usernames_are_counted_across_replicas_through_redis() {
     assert_eq!(distinct["value"], 4.0, "{signal}");
     assert!(redis.keys().iter().any(|k| k.contains("sess:")), "the session's counters live in Redis");
 }
+
+#[test]
+fn check_names_every_session_problem_with_its_line() {
+    let text = "[session]\nenabled = true\ndifficulty = 40\ncookie = \"bad name\"\nverify_path = \"//x\"\n[session.challenge]\nlogin = \"captcha\"\nnope = \"off\"\n";
+    let error = palisade::app::parse_str(text, "s.toml").unwrap_err().to_string();
+    for expected in [
+        "session.difficulty",
+        "s.toml:4: session.cookie",
+        "s.toml:5: session.verify_path",
+        "s.toml:7: session.challenge.login: unknown challenge mode",
+        "s.toml:8: session.challenge.nope: no route",
+    ] {
+        assert!(error.contains(expected), "{expected} not in:\n{error}");
+    }
+}

@@ -12,16 +12,17 @@
 
 mod breach;
 mod keys;
-mod outcome;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::outcome::{BODY_PREFIX_LIMIT, LoginOutcome, ResponseFacts, classify};
 pub use breach::BreachFilter;
 pub use keys::{KeyHasher, LoginKeys, Scope, subnet};
-pub use outcome::{BODY_PREFIX_LIMIT, LoginOutcome, ResponseFacts, classify};
 
 use crate::config::{AbuseConfig, Config, Invalid};
+use crate::detect::{Decided, Observed, RequestContext, Stage, Vouched};
+use crate::routes::Route;
 use crate::signal::{Action, Evidence, Signal};
 use crate::store::{CounterOp, CounterPlan, CounterReadings};
 use crate::view::RequestView;
@@ -96,7 +97,7 @@ impl CredentialStage {
 
     /// Counter operations at request time: read what is known, and count
     /// the username and the address as seen.
-    pub fn plan(&self, attempt: &LoginAttempt, abuse: &AbuseConfig, plan: &mut CounterPlan) {
+    fn plan_counters(&self, attempt: &LoginAttempt, abuse: &AbuseConfig, plan: &mut CounterPlan) {
         let keys = &attempt.keys;
         let window = Duration::from_secs(abuse.window_secs);
         for scope in SCOPES {
@@ -121,10 +122,10 @@ impl CredentialStage {
     /// Signals from the readings; bans that an enforced block should set.
     ///
     /// `vouched`: the request carries a valid session or clearance cookie
-    /// (see [`crate::session`]). Scopes many clients share (a subnet, a
-    /// fingerprint) say nothing against such a request: their bans and
-    /// escalations are what the cookie answers.
-    pub fn detect(
+    /// (the session stage says so with [`Vouched`]). Scopes many clients
+    /// share (a subnet, a fingerprint) say nothing against such a request:
+    /// their bans and escalations are what the cookie answers.
+    fn detect_attempt(
         &self,
         attempt: &LoginAttempt,
         abuse: &AbuseConfig,
@@ -342,7 +343,7 @@ impl CredentialStage {
 
     /// After deciding: refused attempts count toward escalation, and
     /// enforced blocks set their bans.
-    pub fn record_decision(
+    fn record_decision(
         &self,
         attempt: &LoginAttempt,
         abuse: &AbuseConfig,
@@ -362,7 +363,13 @@ impl CredentialStage {
     }
 
     /// After the upstream answered: the outcome goes into every scope.
-    pub fn observe(&self, attempt: &LoginAttempt, abuse: &AbuseConfig, outcome: LoginOutcome, plan: &mut CounterPlan) {
+    fn observe_outcome(
+        &self,
+        attempt: &LoginAttempt,
+        abuse: &AbuseConfig,
+        outcome: LoginOutcome,
+        plan: &mut CounterPlan,
+    ) {
         let keys = &attempt.keys;
         let window = Duration::from_secs(abuse.window_secs);
         let counter = match outcome {
@@ -388,6 +395,66 @@ impl CredentialStage {
     }
 }
 
+// === impl Stage ===
+
+/// The stage's state for one login request, kept in the request context
+/// until the outcome is known.
+#[derive(Debug, Clone)]
+struct AttemptState {
+    attempt: LoginAttempt,
+    /// Bans the signals ask for, set only when a block is enforced.
+    bans: Vec<BanRequest>,
+}
+
+impl Stage for CredentialStage {
+    fn name(&self) -> &'static str {
+        "credential"
+    }
+
+    fn plan(&self, view: &RequestView<'_>, context: &mut RequestContext, plan: &mut CounterPlan) {
+        let Some(abuse) = &view.route.abuse else { return };
+        if let Some(attempt) = self.attempt(view) {
+            self.plan_counters(&attempt, abuse, plan);
+            context.insert(AttemptState { attempt, bans: Vec::new() });
+        }
+    }
+
+    fn detect(
+        &self,
+        view: &RequestView<'_>,
+        context: &mut RequestContext,
+        readings: &CounterReadings,
+        signals: &mut Vec<Signal>,
+    ) {
+        let vouched = context.get::<Vouched>().is_some();
+        if let (Some(state), Some(abuse)) = (context.get_mut::<AttemptState>(), &view.route.abuse) {
+            let mut bans = Vec::new();
+            self.detect_attempt(&state.attempt, abuse, readings, vouched, signals, &mut bans);
+            state.bans = bans;
+        }
+    }
+
+    fn after_decision(
+        &self,
+        view: &RequestView<'_>,
+        context: &mut RequestContext,
+        decided: &Decided<'_>,
+        writes: &mut CounterPlan,
+    ) {
+        if let (Some(state), Some(abuse)) = (context.get::<AttemptState>(), &view.route.abuse) {
+            let enforced_bans = if decided.verdict.enforced.action == Action::Block { &state.bans[..] } else { &[] };
+            self.record_decision(&state.attempt, abuse, decided.refused, enforced_bans, writes);
+        }
+    }
+
+    fn observe(&self, route: &Route, context: &RequestContext, observed: &Observed<'_>, writes: &mut CounterPlan) {
+        if let (Some(state), Some(abuse), Some(outcome)) = (context.get::<AttemptState>(), &route.abuse, observed.login)
+        {
+            self.observe_outcome(&state.attempt, abuse, outcome, writes);
+        }
+    }
+}
+
 /// Failures, successes and the failure ratio of a scope.
 fn outcomes(readings: &CounterReadings, keys: &LoginKeys, scope: Scope) -> (f64, f64, f64) {
     let failures = readings.number(&keys.key(scope, "f"));
@@ -402,7 +469,7 @@ fn round3(value: f64) -> f64 {
 
 /// The fingerprint counters key on: the HTTP fingerprint over header
 /// names folded to lowercase (changing a name's case must not make a new
-/// counter; the case itself is evidence, see [`crate::session::odd_name`]),
+/// counter; the case itself is evidence, see the session stage),
 /// and the TLS one when palisade terminated TLS.
 fn fingerprint_key(view: &RequestView<'_>) -> String {
     let folded = if view.header_names().any(|name| name.bytes().any(|b| b.is_ascii_uppercase())) {

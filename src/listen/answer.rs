@@ -101,6 +101,14 @@ pub fn cleared(set_cookie: &str, location: &str) -> Response<ProxyBody> {
     response
 }
 
+/// A refused answer to a challenge: 403 and why.
+pub fn challenge_failed(reason: &str) -> Response<ProxyBody> {
+    json_response(
+        StatusCode::FORBIDDEN,
+        serde_json::json!({ "error": "challenge_failed", "reason": reason }).to_string(),
+    )
+}
+
 /// A plain error answer (bad request, body too large, upstream down).
 pub fn error(status: StatusCode, reason: &str) -> Response<ProxyBody> {
     json_response(status, serde_json::json!({ "error": reason }).to_string())

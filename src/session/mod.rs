@@ -37,6 +37,8 @@ use token::{Rejection, Signer, Token, TokenKind};
 
 use crate::clock::Nanos;
 use crate::config::{Config, Invalid, SessionConfig};
+use crate::detect::{Decided, Observed, RequestContext, Stage, Vouched};
+use crate::keyed_hash::KeyHasher;
 use crate::routes::{Route, RouteProfile};
 use crate::signal::{Action, Evidence, Signal};
 use crate::store::{CounterOp, CounterPlan, CounterReadings, Key};
@@ -128,6 +130,10 @@ pub struct SessionFacts {
     return_to: String,
     /// The header name whose case no client writes, if any.
     pub odd_case: Option<Box<str>>,
+    /// Read by detect: login attempts per minute without a session or
+    /// clearance (decayed), and whether the site is under attack.
+    bare: f64,
+    under_attack: bool,
 }
 
 impl SessionFacts {
@@ -191,8 +197,9 @@ impl VerifyError {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SessionStage {
+    hasher: KeyHasher,
     signer: Signer,
     cookie: String,
     clearance_cookie: String,
@@ -286,6 +293,7 @@ impl SessionStage {
         let (Some(signer), true) = (signer, session.enabled) else { return Ok(None) };
         let secs = |value: u64| u32::try_from(value).unwrap_or(u32::MAX);
         Ok(Some(SessionStage {
+            hasher: KeyHasher::from_config(config),
             signer,
             cookie: session.cookie.get_ref().clone(),
             clearance_cookie: session.clearance_cookie.get_ref().clone(),
@@ -370,12 +378,14 @@ impl SessionStage {
             user_item,
             return_to,
             odd_case,
+            bare: 0.0,
+            under_attack: false,
         }
     }
 
     /// Counter operations (shard `session`): the under-attack state, and
     /// the session's and clearance's bookkeeping.
-    pub fn plan(&self, facts: &SessionFacts, plan: &mut CounterPlan) {
+    pub fn plan_counters(&self, facts: &SessionFacts, plan: &mut CounterPlan) {
         let session_window = Duration::from_secs(u64::from(self.session_ttl));
         let session = facts.session.valid().map(Token::id_hex);
         match facts.kind {
@@ -421,7 +431,7 @@ impl SessionStage {
     }
 
     /// Signals from the session's readings and the signals so far.
-    pub fn detect(&self, facts: &mut SessionFacts, readings: &CounterReadings, signals: &mut Vec<Signal>) {
+    pub fn detect_signals(&self, facts: &mut SessionFacts, readings: &CounterReadings, signals: &mut Vec<Signal>) {
         if let Some(name) = &facts.odd_case {
             let mut signal = Signal::new(Arc::from("header.odd_case"), 15);
             signal.evidence.push(Evidence::text("header_name", &**name));
@@ -433,6 +443,8 @@ impl SessionStage {
         let attack_left = readings.ban(ATTACK_KEY);
         let bare = readings.number(BARE_KEY);
         let under_attack = attack_left.is_some() || bare >= self.attack_bare_attempts;
+        facts.bare = bare;
+        facts.under_attack = under_attack;
         let unproven = match facts.kind {
             // Page loads need clearance: a session is had for the asking.
             RequestKind::Navigation => facts.clearance.valid().is_none(),
@@ -508,17 +520,16 @@ impl SessionStage {
 
     /// After deciding: enter or prolong the under-attack state, and say
     /// what to answer or set.
-    pub fn after_decision(
+    pub fn answer(
         &self,
         facts: &SessionFacts,
         route: &Route,
         action: Action,
         signals: &[Signal],
-        readings: &CounterReadings,
         writes: &mut CounterPlan,
     ) -> SessionOutcome {
         let triggered = signals.iter().any(|s| !s.shadow && ATTACK_TRIGGERS.contains(&&*s.id))
-            || (facts.kind == RequestKind::Login && readings.number(BARE_KEY) >= self.attack_bare_attempts);
+            || (facts.kind == RequestKind::Login && facts.bare >= self.attack_bare_attempts);
         if triggered {
             writes.push(CounterOp::Ban { key: Key::from(ATTACK_KEY), ttl: self.attack_hold });
         }
@@ -556,7 +567,7 @@ impl SessionStage {
     }
 
     /// After the upstream answered a login: count a failure on the session.
-    pub fn observe(&self, outcome: &SessionOutcome, failed: bool, plan: &mut CounterPlan) {
+    pub fn observe_outcome(&self, outcome: &SessionOutcome, failed: bool, plan: &mut CounterPlan) {
         if let (Some(id), true) = (&outcome.session_id, failed) {
             plan.push(count(format!("sess:{id}:f"), Duration::from_secs(u64::from(self.session_ttl)), 1));
         }
@@ -575,6 +586,58 @@ impl SessionStage {
 
     fn set_cookie(&self, name: &str, value: &str, ttl: u32) -> String {
         format!("{name}={value}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax")
+    }
+}
+
+// === impl Stage for SessionStage ===
+
+impl Stage for SessionStage {
+    fn name(&self) -> &'static str {
+        "session"
+    }
+
+    /// A session's page loads and its login fall under different routes.
+    fn shard(&self) -> Option<&'static str> {
+        Some("session")
+    }
+
+    fn plan(&self, view: &RequestView<'_>, context: &mut RequestContext, plan: &mut CounterPlan) {
+        let user_item = view.username.as_deref().map(|user| self.hasher.item("user", user.to_lowercase().as_bytes()));
+        let facts = self.facts(view, context.at, user_item);
+        self.plan_counters(&facts, plan);
+        context.insert(facts);
+    }
+
+    fn detect(
+        &self,
+        _view: &RequestView<'_>,
+        context: &mut RequestContext,
+        readings: &CounterReadings,
+        signals: &mut Vec<Signal>,
+    ) {
+        let Some(facts) = context.get_mut::<SessionFacts>() else { return };
+        self.detect_signals(facts, readings, signals);
+        if facts.vouched() {
+            context.insert(Vouched);
+        }
+    }
+
+    fn after_decision(
+        &self,
+        view: &RequestView<'_>,
+        context: &mut RequestContext,
+        decided: &Decided<'_>,
+        writes: &mut CounterPlan,
+    ) {
+        let Some(facts) = context.get::<SessionFacts>() else { return };
+        let outcome = self.answer(facts, view.route, decided.verdict.enforced.action, decided.signals, writes);
+        context.insert(outcome);
+    }
+
+    fn observe(&self, _route: &Route, context: &RequestContext, observed: &Observed<'_>, writes: &mut CounterPlan) {
+        if let (Some(outcome), Some(login)) = (context.get::<SessionOutcome>(), observed.login) {
+            self.observe_outcome(outcome, login == crate::outcome::LoginOutcome::Failure, writes);
+        }
     }
 }
 
@@ -699,20 +762,5 @@ mod tests {
         assert_eq!(cookie_value(&headers, "c"), None);
         assert_eq!(referer_path("https://bank.example/login?x=1"), Some("/login?x=1"));
         assert_eq!(referer_path("nonsense"), None);
-    }
-
-    #[test]
-    fn configuration_problems_name_their_keys() {
-        let text = "[session]\nenabled = true\ndifficulty = 40\ncookie = \"bad name\"\nverify_path = \"//x\"\n[session.challenge]\nlogin = \"captcha\"\nnope = \"off\"\n";
-        let error = crate::config::parse_str(text, "s.toml").unwrap_err().to_string();
-        for expected in [
-            "session.difficulty",
-            "s.toml:4: session.cookie",
-            "s.toml:5: session.verify_path",
-            "s.toml:7: session.challenge.login: unknown challenge mode",
-            "s.toml:8: session.challenge.nope: no route",
-        ] {
-            assert!(error.contains(expected), "{expected} not in:\n{error}");
-        }
     }
 }

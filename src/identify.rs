@@ -27,6 +27,18 @@ pub struct Partner {
 }
 
 /// Who the identify stage says sent the request.
+impl Partner {
+    /// How many API keys identify the partner (their hashes stay private).
+    pub fn api_key_count(&self) -> usize {
+        self.key_hashes.len()
+    }
+
+    /// The networks that identify the partner.
+    pub fn networks(&self) -> Vec<String> {
+        self.networks.networks()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Identity {
     Anonymous,

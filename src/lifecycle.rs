@@ -218,6 +218,9 @@ impl Lifecycle {
                     metrics.clearances_used.fetch_add(1, ordering);
                 }
             }
+            if let crate::identify::Identity::Partner { partner, .. } = &decision.identity {
+                metrics.record_partner(&partner.name, decision.action() == crate::signal::Action::RateLimit);
+            }
         }
         // Capture mode: the request as received, redacted, finished with the status.
         let capture = self.capture.as_ref().and_then(|sink| {

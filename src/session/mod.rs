@@ -531,7 +531,12 @@ impl SessionStage {
         let triggered = signals.iter().any(|s| !s.shadow && ATTACK_TRIGGERS.contains(&&*s.id))
             || (facts.kind == RequestKind::Login && facts.bare >= self.attack_bare_attempts);
         if triggered {
-            writes.push(CounterOp::Ban { key: Key::from(ATTACK_KEY), ttl: self.attack_hold });
+            // A ban record, so operators see (and may lift) the state with the other bans.
+            writes.push(CounterOp::Ban {
+                key: Key::from(ATTACK_KEY),
+                ttl: self.attack_hold,
+                reason: Key::from("session.under_attack"),
+            });
         }
         let mut outcome = SessionOutcome {
             session_id: facts.session.valid().map(Token::id_hex),

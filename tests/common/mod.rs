@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod redis;
+pub mod webdriver;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -36,6 +36,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod request_id;
 pub mod routes;
+pub mod session;
 pub mod signal;
 pub mod signatures;
 pub mod store;

@@ -12,7 +12,7 @@ use crate::config::{Config, Invalid, RateLimitConfig, RouteMode, StoreFailure};
 use crate::credential::{CredentialStage, KeyHasher, LoginAttempt, ResponseFacts};
 use crate::decide::{Decider, Verdict};
 use crate::detect::{ClientRouteRateLimit, Detector};
-use crate::identify::{Allowlist, Identity};
+use crate::identify::{Allowlist, Identification, Identity};
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
 use crate::signal::{Action, Evidence, Signal};
@@ -29,7 +29,7 @@ pub const STORE_UNAVAILABLE_ID: &str = "store.unavailable";
 struct Pending {
     at: Nanos,
     request_id: RequestId,
-    identity: Identity,
+    identified: Identification,
     plan: CounterPlan,
     login: Option<LoginAttempt>,
     /// A partner's quota key and limit.
@@ -205,15 +205,16 @@ impl Pipeline {
     fn begin(&self, view: &RequestView<'_>) -> Pending {
         let at = self.clock.now();
         let request_id = self.request_ids.next_id();
-        let identity = self.parts.allowlist.identify(view.headers, view.client_ip);
-        if let Identity::Partner { partner, .. } = &identity {
+        let identified = self.parts.allowlist.identify(view, at);
+        if let Identity::Partner { partner, .. } = &identified.identity {
             // Partners skip bot heuristics but not their quota.
             let mut plan = CounterPlan::new(partner.shard.clone());
             let quota = partner.quota.map(|quota| {
                 plan.gcra(partner.quota_key.clone(), quota);
                 (partner.quota_key.clone(), quota)
             });
-            return Pending { at, request_id, identity, plan, login: None, quota };
+            identified.plan(&mut plan);
+            return Pending { at, request_id, identified, plan, login: None, quota };
         }
         let mut plan = CounterPlan::new(view.route.name.clone());
         let login = view.route.abuse.as_ref().and_then(|_| self.parts.credential.attempt(view));
@@ -223,16 +224,34 @@ impl Pipeline {
         if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
             self.parts.credential.plan(attempt, abuse, &mut plan);
         }
-        Pending { at, request_id, identity, plan, login, quota: None }
+        Pending { at, request_id, identified, plan, login, quota: None }
     }
 
     /// Detect over the readings, decide, and record what the decision
     /// changes in the store.
     fn finish(&self, view: &RequestView<'_>, pending: Pending, readings: &CounterReadings) -> Decision {
-        let Pending { at, request_id, identity, plan, login, quota } = pending;
-        let mut signals = Vec::new();
+        let Pending { at, request_id, mut identified, plan, login, quota } = pending;
+        identified.settle(readings);
+        let identity = identified.identity;
+        let mut signals = identified.signals;
         if readings.degraded() && view.route.store_failure == StoreFailure::Closed {
             signals.push(store_unavailable());
+        }
+        if signals.iter().any(|s| &*s.id == crate::identify::SIGNATURE_REPLAYED_ID) {
+            // Planned as a partner (only the quota and the nonce), so no
+            // detector has readings: the replay decides.
+            let verdict = self.parts.decider.decide(&signals, view.route.mode);
+            let fingerprint = view.fingerprint().to_string();
+            return Decision {
+                request_id,
+                at,
+                identity,
+                verdict,
+                signals,
+                mode: view.route.mode,
+                fingerprint,
+                login: None,
+            };
         }
         if matches!(identity, Identity::Partner { .. }) {
             if let Some((key, quota)) = quota

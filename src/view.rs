@@ -33,6 +33,10 @@ pub struct RequestView<'a> {
     pub body: Option<&'a [u8]>,
     /// JA4 fingerprint of the TLS ClientHello, when palisade terminated TLS.
     pub ja4: Option<&'a str>,
+    /// The URI's authority (HTTP/2 `:authority`), when it has one.
+    pub authority: Option<&'a str>,
+    /// The verified client certificate, when palisade terminated mutual TLS.
+    pub client_cert: Option<&'a crate::identify::ClientCert>,
     /// Header names exactly as sent (wire order, case, repeats), when the
     /// listen stage could see them (HTTP/1).
     pub wire_names: Option<&'a [Box<str>]>,
@@ -73,6 +77,8 @@ impl<'a> RequestView<'a> {
             username,
             body,
             ja4: None,
+            authority: uri.authority().map(|authority| authority.as_str()),
+            client_cert: None,
             wire_names: None,
             fingerprint: std::sync::OnceLock::new(),
         }
@@ -89,6 +95,12 @@ impl<'a> RequestView<'a> {
     pub fn fingerprint(&self) -> &str {
         self.fingerprint
             .get_or_init(|| crate::fingerprint::http_fingerprint(self.version, self.method, self.header_names()))
+    }
+
+    /// The connection's verified client certificate, when there is one.
+    pub fn with_client_cert(mut self, cert: Option<&'a crate::identify::ClientCert>) -> Self {
+        self.client_cert = cert;
+        self
     }
 
     /// The connection's TLS fingerprint, when there is one.

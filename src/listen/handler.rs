@@ -44,7 +44,8 @@ pub async fn handle(
 
     // Phase: body. Only inspected routes are buffered (up to the limit);
     // everything else streams straight through.
-    let (inspected, body) = if route.inspects_body() {
+    // Signed partner requests are read too, to check their Content-Digest.
+    let (inspected, body) = if route.inspects_body() || app.pipeline.allowlist().wants_body(&parts.headers) {
         match read_inspected_body(body, &parts.headers, &app).await {
             Ok(bytes) => (Some(bytes.clone()), full_body(bytes)),
             Err(response) => {
@@ -70,6 +71,7 @@ pub async fn handle(
             inspected.as_deref(),
         )
         .with_ja4(connection.ja4.as_deref())
+        .with_client_cert(connection.client_cert.as_deref())
         .with_wire_names(wire_names.as_deref());
         app.pipeline.evaluate_shared(&view).await
     };

@@ -204,9 +204,9 @@ fn render(config: &Config, engine: &Engine, twin: &Engine, request: &Prepared, m
     }
     match &decision.identity {
         Identity::Anonymous => {
-            let _ = writeln!(out, "identity     anonymous (no partner's API key or network)");
+            let _ = writeln!(out, "identity     anonymous (no partner's certificate, signature, API key or network)");
         }
-        Identity::Partner { partner, by } => {
+        Identity::Partner { partner, by, .. } => {
             let _ = writeln!(
                 out,
                 "identity     partner {} (by {}): bot detectors are skipped, only the partner's quota applies",

@@ -14,36 +14,48 @@ fn example_config_is_exactly_the_defaults() {
     assert_eq!(palisade::config::Config { base_dir: None, ..loaded }, palisade::config::Config::default());
 }
 
-/// Every ```toml block of the README is real configuration (or a rule
-/// file): parsed with the same schema, so a renamed key breaks this test
-/// instead of a reader's deployment. Values that point at files are not
-/// checked here (the blocks use example paths).
+/// Every ```toml block of the README and of the `docs/` pages is real
+/// configuration (or a rule file): parsed with the same schema, so a renamed
+/// key breaks this test instead of a reader's deployment. Values that point
+/// at files are not checked here (the blocks use example paths).
 #[test]
-fn readme_toml_blocks_use_real_keys() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn documented_toml_blocks_use_real_keys() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    docs.sort();
+    pages.extend(docs);
     let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in readme.lines() {
-        match (&mut current, line.trim()) {
-            (None, "```toml") => current = Some(String::new()),
-            (Some(_), "```") => blocks.push(current.take().unwrap()),
-            (Some(block), _) => {
-                block.push_str(line);
-                block.push('\n');
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            match (&mut current, line.trim()) {
+                (None, "```toml") => current = Some(String::new()),
+                (Some(_), "```") => blocks.push((page.clone(), current.take().unwrap())),
+                (Some(block), _) => {
+                    block.push_str(line);
+                    block.push('\n');
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
     assert!(blocks.len() >= 5, "found only {} toml blocks", blocks.len());
-    for block in &blocks {
+    for (page, block) in &blocks {
+        let page = page.display();
         if block.contains("[[rule]]") {
             if let Err(error) = toml::from_str::<palisade::signatures::rule::RuleFile>(block) {
-                panic!("README rule example does not match the rule format: {error}\n{block}");
+                panic!("{page}: rule example does not match the rule format: {error}\n{block}");
             }
             continue;
         }
         if let Err(error) = toml::from_str::<palisade::config::Config>(block) {
-            panic!("README block does not match the schema: {error}\n{block}");
+            panic!("{page}: block does not match the schema: {error}\n{block}");
         }
     }
 }

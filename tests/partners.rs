@@ -344,3 +344,219 @@ async fn a_nonce_replayed_on_another_replica_is_caught_through_redis() {
     assert!(keys.iter().any(|k| k.contains("sn:")), "{keys:?}");
     assert!(!redis.dump().contains("shared-nonce"));
 }
+
+// === mutual TLS ===
+
+mod mtls {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    use super::common::{Palisade, Upstream};
+    use super::{SQLMAP_UA, Value};
+
+    /// A client certificate issued by the test CA.
+    pub struct ClientCert {
+        pub der: CertificateDer<'static>,
+        key: Vec<u8>,
+    }
+
+    impl ClientCert {
+        pub fn sha256(&self) -> String {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&self.der))
+        }
+    }
+
+    /// The partner CA, written as PEM, and certificates it issues.
+    pub struct Pki {
+        pub dir: tempfile::TempDir,
+        ca: CertifiedIssuer<'static, KeyPair>,
+        server: CertificateDer<'static>,
+    }
+
+    impl Pki {
+        pub fn new() -> Pki {
+            let dir = tempfile::tempdir().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, "Partner CA");
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+            let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+            std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+            let server = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            std::fs::write(dir.path().join("server.pem"), server.cert.pem()).unwrap();
+            std::fs::write(dir.path().join("server.key"), server.signing_key.serialize_pem()).unwrap();
+            Pki { dir, ca, server: server.cert.der().clone() }
+        }
+
+        pub fn issue(&self, common_name: &str) -> ClientCert {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, common_name);
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.ca).unwrap();
+            ClientCert { der: cert.der().clone(), key: key.serialize_der() }
+        }
+
+        pub fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        /// One GET over a new TLS connection, presenting `cert` (or none);
+        /// the status and the partner header the upstream saw.
+        pub async fn get(&self, palisade: &Palisade, upstream: &Upstream, cert: Option<&ClientCert>) -> (u16, String) {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(self.server.clone()).unwrap();
+            let builder =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots);
+            let config = match cert {
+                Some(cert) => builder
+                    .with_client_auth_cert(
+                        vec![cert.der.clone()],
+                        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())),
+                    )
+                    .unwrap(),
+                None => builder.with_no_client_auth(),
+            };
+            let tcp = tokio::net::TcpStream::connect(palisade.addr()).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .expect("TLS handshake");
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("HTTP/1.1 over TLS");
+            tokio::spawn(connection);
+            let before = upstream.seen().len();
+            let request = http::Request::get("/catalog")
+                .header("host", "localhost")
+                .header("user-agent", SQLMAP_UA)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let status = response.status().as_u16();
+            let _ = response.into_body().collect().await;
+            let partner = if upstream.seen().len() > before {
+                let seen = upstream.last();
+                seen.headers.get("x-palisade-partner").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            (status, partner)
+        }
+    }
+
+    pub fn log_partner(lines: &[Value]) -> Vec<(String, String, String)> {
+        lines
+            .iter()
+            .filter(|l| l.get("partner").is_some())
+            .map(|l| {
+                (
+                    l["partner"].as_str().unwrap().to_string(),
+                    l["partner_by"].as_str().unwrap().to_string(),
+                    l["partner_proof"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_pinned_client_certificate_is_the_partner_and_another_from_the_same_ca_is_not() {
+    let pki = mtls::Pki::new();
+    let pinned = pki.issue("connector-1.bank.example");
+    let sibling = pki.issue("connector-2.bank.example");
+    let upstream = Upstream::start().await;
+    let config = format!(
+        r#"
+[tls]
+cert_path = "{server}"
+key_path = "{key}"
+
+[decision_log]
+sample_allowed = 1.0
+
+[[partner]]
+name = "bank"
+[partner.mtls]
+ca_path = "{ca}"
+cert_sha256 = ["{pin}"]
+"#,
+        server = pki.path("server.pem"),
+        key = pki.path("server.key"),
+        ca = pki.path("ca.pem"),
+        pin = pinned.sha256(),
+    );
+    let palisade = Palisade::start(&config, &upstream).await;
+    // The pinned certificate: the partner, even with an attack tool's UA.
+    assert_eq!(pki.get(&palisade, &upstream, Some(&pinned)).await, (200, "bank".to_string()));
+    // Another certificate of the same CA: not the partner (and sqlmap is sqlmap).
+    assert_eq!(pki.get(&palisade, &upstream, Some(&sibling)).await.0, 403);
+    // No certificate at all: an ordinary anonymous client.
+    assert_eq!(pki.get(&palisade, &upstream, None).await.0, 403);
+    let lines = palisade.log_lines(3).await;
+    let partners = mtls::log_partner(&lines);
+    assert_eq!(partners.len(), 1, "{lines:?}");
+    assert_eq!(partners[0].0, "bank");
+    assert_eq!(partners[0].1, "mtls");
+    assert_eq!(partners[0].2, format!("cert sha256:{} cn=connector-1.bank.example", pinned.sha256()));
+
+    // CA-wide trust, said in the configuration: the sibling is the partner too.
+    let ca_wide = config.replace(&format!("cert_sha256 = [\"{}\"]", pinned.sha256()), "any_from_ca = true");
+    let palisade = Palisade::start(&ca_wide, &upstream).await;
+    assert_eq!(pki.get(&palisade, &upstream, Some(&sibling)).await, (200, "bank".to_string()));
+    // By subject: only the named connector.
+    let by_subject = config
+        .replace(&format!("cert_sha256 = [\"{}\"]", pinned.sha256()), "subject_cn = \"connector-2.bank.example\"");
+    let palisade = Palisade::start(&by_subject, &upstream).await;
+    assert_eq!(pki.get(&palisade, &upstream, Some(&sibling)).await, (200, "bank".to_string()));
+    assert_eq!(pki.get(&palisade, &upstream, Some(&pinned)).await.0, 403);
+}
+
+#[test]
+fn palisade_check_names_the_line_of_every_bad_partner_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.jwks.json"),
+        "{\n  \"keys\": [\n    {\"kty\": \"OKP\", \"crv\": \"Ed25519\"\n  ]\n}\n",
+    )
+    .unwrap();
+    let config = r#"
+[[partner]]
+name = "searchbot"
+[partner.signature]
+keys = [{ alg = "rsa-v1_5-sha256", public_key = "AAAA" }, { public_key = "not base64!" }]
+key_directory = "bad.jwks.json"
+components = ["@method", "@target-uri"]
+
+[[partner]]
+name = "bank"
+[partner.mtls]
+ca_path = "missing-ca.pem"
+cert_sha256 = ["abcd"]
+"#;
+    let path = dir.path().join("palisade.toml");
+    std::fs::write(&path, config).unwrap();
+    let error = palisade::config::load_file(&path).unwrap_err().to_string();
+    for expected in [
+        "palisade.toml:5: partner[0].signature.keys[0].alg",
+        "palisade.toml:5: partner[0].signature.keys[1].public_key",
+        "bad.jwks.json:4: partner[0].signature.key_directory",
+        "palisade.toml:7: partner[0].signature.components",
+        "palisade.toml:12: partner[1].mtls.ca_path: client certificates need a `[tls]` section",
+        "palisade.toml:12: partner[1].mtls.ca_path: cannot read",
+        "palisade.toml:13: partner[1].mtls.cert_sha256[0]",
+    ] {
+        assert!(error.contains(expected), "missing {expected:?} in:\n{error}");
+    }
+}

@@ -1,6 +1,6 @@
 //! The login path without the network: extract the username, read and
 //! update every credential-abuse counter, decide, then feed the outcome
-//! back (`Pipeline::route` + `RequestView::new` + `evaluate` + `observe`),
+//! back (the request lifecycle: `route` + `decide_now` + `complete`),
 //! over a stream of login attempts from many addresses and accounts with
 //! a mix of successes and failures.
 //!
@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use palisade::clock::{ManualClock, SharedClock};
 use palisade::config::Config;
-use palisade::credential::ResponseFacts;
-use palisade::pipeline::{Pipeline, PipelineBuilder};
+use palisade::lifecycle::{Arrival, Ending, Lifecycle, Reporters};
+use palisade::outcome::ResponseFacts;
+use palisade::pipeline::PipelineBuilder;
 use palisade::request_id::RequestIds;
 use palisade::store::{CounterStore, LocalStore};
-use palisade::view::RequestView;
 
 /// One login attempt, prepared once.
 struct Attempt {
@@ -68,39 +68,44 @@ fn attempts(count: usize) -> Vec<Attempt> {
         .collect()
 }
 
-fn pipeline() -> (Pipeline, Arc<ManualClock>) {
+fn lifecycle() -> (Lifecycle, Arc<ManualClock>) {
     let mut config = Config::default();
     config.store.hash_key = "bench".into();
     let clock = Arc::new(ManualClock::new(1_800_000_000_000_000_000));
     let shared: SharedClock = clock.clone();
     let store = Arc::new(CounterStore::Local(LocalStore::new(shared.clone())));
     let pipeline = PipelineBuilder::new(&config).build(store, shared, RequestIds::new(1)).expect("default config");
-    (pipeline, clock)
+    (Lifecycle::new(pipeline, None), clock)
 }
 
-/// One attempt through the login path; returns the action so nothing is optimized away.
-fn login_path(pipeline: &Pipeline, attempt: &Attempt) -> palisade::signal::Action {
-    let (path, route) = pipeline.route(&attempt.method, attempt.uri.path());
-    let route = route.clone();
-    let view = RequestView::new(
-        &attempt.method,
-        http::Version::HTTP_11,
-        &attempt.uri,
-        &path,
-        &attempt.headers,
-        attempt.client,
-        &route,
-        Some(&attempt.body),
-    );
-    let decision = pipeline.evaluate(&view);
-    drop(view);
-    pipeline.observe(&route, &decision, &ResponseFacts::status(attempt.status));
-    decision.action()
+/// One attempt through the login path, as every front door runs it
+/// (route, decide, complete with the upstream's status); returns the
+/// action so nothing is optimized away.
+fn login_path(lifecycle: &Lifecycle, attempt: &Attempt) -> palisade::signal::Action {
+    let routed = lifecycle.route(&attempt.method, &attempt.uri);
+    let arrival = Arrival {
+        method: &attempt.method,
+        uri: &attempt.uri,
+        version: http::Version::HTTP_11,
+        headers: &attempt.headers,
+        client_ip: attempt.client,
+        ja4: None,
+        wire_names: None,
+        client_cert: None,
+    };
+    let mut exchange = lifecycle.decide_now(routed, &arrival, Some(&attempt.body), Reporters::default());
+    let ending = if exchange.stops_request() {
+        Ending::Refused
+    } else {
+        Ending::Answered { response: ResponseFacts::status(attempt.status), upstream_time: None }
+    };
+    lifecycle.complete(&mut exchange, ending, Reporters::default());
+    exchange.decision.action()
 }
 
 fn main() {
     let stream = attempts(20_000);
-    let (pipeline, clock) = pipeline();
+    let (lifecycle, clock) = lifecycle();
     let mut criterion = Criterion::default().configure_from_args();
     let mut group = criterion.benchmark_group("login");
     group.throughput(Throughput::Elements(1));
@@ -110,7 +115,7 @@ fn main() {
             clock.advance(Duration::from_millis(5));
             let attempt = &stream[next];
             next = (next + 1) % stream.len();
-            black_box(login_path(&pipeline, black_box(attempt)))
+            black_box(login_path(&lifecycle, black_box(attempt)))
         })
     });
     group.finish();
@@ -118,14 +123,14 @@ fn main() {
 
     // Tails: criterion's estimates are of the mean and median.
     if std::env::args().any(|a| a == "--bench") {
-        let (pipeline, clock) = self::pipeline();
+        let (lifecycle, clock) = self::lifecycle();
         let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
         let mut actions = std::collections::BTreeMap::new();
         for i in 0..220_000 {
             clock.advance(Duration::from_millis(5));
             let attempt = &stream[i % stream.len()];
             let started = Instant::now();
-            let action = black_box(login_path(&pipeline, attempt));
+            let action = black_box(login_path(&lifecycle, attempt));
             if i >= 20_000 {
                 histogram.record(started.elapsed().as_nanos() as u64).unwrap();
                 *actions.entry(action.as_str()).or_insert(0u64) += 1;

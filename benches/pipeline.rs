@@ -69,17 +69,22 @@ fn clean_and_blocked(c: &mut Criterion) {
 /// fingerprint itself).
 fn stages(c: &mut Criterion) {
     let mix = shuffled(load_all());
-    let (pipeline, clock) = default_pipeline();
-    let routed: Vec<(String, &std::sync::Arc<palisade::routes::Route>)> =
-        mix.iter().map(|c| pipeline.route(&c.request.method, c.request.uri.path())).collect();
-    let view = |i: usize| captures::view(&mix[i], &routed[i].0, routed[i].1);
+    let (lifecycle, clock) = default_pipeline();
+    let pipeline = lifecycle.pipeline();
+    let routed: Vec<palisade::lifecycle::Routed> =
+        mix.iter().map(|c| lifecycle.route(&c.request.method, &c.request.uri)).collect();
+    let arrivals: Vec<_> = mix.iter().map(captures::arrival).collect();
+    let view = |i: usize| {
+        let body = routed[i].inspects_body().then(|| mix[i].request.body.as_deref().unwrap_or(&[]));
+        lifecycle.view(&routed[i], &arrivals[i], body)
+    };
 
     let mut group = c.benchmark_group("stage");
     group.throughput(Throughput::Elements(mix.len() as u64));
     group.bench_function("route_mix", |b| {
         b.iter(|| {
             for c in &mix {
-                black_box(pipeline.route(&c.request.method, black_box(c.request.uri.path())));
+                black_box(lifecycle.route(&c.request.method, black_box(&c.request.uri)));
             }
         })
     });

@@ -16,7 +16,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let capture = PathBuf::from(args.next().expect("a capture file"));
     let config = match args.next() {
-        Some(path) => palisade::config::load_file(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{e}")),
+        Some(path) => palisade::app::load_file(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{e}")),
         None => palisade::config::Config::default(),
     };
     let phases: [(&str, u8); 4] =
@@ -35,7 +35,7 @@ fn main() {
                 1 | 2 => {
                     engine.set_clock(request.at);
                     let pipeline = engine.pipeline();
-                    sink += request.with_view(pipeline, |view| {
+                    sink += request.with_view(engine.lifecycle(), |view| {
                         view.headers.len() + if phase == 2 { pipeline.evaluate(view).signals.len() } else { 0 }
                     });
                 }
@@ -54,34 +54,38 @@ fn main() {
     per_detector(&config, &capture);
 }
 
-/// Each detector's plan, counter execution and detect, timed on its own
-/// (what is left of `evaluate` is identify, the credential stage, decide
-/// and the decision itself).
+/// Each stage's plan, counter execution and detect, timed on its own
+/// (what is left of `evaluate` is identify, decide and the decision itself).
 fn per_detector(config: &palisade::config::Config, capture: &std::path::Path) {
     use palisade::store::{CounterPlan, CounterReadings};
     let engine = Engine::new(config).unwrap_or_else(|e| panic!("{e:?}"));
     let mut inputs = Inputs::open(&[capture.to_path_buf()], Default::default()).expect("capture");
-    let detectors = engine.pipeline().detectors();
+    let detectors = engine.pipeline().stages();
     let mut spent = vec![std::time::Duration::ZERO; detectors.len()];
     let mut count = 0u64;
     inputs.for_each(|request, _| {
         count += 1;
         engine.set_clock(request.at);
         let pipeline = engine.pipeline();
-        request.with_view(pipeline, |view| {
+        request.with_view(engine.lifecycle(), |view| {
+            let identity = pipeline.allowlist().identify(view, request.at).identity;
             for (detector, spent) in detectors.iter().zip(&mut spent) {
+                if !detector.audience().includes(&identity) {
+                    continue;
+                }
                 let started = Instant::now();
+                let mut context = palisade::detect::RequestContext::new(identity.clone());
                 let mut plan = CounterPlan::default();
                 let mut readings = CounterReadings::default();
                 let mut signals = Vec::new();
-                detector.plan(view, &mut plan);
+                detector.plan(view, &mut context, &mut plan);
                 pipeline.store().execute(&plan, request.at, &mut readings);
-                detector.detect(view, &readings, &mut signals);
+                detector.detect(view, &mut context, &readings, &mut signals);
                 *spent += started.elapsed();
             }
         });
     });
     for (detector, spent) in detectors.iter().zip(spent) {
-        println!("  detector {:<12} {:.2} µs/request", detector.name(), spent.as_secs_f64() * 1e6 / count as f64);
+        println!("  stage {:<12} {:.2} µs/request", detector.name(), spent.as_secs_f64() * 1e6 / count as f64);
     }
 }

@@ -1,67 +1,45 @@
-//! A configuration compiled into everything a running palisade needs: the
-//! pipeline and the proxy settings. Building one validates the whole
-//! configuration, so `check`, `serve` and reload all accept the same files.
+//! The composition root: reading a configuration and checking all of it,
+//! building the counter store, and the compiled [`App`] (defined by the
+//! listen stage that serves it, so the server never imports its caller).
 
 use std::sync::Arc;
 
-use crate::clock::{SharedClock, SystemClock};
-use crate::config::{Config, Invalid};
-use crate::listen::ProxySettings;
-use crate::pipeline::{Pipeline, PipelineBuilder};
-use crate::request_id::RequestIds;
+use crate::clock::SharedClock;
+use crate::config::{Config, ConfigError, Invalid};
 use crate::store::{CounterStore, LocalStore, RedisSettings, RedisStore};
 
-#[derive(Debug)]
-pub struct App {
-    pub pipeline: Pipeline,
-    pub proxy: ProxySettings,
-    /// Capture mode (`[capture]`), when configured.
-    pub capture: Option<Arc<crate::capture::CaptureSink>>,
+/// Read a configuration file and check all of it — its structure and
+/// what it means — reporting every problem with its line, as `palisade
+/// check` does.
+pub fn load_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+    crate::config::load_file_with(path, &mut |config| App::check(config))
 }
 
-impl App {
-    /// Compile `config`, sharing `store` (counters survive reloads).
-    pub fn build(
-        config: &Config,
-        store: Arc<CounterStore>,
-        clock: SharedClock,
-        request_id_seed: u64,
-    ) -> Result<App, Vec<Invalid>> {
-        let proxy = ProxySettings::from_config(config);
-        let pipeline = PipelineBuilder::new(config).build(store, clock, RequestIds::new(request_id_seed));
-        let capture = crate::capture::CaptureSink::from_config(config);
-        // The store is built once at start (see `build_store`); compiling
-        // checks its settings so `check` and reload report them.
-        let redis = RedisSettings::from_config(config);
-        match (pipeline, proxy, capture, redis) {
-            (Ok(pipeline), Ok(proxy), Ok(capture), Ok(_)) => Ok(App { pipeline, proxy, capture }),
-            (pipeline, proxy, capture, redis) => {
-                let mut problems = pipeline.err().unwrap_or_default();
-                problems.extend(proxy.err().unwrap_or_default());
-                problems.extend(capture.err().unwrap_or_default());
-                problems.extend(redis.err().unwrap_or_default());
-                Err(problems)
-            }
-        }
-    }
+/// The same for configuration text; `file` names it in errors.
+pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    crate::config::parse_str_with(text, file, &mut |config| App::check(config))
+}
 
-    /// Every problem in `config`, as `palisade check` reports them.
-    pub fn check(config: &Config) -> Vec<Invalid> {
-        let clock: SharedClock = Arc::new(SystemClock);
-        let store = Arc::new(CounterStore::Local(LocalStore::new(clock.clone())));
-        App::build(config, store, clock, 0).err().unwrap_or_default()
-    }
+/// Problems found while compiling `config`, with their lines when the
+/// configuration was read from text.
+pub fn located(config: &Config, file: &str, invalid: Vec<Invalid>) -> ConfigError {
+    let text = config.source.0.as_deref();
+    let mut problems: Vec<_> = invalid.into_iter().map(|i| i.locate(text)).collect();
+    problems.sort_by_key(|problem| (problem.file.is_some(), problem.line.unwrap_or(usize::MAX)));
+    ConfigError::Invalid { file: file.to_string(), problems }
+}
 
-    /// The counter store `config` asks for: Redis when `[store]` names
-    /// one (connecting in the background if it is not reachable yet),
-    /// else in process. Built once per process; reloads keep it.
-    pub async fn build_store(config: &Config, clock: SharedClock) -> Result<Arc<CounterStore>, String> {
-        let settings = RedisSettings::from_config(config).map_err(|problems| {
-            problems.into_iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("; ")
-        })?;
-        Ok(Arc::new(match settings {
-            Some(settings) => CounterStore::Redis(RedisStore::start(settings, clock).await?),
-            None => CounterStore::Local(LocalStore::new(clock)),
-        }))
-    }
+pub use crate::listen::App;
+
+/// The counter store `config` asks for: Redis when `[store]` names one
+/// (connecting in the background if it is not reachable yet), else in
+/// process. Built once per process; reloads keep it.
+pub async fn build_store(config: &Config, clock: SharedClock) -> Result<Arc<CounterStore>, String> {
+    let settings = RedisSettings::from_config(config).map_err(|problems| {
+        problems.into_iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("; ")
+    })?;
+    Ok(Arc::new(match settings {
+        Some(settings) => CounterStore::Redis(RedisStore::start(settings, clock).await?),
+        None => CounterStore::Local(LocalStore::new(clock)),
+    }))
 }

@@ -18,7 +18,8 @@ use serde::Serialize;
 use crate::config::{DecisionLogConfig, RouteMode};
 use crate::identify::Identity;
 use crate::metrics::Metrics;
-use crate::pipeline::{Decision, LoginOutcome};
+use crate::outcome::LoginOutcome;
+use crate::pipeline::Decision;
 use crate::signal::{Action, Signal};
 
 const QUEUE_LINES: usize = 16 * 1024;

@@ -75,7 +75,9 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The file (or defaults) with the flags applied on top.
+    /// The file (or defaults) with the flags applied on top. Only its
+    /// structure is checked here: compiling it (once, at start or reload)
+    /// reports the rest with lines.
     fn load(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
             Some(path) => load_file(path)?,
@@ -142,7 +144,7 @@ fn run_async(future: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match load_file(path) {
+    match palisade::app::load_file(path) {
         Ok(config) => {
             println!(
                 "{}: ok ({} routes, {} partners, {} signature rules)",
@@ -169,7 +171,7 @@ fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: Share
     match App::build(config, store, clock, RequestIds::random_seed()) {
         Ok(app) => {
             // Capture mode: open the file now, so a bad path stops a start or a reload.
-            if let Some(capture) = &app.capture
+            if let Some(capture) = app.lifecycle.capture()
                 && let Err(error) = capture.open()
             {
                 eprintln!("palisade: cannot open the capture file {}: {error}", capture.path().display());
@@ -178,8 +180,7 @@ fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: Share
             Some(app)
         }
         Err(invalid) => {
-            let problems = invalid.into_iter().map(|i| i.locate(None)).collect();
-            eprintln!("{}", ConfigError::Invalid { file: source.to_string(), problems });
+            eprintln!("{}", palisade::app::located(config, source, invalid));
             None
         }
     }
@@ -187,7 +188,7 @@ fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: Share
 
 async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterStore>, SharedClock)> {
     let clock: SharedClock = Arc::new(SystemClock);
-    let store = match App::build_store(config, clock.clone()).await {
+    let store = match palisade::app::build_store(config, clock.clone()).await {
         Ok(store) => store,
         // Bad store settings: `compile` reports them with their lines.
         Err(_) => Arc::new(CounterStore::Local(LocalStore::new(clock.clone()))),

@@ -1,39 +1,39 @@
-//! The decision pipeline: identify → detect → decide, as explicit steps,
-//! and observe once the upstream has answered.
+//! The decision pipeline: identify → plan → detect → decide → after
+//! decision, and observe once the upstream has answered.
 //!
-//! Nothing here does I/O except through the counter store, and the local
-//! store is in memory; the same pipeline runs behind the proxy, in replay
-//! and in benches.
+//! Every detector is a [`Stage`] with default hooks; the pipeline calls
+//! each hook of each stage in order, with one store call between plan and
+//! detect. Nothing here does I/O except through the counter store, and the
+//! local store is in memory; the same pipeline runs behind every front
+//! door, in replay and in benches (see [`crate::lifecycle`]).
 
 use std::sync::Arc;
 
 use crate::clock::{Nanos, SharedClock};
-use crate::config::{Config, Invalid, RateLimitConfig, RouteMode, StoreFailure};
-use crate::credential::{CredentialStage, KeyHasher, LoginAttempt, ResponseFacts};
+use crate::config::{Config, Invalid, RouteMode};
+use crate::credential::{CredentialStage, KeyHasher};
 use crate::decide::{Decider, Verdict};
-use crate::detect::{ClientRouteRateLimit, Detector};
+use crate::detect::{ClientRouteRateLimit, Decided, Observed, PartnerQuota, RequestContext, Stage, StoreHealth};
 use crate::identify::{Allowlist, Identification, Identity};
+use crate::outcome::{LoginOutcome, ResponseFacts};
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
-use crate::signal::{Action, Evidence, Signal};
+use crate::signal::{Action, Signal};
 use crate::signatures::SignatureSet;
-use crate::store::{CounterPlan, CounterReadings, CounterStore, GcraReading, Key};
+use crate::store::{CounterPlan, CounterReadings, CounterStore};
 use crate::view::RequestView;
 
-pub const PARTNER_QUOTA_ID: &str = "partner.quota";
-/// The shared store was unavailable on a route set to fail closed.
-pub const STORE_UNAVAILABLE_ID: &str = "store.unavailable";
+pub use crate::detect::{PARTNER_QUOTA_ID, STORE_UNAVAILABLE_ID};
 
 /// A request between planning and detecting: what `begin` learned and
 /// the counter operations it needs.
 struct Pending {
     at: Nanos,
     request_id: RequestId,
-    identified: Identification,
+    context: RequestContext,
     plan: CounterPlan,
-    login: Option<LoginAttempt>,
-    /// A partner's quota key and limit.
-    quota: Option<(Key, RateLimitConfig)>,
+    /// The identify step's failed proofs and the nonce it asked to count.
+    identified: Identification,
 }
 
 /// Whether `store.unavailable` is among the acted-on signals and no other
@@ -43,14 +43,6 @@ fn stopped_only_by_store(signals: &[Signal], mode: RouteMode) -> bool {
     let acted_on = || signals.iter().filter(move |s| !s.shadow && !monitored);
     acted_on().any(|s| &*s.id == STORE_UNAVAILABLE_ID)
         && !acted_on().any(|s| &*s.id != STORE_UNAVAILABLE_ID && s.action.is_some_and(Action::stops_request))
-}
-
-fn store_unavailable() -> Signal {
-    let mut signal = Signal::new(Arc::from(STORE_UNAVAILABLE_ID), 0);
-    signal.action = Some(Action::Block);
-    signal.retry_after = Some(std::time::Duration::from_secs(1));
-    signal.evidence = vec![Evidence::text("shared_store", "unavailable; route fails closed")];
-    signal
 }
 
 /// Everything the pipeline decided about one request.
@@ -64,8 +56,8 @@ pub struct Decision {
     pub mode: RouteMode,
     /// The request's HTTP fingerprint (see [`crate::fingerprint`]).
     pub fingerprint: String,
-    /// On login routes: the attempt's counter keys, until its outcome is known.
-    pub login: Option<LoginAttempt>,
+    /// What the stages keep about the request until its outcome is known.
+    pub context: RequestContext,
 }
 
 impl Decision {
@@ -91,15 +83,13 @@ impl Decision {
     }
 }
 
-pub use crate::credential::LoginOutcome;
-
 /// The stages of the pipeline, built from a configuration.
 #[derive(Debug)]
 pub struct PipelineParts {
     pub routes: RouteTable,
     pub allowlist: Allowlist,
-    pub detectors: Vec<Box<dyn Detector>>,
-    pub credential: CredentialStage,
+    /// Detector stages in the order their hooks run.
+    pub stages: Vec<Box<dyn Stage>>,
     pub decider: Decider,
 }
 
@@ -126,9 +116,8 @@ impl<'a> PipelineBuilder<'a> {
             (Some(routes), Some(allowlist), Some(signatures), Some(decider), Some(credential))
                 if problems.is_empty() =>
             {
-                let detectors: Vec<Box<dyn Detector>> =
-                    vec![Box::new(ClientRouteRateLimit::new(hasher)), Box::new(signatures)];
-                Ok(PipelineParts { routes, allowlist, detectors, credential, decider })
+                let stages = stage_list(&routes, &allowlist, hasher, signatures, credential);
+                Ok(PipelineParts { routes, allowlist, stages, decider })
             }
             _ => Err(problems),
         }
@@ -143,6 +132,32 @@ impl<'a> PipelineBuilder<'a> {
         let parts = self.build_parts()?;
         Ok(Pipeline { parts, store, clock, request_ids })
     }
+}
+
+/// The stages a configuration needs, in the order their signals are
+/// reported: a stage that nothing in the configuration would use is left
+/// out rather than asked on every request.
+fn stage_list(
+    routes: &RouteTable,
+    allowlist: &Allowlist,
+    hasher: KeyHasher,
+    signatures: SignatureSet,
+    credential: CredentialStage,
+) -> Vec<Box<dyn Stage>> {
+    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(StoreHealth::default())];
+    if allowlist.partners().any(|partner| partner.quota.is_some()) {
+        stages.push(Box::new(PartnerQuota::default()));
+    }
+    if routes.routes().any(|route| route.rate_limit.is_some()) {
+        stages.push(Box::new(ClientRouteRateLimit::new(hasher)));
+    }
+    if signatures.rule_count() > 0 {
+        stages.push(Box::new(signatures));
+    }
+    if routes.routes().any(|route| route.abuse.is_some()) {
+        stages.push(Box::new(credential));
+    }
+    stages
 }
 
 /// The value of a builder's result, moving its problems into `problems`.
@@ -201,127 +216,94 @@ impl Pipeline {
         self.finish(view, pending, &readings)
     }
 
+    /// The stages that run for a request of this identity, in order.
+    fn stages_for<'s>(&'s self, context: &'s RequestContext) -> impl Iterator<Item = &'s dyn Stage> + 's {
+        self.parts.stages.iter().map(|stage| &**stage).filter(|stage| stage.audience().includes(&context.identity))
+    }
+
     /// Identify, and plan every counter operation the request needs.
     fn begin(&self, view: &RequestView<'_>) -> Pending {
         let at = self.clock.now();
         let request_id = self.request_ids.next_id();
         let identified = self.parts.allowlist.identify(view, at);
-        if let Identity::Partner { partner, .. } = &identified.identity {
-            // Partners skip bot heuristics but not their quota.
-            let mut plan = CounterPlan::new(partner.shard.clone());
-            let quota = partner.quota.map(|quota| {
-                plan.gcra(partner.quota_key.clone(), quota);
-                (partner.quota_key.clone(), quota)
-            });
-            identified.plan(&mut plan);
-            return Pending { at, request_id, identified, plan, login: None, quota };
+        // A partner's counters live with the partner, a visitor's with the route.
+        let shard = match &identified.identity {
+            Identity::Partner { partner, .. } => partner.shard.clone(),
+            Identity::Anonymous => view.route.name.clone(),
+        };
+        let mut context = RequestContext::new(identified.identity.clone());
+        let mut plan = CounterPlan::new(shard);
+        identified.plan(&mut plan);
+        for stage in &self.parts.stages {
+            if stage.audience().includes(&context.identity) {
+                stage.plan(view, &mut context, &mut plan);
+            }
         }
-        let mut plan = CounterPlan::new(view.route.name.clone());
-        let login = view.route.abuse.as_ref().and_then(|_| self.parts.credential.attempt(view));
-        for detector in &self.parts.detectors {
-            detector.plan(view, &mut plan);
-        }
-        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
-            self.parts.credential.plan(attempt, abuse, &mut plan);
-        }
-        Pending { at, request_id, identified, plan, login, quota: None }
+        Pending { at, request_id, context, plan, identified }
     }
 
     /// Detect over the readings, decide, and record what the decision
     /// changes in the store.
     fn finish(&self, view: &RequestView<'_>, pending: Pending, readings: &CounterReadings) -> Decision {
-        let Pending { at, request_id, mut identified, plan, login, quota } = pending;
+        let Pending { at, request_id, mut context, plan, mut identified } = pending;
+        // A replayed signature's nonce makes the partner anonymous again;
+        // the visitors' stages then detect on whatever readings they have
+        // (none were planned for them), so the replay's block decides.
         identified.settle(readings);
-        let identity = identified.identity;
+        context.identity = identified.identity;
         let mut signals = identified.signals;
-        if readings.degraded() && view.route.store_failure == StoreFailure::Closed {
-            signals.push(store_unavailable());
-        }
-        if signals.iter().any(|s| &*s.id == crate::identify::SIGNATURE_REPLAYED_ID) {
-            // Planned as a partner (only the quota and the nonce), so no
-            // detector has readings: the replay decides.
-            let verdict = self.parts.decider.decide(&signals, view.route.mode);
-            let fingerprint = view.fingerprint().to_string();
-            return Decision {
-                request_id,
-                at,
-                identity,
-                verdict,
-                signals,
-                mode: view.route.mode,
-                fingerprint,
-                login: None,
-            };
-        }
-        if matches!(identity, Identity::Partner { .. }) {
-            if let Some((key, quota)) = quota
-                && let Some(GcraReading::Limited { retry_after }) = readings.gcra(&key)
-            {
-                let mut signal = Signal::new(Arc::from(PARTNER_QUOTA_ID), 0);
-                signal.action = Some(Action::RateLimit);
-                signal.retry_after = Some(retry_after);
-                signal.evidence = vec![
-                    Evidence::number("quota_requests", f64::from(quota.requests), None),
-                    Evidence::number("quota_period_s", quota.period_secs as f64, None),
-                    Evidence::number("retry_after_ms", retry_after.as_millis() as f64, None),
-                ];
-                signals.push(signal);
+        for stage in &self.parts.stages {
+            if stage.audience().includes(&context.identity) {
+                stage.detect(view, &mut context, readings, &mut signals);
             }
-            let mut verdict = self.parts.decider.decide(&signals, view.route.mode);
+        }
+        let mut verdict = self.parts.decider.decide(&signals, view.route.mode);
+        if context.is_partner() {
+            // Partners are not scored by bot heuristics.
             verdict.enforced.score = self.parts.decider.trusted_score();
-            let fingerprint = view.fingerprint().to_string();
-            return Decision {
-                request_id,
-                at,
-                identity,
-                verdict,
-                signals,
-                mode: view.route.mode,
-                fingerprint,
-                login: None,
-            };
         }
 
-        for detector in &self.parts.detectors {
-            detector.detect(view, readings, &mut signals);
+        // Record what the decision changes in the store. An attempt refused
+        // only because the shared store is down is not the client's doing.
+        let refused = verdict.enforced.action.stops_request() && !stopped_only_by_store(&signals, view.route.mode);
+        let decided = Decided { verdict: &verdict, signals: &signals, refused };
+        let mut writes = CounterPlan::new(plan.shard_key().clone());
+        for stage in self.stages_for(&context) {
+            stage.after_decision(view, &context, &decided, &mut writes);
         }
-        let mut bans = Vec::new();
-        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
-            self.parts.credential.detect(attempt, abuse, readings, &mut signals, &mut bans);
-        }
-
-        // Decide, then record what the decision changes in the store.
-        let verdict = self.parts.decider.decide(&signals, view.route.mode);
-        if let (Some(attempt), Some(abuse)) = (&login, &view.route.abuse) {
-            let action = verdict.enforced.action;
-            let enforced_bans = if action == Action::Block { &bans[..] } else { &[] };
-            // An attempt refused only because the shared store is down is
-            // not the client's doing: it does not count toward escalation.
-            let refused = action.stops_request() && !stopped_only_by_store(&signals, view.route.mode);
-            let mut writes = CounterPlan::new(plan.shard_key().clone());
-            self.parts.credential.record_decision(attempt, abuse, refused, enforced_bans, &mut writes);
-            if !writes.is_empty() {
-                self.store.write(writes, at);
-            }
+        if !writes.is_empty() {
+            self.store.write(writes, at);
         }
         let fingerprint = view.fingerprint().to_string();
-        Decision { request_id, at, identity, verdict, signals, mode: view.route.mode, fingerprint, login }
+        Decision {
+            request_id,
+            at,
+            identity: context.identity.clone(),
+            verdict,
+            signals,
+            mode: view.route.mode,
+            fingerprint,
+            context,
+        }
     }
 
     /// Learn from the upstream's answer: on login routes, classify the
-    /// outcome and add it to the attempt's counters.
+    /// outcome, and let every stage add what it learns to its counters.
     pub fn observe(&self, route: &Route, decision: &Decision, response: &ResponseFacts<'_>) -> Option<LoginOutcome> {
-        let outcome = crate::credential::classify(route.login.as_ref()?, response)?;
-        if let (Some(attempt), Some(abuse)) = (&decision.login, &route.abuse) {
-            let mut plan = CounterPlan::new(route.name.clone());
-            self.parts.credential.observe(attempt, abuse, outcome, &mut plan);
-            self.store.write(plan, self.clock.now());
+        let login = route.login.as_ref().and_then(|spec| crate::outcome::classify(spec, response));
+        let observed = Observed { response, login };
+        let mut writes = CounterPlan::new(route.name.clone());
+        for stage in self.stages_for(&decision.context) {
+            stage.observe(route, &decision.context, &observed, &mut writes);
         }
-        Some(outcome)
+        if !writes.is_empty() {
+            self.store.write(writes, self.clock.now());
+        }
+        login
     }
 
-    /// The detectors, in the order they run (for `palisade explain`).
-    pub fn detectors(&self) -> &[Box<dyn Detector>] {
-        &self.parts.detectors
+    /// The detector stages, in the order they run (for `palisade explain`).
+    pub fn stages(&self) -> &[Box<dyn Stage>] {
+        &self.parts.stages
     }
 }

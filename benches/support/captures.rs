@@ -11,12 +11,11 @@ use std::time::Duration;
 use palisade::capture::{CapturedRequest, read_capture};
 use palisade::clock::{ManualClock, SharedClock};
 use palisade::config::Config;
-use palisade::pipeline::{Decision, Pipeline, PipelineBuilder};
+use palisade::lifecycle::{Arrival, Lifecycle, Reporters};
+use palisade::pipeline::{Decision, PipelineBuilder};
 use palisade::request_id::RequestIds;
-use palisade::routes::Route;
 use palisade::signal::Action;
 use palisade::store::{CounterStore, LocalStore};
-use palisade::view::RequestView;
 
 /// How far the manual clock moves per request of the capture mix: 100 ms,
 /// i.e. the mix is replayed at 10 requests/s, one pass of 300 requests in
@@ -107,8 +106,8 @@ pub fn sqlmap_attack(all: &[Captured]) -> &Captured {
         .expect("a sqlmap request")
 }
 
-/// A pipeline from `Config::default()` on a local store and a manual clock.
-pub fn default_pipeline() -> (Pipeline, Arc<ManualClock>) {
+/// The lifecycle of `Config::default()` on a local store and a manual clock.
+pub fn default_pipeline() -> (Lifecycle, Arc<ManualClock>) {
     let config = Config::default();
     let clock = Arc::new(ManualClock::new(1_795_915_654_000_000_000));
     let shared: SharedClock = clock.clone();
@@ -116,36 +115,35 @@ pub fn default_pipeline() -> (Pipeline, Arc<ManualClock>) {
     let pipeline = PipelineBuilder::new(&config)
         .build(store, shared, RequestIds::new(1))
         .unwrap_or_else(|problems| panic!("default config rejected: {problems:?}"));
-    (pipeline, clock)
+    (Lifecycle::new(pipeline, None), clock)
 }
 
-/// One decision, as `listen::handler::handle` makes it: route on the URI's
-/// path, the body only on routes that inspect it (always present there, as
-/// the handler reads it before deciding), then view and evaluate.
+/// One decision, as every front door makes it: route on the URI's path,
+/// the body only on routes that inspect it (always present there, as the
+/// proxy reads it before deciding), then the lifecycle's decide step.
 #[inline]
-pub fn decide(pipeline: &Pipeline, captured: &Captured) -> Decision {
+pub fn decide(lifecycle: &Lifecycle, captured: &Captured) -> Decision {
     let request = &captured.request;
-    let (path, route) = pipeline.route(&request.method, request.uri.path());
-    pipeline.evaluate(&view(captured, &path, route))
+    let routed = lifecycle.route(&request.method, &request.uri);
+    let body = routed.inspects_body().then(|| request.body.as_deref().unwrap_or(&[]));
+    lifecycle.decide_now(routed, &arrival(captured), body, Reporters::default()).decision
 }
 
-/// The view of a routed request, as the handler builds it (no JA4: the
+/// The request as the proxy hands it to the lifecycle (no JA4: the
 /// captures were made over plain HTTP).
 #[inline]
-pub fn view<'a>(captured: &'a Captured, path: &'a str, route: &'a Arc<Route>) -> RequestView<'a> {
+pub fn arrival(captured: &Captured) -> Arrival<'_> {
     let request = &captured.request;
-    let body = route.inspects_body().then(|| request.body.as_deref().unwrap_or(&[]));
-    RequestView::new(
-        &request.method,
-        request.version,
-        &request.uri,
-        path,
-        &request.headers,
-        captured.client_ip,
-        route,
-        body,
-    )
-    .with_wire_names(captured.wire_names.as_deref())
+    Arrival {
+        method: &request.method,
+        uri: &request.uri,
+        version: request.version,
+        headers: &request.headers,
+        client_ip: captured.client_ip,
+        ja4: None,
+        wire_names: captured.wire_names.as_deref(),
+        client_cert: None,
+    }
 }
 
 /// Share of each action over `decisions` decisions of the mix at

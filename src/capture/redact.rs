@@ -23,37 +23,7 @@ use super::record::{CaptureRecord, body_bytes, encode_body};
 /// What a secret is replaced by.
 pub const REDACTED: &str = "<redacted>";
 
-/// Secret body and query fields redacted by default (`[capture]
-/// redact_fields`).
-pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
-    "password",
-    "passwd",
-    "pass",
-    "pwd",
-    "new_password",
-    "old_password",
-    "current_password",
-    "password_confirmation",
-    "pin",
-    "otp",
-    "totp",
-    "mfa_code",
-    "card_number",
-    "cc_number",
-    "pan",
-    "cvv",
-    "cvc",
-    "cvv2",
-    "security_code",
-    "secret",
-    "client_secret",
-    "access_token",
-    "refresh_token",
-];
-
-/// Headers whose values are redacted by default (`[capture]
-/// redact_headers`).
-pub const DEFAULT_REDACT_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+pub use crate::config::{DEFAULT_REDACT_FIELDS, DEFAULT_REDACT_HEADERS};
 
 const MAX_JSON_DEPTH: usize = 128;
 

@@ -104,7 +104,10 @@ impl CaptureSink {
         &self,
         route: &Route,
         decision: &Decision,
-        parts: &http::request::Parts,
+        method: &http::Method,
+        uri: &http::Uri,
+        version: http::Version,
+        headers: &http::HeaderMap,
         wire_names: Option<&[Box<str>]>,
         body: Option<&[u8]>,
         client_ip: IpAddr,
@@ -121,11 +124,11 @@ impl CaptureSink {
         let mut record = CaptureRecord::new(
             nanos_to_ts(decision.at),
             client_ip,
-            parts.method.as_str(),
-            parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-            headers_in_wire_order(&parts.headers, wire_names),
+            method.as_str(),
+            uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            headers_in_wire_order(headers, wire_names),
         );
-        record.version = Some(version_name(parts.version).to_string());
+        record.version = Some(version_name(version).to_string());
         if let Some(body) = body {
             (record.body, record.body_b64) = encode_body(body);
         }
@@ -299,13 +302,13 @@ mod tests {
     #[test]
     fn checking_touches_no_disk_and_opening_reports_a_bad_path() {
         let text = "[capture]\npath = \"/nonexistent-dir/c.jsonl\"\n";
-        let config = crate::config::parse_str(text, "c.toml").expect("a path elsewhere is fine to check and replay");
+        let config = crate::app::parse_str(text, "c.toml").expect("a path elsewhere is fine to check and replay");
         let sink = CaptureSink::from_config(&config).unwrap().unwrap();
         assert!(sink.open().is_err());
         assert!(sink.open().is_err(), "and stays failed");
         let dir = tempfile::tempdir().unwrap();
         let text = format!("[capture]\npath = {:?}\n", dir.path().join("c.jsonl").display().to_string());
-        let config = crate::config::parse_str(&text, "c.toml").unwrap();
+        let config = crate::app::parse_str(&text, "c.toml").unwrap();
         let (first, second) =
             (CaptureSink::from_config(&config).unwrap().unwrap(), CaptureSink::from_config(&config).unwrap().unwrap());
         first.open().unwrap();
@@ -330,7 +333,7 @@ mod tests {
     fn login_password_fields_are_always_redacted() {
         let text = "[capture]\nredact_fields = []\n[[route]]\nname = \"login\"\nprofile = \"login\"\npath = \"/login\"\n\
                     [route.login]\npassword_field = \"secret_word\"\npassword_json_pointer = \"/auth/pw\"\n";
-        let config = crate::config::parse_str(text, "c.toml").unwrap();
+        let config = crate::app::parse_str(text, "c.toml").unwrap();
         let sink = CaptureSink::from_config(&config).unwrap().unwrap();
         assert!(sink.redactor.is_secret("secret_word") && sink.redactor.is_secret("pw"));
         assert!(!sink.redactor.is_secret("password"), "redact_fields = [] replaced the default list");
@@ -339,7 +342,7 @@ mod tests {
     #[test]
     fn configuration_problems_are_reported() {
         let text = "[capture]\npath = \"\"\nroutes = [\"nope\"]\nsample = 2.0\n";
-        let error = crate::config::parse_str(text, "c.toml").unwrap_err().to_string();
+        let error = crate::app::parse_str(text, "c.toml").unwrap_err().to_string();
         assert!(error.contains("capture.path"), "{error}");
         assert!(error.contains("capture.routes[0]: no route is named \"nope\""), "{error}");
         assert!(error.contains("capture.sample"), "{error}");

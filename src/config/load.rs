@@ -108,21 +108,38 @@ impl ConfigError {
     }
 }
 
-/// Read, parse and validate a configuration file.
+/// Problems a parsed configuration has beyond its structure (a bad CIDR,
+/// an unknown profile): the caller's compiler finds them, so this module
+/// stays a leaf that knows nothing of the stages it configures.
+pub type Validate<'v> = &'v mut dyn FnMut(&Config) -> Vec<Invalid>;
+
+/// Read and parse a configuration file (its structure only; see
+/// [`load_file_with`] for the whole check).
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { file: path.to_path_buf(), error })?;
-    parse_in(&text, &path.display().to_string(), path.parent())
+    load_file_with(path, &mut |_| Vec::new())
 }
 
-/// Parse and validate configuration text; `file` names it in errors.
-/// Relative paths in it are relative to the current directory.
+/// Read and parse a configuration file, then `validate` it, reporting the
+/// problems of both with their lines.
+pub fn load_file_with(path: &Path, validate: Validate<'_>) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { file: path.to_path_buf(), error })?;
+    parse_in(&text, &path.display().to_string(), path.parent(), validate)
+}
+
+/// Parse configuration text (its structure only); `file` names it in
+/// errors. Relative paths in it are relative to the current directory.
 pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
-    parse_in(text, file, None)
+    parse_in(text, file, None, &mut |_| Vec::new())
+}
+
+/// Parse configuration text and `validate` it.
+pub fn parse_str_with(text: &str, file: &str, validate: Validate<'_>) -> Result<Config, ConfigError> {
+    parse_in(text, file, None, validate)
 }
 
 /// Parse and validate, with relative paths resolved against `base_dir`
 /// (the configuration file's folder) during validation already.
-fn parse_in(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
+fn parse_in(text: &str, file: &str, base_dir: Option<&Path>, validate: Validate<'_>) -> Result<Config, ConfigError> {
     const MAX_STRUCTURAL_ERRORS: usize = 50;
     let mut problems = Vec::new();
     let mut attempt = text.to_string();
@@ -130,6 +147,7 @@ fn parse_in(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Config, C
         match toml::from_str::<Config>(&attempt) {
             Ok(mut config) => {
                 config.base_dir = base_dir.map(Path::to_path_buf);
+                config.source = super::schema::SourceText(Some(std::sync::Arc::from(text)));
                 break Some(config);
             }
             Err(error) => {
@@ -149,7 +167,7 @@ fn parse_in(text: &str, file: &str, base_dir: Option<&Path>) -> Result<Config, C
         }
     };
     if let Some(config) = &config {
-        problems.extend(super::validate::validate(config).into_iter().map(|invalid| invalid.locate(Some(text))));
+        problems.extend(validate(config).into_iter().map(|invalid| invalid.locate(Some(text))));
     }
     problems.sort_by_key(|problem| (problem.file.is_some(), problem.line.unwrap_or(usize::MAX)));
     match config {

@@ -5,11 +5,14 @@
 //! Turning them into the compiled structures the pipeline runs on (route
 //! tables, CIDR sets, rule automata) is the job of each stage's builder, so a
 //! configuration can be checked without starting anything.
+//!
+//! This module is a leaf: it depends on no other part of palisade. The
+//! whole check (structure and meaning) is [`crate::app::load_file`], which
+//! hands the compiler to [`load_file_with`].
 
 mod load;
 mod schema;
-mod validate;
 
 pub(crate) use load::line_of;
-pub use load::{ConfigError, ConfigProblem, Invalid, load_file, parse_str};
+pub use load::{ConfigError, ConfigProblem, Invalid, Validate, load_file, load_file_with, parse_str, parse_str_with};
 pub use schema::*;

@@ -40,6 +40,22 @@ pub struct Config {
     /// relative to this folder. `None` for the built-in defaults.
     #[serde(skip)]
     pub base_dir: Option<std::path::PathBuf>,
+    /// The text the configuration was parsed from, so that problems found
+    /// later (when it is compiled) can still be given their line.
+    #[serde(skip)]
+    pub source: SourceText,
+}
+
+/// The text a configuration was read from. Not part of what the
+/// configuration means: two configurations that say the same are equal
+/// whatever their spelling.
+#[derive(Debug, Clone, Default)]
+pub struct SourceText(pub Option<std::sync::Arc<str>>);
+
+impl PartialEq for SourceText {
+    fn eq(&self, _other: &SourceText) -> bool {
+        true
+    }
 }
 
 impl Config {
@@ -72,6 +88,7 @@ impl Default for Config {
             breach: BreachConfig::default(),
             capture: None,
             base_dir: None,
+            source: SourceText::default(),
         }
     }
 }
@@ -650,8 +667,40 @@ impl Default for CaptureConfig {
             sample: 1.0,
             max_file_bytes: 100 * 1024 * 1024,
             max_files: 10,
-            redact_fields: crate::capture::DEFAULT_REDACT_FIELDS.iter().map(|f| f.to_string()).collect(),
-            redact_headers: crate::capture::DEFAULT_REDACT_HEADERS.iter().map(|h| unspanned(h.to_string())).collect(),
+            redact_fields: DEFAULT_REDACT_FIELDS.iter().map(|f| f.to_string()).collect(),
+            redact_headers: DEFAULT_REDACT_HEADERS.iter().map(|h| unspanned(h.to_string())).collect(),
         }
     }
 }
+
+/// Secret body and query fields redacted by default (`[capture]
+/// redact_fields`).
+pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "new_password",
+    "old_password",
+    "current_password",
+    "password_confirmation",
+    "pin",
+    "otp",
+    "totp",
+    "mfa_code",
+    "card_number",
+    "cc_number",
+    "pan",
+    "cvv",
+    "cvc",
+    "cvv2",
+    "security_code",
+    "secret",
+    "client_secret",
+    "access_token",
+    "refresh_token",
+];
+
+/// Headers whose values are redacted by default (`[capture]
+/// redact_headers`).
+pub const DEFAULT_REDACT_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];

@@ -12,16 +12,17 @@
 
 mod breach;
 mod keys;
-mod outcome;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::outcome::{BODY_PREFIX_LIMIT, LoginOutcome, ResponseFacts, classify};
 pub use breach::BreachFilter;
 pub use keys::{KeyHasher, LoginKeys, Scope, subnet};
-pub use outcome::{BODY_PREFIX_LIMIT, LoginOutcome, ResponseFacts, classify};
 
 use crate::config::{AbuseConfig, Config, Invalid};
+use crate::detect::{Decided, Observed, RequestContext, Stage};
+use crate::routes::Route;
 use crate::signal::{Action, Evidence, Signal};
 use crate::store::{CounterOp, CounterPlan, CounterReadings};
 use crate::view::RequestView;
@@ -93,7 +94,7 @@ impl CredentialStage {
 
     /// Counter operations at request time: read what is known, and count
     /// the username and the address as seen.
-    pub fn plan(&self, attempt: &LoginAttempt, abuse: &AbuseConfig, plan: &mut CounterPlan) {
+    fn plan_counters(&self, attempt: &LoginAttempt, abuse: &AbuseConfig, plan: &mut CounterPlan) {
         let keys = &attempt.keys;
         let window = Duration::from_secs(abuse.window_secs);
         for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
@@ -116,7 +117,7 @@ impl CredentialStage {
     }
 
     /// Signals from the readings; bans that an enforced block should set.
-    pub fn detect(
+    fn detect_attempt(
         &self,
         attempt: &LoginAttempt,
         abuse: &AbuseConfig,
@@ -298,7 +299,7 @@ impl CredentialStage {
 
     /// After deciding: refused attempts count toward escalation, and
     /// enforced blocks set their bans.
-    pub fn record_decision(
+    fn record_decision(
         &self,
         attempt: &LoginAttempt,
         abuse: &AbuseConfig,
@@ -318,7 +319,13 @@ impl CredentialStage {
     }
 
     /// After the upstream answered: the outcome goes into every scope.
-    pub fn observe(&self, attempt: &LoginAttempt, abuse: &AbuseConfig, outcome: LoginOutcome, plan: &mut CounterPlan) {
+    fn observe_outcome(
+        &self,
+        attempt: &LoginAttempt,
+        abuse: &AbuseConfig,
+        outcome: LoginOutcome,
+        plan: &mut CounterPlan,
+    ) {
         let keys = &attempt.keys;
         let window = Duration::from_secs(abuse.window_secs);
         let counter = match outcome {
@@ -340,6 +347,65 @@ impl CredentialStage {
             ("f0", baseline, failed),
         ] {
             plan.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add });
+        }
+    }
+}
+
+// === impl Stage ===
+
+/// The stage's state for one login request, kept in the request context
+/// until the outcome is known.
+#[derive(Debug, Clone)]
+struct AttemptState {
+    attempt: LoginAttempt,
+    /// Bans the signals ask for, set only when a block is enforced.
+    bans: Vec<BanRequest>,
+}
+
+impl Stage for CredentialStage {
+    fn name(&self) -> &'static str {
+        "credential"
+    }
+
+    fn plan(&self, view: &RequestView<'_>, context: &mut RequestContext, plan: &mut CounterPlan) {
+        let Some(abuse) = &view.route.abuse else { return };
+        if let Some(attempt) = self.attempt(view) {
+            self.plan_counters(&attempt, abuse, plan);
+            context.insert(AttemptState { attempt, bans: Vec::new() });
+        }
+    }
+
+    fn detect(
+        &self,
+        view: &RequestView<'_>,
+        context: &mut RequestContext,
+        readings: &CounterReadings,
+        signals: &mut Vec<Signal>,
+    ) {
+        if let (Some(state), Some(abuse)) = (context.get_mut::<AttemptState>(), &view.route.abuse) {
+            let mut bans = Vec::new();
+            self.detect_attempt(&state.attempt, abuse, readings, signals, &mut bans);
+            state.bans = bans;
+        }
+    }
+
+    fn after_decision(
+        &self,
+        view: &RequestView<'_>,
+        context: &RequestContext,
+        decided: &Decided<'_>,
+        writes: &mut CounterPlan,
+    ) {
+        if let (Some(state), Some(abuse)) = (context.get::<AttemptState>(), &view.route.abuse) {
+            let enforced_bans = if decided.verdict.enforced.action == Action::Block { &state.bans[..] } else { &[] };
+            self.record_decision(&state.attempt, abuse, decided.refused, enforced_bans, writes);
+        }
+    }
+
+    fn observe(&self, route: &Route, context: &RequestContext, observed: &Observed<'_>, writes: &mut CounterPlan) {
+        if let (Some(state), Some(abuse), Some(outcome)) = (context.get::<AttemptState>(), &route.abuse, observed.login)
+        {
+            self.observe_outcome(&state.attempt, abuse, outcome, writes);
         }
     }
 }

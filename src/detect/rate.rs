@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use super::Detector;
-use crate::credential::KeyHasher;
+use super::{RequestContext, Stage};
+use crate::keyed_hash::KeyHasher;
 use crate::signal::{Action, Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings, GcraReading};
 use crate::view::RequestView;
@@ -34,18 +34,24 @@ impl ClientRouteRateLimit {
     }
 }
 
-impl Detector for ClientRouteRateLimit {
+impl Stage for ClientRouteRateLimit {
     fn name(&self) -> &'static str {
         "rate"
     }
 
-    fn plan(&self, view: &RequestView<'_>, plan: &mut CounterPlan) {
+    fn plan(&self, view: &RequestView<'_>, _context: &mut RequestContext, plan: &mut CounterPlan) {
         if let Some(limit) = view.route.rate_limit {
             plan.gcra(self.counter_key(view).into(), limit);
         }
     }
 
-    fn detect(&self, view: &RequestView<'_>, readings: &CounterReadings, signals: &mut Vec<Signal>) {
+    fn detect(
+        &self,
+        view: &RequestView<'_>,
+        _context: &mut RequestContext,
+        readings: &CounterReadings,
+        signals: &mut Vec<Signal>,
+    ) {
         let Some(limit) = view.route.rate_limit else { return };
         if let Some(GcraReading::Limited { retry_after }) = readings.gcra(&self.counter_key(view)) {
             let mut signal = Signal::new(self.id.clone(), PENALTY);

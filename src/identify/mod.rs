@@ -26,8 +26,8 @@ use crate::signal::{Action, Evidence, Signal};
 use crate::store::{CounterOp, CounterPlan, CounterReadings, Key};
 use crate::view::RequestView;
 
+pub use crate::view::ClientCert;
 use mtls::CertPartners;
-pub use mtls::ClientCert;
 use signature::SignedRequest;
 use signed::{SignedOutcome, SignedPartners};
 
@@ -218,6 +218,11 @@ impl Allowlist {
             http::HeaderName::from_static("x-api-key")
         });
         if problems.is_empty() { Ok(Allowlist { partners, api_key_header, signed, certs }) } else { Err(problems) }
+    }
+
+    /// The configured partners, in configuration order.
+    pub fn partners(&self) -> impl Iterator<Item = &Arc<Partner>> {
+        self.partners.iter()
     }
 
     pub fn api_key_header(&self) -> &http::HeaderName {

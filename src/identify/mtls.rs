@@ -5,46 +5,16 @@
 //! its key. What is left is *which* partner: the certificate's SHA-256
 //! fingerprint (pinned), or its issuer plus subject common name, or its
 //! issuer alone for CA-wide trust. The facts are read once per connection
-//! ([`ClientCert::from_der`]), not per request.
+//! ([`ClientCert::from_der`], in the view's vocabulary), not per request.
 
 use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use sha2::{Digest, Sha256};
 
 use super::Partner;
 use crate::config::{Config, Invalid, PartnerMtlsConfig};
-
-/// What palisade knows about a verified client certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCert {
-    pub sha256: [u8; 32],
-    /// The DER of the issuer's name, to compare with a CA's subject.
-    pub issuer: Vec<u8>,
-    pub subject_cn: Option<String>,
-}
-
-impl ClientCert {
-    /// Read a certificate's facts; `None` when it cannot be parsed (rustls
-    /// would not have accepted it, so that does not happen in serving).
-    pub fn from_der(der: &[u8]) -> Option<ClientCert> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        Some(ClientCert {
-            sha256: Sha256::digest(der).into(),
-            issuer: cert.issuer().as_raw().to_vec(),
-            subject_cn: cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string),
-        })
-    }
-
-    /// `sha256:<hex>` and the subject CN, for the decision log.
-    pub fn describe(&self) -> String {
-        match &self.subject_cn {
-            Some(cn) => format!("cert sha256:{} cn={cn}", hex::encode(self.sha256)),
-            None => format!("cert sha256:{}", hex::encode(self.sha256)),
-        }
-    }
-}
+use crate::view::ClientCert;
 
 /// One partner's certificate rule.
 #[derive(Debug)]

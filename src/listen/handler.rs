@@ -4,25 +4,22 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::App;
 use super::ProxyBody;
 use super::answer;
 use super::client_addr::resolve_client;
 use super::forward::{full_body, prepare_request, strip_hop_by_hop};
-use super::server::{ConnectionInfo, Runtime};
+use super::runtime::{ConnectionInfo, Runtime};
 use super::wire_head::WireHeads;
-use crate::app::App;
-use crate::credential::{BODY_PREFIX_LIMIT, ResponseFacts};
-use crate::decision_log::{RequestFacts, render_line};
-use crate::pipeline::{Decision, LoginOutcome};
-use crate::routes::Route;
-use crate::view::RequestView;
+use crate::lifecycle::{Arrival, Ending, Reporters};
+use crate::outcome::{BODY_PREFIX_LIMIT, ResponseFacts};
 
 pub async fn handle(
     runtime: Arc<Runtime>,
@@ -32,6 +29,8 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let peer = connection.peer;
     let app = runtime.app.load_full();
+    let lifecycle = &app.lifecycle;
+    let reporters = Reporters { log: Some(&runtime.log), metrics: Some(&runtime.metrics) };
     let (parts, body) = request.into_parts();
     // Taken first, before any early answer, so heads and requests stay paired.
     let wire_names = match parts.version {
@@ -39,13 +38,13 @@ pub async fn handle(
         _ => None,
     };
     let client_ip = resolve_client(peer.ip(), &parts.headers, &app.proxy.trusted_proxies);
-    let (path, route) = app.pipeline.route(&parts.method, parts.uri.path());
-    let route = route.clone();
+    let routed = lifecycle.route(&parts.method, &parts.uri);
 
     // Phase: body. Only inspected routes are buffered (up to the limit);
     // everything else streams straight through.
     // Signed partner requests are read too, to check their Content-Digest.
-    let (inspected, body) = if route.inspects_body() || app.pipeline.allowlist().wants_body(&parts.headers) {
+    let signed_body = lifecycle.pipeline().allowlist().wants_body(&parts.headers);
+    let (inspected, body) = if routed.inspects_body() || signed_body {
         match read_inspected_body(body, &parts.headers, &app).await {
             Ok(bytes) => (Some(bytes.clone()), full_body(bytes)),
             Err(response) => {
@@ -57,95 +56,73 @@ pub async fn handle(
         (None, body.map_err(|e| Box::new(ClientBodyError(e)) as super::BoxError).boxed())
     };
 
-    // Phase: view and decision.
-    let started = Instant::now();
-    let decision = {
-        let view = RequestView::new(
-            &parts.method,
-            parts.version,
-            &parts.uri,
-            &path,
-            &parts.headers,
-            client_ip,
-            &route,
-            inspected.as_deref(),
-        )
-        .with_ja4(connection.ja4.as_deref())
-        .with_client_cert(connection.client_cert.as_deref())
-        .with_wire_names(wire_names.as_deref());
-        app.pipeline.evaluate_shared(&view).await
-    };
-    let decision_time = started.elapsed();
-    runtime.metrics.decision_latency.record(decision_time);
-    runtime.metrics.record_decision(&route.name, decision.action(), &decision.signals);
-    let method = parts.method.clone();
-    // Capture mode: the request as received, redacted, finished with the status.
-    let capture = app
-        .capture
-        .as_ref()
-        .and_then(|sink| sink.begin(&route, &decision, &parts, wire_names.as_deref(), inspected.as_deref(), client_ip));
-    let mut record = Record {
-        runtime: &runtime,
-        decision: &decision,
-        route: &route,
+    // Phase: decide (view, identify, detect, decide; metrics and capture begin).
+    let arrival = Arrival {
+        method: &parts.method,
+        uri: &parts.uri,
+        version: parts.version,
+        headers: &parts.headers,
         client_ip,
-        method: method.as_str(),
-        path: &path,
-        decision_time,
         ja4: connection.ja4.as_deref(),
-        capture,
+        wire_names: wire_names.as_deref(),
+        client_cert: connection.client_cert.as_deref(),
     };
+    let mut exchange = lifecycle.decide(routed, &arrival, inspected.as_deref(), reporters).await;
 
     // Phase: act.
-    if decision.action().stops_request() {
-        record.write(None, None, None);
-        return Ok(answer::for_decision(&decision));
+    if exchange.stops_request() {
+        lifecycle.complete(&mut exchange, Ending::Refused, reporters);
+        return Ok(answer::for_decision(&exchange.decision));
     }
     let mut upstream_request = Request::from_parts(parts, body);
     let peer_ip = crate::cidr::canonical_ip(peer.ip());
     let peer_trusted = app.proxy.trusted_proxies.contains(peer_ip);
-    prepare_request(&mut upstream_request, &app.proxy.upstream, peer_ip, peer_trusted, &decision, &app.proxy.headers);
+    prepare_request(
+        &mut upstream_request,
+        &app.proxy.upstream,
+        peer_ip,
+        peer_trusted,
+        &exchange.decision,
+        &app.proxy.headers,
+    );
     let upstream_started = Instant::now();
     let result =
         tokio::time::timeout(app.proxy.timeouts.upstream_response, runtime.client.request(upstream_request)).await;
-    let upstream_time = upstream_started.elapsed();
+    let upstream_time = Some(upstream_started.elapsed());
     let response = match result {
         Ok(Ok(response)) => response,
         // The client's body broke while it streamed; the upstream is fine.
         Ok(Err(error)) if caused_by_client_body(&error) => {
-            tracing::debug!(%error, request_id = %decision.request_id, "client request body failed");
+            tracing::debug!(%error, request_id = %exchange.decision.request_id, "client request body failed");
             runtime.metrics.rejected_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            record.write(None, None, Some(upstream_time));
+            lifecycle.complete(&mut exchange, Ending::Unanswered { upstream_time }, reporters);
             return Ok(answer::error(StatusCode::BAD_REQUEST, "bad_body"));
         }
         Ok(Err(error)) => {
-            tracing::warn!(%error, request_id = %decision.request_id, "upstream request failed");
+            tracing::warn!(%error, request_id = %exchange.decision.request_id, "upstream request failed");
             runtime.metrics.record_upstream_error("unavailable");
-            record.write(None, None, Some(upstream_time));
+            lifecycle.complete(&mut exchange, Ending::Unanswered { upstream_time }, reporters);
             return Ok(answer::error(StatusCode::BAD_GATEWAY, "upstream_unavailable"));
         }
         Err(_) => {
             runtime.metrics.record_upstream_error("timeout");
-            record.write(None, None, Some(upstream_time));
+            lifecycle.complete(&mut exchange, Ending::Unanswered { upstream_time }, reporters);
             return Ok(answer::error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"));
         }
     };
 
-    // Phase: observe.
+    // Phase: observe (outcome, decision log, capture record).
     let status = response.status().as_u16();
-    runtime.metrics.upstream_latency.record(upstream_time);
-    runtime.metrics.record_upstream(&route.name, status);
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let wants_body = route.login.as_ref().is_some_and(|login| login.failure_body_contains.is_some());
+    let wants_body = exchange.route.login.as_ref().is_some_and(|login| login.failure_body_contains.is_some());
     let (body_prefix, body) = if wants_body {
         read_body_prefix(body).await
     } else {
         (None, body.map_err(|e| Box::new(e) as super::BoxError).boxed())
     };
-    let facts = ResponseFacts { status, headers: Some(&parts.headers), body_prefix: body_prefix.as_deref() };
-    let outcome = app.pipeline.observe(&route, &decision, &facts);
-    record.write(Some(status), outcome, Some(upstream_time));
+    let response = ResponseFacts { status, headers: Some(&parts.headers), body_prefix: body_prefix.as_deref() };
+    lifecycle.complete(&mut exchange, Ending::Answered { response, upstream_time }, reporters);
     Ok(Response::from_parts(parts, body))
 }
 
@@ -245,48 +222,5 @@ async fn read_inspected_body(
         }
         Ok(Err(_)) => Err(answer::error(StatusCode::BAD_REQUEST, "bad_body")),
         Err(_) => Err(answer::error(StatusCode::REQUEST_TIMEOUT, "body_timeout")),
-    }
-}
-
-/// Writes the decision log line (and finishes the capture record); kept
-/// apart so every exit of the handler records the same way.
-struct Record<'a> {
-    runtime: &'a Runtime,
-    decision: &'a Decision,
-    route: &'a Route,
-    client_ip: std::net::IpAddr,
-    method: &'a str,
-    path: &'a str,
-    decision_time: Duration,
-    ja4: Option<&'a str>,
-    capture: Option<crate::capture::sink::PendingCapture>,
-}
-
-impl Record<'_> {
-    fn write(
-        &mut self,
-        upstream_status: Option<u16>,
-        login_outcome: Option<LoginOutcome>,
-        upstream_time: Option<Duration>,
-    ) {
-        if let Some(capture) = self.capture.take() {
-            capture.finish(upstream_status);
-        }
-        if !self.runtime.log.wants(self.decision) {
-            return;
-        }
-        let facts = RequestFacts {
-            client: self.client_ip,
-            method: self.method,
-            path: self.path,
-            route: &self.route.name,
-            profile: self.route.profile.as_str(),
-            upstream_status,
-            login_outcome,
-            decision_time: self.decision_time,
-            upstream_time,
-            ja4: self.ja4,
-        };
-        self.runtime.log.write(render_line(self.decision, &facts));
     }
 }

@@ -9,22 +9,81 @@ pub mod client_addr;
 pub mod forward;
 mod handler;
 mod idle;
+mod runtime;
 mod server;
 mod tls;
 mod wire_head;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, Uri};
 use http_body_util::combinators::BoxBody;
 
-pub use server::{ConnectionInfo, Running, Server};
+pub use runtime::ConnectionInfo;
+pub use server::{Running, Server};
 pub use tls::TlsSettings;
 
 use crate::cidr::CidrSet;
+use crate::clock::SharedClock;
 use crate::config::{Config, Invalid, LimitsConfig, Spanned};
+use crate::lifecycle::Lifecycle;
+use crate::pipeline::PipelineBuilder;
+use crate::request_id::RequestIds;
+use crate::store::{CounterStore, LocalStore, RedisSettings};
+
+/// A configuration compiled into everything a running palisade serves
+/// with: the request lifecycle (pipeline and capture) and the listen
+/// stage's own settings. Building one validates the whole configuration,
+/// so `check`, `serve` and reload all accept the same files; a reload
+/// swaps it whole.
+#[derive(Debug)]
+pub struct App {
+    pub lifecycle: Lifecycle,
+    pub proxy: ProxySettings,
+}
+
+impl App {
+    /// Compile `config`, sharing `store` (counters survive reloads).
+    pub fn build(
+        config: &Config,
+        store: Arc<CounterStore>,
+        clock: SharedClock,
+        request_id_seed: u64,
+    ) -> Result<App, Vec<Invalid>> {
+        let proxy = ProxySettings::from_config(config);
+        let pipeline = PipelineBuilder::new(config).build(store, clock, RequestIds::new(request_id_seed));
+        let capture = crate::capture::CaptureSink::from_config(config);
+        // The store is built once at start; compiling checks its settings
+        // so `check` and reload report them.
+        let redis = RedisSettings::from_config(config);
+        match (pipeline, proxy, capture, redis) {
+            (Ok(pipeline), Ok(proxy), Ok(capture), Ok(_)) => {
+                Ok(App { lifecycle: Lifecycle::new(pipeline, capture), proxy })
+            }
+            (pipeline, proxy, capture, redis) => {
+                let mut problems = pipeline.err().unwrap_or_default();
+                problems.extend(proxy.err().unwrap_or_default());
+                problems.extend(capture.err().unwrap_or_default());
+                problems.extend(redis.err().unwrap_or_default());
+                Err(problems)
+            }
+        }
+    }
+
+    /// Every problem in `config`, as `palisade check` reports them.
+    pub fn check(config: &Config) -> Vec<Invalid> {
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let store = Arc::new(CounterStore::Local(LocalStore::new(clock.clone())));
+        App::build(config, store, clock, 0).err().unwrap_or_default()
+    }
+
+    pub fn pipeline(&self) -> &crate::pipeline::Pipeline {
+        self.lifecycle.pipeline()
+    }
+}
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;

@@ -16,35 +16,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::forward::{UpstreamClient, upstream_client};
+use super::App;
+use super::forward::upstream_client;
 use super::idle::{ActivityClock, Tracked};
+use super::runtime::{ConnectionInfo, Runtime};
 use super::tls::TlsSettings;
 use super::wire_head::{HeadRecorder, WireHeads};
-use crate::app::App;
 use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
-
-/// State shared by every connection: the current compiled configuration
-/// (swapped atomically on reload), metrics, the decision log and the
-/// upstream connection pool.
-#[derive(Debug)]
-pub struct Runtime {
-    pub app: ArcSwap<App>,
-    pub metrics: Arc<Metrics>,
-    pub log: DecisionLog,
-    pub client: UpstreamClient,
-}
-
-/// What is known about a client connection before any request on it.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    /// The socket peer (the client, or a proxy in front of it).
-    pub peer: SocketAddr,
-    /// The JA4 fingerprint of the TLS ClientHello, when palisade terminates TLS.
-    pub ja4: Option<Arc<str>>,
-    /// The client certificate the TLS handshake verified (mutual TLS).
-    pub client_cert: Option<Arc<crate::identify::ClientCert>>,
-}
 
 #[derive(Debug)]
 pub struct Server {
@@ -63,7 +42,7 @@ pub struct Running {
 
 impl Server {
     pub fn new(app: App, log: DecisionLog, metrics: Arc<Metrics>) -> Self {
-        if let crate::store::CounterStore::Redis(redis) = &**app.pipeline.store() {
+        if let crate::store::CounterStore::Redis(redis) = &**app.pipeline().store() {
             metrics.attach_store(redis.metrics());
         }
         let client = upstream_client(app.proxy.timeouts.upstream_connect);

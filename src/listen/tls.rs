@@ -141,10 +141,10 @@ impl TlsSettings {
 }
 
 /// The facts of the client certificate the handshake verified, if any.
-pub(super) fn client_cert<S>(stream: &TlsStream<S>) -> Option<crate::identify::ClientCert> {
+pub(super) fn client_cert<S>(stream: &TlsStream<S>) -> Option<crate::view::ClientCert> {
     let (_, connection) = stream.get_ref();
     let leaf = connection.peer_certificates()?.first()?;
-    crate::identify::ClientCert::from_der(leaf)
+    crate::view::ClientCert::from_der(leaf)
 }
 
 /// Why a connection on the TLS port was closed before any request.

@@ -19,7 +19,7 @@ use crate::capture::import_nginx::import_nginx;
 use crate::capture::read::OnBadLine;
 use crate::capture::write::write_records;
 use crate::capture::{BadLine, Redactor};
-use crate::config::{Config, ConfigError, load_file};
+use crate::config::{Config, ConfigError};
 use crate::pipeline::Decision;
 use crate::signal::{Action, Signal};
 
@@ -118,16 +118,13 @@ pub struct ImportCommon {
 /// A configuration file, or the defaults; problems printed as `check` does.
 pub fn load_config(path: Option<&Path>) -> Result<Config, String> {
     match path {
-        Some(path) => load_file(path).map_err(|error: ConfigError| error.to_string()),
+        Some(path) => crate::app::load_file(path).map_err(|error: ConfigError| error.to_string()),
         None => Ok(Config::default()),
     }
 }
 
 fn engine(config: &Config, name: &str) -> Result<Engine, String> {
-    Engine::new(config).map_err(|invalid| {
-        let problems = invalid.into_iter().map(|i| i.locate(None)).collect();
-        ConfigError::Invalid { file: name.to_string(), problems }.to_string()
-    })
+    Engine::new(config).map_err(|invalid| crate::app::located(config, name, invalid).to_string())
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {

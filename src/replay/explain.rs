@@ -23,6 +23,7 @@ use crate::capture::read::OnBadLine;
 use crate::capture::record::RecordRef;
 use crate::config::{Config, RouteMode};
 use crate::decision_log::rfc3339_millis;
+use crate::detect::RequestContext;
 use crate::identify::Identity;
 use crate::pipeline::Decision;
 use crate::signal::{EvidenceValue, Signal};
@@ -155,16 +156,22 @@ fn explain_stdin(config: &Config, engine: &Engine, twin: &Engine, client_ip: IpA
 /// one on the twin engine.
 fn attribute(twin: &Engine, request: &Prepared) -> Vec<(&'static str, Vec<Signal>)> {
     let pipeline = twin.pipeline();
-    request.with_view(pipeline, |view| {
+    request.with_view(twin.lifecycle(), |view| {
         let mut found = Vec::new();
-        for detector in pipeline.detectors() {
+        let identified = pipeline.allowlist().identify(view, request.at);
+        if !identified.signals.is_empty() {
+            found.push(("identify", identified.signals.clone()));
+        }
+        let identity = identified.identity;
+        for stage in pipeline.stages().iter().filter(|stage| stage.audience().includes(&identity)) {
+            let mut context = RequestContext::new(identity.clone());
             let mut plan = CounterPlan::default();
             let mut readings = CounterReadings::default();
-            detector.plan(view, &mut plan);
+            stage.plan(view, &mut context, &mut plan);
             pipeline.store().execute(&plan, request.at, &mut readings);
             let mut signals = Vec::new();
-            detector.detect(view, &readings, &mut signals);
-            found.push((detector.name(), signals));
+            stage.detect(view, &mut context, &readings, &mut signals);
+            found.push((stage.name(), signals));
         }
         found
     })
@@ -230,14 +237,10 @@ fn render_signals(out: &mut String, decision: &Decision, attributed: &[(&'static
     let width = decision.signals.iter().map(|s| s.id.len()).max().unwrap_or(0);
     let monitored = decision.mode == RouteMode::Monitor;
     for signal in &decision.signals {
-        let source = if signal.id.as_ref() == crate::pipeline::PARTNER_QUOTA_ID {
-            "identify"
-        } else {
-            attributed
-                .iter()
-                .find(|(_, signals)| signals.iter().any(|s| s.id == signal.id))
-                .map_or("credential", |(name, _)| *name)
-        };
+        let source = attributed
+            .iter()
+            .find(|(_, signals)| signals.iter().any(|s| s.id == signal.id))
+            .map_or("credential", |(name, _)| *name);
         let action = signal.action.map_or_else(|| "-".to_string(), |a| a.to_string());
         let shadow = if signal.shadow {
             "  [shadow: not acted on]"

@@ -18,6 +18,8 @@ use crate::capture::read::{BadLine, CaptureLines, OnBadLine, open_capture};
 use crate::capture::record::{RecordRef, append_header, body_bytes, parse_method, parse_target, parse_version};
 use crate::clock::{ManualClock, Nanos, SharedClock};
 use crate::config::{Config, Invalid};
+use crate::lifecycle::{Arrival, Ending, Lifecycle, Reporters};
+use crate::outcome::ResponseFacts;
 use crate::pipeline::{Decision, Pipeline, PipelineBuilder};
 use crate::request_id::RequestIds;
 use crate::store::{CounterStore, LocalStore};
@@ -29,7 +31,7 @@ pub const REPLAY_SEED: u64 = 0x7e91_a7ed;
 /// One configuration's pipeline on its own clock and counters.
 #[derive(Debug)]
 pub struct Engine {
-    pipeline: Pipeline,
+    lifecycle: Lifecycle,
     clock: Arc<ManualClock>,
 }
 
@@ -46,11 +48,16 @@ impl Engine {
             config.store.hash_key = "palisade replay".into();
         }
         let pipeline = PipelineBuilder::new(&config).build(store, shared, RequestIds::new(REPLAY_SEED))?;
-        Ok(Engine { pipeline, clock })
+        // Replay writes no capture of its own.
+        Ok(Engine { lifecycle: Lifecycle::new(pipeline, None), clock })
     }
 
     pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+        self.lifecycle.pipeline()
+    }
+
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
     }
 
     /// Move this engine's clock to `at` (it never goes back).
@@ -60,23 +67,21 @@ impl Engine {
 
     /// Decide one request at its time, then, when the request would have
     /// reached the upstream and the capture knows the status, observe it
-    /// (as the proxy does once the upstream has answered).
+    /// (as the proxy does once the upstream has answered): the lifecycle
+    /// every front door runs, on the replay's clock and counters.
     pub fn run(&self, request: &Prepared) -> (Decision, Arc<str>) {
         self.clock.set(request.at);
-        let (decision, route) =
-            request.with_view(&self.pipeline, |view| (self.pipeline.evaluate(view), view.route.clone()));
-        if let Some(status) = request.status
-            && !decision.action().stops_request()
-        {
-            observe(&self.pipeline, &route, &decision, status);
-        }
-        (decision, route.name.clone())
+        let routed = self.lifecycle.route(&request.method, &request.uri);
+        let body = request.body_for(routed.inspects_body());
+        let mut exchange = self.lifecycle.decide_now(routed, &request.arrival(), body, Reporters::default());
+        let ending = match request.status {
+            _ if exchange.stops_request() => Ending::Refused,
+            Some(status) => Ending::Answered { response: ResponseFacts::status(status), upstream_time: None },
+            None => Ending::Unanswered { upstream_time: None },
+        };
+        self.lifecycle.complete(&mut exchange, ending, Reporters::default());
+        (exchange.decision, exchange.route.name.clone())
     }
-}
-
-/// The upstream's answer as far as a capture knows it: the status.
-fn observe(pipeline: &Pipeline, route: &crate::routes::Route, decision: &Decision, status: u16) {
-    let _ = pipeline.observe(route, decision, &crate::credential::ResponseFacts::status(status));
 }
 
 /// A captured request, parsed into what the pipeline reads.
@@ -117,14 +122,33 @@ impl Prepared {
         self.has_wire_names.then_some(&self.wire_names[..])
     }
 
-    /// Route the request and build its view as the proxy would (the body
-    /// only on routes that inspect it), then run `f` on the view.
-    pub fn with_view<T>(&self, pipeline: &Pipeline, f: impl FnOnce(&RequestView<'_>) -> T) -> T {
-        let (path, route) = pipeline.route(&self.method, self.uri.path());
-        let body = route.inspects_body().then(|| self.body.as_deref().unwrap_or(&[]));
-        let view =
-            RequestView::new(&self.method, self.version, &self.uri, &path, &self.headers, self.client_ip, route, body)
-                .with_wire_names(self.wire_names());
+    /// The request as a front door would hand it to the lifecycle (no
+    /// JA4: captures do not record the TLS handshake).
+    pub fn arrival(&self) -> Arrival<'_> {
+        Arrival {
+            method: &self.method,
+            uri: &self.uri,
+            version: self.version,
+            headers: &self.headers,
+            client_ip: self.client_ip,
+            ja4: None,
+            wire_names: self.wire_names(),
+            client_cert: None,
+        }
+    }
+
+    /// The body as the proxy reads it: only on routes that inspect it, and
+    /// always present there (empty when the capture has none).
+    pub fn body_for(&self, inspected: bool) -> Option<&[u8]> {
+        inspected.then(|| self.body.as_deref().unwrap_or(&[]))
+    }
+
+    /// Route the request and build its view as the lifecycle does, then
+    /// run `f` on the view (explain runs stages one by one on it).
+    pub fn with_view<T>(&self, lifecycle: &Lifecycle, f: impl FnOnce(&RequestView<'_>) -> T) -> T {
+        let routed = lifecycle.route(&self.method, &self.uri);
+        let arrival = self.arrival();
+        let view = lifecycle.view(&routed, &arrival, self.body_for(routed.inspects_body()));
         f(&view)
     }
 

@@ -21,7 +21,7 @@ use compile::{CompiledSet, RuleInput};
 use rule::RuleFile;
 
 use crate::config::{Config, Invalid, Spanned, line_of};
-use crate::detect::Detector;
+use crate::detect::{RequestContext, Stage};
 use crate::signal::Signal;
 use crate::store::CounterReadings;
 use crate::view::RequestView;
@@ -179,12 +179,18 @@ impl SignatureSet {
     }
 }
 
-impl Detector for SignatureSet {
+impl Stage for SignatureSet {
     fn name(&self) -> &'static str {
         "signatures"
     }
 
-    fn detect(&self, view: &RequestView<'_>, _readings: &CounterReadings, signals: &mut Vec<Signal>) {
+    fn detect(
+        &self,
+        view: &RequestView<'_>,
+        _context: &mut RequestContext,
+        _readings: &CounterReadings,
+        signals: &mut Vec<Signal>,
+    ) {
         self.scan(view, signals);
     }
 }

@@ -171,7 +171,8 @@ impl Palisade {
     pub async fn start_config(config: &mut Config, upstream: &Upstream) -> Palisade {
         let clock: SharedClock = Arc::new(SystemClock);
         // The store the configuration asks for: Redis when `[store]` names one.
-        let store = App::build_store(config, clock.clone()).await.unwrap_or_else(|e| panic!("test store: {e}"));
+        let store =
+            palisade::app::build_store(config, clock.clone()).await.unwrap_or_else(|e| panic!("test store: {e}"));
         Self::start_with(config, upstream, store, clock).await
     }
 

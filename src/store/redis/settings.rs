@@ -176,7 +176,7 @@ impl RedisSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_str;
+    use crate::app::parse_str;
 
     /// Problems as `palisade check` prints them (file:line: key: message).
     fn problems(toml: &str) -> String {

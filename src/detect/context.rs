@@ -1,0 +1,62 @@
+//! What stages share about one request across its hooks: the per-request
+//! context, the decision as stages see it, and the upstream's answer.
+
+use crate::decide::Verdict;
+use crate::identify::Identity;
+use crate::outcome::{LoginOutcome, ResponseFacts};
+use crate::signal::Signal;
+
+/// State a request carries from one stage hook to the next (plan →
+/// detect → after decision → observe), like pingora's per-request `CTX`.
+///
+/// Each stage keeps its own state under its own type (the credential
+/// stage its login attempt), so this module needs to know none of them
+/// and stages stay independent of each other.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// Who the identify step says sent the request (set before any stage runs).
+    pub identity: Identity,
+    state: http::Extensions,
+}
+
+impl RequestContext {
+    pub fn new(identity: Identity) -> Self {
+        RequestContext { identity, state: http::Extensions::new() }
+    }
+
+    /// Keep a stage's state for this request (replacing one of the same type).
+    pub fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
+        self.state.insert(value);
+    }
+
+    /// A stage's state, when it kept one.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.state.get::<T>()
+    }
+
+    pub fn get_mut<T: Send + Sync + 'static>(&mut self) -> Option<&mut T> {
+        self.state.get_mut::<T>()
+    }
+
+    pub fn is_partner(&self) -> bool {
+        matches!(self.identity, Identity::Partner { .. })
+    }
+}
+
+/// The decision, as the after-decision hook sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Decided<'a> {
+    pub verdict: &'a Verdict,
+    pub signals: &'a [Signal],
+    /// The request is refused for something the client did (not only
+    /// because the shared store is down on a fail-closed route).
+    pub refused: bool,
+}
+
+/// The upstream's answer, as the observe hook sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    pub response: &'a ResponseFacts<'a>,
+    /// On login routes: the outcome the route's login settings read from it.
+    pub login: Option<LoginOutcome>,
+}

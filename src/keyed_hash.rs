@@ -1,0 +1,73 @@
+//! Keyed hashes of what palisade must count but never store in clear:
+//! usernames, client addresses, session ids.
+//!
+//! Each value is replaced by a keyed BLAKE3 hash with a secret from
+//! `[store] hash_key` or `PALISADE_HASH_KEY`. The same secret on every
+//! replica gives the same keys, so replicas share counters; without the
+//! secret the store's contents cannot be turned back into usernames by
+//! guessing.
+
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct KeyHasher {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher(<secret>)")
+    }
+}
+
+impl KeyHasher {
+    /// From the configured secret, the environment, or (when neither is
+    /// set) a random key for this process — one for the whole process, so
+    /// a configuration reload keeps every counter and ban.
+    pub fn from_config(config: &Config) -> Self {
+        let secret = if !config.store.hash_key.is_empty() {
+            config.store.hash_key.clone().into_bytes()
+        } else if let Ok(from_env) = std::env::var("PALISADE_HASH_KEY") {
+            from_env.into_bytes()
+        } else {
+            process_secret().to_vec()
+        };
+        KeyHasher { key: blake3::derive_key("palisade 2026 counter keys v1", &secret) }
+    }
+
+    /// A short keyed hash (16 hex characters) of `value` in `domain`.
+    pub fn hash(&self, domain: &str, value: &[u8]) -> String {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(domain.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(value);
+        hex::encode(&hasher.finalize().as_bytes()[..8])
+    }
+
+    /// A keyed 64-bit item for distinct-count sketches.
+    pub fn item(&self, domain: &str, value: &[u8]) -> u64 {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(domain.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(value);
+        u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+    }
+}
+
+/// The per-process random secret, made once.
+fn process_secret() -> [u8; 32] {
+    static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    *SECRET.get_or_init(random_secret)
+}
+
+fn random_secret() -> [u8; 32] {
+    // Unpredictable enough for a per-process key: time, process id and the
+    // address-space layout, mixed by BLAKE3.
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&crate::clock::Clock::now(&crate::clock::SystemClock).to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    let local = 0u8;
+    hasher.update(&(&local as *const u8 as usize).to_le_bytes());
+    hasher.update(&(random_secret as fn() -> [u8; 32] as usize).to_le_bytes());
+    *hasher.finalize().as_bytes()
+}

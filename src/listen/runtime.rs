@@ -1,0 +1,36 @@
+//! State shared by every connection of the proxy: the compiled
+//! configuration (swapped on reload), metrics, the decision log and the
+//! upstream pool; and what is known about one connection. The server
+//! fills it, the handler reads it; neither imports the other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::App;
+use super::forward::UpstreamClient;
+use crate::decision_log::DecisionLog;
+use crate::metrics::Metrics;
+
+/// State shared by every connection: the current compiled configuration
+/// (swapped atomically on reload), metrics, the decision log and the
+/// upstream connection pool.
+#[derive(Debug)]
+pub struct Runtime {
+    pub app: ArcSwap<App>,
+    pub metrics: Arc<Metrics>,
+    pub log: DecisionLog,
+    pub client: UpstreamClient,
+}
+
+/// What is known about a client connection before any request on it.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The socket peer (the client, or a proxy in front of it).
+    pub peer: SocketAddr,
+    /// The JA4 fingerprint of the TLS ClientHello, when palisade terminates TLS.
+    pub ja4: Option<Arc<str>>,
+    /// The client certificate the TLS handshake verified (mutual TLS).
+    pub client_cert: Option<Arc<crate::view::ClientCert>>,
+}

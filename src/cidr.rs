@@ -40,6 +40,11 @@ impl CidrSet {
     pub fn is_empty(&self) -> bool {
         self.networks.is_empty()
     }
+
+    /// The networks, as written canonically (`198.51.100.0/24`).
+    pub fn networks(&self) -> Vec<String> {
+        self.networks.iter().map(ToString::to_string).collect()
+    }
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, as a dual-stack socket

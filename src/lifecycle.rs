@@ -200,6 +200,9 @@ impl Lifecycle {
         if let Some(metrics) = reporters.metrics {
             metrics.decision_latency.record(decision_time);
             metrics.record_decision(&routed.route.name, decision.action(), &decision.signals);
+            if let crate::identify::Identity::Partner { partner, .. } = &decision.identity {
+                metrics.record_partner(&partner.name, decision.action() == crate::signal::Action::RateLimit);
+            }
         }
         // Capture mode: the request as received, redacted, finished with the status.
         let capture = self.capture.as_ref().and_then(|sink| {

@@ -167,22 +167,18 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// Compile a configuration, printing problems the way `check` does.
-fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: SharedClock) -> Option<App> {
+fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: SharedClock) -> Result<App, String> {
     match App::build(config, store, clock, RequestIds::random_seed()) {
         Ok(app) => {
             // Capture mode: open the file now, so a bad path stops a start or a reload.
             if let Some(capture) = app.lifecycle.capture()
                 && let Err(error) = capture.open()
             {
-                eprintln!("palisade: cannot open the capture file {}: {error}", capture.path().display());
-                return None;
+                return Err(format!("palisade: cannot open the capture file {}: {error}", capture.path().display()));
             }
-            Some(app)
+            Ok(app)
         }
-        Err(invalid) => {
-            eprintln!("{}", palisade::app::located(config, source, invalid));
-            None
-        }
+        Err(invalid) => Err(palisade::app::located(config, source, invalid).to_string()),
     }
 }
 
@@ -193,7 +189,7 @@ async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterSto
         // Bad store settings: `compile` reports them with their lines.
         Err(_) => Arc::new(CounterStore::Local(LocalStore::new(clock.clone()))),
     };
-    let app = compile(config, source, store.clone(), clock.clone())?;
+    let app = compile(config, source, store.clone(), clock.clone()).map_err(|problems| eprintln!("{problems}")).ok()?;
     let metrics = Arc::new(Metrics::default());
     let log = match DecisionLog::open(&config.decision_log, metrics.clone()) {
         Ok(log) => log,
@@ -231,15 +227,16 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let Some(mut signals) = Signals::install() else { return ExitCode::FAILURE };
     let Some((running, store, clock)) = start(&config, &source).await else { return ExitCode::FAILURE };
     let args = Arc::new(args);
+    let store_at_shutdown = store.clone();
     let started_store = Arc::new(RedisSettings::from_config(&config).ok().flatten());
-    signals
-        .wait(&running, async || {
-            // SIGHUP: re-read the file, re-apply the flags; keep the running
-            // configuration if anything is wrong. On a blocking thread: with
-            // one worker the runtime runs on this thread, and compiling a
-            // configuration must not stall the requests it is serving.
-            let (args, source, store, clock) = (args.clone(), source.clone(), store.clone(), clock.clone());
-            let started_store = started_store.clone();
+    // SIGHUP and the admin API's reload: re-read the file, re-apply the
+    // flags; keep the running configuration if anything is wrong. On a
+    // blocking thread: with one worker the runtime runs on this thread, and
+    // compiling a configuration must not stall the requests it is serving.
+    let reloader: palisade::admin::Reloader<App> = Arc::new(move || {
+        let (args, source, store, clock) = (args.clone(), source.clone(), store.clone(), clock.clone());
+        let started_store = started_store.clone();
+        Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let config = args.load().map_err(|e| e.to_string())?;
                 if RedisSettings::from_config(&config).ok().flatten() != *started_store {
@@ -247,17 +244,19 @@ async fn serve(args: ServeArgs) -> ExitCode {
                         "palisade: [store] Redis settings take effect on restart; the running connection is kept"
                     );
                 }
-                compile(&config, &source, store, clock).ok_or_else(|| "configuration rejected".to_string())
+                compile(&config, &source, store, clock)
             })
             .await
             .map_err(|e| e.to_string())?
         })
-        .await;
+    });
+    running.set_reloader(reloader.clone());
+    signals.wait(&running, async || reloader().await).await;
     eprintln!("palisade: shutting down, letting in-flight requests finish");
     running.shutdown().await;
     // Counter writes still queued for Redis (login outcomes, bans) go out
     // before the process ends, if Redis answers within a second.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), store.flush()).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), store_at_shutdown.flush()).await;
     eprintln!("palisade: stopped");
     ExitCode::SUCCESS
 }

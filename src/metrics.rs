@@ -139,6 +139,8 @@ pub struct Metrics {
     detections: Counts<(Arc<str>, bool)>,
     upstream_responses: Counts<(Arc<str>, u16)>,
     upstream_errors: Counts<&'static str>,
+    /// Partner requests by partner and whether the quota refused them.
+    partners: Counts<(Arc<str>, bool)>,
     pub decision_latency: LatencyHistogram,
     pub upstream_latency: LatencyHistogram,
     pub decision_log_dropped: AtomicU64,
@@ -155,6 +157,48 @@ impl Metrics {
         for signal in signals {
             bump(&self.detections, (signal.id.clone(), signal.shadow));
         }
+    }
+
+    /// An allowlisted partner's request (only partners' requests pay this).
+    pub fn record_partner(&self, partner: &Arc<str>, quota_limited: bool) {
+        bump(&self.partners, (partner.clone(), quota_limited));
+    }
+
+    /// Requests and quota refusals of one partner so far.
+    pub fn partner_requests(&self, partner: &str) -> (u64, u64) {
+        let mut counts = (0, 0);
+        for ((name, limited), count) in summed(&self.partners) {
+            if &*name == partner {
+                counts.0 += count;
+                if limited {
+                    counts.1 += count;
+                }
+            }
+        }
+        counts
+    }
+
+    /// Requests so far by enforced action, over every route.
+    pub fn requests_by_action(&self) -> Vec<(Action, u64)> {
+        let mut by_action: HashMap<Action, u64> = HashMap::new();
+        for ((_, action), count) in summed(&self.requests) {
+            *by_action.entry(action).or_insert(0) += count;
+        }
+        let mut rows: Vec<_> = by_action.into_iter().collect();
+        rows.sort();
+        rows
+    }
+
+    /// Signals raised so far: id, shadow, count; largest first.
+    pub fn detection_counts(&self) -> Vec<(Arc<str>, bool, u64)> {
+        let mut rows: Vec<_> = summed(&self.detections).into_iter().map(|((id, shadow), n)| (id, shadow, n)).collect();
+        rows.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        rows
+    }
+
+    /// The shared store's metrics, when counters live in Redis.
+    pub fn store(&self) -> Option<&Arc<StoreMetrics>> {
+        self.store.get()
     }
 
     /// An upstream answer, counted by status class (2xx, 4xx, …).
@@ -194,6 +238,19 @@ impl Metrics {
         for ((id, shadow), count) in rows {
             let _ =
                 writeln!(out, "palisade_detections_total{{detection=\"{}\",shadow=\"{shadow}\"}} {count}", escape(&id));
+        }
+        out.push_str(
+            "# HELP palisade_partner_requests_total Allowlisted partners' requests; quota_limited=\"true\" when refused by the quota.\n",
+        );
+        out.push_str("# TYPE palisade_partner_requests_total counter\n");
+        let mut rows: Vec<_> = summed(&self.partners).into_iter().collect();
+        rows.sort();
+        for ((partner, limited), count) in rows {
+            let _ = writeln!(
+                out,
+                "palisade_partner_requests_total{{partner=\"{}\",quota_limited=\"{limited}\"}} {count}",
+                escape(&partner)
+            );
         }
         out.push_str("# HELP palisade_upstream_responses_total Upstream responses by route and status class.\n");
         out.push_str("# TYPE palisade_upstream_responses_total counter\n");
@@ -276,6 +333,11 @@ struct StoreHealth {
 impl StoreMetrics {
     pub fn record_error(&self, kind: &'static str) {
         bump(&self.errors, kind);
+    }
+
+    /// Failed Redis calls so far, every kind.
+    pub fn errors_total(&self) -> u64 {
+        summed(&self.errors).values().sum()
     }
 
     pub fn set_up(&self, up: bool) {

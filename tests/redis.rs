@@ -195,7 +195,7 @@ async fn replicas_share_limits_and_bans(redis: Target<'_>) {
     // Nothing in Redis names a user, an address or a password.
     for secret in ["victim", "someone", "127.0.0.1", "wrong", "right"] {
         assert!(!keys.iter().any(|k| k.contains(secret)), "a key holds {secret:?}: {keys:?}");
-        assert!(!values.contains(secret), "a value holds {secret:?}");
+        assert!(!values.contains(secret), "a value holds {secret:?}: {values}");
     }
 }
 

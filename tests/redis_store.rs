@@ -61,7 +61,11 @@ fn random_plan(rng: &mut Rng) -> CounterPlan {
                 add: [0.0, 1.0, 0.5][rng.below(3) as usize],
             },
             5 | 6 => CounterOp::BanCheck { key: key(rng, "b") },
-            _ => CounterOp::Ban { key: key(rng, "b"), ttl: Duration::from_secs(1 + rng.below(20)) },
+            _ => CounterOp::Ban {
+                key: key(rng, "b"),
+                ttl: Duration::from_secs(1 + rng.below(20)),
+                reason: Key::from("test"),
+            },
         };
         plan.push(op);
     }
@@ -151,7 +155,7 @@ async fn redis_time_drives_limits_and_bans() {
         other => panic!("third request within the minute should be limited, got {other:?}"),
     }
     let mut ban = CounterPlan::new(Key::from("api"));
-    ban.push(CounterOp::Ban { key: Key::from("ban"), ttl: Duration::from_secs(30) });
+    ban.push(CounterOp::Ban { key: Key::from("ban"), ttl: Duration::from_secs(30), reason: Key::from("test") });
     redis.execute(&ban, clock.now(), &mut CounterReadings::default()).await;
     let mut check = CounterPlan::new(Key::from("api"));
     check.push(CounterOp::BanCheck { key: Key::from("ban") });

@@ -36,6 +36,8 @@ pub struct Config {
     pub breach: BreachConfig,
     /// Capture mode (`[capture]`); absent means nothing is captured.
     pub capture: Option<CaptureConfig>,
+    /// The admin API on `server.admin` (`[admin]`).
+    pub admin: AdminConfig,
     /// The folder of the configuration file; relative paths in it are
     /// relative to this folder. `None` for the built-in defaults.
     #[serde(skip)]
@@ -87,6 +89,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             breach: BreachConfig::default(),
             capture: None,
+            admin: AdminConfig::default(),
             base_dir: None,
             source: SourceText::default(),
         }
@@ -219,6 +222,16 @@ impl Default for HeadersConfig {
             partner: unspanned("X-Palisade-Partner".into()),
         }
     }
+}
+
+/// The admin API's settings.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for the admin API's changes (lift or add a ban,
+    /// reload); empty: the environment's `PALISADE_ADMIN_TOKEN`, and
+    /// without either only the read-only endpoints answer.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

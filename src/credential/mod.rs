@@ -43,6 +43,8 @@ pub struct LoginAttempt {
 pub struct BanRequest {
     pub key: crate::store::Key,
     pub ttl: Duration,
+    /// The detection id that asked for the ban.
+    pub reason: &'static str,
 }
 
 #[derive(Debug)]
@@ -226,7 +228,11 @@ impl CredentialStage {
             return;
         }
         let (action, penalty) = if failures + refused >= 2.0 * threshold {
-            bans.push(BanRequest { key: keys.key(escalation.scope, "ban"), ttl: Duration::from_secs(abuse.ban_secs) });
+            bans.push(BanRequest {
+                key: keys.key(escalation.scope, "ban"),
+                ttl: Duration::from_secs(abuse.ban_secs),
+                reason: escalation.id,
+            });
             (Action::Block, 70)
         } else if failures >= threshold {
             (Action::RateLimit, 50)
@@ -314,7 +320,11 @@ impl CredentialStage {
             }
         }
         for ban in bans {
-            plan.push(CounterOp::Ban { key: ban.key.clone(), ttl: ban.ttl });
+            plan.push(CounterOp::Ban {
+                key: ban.key.clone(),
+                ttl: ban.ttl,
+                reason: crate::store::Key::from(ban.reason),
+            });
         }
     }
 

@@ -51,6 +51,18 @@ pub struct Partner {
     networks: CidrSet,
 }
 
+impl Partner {
+    /// How many API keys identify the partner (their hashes stay private).
+    pub fn api_key_count(&self) -> usize {
+        self.key_hashes.len()
+    }
+
+    /// The networks that identify the partner.
+    pub fn networks(&self) -> Vec<String> {
+        self.networks.networks()
+    }
+}
+
 /// Who the identify stage says sent the request.
 #[derive(Debug, Clone)]
 pub enum Identity {

@@ -43,6 +43,9 @@ use crate::store::{CounterStore, LocalStore, RedisSettings};
 pub struct App {
     pub lifecycle: Lifecycle,
     pub proxy: ProxySettings,
+    /// The admin API's token, and the keyed hash that names a client
+    /// address's bans.
+    pub admin: crate::admin::AdminSettings,
 }
 
 impl App {
@@ -60,9 +63,11 @@ impl App {
         // so `check` and reload report them.
         let redis = RedisSettings::from_config(config);
         match (pipeline, proxy, capture, redis) {
-            (Ok(pipeline), Ok(proxy), Ok(capture), Ok(_)) => {
-                Ok(App { lifecycle: Lifecycle::new(pipeline, capture), proxy })
-            }
+            (Ok(pipeline), Ok(proxy), Ok(capture), Ok(_)) => Ok(App {
+                lifecycle: Lifecycle::new(pipeline, capture),
+                proxy,
+                admin: crate::admin::AdminSettings::from_config(config),
+            }),
             (pipeline, proxy, capture, redis) => {
                 let mut problems = pipeline.err().unwrap_or_default();
                 problems.extend(proxy.err().unwrap_or_default());
@@ -82,6 +87,30 @@ impl App {
 
     pub fn pipeline(&self) -> &crate::pipeline::Pipeline {
         self.lifecycle.pipeline()
+    }
+}
+
+impl crate::admin::Served for App {
+    fn pipeline(&self) -> &crate::pipeline::Pipeline {
+        self.lifecycle.pipeline()
+    }
+
+    fn admin_settings(&self) -> &crate::admin::AdminSettings {
+        &self.admin
+    }
+
+    /// Put `new` in place of the running configuration; requests already
+    /// running keep the one they started with.
+    fn swap_in(current: &arc_swap::ArcSwap<Self>, new: Self, metrics: &crate::metrics::Metrics) {
+        let old = current.load();
+        if old.proxy.listen != new.proxy.listen || old.proxy.admin != new.proxy.admin {
+            tracing::warn!("listen and admin addresses change only on restart; keeping the bound ones");
+        }
+        if old.proxy.tls.is_some() != new.proxy.tls.is_some() {
+            tracing::warn!("TLS turned on or off: new connections on the listen address use the new setting");
+        }
+        current.store(Arc::new(new));
+        metrics.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

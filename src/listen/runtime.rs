@@ -18,7 +18,8 @@ use crate::metrics::Metrics;
 /// upstream connection pool.
 #[derive(Debug)]
 pub struct Runtime {
-    pub app: ArcSwap<App>,
+    /// Shared with the admin API, which reloads it too.
+    pub app: Arc<ArcSwap<App>>,
     pub metrics: Arc<Metrics>,
     pub log: DecisionLog,
     pub client: UpstreamClient,

@@ -36,6 +36,7 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     runtime: Arc<Runtime>,
+    admin: Arc<crate::admin::AdminContext<App>>,
     shutdown: watch::Sender<bool>,
     finished: tokio::task::JoinHandle<()>,
 }
@@ -46,7 +47,7 @@ impl Server {
             metrics.attach_store(redis.metrics());
         }
         let client = upstream_client(app.proxy.timeouts.upstream_connect);
-        Server { runtime: Arc::new(Runtime { app: ArcSwap::from_pointee(app), metrics, log, client }) }
+        Server { runtime: Arc::new(Runtime { app: Arc::new(ArcSwap::from_pointee(app)), metrics, log, client }) }
     }
 
     /// Bind the configured addresses and start serving.
@@ -63,9 +64,14 @@ impl Server {
         let admin_addr = admin.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let runtime = self.runtime.clone();
-        tokio::spawn(crate::admin::serve(admin, runtime.metrics.clone(), shutdown_rx.clone()));
+        let admin_context = Arc::new(crate::admin::AdminContext::new(
+            runtime.app.clone(),
+            runtime.metrics.clone(),
+            runtime.log.clone(),
+        ));
+        tokio::spawn(crate::admin::serve(admin, admin_context.clone(), shutdown_rx.clone()));
         let finished = tokio::spawn(accept_loop(runtime.clone(), proxy, shutdown_rx));
-        Ok(Running { proxy_addr, admin_addr, runtime, shutdown, finished })
+        Ok(Running { proxy_addr, admin_addr, runtime, admin: admin_context, shutdown, finished })
     }
 }
 
@@ -81,15 +87,13 @@ impl Running {
     /// Swap in a new compiled configuration; requests already running keep
     /// the one they started with.
     pub fn reload(&self, app: App) {
-        let old = self.runtime.app.load();
-        if old.proxy.listen != app.proxy.listen || old.proxy.admin != app.proxy.admin {
-            tracing::warn!("listen and admin addresses change only on restart; keeping the bound ones");
-        }
-        if old.proxy.tls.is_some() != app.proxy.tls.is_some() {
-            tracing::warn!("TLS turned on or off: new connections on the listen address use the new setting");
-        }
-        self.runtime.app.store(Arc::new(app));
-        self.runtime.metrics.reloads_ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        <App as crate::admin::Served>::swap_in(&self.runtime.app, app, &self.runtime.metrics);
+    }
+
+    /// How the admin API reloads (what SIGHUP does); without one it
+    /// answers that this process has no configuration file to reload.
+    pub fn set_reloader(&self, reloader: crate::admin::Reloader<App>) {
+        self.admin.set_reloader(reloader);
     }
 
     pub fn record_failed_reload(&self) {

@@ -37,8 +37,8 @@ enum Slot {
     Count(SlidingCount, Duration),
     Distinct(WindowedDistinct, Duration),
     Decay(Decayed, Duration),
-    /// Banned until this time.
-    Ban(Nanos),
+    /// Banned until this time, for this reason (a detection id).
+    Ban(Nanos, Key),
 }
 
 impl Slot {
@@ -47,7 +47,7 @@ impl Slot {
             Slot::Count(count, window) => count.is_expired(now, *window),
             Slot::Distinct(distinct, window) => distinct.is_expired(now, *window),
             Slot::Decay(decayed, half_life) => decayed.is_expired(now, *half_life),
-            Slot::Ban(until) => *until <= now,
+            Slot::Ban(until, _) => *until <= now,
         }
     }
 }
@@ -125,15 +125,15 @@ impl LocalStore {
                 }
             }
             CounterOp::BanCheck { key } => match shard.get(&**key) {
-                Some(Slot::Ban(until)) if *until > now => Reading::Ban(Some(Duration::from_nanos(until - now))),
+                Some(Slot::Ban(until, _)) if *until > now => Reading::Ban(Some(Duration::from_nanos(until - now))),
                 _ => Reading::Ban(None),
             },
-            CounterOp::Ban { key, ttl } => {
+            CounterOp::Ban { key, ttl, reason } => {
                 let until = now + ttl.as_nanos() as u64;
                 match shard.get_mut(&**key) {
-                    Some(Slot::Ban(current)) => *current = (*current).max(until),
+                    Some(Slot::Ban(current, _)) if *current >= until => {}
                     _ => {
-                        shard.insert(key.to_string(), Slot::Ban(until));
+                        shard.insert(key.to_string(), Slot::Ban(until, reason.clone()));
                     }
                 }
                 Reading::Done
@@ -173,6 +173,69 @@ impl LocalStore {
         }
         let mut map = self.shards[shard].lock().expect("store shard poisoned");
         map.retain(|_, slot| !slot.is_expired(now));
+    }
+
+    /// Every ban in force at `now`: its key, time left and reason.
+    pub fn bans(&self, now: Nanos) -> Vec<super::BanEntry> {
+        let mut bans = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().expect("store shard poisoned");
+            for (key, slot) in shard.iter() {
+                if let Slot::Ban(until, reason) = slot
+                    && *until > now
+                {
+                    bans.push(super::BanEntry {
+                        key: key.clone(),
+                        left: Duration::from_nanos(until - now),
+                        reason: reason.to_string(),
+                    });
+                }
+            }
+        }
+        bans.sort_by(|a, b| a.key.cmp(&b.key));
+        bans
+    }
+
+    /// Lift the ban under `key` and clear the other counters of its scope
+    /// (the keys beside it, `…:f`, `…:x`, …): the client starts afresh
+    /// instead of being banned again by its old failures. Whether a ban
+    /// was in force.
+    pub fn lift(&self, key: &str, now: Nanos) -> bool {
+        let in_force = {
+            let shard = self.shard(key).lock().expect("store shard poisoned");
+            matches!(shard.get(key), Some(Slot::Ban(until, _)) if *until > now)
+        };
+        let scope = match key.rsplit_once(':') {
+            Some((group, _)) if !group.is_empty() => format!("{group}:"),
+            _ => key.to_string(),
+        };
+        for shard in &self.shards {
+            shard.lock().expect("store shard poisoned").retain(|held, _| held != key && !held.starts_with(&scope));
+        }
+        in_force
+    }
+
+    /// The `limit` largest sliding-window counts at `now` among keys that
+    /// end with `suffix` (e.g. `:f`, failures): what the dashboard shows
+    /// as under attack. Reads the maps; no request pays for it.
+    pub fn top_counts(&self, suffix: &str, now: Nanos, limit: usize) -> Vec<(String, f64)> {
+        let mut top: Vec<(String, f64)> = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().expect("store shard poisoned");
+            for (key, slot) in shard.iter() {
+                if let Slot::Count(count, window) = slot
+                    && key.ends_with(suffix)
+                {
+                    let value = count.estimate(now, *window);
+                    if value > 0.0 {
+                        top.push((key.clone(), value));
+                    }
+                }
+            }
+        }
+        top.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(limit);
+        top
     }
 
     /// Every key held (GCRA keys are governor's and not listed one by one).
@@ -239,7 +302,7 @@ mod tests {
         let mut plan = CounterPlan::default();
         plan.push(CounterOp::Count { key: Key::from("c"), window: minute, add: 2 });
         plan.push(CounterOp::Distinct { key: Key::from("d"), window: minute, item: Some(7) });
-        plan.push(CounterOp::Ban { key: Key::from("b"), ttl: minute });
+        plan.push(CounterOp::Ban { key: Key::from("b"), ttl: minute, reason: Key::from("cred.ip_failures") });
         let mut readings = CounterReadings::default();
         store.execute(&plan, now, &mut readings);
         store.execute(&plan, now, &mut readings);
@@ -256,5 +319,15 @@ mod tests {
         store.execute(&check, now + 61_000_000_000, &mut later);
         assert_eq!(later.ban("b"), None);
         assert_eq!(store.keys(), ["b", "c", "d"]);
+        let listed = store.bans(now + 1_000_000_000);
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].key.as_str(), listed[0].reason.as_str()), ("b", "cred.ip_failures"));
+        assert_eq!(listed[0].left, Duration::from_secs(59));
+        assert_eq!(store.top_counts(":nothing", now, 5), []);
+        assert!(store.lift("b", now + 1_000_000_000), "the ban was in force");
+        let mut lifted = CounterReadings::default();
+        store.execute(&check, now + 2_000_000_000, &mut lifted);
+        assert_eq!(lifted.ban("b"), None);
+        assert!(store.bans(now).is_empty());
     }
 }

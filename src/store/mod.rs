@@ -44,8 +44,10 @@ pub enum CounterOp {
     Decay { key: Key, half_life: Duration, add: f64 },
     /// Is a ban in force under `key`? Reads the time left.
     BanCheck { key: Key },
-    /// Ban `key` for `ttl` (extending, never shortening, a ban in force).
-    Ban { key: Key, ttl: Duration },
+    /// Ban `key` for `ttl` (extending, never shortening, a ban in force);
+    /// `reason` is the detection id (or `admin`) that asked for it, kept
+    /// with the ban so that it can be listed.
+    Ban { key: Key, ttl: Duration, reason: Key },
 }
 
 impl CounterOp {
@@ -219,6 +221,16 @@ impl CounterReadings {
     }
 }
 
+/// A ban in force, as the admin API lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BanEntry {
+    /// The ban's counter key (`login:{route}:{scope}:{hashed id}:ban`).
+    pub key: String,
+    pub left: Duration,
+    /// The detection id (or `admin`) that set it.
+    pub reason: String,
+}
+
 /// The counter store backends.
 // Built once per process and shared behind an `Arc`: the variants' sizes
 // never matter.
@@ -262,6 +274,42 @@ impl CounterStore {
     pub async fn flush(&self) {
         if let CounterStore::Redis(redis) = self {
             redis.flush().await;
+        }
+    }
+
+    /// Every ban in force under the given shards (the login routes'
+    /// names): from Redis when it is up, else this replica's own.
+    pub async fn bans(&self, shards: &[Key], now: Nanos) -> Vec<BanEntry> {
+        match self {
+            CounterStore::Local(local) => local.bans(now),
+            CounterStore::Redis(redis) => redis.bans(shards, now).await,
+        }
+    }
+
+    /// Lift the ban under `key` (in `shard`) everywhere: in this process
+    /// and, with Redis, in Redis and (within a second) on every replica.
+    /// Whether a ban was in force.
+    pub async fn lift_ban(&self, shard: &Key, key: &str, now: Nanos) -> Result<bool, String> {
+        match self {
+            CounterStore::Local(local) => Ok(local.lift(key, now)),
+            CounterStore::Redis(redis) => redis.lift(shard, key, now).await,
+        }
+    }
+
+    /// Ban `key` (in `shard`) for `ttl`, and wait until a shared store has it.
+    pub async fn add_ban(&self, shard: &Key, key: &str, ttl: Duration, reason: &str, now: Nanos) {
+        let mut plan = CounterPlan::new(shard.clone());
+        plan.push(CounterOp::Ban { key: Key::from(key), ttl, reason: Key::from(reason) });
+        self.write(plan, now);
+        self.flush().await;
+    }
+
+    /// The `limit` largest failure counts this process holds (see
+    /// [`LocalStore::top_counts`]); with Redis, this replica's own view.
+    pub fn top_counts(&self, suffix: &str, now: Nanos, limit: usize) -> Vec<(String, f64)> {
+        match self {
+            CounterStore::Local(local) => local.top_counts(suffix, now, limit),
+            CounterStore::Redis(redis) => redis.local().top_counts(suffix, now, limit),
         }
     }
 

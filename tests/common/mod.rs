@@ -316,6 +316,8 @@ pub async fn dead_upstream() -> Upstream {
 pub struct BinaryPalisade {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
@@ -341,12 +343,14 @@ impl BinaryPalisade {
                 if let Some(rest) =
                     listening.and_then(|l| l.strip_prefix("http://").or_else(|| l.strip_prefix("https://")))
                 {
-                    return rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
+                    let addr = rest.split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap();
+                    let admin = rest.split("(admin http://").nth(1).unwrap().split(')').next().unwrap();
+                    return (addr, admin.parse::<SocketAddr>().unwrap());
                 }
             }
             panic!("palisade exited without saying where it listens: {:#?}", stderr.lock().unwrap());
         };
-        let addr =
+        let (addr, admin) =
             tokio::time::timeout(Duration::from_secs(10), find_addr).await.expect("palisade printed its address");
         let collected = stderr.clone();
         tokio::spawn(async move {
@@ -354,7 +358,7 @@ impl BinaryPalisade {
                 collected.lock().unwrap().push(line);
             }
         });
-        BinaryPalisade { child, addr, stderr }
+        BinaryPalisade { child, addr, admin, stderr }
     }
 
     pub fn pid(&self) -> u32 {

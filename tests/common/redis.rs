@@ -139,6 +139,9 @@ impl RedisServer {
             let kind = self.cli(&["TYPE", &key]);
             let value = match kind.trim() {
                 "hash" => self.cli(&["HGETALL", &key]),
+                // Each shard's ban index; the lift feed.
+                "zset" => self.cli(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]),
+                "stream" => self.cli(&["XRANGE", &key, "-", "+"]),
                 _ => self.cli(&["GET", &key]),
             };
             out.push_str(&value);

@@ -61,6 +61,11 @@ impl Denials {
         denial.recheck_at = denial.recheck_at.max(recheck_at);
     }
 
+    /// Forget what is remembered under `key` (a lifted ban).
+    pub fn forget(&self, key: &str) {
+        self.shard(key).lock().expect("denial cache poisoned").remove(key);
+    }
+
     /// Remember the denials among `readings` of `plan`.
     pub fn remember_readings(&self, plan: &CounterPlan, readings: &CounterReadings, now: Nanos) {
         for (op, (_, reading)) in plan.ops().iter().zip(readings.entries()) {

@@ -27,6 +27,7 @@
 //! others from their next request. A ban that could not be written (Redis
 //! down, a failed write) is kept and written when Redis answers again.
 
+mod admin;
 mod denials;
 mod script;
 mod settings;
@@ -60,6 +61,13 @@ impl Connection {
         match self {
             Connection::Single(connection) => invocation.invoke_async(connection).await,
             Connection::Cluster(connection) => invocation.invoke_async(connection).await,
+        }
+    }
+
+    async fn query(&mut self, command: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        match self {
+            Connection::Single(connection) => command.query_async(connection).await,
+            Connection::Cluster(connection) => command.query_async(connection).await,
         }
     }
 }
@@ -122,6 +130,7 @@ impl RedisStore {
             tokio::spawn(probe(shared.clone()));
         }
         tokio::spawn(writer::run(Arc::downgrade(&shared), queue));
+        tokio::spawn(admin::follow_lifts(Arc::downgrade(&shared)));
         Ok(RedisStore { shared })
     }
 
@@ -195,9 +204,9 @@ impl RedisStore {
         let shared = &self.shared;
         shared.local.execute(&plan, now, &mut CounterReadings::default());
         for op in plan.ops() {
-            if let CounterOp::Ban { key, ttl } = op {
+            if let CounterOp::Ban { key, ttl, reason } = op {
                 shared.denials.remember(key, now, *ttl);
-                shared.pending_bans.add(plan.shard_key(), key, now, *ttl);
+                shared.pending_bans.add(plan.shard_key(), key, now, *ttl, reason);
             }
         }
         if plan.is_empty() {

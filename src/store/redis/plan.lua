@@ -169,18 +169,25 @@ while a <= #ARGV do
     reply[#reply + 1] = left
     a, k = a + 2, k + 1
   elseif op == 'B' then
-    -- Ban: extend, never shorten.
-    local name, ttl = ARGV[a + 1], tonumber(ARGV[a + 2])
-    local key = KEYS[k]
+    -- Ban: extend, never shorten. The reason (a detection id) is the field
+    -- NAME.why; the shard's ban index (a sorted set by end time) lists the
+    -- ban for the admin API and forgets bans that have run out.
+    local name, ttl, why, member = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
+    local key, index = KEYS[k], KEYS[k + 1]
     local g = group(key)
     local ends = now + ttl
     if field(g, name, 0) < ends then
-      redis.call('HSET', key, name, fmt(ends))
+      redis.call('HSET', key, name, fmt(ends), name .. '.why', why)
       g.fields[name] = fmt(ends)
       keep(g, ms(ttl) + 1000)
+      redis.call('ZADD', index, fmt(ends), member)
+      redis.call('ZREMRANGEBYSCORE', index, '-inf', fmt(now))
+      if redis.call('PEXPIRE', index, ms(ttl) + 1000, 'GT') == 0 then
+        redis.call('PEXPIRE', index, ms(ttl) + 1000, 'NX')
+      end
     end
     reply[#reply + 1] = 0
-    a, k = a + 3, k + 1
+    a, k = a + 5, k + 2
   else
     return redis.error_reply('palisade: unknown counter operation ' .. tostring(op))
   end

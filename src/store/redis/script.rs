@@ -74,18 +74,25 @@ pub fn encode(plan: &CounterPlan, prefix: &str, now: Option<Nanos>, invocation: 
                 let (group, name) = group_and_field(key);
                 invocation.key(redis_key(prefix, shard, group)).arg("b").arg(name);
             }
-            CounterOp::Ban { key, ttl } => {
+            CounterOp::Ban { key, ttl, reason } => {
                 let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).arg("B").arg(name).arg(micros(*ttl));
+                invocation.key(redis_key(prefix, shard, group)).key(ban_index(prefix, shard));
+                invocation.arg("B").arg(name).arg(micros(*ttl)).arg(&**reason).arg(&**key);
             }
         }
     }
 }
 
+/// The sorted set of a shard's bans (member: the ban's key, score: when
+/// it ends, in microseconds), so that they can be listed without scanning.
+pub fn ban_index(prefix: &str, shard: &str) -> String {
+    redis_key(prefix, shard, "bans")
+}
+
 /// The group hash a counter lives in, and its field name there: the key
 /// up to its last `:` (one scope, e.g. one client address), and the rest
 /// (`f`, `s`, `users`, …). A key without `:` is a group of its own.
-fn group_and_field(key: &str) -> (&str, &str) {
+pub fn group_and_field(key: &str) -> (&str, &str) {
     match key.rsplit_once(':') {
         Some((group, name)) if !group.is_empty() && !name.is_empty() => (group, name),
         _ => (key, "_"),

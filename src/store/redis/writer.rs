@@ -37,6 +37,7 @@ pub enum WriteJob {
 struct PendingBan {
     shard: Key,
     until: Nanos,
+    reason: Key,
     /// Send it with the next batch (a write of it failed or was dropped).
     retry: bool,
 }
@@ -46,11 +47,21 @@ struct PendingBan {
 pub struct PendingBans(Mutex<hashbrown::HashMap<Key, PendingBan>>);
 
 impl PendingBans {
-    pub fn add(&self, shard: &Key, key: &Key, now: Nanos, ttl: Duration) {
+    pub fn add(&self, shard: &Key, key: &Key, now: Nanos, ttl: Duration, reason: &Key) {
         let until = now.saturating_add(ttl.as_nanos() as u64);
         let mut bans = self.0.lock().expect("pending bans poisoned");
-        let ban = bans.entry(key.clone()).or_insert(PendingBan { shard: shard.clone(), until, retry: false });
+        let ban = bans.entry(key.clone()).or_insert(PendingBan {
+            shard: shard.clone(),
+            until,
+            reason: reason.clone(),
+            retry: false,
+        });
         ban.until = ban.until.max(until);
+    }
+
+    /// Forget a ban that was lifted, so it is never sent again.
+    pub fn remove(&self, key: &str) {
+        self.0.lock().expect("pending bans poisoned").remove(key);
     }
 
     /// Send every pending ban again with the next batch.
@@ -87,7 +98,11 @@ impl PendingBans {
         let mut plans: Vec<CounterPlan> = Vec::new();
         for (key, ban) in bans.iter_mut().filter(|(_, ban)| ban.retry) {
             ban.retry = false;
-            let op = CounterOp::Ban { key: key.clone(), ttl: Duration::from_nanos(ban.until - now) };
+            let op = CounterOp::Ban {
+                key: key.clone(),
+                ttl: Duration::from_nanos(ban.until - now),
+                reason: ban.reason.clone(),
+            };
             match plans.iter_mut().find(|plan| plan.shard_key() == &ban.shard) {
                 Some(plan) => plan.push(op),
                 None => {
@@ -189,12 +204,13 @@ mod tests {
     fn pending_bans_are_retried_with_the_time_they_have_left() {
         let bans = PendingBans::default();
         let (shard, key) = (Key::from("login"), Key::from("login:ip:ab:ban"));
-        bans.add(&shard, &key, 0, Duration::from_secs(900));
+        let reason = Key::from("cred.ip_failures");
+        bans.add(&shard, &key, 0, Duration::from_secs(900), &reason);
         assert!(bans.take_retries(1).is_empty(), "not retried before a failure or a reconnect");
         bans.retry_all();
         let retries = bans.take_retries(100_000_000_000);
         assert_eq!(retries.len(), 1);
-        assert_eq!(retries[0].ops(), [CounterOp::Ban { key: key.clone(), ttl: Duration::from_secs(800) }]);
+        assert_eq!(retries[0].ops(), [CounterOp::Ban { key: key.clone(), ttl: Duration::from_secs(800), reason }]);
         bans.confirm(&retries[0]);
         bans.retry_all();
         assert!(bans.take_retries(1).is_empty(), "confirmed bans are forgotten");

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod redis;
+pub mod webdriver;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -18,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod credential;
 pub mod decide;
+pub mod decision_headers;
 pub mod decision_log;
 pub mod demo;
 pub mod detect;

@@ -25,6 +25,7 @@ use http::{HeaderMap, Method, Uri, Version};
 use crate::capture::CaptureSink;
 use crate::capture::sink::PendingCapture;
 use crate::decision_log::{DecisionLog, RequestFacts, render_line};
+use crate::detect::Observed;
 use crate::metrics::Metrics;
 use crate::outcome::{LoginOutcome, ResponseFacts};
 use crate::pipeline::{Decision, Pipeline};
@@ -119,6 +120,10 @@ pub enum Ending<'a> {
     /// The request was let through but no answer is known (the upstream
     /// failed, the client went away, or a sidecar's app never reported).
     Unanswered { upstream_time: Option<Duration> },
+    /// A sidecar's outcome report: the application's status, or the login
+    /// outcome it states, and the username when the front door could not
+    /// read the login body itself.
+    Reported { status: Option<u16>, login: Option<LoginOutcome>, username: Option<&'a str> },
 }
 
 impl Lifecycle {
@@ -251,6 +256,16 @@ impl Lifecycle {
                 }
                 let outcome = self.pipeline.observe(&exchange.route, &exchange.decision, &response);
                 (Some(response.status), outcome, upstream_time)
+            }
+            Ending::Reported { status, login, username } => {
+                let response = ResponseFacts::status(status.unwrap_or(0));
+                let login = login.or_else(|| {
+                    let spec = exchange.route.login.as_ref()?;
+                    status.and_then(|_| crate::outcome::classify(spec, &response))
+                });
+                let observed = Observed { response: &response, login, username };
+                self.pipeline.observe_with(&exchange.route, &exchange.decision, &observed);
+                (status, login, None)
             }
         };
         if let Some(capture) = exchange.capture.take() {

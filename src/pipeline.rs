@@ -291,15 +291,20 @@ impl Pipeline {
     /// outcome, and let every stage add what it learns to its counters.
     pub fn observe(&self, route: &Route, decision: &Decision, response: &ResponseFacts<'_>) -> Option<LoginOutcome> {
         let login = route.login.as_ref().and_then(|spec| crate::outcome::classify(spec, response));
-        let observed = Observed { response, login };
+        self.observe_with(route, decision, &Observed { response, login, username: None });
+        login
+    }
+
+    /// Let every stage learn from an answer already read (a sidecar's
+    /// outcome report).
+    pub fn observe_with(&self, route: &Route, decision: &Decision, observed: &Observed<'_>) {
         let mut writes = CounterPlan::new(route.name.clone());
         for stage in self.stages_for(&decision.context) {
-            stage.observe(route, &decision.context, &observed, &mut writes);
+            stage.observe(route, &decision.context, observed, &mut writes);
         }
         if !writes.is_empty() {
             self.store.write(writes, self.clock.now());
         }
-        login
     }
 
     /// The detector stages, in the order they run (for `palisade explain`).

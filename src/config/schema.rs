@@ -36,6 +36,9 @@ pub struct Config {
     pub breach: BreachConfig,
     /// Capture mode (`[capture]`); absent means nothing is captured.
     pub capture: Option<CaptureConfig>,
+    /// Sidecar mode (`[sidecar]`): answer authorization requests from
+    /// nginx or Envoy instead of proxying; absent means reverse proxy.
+    pub sidecar: Option<SidecarConfig>,
     /// The admin API on `server.admin` (`[admin]`).
     pub admin: AdminConfig,
     /// The folder of the configuration file; relative paths in it are
@@ -89,6 +92,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             breach: BreachConfig::default(),
             capture: None,
+            sidecar: None,
             admin: AdminConfig::default(),
             base_dir: None,
             source: SourceText::default(),
@@ -717,3 +721,39 @@ pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
 /// Headers whose values are redacted by default (`[capture]
 /// redact_headers`).
 pub const DEFAULT_REDACT_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+/// Sidecar mode: palisade answers authorization sub-requests (nginx
+/// `auth_request`, Envoy `ext_authz` in HTTP service mode) on
+/// `server.listen` instead of forwarding; `server.upstream` is not used.
+/// The proxy in front must be in `server.trusted_proxies`, so that the
+/// client address it forwards is believed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SidecarConfig {
+    /// Where nginx's `auth_request` sub-requests arrive (exact path); the
+    /// original method and URI come in `X-Original-Method` and `X-Original-URI`.
+    pub nginx_path: Spanned<String>,
+    /// Envoy's `ext_authz` `path_prefix`: a check request's path is this
+    /// prefix followed by the original path.
+    pub envoy_prefix: Spanned<String>,
+    /// Where the application (or the proxy) reports a login's outcome,
+    /// keyed by palisade's request id.
+    pub outcome_path: Spanned<String>,
+    /// How long an allowed login waits for its outcome report.
+    pub outcome_wait_ms: u64,
+    /// Allowed logins waiting for an outcome at most; the oldest is
+    /// given up first (logged without an outcome).
+    pub max_pending_outcomes: usize,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        SidecarConfig {
+            nginx_path: unspanned("/_palisade/auth".into()),
+            envoy_prefix: unspanned("/_palisade/check".into()),
+            outcome_path: unspanned("/_palisade/outcome".into()),
+            outcome_wait_ms: 30_000,
+            max_pending_outcomes: 100_000,
+        }
+    }
+}

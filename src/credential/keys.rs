@@ -73,6 +73,19 @@ pub struct LoginKeys {
 }
 
 impl LoginKeys {
+    /// The same attempt's keys once its username is known (a sidecar
+    /// learns it from the application's outcome report).
+    pub fn with_user(&self, hasher: &KeyHasher, username: &str) -> LoginKeys {
+        let mut keys = LoginKeys {
+            user: Some(hasher.hash("user", username.to_lowercase().as_bytes())),
+            user_item: Some(hasher.item("user", username.to_lowercase().as_bytes())),
+            built: Vec::new(),
+            ..self.clone()
+        };
+        keys.built = COUNTERS.iter().map(|(scope, counter)| Key::from(keys.format(*scope, counter))).collect();
+        keys
+    }
+
     pub fn new(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str, username: Option<&str>) -> Self {
         let ip_text = crate::cidr::canonical_ip(ip).to_string();
         // The fingerprint is not personal, but hashing keeps keys short.

@@ -328,6 +328,16 @@ impl CredentialStage {
         }
     }
 
+    /// A username reported with the outcome joins the distinct-username
+    /// counts of the attempt's scopes, and the address joins the account's.
+    fn count_late_username(&self, keys: &LoginKeys, abuse: &AbuseConfig, plan: &mut CounterPlan) {
+        let window = Duration::from_secs(abuse.window_secs);
+        for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
+            plan.push(CounterOp::Distinct { key: keys.key(scope, "users"), window, item: keys.user_item });
+        }
+        plan.push(CounterOp::Distinct { key: keys.key(Scope::User, "addrs"), window, item: Some(keys.ip_item) });
+    }
+
     /// After the upstream answered: the outcome goes into every scope.
     fn observe_outcome(
         &self,
@@ -413,9 +423,19 @@ impl Stage for CredentialStage {
     }
 
     fn observe(&self, route: &Route, context: &RequestContext, observed: &Observed<'_>, writes: &mut CounterPlan) {
-        if let (Some(state), Some(abuse), Some(outcome)) = (context.get::<AttemptState>(), &route.abuse, observed.login)
-        {
-            self.observe_outcome(&state.attempt, abuse, outcome, writes);
+        let (Some(state), Some(abuse), Some(outcome)) = (context.get::<AttemptState>(), &route.abuse, observed.login)
+        else {
+            return;
+        };
+        match observed.username {
+            // Learned only now: count it where the request would have.
+            Some(username) if state.attempt.keys.user.is_none() => {
+                let keys = state.attempt.keys.with_user(&self.hasher, username);
+                self.count_late_username(&keys, abuse, writes);
+                let attempt = LoginAttempt { keys, breached_password: false };
+                self.observe_outcome(&attempt, abuse, outcome, writes);
+            }
+            _ => self.observe_outcome(&state.attempt, abuse, outcome, writes),
         }
     }
 }

@@ -59,4 +59,8 @@ pub struct Observed<'a> {
     pub response: &'a ResponseFacts<'a>,
     /// On login routes: the outcome the route's login settings read from it.
     pub login: Option<LoginOutcome>,
+    /// The login's username, when it was learned only with the outcome (a
+    /// sidecar behind nginx cannot see the login body; the application
+    /// reports it).
+    pub username: Option<&'a str>,
 }

@@ -14,8 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::{DecisionHeaders, ProxyBody};
-use crate::identify::Identity;
+use super::ProxyBody;
+use crate::decision_headers::DecisionHeaders;
 use crate::pipeline::Decision;
 
 pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
@@ -77,20 +77,7 @@ pub fn prepare_request(
         headers.insert("x-forwarded-for", value);
     }
 
-    for name in names.all() {
-        headers.remove(name);
-    }
-    headers.insert(names.score.clone(), HeaderValue::from(u16::from(decision.score())));
-    if let Some(value) = detections_value(decision) {
-        headers.insert(names.detections.clone(), value);
-    }
-    headers.insert(names.request_id.clone(), request_id_value(decision.request_id.0));
-    headers.insert(names.action.clone(), HeaderValue::from_static(decision.action().as_str()));
-    if let Identity::Partner { partner, .. } = &decision.identity
-        && let Ok(value) = HeaderValue::from_str(&partner.name)
-    {
-        headers.insert(names.partner.clone(), value);
-    }
+    names.insert(headers, decision);
 }
 
 /// Point the request at the upstream, keeping the client's path and query.
@@ -133,32 +120,6 @@ fn forwarded_for(headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> Optio
     HeaderValue::from_bytes(peer_text).ok()
 }
 
-/// The enforced detections, comma-separated; most requests have none, and
-/// those get a static empty value instead of an allocated one.
-fn detections_value(decision: &Decision) -> Option<HeaderValue> {
-    let mut detections = decision.enforced_detections();
-    let Some(first) = detections.next() else {
-        return Some(HeaderValue::from_static(""));
-    };
-    let mut joined = String::from(first);
-    for detection in detections {
-        joined.push(',');
-        joined.push_str(detection);
-    }
-    HeaderValue::from_str(&joined).ok()
-}
-
-/// A request id as 16 hex digits (as [`crate::request_id::RequestId`]
-/// displays it), written without a formatter or an intermediate string.
-fn request_id_value(id: u64) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    for (i, digit) in digits.iter_mut().enumerate() {
-        *digit = HEX[((id >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
-}
-
 /// Body type used for everything palisade sends.
 pub fn full_body(bytes: Bytes) -> ProxyBody {
     use http_body_util::BodyExt;
@@ -168,14 +129,6 @@ pub fn full_body(bytes: Bytes) -> ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_id_value_is_its_display() {
-        for id in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
-            let text = crate::request_id::RequestId(id).to_string();
-            assert_eq!(request_id_value(id), HeaderValue::from_str(&text).unwrap());
-        }
-    }
 
     #[test]
     fn forwarded_for_keeps_only_a_trusted_chain() {

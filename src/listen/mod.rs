@@ -9,8 +9,10 @@ pub mod client_addr;
 pub mod forward;
 mod handler;
 mod idle;
+mod pending;
 mod runtime;
 mod server;
+pub mod sidecar;
 mod tls;
 mod wire_head;
 
@@ -29,6 +31,7 @@ pub use tls::TlsSettings;
 use crate::cidr::CidrSet;
 use crate::clock::SharedClock;
 use crate::config::{Config, Invalid, LimitsConfig, Spanned};
+use crate::decision_headers::DecisionHeaders;
 use crate::lifecycle::Lifecycle;
 use crate::pipeline::PipelineBuilder;
 use crate::request_id::RequestIds;
@@ -117,22 +120,6 @@ impl crate::admin::Served for App {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
-/// Names of the headers that tell the application the decision.
-#[derive(Debug, Clone)]
-pub struct DecisionHeaders {
-    pub score: HeaderName,
-    pub detections: HeaderName,
-    pub request_id: HeaderName,
-    pub action: HeaderName,
-    pub partner: HeaderName,
-}
-
-impl DecisionHeaders {
-    pub fn all(&self) -> [&HeaderName; 5] {
-        [&self.score, &self.detections, &self.request_id, &self.action, &self.partner]
-    }
-}
-
 /// Timeouts, as durations.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -155,6 +142,8 @@ pub struct ProxySettings {
     pub headers: DecisionHeaders,
     /// TLS termination on `listen`, when configured.
     pub tls: Option<TlsSettings>,
+    /// Sidecar mode: answer authorization requests instead of forwarding.
+    pub sidecar: Option<Arc<sidecar::SidecarSettings>>,
 }
 
 impl ProxySettings {
@@ -223,7 +212,13 @@ impl ProxySettings {
             Some(tls) => TlsSettings::from_config(config, tls).map(Some).map_err(|mut errs| problems.append(&mut errs)),
             None => Ok(None),
         };
-        match (listen, admin, upstream, trusted_proxies, names, tls) {
+        let sidecar = match &config.sidecar {
+            Some(sidecar) => sidecar::SidecarSettings::from_config(config, sidecar)
+                .map(|settings| Some(Arc::new(settings)))
+                .map_err(|mut errs| problems.append(&mut errs)),
+            None => Ok(None),
+        };
+        match (listen, admin, upstream, trusted_proxies, names, tls, sidecar) {
             (
                 Ok(listen),
                 Ok(admin),
@@ -231,6 +226,7 @@ impl ProxySettings {
                 Ok(trusted_proxies),
                 (Ok(score), Ok(detections), Ok(request_id), Ok(action), Ok(partner)),
                 Ok(tls),
+                Ok(sidecar),
             ) if problems.is_empty() => Ok(ProxySettings {
                 listen,
                 admin,
@@ -246,6 +242,7 @@ impl ProxySettings {
                 },
                 headers: DecisionHeaders { score, detections, request_id, action, partner },
                 tls,
+                sidecar,
             }),
             _ => Err(problems),
         }

@@ -4,12 +4,13 @@
 //! fills it, the handler reads it; neither imports the other.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
 use super::App;
 use super::forward::UpstreamClient;
+use super::pending::PendingOutcomes;
 use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
 
@@ -23,6 +24,16 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     pub log: DecisionLog,
     pub client: UpstreamClient,
+    /// Sidecar mode: allowed logins waiting for their outcome report.
+    pub pending: Mutex<PendingOutcomes>,
+}
+
+impl Runtime {
+    /// The logins waiting for an outcome (a poisoned lock is still usable:
+    /// the map is consistent after every operation).
+    pub fn pending_outcomes(&self) -> MutexGuard<'_, PendingOutcomes> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// What is known about a client connection before any request on it.

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::App;
 use super::forward::upstream_client;
 use super::idle::{ActivityClock, Tracked};
+use super::pending::PendingOutcomes;
 use super::runtime::{ConnectionInfo, Runtime};
 use super::tls::TlsSettings;
 use super::wire_head::{HeadRecorder, WireHeads};
@@ -47,7 +48,13 @@ impl Server {
             metrics.attach_store(redis.metrics());
         }
         let client = upstream_client(app.proxy.timeouts.upstream_connect);
-        Server { runtime: Arc::new(Runtime { app: Arc::new(ArcSwap::from_pointee(app)), metrics, log, client }) }
+        let pending = match &app.proxy.sidecar {
+            Some(sidecar) => PendingOutcomes::new(sidecar.outcome_wait, sidecar.max_pending_outcomes),
+            None => PendingOutcomes::new(std::time::Duration::from_secs(30), 1),
+        };
+        let pending = std::sync::Mutex::new(pending);
+        let app = Arc::new(ArcSwap::from_pointee(app));
+        Server { runtime: Arc::new(Runtime { app, metrics, log, client, pending }) }
     }
 
     /// Bind the configured addresses and start serving.
@@ -212,7 +219,17 @@ async fn serve_connection<S>(
         .keep_alive_timeout(Duration::from_secs(20));
     let service_runtime = runtime.clone();
     let service = service_fn(move |request| {
-        super::handler::handle(service_runtime.clone(), request, connection_info.clone(), wire_heads.clone())
+        let runtime = service_runtime.clone();
+        let connection = connection_info.clone();
+        let wire_heads = wire_heads.clone();
+        async move {
+            // Read per request, so a reload can switch between proxy and sidecar.
+            let sidecar = runtime.app.load().proxy.sidecar.clone();
+            match sidecar {
+                Some(settings) => super::sidecar::handle(runtime, request, connection, settings).await,
+                None => super::handler::handle(runtime, request, connection, wire_heads).await,
+            }
+        }
     });
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::diff::{DiffTally, Example};
 use super::expect::{Expectations, expectation_line};
 use super::gates::{GateResult, Gates};
+use super::html::{Case, HtmlTally, ReportContext, evidence_text};
 use super::report::Tally;
 use super::run::{CaptureSummary, Engine, Inputs};
 use crate::capture::import_har::{HAR_CLIENT_IP, Imported, import_har};
@@ -51,6 +52,11 @@ pub struct ReplayArgs {
     /// Write every request's decision here (JSON Lines).
     #[arg(long, value_name = "FILE")]
     pub decisions: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML page (summary,
+    /// confusion matrix and score histograms per label, false positives and
+    /// misses with evidence, and the diff against `--baseline`).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     /// Fail (exit 1) when more than this fraction of the requests labeled human,
     /// or of those labeled partner, is stopped (rate-limited or blocked).
     #[arg(long, value_name = "FRACTION")]
@@ -189,7 +195,11 @@ struct JsonReport<'a> {
 /// `palisade replay`.
 pub fn replay(args: ReplayArgs) -> ExitCode {
     let config_name = args.config.as_ref().map_or_else(|| "(defaults)".to_string(), |p| p.display().to_string());
-    let new = match load_config(args.config.as_deref()).and_then(|c| engine(&c, &config_name)) {
+    let new_config = match load_config(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => return fail(error),
+    };
+    let new = match engine(&new_config, &config_name) {
         Ok(engine) => engine,
         Err(error) => return fail(error),
     };
@@ -244,12 +254,30 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
     let mut tally = Tally::default();
     let mut baseline_tally = Tally::default();
     let mut diff = DiffTally::default();
+    let mut html = args.report.as_ref().map(|_| HtmlTally::default());
     let mut write_error: Option<std::io::Error> = None;
     let mut count: u64 = 0;
     inputs.for_each(|request, meta| {
         let capture = &file_names[meta.capture];
         let (decision, route) = new.run(request);
         tally.add(&decision, &route, meta.label.as_ref(), request.at);
+        if let Some(html) = &mut html {
+            html.add(&decision, meta.label.as_deref(), || Case {
+                capture: capture.clone(),
+                line: meta.line,
+                label: meta.label.as_deref().unwrap_or("").to_string(),
+                method: request.method.to_string(),
+                target: request.uri.to_string(),
+                client_ip: request.client_ip.to_string(),
+                score: decision.score(),
+                action: decision.action(),
+                signals: decision
+                    .signals
+                    .iter()
+                    .map(|s| (s.id.to_string(), s.penalty, s.action, evidence_text(s)))
+                    .collect(),
+            });
+        }
         let old = baseline.as_ref().map(|engine| {
             let (old, old_route) = engine.run(request);
             baseline_tally.add(&old, &old_route, meta.label.as_ref(), request.at);
@@ -311,6 +339,19 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
     let gates = Gates { max_false_positive_rate: args.max_false_positive_rate, min_bot_recall: args.min_bot_recall };
     let results = gates.check(&summary, expectations.as_ref());
     let passed = results.iter().all(|r| r.passed);
+    if let (Some(path), Some(html)) = (&args.report, &html) {
+        let decision = &new_config.decision;
+        let context = ReportContext {
+            configuration: &config_name,
+            baseline: args.baseline.as_ref().map(|p| p.to_str().unwrap_or("(baseline)")),
+            captures: inputs.summaries().iter().map(|s| (s.name.clone(), s.requests)).collect(),
+            thresholds: (decision.log_at_or_below, decision.challenge_at_or_below, decision.block_at_or_below),
+        };
+        let page = super::html::render(&context, &summary, html, diff_report.as_ref(), &results);
+        if let Err(error) = std::fs::write(path, page) {
+            return fail(format!("cannot write the report {}: {error}", path.display()));
+        }
+    }
 
     let mut out = String::new();
     match args.format {

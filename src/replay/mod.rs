@@ -15,6 +15,7 @@ pub mod diff;
 pub mod expect;
 pub mod explain;
 pub mod gates;
+pub mod html;
 pub mod report;
 pub mod run;
 

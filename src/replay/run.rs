@@ -85,7 +85,7 @@ impl Engine {
 }
 
 /// A captured request, parsed into what the pipeline reads.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Prepared {
     pub method: http::Method,
     pub uri: http::Uri,
@@ -133,6 +133,7 @@ impl Prepared {
             client_ip: self.client_ip,
             ja4: None,
             wire_names: self.wire_names(),
+            client_cert: None,
         }
     }
 

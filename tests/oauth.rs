@@ -104,7 +104,7 @@ client_quota = {{ requests = 5, period_secs = 60, burst = 5 }}
     }
     let invalid_grants = statuses.iter().filter(|s| **s == 400).count();
     let stopped = statuses.iter().filter(|s| **s == 403 || **s == 429).count();
-    assert!(invalid_grants >= 8 && invalid_grants < 15, "{statuses:?}");
+    assert!((8..15).contains(&invalid_grants), "{statuses:?}");
     assert!(stopped >= 15, "{statuses:?}");
     let stopped_by = stopped_by.unwrap();
     assert!(stopped_by.as_array().unwrap().iter().any(|id| id.as_str().unwrap().starts_with("cred.")), "{stopped_by}");

@@ -30,6 +30,7 @@ pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
 pub mod model;
+pub mod network;
 pub mod normalize;
 pub mod outcome;
 pub mod pipeline;

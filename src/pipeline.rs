@@ -13,9 +13,13 @@ use crate::clock::{Nanos, SharedClock};
 use crate::config::{Config, Invalid, RouteMode};
 use crate::credential::{CredentialStage, KeyHasher};
 use crate::decide::{Decider, Verdict};
-use crate::detect::{ClientRouteRateLimit, Decided, Observed, PartnerQuota, RequestContext, Stage, StoreHealth};
+use crate::detect::{
+    AsnRouteRateLimit, ClientRouteRateLimit, Decided, OAuthClientQuota, Observed, PartnerQuota, RequestContext, Stage,
+    StoreHealth,
+};
 use crate::identify::{Allowlist, Identification, Identity};
 use crate::model::{ModelReport, ModelStage};
+use crate::network::NetworkContext;
 use crate::outcome::{LoginOutcome, ResponseFacts};
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
@@ -106,6 +110,8 @@ pub struct PipelineParts {
     /// The session stage again (when `[session]` is enabled), for the
     /// challenge's verify path, which is answered before any stage runs.
     pub session: Option<SessionStage>,
+    /// ASN lookups for the request view (`[network]`).
+    pub network: NetworkContext,
 }
 
 /// Builds the pipeline's stages, collecting every configuration problem.
@@ -129,6 +135,7 @@ impl<'a> PipelineBuilder<'a> {
         let credential = keep(CredentialStage::from_config(self.config, hasher.clone()), &mut problems);
         let session = keep(SessionStage::from_config(self.config), &mut problems);
         let models = keep(ModelStage::from_config(self.config, hasher.clone()), &mut problems);
+        let network = keep(NetworkContext::from_config(self.config), &mut problems).unwrap_or_default();
         match (routes, allowlist, signatures, decider, credential, session, models) {
             (
                 Some(routes),
@@ -139,12 +146,19 @@ impl<'a> PipelineBuilder<'a> {
                 Some(session),
                 Some(models),
             ) if problems.is_empty() => {
-                let mut stages = stage_list(&routes, &allowlist, hasher, signatures, session.clone(), credential);
+                let mut stages =
+                    stage_list(&routes, &allowlist, hasher.clone(), signatures, session.clone(), credential);
+                if routes.routes().any(|route| route.client_quota.is_some()) {
+                    stages.insert(1, Box::new(OAuthClientQuota::new(hasher.clone())));
+                }
+                if routes.routes().any(|route| route.asn_rate_limit.is_some()) {
+                    stages.insert(1, Box::new(AsnRouteRateLimit::new()));
+                }
                 // Last: it reads the login attempt the credential stage planned.
                 if let Some(models) = &models {
                     stages.push(Box::new(models.clone()));
                 }
-                Ok(PipelineParts { routes, allowlist, stages, models, decider, session })
+                Ok(PipelineParts { routes, allowlist, stages, models, decider, session, network })
             }
             _ => Err(problems),
         }
@@ -209,6 +223,11 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn routes(&self) -> &RouteTable {
         &self.parts.routes
+    }
+
+    /// ASN lookups for the request view.
+    pub fn network(&self) -> &NetworkContext {
+        &self.parts.network
     }
 
     pub fn allowlist(&self) -> &Allowlist {

@@ -34,6 +34,8 @@ pub struct Config {
     pub signatures: SignaturesConfig,
     pub store: StoreConfig,
     pub breach: BreachConfig,
+    /// Network context: ASN and organisation per client address.
+    pub network: NetworkConfig,
     /// Session and clearance cookies, the proof-of-work challenge and the
     /// under-attack state (`[session]`, see docs/session.md).
     pub session: SessionConfig,
@@ -101,6 +103,7 @@ impl Default for Config {
             signatures: SignaturesConfig::default(),
             store: StoreConfig::default(),
             breach: BreachConfig::default(),
+            network: NetworkConfig::default(),
             session: SessionConfig::default(),
             capture: None,
             models: Vec::new(),
@@ -457,6 +460,14 @@ pub struct RouteConfig {
     pub on_store_failure: StoreFailure,
     /// Limit per client address on this route.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Limit per autonomous system (ASN, from `[network] mmdb_path`) on
+    /// this route: a distributed attack from one hosting network is one
+    /// counter, whatever its addresses.
+    pub asn_rate_limit: Option<RateLimitConfig>,
+    /// Quota per OAuth client: `client_id` from the form body or HTTP
+    /// Basic authentication (hashed before it is counted). A `client_id` is
+    /// not a secret, so it never makes a request a partner.
+    pub client_quota: Option<RateLimitConfig>,
     /// Where the username is, for login routes.
     pub login: Option<LoginConfig>,
 }
@@ -485,6 +496,25 @@ pub struct LoginConfig {
     pub failure_body_contains: Option<String>,
     /// Thresholds and windows of the credential-abuse detectors.
     pub abuse: AbuseConfig,
+}
+
+impl LoginConfig {
+    /// The defaults of `profile = "oauth_token"` (RFC 6749 §4.3, §5.2): the
+    /// username and password of `grant_type=password` form bodies, failure
+    /// when the answer is `"error":"invalid_grant"`.
+    pub fn oauth_token() -> Self {
+        LoginConfig {
+            username_field: Some("username".into()),
+            username_json_pointer: None,
+            password_field: Some("password".into()),
+            password_json_pointer: None,
+            failure_statuses: Vec::new(),
+            success_statuses: vec![200],
+            failure_header: None,
+            failure_body_contains: Some("\"invalid_grant\"".into()),
+            abuse: AbuseConfig::default(),
+        }
+    }
 }
 
 impl Default for LoginConfig {
@@ -755,6 +785,8 @@ fn default_routes() -> Vec<RouteConfig> {
             mode: RouteMode::Enforce,
             on_store_failure: StoreFailure::Open,
             rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(20) }),
+            asn_rate_limit: None,
+            client_quota: None,
             login: Some(LoginConfig::default()),
         },
         RouteConfig {
@@ -766,6 +798,8 @@ fn default_routes() -> Vec<RouteConfig> {
             mode: RouteMode::Enforce,
             on_store_failure: StoreFailure::Open,
             rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(10) }),
+            asn_rate_limit: None,
+            client_quota: None,
             login: None,
         },
     ]
@@ -838,6 +872,11 @@ pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
     "client_secret",
     "access_token",
     "refresh_token",
+    "id_token",
+    "code",
+    "code_verifier",
+    "assertion",
+    "client_assertion",
 ];
 
 /// Headers whose values are redacted by default (`[capture]
@@ -878,4 +917,14 @@ impl Default for SidecarConfig {
             max_pending_outcomes: 100_000,
         }
     }
+}
+
+/// Network context for client addresses.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// A local MMDB file (MaxMind GeoLite2/GeoIP2 ASN or DB-IP ASN format)
+    /// giving each client address its autonomous system number and
+    /// organisation. Read at start and on reload, never downloaded.
+    pub mmdb_path: Option<Spanned<String>>,
 }

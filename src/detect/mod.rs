@@ -16,12 +16,16 @@
 //! from one hook to the next for the same request (a login attempt's
 //! keys) lives in the per-request [`RequestContext`].
 
+mod asn_rate;
 mod context;
+mod oauth_client;
 mod quota;
 mod rate;
 mod store_health;
 
+pub use asn_rate::AsnRouteRateLimit;
 pub use context::{Decided, Observed, RequestContext, Vouched};
+pub use oauth_client::OAuthClientQuota;
 pub use quota::{PARTNER_QUOTA_ID, PartnerQuota};
 pub use rate::ClientRouteRateLimit;
 pub use store_health::{STORE_UNAVAILABLE_ID, StoreHealth};

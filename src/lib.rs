@@ -38,6 +38,8 @@ pub mod routes;
 pub mod signal;
 pub mod signatures;
 pub mod store;
+#[cfg(feature = "tower")]
+pub mod tower;
 pub mod view;
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ fn per_detector(config: &palisade::config::Config, capture: &std::path::Path) {
                     continue;
                 }
                 let started = Instant::now();
-                let mut context = palisade::detect::RequestContext::new(identity.clone());
+                let mut context = palisade::detect::RequestContext::new(identity.clone()).with_time(request.at);
                 let mut plan = CounterPlan::default();
                 let mut readings = CounterReadings::default();
                 let mut signals = Vec::new();

@@ -61,6 +61,10 @@ struct Line<'a> {
     would_action: Option<Action>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_s: Option<u64>,
+    /// How a challenge was served by palisade itself (`page`, `status`);
+    /// absent when it was only forwarded with the action header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    challenge: Option<&'static str>,
     detections: Vec<&'a str>,
     signals: &'a [Signal],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,6 +103,12 @@ pub fn render_line(decision: &Decision, facts: &RequestFacts<'_>) -> String {
         would_score: decision.verdict.would.map(|w| w.score),
         would_action: decision.verdict.would.map(|w| w.action),
         retry_after_s: decision.verdict.enforced.retry_after.map(retry_after_secs),
+        challenge: decision.context.get::<crate::session::SessionOutcome>().and_then(|s| s.challenge.as_ref()).map(
+            |c| match c {
+                crate::session::ChallengeAnswer::Page { .. } => "page",
+                crate::session::ChallengeAnswer::Status { .. } => "status",
+            },
+        ),
         detections: decision.enforced_detections().collect(),
         signals: &decision.signals,
         upstream_status: facts.upstream_status,

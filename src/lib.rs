@@ -35,6 +35,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod request_id;
 pub mod routes;
+pub mod session;
 pub mod signal;
 pub mod signatures;
 pub mod store;

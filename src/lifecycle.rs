@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::outcome::{LoginOutcome, ResponseFacts};
 use crate::pipeline::{Decision, Pipeline};
 use crate::routes::Route;
+use crate::session::{ChallengeAnswer, SessionOutcome};
 use crate::view::RequestView;
 
 /// The pipeline and the capture of one compiled configuration: what every
@@ -94,9 +95,21 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Whether palisade answers the request itself instead of letting it through.
+    /// Whether palisade answers the request itself instead of letting it
+    /// through: a refusal, or a challenge it serves itself.
     pub fn stops_request(&self) -> bool {
-        self.decision.action().stops_request()
+        self.decision.action().stops_request() || self.challenge().is_some()
+    }
+
+    /// The challenge palisade serves instead of forwarding (the session
+    /// stage's interstitial page or 429), when there is one.
+    pub fn challenge(&self) -> Option<&ChallengeAnswer> {
+        self.decision.context.get::<SessionOutcome>()?.challenge.as_ref()
+    }
+
+    /// A `Set-Cookie` value for the forwarded answer (a new session).
+    pub fn set_cookie(&self) -> Option<&str> {
+        self.decision.context.get::<SessionOutcome>()?.set_cookie.as_deref()
     }
 
     pub fn client_ip(&self) -> IpAddr {
@@ -202,6 +215,14 @@ impl Lifecycle {
         if let Some(metrics) = reporters.metrics {
             metrics.decision_latency.record(decision_time);
             metrics.record_decision(&routed.route.name, decision.action(), &decision.signals);
+            if let Some(session) = decision.context.get::<SessionOutcome>() {
+                let ordering = std::sync::atomic::Ordering::Relaxed;
+                if session.challenge.is_some() {
+                    metrics.challenges_issued.fetch_add(1, ordering);
+                } else if session.clearance_used {
+                    metrics.clearances_used.fetch_add(1, ordering);
+                }
+            }
             if let crate::identify::Identity::Partner { partner, .. } = &decision.identity {
                 metrics.record_partner(&partner.name, decision.action() == crate::signal::Action::RateLimit);
             }

@@ -147,6 +147,14 @@ pub struct Metrics {
     pub rejected_requests: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Challenges served (interstitial pages and 429 challenges).
+    pub challenges_issued: AtomicU64,
+    /// Answers to the verify path that earned a clearance.
+    pub challenges_solved: AtomicU64,
+    /// Answers refused (wrong, forged, expired, reused, another client's).
+    pub challenges_failed: AtomicU64,
+    /// Login attempts that a valid clearance cookie vouched for.
+    pub clearances_used: AtomicU64,
     /// The shared store's numbers, when counters live in Redis.
     store: std::sync::OnceLock<Arc<StoreMetrics>>,
 }
@@ -296,6 +304,18 @@ impl Metrics {
                 "palisade_config_reload_failures_total",
                 "Reloads rejected; the running configuration was kept.",
                 &self.reloads_failed,
+            ),
+            ("palisade_challenges_issued_total", "Proof-of-work challenges served.", &self.challenges_issued),
+            ("palisade_challenges_solved_total", "Challenge answers that earned a clearance.", &self.challenges_solved),
+            (
+                "palisade_challenges_failed_total",
+                "Challenge answers refused (wrong, forged, expired, reused or another client's).",
+                &self.challenges_failed,
+            ),
+            (
+                "palisade_clearances_used_total",
+                "Login attempts vouched for by a clearance cookie.",
+                &self.clearances_used,
             ),
         ] {
             render_counter(&mut out, name, help, value);

@@ -18,9 +18,10 @@ use crate::identify::{Allowlist, Identity};
 use crate::outcome::{LoginOutcome, ResponseFacts};
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
+use crate::session::{SessionStage, Verified, VerifyError};
 use crate::signal::{Action, Signal};
 use crate::signatures::SignatureSet;
-use crate::store::{CounterPlan, CounterReadings, CounterStore};
+use crate::store::{CounterPlan, CounterReadings, CounterStore, Key};
 use crate::view::RequestView;
 
 pub use crate::detect::{PARTNER_QUOTA_ID, STORE_UNAVAILABLE_ID};
@@ -32,6 +33,9 @@ struct Pending {
     request_id: RequestId,
     context: RequestContext,
     plan: CounterPlan,
+    /// Plans of stages that keep their counters in a shard of their own
+    /// (see [`Stage::shard`]).
+    own_shards: Vec<CounterPlan>,
 }
 
 /// Whether `store.unavailable` is among the acted-on signals and no other
@@ -89,6 +93,9 @@ pub struct PipelineParts {
     /// Detector stages in the order their hooks run.
     pub stages: Vec<Box<dyn Stage>>,
     pub decider: Decider,
+    /// The session stage again (when `[session]` is enabled), for the
+    /// challenge's verify path, which is answered before any stage runs.
+    pub session: Option<SessionStage>,
 }
 
 /// Builds the pipeline's stages, collecting every configuration problem.
@@ -110,12 +117,13 @@ impl<'a> PipelineBuilder<'a> {
         // One secret for every keyed hash of this configuration.
         let hasher = KeyHasher::from_config(self.config);
         let credential = keep(CredentialStage::from_config(self.config, hasher.clone()), &mut problems);
-        match (routes, allowlist, signatures, decider, credential) {
-            (Some(routes), Some(allowlist), Some(signatures), Some(decider), Some(credential))
+        let session = keep(SessionStage::from_config(self.config), &mut problems);
+        match (routes, allowlist, signatures, decider, credential, session) {
+            (Some(routes), Some(allowlist), Some(signatures), Some(decider), Some(credential), Some(session))
                 if problems.is_empty() =>
             {
-                let stages = stage_list(&routes, &allowlist, hasher, signatures, credential);
-                Ok(PipelineParts { routes, allowlist, stages, decider })
+                let stages = stage_list(&routes, &allowlist, hasher, signatures, session.clone(), credential);
+                Ok(PipelineParts { routes, allowlist, stages, decider, session })
             }
             _ => Err(problems),
         }
@@ -140,6 +148,7 @@ fn stage_list(
     allowlist: &Allowlist,
     hasher: KeyHasher,
     signatures: SignatureSet,
+    session: Option<SessionStage>,
     credential: CredentialStage,
 ) -> Vec<Box<dyn Stage>> {
     let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(StoreHealth::default())];
@@ -151,6 +160,11 @@ fn stage_list(
     }
     if signatures.rule_count() > 0 {
         stages.push(Box::new(signatures));
+    }
+    // Before the credential stage: it says whether a cookie vouches for
+    // the client, which the credential stage's shared scopes defer to.
+    if let Some(session) = session {
+        stages.push(Box::new(session));
     }
     if routes.routes().any(|route| route.abuse.is_some()) {
         stages.push(Box::new(credential));
@@ -202,6 +216,9 @@ impl Pipeline {
         let pending = self.begin(view);
         let mut readings = CounterReadings::default();
         self.store.execute(&pending.plan, pending.at, &mut readings);
+        for plan in pending.own_shards.iter().filter(|plan| !plan.is_empty()) {
+            self.store.execute(plan, pending.at, &mut readings);
+        }
         self.finish(view, pending, &readings)
     }
 
@@ -211,7 +228,61 @@ impl Pipeline {
         let pending = self.begin(view);
         let mut readings = CounterReadings::default();
         self.store.execute_shared(&pending.plan, pending.at, &mut readings).await;
+        for plan in pending.own_shards.iter().filter(|plan| !plan.is_empty()) {
+            self.store.execute_shared(plan, pending.at, &mut readings).await;
+        }
         self.finish(view, pending, &readings)
+    }
+
+    /// The session stage, when `[session]` is enabled.
+    pub fn session(&self) -> Option<&SessionStage> {
+        self.parts.session.as_ref()
+    }
+
+    /// Check an answer to a served challenge (the verify path's query):
+    /// the clearance cookie to set, once per challenge. `None` when the
+    /// session stage is off.
+    pub async fn verify_challenge(
+        &self,
+        query: &str,
+        headers: &http::HeaderMap,
+        client_ip: std::net::IpAddr,
+    ) -> Option<Result<Verified, VerifyError>> {
+        let stage = self.parts.session.as_ref()?;
+        let at = self.clock.now();
+        let verified = match stage.verify(query, headers, client_ip, at) {
+            Ok(verified) => verified,
+            Err(error) => return Some(Err(error)),
+        };
+        let mut plan = CounterPlan::new(Key::from(stage.shard().unwrap_or("session")));
+        stage.count_use(&verified, &mut plan);
+        let mut readings = CounterReadings::default();
+        self.store.execute_shared(&plan, at, &mut readings).await;
+        Some(if stage.reused(&verified, &readings) { Err(VerifyError::Reused) } else { Ok(verified) })
+    }
+
+    /// The plan a stage writes into: the request's, or its own shard's.
+    fn plan_for<'p>(
+        stage: &dyn Stage,
+        plan: &'p mut CounterPlan,
+        own: &'p mut Vec<CounterPlan>,
+    ) -> &'p mut CounterPlan {
+        let Some(shard) = stage.shard() else { return plan };
+        let index = match own.iter().position(|p| p.shard() == shard) {
+            Some(index) => index,
+            None => {
+                own.push(CounterPlan::new(Key::from(shard)));
+                own.len() - 1
+            }
+        };
+        &mut own[index]
+    }
+
+    /// Write a request's plans (its own and its stages' own shards).
+    fn write_all(&self, plan: CounterPlan, own: Vec<CounterPlan>, at: Nanos) {
+        for plan in std::iter::once(plan).chain(own).filter(|plan| !plan.is_empty()) {
+            self.store.write(plan, at);
+        }
     }
 
     /// The stages that run for a request of this identity, in order.
@@ -229,20 +300,21 @@ impl Pipeline {
             Identity::Partner { partner, .. } => partner.shard.clone(),
             Identity::Anonymous => view.route.name.clone(),
         };
-        let mut context = RequestContext::new(identity);
+        let mut context = RequestContext::new(identity).with_time(at);
         let mut plan = CounterPlan::new(shard);
+        let mut own_shards = Vec::new();
         for stage in &self.parts.stages {
             if stage.audience().includes(&context.identity) {
-                stage.plan(view, &mut context, &mut plan);
+                stage.plan(view, &mut context, Self::plan_for(&**stage, &mut plan, &mut own_shards));
             }
         }
-        Pending { at, request_id, context, plan }
+        Pending { at, request_id, context, plan, own_shards }
     }
 
     /// Detect over the readings, decide, and record what the decision
     /// changes in the store.
     fn finish(&self, view: &RequestView<'_>, pending: Pending, readings: &CounterReadings) -> Decision {
-        let Pending { at, request_id, mut context, plan } = pending;
+        let Pending { at, request_id, mut context, plan, own_shards: _ } = pending;
         let mut signals = Vec::new();
         for stage in &self.parts.stages {
             if stage.audience().includes(&context.identity) {
@@ -260,12 +332,14 @@ impl Pipeline {
         let refused = verdict.enforced.action.stops_request() && !stopped_only_by_store(&signals, view.route.mode);
         let decided = Decided { verdict: &verdict, signals: &signals, refused };
         let mut writes = CounterPlan::new(plan.shard_key().clone());
-        for stage in self.stages_for(&context) {
-            stage.after_decision(view, &context, &decided, &mut writes);
+        let mut own_writes = Vec::new();
+        for stage in &self.parts.stages {
+            if stage.audience().includes(&context.identity) {
+                let target = Self::plan_for(&**stage, &mut writes, &mut own_writes);
+                stage.after_decision(view, &mut context, &decided, target);
+            }
         }
-        if !writes.is_empty() {
-            self.store.write(writes, at);
-        }
+        self.write_all(writes, own_writes, at);
         let fingerprint = view.fingerprint().to_string();
         Decision {
             request_id,
@@ -291,12 +365,11 @@ impl Pipeline {
     /// outcome report).
     pub fn observe_with(&self, route: &Route, decision: &Decision, observed: &Observed<'_>) {
         let mut writes = CounterPlan::new(route.name.clone());
+        let mut own_writes = Vec::new();
         for stage in self.stages_for(&decision.context) {
-            stage.observe(route, &decision.context, observed, &mut writes);
+            stage.observe(route, &decision.context, observed, Self::plan_for(stage, &mut writes, &mut own_writes));
         }
-        if !writes.is_empty() {
-            self.store.write(writes, self.clock.now());
-        }
+        self.write_all(writes, own_writes, self.clock.now());
     }
 
     /// The detector stages, in the order they run (for `palisade explain`).

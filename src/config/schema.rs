@@ -34,6 +34,9 @@ pub struct Config {
     pub signatures: SignaturesConfig,
     pub store: StoreConfig,
     pub breach: BreachConfig,
+    /// Session and clearance cookies, the proof-of-work challenge and the
+    /// under-attack state (`[session]`, see docs/session.md).
+    pub session: SessionConfig,
     /// Capture mode (`[capture]`); absent means nothing is captured.
     pub capture: Option<CaptureConfig>,
     /// Sidecar mode (`[sidecar]`): answer authorization requests from
@@ -91,6 +94,7 @@ impl Default for Config {
             signatures: SignaturesConfig::default(),
             store: StoreConfig::default(),
             breach: BreachConfig::default(),
+            session: SessionConfig::default(),
             capture: None,
             sidecar: None,
             admin: AdminConfig::default(),
@@ -432,6 +436,10 @@ pub struct AbuseConfig {
     /// Attempts per minute this many times the baseline rate is a surge.
     pub site_attempt_rate_factor: f64,
     pub baseline_half_life_secs: u64,
+    /// A scope (address, subnet, fingerprint) with at least this many
+    /// successful logins in the window is shared by people: it is never
+    /// banned, its requests are asked for a session or clearance instead.
+    pub popular_successes: u32,
 }
 
 impl Default for AbuseConfig {
@@ -454,6 +462,7 @@ impl Default for AbuseConfig {
             site_failure_ratio_rise: 0.3,
             site_attempt_rate_factor: 5.0,
             baseline_half_life_secs: 3600,
+            popular_successes: 10,
         }
     }
 }
@@ -494,6 +503,67 @@ impl Default for StoreConfig {
             timeout_ms: 5,
             connect_timeout_ms: 500,
             retry_interval_ms: 250,
+        }
+    }
+}
+
+/// palisade's own session cookie, the proof-of-work challenge it serves
+/// and the clearance cookie earned by solving it (docs/session.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Off by default: nothing is set or served, `challenge` decisions are
+    /// forwarded with `X-Palisade-Action: challenge` as before.
+    pub enabled: bool,
+    /// HMAC secret of the cookies and challenges; every replica needs the
+    /// same one. Empty: `PALISADE_SESSION_SECRET`, else a random secret
+    /// per process (cookies then last only as long as the process).
+    pub secret: String,
+    /// Name of the session cookie set on HTML page loads.
+    pub cookie: Spanned<String>,
+    /// Name of the clearance cookie set when a challenge is solved.
+    pub clearance_cookie: Spanned<String>,
+    pub session_ttl_secs: u64,
+    pub clearance_ttl_secs: u64,
+    /// How long a served challenge may take to be answered.
+    pub challenge_ttl_secs: u64,
+    /// Leading zero bits the proof-of-work must find (each bit doubles the
+    /// work; 16 is about 65,000 SHA-256 hashes, well under a second).
+    pub difficulty: u8,
+    /// Where the challenge page sends its answer.
+    pub verify_path: Spanned<String>,
+    /// A clearance (or a session) used for this many distinct usernames
+    /// stops being honoured.
+    pub max_usernames: u32,
+    /// Login attempts per minute without a valid session or clearance
+    /// (decayed) that put the site under attack.
+    pub attack_bare_attempts: f64,
+    /// How long the under-attack state lasts after its last trigger.
+    pub attack_hold_secs: u64,
+    /// Per route name: `interstitial` (browsers get the challenge page,
+    /// other clients the header), `header` (forward with
+    /// `X-Palisade-Action: challenge`), `status` (429 with an
+    /// `X-Palisade-Challenge` header) or `off`. Unlisted routes:
+    /// `interstitial` on login and default routes, `header` otherwise.
+    pub challenge: std::collections::BTreeMap<String, Spanned<String>>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            enabled: false,
+            secret: String::new(),
+            cookie: unspanned("__palisade_session".into()),
+            clearance_cookie: unspanned("__palisade_clearance".into()),
+            session_ttl_secs: 3600,
+            clearance_ttl_secs: 1800,
+            challenge_ttl_secs: 120,
+            difficulty: 16,
+            verify_path: unspanned("/.palisade/verify".into()),
+            max_usernames: 3,
+            attack_bare_attempts: 30.0,
+            attack_hold_secs: 300,
+            challenge: Default::default(),
         }
     }
 }

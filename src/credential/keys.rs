@@ -12,8 +12,8 @@ use crate::store::Key;
 
 pub use crate::keyed_hash::KeyHasher;
 
-/// The subnet an address belongs to for counting: /24 for IPv4, /48 for
-/// IPv6 (one site's allocation).
+/// The subnet an address belongs to for counting: /24 for IPv4, /64 for
+/// IPv6 (one link: what one customer or one host is handed).
 pub fn subnet(ip: IpAddr) -> String {
     match crate::cidr::canonical_ip(ip) {
         IpAddr::V4(v4) => {
@@ -22,7 +22,7 @@ pub fn subnet(ip: IpAddr) -> String {
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
     }
 }
@@ -30,7 +30,7 @@ pub fn subnet(ip: IpAddr) -> String {
 /// The counters kept per scope: failures, successes, refused attempts,
 /// bans, distinct usernames; per account: failures and distinct addresses;
 /// per route: the site-wide decayed sums.
-const COUNTERS: [(Scope, &str); 21] = [
+const COUNTERS: [(Scope, &str); 26] = [
     (Scope::Ip, "f"),
     (Scope::Ip, "s"),
     (Scope::Ip, "x"),
@@ -46,6 +46,11 @@ const COUNTERS: [(Scope, &str); 21] = [
     (Scope::Fingerprint, "x"),
     (Scope::Fingerprint, "ban"),
     (Scope::Fingerprint, "users"),
+    (Scope::Net, "f"),
+    (Scope::Net, "s"),
+    (Scope::Net, "x"),
+    (Scope::Net, "ban"),
+    (Scope::Net, "users"),
     (Scope::User, "f"),
     (Scope::User, "addrs"),
     (Scope::Site, "a1"),
@@ -62,6 +67,9 @@ pub struct LoginKeys {
     pub route: String,
     pub ip: String,
     pub subnet: String,
+    /// The subnet alone, whatever the fingerprint (an attacker controls
+    /// the fingerprint, not the network).
+    pub net: String,
     pub fingerprint: String,
     pub user: Option<String>,
     /// Sketch items: this address, this username.
@@ -90,10 +98,12 @@ impl LoginKeys {
         let ip_text = crate::cidr::canonical_ip(ip).to_string();
         // The fingerprint is not personal, but hashing keeps keys short.
         let fingerprint = hasher.hash("fp", fingerprint.as_bytes());
+        let net = hasher.hash("net", subnet(ip).as_bytes());
         let mut keys = LoginKeys {
             route: route.to_string(),
             ip: hasher.hash("ip", ip_text.as_bytes()),
-            subnet: format!("{}.{fingerprint}", hasher.hash("net", subnet(ip).as_bytes())),
+            subnet: format!("{net}.{fingerprint}"),
+            net,
             fingerprint,
             user: username.map(|u| hasher.hash("user", u.to_lowercase().as_bytes())),
             ip_item: hasher.item("ip", ip_text.as_bytes()),
@@ -111,6 +121,7 @@ impl LoginKeys {
             Scope::Ip => &self.ip,
             Scope::Subnet => &self.subnet,
             Scope::Fingerprint => &self.fingerprint,
+            Scope::Net => &self.net,
             Scope::User => self.user.as_deref().unwrap_or("-"),
             Scope::Site => "all",
         };
@@ -139,6 +150,8 @@ pub enum Scope {
     /// A subnet together with one fingerprint.
     Subnet,
     Fingerprint,
+    /// A subnet, whatever the fingerprint.
+    Net,
     User,
     Site,
 }
@@ -149,6 +162,7 @@ impl Scope {
             Scope::Ip => "ip",
             Scope::Subnet => "net",
             Scope::Fingerprint => "fp",
+            Scope::Net => "subnet",
             Scope::User => "user",
             Scope::Site => "site",
         }
@@ -173,7 +187,7 @@ mod tests {
     #[test]
     fn subnets_and_hashes() {
         assert_eq!(subnet("203.0.113.77".parse().unwrap()), "203.0.113.0/24");
-        assert_eq!(subnet("2001:db8:1:2::5".parse().unwrap()), "2001:db8:1::/48");
+        assert_eq!(subnet("2001:db8:1:2::5".parse().unwrap()), "2001:db8:1:2::/64");
         let mut config = Config::default();
         config.store.hash_key = "k".into();
         let hasher = KeyHasher::from_config(&config);

@@ -21,11 +21,14 @@ pub use breach::BreachFilter;
 pub use keys::{KeyHasher, LoginKeys, Scope, subnet};
 
 use crate::config::{AbuseConfig, Config, Invalid};
-use crate::detect::{Decided, Observed, RequestContext, Stage};
+use crate::detect::{Decided, Observed, RequestContext, Stage, Vouched};
 use crate::routes::Route;
 use crate::signal::{Action, Evidence, Signal};
 use crate::store::{CounterOp, CounterPlan, CounterReadings};
 use crate::view::RequestView;
+
+/// The scopes an attempt is counted in and escalated on.
+const SCOPES: [Scope; 4] = [Scope::Ip, Scope::Subnet, Scope::Fingerprint, Scope::Net];
 
 /// Half-life of the "last few minutes" side of the site-wide comparison.
 const SITE_RECENT_HALF_LIFE: Duration = Duration::from_secs(60);
@@ -99,7 +102,7 @@ impl CredentialStage {
     fn plan_counters(&self, attempt: &LoginAttempt, abuse: &AbuseConfig, plan: &mut CounterPlan) {
         let keys = &attempt.keys;
         let window = Duration::from_secs(abuse.window_secs);
-        for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
+        for scope in SCOPES {
             plan.push(CounterOp::BanCheck { key: keys.key(scope, "ban") });
             for counter in ["f", "s", "x"] {
                 plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 0 });
@@ -119,16 +122,23 @@ impl CredentialStage {
     }
 
     /// Signals from the readings; bans that an enforced block should set.
+    ///
+    /// `vouched`: the request carries a valid session or clearance cookie
+    /// (the session stage says so with [`Vouched`]). Scopes many clients
+    /// share (a subnet, a fingerprint) say nothing against such a request:
+    /// their bans and escalations are what the cookie answers.
     fn detect_attempt(
         &self,
         attempt: &LoginAttempt,
         abuse: &AbuseConfig,
         readings: &CounterReadings,
+        vouched: bool,
         signals: &mut Vec<Signal>,
         bans: &mut Vec<BanRequest>,
     ) {
         let keys = &attempt.keys;
-        for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
+        let skipped = |scope: Scope| vouched && scope != Scope::Ip;
+        for scope in SCOPES.into_iter().filter(|scope| !skipped(*scope)) {
             if let Some(left) = readings.ban(&keys.key(scope, "ban")) {
                 let mut signal = Signal::new(Arc::from("cred.banned"), 79);
                 signal.action = Some(Action::Block);
@@ -157,9 +167,15 @@ impl CredentialStage {
                 ratio: abuse.fingerprint_failure_ratio,
                 id: "cred.fingerprint_failures",
             },
+            Escalation {
+                scope: Scope::Net,
+                failures: abuse.subnet_failures,
+                ratio: abuse.subnet_failure_ratio,
+                id: "cred.net_failures",
+            },
         ];
-        for escalation in &escalations {
-            self.escalate(escalation, keys, abuse, readings, signals, bans);
+        for escalation in escalations.iter().filter(|e| !skipped(e.scope)) {
+            self.escalate(escalation, keys, abuse, readings, vouched, signals, bans);
         }
         // Many usernames from one place is what a carrier NAT, an office or
         // a popular app looks like too: it only counts when most of those
@@ -168,7 +184,11 @@ impl CredentialStage {
             (Scope::Ip, abuse.ip_distinct_usernames, "cred.ip_usernames", 0.5),
             (Scope::Subnet, abuse.subnet_distinct_usernames, "cred.subnet_usernames", 0.5),
             (Scope::Fingerprint, abuse.fingerprint_distinct_usernames, "cred.fingerprint_usernames", 0.5),
+            (Scope::Net, abuse.subnet_distinct_usernames, "cred.net_usernames", 0.5),
         ] {
+            if skipped(scope) {
+                continue;
+            }
             let distinct = readings.number(&keys.key(scope, "users"));
             let (_, _, ratio) = outcomes(readings, keys, scope);
             if distinct >= f64::from(threshold) && ratio >= min_ratio {
@@ -211,19 +231,43 @@ impl CredentialStage {
 
     /// Challenge at half the failure threshold, rate-limit at it, block and
     /// ban at twice it (failures plus attempts already refused) — always
-    /// only while the failure ratio is at or above the scope's ratio.
+    /// only while the failure ratio is at or above the scope's ratio. A
+    /// popular scope (many successful logins: a browser version, a carrier
+    /// NAT) is never banned: while it is under attack its requests are
+    /// challenged instead, which a valid session or clearance answers.
+    #[allow(clippy::too_many_arguments)]
     fn escalate(
         &self,
         escalation: &Escalation,
         keys: &LoginKeys,
         abuse: &AbuseConfig,
         readings: &CounterReadings,
+        vouched: bool,
         signals: &mut Vec<Signal>,
         bans: &mut Vec<BanRequest>,
     ) {
         let (failures, successes, ratio) = outcomes(readings, keys, escalation.scope);
         let refused = readings.number(&keys.key(escalation.scope, "x"));
         let threshold = f64::from(escalation.failures.max(1));
+        let popular = successes >= f64::from(abuse.popular_successes.max(1));
+        if popular {
+            // The ratio gate would keep a popular scope quiet however large
+            // the attack: here the failures alone count.
+            if vouched || failures < threshold || ratio < 0.5 {
+                return;
+            }
+            let mut signal = Signal::new(Arc::from("cred.popular_scope"), 20);
+            signal.action = Some(Action::Challenge);
+            signal.evidence = vec![
+                Evidence::text("scope", escalation.scope.as_str()),
+                Evidence::number("failures", failures, Some(threshold)),
+                Evidence::number("successes", successes, Some(f64::from(abuse.popular_successes))),
+                Evidence::number("failure_ratio", round3(ratio), None),
+                Evidence::number("window_s", abuse.window_secs as f64, None),
+            ];
+            signals.push(signal);
+            return;
+        }
         if ratio < escalation.ratio || failures < threshold / 2.0 {
             return;
         }
@@ -315,7 +359,7 @@ impl CredentialStage {
     ) {
         if refused {
             let window = Duration::from_secs(abuse.window_secs);
-            for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
+            for scope in SCOPES {
                 plan.push(CounterOp::Count { key: attempt.keys.key(scope, "x"), window, add: 1 });
             }
         }
@@ -352,7 +396,7 @@ impl CredentialStage {
             LoginOutcome::Success => "s",
             LoginOutcome::Failure => "f",
         };
-        for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
+        for scope in SCOPES {
             plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 1 });
         }
         if keys.user.is_some() && outcome == LoginOutcome::Failure {
@@ -402,9 +446,10 @@ impl Stage for CredentialStage {
         readings: &CounterReadings,
         signals: &mut Vec<Signal>,
     ) {
+        let vouched = context.get::<Vouched>().is_some();
         if let (Some(state), Some(abuse)) = (context.get_mut::<AttemptState>(), &view.route.abuse) {
             let mut bans = Vec::new();
-            self.detect_attempt(&state.attempt, abuse, readings, signals, &mut bans);
+            self.detect_attempt(&state.attempt, abuse, readings, vouched, signals, &mut bans);
             state.bans = bans;
         }
     }
@@ -412,7 +457,7 @@ impl Stage for CredentialStage {
     fn after_decision(
         &self,
         view: &RequestView<'_>,
-        context: &RequestContext,
+        context: &mut RequestContext,
         decided: &Decided<'_>,
         writes: &mut CounterPlan,
     ) {
@@ -452,11 +497,19 @@ fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
-/// The fingerprint counters key on: the HTTP fingerprint, and the TLS one
-/// when palisade terminated TLS.
+/// The fingerprint counters key on: the HTTP fingerprint over header
+/// names folded to lowercase (changing a name's case must not make a new
+/// counter; the case itself is evidence, see the session stage),
+/// and the TLS one when palisade terminated TLS.
 fn fingerprint_key(view: &RequestView<'_>) -> String {
+    let folded = if view.header_names().any(|name| name.bytes().any(|b| b.is_ascii_uppercase())) {
+        let lower: Vec<String> = view.header_names().map(str::to_ascii_lowercase).collect();
+        crate::fingerprint::http_fingerprint(view.version, view.method, lower.iter().map(String::as_str))
+    } else {
+        view.fingerprint().to_string()
+    };
     match view.ja4 {
-        Some(ja4) => format!("{}|{ja4}", view.fingerprint()),
-        None => view.fingerprint().to_string(),
+        Some(ja4) => format!("{folded}|{ja4}"),
+        None => folded,
     }
 }

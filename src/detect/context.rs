@@ -16,12 +16,21 @@ use crate::signal::Signal;
 pub struct RequestContext {
     /// Who the identify step says sent the request (set before any stage runs).
     pub identity: Identity,
+    /// When the request arrived, on the pipeline's clock (set before any
+    /// stage runs; 0 when a caller runs stages on their own).
+    pub at: crate::clock::Nanos,
     state: http::Extensions,
 }
 
 impl RequestContext {
     pub fn new(identity: Identity) -> Self {
-        RequestContext { identity, state: http::Extensions::new() }
+        RequestContext { identity, at: 0, state: http::Extensions::new() }
+    }
+
+    /// The same, arrived at `at`.
+    pub fn with_time(mut self, at: crate::clock::Nanos) -> Self {
+        self.at = at;
+        self
     }
 
     /// Keep a stage's state for this request (replacing one of the same type).
@@ -42,6 +51,12 @@ impl RequestContext {
         matches!(self.identity, Identity::Partner { .. })
     }
 }
+
+/// A valid session or clearance cookie vouches for the client: set by the
+/// session stage, read by stages that judge scopes many clients share (a
+/// subnet, a fingerprint), which then leave the request to the cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vouched;
 
 /// The decision, as the after-decision hook sees it.
 #[derive(Debug, Clone, Copy)]

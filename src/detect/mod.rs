@@ -21,7 +21,7 @@ mod quota;
 mod rate;
 mod store_health;
 
-pub use context::{Decided, Observed, RequestContext};
+pub use context::{Decided, Observed, RequestContext, Vouched};
 pub use quota::{PARTNER_QUOTA_ID, PartnerQuota};
 pub use rate::ClientRouteRateLimit;
 pub use store_health::{STORE_UNAVAILABLE_ID, StoreHealth};
@@ -63,6 +63,14 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
         Audience::Visitors
     }
 
+    /// Where the stage's counters live in a shared store: `None` with the
+    /// request's own (its route's, or its partner's), or a shard of the
+    /// stage's own when its counters span routes (a session's page loads
+    /// and its login attempt). Its plan, writes and observations all go there.
+    fn shard(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Counter operations this request needs; most stages need none.
     fn plan(&self, _view: &RequestView<'_>, _context: &mut RequestContext, _plan: &mut CounterPlan) {}
 
@@ -75,11 +83,12 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
         signals: &mut Vec<Signal>,
     );
 
-    /// Counter writes that depend on the decision.
+    /// Counter writes that depend on the decision; the stage may keep what
+    /// the decision means for it (a cookie to set) in the context.
     fn after_decision(
         &self,
         _view: &RequestView<'_>,
-        _context: &RequestContext,
+        _context: &mut RequestContext,
         _decided: &Decided<'_>,
         _writes: &mut CounterPlan,
     ) {

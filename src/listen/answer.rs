@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Full};
 use super::ProxyBody;
 use crate::decision_log::retry_after_secs;
 use crate::pipeline::Decision;
+use crate::session::ChallengeAnswer;
 use crate::signal::Action;
 
 fn json_response(status: StatusCode, body: String) -> Response<ProxyBody> {
@@ -47,6 +48,65 @@ pub fn for_decision(decision: &Decision) -> Response<ProxyBody> {
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// The answer to a challenged request: the interstitial page (403, as
+/// the request was not served) or, for API clients, a 429 whose
+/// `X-Palisade-Challenge` header says how to earn a clearance.
+pub fn challenge(decision: &Decision, answer: &ChallengeAnswer) -> Response<ProxyBody> {
+    let mut response = match answer {
+        ChallengeAnswer::Page { html, .. } => {
+            let mut response =
+                Response::new(Full::new(Bytes::from(html.clone())).map_err(|never| match never {}).boxed());
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(CHALLENGE_HEADER, HeaderValue::from_static("pow; page"));
+            response
+        }
+        ChallengeAnswer::Status { header } => {
+            let detections: Vec<&str> = decision.enforced_detections().collect();
+            let body = serde_json::json!({
+                "error": "challenge",
+                "request_id": decision.request_id.to_string(),
+                "detections": detections,
+            });
+            let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, body.to_string());
+            if let Ok(value) = HeaderValue::from_str(header) {
+                response.headers_mut().insert(CHALLENGE_HEADER, value);
+            }
+            response
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&decision.request_id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The header that marks palisade's challenges (and, on 429s, carries it).
+pub const CHALLENGE_HEADER: &str = "x-palisade-challenge";
+
+/// A solved challenge: the clearance cookie, and back to the page.
+pub fn cleared(set_cookie: &str, location: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let (Ok(cookie), Ok(location)) = (HeaderValue::from_str(set_cookie), HeaderValue::from_str(location)) {
+        headers.insert(header::SET_COOKIE, cookie);
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// A refused answer to a challenge: 403 and why.
+pub fn challenge_failed(reason: &str) -> Response<ProxyBody> {
+    json_response(
+        StatusCode::FORBIDDEN,
+        serde_json::json!({ "error": "challenge_failed", "reason": reason }).to_string(),
+    )
 }
 
 /// A plain error answer (bad request, body too large, upstream down).

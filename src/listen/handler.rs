@@ -38,6 +38,9 @@ pub async fn handle(
         _ => None,
     };
     let client_ip = resolve_client(peer.ip(), &parts.headers, &app.proxy.trusted_proxies);
+    if let Some(response) = verify_challenge(&runtime, &app, &parts, client_ip).await {
+        return Ok(response);
+    }
     let routed = lifecycle.route(&parts.method, &parts.uri);
 
     // Phase: body. Only inspected routes are buffered (up to the limit);
@@ -69,7 +72,10 @@ pub async fn handle(
     // Phase: act.
     if exchange.stops_request() {
         lifecycle.complete(&mut exchange, Ending::Refused, reporters);
-        return Ok(answer::for_decision(&exchange.decision));
+        return Ok(match exchange.challenge() {
+            Some(challenge) => answer::challenge(&exchange.decision, challenge),
+            None => answer::for_decision(&exchange.decision),
+        });
     }
     let mut upstream_request = Request::from_parts(parts, body);
     let peer_ip = crate::cidr::canonical_ip(peer.ip());
@@ -120,7 +126,40 @@ pub async fn handle(
     };
     let response = ResponseFacts { status, headers: Some(&parts.headers), body_prefix: body_prefix.as_deref() };
     lifecycle.complete(&mut exchange, Ending::Answered { response, upstream_time }, reporters);
+    if let Some(cookie) = exchange.set_cookie()
+        && let Ok(value) = http::HeaderValue::from_str(cookie)
+    {
+        parts.headers.append(header::SET_COOKIE, value);
+    }
     Ok(Response::from_parts(parts, body))
+}
+
+/// Answers to a served challenge, sent to the session stage's verify
+/// path: a clearance cookie and back to the page, or 403.
+async fn verify_challenge(
+    runtime: &Runtime,
+    app: &super::App,
+    parts: &http::request::Parts,
+    client_ip: std::net::IpAddr,
+) -> Option<Response<ProxyBody>> {
+    let pipeline = app.lifecycle.pipeline();
+    let stage = pipeline.session()?;
+    if parts.uri.path() != stage.verify_path() || parts.method != http::Method::GET {
+        return None;
+    }
+    let query = parts.uri.query().unwrap_or("");
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    match pipeline.verify_challenge(query, &parts.headers, client_ip).await? {
+        Ok(verified) => {
+            runtime.metrics.challenges_solved.fetch_add(1, ordering);
+            Some(answer::cleared(&verified.set_cookie, &verified.return_to))
+        }
+        Err(error) => {
+            runtime.metrics.challenges_failed.fetch_add(1, ordering);
+            tracing::debug!(reason = error.as_str(), %client_ip, "challenge answer refused");
+            Some(answer::challenge_failed(error.as_str()))
+        }
+    }
 }
 
 /// The first [`BODY_PREFIX_LIMIT`] bytes of a response body (for login

@@ -160,7 +160,7 @@ fn attribute(twin: &Engine, request: &Prepared) -> Vec<(&'static str, Vec<Signal
         let mut found = Vec::new();
         let identity = pipeline.allowlist().identify(view.headers, view.client_ip);
         for stage in pipeline.stages().iter().filter(|stage| stage.audience().includes(&identity)) {
-            let mut context = RequestContext::new(identity.clone());
+            let mut context = RequestContext::new(identity.clone()).with_time(request.at);
             let mut plan = CounterPlan::default();
             let mut readings = CounterReadings::default();
             stage.plan(view, &mut context, &mut plan);

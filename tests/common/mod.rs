@@ -3,6 +3,7 @@
 //! clients (hyper HTTP/1.1 and HTTP/2, raw TCP for what hyper won't send).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod redis;
 pub mod webdriver;
 
@@ -42,6 +43,8 @@ pub struct Seen {
 /// The test upstream. Paths:
 /// - with an `x-test-status: NNN` header: answers NNN (replayed captures);
 /// - `POST /login`: 200 when the body contains `password=right` (or `"password":"right"`), else 401;
+/// - `GET /signin`: an HTML sign-in page (a form posting to `/login`, a
+///   stylesheet and a script), `/static/*`: those sub-resources;
 /// - `/status/NNN`: answers NNN;
 /// - `/slow/MS`: waits MS milliseconds, then 200;
 /// - `/stream`: a chunked body of 3 chunks;
@@ -115,6 +118,20 @@ async fn upstream_answer(
         let ok = body_text.contains("password=right") || body_text.contains("\"password\":\"right\"");
         return Ok(text(if ok { 200 } else { 401 }, if ok { "welcome".into() } else { "denied".into() }));
     }
+    if path == "/signin" {
+        let mut response = text(200, SIGNIN_PAGE.into());
+        response.headers_mut().insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+        return Ok(response);
+    }
+    if let Some(file) = path.strip_prefix("/static/") {
+        let (kind, content) = match file {
+            "app.css" => ("text/css", "form{margin:2rem}"),
+            _ => ("text/javascript", "window.appLoaded = true;"),
+        };
+        let mut response = text(200, content.into());
+        response.headers_mut().insert("content-type", kind.parse().unwrap());
+        return Ok(response);
+    }
     if let Some(code) = path.strip_prefix("/status/") {
         return Ok(text(code.parse().unwrap_or(500), format!("status {code}")));
     }
@@ -132,6 +149,15 @@ async fn upstream_answer(
     response.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
     Ok(response)
 }
+
+/// The upstream's sign-in page.
+const SIGNIN_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Sign in</title>
+<link rel="stylesheet" href="/static/app.css"><script src="/static/app.js"></script></head>
+<body><form id="login" method="post" action="/login">
+<input name="username" autocomplete="username"><input name="password" type="password">
+<button type="submit">Sign in</button></form></body></html>
+"#;
 
 fn futures_chunks() -> UpstreamBody {
     use http_body_util::StreamBody;

@@ -91,6 +91,7 @@ fn login_path(lifecycle: &Lifecycle, attempt: &Attempt) -> palisade::signal::Act
         client_ip: attempt.client,
         ja4: None,
         wire_names: None,
+        client_cert: None,
     };
     let mut exchange = lifecycle.decide_now(routed, &arrival, Some(&attempt.body), Reporters::default());
     let ending = if exchange.stops_request() {

@@ -73,6 +73,7 @@ fn run(lifecycle: &Lifecycle, request: &Request) -> Exchange {
         client_ip: "203.0.113.7".parse().unwrap(),
         ja4: None,
         wire_names: None,
+        client_cert: None,
     };
     let mut exchange = lifecycle.decide_now(routed, &arrival, body, Reporters::default());
     let ending = if exchange.stops_request() {

@@ -68,7 +68,7 @@ fn per_detector(config: &palisade::config::Config, capture: &std::path::Path) {
         engine.set_clock(request.at);
         let pipeline = engine.pipeline();
         request.with_view(engine.lifecycle(), |view| {
-            let identity = pipeline.allowlist().identify(view.headers, view.client_ip);
+            let identity = pipeline.allowlist().identify(view, request.at).identity;
             for (detector, spent) in detectors.iter().zip(&mut spent) {
                 if !detector.audience().includes(&identity) {
                     continue;

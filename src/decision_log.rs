@@ -53,6 +53,13 @@ struct Line<'a> {
     fingerprint: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     partner: Option<&'a str>,
+    /// How the partner was proven: `mtls`, `signature`, `api_key`, `cidr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partner_by: Option<&'static str>,
+    /// The proof itself: the signature's key id, the certificate's
+    /// fingerprint and subject (never an API key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partner_proof: Option<&'a str>,
     score: u8,
     action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,9 +87,9 @@ struct Line<'a> {
 
 /// Render a decision as one JSON log line (no trailing newline).
 pub fn render_line(decision: &Decision, facts: &RequestFacts<'_>) -> String {
-    let partner = match &decision.identity {
-        Identity::Partner { partner, .. } => Some(&*partner.name),
-        Identity::Anonymous => None,
+    let (partner, partner_by, partner_proof) = match &decision.identity {
+        Identity::Partner { partner, by, proof } => (Some(&*partner.name), Some(by.as_str()), proof.as_deref()),
+        Identity::Anonymous => (None, None, None),
     };
     let line = Line {
         time: rfc3339_millis(decision.at),
@@ -98,6 +105,8 @@ pub fn render_line(decision: &Decision, facts: &RequestFacts<'_>) -> String {
         },
         fingerprint: &decision.fingerprint,
         partner,
+        partner_by,
+        partner_proof,
         score: decision.score(),
         action: decision.action(),
         would_score: decision.verdict.would.map(|w| w.score),

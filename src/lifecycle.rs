@@ -64,6 +64,8 @@ pub struct Arrival<'a> {
     pub ja4: Option<&'a str>,
     /// Header names exactly as sent, when the door could see them (HTTP/1).
     pub wire_names: Option<&'a [Box<str>]>,
+    /// The client certificate the TLS handshake verified (mutual TLS).
+    pub client_cert: Option<&'a crate::view::ClientCert>,
 }
 
 /// A request's route, found before its body is read.
@@ -200,6 +202,7 @@ impl Lifecycle {
             body,
         )
         .with_ja4(arrival.ja4)
+        .with_client_cert(arrival.client_cert)
         .with_wire_names(arrival.wire_names)
     }
 

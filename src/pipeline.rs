@@ -14,7 +14,7 @@ use crate::config::{Config, Invalid, RouteMode};
 use crate::credential::{CredentialStage, KeyHasher};
 use crate::decide::{Decider, Verdict};
 use crate::detect::{ClientRouteRateLimit, Decided, Observed, PartnerQuota, RequestContext, Stage, StoreHealth};
-use crate::identify::{Allowlist, Identity};
+use crate::identify::{Allowlist, Identification, Identity};
 use crate::outcome::{LoginOutcome, ResponseFacts};
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
@@ -36,6 +36,8 @@ struct Pending {
     /// Plans of stages that keep their counters in a shard of their own
     /// (see [`Stage::shard`]).
     own_shards: Vec<CounterPlan>,
+    /// The identify step's failed proofs and the nonce it asked to count.
+    identified: Identification,
 }
 
 /// Whether `store.unavailable` is among the acted-on signals and no other
@@ -294,28 +296,34 @@ impl Pipeline {
     fn begin(&self, view: &RequestView<'_>) -> Pending {
         let at = self.clock.now();
         let request_id = self.request_ids.next_id();
-        let identity = self.parts.allowlist.identify(view.headers, view.client_ip);
+        let identified = self.parts.allowlist.identify(view, at);
         // A partner's counters live with the partner, a visitor's with the route.
-        let shard = match &identity {
+        let shard = match &identified.identity {
             Identity::Partner { partner, .. } => partner.shard.clone(),
             Identity::Anonymous => view.route.name.clone(),
         };
-        let mut context = RequestContext::new(identity).with_time(at);
+        let mut context = RequestContext::new(identified.identity.clone()).with_time(at);
         let mut plan = CounterPlan::new(shard);
+        identified.plan(&mut plan);
         let mut own_shards = Vec::new();
         for stage in &self.parts.stages {
             if stage.audience().includes(&context.identity) {
                 stage.plan(view, &mut context, Self::plan_for(&**stage, &mut plan, &mut own_shards));
             }
         }
-        Pending { at, request_id, context, plan, own_shards }
+        Pending { at, request_id, context, plan, own_shards, identified }
     }
 
     /// Detect over the readings, decide, and record what the decision
     /// changes in the store.
     fn finish(&self, view: &RequestView<'_>, pending: Pending, readings: &CounterReadings) -> Decision {
-        let Pending { at, request_id, mut context, plan, own_shards: _ } = pending;
-        let mut signals = Vec::new();
+        let Pending { at, request_id, mut context, plan, own_shards: _, mut identified } = pending;
+        // A replayed signature's nonce makes the partner anonymous again;
+        // the visitors' stages then detect on whatever readings they have
+        // (none were planned for them), so the replay's block decides.
+        identified.settle(readings);
+        context.identity = identified.identity;
+        let mut signals = identified.signals;
         for stage in &self.parts.stages {
             if stage.audience().includes(&context.identity) {
                 stage.detect(view, &mut context, readings, &mut signals);

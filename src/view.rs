@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Version};
+use sha2::{Digest, Sha256};
 
 use crate::routes::Route;
 
@@ -33,6 +34,10 @@ pub struct RequestView<'a> {
     pub body: Option<&'a [u8]>,
     /// JA4 fingerprint of the TLS ClientHello, when palisade terminated TLS.
     pub ja4: Option<&'a str>,
+    /// The URI's authority (HTTP/2 `:authority`), when it has one.
+    pub authority: Option<&'a str>,
+    /// The verified client certificate, when palisade terminated mutual TLS.
+    pub client_cert: Option<&'a ClientCert>,
     /// Header names exactly as sent (wire order, case, repeats), when the
     /// listen stage could see them (HTTP/1).
     pub wire_names: Option<&'a [Box<str>]>,
@@ -73,6 +78,8 @@ impl<'a> RequestView<'a> {
             username,
             body,
             ja4: None,
+            authority: uri.authority().map(|authority| authority.as_str()),
+            client_cert: None,
             wire_names: None,
             fingerprint: std::sync::OnceLock::new(),
         }
@@ -91,6 +98,12 @@ impl<'a> RequestView<'a> {
             .get_or_init(|| crate::fingerprint::http_fingerprint(self.version, self.method, self.header_names()))
     }
 
+    /// The connection's verified client certificate, when there is one.
+    pub fn with_client_cert(mut self, cert: Option<&'a ClientCert>) -> Self {
+        self.client_cert = cert;
+        self
+    }
+
     /// The connection's TLS fingerprint, when there is one.
     pub fn with_ja4(mut self, ja4: Option<&'a str>) -> Self {
         self.ja4 = ja4;
@@ -103,6 +116,36 @@ impl<'a> RequestView<'a> {
         match self.wire_names {
             Some(names) => Box::new(names.iter().map(|name| &**name)),
             None => Box::new(self.headers.keys().map(|name| name.as_str())),
+        }
+    }
+}
+
+/// What palisade knows about a verified client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub sha256: [u8; 32],
+    /// The DER of the issuer's name, to compare with a CA's subject.
+    pub issuer: Vec<u8>,
+    pub subject_cn: Option<String>,
+}
+
+impl ClientCert {
+    /// Read a certificate's facts; `None` when it cannot be parsed (rustls
+    /// would not have accepted it, so that does not happen in serving).
+    pub fn from_der(der: &[u8]) -> Option<ClientCert> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        Some(ClientCert {
+            sha256: Sha256::digest(der).into(),
+            issuer: cert.issuer().as_raw().to_vec(),
+            subject_cn: cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_string),
+        })
+    }
+
+    /// `sha256:<hex>` and the subject CN, for the decision log.
+    pub fn describe(&self) -> String {
+        match &self.subject_cn {
+            Some(cn) => format!("cert sha256:{} cn={cn}", hex::encode(self.sha256)),
+            None => format!("cert sha256:{}", hex::encode(self.sha256)),
         }
     }
 }

@@ -142,6 +142,7 @@ pub fn arrival(captured: &Captured) -> Arrival<'_> {
         client_ip: captured.client_ip,
         ja4: None,
         wire_names: captured.wire_names.as_deref(),
+        client_cert: None,
     }
 }
 

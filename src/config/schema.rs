@@ -296,6 +296,100 @@ pub struct PartnerConfig {
     pub cidrs: Vec<Spanned<String>>,
     /// The partner's own quota; over it, requests get 429.
     pub quota: Option<RateLimitConfig>,
+    /// Requests signed with HTTP Message Signatures (RFC 9421, Web Bot Auth).
+    pub signature: Option<PartnerSignatureConfig>,
+    /// Client certificates (mutual TLS; needs `[tls]`).
+    pub mtls: Option<PartnerMtlsConfig>,
+}
+
+/// How a partner signs its requests (RFC 9421 HTTP Message Signatures, as
+/// profiled by Web Bot Auth). A valid signature identifies the partner; an
+/// invalid one on a request that names the partner's key is blocked
+/// (`partner.signature_invalid`), never judged as an anonymous request.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerSignatureConfig {
+    /// Public keys written here.
+    #[serde(default)]
+    pub keys: Vec<SignatureKeyConfig>,
+    /// A local JWKS file (`{"keys": [...]}`, as a Web Bot Auth key
+    /// directory serves it), relative to the configuration file. Never
+    /// fetched: copy the partner's directory here when it rotates keys.
+    pub key_directory: Option<Spanned<String>>,
+    /// Components every signature must cover. `content-digest` is added
+    /// for requests with a body, whatever this says.
+    #[serde(default = "default_signed_components")]
+    pub components: Vec<Spanned<String>>,
+    /// Oldest `created` accepted, in seconds.
+    #[serde(default = "default_signature_max_age")]
+    pub max_age_secs: u64,
+    /// Clock difference tolerated on `created` and `expires`, in seconds.
+    #[serde(default = "default_signature_clock_skew")]
+    pub clock_skew_secs: u64,
+    /// The `tag` parameter the signatures carry; empty accepts any.
+    #[serde(default = "default_signature_tag")]
+    pub tag: String,
+    /// The `Signature-Agent` the partner sends; when set, it must be
+    /// present, covered by the signature and equal to this.
+    pub agent: Option<String>,
+    /// Refuse signatures without a `nonce` (a nonce is checked for replay
+    /// whenever there is one).
+    #[serde(default)]
+    pub require_nonce: bool,
+}
+
+fn default_signed_components() -> Vec<Spanned<String>> {
+    ["@method", "@authority", "@path"].into_iter().map(|c| unspanned(c.to_string())).collect()
+}
+
+fn default_signature_max_age() -> u64 {
+    300
+}
+
+fn default_signature_clock_skew() -> u64 {
+    30
+}
+
+fn default_signature_tag() -> String {
+    "web-bot-auth".into()
+}
+
+/// One public key of a signing partner.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureKeyConfig {
+    /// The `keyid` signatures name; the key's JWK thumbprint is accepted too.
+    pub keyid: Option<String>,
+    /// `ed25519` or `ecdsa-p256-sha256`.
+    #[serde(default = "default_signature_alg")]
+    pub alg: Spanned<String>,
+    /// The raw public key in base64 or base64url: 32 bytes for Ed25519, the
+    /// 65-byte uncompressed point for P-256.
+    pub public_key: Spanned<String>,
+}
+
+fn default_signature_alg() -> Spanned<String> {
+    unspanned("ed25519".into())
+}
+
+/// Which client certificates prove the partner. The certificate must chain
+/// to `ca_path` (checked in the TLS handshake), and then be one of
+/// `cert_sha256`, or carry `subject_cn`, or, with `any_from_ca`, be any
+/// certificate that CA issued.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerMtlsConfig {
+    /// PEM file with the CA certificate that issues the partner's client
+    /// certificates (relative to the configuration file).
+    pub ca_path: Spanned<String>,
+    /// SHA-256 fingerprints (hex, `:` allowed) of pinned client certificates.
+    #[serde(default)]
+    pub cert_sha256: Vec<Spanned<String>>,
+    /// A subject common name: any certificate from the CA with this CN.
+    pub subject_cn: Option<String>,
+    /// Every certificate the CA issued is the partner's (CA-wide trust).
+    #[serde(default)]
+    pub any_from_ca: bool,
 }
 
 /// A GCRA limit: `requests` per `period_secs`, with bursts up to `burst`

@@ -45,7 +45,9 @@ pub async fn handle(
 
     // Phase: body. Only inspected routes are buffered (up to the limit);
     // everything else streams straight through.
-    let (inspected, body) = if routed.inspects_body() {
+    // Signed partner requests are read too, to check their Content-Digest.
+    let signed_body = lifecycle.pipeline().allowlist().wants_body(&parts.headers);
+    let (inspected, body) = if routed.inspects_body() || signed_body {
         match read_inspected_body(body, &parts.headers, &app).await {
             Ok(bytes) => (Some(bytes.clone()), full_body(bytes)),
             Err(response) => {
@@ -66,6 +68,7 @@ pub async fn handle(
         client_ip,
         ja4: connection.ja4.as_deref(),
         wire_names: wire_names.as_deref(),
+        client_cert: connection.client_cert.as_deref(),
     };
     let mut exchange = lifecycle.decide(routed, &arrival, inspected.as_deref(), reporters).await;
 

@@ -43,4 +43,6 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     /// The JA4 fingerprint of the TLS ClientHello, when palisade terminates TLS.
     pub ja4: Option<Arc<str>>,
+    /// The client certificate the TLS handshake verified (mutual TLS).
+    pub client_cert: Option<Arc<crate::view::ClientCert>>,
 }

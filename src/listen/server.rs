@@ -128,7 +128,7 @@ async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown:
                     // Read per connection, so a reload's new certificate serves new connections.
                     match runtime.app.load().proxy.tls.clone() {
                         None => {
-                            let connection = ConnectionInfo { peer, ja4: None };
+                            let connection = ConnectionInfo { peer, ja4: None, client_cert: None };
                             tracker.spawn(serve_connection(runtime.clone(), stream, connection, shutdown.clone(), force_close.clone()));
                         }
                         Some(tls) => {
@@ -174,7 +174,8 @@ async fn serve_tls(
     };
     match accepted {
         Ok(Ok((stream, ja4))) => {
-            serve_connection(runtime, stream, ConnectionInfo { peer, ja4 }, shutdown, force_close).await;
+            let client_cert = super::tls::client_cert(&stream).map(Arc::new);
+            serve_connection(runtime, stream, ConnectionInfo { peer, ja4, client_cert }, shutdown, force_close).await;
         }
         Ok(Err(refused)) => tracing::debug!(%peer, %refused, "TLS connection closed"),
         Err(_) => tracing::debug!(%peer, "no TLS handshake within the header read timeout; closed"),

@@ -164,7 +164,9 @@ async fn check(
     let headers = original_headers(&parts.headers);
     let routed = lifecycle.route(&method, &uri);
     // Envoy sends the body when `with_request_body` is set; nginx never can.
-    let body = if routed.inspects_body() && asker == Asker::Envoy {
+    // Signed partner requests too, to check their Content-Digest.
+    let signed_body = lifecycle.pipeline().allowlist().wants_body(&headers);
+    let body = if (routed.inspects_body() || signed_body) && asker == Asker::Envoy {
         match read_body(body, app.proxy.limits.max_inspected_body_bytes, app.proxy.timeouts.header_read).await {
             Ok(bytes) => Some(bytes),
             Err(response) => return response,
@@ -180,6 +182,8 @@ async fn check(
         client_ip,
         ja4: connection.ja4.as_deref(),
         wire_names: None,
+        // The connection is the proxy's, not the client's.
+        client_cert: None,
     };
     let mut exchange = lifecycle.decide(routed, &arrival, body.as_deref(), reporters).await;
     let mut response = if exchange.stops_request() {

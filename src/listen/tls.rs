@@ -89,7 +89,30 @@ impl TlsSettings {
             })?;
         // with_single_cert parses the key and checks that its public half
         // is the certificate's.
-        let mut server = builder.with_no_client_auth().with_single_cert(certs, key).map_err(|error| {
+        // Client certificates are asked for (never required) when a partner
+        // is proven by one; they must chain to a partner's CA.
+        let roots = crate::identify::mtls::client_roots(root);
+        let builder = if roots.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            let mut store = rustls::RootCertStore::empty();
+            for root in roots {
+                store.add(root).map_err(|error| {
+                    vec![Invalid::new(0..0, "partner.mtls.ca_path", format!("not a usable CA certificate: {error}"))]
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(store),
+                Arc::new(rustls::crypto::ring::default_provider()),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|error| {
+                vec![Invalid::new(0..0, "partner.mtls.ca_path", format!("cannot verify client certificates: {error}"))]
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        };
+        let mut server = builder.with_single_cert(certs, key).map_err(|error| {
             vec![match error {
                 rustls::Error::InconsistentKeys(_) => Invalid::new(
                     config.key_path.span(),
@@ -115,6 +138,13 @@ impl TlsSettings {
         server.alpn_protocols = ALPN.iter().map(|protocol| protocol.to_vec()).collect();
         Ok(TlsSettings { acceptor: TlsAcceptor::from(Arc::new(server)) })
     }
+}
+
+/// The facts of the client certificate the handshake verified, if any.
+pub(super) fn client_cert<S>(stream: &TlsStream<S>) -> Option<crate::view::ClientCert> {
+    let (_, connection) = stream.get_ref();
+    let leaf = connection.peer_certificates()?.first()?;
+    crate::view::ClientCert::from_der(leaf)
 }
 
 /// Why a connection on the TLS port was closed before any request.

@@ -158,7 +158,11 @@ fn attribute(twin: &Engine, request: &Prepared) -> Vec<(&'static str, Vec<Signal
     let pipeline = twin.pipeline();
     request.with_view(twin.lifecycle(), |view| {
         let mut found = Vec::new();
-        let identity = pipeline.allowlist().identify(view.headers, view.client_ip);
+        let identified = pipeline.allowlist().identify(view, request.at);
+        if !identified.signals.is_empty() {
+            found.push(("identify", identified.signals.clone()));
+        }
+        let identity = identified.identity;
         for stage in pipeline.stages().iter().filter(|stage| stage.audience().includes(&identity)) {
             let mut context = RequestContext::new(identity.clone()).with_time(request.at);
             let mut plan = CounterPlan::default();
@@ -207,9 +211,9 @@ fn render(config: &Config, engine: &Engine, twin: &Engine, request: &Prepared, m
     }
     match &decision.identity {
         Identity::Anonymous => {
-            let _ = writeln!(out, "identity     anonymous (no partner's API key or network)");
+            let _ = writeln!(out, "identity     anonymous (no partner's certificate, signature, API key or network)");
         }
-        Identity::Partner { partner, by } => {
+        Identity::Partner { partner, by, .. } => {
             let _ = writeln!(
                 out,
                 "identity     partner {} (by {}): bot detectors are skipped, only the partner's quota applies",

@@ -133,6 +133,7 @@ impl Prepared {
             client_ip: self.client_ip,
             ja4: None,
             wire_names: self.wire_names(),
+            client_cert: None,
         }
     }
 

@@ -196,6 +196,7 @@ where
         client_ip,
         ja4: None,
         wire_names: None,
+        client_cert: None,
     };
     let mut exchange = lifecycle.decide(routed, &arrival, inspected.as_deref(), reporters).await;
     if exchange.stops_request() {

@@ -63,11 +63,12 @@ async fn axum_example_stops_stuffing_and_lets_a_person_in() {
     assert!(reached_handler <= 10, "{reached_handler} of 30 reached the handler: {statuses:?}");
     assert_eq!(reached_handler + stopped, 30, "{statuses:?}");
 
-    // A person (in another browser: a stuffer copying a person's exact
-    // browser is issue 10's session and challenge work) mistypes once,
-    // then logs in.
-    let alice = client_from("127.0.0.3");
-    assert_eq!(send(&alice, form_login(&url, FIREFOX_UA, "alice", "wonderlnad")).await.status, 401);
+    // A person on another network, in another browser (a stuffer copying
+    // a person's exact browser is the session and challenge stage's work,
+    // tests/session*.rs), mistypes once, then logs in.
+    let alice = client_from("127.0.1.3");
+    let typo = send(&alice, form_login(&url, FIREFOX_UA, "alice", "wonderlnad")).await;
+    assert_eq!(typo.status, 401, "{}", typo.body);
     let welcome = send(&alice, form_login(&url, FIREFOX_UA, "alice", "wonderland")).await;
     assert_eq!(welcome.status, 200, "{}", welcome.body);
     assert_eq!(welcome.body, "welcome");

@@ -29,6 +29,7 @@ pub mod keyed_hash;
 pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
+pub mod network;
 pub mod normalize;
 pub mod outcome;
 pub mod pipeline;

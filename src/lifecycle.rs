@@ -203,6 +203,7 @@ impl Lifecycle {
         )
         .with_ja4(arrival.ja4)
         .with_client_cert(arrival.client_cert)
+        .with_asn(self.pipeline.network().lookup(arrival.client_ip))
         .with_wire_names(arrival.wire_names)
     }
 

@@ -13,8 +13,11 @@ use crate::clock::{Nanos, SharedClock};
 use crate::config::{Config, Invalid, RouteMode};
 use crate::credential::{CredentialStage, KeyHasher};
 use crate::decide::{Decider, Verdict};
-use crate::detect::{ClientRouteRateLimit, Decided, Observed, PartnerQuota, RequestContext, Stage, StoreHealth};
+use crate::detect::{
+    AsnRouteRateLimit, ClientRouteRateLimit, Decided, Observed, PartnerQuota, RequestContext, Stage, StoreHealth,
+};
 use crate::identify::{Allowlist, Identification, Identity};
+use crate::network::NetworkContext;
 use crate::outcome::{LoginOutcome, ResponseFacts};
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
@@ -98,6 +101,8 @@ pub struct PipelineParts {
     /// The session stage again (when `[session]` is enabled), for the
     /// challenge's verify path, which is answered before any stage runs.
     pub session: Option<SessionStage>,
+    /// ASN lookups for the request view (`[network]`).
+    pub network: NetworkContext,
 }
 
 /// Builds the pipeline's stages, collecting every configuration problem.
@@ -120,12 +125,17 @@ impl<'a> PipelineBuilder<'a> {
         let hasher = KeyHasher::from_config(self.config);
         let credential = keep(CredentialStage::from_config(self.config, hasher.clone()), &mut problems);
         let session = keep(SessionStage::from_config(self.config), &mut problems);
+        let network = keep(NetworkContext::from_config(self.config), &mut problems).unwrap_or_default();
         match (routes, allowlist, signatures, decider, credential, session) {
             (Some(routes), Some(allowlist), Some(signatures), Some(decider), Some(credential), Some(session))
                 if problems.is_empty() =>
             {
-                let stages = stage_list(&routes, &allowlist, hasher, signatures, session.clone(), credential);
-                Ok(PipelineParts { routes, allowlist, stages, decider, session })
+                let mut stages =
+                    stage_list(&routes, &allowlist, hasher.clone(), signatures, session.clone(), credential);
+                if routes.routes().any(|route| route.asn_rate_limit.is_some()) {
+                    stages.insert(1, Box::new(AsnRouteRateLimit::new()));
+                }
+                Ok(PipelineParts { routes, allowlist, stages, decider, session, network })
             }
             _ => Err(problems),
         }
@@ -190,6 +200,11 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn routes(&self) -> &RouteTable {
         &self.parts.routes
+    }
+
+    /// ASN lookups for the request view.
+    pub fn network(&self) -> &NetworkContext {
+        &self.parts.network
     }
 
     pub fn allowlist(&self) -> &Allowlist {

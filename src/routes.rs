@@ -112,6 +112,8 @@ pub struct Route {
     /// What to do while the shared store is unavailable.
     pub store_failure: StoreFailure,
     pub rate_limit: Option<RateLimitConfig>,
+    /// Limit per autonomous system of the client (needs `[network]`).
+    pub asn_rate_limit: Option<RateLimitConfig>,
     pub login: Option<LoginSpec>,
     /// Credential-abuse thresholds, on login routes.
     pub abuse: Option<AbuseConfig>,
@@ -161,6 +163,7 @@ impl RouteTable {
             mode: RouteMode::Enforce,
             store_failure: StoreFailure::Open,
             rate_limit: None,
+            asn_rate_limit: None,
             login: None,
             abuse: None,
             matcher: PathMatcher::Any,
@@ -233,6 +236,11 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
             Err(_) => problems.push(Invalid::new(method.span(), key("methods"), "not an HTTP method")),
         }
     }
+    if let Some(limit) = &config.asn_rate_limit
+        && let Err(message) = check_rate_limit(limit)
+    {
+        problems.push(Invalid::new(config.profile.span(), key("asn_rate_limit"), message));
+    }
     if let Some(limit) = &config.rate_limit
         && let Err(message) = check_rate_limit(limit)
     {
@@ -267,6 +275,7 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
         mode: config.mode,
         store_failure: config.on_store_failure,
         rate_limit: config.rate_limit,
+        asn_rate_limit: config.asn_rate_limit,
         login,
         abuse,
         matcher,

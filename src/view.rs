@@ -34,6 +34,8 @@ pub struct RequestView<'a> {
     pub body: Option<&'a [u8]>,
     /// JA4 fingerprint of the TLS ClientHello, when palisade terminated TLS.
     pub ja4: Option<&'a str>,
+    /// The client address's autonomous system, when `[network]` has an MMDB file.
+    pub asn: Option<crate::network::AsnInfo>,
     /// The URI's authority (HTTP/2 `:authority`), when it has one.
     pub authority: Option<&'a str>,
     /// The verified client certificate, when palisade terminated mutual TLS.
@@ -80,6 +82,7 @@ impl<'a> RequestView<'a> {
             ja4: None,
             authority: uri.authority().map(|authority| authority.as_str()),
             client_cert: None,
+            asn: None,
             wire_names: None,
             fingerprint: std::sync::OnceLock::new(),
         }
@@ -96,6 +99,12 @@ impl<'a> RequestView<'a> {
     pub fn fingerprint(&self) -> &str {
         self.fingerprint
             .get_or_init(|| crate::fingerprint::http_fingerprint(self.version, self.method, self.header_names()))
+    }
+
+    /// The client address's autonomous system, when it is known.
+    pub fn with_asn(mut self, asn: Option<crate::network::AsnInfo>) -> Self {
+        self.asn = asn;
+        self
     }
 
     /// The connection's verified client certificate, when there is one.

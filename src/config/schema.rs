@@ -34,6 +34,8 @@ pub struct Config {
     pub signatures: SignaturesConfig,
     pub store: StoreConfig,
     pub breach: BreachConfig,
+    /// Network context: ASN and organisation per client address.
+    pub network: NetworkConfig,
     /// Session and clearance cookies, the proof-of-work challenge and the
     /// under-attack state (`[session]`, see docs/session.md).
     pub session: SessionConfig,
@@ -94,6 +96,7 @@ impl Default for Config {
             signatures: SignaturesConfig::default(),
             store: StoreConfig::default(),
             breach: BreachConfig::default(),
+            network: NetworkConfig::default(),
             session: SessionConfig::default(),
             capture: None,
             sidecar: None,
@@ -445,6 +448,10 @@ pub struct RouteConfig {
     pub on_store_failure: StoreFailure,
     /// Limit per client address on this route.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Limit per autonomous system (ASN, from `[network] mmdb_path`) on
+    /// this route: a distributed attack from one hosting network is one
+    /// counter, whatever its addresses.
+    pub asn_rate_limit: Option<RateLimitConfig>,
     /// Where the username is, for login routes.
     pub login: Option<LoginConfig>,
 }
@@ -703,6 +710,7 @@ fn default_routes() -> Vec<RouteConfig> {
             mode: RouteMode::Enforce,
             on_store_failure: StoreFailure::Open,
             rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(20) }),
+            asn_rate_limit: None,
             login: Some(LoginConfig::default()),
         },
         RouteConfig {
@@ -714,6 +722,7 @@ fn default_routes() -> Vec<RouteConfig> {
             mode: RouteMode::Enforce,
             on_store_failure: StoreFailure::Open,
             rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(10) }),
+            asn_rate_limit: None,
             login: None,
         },
     ]
@@ -826,4 +835,14 @@ impl Default for SidecarConfig {
             max_pending_outcomes: 100_000,
         }
     }
+}
+
+/// Network context for client addresses.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// A local MMDB file (MaxMind GeoLite2/GeoIP2 ASN or DB-IP ASN format)
+    /// giving each client address its autonomous system number and
+    /// organisation. Read at start and on reload, never downloaded.
+    pub mmdb_path: Option<Spanned<String>>,
 }

@@ -16,11 +16,13 @@
 //! from one hook to the next for the same request (a login attempt's
 //! keys) lives in the per-request [`RequestContext`].
 
+mod asn_rate;
 mod context;
 mod quota;
 mod rate;
 mod store_health;
 
+pub use asn_rate::AsnRouteRateLimit;
 pub use context::{Decided, Observed, RequestContext, Vouched};
 pub use quota::{PARTNER_QUOTA_ID, PartnerQuota};
 pub use rate::ClientRouteRateLimit;

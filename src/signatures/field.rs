@@ -32,11 +32,14 @@ pub enum Field {
     Profile,
     /// The route's name from the configuration.
     Route,
+    /// The client address's autonomous system number (`[network]`).
+    Asn,
+    /// The organisation of that autonomous system.
+    AsnOrg,
 }
 
 impl Field {
-    pub const NAMES: &'static str =
-        "user_agent, path, query, method, version, header:<name>, header_names, body, fingerprint, ja4, profile, route";
+    pub const NAMES: &'static str = "user_agent, path, query, method, version, header:<name>, header_names, body, fingerprint, ja4, profile, route, asn, asn_org";
 
     pub fn parse(name: &str) -> Option<Field> {
         Some(match name {
@@ -51,6 +54,8 @@ impl Field {
             "ja4" => Field::Ja4,
             "profile" => Field::Profile,
             "route" => Field::Route,
+            "asn" => Field::Asn,
+            "asn_org" => Field::AsnOrg,
             other => {
                 let header = other.strip_prefix("header:")?;
                 Field::Header(HeaderName::from_bytes(header.trim().as_bytes()).ok()?)
@@ -72,6 +77,8 @@ impl Field {
             Field::Ja4 => "ja4".into(),
             Field::Profile => "profile".into(),
             Field::Route => "route".into(),
+            Field::Asn => "asn".into(),
+            Field::AsnOrg => "asn_org".into(),
         }
     }
 
@@ -118,6 +125,10 @@ impl Field {
             Field::Ja4 => out.extend(view.ja4.map(bytes)),
             Field::Profile => out.push(bytes(view.route.profile.as_str())),
             Field::Route => out.push(bytes(&view.route.name)),
+            Field::Asn => out.extend(view.asn.as_ref().map(|asn| Cow::Owned(asn.number.to_string().into_bytes()))),
+            Field::AsnOrg => {
+                out.extend(view.asn.as_ref().and_then(|asn| asn.organisation.as_deref()).map(bytes));
+            }
         }
     }
 }

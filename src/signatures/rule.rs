@@ -52,7 +52,7 @@ impl OneOrMany {
 #[serde(deny_unknown_fields)]
 pub struct ConditionSpec {
     /// `user_agent`, `path`, `query`, `method`, `version`, `header:<name>`,
-    /// `header_names`, `body`, `fingerprint`, `ja4`, `profile` or `route`.
+    /// `header_names`, `body`, `fingerprint`, `ja4`, `profile`, `route`, `asn` or `asn_org`.
     pub field: Option<String>,
     pub contains: Option<OneOrMany>,
     pub prefix: Option<OneOrMany>,

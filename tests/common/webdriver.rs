@@ -39,6 +39,9 @@ impl Chromium {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            // Its own process group, with the Chromium it starts: a test
+            // that fails before `quit` still stops both (see `Drop`).
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
@@ -56,6 +59,7 @@ impl Chromium {
         let capabilities = json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
             "binary": CHROMIUM,
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-crash-reporter", "--disable-breakpad",
                      "--disable-background-networking", "--hide-scrollbars", format!("--window-size={width},{height}")],
         }}}});
         let mut chromium = Chromium { driver, base, session: String::new(), client };
@@ -102,9 +106,18 @@ impl Chromium {
     }
 
     /// End the session (closing Chromium) and stop chromedriver.
-    pub async fn quit(mut self) {
+    pub async fn quit(self) {
         self.call("DELETE", "", Value::Null).await;
-        let _ = self.driver.kill().await;
+    }
+}
+
+impl Drop for Chromium {
+    /// Stop chromedriver's process group: chromedriver and the Chromium it
+    /// started, whether or not the test got as far as `quit`.
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).status();
+        }
     }
 }
 

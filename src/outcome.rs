@@ -56,7 +56,9 @@ pub fn classify(spec: &LoginSpec, response: &ResponseFacts<'_>) -> Option<LoginO
         spec.success_statuses.contains(&response.status)
     };
     match (header_says_failure || body_says_failure, success) {
-        (true, _) if (200..400).contains(&response.status) => Some(LoginOutcome::Failure),
+        // A 4xx carrying the failure marker is a failure too (OAuth answers
+        // a wrong password with 400 and `"error":"invalid_grant"`).
+        (true, _) if (200..500).contains(&response.status) => Some(LoginOutcome::Failure),
         (_, true) => Some(LoginOutcome::Success),
         _ => None,
     }

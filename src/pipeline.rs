@@ -14,7 +14,8 @@ use crate::config::{Config, Invalid, RouteMode};
 use crate::credential::{CredentialStage, KeyHasher};
 use crate::decide::{Decider, Verdict};
 use crate::detect::{
-    AsnRouteRateLimit, ClientRouteRateLimit, Decided, Observed, PartnerQuota, RequestContext, Stage, StoreHealth,
+    AsnRouteRateLimit, ClientRouteRateLimit, Decided, OAuthClientQuota, Observed, PartnerQuota, RequestContext, Stage,
+    StoreHealth,
 };
 use crate::identify::{Allowlist, Identification, Identity};
 use crate::network::NetworkContext;
@@ -132,6 +133,9 @@ impl<'a> PipelineBuilder<'a> {
             {
                 let mut stages =
                     stage_list(&routes, &allowlist, hasher.clone(), signatures, session.clone(), credential);
+                if routes.routes().any(|route| route.client_quota.is_some()) {
+                    stages.insert(1, Box::new(OAuthClientQuota::new(hasher.clone())));
+                }
                 if routes.routes().any(|route| route.asn_rate_limit.is_some()) {
                     stages.insert(1, Box::new(AsnRouteRateLimit::new()));
                 }

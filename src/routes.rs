@@ -17,10 +17,13 @@ pub enum RouteProfile {
     Payment,
     Api,
     Default,
+    /// An OAuth 2.0 token endpoint: a login endpoint (`grant_type=password`)
+    /// whose failures are `400` with `"error":"invalid_grant"`.
+    OAuthToken,
 }
 
 impl RouteProfile {
-    pub const NAMES: [&'static str; 4] = ["login", "payment", "api", "default"];
+    pub const NAMES: [&'static str; 5] = ["login", "payment", "api", "default", "oauth_token"];
 
     pub fn parse(name: &str) -> Option<Self> {
         match name {
@@ -28,6 +31,7 @@ impl RouteProfile {
             "payment" => Some(RouteProfile::Payment),
             "api" => Some(RouteProfile::Api),
             "default" => Some(RouteProfile::Default),
+            "oauth_token" => Some(RouteProfile::OAuthToken),
             _ => None,
         }
     }
@@ -114,6 +118,8 @@ pub struct Route {
     pub rate_limit: Option<RateLimitConfig>,
     /// Limit per autonomous system of the client (needs `[network]`).
     pub asn_rate_limit: Option<RateLimitConfig>,
+    /// Quota per OAuth client (`client_id` in the body or HTTP Basic).
+    pub client_quota: Option<RateLimitConfig>,
     pub login: Option<LoginSpec>,
     /// Credential-abuse thresholds, on login routes.
     pub abuse: Option<AbuseConfig>,
@@ -164,6 +170,7 @@ impl RouteTable {
             store_failure: StoreFailure::Open,
             rate_limit: None,
             asn_rate_limit: None,
+            client_quota: None,
             login: None,
             abuse: None,
             matcher: PathMatcher::Any,
@@ -236,6 +243,11 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
             Err(_) => problems.push(Invalid::new(method.span(), key("methods"), "not an HTTP method")),
         }
     }
+    if let Some(limit) = &config.client_quota
+        && let Err(message) = check_rate_limit(limit)
+    {
+        problems.push(Invalid::new(config.profile.span(), key("client_quota"), message));
+    }
     if let Some(limit) = &config.asn_rate_limit
         && let Err(message) = check_rate_limit(limit)
     {
@@ -248,6 +260,7 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
     }
     let login_config = match (profile, &config.login) {
         (RouteProfile::Login, spec) => Some(spec.clone().unwrap_or_default()),
+        (RouteProfile::OAuthToken, spec) => Some(spec.clone().unwrap_or_else(LoginConfig::oauth_token)),
         _ => None,
     };
     let abuse = login_config.as_ref().map(|login| login.abuse.clone());
@@ -255,12 +268,12 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
         check_abuse(abuse, &key, &mut problems);
     }
     let login = match (profile, login_config) {
-        (RouteProfile::Login, Some(spec)) => Some(login_spec(spec, &key, &mut problems)),
+        (RouteProfile::Login | RouteProfile::OAuthToken, Some(spec)) => Some(login_spec(spec, &key, &mut problems)),
         (_, _) if config.login.is_some() => {
             problems.push(Invalid::new(
                 config.profile.span(),
                 key("login"),
-                "`login` settings only apply to routes with profile = \"login\"",
+                "`login` settings only apply to routes with profile = \"login\" or \"oauth_token\"",
             ));
             None
         }
@@ -276,6 +289,7 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
         store_failure: config.on_store_failure,
         rate_limit: config.rate_limit,
         asn_rate_limit: config.asn_rate_limit,
+        client_quota: config.client_quota,
         login,
         abuse,
         matcher,

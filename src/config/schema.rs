@@ -452,6 +452,10 @@ pub struct RouteConfig {
     /// this route: a distributed attack from one hosting network is one
     /// counter, whatever its addresses.
     pub asn_rate_limit: Option<RateLimitConfig>,
+    /// Quota per OAuth client: `client_id` from the form body or HTTP
+    /// Basic authentication (hashed before it is counted). A `client_id` is
+    /// not a secret, so it never makes a request a partner.
+    pub client_quota: Option<RateLimitConfig>,
     /// Where the username is, for login routes.
     pub login: Option<LoginConfig>,
 }
@@ -480,6 +484,25 @@ pub struct LoginConfig {
     pub failure_body_contains: Option<String>,
     /// Thresholds and windows of the credential-abuse detectors.
     pub abuse: AbuseConfig,
+}
+
+impl LoginConfig {
+    /// The defaults of `profile = "oauth_token"` (RFC 6749 §4.3, §5.2): the
+    /// username and password of `grant_type=password` form bodies, failure
+    /// when the answer is `"error":"invalid_grant"`.
+    pub fn oauth_token() -> Self {
+        LoginConfig {
+            username_field: Some("username".into()),
+            username_json_pointer: None,
+            password_field: Some("password".into()),
+            password_json_pointer: None,
+            failure_statuses: Vec::new(),
+            success_statuses: vec![200],
+            failure_header: None,
+            failure_body_contains: Some("\"invalid_grant\"".into()),
+            abuse: AbuseConfig::default(),
+        }
+    }
 }
 
 impl Default for LoginConfig {
@@ -711,6 +734,7 @@ fn default_routes() -> Vec<RouteConfig> {
             on_store_failure: StoreFailure::Open,
             rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(20) }),
             asn_rate_limit: None,
+            client_quota: None,
             login: Some(LoginConfig::default()),
         },
         RouteConfig {
@@ -723,6 +747,7 @@ fn default_routes() -> Vec<RouteConfig> {
             on_store_failure: StoreFailure::Open,
             rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(10) }),
             asn_rate_limit: None,
+            client_quota: None,
             login: None,
         },
     ]
@@ -795,6 +820,11 @@ pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
     "client_secret",
     "access_token",
     "refresh_token",
+    "id_token",
+    "code",
+    "code_verifier",
+    "assertion",
+    "client_assertion",
 ];
 
 /// Headers whose values are redacted by default (`[capture]

@@ -18,12 +18,14 @@
 
 mod asn_rate;
 mod context;
+mod oauth_client;
 mod quota;
 mod rate;
 mod store_health;
 
 pub use asn_rate::AsnRouteRateLimit;
 pub use context::{Decided, Observed, RequestContext, Vouched};
+pub use oauth_client::OAuthClientQuota;
 pub use quota::{PARTNER_QUOTA_ID, PartnerQuota};
 pub use rate::ClientRouteRateLimit;
 pub use store_health::{STORE_UNAVAILABLE_ID, StoreHealth};

@@ -317,7 +317,7 @@ impl SessionStage {
     pub fn mode(&self, route: &Route) -> ChallengeMode {
         self.modes.get(&route.name).copied().unwrap_or(match route.profile {
             RouteProfile::Login | RouteProfile::Default => ChallengeMode::Interstitial,
-            RouteProfile::Api | RouteProfile::Payment => ChallengeMode::Header,
+            RouteProfile::Api | RouteProfile::Payment | RouteProfile::OAuthToken => ChallengeMode::Header,
         })
     }
 

@@ -46,6 +46,7 @@ pub struct Seen {
 /// - `POST /login`: 200 when the body contains `password=right` (or `"password":"right"`), else 401;
 /// - `GET /signin`: an HTML sign-in page (a form posting to `/login`, a
 ///   stylesheet and a script), `/static/*`: those sub-resources;
+/// - `POST /oauth/token`: an OAuth token endpoint (400 `invalid_grant` for a wrong password);
 /// - `/status/NNN`: answers NNN;
 /// - `/slow/MS`: waits MS milliseconds, then 200;
 /// - `/stream`: a chunked body of 3 chunks;
@@ -118,6 +119,20 @@ async fn upstream_answer(
         let body_text = String::from_utf8_lossy(&body);
         let ok = body_text.contains("password=right") || body_text.contains("\"password\":\"right\"");
         return Ok(text(if ok { 200 } else { 401 }, if ok { "welcome".into() } else { "denied".into() }));
+    }
+    // An OAuth 2.0 token endpoint (RFC 6749 §5): `password=right` or any
+    // non-password grant gets a token, a wrong password `invalid_grant`.
+    if path == "/oauth/token" && parts.method == http::Method::POST {
+        let body_text = String::from_utf8_lossy(&body);
+        let wrong = body_text.contains("grant_type=password") && !body_text.contains("password=right");
+        let (status, answer) = if wrong {
+            (400, r#"{"error":"invalid_grant","error_description":"bad credentials"}"#.to_string())
+        } else {
+            (200, r#"{"access_token":"at-SECRET-0d9f","token_type":"Bearer","refresh_token":"rt-SECRET-77aa"}"#.into())
+        };
+        let mut response = text(status, answer);
+        response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        return Ok(response);
     }
     if path == "/signin" {
         let mut response = text(200, SIGNIN_PAGE.into());

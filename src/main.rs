@@ -190,7 +190,7 @@ async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterSto
     let store = match palisade::app::build_store(config, clock.clone()).await {
         Ok(store) => store,
         // Bad store settings: `compile` reports them with their lines.
-        Err(_) => Arc::new(CounterStore::Local(LocalStore::new(clock.clone()))),
+        Err(_) => Arc::new(CounterStore::Local(palisade::store::local_store(config, clock.clone()))),
     };
     let app = compile(config, source, store.clone(), clock.clone()).map_err(|problems| eprintln!("{problems}")).ok()?;
     let metrics = Arc::new(Metrics::default());

@@ -102,6 +102,11 @@ impl WindowedDistinct {
     pub fn is_expired(&self, now: Nanos, window: Duration) -> bool {
         window_index(now, window) > self.index + 1
     }
+
+    /// Bytes the two sketches hold outside this struct.
+    pub fn heap_bytes(&self) -> usize {
+        self.current.heap_bytes() + self.previous.heap_bytes()
+    }
 }
 
 /// An exponentially decayed sum: each event's weight halves every

@@ -644,7 +644,7 @@ impl Default for StoreConfig {
             timeout_ms: 5,
             connect_timeout_ms: 500,
             retry_interval_ms: 250,
-            max_memory_mb: 160,
+            max_memory_mb: 192,
         }
     }
 }

@@ -16,9 +16,10 @@
 //!   rotating addresses) therefore pushes out other one-off keys, not the
 //!   bans and busy scopes that stop it.
 //!
-//! The budget counts the store's own allocations (keys, entries, sketches,
-//! the hash tables' buckets at their ideal load); the process's RSS adds
-//! the rest of palisade and the allocator's slack.
+//! The budget counts the store's own allocations: keys, sketches and the
+//! hash tables as allocated (a table that would have to double past the
+//! budget evicts instead). The process's RSS adds the rest of palisade and
+//! the allocator's slack.
 
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use governor::Quota;
 
-use super::window::{Decayed, SlidingCount, WindowedDistinct};
+use super::window::{Decayed, OneDistinct, SlidingCount, WindowedDistinct};
 use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Key, Reading};
 use crate::clock::{Nanos, SharedClock};
 use crate::config::RateLimitConfig;
@@ -45,7 +46,7 @@ const SHARDS: usize = 16;
 
 /// The default budget, when `[store] max_memory_mb` is not set: about a
 /// million keys, and with the rest of palisade well under 256 MB of RSS.
-pub const DEFAULT_MAX_MEMORY_MB: u64 = 160;
+pub const DEFAULT_MAX_MEMORY_MB: u64 = 192;
 
 /// An eviction brings a shard down to this fraction of its budget, so the
 /// next one is thousands of inserts away rather than at the next insert.
@@ -57,6 +58,9 @@ enum Slot {
     /// A GCRA limit's theoretical arrival time, as governor keeps it.
     Gcra(Nanos),
     Count(SlidingCount, Duration),
+    /// A distinct count of one item, inline: most distinct keys of a flood
+    /// never see a second.
+    DistinctOne(OneDistinct, Duration),
     /// Boxed: sketches are the largest state, and most keys are counts.
     Distinct(Box<(WindowedDistinct, Duration)>),
     Decay(Decayed, Duration),
@@ -69,6 +73,7 @@ impl Slot {
         match self {
             Slot::Gcra(tat) => *tat <= now,
             Slot::Count(count, window) => count.is_expired(now, *window),
+            Slot::DistinctOne(one, window) => one.is_expired(now, *window),
             Slot::Distinct(distinct) => distinct.0.is_expired(now, distinct.1),
             Slot::Decay(decayed, half_life) => decayed.is_expired(now, *half_life),
             Slot::Ban(until, _) => *until <= now,
@@ -126,11 +131,23 @@ fn allocation(size: usize) -> usize {
     if size == 0 { 0 } else { (size + 8).next_multiple_of(16).max(32) }
 }
 
-/// Bytes one entry costs: its bucket (at the tables' 7/8 load), its key's
-/// text and its slot's heap.
+/// Bytes one entry costs outside its map's table: its key's text and its
+/// slot's heap.
 fn entry_bytes(key: &str, entry: &Entry) -> usize {
-    const BUCKET: usize = std::mem::size_of::<(Box<str>, Entry)>() + 1;
-    BUCKET * 8 / 7 + allocation(key.len()) + entry.slot.heap_bytes()
+    allocation(key.len()) + entry.slot.heap_bytes()
+}
+
+/// Bytes of one bucket of a shard's table: the key's pointer, the entry
+/// and hashbrown's control byte.
+const BUCKET_BYTES: usize = std::mem::size_of::<(Box<str>, Entry)>() + 1;
+
+/// The buckets of a table whose [`capacity`](hashbrown::HashMap::capacity)
+/// (entries plus room left before it grows) is `capacity`: hashbrown keeps
+/// 8 buckets for 7 entries, a power of two. Removed entries can take room
+/// until the table is rebuilt, so the capacity seen can be lower than the
+/// table's; rounding up to the power of two finds the table all the same.
+fn buckets(capacity: usize) -> usize {
+    if capacity == 0 { 0 } else { (capacity.saturating_mul(8) / 7).max(capacity + 1).next_power_of_two() }
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +158,37 @@ struct Shard {
 }
 
 impl Shard {
+    fn buckets(&self) -> usize {
+        buckets(self.map.capacity())
+    }
+
+    /// Everything the shard holds: entries and its table as allocated
+    /// (a table grows by doubling, so it can be twice what it holds).
+    fn size(&self) -> usize {
+        self.bytes + self.buckets() * BUCKET_BYTES
+    }
+
+    /// What the shard will hold once one more entry of `bytes` is in:
+    /// when the table has no room left, hashbrown doubles it.
+    fn size_with(&self, bytes: usize) -> usize {
+        let buckets = if self.map.len() >= self.map.capacity() { (self.buckets() * 2).max(4) } else { self.buckets() };
+        self.bytes + bytes + buckets * BUCKET_BYTES
+    }
+
+    /// A fresh table of the same size: removed entries leave markers that
+    /// take room until the table is rebuilt, and hashbrown would double a
+    /// table full of them rather than reuse it.
+    fn rebuild(&mut self) {
+        let buckets = self.buckets();
+        let capacity = if buckets < 8 { buckets.saturating_sub(1) } else { buckets / 8 * 7 };
+        if self.map.capacity() >= capacity {
+            return;
+        }
+        let mut fresh = SlotMap::with_capacity_and_hasher(capacity, self.map.hasher().clone());
+        fresh.extend(self.map.drain());
+        self.map = fresh;
+    }
+
     /// Drop the entries that no longer change an answer; how many.
     fn prune(&mut self, now: Nanos) -> usize {
         let before = self.map.len();
@@ -156,20 +204,32 @@ impl Shard {
         before - self.map.len()
     }
 
-    /// Bring the shard under `budget`: expired entries first, then the
-    /// least worth keeping, down to 7/8 of the budget. How many entries
-    /// went (expired, evicted).
-    fn make_room(&mut self, now: Nanos, budget: usize) -> (usize, usize) {
+    /// Make room for one more entry of `bytes` within `budget`: expired
+    /// entries first, then the least worth keeping — down to 7/8 of the
+    /// budget, and, when the table is full and doubling it would not fit,
+    /// by an eighth of the entries, so that the table need not grow. How
+    /// many entries went (expired, evicted).
+    fn make_room(&mut self, now: Nanos, budget: usize, bytes: usize) -> (usize, usize) {
         let pruned = self.prune(now);
-        if self.bytes <= budget || self.map.is_empty() {
+        if self.size_with(bytes) > budget {
+            self.rebuild();
+        }
+        if self.size_with(bytes) <= budget || self.map.is_empty() {
             return (pruned, 0);
         }
-        let target = budget / EVICT_TO_DEN * EVICT_TO_NUM;
-        let excess = self.bytes - target;
-        // Entries are of similar size: drop the share of them that the
-        // excess is of the bytes.
         let len = self.map.len();
-        let drop = (excess.saturating_mul(len) / self.bytes.max(1) + 1).min(len);
+        let table = self.buckets() * BUCKET_BYTES;
+        let target = (budget / EVICT_TO_DEN * EVICT_TO_NUM).saturating_sub(table);
+        // Entries are of similar size: drop the share of them that the
+        // excess is of their bytes.
+        let mut drop = match self.bytes.checked_sub(target) {
+            Some(excess) if excess > 0 => excess.saturating_mul(len) / self.bytes.max(1) + 1,
+            _ => 0,
+        };
+        if len >= self.map.capacity() {
+            drop = drop.max(len / EVICT_TO_DEN + 1);
+        }
+        let drop = drop.clamp(1, len);
         let mut scores: Vec<u64> = self.map.values().map(|entry| entry.keep_score(now)).collect();
         let (_, threshold, _) = scores.select_nth_unstable(drop - 1);
         let threshold = *threshold;
@@ -195,6 +255,7 @@ impl Shard {
             true
         });
         self.bytes = self.bytes.saturating_sub(freed);
+        self.rebuild();
         (pruned, evicted)
     }
 }
@@ -382,6 +443,17 @@ impl LocalStore {
     ) -> Reading {
         if let Some(entry) = shard.map.get_mut(&**key) {
             entry.touch(now);
+            if let Slot::DistinctOne(one, _) = &mut entry.slot {
+                let full = match item {
+                    Some(item) => one.add(now, window, item),
+                    None => None,
+                };
+                let Some(mut full) = full else { return Reading::Number(one.count(now, window) as f64) };
+                let count = full.count(now, window);
+                entry.slot = Slot::Distinct(Box::new((full, window)));
+                shard.bytes += entry.slot.heap_bytes();
+                return Reading::Number(count as f64);
+            }
             let Slot::Distinct(distinct) = &mut entry.slot else { return Reading::Number(0.0) };
             let before = distinct.0.heap_bytes();
             if let Some(item) = item {
@@ -396,11 +468,9 @@ impl LocalStore {
         if !create {
             return Reading::Number(1.0);
         }
-        let mut distinct = WindowedDistinct::default();
-        distinct.add(now, window, item);
-        let count = distinct.count(now, window);
-        self.insert(shard, key, Entry::new(Slot::Distinct(Box::new((distinct, window))), now), now);
-        Reading::Number(count as f64)
+        let one = OneDistinct::new(now, window, item);
+        self.insert(shard, key, Entry::new(Slot::DistinctOne(one, window), now), now);
+        Reading::Number(one.count(now, window) as f64)
     }
 
     /// Change the slot under `key` with `change`, or create it with
@@ -426,9 +496,9 @@ impl LocalStore {
     /// A new entry, making room first when the shard is over budget.
     fn insert(&self, shard: &mut Shard, key: &str, entry: Entry, now: Nanos) {
         let bytes = entry_bytes(key, &entry);
-        if shard.bytes + bytes > self.shard_budget {
+        if shard.size_with(bytes) > self.shard_budget {
             let before = shard.map.len();
-            let (_, evicted) = shard.make_room(now, self.shard_budget.saturating_sub(bytes));
+            let (_, evicted) = shard.make_room(now, self.shard_budget, bytes);
             self.gauges.evicted.fetch_add(evicted as u64, Ordering::Relaxed);
             self.gauges.keys.fetch_sub((before - shard.map.len()) as u64, Ordering::Relaxed);
         }
@@ -460,7 +530,7 @@ impl LocalStore {
         for shard in &self.shards {
             if let Ok(shard) = shard.lock() {
                 keys += shard.map.len();
-                bytes += shard.bytes;
+                bytes += shard.size();
             }
         }
         self.gauges.keys.store(keys as u64, Ordering::Relaxed);
@@ -727,7 +797,7 @@ mod tests {
                 store.execute(&busy, now, &mut CounterReadings::default());
             }
         }
-        let accounted: usize = store.shards.iter().map(|s| s.lock().unwrap().bytes).sum();
+        let accounted: usize = store.shards.iter().map(|s| s.lock().unwrap().size()).sum();
         assert!(accounted as u64 <= budget, "{accounted} bytes held over a budget of {budget}");
         let gauges = store.gauges();
         assert!(gauges.evicted.load(Ordering::Relaxed) > 100_000, "{gauges:?}");

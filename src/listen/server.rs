@@ -277,7 +277,7 @@ async fn serve_connection<S>(
                 Some(settings) => super::sidecar::handle(runtime, request, connection, settings).await,
                 None => super::handler::handle(runtime, request, connection, wire_heads).await,
             };
-            Ok::<_, std::convert::Infallible>(response?.map(|body| InFlightBody::new(body, in_flight)))
+            Ok::<_, std::convert::Infallible>(response?.map(|body| InFlightBody::boxed(body, in_flight)))
         }
     });
     let connection = builder.serve_connection(io, service);
@@ -362,7 +362,7 @@ struct InFlightBody {
 }
 
 impl InFlightBody {
-    fn new(inner: ProxyBody, in_flight: InFlight) -> ProxyBody {
+    fn boxed(inner: ProxyBody, in_flight: InFlight) -> ProxyBody {
         use http_body_util::BodyExt;
         InFlightBody { inner, _in_flight: in_flight }.boxed()
     }

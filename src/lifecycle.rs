@@ -268,7 +268,10 @@ impl Lifecycle {
     ) -> Option<LoginOutcome> {
         let (status, outcome, upstream_time) = match ending {
             Ending::Refused => (None, None, None),
-            Ending::Unanswered { upstream_time } => (None, None, upstream_time),
+            Ending::Unanswered { upstream_time } => {
+                self.pipeline.abandon(&exchange.route, &exchange.decision);
+                (None, None, upstream_time)
+            }
             Ending::Answered { response, upstream_time } => {
                 if let Some(metrics) = reporters.metrics {
                     if let Some(time) = upstream_time {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use crate::outcome::{BODY_PREFIX_LIMIT, LoginOutcome, ResponseFacts, classify};
 pub use breach::BreachFilter;
-pub use keys::{KeyHasher, LoginKeys, Scope, subnet};
+pub use keys::{Counter, KeyHasher, LoginKeys, Scope, subnet};
 
 use crate::config::{AbuseConfig, Config, Invalid};
 use crate::detect::{Decided, Observed, RequestContext, Stage, Vouched};
@@ -32,6 +32,11 @@ const SCOPES: [Scope; 4] = [Scope::Ip, Scope::Subnet, Scope::Fingerprint, Scope:
 
 /// Half-life of the "last few minutes" side of the site-wide comparison.
 const SITE_RECENT_HALF_LIFE: Duration = Duration::from_secs(60);
+
+/// Window of the in-flight count (attempts let through minus those whose
+/// request ended): a login slower than this is not waited for, and an
+/// attempt whose end was never seen stops counting within two windows.
+const PENDING_WINDOW: Duration = Duration::from_secs(60);
 
 /// What the stage knows about one login attempt, carried in the decision
 /// until the outcome is known.
@@ -103,20 +108,35 @@ impl CredentialStage {
         let keys = &attempt.keys;
         let window = Duration::from_secs(abuse.window_secs);
         for scope in SCOPES {
-            plan.push(CounterOp::BanCheck { key: keys.key(scope, "ban") });
-            for counter in ["f", "s", "x"] {
+            plan.push(CounterOp::BanCheck { key: keys.key(scope, Counter::Ban) });
+            for counter in [Counter::Failures, Counter::Successes, Counter::Refused] {
                 plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 0 });
             }
-            plan.push(CounterOp::Distinct { key: keys.key(scope, "users"), window, item: keys.user_item });
+            plan.push(CounterOp::Distinct { key: keys.key(scope, Counter::Usernames), window, item: keys.user_item });
+            for counter in [Counter::Forwarded, Counter::Resolved] {
+                plan.push(CounterOp::Count { key: keys.key(scope, counter), window: PENDING_WINDOW, add: 0 });
+            }
+            plan.push(CounterOp::Distinct { key: keys.key(scope, Counter::SuccessAccounts), window, item: None });
         }
         if keys.user.is_some() {
-            plan.push(CounterOp::Count { key: keys.key(Scope::User, "f"), window, add: 0 });
-            plan.push(CounterOp::Distinct { key: keys.key(Scope::User, "addrs"), window, item: Some(keys.ip_item) });
+            plan.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 0 });
+            // Only an account already tracked takes the address now: a
+            // refused attempt (a banned client cycling usernames) must not
+            // create state per username. A let-through attempt adds it in
+            // `record_decision`.
+            plan.push(CounterOp::DistinctIfHeld {
+                key: keys.key(Scope::User, Counter::Addresses),
+                window,
+                item: keys.ip_item,
+            });
         }
         let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
-        for (counter, half_life) in
-            [("a1", SITE_RECENT_HALF_LIFE), ("f1", SITE_RECENT_HALF_LIFE), ("a0", baseline), ("f0", baseline)]
-        {
+        for (counter, half_life) in [
+            (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE),
+            (Counter::RecentFailures, SITE_RECENT_HALF_LIFE),
+            (Counter::BaselineAttempts, baseline),
+            (Counter::BaselineFailures, baseline),
+        ] {
             plan.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add: 0.0 });
         }
     }
@@ -139,7 +159,7 @@ impl CredentialStage {
         let keys = &attempt.keys;
         let skipped = |scope: Scope| vouched && scope != Scope::Ip;
         for scope in SCOPES.into_iter().filter(|scope| !skipped(*scope)) {
-            if let Some(left) = readings.ban(&keys.key(scope, "ban")) {
+            if let Some(left) = readings.ban(&keys.key(scope, Counter::Ban)) {
                 let mut signal = Signal::new(Arc::from("cred.banned"), 79);
                 signal.action = Some(Action::Block);
                 signal.evidence.push(Evidence::text("scope", scope.as_str()));
@@ -189,8 +209,8 @@ impl CredentialStage {
             if skipped(scope) {
                 continue;
             }
-            let distinct = readings.number(&keys.key(scope, "users"));
-            let (_, _, ratio) = outcomes(readings, keys, scope);
+            let distinct = readings.number(&keys.key(scope, Counter::Usernames));
+            let ratio = outcomes(readings, keys, scope).ratio;
             if distinct >= f64::from(threshold) && ratio >= min_ratio {
                 let mut signal = Signal::new(Arc::from(id), 25);
                 signal.evidence.push(Evidence::number("distinct_usernames", distinct, Some(f64::from(threshold))));
@@ -200,7 +220,7 @@ impl CredentialStage {
             }
         }
         if keys.user.is_some() {
-            let failures = readings.number(&keys.key(Scope::User, "f"));
+            let failures = readings.number(&keys.key(Scope::User, Counter::Failures));
             if failures >= f64::from(abuse.username_failures) {
                 // Challenge, never block: blocking would let anyone lock a
                 // person out of their own account.
@@ -209,7 +229,7 @@ impl CredentialStage {
                 signal.evidence.push(Evidence::number("failures", failures, Some(f64::from(abuse.username_failures))));
                 signals.push(signal);
             }
-            let addresses = readings.number(&keys.key(Scope::User, "addrs"));
+            let addresses = readings.number(&keys.key(Scope::User, Counter::Addresses));
             if addresses >= f64::from(abuse.username_distinct_addresses) {
                 let mut signal = Signal::new(Arc::from("cred.account_addresses"), 15);
                 signal.action = Some(Action::Challenge);
@@ -246,8 +266,11 @@ impl CredentialStage {
         signals: &mut Vec<Signal>,
         bans: &mut Vec<BanRequest>,
     ) {
-        let (failures, successes, ratio) = outcomes(readings, keys, escalation.scope);
-        let refused = readings.number(&keys.key(escalation.scope, "x"));
+        let Outcomes { failures, pending, successes, ratio } = outcomes(readings, keys, escalation.scope);
+        // Attempts still in flight weigh as failures until their outcome
+        // is known: a burst sent at once is stopped at the threshold.
+        let failures = failures + pending;
+        let refused = readings.number(&keys.key(escalation.scope, Counter::Refused));
         let threshold = f64::from(escalation.failures.max(1));
         let popular = successes >= f64::from(abuse.popular_successes.max(1));
         if popular {
@@ -265,6 +288,7 @@ impl CredentialStage {
                 Evidence::number("failure_ratio", round3(ratio), None),
                 Evidence::number("window_s", abuse.window_secs as f64, None),
             ];
+            push_pending(&mut signal, pending);
             signals.push(signal);
             return;
         }
@@ -273,7 +297,7 @@ impl CredentialStage {
         }
         let (action, penalty) = if failures + refused >= 2.0 * threshold {
             bans.push(BanRequest {
-                key: keys.key(escalation.scope, "ban"),
+                key: keys.key(escalation.scope, Counter::Ban),
                 ttl: Duration::from_secs(abuse.ban_secs),
                 reason: escalation.id,
             });
@@ -295,6 +319,7 @@ impl CredentialStage {
             Evidence::number("refused", refused, None),
             Evidence::number("window_s", abuse.window_secs as f64, None),
         ];
+        push_pending(&mut signal, pending);
         signals.push(signal);
     }
 
@@ -303,10 +328,10 @@ impl CredentialStage {
     /// to mean something: a distributed attack in which every address
     /// tries only once or twice.
     fn site_spike(&self, keys: &LoginKeys, abuse: &AbuseConfig, readings: &CounterReadings, signals: &mut Vec<Signal>) {
-        let recent_attempts = readings.number(&keys.key(Scope::Site, "a1"));
-        let recent_failures = readings.number(&keys.key(Scope::Site, "f1"));
-        let baseline_attempts = readings.number(&keys.key(Scope::Site, "a0"));
-        let baseline_failures = readings.number(&keys.key(Scope::Site, "f0"));
+        let recent_attempts = readings.number(&keys.key(Scope::Site, Counter::RecentAttempts));
+        let recent_failures = readings.number(&keys.key(Scope::Site, Counter::RecentFailures));
+        let baseline_attempts = readings.number(&keys.key(Scope::Site, Counter::BaselineAttempts));
+        let baseline_failures = readings.number(&keys.key(Scope::Site, Counter::BaselineFailures));
         if recent_attempts < f64::from(abuse.site_min_attempts) {
             return;
         }
@@ -347,8 +372,9 @@ impl CredentialStage {
         }
     }
 
-    /// After deciding: refused attempts count toward escalation, and
-    /// enforced blocks set their bans.
+    /// After deciding: refused attempts count toward escalation; attempts
+    /// let through count as in flight until their request ends, and join
+    /// their account's addresses; enforced blocks set their bans.
     fn record_decision(
         &self,
         attempt: &LoginAttempt,
@@ -357,10 +383,26 @@ impl CredentialStage {
         bans: &[BanRequest],
         plan: &mut CounterPlan,
     ) {
+        let keys = &attempt.keys;
+        let window = Duration::from_secs(abuse.window_secs);
         if refused {
-            let window = Duration::from_secs(abuse.window_secs);
             for scope in SCOPES {
-                plan.push(CounterOp::Count { key: attempt.keys.key(scope, "x"), window, add: 1 });
+                plan.push(CounterOp::Count { key: keys.key(scope, Counter::Refused), window, add: 1 });
+            }
+        } else {
+            for scope in SCOPES {
+                plan.push(CounterOp::Count {
+                    key: keys.key(scope, Counter::Forwarded),
+                    window: PENDING_WINDOW,
+                    add: 1,
+                });
+            }
+            if keys.user.is_some() {
+                plan.push(CounterOp::Distinct {
+                    key: keys.key(Scope::User, Counter::Addresses),
+                    window,
+                    item: Some(keys.ip_item),
+                });
             }
         }
         for ban in bans {
@@ -377,9 +419,13 @@ impl CredentialStage {
     fn count_late_username(&self, keys: &LoginKeys, abuse: &AbuseConfig, plan: &mut CounterPlan) {
         let window = Duration::from_secs(abuse.window_secs);
         for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
-            plan.push(CounterOp::Distinct { key: keys.key(scope, "users"), window, item: keys.user_item });
+            plan.push(CounterOp::Distinct { key: keys.key(scope, Counter::Usernames), window, item: keys.user_item });
         }
-        plan.push(CounterOp::Distinct { key: keys.key(Scope::User, "addrs"), window, item: Some(keys.ip_item) });
+        plan.push(CounterOp::Distinct {
+            key: keys.key(Scope::User, Counter::Addresses),
+            window,
+            item: Some(keys.ip_item),
+        });
     }
 
     /// After the upstream answered: the outcome goes into every scope.
@@ -393,22 +439,35 @@ impl CredentialStage {
         let keys = &attempt.keys;
         let window = Duration::from_secs(abuse.window_secs);
         let counter = match outcome {
-            LoginOutcome::Success => "s",
-            LoginOutcome::Failure => "f",
+            LoginOutcome::Success => Counter::Successes,
+            LoginOutcome::Failure => Counter::Failures,
         };
         for scope in SCOPES {
             plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 1 });
         }
+        if outcome == LoginOutcome::Success {
+            // Successes count per account: logging in to one's own
+            // account between guesses adds one success, however often. A
+            // success without a username counts on its own.
+            let item = keys.user_item.unwrap_or_else(anonymous_success);
+            for scope in SCOPES {
+                plan.push(CounterOp::Distinct {
+                    key: keys.key(scope, Counter::SuccessAccounts),
+                    window,
+                    item: Some(item),
+                });
+            }
+        }
         if keys.user.is_some() && outcome == LoginOutcome::Failure {
-            plan.push(CounterOp::Count { key: keys.key(Scope::User, "f"), window, add: 1 });
+            plan.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 1 });
         }
         let failed = f64::from(u8::from(outcome == LoginOutcome::Failure));
         let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
         for (counter, half_life, add) in [
-            ("a1", SITE_RECENT_HALF_LIFE, 1.0),
-            ("f1", SITE_RECENT_HALF_LIFE, failed),
-            ("a0", baseline, 1.0),
-            ("f0", baseline, failed),
+            (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE, 1.0),
+            (Counter::RecentFailures, SITE_RECENT_HALF_LIFE, failed),
+            (Counter::BaselineAttempts, baseline, 1.0),
+            (Counter::BaselineFailures, baseline, failed),
         ] {
             plan.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add });
         }
@@ -474,6 +533,8 @@ impl Stage for CredentialStage {
     }
 
     fn observe(&self, route: &Route, context: &RequestContext, observed: &Observed<'_>, writes: &mut CounterPlan) {
+        // The request has ended: the attempt is no longer in flight.
+        self.abandoned(route, context, writes);
         let (Some(state), Some(abuse), Some(outcome)) = (context.get::<AttemptState>(), &route.abuse, observed.login)
         else {
             return;
@@ -489,14 +550,60 @@ impl Stage for CredentialStage {
             _ => self.observe_outcome(&state.attempt, abuse, outcome, writes),
         }
     }
+
+    /// The request ended (answered or not): the attempt is no longer in
+    /// flight.
+    fn abandoned(&self, route: &Route, context: &RequestContext, writes: &mut CounterPlan) {
+        if let (Some(state), Some(_)) = (context.get::<AttemptState>(), &route.abuse) {
+            for scope in SCOPES {
+                let key = state.attempt.keys.key(scope, Counter::Resolved);
+                writes.push(CounterOp::Count { key, window: PENDING_WINDOW, add: 1 });
+            }
+        }
+    }
 }
 
-/// Failures, successes and the failure ratio of a scope.
-fn outcomes(readings: &CounterReadings, keys: &LoginKeys, scope: Scope) -> (f64, f64, f64) {
-    let failures = readings.number(&keys.key(scope, "f"));
-    let successes = readings.number(&keys.key(scope, "s"));
-    let attempts = failures + successes;
-    (failures, successes, if attempts > 0.0 { failures / attempts } else { 0.0 })
+/// What a scope's counters say about its logins.
+struct Outcomes {
+    failures: f64,
+    /// Attempts let through whose request has not ended yet.
+    pending: f64,
+    /// Successful logins, counted per distinct account.
+    successes: f64,
+    /// Failures (in-flight attempts counted as failures) over attempts.
+    ratio: f64,
+}
+
+fn outcomes(readings: &CounterReadings, keys: &LoginKeys, scope: Scope) -> Outcomes {
+    let failures = readings.number(&keys.key(scope, Counter::Failures));
+    let logins = readings.number(&keys.key(scope, Counter::Successes));
+    let accounts = readings.number(&keys.key(scope, Counter::SuccessAccounts));
+    // Counters written before accounts were counted have no sketch: their
+    // plain count stands until the window passes.
+    let successes = if accounts > 0.0 { accounts.min(logins) } else { logins };
+    let pending = (readings.number(&keys.key(scope, Counter::Forwarded))
+        - readings.number(&keys.key(scope, Counter::Resolved)))
+    .max(0.0)
+    .floor();
+    let counted = failures + pending;
+    let attempts = counted + successes;
+    Outcomes { failures, pending, successes, ratio: if attempts > 0.0 { counted / attempts } else { 0.0 } }
+}
+
+/// The in-flight attempts behind a signal, when there are any (sequential
+/// traffic, and so replay, never has them).
+fn push_pending(signal: &mut Signal, pending: f64) {
+    if pending > 0.0 {
+        signal.evidence.push(Evidence::number("pending", pending, None));
+    }
+}
+
+/// A sketch item for a success whose username is not known: unique, so
+/// that it counts as an account of its own.
+fn anonymous_success() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::store::sketch::item_hash(&[b"anonymous success".as_slice(), &n.to_le_bytes()].concat())
 }
 
 fn round3(value: f64) -> f64 {

@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use crate::credential::{KeyHasher, LoginAttempt, Scope};
+use crate::credential::{Counter, KeyHasher, LoginAttempt, Scope};
 use crate::store::{CounterOp, CounterPlan, CounterReadings, Key};
 use crate::view::RequestView;
 
@@ -244,30 +244,30 @@ impl FeatureExtractor {
 
 /// Failure ratio of a scope; missing before its first outcome.
 fn failure_ratio(readings: &CounterReadings, attempt: &LoginAttempt, scope: Scope) -> f64 {
-    let failures = readings.number(&attempt.keys.key(scope, "f"));
-    let successes = readings.number(&attempt.keys.key(scope, "s"));
+    let failures = readings.number(&attempt.keys.key(scope, Counter::Failures));
+    let successes = readings.number(&attempt.keys.key(scope, Counter::Successes));
     if failures + successes > 0.0 { failures / (failures + successes) } else { f64::NAN }
 }
 
 fn login_features(attempt: &LoginAttempt, readings: &CounterReadings, v: &mut FeatureVector) {
     let keys = &attempt.keys;
-    let number = |scope: Scope, counter: &str| readings.number(&keys.key(scope, counter));
+    let number = |scope: Scope, counter: Counter| readings.number(&keys.key(scope, counter));
     v[Feature::HasUsername as usize] = f64::from(u8::from(keys.user.is_some()));
-    v[Feature::IpLoginFailures as usize] = number(Scope::Ip, "f");
+    v[Feature::IpLoginFailures as usize] = number(Scope::Ip, Counter::Failures);
     v[Feature::IpFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Ip);
-    v[Feature::IpDistinctUsernames as usize] = number(Scope::Ip, "users");
+    v[Feature::IpDistinctUsernames as usize] = number(Scope::Ip, Counter::Usernames);
     v[Feature::SubnetFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Subnet);
-    v[Feature::SubnetDistinctUsernames as usize] = number(Scope::Subnet, "users");
-    v[Feature::FingerprintLoginFailures as usize] = number(Scope::Fingerprint, "f");
+    v[Feature::SubnetDistinctUsernames as usize] = number(Scope::Subnet, Counter::Usernames);
+    v[Feature::FingerprintLoginFailures as usize] = number(Scope::Fingerprint, Counter::Failures);
     v[Feature::FingerprintFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Fingerprint);
-    v[Feature::FingerprintDistinctUsernames as usize] = number(Scope::Fingerprint, "users");
+    v[Feature::FingerprintDistinctUsernames as usize] = number(Scope::Fingerprint, Counter::Usernames);
     if keys.user.is_some() {
-        v[Feature::AccountFailures as usize] = number(Scope::User, "f");
-        v[Feature::AccountDistinctIps as usize] = number(Scope::User, "addrs");
+        v[Feature::AccountFailures as usize] = number(Scope::User, Counter::Failures);
+        v[Feature::AccountDistinctIps as usize] = number(Scope::User, Counter::Addresses);
     }
-    let attempts = number(Scope::Site, "a1");
+    let attempts = number(Scope::Site, Counter::RecentAttempts);
     if attempts > 0.0 {
-        v[Feature::SiteFailureRatio as usize] = number(Scope::Site, "f1") / attempts;
+        v[Feature::SiteFailureRatio as usize] = number(Scope::Site, Counter::RecentFailures) / attempts;
     }
 }
 

@@ -12,7 +12,7 @@ use palisade::decision_log::DecisionLog;
 use palisade::listen::{Running, Server};
 use palisade::metrics::Metrics;
 use palisade::request_id::RequestIds;
-use palisade::store::{CounterStore, LocalStore, RedisSettings};
+use palisade::store::{CounterStore, RedisSettings};
 
 #[derive(Parser)]
 #[command(

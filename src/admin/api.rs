@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::auth::Actor;
 use super::{AdminContext, Answer, Served, audit};
-use crate::credential::{LoginKeys, Scope};
+use crate::credential::{Counter, LoginKeys, Scope};
 use crate::routes::Route;
 use crate::store::{BanEntry, Key};
 
@@ -38,7 +38,7 @@ fn route_and_scope<'k>(routes: &[Arc<Route>], key: &'k str) -> Option<(Arc<Route
 
 /// The ban key of client address `ip` on `route`.
 fn address_ban_key<A: Served>(app: &A, route: &Route, ip: IpAddr) -> String {
-    LoginKeys::new(&app.admin_settings().hasher, &route.name, ip, "", None).key(Scope::Ip, "ban").to_string()
+    LoginKeys::new(&app.admin_settings().hasher, &route.name, ip, "", None).key(Scope::Ip, Counter::Ban).to_string()
 }
 
 fn scope_name(scope: &str) -> &str {

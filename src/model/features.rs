@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use crate::credential::{KeyHasher, LoginAttempt, Scope};
+use crate::credential::{Counter, KeyHasher, LoginAttempt, Scope};
 use crate::store::{CounterOp, CounterPlan, CounterReadings, Key};
 use crate::view::RequestView;
 
@@ -156,6 +156,31 @@ pub struct FeatureKeys {
     fp_uas: Key,
 }
 
+/// The counters the features keep of their own (the login features read
+/// the credential stage's). The suffixes are what the stores hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModelCounter {
+    Requests10s,
+    Requests60s,
+    Requests5m,
+    DistinctPaths,
+    DistinctUserAgents,
+    DistinctAddresses,
+}
+
+impl ModelCounter {
+    fn suffix(self) -> &'static str {
+        match self {
+            ModelCounter::Requests10s => "r10",
+            ModelCounter::Requests60s => "r60",
+            ModelCounter::Requests5m => "r300",
+            ModelCounter::DistinctPaths => "paths",
+            ModelCounter::DistinctUserAgents => "uas",
+            ModelCounter::DistinctAddresses => "ips",
+        }
+    }
+}
+
 /// Computes features: plans the counters they need and reads them back.
 #[derive(Debug, Clone)]
 pub struct FeatureExtractor {
@@ -176,17 +201,18 @@ impl FeatureExtractor {
             None => self.hasher.hash("fp", view.fingerprint().as_bytes()),
         };
         let route = &view.route.name;
-        let key =
-            |scope: &str, id: &str, counter: &str| -> Key { Key::from(format!("ml:{route}:{scope}:{id}:{counter}")) };
+        let key = |scope: &str, id: &str, counter: ModelCounter| -> Key {
+            Key::from(format!("ml:{route}:{scope}:{id}:{}", counter.suffix()))
+        };
         let keys = FeatureKeys {
-            ip_10s: key("ip", &ip, "r10"),
-            ip_60s: key("ip", &ip, "r60"),
-            ip_paths: key("ip", &ip, "paths"),
-            ip_uas: key("ip", &ip, "uas"),
-            fp_5m: key("fp", &fingerprint, "r300"),
-            site_5m: key("site", "all", "r300"),
-            fp_ips: key("fp", &fingerprint, "ips"),
-            fp_uas: key("fp", &fingerprint, "uas"),
+            ip_10s: key("ip", &ip, ModelCounter::Requests10s),
+            ip_60s: key("ip", &ip, ModelCounter::Requests60s),
+            ip_paths: key("ip", &ip, ModelCounter::DistinctPaths),
+            ip_uas: key("ip", &ip, ModelCounter::DistinctUserAgents),
+            fp_5m: key("fp", &fingerprint, ModelCounter::Requests5m),
+            site_5m: key("site", "all", ModelCounter::Requests5m),
+            fp_ips: key("fp", &fingerprint, ModelCounter::DistinctAddresses),
+            fp_uas: key("fp", &fingerprint, ModelCounter::DistinctUserAgents),
         };
         let ua_item = self.hasher.item("ua", view.user_agent.unwrap_or("").as_bytes());
         let ip_item = self.hasher.item("ip", ip_text.as_bytes());
@@ -244,30 +270,30 @@ impl FeatureExtractor {
 
 /// Failure ratio of a scope; missing before its first outcome.
 fn failure_ratio(readings: &CounterReadings, attempt: &LoginAttempt, scope: Scope) -> f64 {
-    let failures = readings.number(&attempt.keys.key(scope, "f"));
-    let successes = readings.number(&attempt.keys.key(scope, "s"));
+    let failures = readings.number(&attempt.keys.key(scope, Counter::Failures));
+    let successes = readings.number(&attempt.keys.key(scope, Counter::Successes));
     if failures + successes > 0.0 { failures / (failures + successes) } else { f64::NAN }
 }
 
 fn login_features(attempt: &LoginAttempt, readings: &CounterReadings, v: &mut FeatureVector) {
     let keys = &attempt.keys;
-    let number = |scope: Scope, counter: &str| readings.number(&keys.key(scope, counter));
+    let number = |scope: Scope, counter: Counter| readings.number(&keys.key(scope, counter));
     v[Feature::HasUsername as usize] = f64::from(u8::from(keys.user.is_some()));
-    v[Feature::IpLoginFailures as usize] = number(Scope::Ip, "f");
+    v[Feature::IpLoginFailures as usize] = number(Scope::Ip, Counter::Failures);
     v[Feature::IpFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Ip);
-    v[Feature::IpDistinctUsernames as usize] = number(Scope::Ip, "users");
+    v[Feature::IpDistinctUsernames as usize] = number(Scope::Ip, Counter::Usernames);
     v[Feature::SubnetFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Subnet);
-    v[Feature::SubnetDistinctUsernames as usize] = number(Scope::Subnet, "users");
-    v[Feature::FingerprintLoginFailures as usize] = number(Scope::Fingerprint, "f");
+    v[Feature::SubnetDistinctUsernames as usize] = number(Scope::Subnet, Counter::Usernames);
+    v[Feature::FingerprintLoginFailures as usize] = number(Scope::Fingerprint, Counter::Failures);
     v[Feature::FingerprintFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Fingerprint);
-    v[Feature::FingerprintDistinctUsernames as usize] = number(Scope::Fingerprint, "users");
+    v[Feature::FingerprintDistinctUsernames as usize] = number(Scope::Fingerprint, Counter::Usernames);
     if keys.user.is_some() {
-        v[Feature::AccountFailures as usize] = number(Scope::User, "f");
-        v[Feature::AccountDistinctIps as usize] = number(Scope::User, "addrs");
+        v[Feature::AccountFailures as usize] = number(Scope::User, Counter::Failures);
+        v[Feature::AccountDistinctIps as usize] = number(Scope::User, Counter::Addresses);
     }
-    let attempts = number(Scope::Site, "a1");
+    let attempts = number(Scope::Site, Counter::RecentAttempts);
     if attempts > 0.0 {
-        v[Feature::SiteFailureRatio as usize] = number(Scope::Site, "f1") / attempts;
+        v[Feature::SiteFailureRatio as usize] = number(Scope::Site, Counter::RecentFailures) / attempts;
     }
 }
 

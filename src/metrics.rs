@@ -177,7 +177,6 @@ impl LatencyHistogram {
         let _ = writeln!(out, "{name}_count {}", histogram.len());
     }
 }
-}
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -518,7 +517,10 @@ mod tests {
         assert!(text.contains(&format!("palisade_decision_latency_seconds_count {total}")), "{text}");
         assert!(text.contains("# TYPE palisade_decision_latency_seconds histogram"), "{text}");
         assert!(text.contains("palisade_decision_latency_seconds_bucket{le=\"0.0000025\"} 0\n"), "{text}");
-        assert!(text.contains(&format!("palisade_decision_latency_seconds_bucket{{le=\"0.000005\"}} {total}\n")), "{text}");
+        assert!(
+            text.contains(&format!("palisade_decision_latency_seconds_bucket{{le=\"0.000005\"}} {total}\n")),
+            "{text}"
+        );
         assert!(text.contains(&format!("palisade_decision_latency_seconds_bucket{{le=\"+Inf\"}} {total}\n")), "{text}");
         // Three significant digits: the median is 3 µs to within 0.1 %.
         let median = metrics.decision_latency.quantile(0.5).unwrap();

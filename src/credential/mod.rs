@@ -111,12 +111,19 @@ impl CredentialStage {
         }
         if keys.user.is_some() {
             plan.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 0 });
-            plan.push(CounterOp::Distinct { key: keys.key(Scope::User, Counter::Addresses), window, item: Some(keys.ip_item) });
+            plan.push(CounterOp::Distinct {
+                key: keys.key(Scope::User, Counter::Addresses),
+                window,
+                item: Some(keys.ip_item),
+            });
         }
         let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
-        for (counter, half_life) in
-            [(Counter::RecentAttempts, SITE_RECENT_HALF_LIFE), (Counter::RecentFailures, SITE_RECENT_HALF_LIFE), (Counter::BaselineAttempts, baseline), (Counter::BaselineFailures, baseline)]
-        {
+        for (counter, half_life) in [
+            (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE),
+            (Counter::RecentFailures, SITE_RECENT_HALF_LIFE),
+            (Counter::BaselineAttempts, baseline),
+            (Counter::BaselineFailures, baseline),
+        ] {
             plan.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add: 0.0 });
         }
     }
@@ -379,7 +386,11 @@ impl CredentialStage {
         for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
             plan.push(CounterOp::Distinct { key: keys.key(scope, Counter::Usernames), window, item: keys.user_item });
         }
-        plan.push(CounterOp::Distinct { key: keys.key(Scope::User, Counter::Addresses), window, item: Some(keys.ip_item) });
+        plan.push(CounterOp::Distinct {
+            key: keys.key(Scope::User, Counter::Addresses),
+            window,
+            item: Some(keys.ip_item),
+        });
     }
 
     /// After the upstream answered: the outcome goes into every scope.

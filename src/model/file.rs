@@ -542,7 +542,8 @@ mod tests {
         let error = file.compile().unwrap_err();
         assert_eq!(error.kind, ModelErrorKind::SchemaMismatch);
         assert!(error.message.contains("edited"), "{}", error.message);
-        file.features.hash = crate::model::features::hash_of(1, file.features.names.iter().map(String::as_str));
+        file.features.hash =
+            crate::model::features::hash_of(SCHEMA_VERSION, file.features.names.iter().map(String::as_str));
         let error = file.compile().unwrap_err();
         assert_eq!(error.kind, ModelErrorKind::SchemaMismatch);
         assert!(error.message.contains("first difference at feature 2"), "{}", error.message);

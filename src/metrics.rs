@@ -189,6 +189,8 @@ pub struct Metrics {
     pub decision_latency: LatencyHistogram,
     pub upstream_latency: LatencyHistogram,
     pub decision_log_dropped: AtomicU64,
+    /// Decision log lines left out by the repeat and per-second caps.
+    pub decision_log_suppressed: AtomicU64,
     pub rejected_requests: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
@@ -200,6 +202,14 @@ pub struct Metrics {
     pub challenges_failed: AtomicU64,
     /// Login attempts that a valid clearance cookie vouched for.
     pub clearances_used: AtomicU64,
+    /// Connections closed at accept: their address held its cap.
+    pub connections_refused_client: AtomicU64,
+    /// Connections answered 503 at accept: the process held its cap.
+    pub connections_refused_capacity: AtomicU64,
+    /// Connections closed early to make room near the cap.
+    pub connections_shed: AtomicU64,
+    /// Connections closed for sending no complete head in time.
+    pub connections_head_timeout: AtomicU64,
     /// The shared store's numbers, when counters live in Redis.
     store: std::sync::OnceLock<Arc<StoreMetrics>>,
 }
@@ -340,6 +350,11 @@ impl Metrics {
                 &self.decision_log_dropped,
             ),
             (
+                "palisade_decision_log_suppressed_total",
+                "Decision log lines left out by decision_log.max_repeats_per_minute or max_lines_per_second.",
+                &self.decision_log_suppressed,
+            ),
+            (
                 "palisade_rejected_requests_total",
                 "Requests answered 4xx before the pipeline (bad or oversize).",
                 &self.rejected_requests,
@@ -361,6 +376,26 @@ impl Metrics {
                 "palisade_clearances_used_total",
                 "Login attempts vouched for by a clearance cookie.",
                 &self.clearances_used,
+            ),
+            (
+                "palisade_connections_refused_client_total",
+                "Connections closed at accept because their address held limits.max_connections_per_client.",
+                &self.connections_refused_client,
+            ),
+            (
+                "palisade_connections_refused_capacity_total",
+                "Connections answered 503 at accept because limits.max_connections were open.",
+                &self.connections_refused_capacity,
+            ),
+            (
+                "palisade_connections_shed_total",
+                "Idle or silent connections closed early to make room near limits.max_connections.",
+                &self.connections_shed,
+            ),
+            (
+                "palisade_connections_head_timeout_total",
+                "Connections closed for sending no complete request head within timeouts.header_read_ms.",
+                &self.connections_head_timeout,
             ),
         ] {
             render_counter(&mut out, name, help, value);

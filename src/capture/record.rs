@@ -69,6 +69,7 @@ impl CaptureRecord {
         let method = parse_method(&self.method)?;
         let uri = parse_target(&self.target)?;
         let version = parse_version(self.version.as_deref())?;
+        check_header_count(self.headers.len())?;
         let mut headers = http::HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             append_header(&mut headers, name, value)?;
@@ -160,12 +161,28 @@ pub fn version_name(version: http::Version) -> &'static str {
     }
 }
 
+/// Most header fields one record may carry. palisade itself takes at most
+/// `limits.max_headers` (1000 at most) per request; a record with far more
+/// is not a request anything sent, and `http::HeaderMap` panics past 32,768
+/// distinct names (a line with ~25,000 once crashed replay, explain and
+/// import). Such a record is a bad line.
+pub const MAX_RECORD_HEADERS: usize = 10_000;
+
+/// A bad-line reason when a record has more than [`MAX_RECORD_HEADERS`].
+pub fn check_header_count(count: usize) -> Result<(), Error> {
+    match count > MAX_RECORD_HEADERS {
+        true => Err(Error::malformed(format!("{count} headers; a record may have at most {MAX_RECORD_HEADERS}"))),
+        false => Ok(()),
+    }
+}
+
 pub fn append_header(headers: &mut http::HeaderMap, name: &str, value: &str) -> Result<(), Error> {
     let header =
         http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::malformed(format!("header {name:?}: {e}")))?;
     let value =
         http::HeaderValue::from_str(value).map_err(|e| Error::malformed(format!("header {name:?} value: {e}")))?;
-    headers.append(header, value);
+    // `append` panics when the map cannot grow; `try_append` says so.
+    headers.try_append(header, value).map_err(|_| Error::malformed("too many distinct header names"))?;
     Ok(())
 }
 
@@ -192,6 +209,17 @@ pub fn encode_body(bytes: &[u8]) -> (Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_with_thousands_of_distinct_headers_is_refused_not_a_panic() {
+        let headers = (0..25_000).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
+        let record = CaptureRecord::new(1.0, "192.0.2.1".parse().unwrap(), "GET", "/", headers);
+        let error = record.to_request().unwrap_err();
+        assert!(error.to_string().contains("25000 headers"), "{error}");
+        let mut map = http::HeaderMap::new();
+        let failed = (0..40_000).map(|i| append_header(&mut map, &format!("x-h{i}"), "v")).find(Result::is_err);
+        assert!(failed.is_some(), "the map's own limit is an error too");
+    }
 
     #[test]
     fn timestamps_round_trip_to_the_microsecond() {

@@ -158,6 +158,7 @@ impl Prepared {
         self.method = parse_method(&record.method)?;
         self.uri = parse_target(&record.target)?;
         self.version = parse_version(record.version.as_deref())?;
+        crate::capture::record::check_header_count(record.headers.len())?;
         self.headers.clear();
         self.wire_names.clear();
         for (name, value) in &record.headers {

@@ -358,3 +358,129 @@ async fn two_hosts_or_none_on_http11_get_400() {
     let answer = send_raw(TcpStream::connect(palisade.addr()).await.unwrap(), old.as_bytes()).await;
     assert_eq!(raw_status(&answer), Some(200), "HTTP/1.0 without Host is fine");
 }
+
+// ---------------------------------------------------------------------------
+// Unbounded outputs and inputs
+// ---------------------------------------------------------------------------
+
+fn sqlmap() -> Vec<u8> {
+    b"GET /item?id=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: sqlmap/1.7.2\r\nConnection: close\r\n\r\n".to_vec()
+}
+
+/// A blocked flood from one client writes a few lines a minute, not one
+/// per request; the lines written say how many were left out.
+#[tokio::test]
+async fn a_blocked_flood_from_one_client_is_summarised_in_the_decision_log() {
+    let upstream = Upstream::start().await;
+    let palisade = Palisade::start("[decision_log]\nmax_repeats_per_minute = 5\n", &upstream).await;
+    for _ in 0..60 {
+        let answer = send_raw(TcpStream::connect(palisade.addr()).await.unwrap(), &sqlmap()).await;
+        assert_eq!(raw_status(&answer), Some(403));
+    }
+    let metrics = palisade.metrics_text().await;
+    let suppressed = metric(&metrics, "palisade_decision_log_suppressed_total");
+    let lines = palisade.log_lines(5).await;
+    println!("60 blocked requests: {} lines, {suppressed} left out", lines.len());
+    // Two minutes may begin during the loop: at most twice the cap.
+    assert!((5..=10).contains(&lines.len()), "{} lines", lines.len());
+    assert_eq!(lines.len() as u64 + suppressed, 60);
+}
+
+/// The decision log file is rotated by size and old files are deleted.
+#[tokio::test]
+async fn the_decision_log_file_is_rotated_by_size() {
+    let upstream = Upstream::start().await;
+    let config = "[decision_log]\nmax_repeats_per_minute = 0\nmax_file_bytes = 4096\nmax_files = 2\n";
+    let palisade = Palisade::start(config, &upstream).await;
+    for _ in 0..60 {
+        send_raw(TcpStream::connect(palisade.addr()).await.unwrap(), &sqlmap()).await;
+    }
+    let rotated = |n: usize| std::path::PathBuf::from(format!("{}.{n}", palisade.log_path.display()));
+    let written = tokio::time::timeout(PATIENCE, async {
+        while !rotated(2).exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(written.is_ok(), "the log was never rotated twice");
+    for path in [palisade.log_path.clone(), rotated(1), rotated(2)] {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size <= 4096, "{} has {size} bytes", path.display());
+    }
+    assert!(!rotated(3).exists(), "only max_files rotated files are kept");
+}
+
+fn palisade_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_palisade")).args(args).env("PALISADE_LOG", "warn").output().unwrap()
+}
+
+const GOOD_LINE: &str = r#"{"ts":1795915664.5,"client_ip":"192.0.2.1","method":"GET","target":"/","headers":[["Host","a"],["User-Agent","Mozilla/5.0"]]}"#;
+
+/// A gzip that expands to one enormous line: the line is skipped with its
+/// number (it was read whole into memory, 1 GB for a 1 GiB line), and the
+/// lines around it are replayed.
+#[test]
+fn replay_skips_an_overlong_line_by_number() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.jsonl.gz");
+    let mut gzip = flate2::write::GzEncoder::new(std::fs::File::create(&path).unwrap(), flate2::Compression::fast());
+    writeln!(gzip, "{GOOD_LINE}").unwrap();
+    let chunk = vec![b'x'; 1024 * 1024];
+    for _ in 0..30 {
+        gzip.write_all(&chunk).unwrap();
+    }
+    writeln!(gzip).unwrap();
+    writeln!(gzip, "{GOOD_LINE}").unwrap();
+    gzip.finish().unwrap();
+    println!("a {} byte gzip of a 30 MiB line", std::fs::metadata(&path).unwrap().len());
+    let output = palisade_cli(&["replay", "-q", "--format", "json", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stderr}");
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("line 2: line of 31457281 bytes") && stderr.contains("(skipped)"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["summary"]["requests"], 2, "{report:#}");
+}
+
+/// ~25,000 distinct header names made `replay`, `explain` and `import har`
+/// panic (`size overflows MAX_SIZE`); now the line is a bad line.
+#[test]
+fn a_line_with_25000_headers_is_a_bad_line_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let headers: Vec<String> = (0..25_000).map(|i| format!("[\"x-h{i}\",\"v\"]")).collect();
+    let wide = format!(
+        r#"{{"ts":1795915665.0,"client_ip":"192.0.2.1","method":"GET","target":"/","headers":[{}]}}"#,
+        headers.join(",")
+    );
+    let capture = dir.path().join("wide.jsonl");
+    std::fs::write(&capture, format!("{GOOD_LINE}\n{wide}\n{GOOD_LINE}\n")).unwrap();
+    let output = palisade_cli(&["replay", "-q", "--format", "json", capture.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("line 2: 25000 headers"), "{stderr}");
+
+    let explain = palisade_cli(&["explain", "--capture-line", "2", capture.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&explain.stderr);
+    println!("explain: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("25000 headers"), "{stderr}");
+
+    let har_headers: Vec<String> = (0..25_000).map(|i| format!("{{\"name\":\"x-h{i}\",\"value\":\"v\"}}")).collect();
+    let har = dir.path().join("wide.har");
+    std::fs::write(
+        &har,
+        format!(
+            r#"{{"log":{{"entries":[{{"startedDateTime":"2026-11-29T01:40:00.000Z","request":{{"method":"GET","url":"https://a/","headers":[{}]}},"response":{{"status":200}}}},
+            {{"startedDateTime":"2026-11-29T01:40:01.000Z","request":{{"method":"GET","url":"https://a/ok","headers":[]}},"response":{{"status":200}}}}]}}}}"#,
+            har_headers.join(",")
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("har.jsonl");
+    let import = palisade_cli(&["import", "har", har.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&import.stderr);
+    println!("import har: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("line 1:") && stderr.contains("25000 headers"), "{stderr}");
+}

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use governor::Quota;
 
-use super::window::{Decayed, OneDistinct, SlidingCount, WindowedDistinct};
+use super::window::{Decayed, OneDistinct, Rhythm, SlidingCount, WindowedDistinct};
 use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Key, Reading};
 use crate::clock::{Nanos, SharedClock};
 use crate::config::RateLimitConfig;
@@ -64,6 +64,8 @@ enum Slot {
     /// Boxed: sketches are the largest state, and most keys are counts.
     Distinct(Box<(WindowedDistinct, Duration)>),
     Decay(Decayed, Duration),
+    /// Boxed: larger than the other slots, and one per client at most.
+    Rhythm(Box<(Rhythm, Duration)>),
     /// Banned until this time, for this reason (a detection id).
     Ban(Nanos, Key),
 }
@@ -76,6 +78,7 @@ impl Slot {
             Slot::DistinctOne(one, window) => one.is_expired(now, *window),
             Slot::Distinct(distinct) => distinct.0.is_expired(now, distinct.1),
             Slot::Decay(decayed, half_life) => decayed.is_expired(now, *half_life),
+            Slot::Rhythm(rhythm) => rhythm.0.is_expired(now, rhythm.1),
             Slot::Ban(until, _) => *until <= now,
         }
     }
@@ -86,6 +89,7 @@ impl Slot {
             Slot::Distinct(distinct) => {
                 allocation(std::mem::size_of::<(WindowedDistinct, Duration)>()) + distinct.0.heap_bytes()
             }
+            Slot::Rhythm(_) => allocation(std::mem::size_of::<(Rhythm, Duration)>()),
             _ => 0,
         }
     }
@@ -405,6 +409,22 @@ impl LocalStore {
                     reading = 0.0;
                 }
                 Reading::Number(reading)
+            }
+            CounterOp::Rhythm { key, window } => {
+                let fresh = || {
+                    let mut rhythm = Rhythm::default();
+                    rhythm.arrive(now, *window);
+                    Slot::Rhythm(Box::new((rhythm, *window)))
+                };
+                let slot = self.upsert(shard, key, now, fresh, |slot| {
+                    if let Slot::Rhythm(rhythm) = slot {
+                        rhythm.0.arrive(now, *window);
+                    }
+                });
+                match slot {
+                    Some(Slot::Rhythm(rhythm)) => Reading::Number(rhythm.0.read()),
+                    _ => Reading::Number(f64::NAN),
+                }
             }
             CounterOp::BanCheck { key } => match shard.map.get_mut(&**key) {
                 Some(entry) => match entry.slot {

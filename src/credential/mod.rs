@@ -373,8 +373,8 @@ impl CredentialStage {
     }
 
     /// After deciding: refused attempts count toward escalation; attempts
-    /// let through count as in flight until their request ends, and join
-    /// their account's addresses; enforced blocks set their bans.
+    /// let through join their account's addresses; enforced blocks set
+    /// their bans.
     fn record_decision(
         &self,
         attempt: &LoginAttempt,
@@ -389,21 +389,12 @@ impl CredentialStage {
             for scope in SCOPES {
                 plan.push(CounterOp::Count { key: keys.key(scope, Counter::Refused), window, add: 1 });
             }
-        } else {
-            for scope in SCOPES {
-                plan.push(CounterOp::Count {
-                    key: keys.key(scope, Counter::Forwarded),
-                    window: PENDING_WINDOW,
-                    add: 1,
-                });
-            }
-            if keys.user.is_some() {
-                plan.push(CounterOp::Distinct {
-                    key: keys.key(Scope::User, Counter::Addresses),
-                    window,
-                    item: Some(keys.ip_item),
-                });
-            }
+        } else if keys.user.is_some() {
+            plan.push(CounterOp::Distinct {
+                key: keys.key(Scope::User, Counter::Addresses),
+                window,
+                item: Some(keys.ip_item),
+            });
         }
         for ban in bans {
             plan.push(CounterOp::Ban {
@@ -548,6 +539,16 @@ impl Stage for CredentialStage {
                 self.observe_outcome(&attempt, abuse, outcome, writes);
             }
             _ => self.observe_outcome(&state.attempt, abuse, outcome, writes),
+        }
+    }
+
+    /// The attempt goes to the upstream: in flight until its request ends.
+    fn forwarded(&self, route: &Route, context: &RequestContext, writes: &mut CounterPlan) {
+        if let (Some(state), Some(_)) = (context.get::<AttemptState>(), &route.abuse) {
+            for scope in SCOPES {
+                let key = state.attempt.keys.key(scope, Counter::Forwarded);
+                writes.push(CounterOp::Count { key, window: PENDING_WINDOW, add: 1 });
+            }
         }
     }
 

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Nanos;
+use crate::error::Error;
 
 /// One request of a capture, as written and read.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -64,7 +65,7 @@ impl CaptureRecord {
         }
     }
 
-    pub fn to_request(&self) -> Result<CapturedRequest, String> {
+    pub fn to_request(&self) -> Result<CapturedRequest, Error> {
         let method = parse_method(&self.method)?;
         let uri = parse_target(&self.target)?;
         let version = parse_version(self.version.as_deref())?;
@@ -77,7 +78,7 @@ impl CaptureRecord {
     }
 
     /// The body as bytes: `body` as UTF-8, or `body_b64` decoded.
-    pub fn body_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+    pub fn body_bytes(&self) -> Result<Option<Vec<u8>>, Error> {
         body_bytes(self.body.as_deref(), self.body_b64.as_deref())
     }
 
@@ -132,22 +133,22 @@ pub fn nanos_to_ts(nanos: Nanos) -> f64 {
     (nanos / 1000) as f64 / 1e6
 }
 
-pub fn parse_method(method: &str) -> Result<http::Method, String> {
-    http::Method::from_bytes(method.as_bytes()).map_err(|e| format!("method {method:?}: {e}"))
+pub fn parse_method(method: &str) -> Result<http::Method, Error> {
+    http::Method::from_bytes(method.as_bytes()).map_err(|e| Error::malformed(format!("method {method:?}: {e}")))
 }
 
 /// A request target: origin form (`/path?query`), or absolute form
 /// (`http://host/path`), or `*`.
-pub fn parse_target(target: &str) -> Result<http::Uri, String> {
-    target.parse::<http::Uri>().map_err(|e| format!("target {target:?}: {e}"))
+pub fn parse_target(target: &str) -> Result<http::Uri, Error> {
+    target.parse::<http::Uri>().map_err(|e| Error::malformed(format!("target {target:?}: {e}")))
 }
 
-pub fn parse_version(version: Option<&str>) -> Result<http::Version, String> {
+pub fn parse_version(version: Option<&str>) -> Result<http::Version, Error> {
     match version.unwrap_or("HTTP/1.1") {
         "HTTP/1.0" => Ok(http::Version::HTTP_10),
         "HTTP/1.1" => Ok(http::Version::HTTP_11),
         "HTTP/2" | "HTTP/2.0" => Ok(http::Version::HTTP_2),
-        other => Err(format!("version: unknown {other:?} (HTTP/1.0, HTTP/1.1 or HTTP/2)")),
+        other => Err(Error::malformed(format!("version: unknown {other:?} (HTTP/1.0, HTTP/1.1 or HTTP/2)"))),
     }
 }
 
@@ -168,28 +169,31 @@ pub fn version_name(version: http::Version) -> &'static str {
 pub const MAX_RECORD_HEADERS: usize = 10_000;
 
 /// A bad-line reason when a record has more than [`MAX_RECORD_HEADERS`].
-pub fn check_header_count(count: usize) -> Result<(), String> {
+pub fn check_header_count(count: usize) -> Result<(), Error> {
     match count > MAX_RECORD_HEADERS {
-        true => Err(format!("{count} headers; a record may have at most {MAX_RECORD_HEADERS}")),
+        true => Err(Error::malformed(format!("{count} headers; a record may have at most {MAX_RECORD_HEADERS}"))),
         false => Ok(()),
     }
 }
 
-pub fn append_header(headers: &mut http::HeaderMap, name: &str, value: &str) -> Result<(), String> {
-    let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
-    let value = http::HeaderValue::from_str(value).map_err(|e| format!("header {name:?} value: {e}"))?;
+pub fn append_header(headers: &mut http::HeaderMap, name: &str, value: &str) -> Result<(), Error> {
+    let header =
+        http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::malformed(format!("header {name:?}: {e}")))?;
+    let value =
+        http::HeaderValue::from_str(value).map_err(|e| Error::malformed(format!("header {name:?} value: {e}")))?;
     // `append` panics when the map cannot grow; `try_append` says so.
-    headers.try_append(header, value).map_err(|_| "too many distinct header names".to_string())?;
+    headers.try_append(header, value).map_err(|_| Error::malformed("too many distinct header names"))?;
     Ok(())
 }
 
-pub fn body_bytes(body: Option<&str>, body_b64: Option<&str>) -> Result<Option<Vec<u8>>, String> {
+pub fn body_bytes(body: Option<&str>, body_b64: Option<&str>) -> Result<Option<Vec<u8>>, Error> {
     match (body, body_b64) {
-        (Some(_), Some(_)) => Err("both `body` and `body_b64`".into()),
+        (Some(_), Some(_)) => Err(Error::malformed("both `body` and `body_b64`")),
         (Some(text), None) => Ok(Some(text.as_bytes().to_vec())),
-        (None, Some(encoded)) => {
-            base64::engine::general_purpose::STANDARD.decode(encoded).map(Some).map_err(|e| format!("body_b64: {e}"))
-        }
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map(Some)
+            .map_err(|e| Error::malformed(format!("body_b64: {e}"))),
         (None, None) => Ok(None),
     }
 }
@@ -211,7 +215,7 @@ mod tests {
         let headers = (0..25_000).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
         let record = CaptureRecord::new(1.0, "192.0.2.1".parse().unwrap(), "GET", "/", headers);
         let error = record.to_request().unwrap_err();
-        assert!(error.contains("25000 headers"), "{error}");
+        assert!(error.to_string().contains("25000 headers"), "{error}");
         let mut map = http::HeaderMap::new();
         let failed = (0..40_000).map(|i| append_header(&mut map, &format!("x-h{i}"), "v")).find(Result::is_err);
         assert!(failed.is_some(), "the map's own limit is an error too");

@@ -22,6 +22,7 @@ use rule::RuleFile;
 
 use crate::config::{Config, Invalid, Spanned, line_of};
 use crate::detect::{RequestContext, Stage};
+use crate::error::Error;
 use crate::signal::Signal;
 use crate::store::CounterReadings;
 use crate::view::RequestView;
@@ -68,7 +69,9 @@ impl SignatureSet {
             let resolved = config.resolve_path(path.get_ref());
             match read_rule_files(&resolved) {
                 Ok(mut found) => sources.append(&mut found),
-                Err(message) => problems.push(Invalid::new(path.span(), format!("signatures.paths[{index}]"), message)),
+                Err(error) => {
+                    problems.push(Invalid::new(path.span(), format!("signatures.paths[{index}]"), error.to_string()))
+                }
             }
         }
         if !problems.is_empty() {
@@ -206,15 +209,15 @@ pub const MAX_RULE_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A rule file, or every `*.toml` in a folder (sorted, so ids clash the
 /// same way on every machine).
-fn read_rule_files(path: &Path) -> Result<Vec<RuleSource>, String> {
+fn read_rule_files(path: &Path) -> Result<Vec<RuleSource>, Error> {
     let read = |file: &PathBuf| {
         read_capped(file, MAX_RULE_FILE_BYTES)
             .map(|text| RuleSource { name: file.display().to_string(), text })
-            .map_err(|e| format!("cannot read rule file {}: {e}", file.display()))
+            .map_err(|e| Error::read(format!("cannot read rule file {}: {e}", file.display())))
     };
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| format!("cannot read rule folder {}: {e}", path.display()))?
+            .map_err(|e| Error::read(format!("cannot read rule folder {}: {e}", path.display())))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
             .collect();

@@ -193,5 +193,5 @@ score = 30
 #[test]
 fn an_endless_rule_file_is_refused_after_the_size_cap() {
     let error = super::read_rule_files(std::path::Path::new("/dev/zero")).unwrap_err();
-    assert!(error.contains("larger than 4194304 bytes"), "{error}");
+    assert!(error.to_string().contains("larger than 4194304 bytes"), "{error}");
 }

@@ -1,7 +1,7 @@
 //! The classifier's cost per request, on real traffic: the requests of
 //! `models/corpus/holdout.jsonl.gz` (people, apps, partners, bots).
 //!
-//! - `model/inference`: the shipped model (`models/palisade-gbdt-v1.json`,
+//! - `model/inference`: the shipped model (`models/palisade-gbdt-v2.json`,
 //!   120 trees of depth 4) on each request's feature vector;
 //! - `model/features_and_inference`: the model stage's hooks — plan its
 //!   counters, run them on the in-process store, compute the features and
@@ -34,7 +34,7 @@ fn root() -> PathBuf {
 fn config() -> String {
     format!(
         "[store]\nhash_key = \"bench\"\n[[model]]\nname = \"gbdt\"\npath = {:?}\nmode = \"shadow\"\n",
-        root().join("models/palisade-gbdt-v1.json").display().to_string()
+        root().join("models/palisade-gbdt-v2.json").display().to_string()
     )
 }
 
@@ -79,7 +79,7 @@ fn percentiles(name: &str, mut sample: impl FnMut(usize)) {
 
 fn model(c: &mut Criterion) {
     let (requests, vectors) = load();
-    let model = Model::load(&root().join("models/palisade-gbdt-v1.json")).expect("the shipped model");
+    let model = Model::load(&root().join("models/palisade-gbdt-v2.json")).expect("the shipped model");
     percentiles("model/inference", |i| {
         black_box(model.probability(black_box(&vectors[i])));
     });

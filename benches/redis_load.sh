@@ -187,7 +187,7 @@ for rep in $(seq "$REPEAT"); do
                 }' "$out" >>"$ROWS"
         done
         if [ "$store" = redis ]; then
-            curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^palisade_store_(redis_up|fallback_requests_total|redis_roundtrip_seconds\{quantile="0.(5|99)"\})' >&2 || true
+            curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E '^palisade_store_(redis_up|fallback_requests_total|redis_roundtrip_seconds_(count|sum))' >&2 || true
         fi
         stop_pid "$PALISADE_PID"
     done

@@ -17,14 +17,14 @@ cargo build --quiet --release --example make_corpus --bin palisade
 ./target/release/palisade train \
     models/corpus/captures/*.jsonl "$out/generated.jsonl.gz" \
     --test-source hydra --test-source "Go net/http" --test-source firefox --test-source "dart:io" \
-    --seed 1 --name palisade-gbdt --out "$out/palisade-gbdt-v1.json"
+    --seed 1 --name palisade-gbdt --out "$out/palisade-gbdt-v2.json"
 if [ "${1:-}" = "--write" ]; then
     cp "$out/generated.jsonl.gz" "$out/holdout.jsonl.gz" models/corpus/
-    cp "$out/palisade-gbdt-v1.json" models/
+    cp "$out/palisade-gbdt-v2.json" models/
     echo "written to models/"
 else
     cmp "$out/generated.jsonl.gz" models/corpus/generated.jsonl.gz
     cmp "$out/holdout.jsonl.gz" models/corpus/holdout.jsonl.gz
-    cmp "$out/palisade-gbdt-v1.json" models/palisade-gbdt-v1.json
+    cmp "$out/palisade-gbdt-v2.json" models/palisade-gbdt-v2.json
     echo "corpus and model reproduced byte for byte"
 fi

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError, Invalid};
+use crate::error::Error;
 use crate::store::{CounterStore, LocalStore, RedisSettings, RedisStore};
 
 /// Read a configuration file and check all of it — its structure and
@@ -34,9 +35,9 @@ pub use crate::listen::App;
 /// The counter store `config` asks for: Redis when `[store]` names one
 /// (connecting in the background if it is not reachable yet), else in
 /// process. Built once per process; reloads keep it.
-pub async fn build_store(config: &Config, clock: SharedClock) -> Result<Arc<CounterStore>, String> {
+pub async fn build_store(config: &Config, clock: SharedClock) -> Result<Arc<CounterStore>, Error> {
     let settings = RedisSettings::from_config(config).map_err(|problems| {
-        problems.into_iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("; ")
+        Error::config(problems.into_iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("; "))
     })?;
     Ok(Arc::new(match settings {
         Some(settings) => CounterStore::Redis(RedisStore::start(settings, clock).await?),

@@ -41,6 +41,7 @@ impl DecisionHeaders {
         for name in self.all() {
             headers.remove(name);
         }
+        strip_underscore_aliases(headers, &self.all().map(HeaderName::as_str));
         headers.insert(self.score.clone(), HeaderValue::from(u16::from(decision.score())));
         if let Some(value) = detections_value(decision) {
             headers.insert(self.detections.clone(), value);
@@ -52,6 +53,33 @@ impl DecisionHeaders {
         {
             headers.insert(self.partner.clone(), value);
         }
+    }
+}
+
+/// Remove headers that spell one of `names` with `_` for `-` (`X_Palisade_Score`).
+/// CGI, WSGI and Rack turn both spellings into the same variable
+/// (`HTTP_X_PALISADE_SCORE`), so a client's underscore copy would reach the
+/// application beside palisade's own value and may be read first.
+pub fn strip_underscore_aliases(headers: &mut HeaderMap, names: &[&str]) {
+    // Header names are lower case in a HeaderMap; most requests have no
+    // underscore in any name and pay one scan.
+    if !headers.keys().any(|key| key.as_str().contains('_')) {
+        return;
+    }
+    let aliases: Vec<HeaderName> = headers
+        .keys()
+        .filter(|key| key.as_str().contains('_'))
+        .filter(|key| {
+            let key = key.as_str().as_bytes();
+            names.iter().any(|name| {
+                let name = name.as_bytes();
+                name.len() == key.len() && name.iter().zip(key).all(|(n, k)| n == k || (*n == b'-' && *k == b'_'))
+            })
+        })
+        .cloned()
+        .collect();
+    for alias in aliases {
+        headers.remove(alias);
     }
 }
 
@@ -84,6 +112,18 @@ pub fn request_id_value(id: u64) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn underscore_spellings_of_the_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x_palisade_score", HeaderValue::from_static("99"));
+        headers.insert("x-palisade_action", HeaderValue::from_static("allow"));
+        headers.insert("x_other_header", HeaderValue::from_static("kept"));
+        let names = DecisionHeaders::default();
+        strip_underscore_aliases(&mut headers, &names.all().map(HeaderName::as_str));
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x_other_header"));
+    }
 
     #[test]
     fn request_id_value_is_its_display() {

@@ -6,15 +6,25 @@
 //! and counted (`palisade_decision_log_dropped_total`). The log carries the
 //! normalized path only (never the query string or the body), so neither
 //! passwords nor tokens in URLs reach it.
+//!
+//! A blocked flood once wrote ~700 MB in two minutes. So the log is
+//! bounded three ways: repeats of one client, action and first detection
+//! are capped per minute (the next line written for them carries how many
+//! were left out, `suppressed`), all lines per second are capped (the rest
+//! counted in `palisade_decision_log_suppressed_total`), and a log file is
+//! rotated by size, keeping a configured number of old files.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::capture::write::{CaptureWriter, Rotation};
 use crate::config::{DecisionLogConfig, RouteMode};
 use crate::identify::Identity;
 use crate::metrics::Metrics;
@@ -40,6 +50,9 @@ pub struct RequestFacts<'a> {
     pub upstream_time: Option<Duration>,
     /// JA4 of the connection's TLS ClientHello, when palisade terminated TLS.
     pub ja4: Option<&'a str>,
+    /// Lines like this one (same client, action and first detection) left
+    /// out since the last one written.
+    pub suppressed: u64,
 }
 
 #[derive(Serialize)]
@@ -91,6 +104,12 @@ struct Line<'a> {
     /// The model features, with `[decision_log] model_features`.
     #[serde(skip_serializing_if = "Option::is_none")]
     features: Option<FeatureMap<'a>>,
+    #[serde(skip_serializing_if = "is_zero")]
+    suppressed: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// `{"name": probability, ...}` in configuration order.
@@ -163,6 +182,7 @@ pub fn render_line(decision: &Decision, facts: &RequestFacts<'_>) -> String {
         ja4: facts.ja4,
         model: decision.model().filter(|m| !m.names.is_empty()).map(ModelProbabilities),
         features: decision.model().filter(|m| m.log_features).map(|m| FeatureMap(&m.features)),
+        suppressed: facts.suppressed,
     };
     serde_json::to_string(&line).expect("decision lines serialize")
 }
@@ -177,15 +197,23 @@ pub struct DecisionLog {
     sender: Option<SyncSender<String>>,
     sample_allowed: f64,
     metrics: Arc<Metrics>,
+    budget: Arc<Mutex<LineBudget>>,
+}
+
+/// Where lines go: standard output, or a file rotated by size.
+enum Sink {
+    Stdout(std::io::Stdout),
+    File(CaptureWriter),
 }
 
 impl DecisionLog {
     /// Open the log the configuration names and start its writer thread.
     pub fn open(config: &DecisionLogConfig, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let sink: Option<Box<dyn Write + Send>> = match config.path.as_str() {
+        let rotation = Rotation { max_file_bytes: config.max_file_bytes, max_files: config.max_files };
+        let sink = match config.path.as_str() {
             "off" | "" => None,
-            "-" => Some(Box::new(std::io::stdout())),
-            path => Some(Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?)),
+            "-" => Some(Sink::Stdout(std::io::stdout())),
+            path => Some(Sink::File(CaptureWriter::open(std::path::Path::new(path), rotation)?)),
         };
         let sender = sink.map(|sink| {
             let (sender, receiver) = sync_channel(QUEUE_LINES);
@@ -195,7 +223,30 @@ impl DecisionLog {
                 .expect("spawn decision log writer");
             sender
         });
-        Ok(DecisionLog { sender, sample_allowed: config.sample_allowed.clamp(0.0, 1.0), metrics })
+        let budget = LineBudget::new(config.max_repeats_per_minute, config.max_lines_per_second);
+        Ok(DecisionLog {
+            sender,
+            sample_allowed: config.sample_allowed.clamp(0.0, 1.0),
+            metrics,
+            budget: Arc::new(Mutex::new(budget)),
+        })
+    }
+
+    /// Whether this decision from `client` is written: [`Self::wants`] it,
+    /// and the line budgets have room. `Some(n)`: write it, saying `n`
+    /// like it were left out before it.
+    pub fn admit(&self, decision: &Decision, client: IpAddr) -> Option<u64> {
+        if !self.wants(decision) {
+            return None;
+        }
+        let detection = decision.enforced_detections().next().unwrap_or("");
+        let key = (client, decision.action(), hash_str(detection));
+        let seconds = decision.at / 1_000_000_000;
+        let admitted = self.budget.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).admit(key, seconds);
+        if admitted.is_none() {
+            self.metrics.decision_log_suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
     }
 
     /// Whether this decision goes in the log: every non-allow decision, and
@@ -219,16 +270,100 @@ impl DecisionLog {
     }
 }
 
-fn write_lines(receiver: Receiver<String>, mut sink: Box<dyn Write + Send>) {
+impl Sink {
+    fn write_line(&mut self, mut line: String) {
+        line.push('\n');
+        let _ = match self {
+            Sink::Stdout(out) => out.write_all(line.as_bytes()),
+            // One write per line, rotating first when the file is full.
+            Sink::File(file) => file.write_line(line.as_bytes()),
+        };
+    }
+
+    fn flush(&mut self) {
+        if let Sink::Stdout(out) = self {
+            let _ = out.flush();
+        }
+    }
+}
+
+fn write_lines(receiver: Receiver<String>, mut sink: Sink) {
     while let Ok(line) = receiver.recv() {
-        let _ = sink.write_all(line.as_bytes());
-        let _ = sink.write_all(b"\n");
+        sink.write_line(line);
         // Drain what is queued before flushing, so bursts cost one flush.
         while let Ok(line) = receiver.try_recv() {
-            let _ = sink.write_all(line.as_bytes());
-            let _ = sink.write_all(b"\n");
+            sink.write_line(line);
         }
-        let _ = sink.flush();
+        sink.flush();
+    }
+}
+
+/// Which lines count as repeats of each other: client, action, and a hash
+/// of the first enforced detection (hashed so the key needs no allocation).
+type RepeatKey = (IpAddr, Action, u64);
+
+fn hash_str(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Most repeat keys remembered. An address-rotating flood makes a new key
+/// per request; past this the oldest windows are forgotten (and the
+/// per-second cap still holds), so the budget's memory stays bounded.
+const MAX_REPEAT_KEYS: usize = 65_536;
+
+/// The per-minute and per-second line caps.
+#[derive(Debug)]
+struct LineBudget {
+    per_minute: u32,
+    per_second: u32,
+    /// Per key: the minute counted, lines written in it, lines left out
+    /// since the last one written.
+    repeats: HashMap<RepeatKey, (u64, u32, u64)>,
+    second: u64,
+    lines_this_second: u32,
+}
+
+impl LineBudget {
+    fn new(per_minute: u32, per_second: u32) -> Self {
+        LineBudget { per_minute, per_second, repeats: HashMap::new(), second: 0, lines_this_second: 0 }
+    }
+
+    /// `Some(left out before)` when a line for `key` at `seconds` fits.
+    fn admit(&mut self, key: RepeatKey, seconds: u64) -> Option<u64> {
+        if self.per_second > 0 {
+            if seconds != self.second {
+                self.second = seconds;
+                self.lines_this_second = 0;
+            }
+            if self.lines_this_second >= self.per_second {
+                return None;
+            }
+        }
+        let mut left_out = 0;
+        if self.per_minute > 0 {
+            let minute = seconds / 60;
+            if self.repeats.len() >= MAX_REPEAT_KEYS && !self.repeats.contains_key(&key) {
+                self.repeats.retain(|_, (counted, _, _)| *counted == minute);
+                if self.repeats.len() >= MAX_REPEAT_KEYS {
+                    self.repeats.clear();
+                }
+            }
+            let (counted, written, suppressed) = self.repeats.entry(key).or_insert((minute, 0, 0));
+            if *counted != minute {
+                (*counted, *written) = (minute, 0);
+            }
+            if *written >= self.per_minute {
+                *suppressed += 1;
+                return None;
+            }
+            *written += 1;
+            left_out = std::mem::take(suppressed);
+        }
+        self.lines_this_second += 1;
+        Some(left_out)
     }
 }
 
@@ -259,6 +394,31 @@ mod tests {
     fn formats_times() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_millis(1_795_915_664_658_000_000), "2026-11-29T01:27:44.658Z");
+    }
+
+    #[test]
+    fn repeats_are_capped_per_minute_and_counted_on_the_next_line() {
+        let mut budget = LineBudget::new(3, 0);
+        let key = ("192.0.2.1".parse().unwrap(), Action::Block, hash_str("cred.banned"));
+        let other = ("192.0.2.2".parse().unwrap(), Action::Block, hash_str("cred.banned"));
+        let first_minute: Vec<_> = (0..10).map(|_| budget.admit(key, 60)).collect();
+        assert_eq!(first_minute, [Some(0), Some(0), Some(0), None, None, None, None, None, None, None]);
+        assert_eq!(budget.admit(other, 61), Some(0), "another client has its own budget");
+        assert_eq!(budget.admit(key, 120), Some(7), "the next minute's first line says what was left out");
+        assert_eq!(budget.admit(key, 121), Some(0));
+    }
+
+    #[test]
+    fn all_lines_are_capped_per_second_and_keys_stay_bounded() {
+        let mut budget = LineBudget::new(5, 100);
+        let admitted = (0..1000u32)
+            .filter(|i| budget.admit((IpAddr::from(i.to_be_bytes()), Action::Block, 0), 7).is_some())
+            .count();
+        assert_eq!(admitted, 100);
+        for i in 0..(MAX_REPEAT_KEYS as u32 + 10) {
+            budget.admit((IpAddr::from(i.to_be_bytes()), Action::Block, 0), 1000 + u64::from(i) * 60);
+        }
+        assert!(budget.repeats.len() <= MAX_REPEAT_KEYS);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod decision_headers;
 pub mod decision_log;
 pub mod demo;
 pub mod detect;
+pub mod error;
 pub mod fingerprint;
 pub mod identify;
 pub mod ja4;

@@ -294,7 +294,7 @@ impl Lifecycle {
             capture.finish(status);
         }
         if let Some(log) = reporters.log
-            && log.wants(&exchange.decision)
+            && let Some(suppressed) = log.admit(&exchange.decision, exchange.client_ip)
         {
             let facts = RequestFacts {
                 client: exchange.client_ip,
@@ -307,6 +307,7 @@ impl Lifecycle {
                 decision_time: exchange.decision_time,
                 upstream_time,
                 ja4: exchange.ja4.as_deref(),
+                suppressed,
             };
             log.write(render_line(&exchange.decision, &facts));
         }

@@ -9,6 +9,7 @@ use palisade::app::App;
 use palisade::clock::{SharedClock, SystemClock};
 use palisade::config::{Config, ConfigError, load_file, unspanned};
 use palisade::decision_log::DecisionLog;
+use palisade::error::Error;
 use palisade::listen::{Running, Server};
 use palisade::metrics::Metrics;
 use palisade::request_id::RequestIds;
@@ -170,18 +171,21 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// Compile a configuration, printing problems the way `check` does.
-fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: SharedClock) -> Result<App, String> {
+fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: SharedClock) -> Result<App, Error> {
     match App::build(config, store, clock, RequestIds::random_seed()) {
         Ok(app) => {
             // Capture mode: open the file now, so a bad path stops a start or a reload.
             if let Some(capture) = app.lifecycle.capture()
                 && let Err(error) = capture.open()
             {
-                return Err(format!("palisade: cannot open the capture file {}: {error}", capture.path().display()));
+                return Err(Error::write(format!(
+                    "palisade: cannot open the capture file {}: {error}",
+                    capture.path().display()
+                )));
             }
             Ok(app)
         }
-        Err(invalid) => Err(palisade::app::located(config, source, invalid).to_string()),
+        Err(invalid) => Err(Error::config(palisade::app::located(config, source, invalid).to_string())),
     }
 }
 
@@ -241,7 +245,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         let started_store = started_store.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let config = args.load().map_err(|e| e.to_string())?;
+                let config = args.load().map_err(|e| Error::config(e.to_string()))?;
                 if RedisSettings::from_config(&config).ok().flatten() != *started_store {
                     eprintln!(
                         "palisade: [store] Redis settings take effect on restart; the running connection is kept"
@@ -250,7 +254,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
                 compile(&config, &source, store, clock)
             })
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Error::config(format!("the reload task failed: {e}")))?
         })
     });
     running.set_reloader(reloader.clone());
@@ -279,7 +283,7 @@ async fn demo(listen: String, admin: String) -> ExitCode {
     let Some(mut signals) = Signals::install() else { return ExitCode::FAILURE };
     let Some((running, _, _)) = start(&config, "demo").await else { return ExitCode::FAILURE };
     println!("{}", palisade::demo::instructions(running.proxy_addr, running.admin_addr));
-    signals.wait(&running, async || Err("the demo has no configuration file to reload".to_string())).await;
+    signals.wait(&running, async || Err(Error::config("the demo has no configuration file to reload"))).await;
     running.shutdown().await;
     ExitCode::SUCCESS
 }
@@ -305,7 +309,7 @@ impl Signals {
     }
 
     /// Wait for SIGTERM or SIGINT; reload on SIGHUP.
-    async fn wait(&mut self, running: &Running, reload: impl AsyncFn() -> Result<App, String>) {
+    async fn wait(&mut self, running: &Running, reload: impl AsyncFn() -> Result<App, Error>) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return,

@@ -1,5 +1,5 @@
 //! Metrics: counters by route, action and detection, and latency
-//! percentiles from hdrhistogram, rendered as Prometheus text.
+//! histograms recorded with hdrhistogram, rendered as Prometheus text.
 //!
 //! Every request records a few counters and two latencies, from every
 //! worker thread at once. So each thread writes to its own shard (a lock
@@ -92,6 +92,35 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Histogram bucket upper bounds, in nanoseconds and as rendered (in
+/// seconds): 1 µs to 10 s in 1–2.5–5 steps, one set for every latency so
+/// dashboards can overlay them. Decisions take microseconds, upstream
+/// answers and Redis round trips milliseconds.
+const BUCKETS: [(u64, &str); 22] = [
+    (1_000, "0.000001"),
+    (2_500, "0.0000025"),
+    (5_000, "0.000005"),
+    (10_000, "0.00001"),
+    (25_000, "0.000025"),
+    (50_000, "0.00005"),
+    (100_000, "0.0001"),
+    (250_000, "0.00025"),
+    (500_000, "0.0005"),
+    (1_000_000, "0.001"),
+    (2_500_000, "0.0025"),
+    (5_000_000, "0.005"),
+    (10_000_000, "0.01"),
+    (25_000_000, "0.025"),
+    (50_000_000, "0.05"),
+    (100_000_000, "0.1"),
+    (250_000_000, "0.25"),
+    (500_000_000, "0.5"),
+    (1_000_000_000, "1"),
+    (2_500_000_000, "2.5"),
+    (5_000_000_000, "5"),
+    (10_000_000_000, "10"),
+];
+
 #[derive(Debug, Default)]
 pub struct LatencyHistogram {
     shards: Sharded<LatencyShard>,
@@ -119,14 +148,30 @@ impl LatencyHistogram {
         (!histogram.is_empty()).then(|| Duration::from_nanos(histogram.value_at_quantile(q)))
     }
 
+    /// Prometheus histogram exposition: cumulative counts at the fixed
+    /// [`BUCKETS`] bounds, so replicas' latencies add up in a query
+    /// (`histogram_quantile` over `sum by (le)`), which a summary's
+    /// per-replica quantiles cannot. The recording side stays the
+    /// per-thread HDR shards; buckets are only counted here, on a scrape.
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let histogram = self.merged();
         let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} summary");
-        for q in [0.5, 0.9, 0.99, 0.999] {
-            let seconds = if histogram.is_empty() { 0.0 } else { histogram.value_at_quantile(q) as f64 / 1e9 };
-            let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {seconds}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = [0u64; BUCKETS.len()];
+        for value in histogram.iter_recorded() {
+            // HDR values stand for a small range; its highest equivalent
+            // value is what `le` compares against (an upper bound).
+            let nanos = histogram.highest_equivalent(value.value_iterated_to());
+            if let Some(first) = BUCKETS.iter().position(|(bound, _)| nanos <= *bound) {
+                cumulative[first] += value.count_at_value();
+            }
         }
+        let mut running = 0;
+        for ((_, label), count) in BUCKETS.iter().zip(cumulative) {
+            running += count;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{label}\"}} {running}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", histogram.len());
         let sum = histogram.mean() * histogram.len() as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {}", histogram.len());
@@ -144,6 +189,8 @@ pub struct Metrics {
     pub decision_latency: LatencyHistogram,
     pub upstream_latency: LatencyHistogram,
     pub decision_log_dropped: AtomicU64,
+    /// Decision log lines left out by the repeat and per-second caps.
+    pub decision_log_suppressed: AtomicU64,
     pub rejected_requests: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
@@ -155,6 +202,14 @@ pub struct Metrics {
     pub challenges_failed: AtomicU64,
     /// Login attempts that a valid clearance cookie vouched for.
     pub clearances_used: AtomicU64,
+    /// Connections closed at accept: their address held its cap.
+    pub connections_refused_client: AtomicU64,
+    /// Connections answered 503 at accept: the process held its cap.
+    pub connections_refused_capacity: AtomicU64,
+    /// Connections closed early to make room near the cap.
+    pub connections_shed: AtomicU64,
+    /// Connections closed for sending no complete head in time.
+    pub connections_head_timeout: AtomicU64,
     /// The shared store's numbers, when counters live in Redis.
     store: std::sync::OnceLock<Arc<StoreMetrics>>,
 }
@@ -295,6 +350,11 @@ impl Metrics {
                 &self.decision_log_dropped,
             ),
             (
+                "palisade_decision_log_suppressed_total",
+                "Decision log lines left out by decision_log.max_repeats_per_minute or max_lines_per_second.",
+                &self.decision_log_suppressed,
+            ),
+            (
                 "palisade_rejected_requests_total",
                 "Requests answered 4xx before the pipeline (bad or oversize).",
                 &self.rejected_requests,
@@ -316,6 +376,26 @@ impl Metrics {
                 "palisade_clearances_used_total",
                 "Login attempts vouched for by a clearance cookie.",
                 &self.clearances_used,
+            ),
+            (
+                "palisade_connections_refused_client_total",
+                "Connections closed at accept because their address held limits.max_connections_per_client.",
+                &self.connections_refused_client,
+            ),
+            (
+                "palisade_connections_refused_capacity_total",
+                "Connections answered 503 at accept because limits.max_connections were open.",
+                &self.connections_refused_capacity,
+            ),
+            (
+                "palisade_connections_shed_total",
+                "Idle or silent connections closed early to make room near limits.max_connections.",
+                &self.connections_shed,
+            ),
+            (
+                "palisade_connections_head_timeout_total",
+                "Connections closed for sending no complete request head within timeouts.header_read_ms.",
+                &self.connections_head_timeout,
             ),
         ] {
             render_counter(&mut out, name, help, value);
@@ -470,6 +550,13 @@ mod tests {
             text.contains(&format!("palisade_upstream_responses_total{{route=\"default\",status=\"2xx\"}} {total}"))
         );
         assert!(text.contains(&format!("palisade_decision_latency_seconds_count {total}")), "{text}");
+        assert!(text.contains("# TYPE palisade_decision_latency_seconds histogram"), "{text}");
+        assert!(text.contains("palisade_decision_latency_seconds_bucket{le=\"0.0000025\"} 0\n"), "{text}");
+        assert!(
+            text.contains(&format!("palisade_decision_latency_seconds_bucket{{le=\"0.000005\"}} {total}\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("palisade_decision_latency_seconds_bucket{{le=\"+Inf\"}} {total}\n")), "{text}");
         // Three significant digits: the median is 3 µs to within 0.1 %.
         let median = metrics.decision_latency.quantile(0.5).unwrap();
         assert!(median.abs_diff(Duration::from_micros(3)) <= Duration::from_nanos(3), "{median:?}");

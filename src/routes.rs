@@ -263,17 +263,17 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
     if let Some(limit) = &config.client_quota
         && let Err(message) = check_rate_limit(limit)
     {
-        problems.push(Invalid::new(config.profile.span(), key("client_quota"), message));
+        problems.push(Invalid::new(config.profile.span(), key("client_quota"), message.to_string()));
     }
     if let Some(limit) = &config.asn_rate_limit
         && let Err(message) = check_rate_limit(limit)
     {
-        problems.push(Invalid::new(config.profile.span(), key("asn_rate_limit"), message));
+        problems.push(Invalid::new(config.profile.span(), key("asn_rate_limit"), message.to_string()));
     }
     if let Some(limit) = &config.rate_limit
         && let Err(message) = check_rate_limit(limit)
     {
-        problems.push(Invalid::new(config.profile.span(), key("rate_limit"), message));
+        problems.push(Invalid::new(config.profile.span(), key("rate_limit"), message.to_string()));
     }
     let login_config = match (profile, &config.login) {
         (RouteProfile::Login, spec) => Some(spec.clone().unwrap_or_default()),
@@ -401,9 +401,9 @@ pub fn regex_problem(error: &regex_automata::meta::BuildError) -> String {
 }
 
 /// Checks a limit's numbers; shared by routes and partner quotas.
-pub fn check_rate_limit(limit: &RateLimitConfig) -> Result<(), String> {
+pub fn check_rate_limit(limit: &RateLimitConfig) -> Result<(), crate::error::Error> {
     if limit.requests == 0 || limit.period_secs == 0 || limit.burst == Some(0) {
-        return Err("requests, period_secs and burst must be at least 1".into());
+        return Err(crate::error::Error::config("requests, period_secs and burst must be at least 1"));
     }
     Ok(())
 }

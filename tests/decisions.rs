@@ -845,8 +845,11 @@ async fn metrics_count_actions_detections_and_latency() {
         "{text}"
     );
     assert_eq!(metric(&text, r#"palisade_upstream_responses_total{route="login",status="4xx"}"#), Some(10.0), "{text}");
-    let p99 = metric(&text, r#"palisade_decision_latency_seconds{quantile="0.99"}"#).expect("p99 line");
-    assert!(p99.is_finite() && p99 >= 0.0);
+    // A histogram: every decision falls in the +Inf bucket, and the buckets are cumulative.
+    assert_eq!(metric(&text, r#"palisade_decision_latency_seconds_bucket{le="+Inf"}"#), Some(12.0), "{text}");
+    let under_1ms = metric(&text, r#"palisade_decision_latency_seconds_bucket{le="0.001"}"#).expect("1 ms bucket");
+    let under_1s = metric(&text, r#"palisade_decision_latency_seconds_bucket{le="1"}"#).expect("1 s bucket");
+    assert!(under_1ms <= under_1s && under_1s <= 12.0, "{text}");
     assert_eq!(metric(&text, "palisade_decision_latency_seconds_count"), Some(12.0), "{text}");
 
     let health =

@@ -23,7 +23,7 @@ fn root() -> PathBuf {
 }
 
 fn shipped_model() -> PathBuf {
-    root().join("models/palisade-gbdt-v1.json")
+    root().join("models/palisade-gbdt-v2.json")
 }
 
 /// The first `n` requests of the holdout capture whose source contains
@@ -201,6 +201,8 @@ fn mismatched_model(path: &Path) {
     file["features"]["names"][3] = "header_case".into();
     let names: Vec<String> =
         file["features"]["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+    // Built for the first feature schema (v1), before the arrival and browsing features.
+    file["features"]["version"] = 1.into();
     file["features"]["hash"] = hash_of(1, names.iter().map(String::as_str)).into();
     std::fs::write(path, serde_json::to_string(&file).unwrap()).unwrap();
 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::auth::Actor;
 use super::{AdminContext, Answer, Served, audit};
-use crate::credential::{LoginKeys, Scope};
+use crate::credential::{Counter, LoginKeys, Scope};
 use crate::routes::Route;
 use crate::store::{BanEntry, Key};
 
@@ -38,7 +38,7 @@ fn route_and_scope<'k>(routes: &[Arc<Route>], key: &'k str) -> Option<(Arc<Route
 
 /// The ban key of client address `ip` on `route`.
 fn address_ban_key<A: Served>(app: &A, route: &Route, ip: IpAddr) -> String {
-    LoginKeys::new(&app.admin_settings().hasher, &route.name, ip, "", None).key(Scope::Ip, "ban").to_string()
+    LoginKeys::new(&app.admin_settings().hasher, &route.name, ip, "", None).key(Scope::Ip, Counter::Ban).to_string()
 }
 
 fn scope_name(scope: &str) -> &str {
@@ -182,7 +182,7 @@ pub async fn lift_ban<A: Served>(context: &AdminContext<A>, app: &A, actor: &Act
         match store.lift_ban(&route.name, key, now).await {
             Ok(true) => lifted.push(key.clone()),
             Ok(false) => {}
-            Err(problem) => problems.push(problem),
+            Err(problem) => problems.push(problem.to_string()),
         }
     }
     let result = json!({ "lifted": lifted, "problems": problems });
@@ -268,7 +268,8 @@ pub async fn reload<A: Served>(context: &AdminContext<A>, actor: &Actor) -> Answ
         }
         Err(problems) => {
             context.metrics.reloads_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let lines: Vec<&str> = problems.lines().filter(|line| !line.trim().is_empty()).collect();
+            let text = problems.to_string();
+            let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
             (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 json!({ "reloaded": false, "error": "the configuration was rejected; the running one stays", "problems": lines }),

@@ -36,7 +36,8 @@ use crate::pipeline::Pipeline;
 
 /// Re-reads the configuration and compiles it, as SIGHUP does; the error
 /// is every problem with its file and line.
-pub type Reloader<A> = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<A, String>> + Send>> + Send + Sync>;
+pub type Reloader<A> =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<A, crate::error::Error>> + Send>> + Send + Sync>;
 
 /// What the admin API needs of the compiled configuration the proxy
 /// serves (the listen stage's `App`, which this module does not name, so

@@ -18,6 +18,8 @@ use serde_json::Value;
 use super::record::CaptureRecord;
 use super::time::parse_rfc3339;
 
+use crate::error::Error;
+
 /// The client address HAR records get unless told otherwise (TEST-NET-1,
 /// RFC 5737).
 pub const HAR_CLIENT_IP: &str = "192.0.2.1";
@@ -32,10 +34,13 @@ pub struct Imported {
 
 /// Records from a HAR document. Entries that cannot be used are reported
 /// with their number in `log.entries` (1-based) and skipped.
-pub fn import_har(text: &str, client_ip: IpAddr) -> Result<Imported, String> {
-    let document: Value = serde_json::from_str(text).map_err(|e| format!("not a HAR file (JSON: {e})"))?;
-    let entries =
-        document.pointer("/log/entries").and_then(Value::as_array).ok_or("not a HAR file: no log.entries array")?;
+pub fn import_har(text: &str, client_ip: IpAddr) -> Result<Imported, Error> {
+    let document: Value =
+        serde_json::from_str(text).map_err(|e| Error::malformed(format!("not a HAR file (JSON: {e})")))?;
+    let entries = document
+        .pointer("/log/entries")
+        .and_then(Value::as_array)
+        .ok_or(Error::malformed("not a HAR file: no log.entries array"))?;
     let creator = ["/log/browser", "/log/creator"].iter().find_map(|pointer| {
         let tool = document.pointer(pointer)?;
         let name = tool.get("name")?.as_str()?;
@@ -58,19 +63,20 @@ pub fn import_har(text: &str, client_ip: IpAddr) -> Result<Imported, String> {
     Ok(imported)
 }
 
-fn entry_record(entry: &Value, client_ip: IpAddr) -> Result<CaptureRecord, String> {
+fn entry_record(entry: &Value, client_ip: IpAddr) -> Result<CaptureRecord, Error> {
     let text = |value: &Value, pointer: &str| value.pointer(pointer).and_then(Value::as_str).map(str::to_string);
-    let started = text(entry, "/startedDateTime").ok_or("no startedDateTime")?;
-    let ts = parse_rfc3339(&started).ok_or_else(|| format!("startedDateTime {started:?} is not an ISO 8601 time"))?;
-    let request = entry.get("request").ok_or("no request")?;
-    let method = text(request, "/method").ok_or("no request.method")?;
-    let url = text(request, "/url").ok_or("no request.url")?;
-    let uri: http::Uri = url.parse().map_err(|e| format!("request.url {url:?}: {e}"))?;
+    let started = text(entry, "/startedDateTime").ok_or(Error::malformed("no startedDateTime"))?;
+    let ts = parse_rfc3339(&started)
+        .ok_or_else(|| Error::malformed(format!("startedDateTime {started:?} is not an ISO 8601 time")))?;
+    let request = entry.get("request").ok_or(Error::malformed("no request"))?;
+    let method = text(request, "/method").ok_or(Error::malformed("no request.method"))?;
+    let url = text(request, "/url").ok_or(Error::malformed("no request.url"))?;
+    let uri: http::Uri = url.parse().map_err(|e| Error::malformed(format!("request.url {url:?}: {e}")))?;
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
     let mut headers = Vec::new();
     for header in request.get("headers").and_then(Value::as_array).into_iter().flatten() {
         let (Some(name), Some(value)) = (text(header, "/name"), text(header, "/value")) else {
-            return Err("a header without name or value".into());
+            return Err(Error::malformed("a header without name or value"));
         };
         if !name.starts_with(':') {
             headers.push((name, value));
@@ -105,7 +111,7 @@ fn entry_record(entry: &Value, client_ip: IpAddr) -> Result<CaptureRecord, Strin
     }
     record.status =
         entry.pointer("/response/status").and_then(Value::as_u64).filter(|s| (100..600).contains(s)).map(|s| s as u16);
-    record.to_request().map_err(|e| format!("request: {e}"))?;
+    record.to_request().map_err(|e| Error::malformed(format!("request: {e}")))?;
     Ok(record)
 }
 

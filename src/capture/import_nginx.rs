@@ -21,6 +21,8 @@ use super::record::CaptureRecord;
 use super::time::{epoch_seconds, offset_seconds};
 use super::{BadLine, OnBadLine};
 
+use crate::error::Error;
+
 /// Records from the lines of an access log.
 pub fn import_nginx(text: &str, on_bad: OnBadLine) -> Imported {
     let mut imported = Imported::default();
@@ -31,7 +33,7 @@ pub fn import_nginx(text: &str, on_bad: OnBadLine) -> Imported {
         match parse_line(line) {
             Ok(record) => imported.records.push(record),
             Err(reason) => {
-                imported.bad.push(BadLine { line: index + 1, reason });
+                imported.bad.push(BadLine { line: index + 1, reason: reason.to_string() });
                 if on_bad == OnBadLine::Stop {
                     break;
                 }
@@ -42,23 +44,24 @@ pub fn import_nginx(text: &str, on_bad: OnBadLine) -> Imported {
 }
 
 /// One combined-format line.
-pub fn parse_line(line: &str) -> Result<CaptureRecord, String> {
+pub fn parse_line(line: &str) -> Result<CaptureRecord, Error> {
     let mut rest = line;
-    let addr = take_until(&mut rest, ' ').ok_or("no client address")?;
-    let client_ip: IpAddr = addr.parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
-    take_until(&mut rest, ' ').ok_or("no ident field")?;
-    let _user = take_until(&mut rest, ' ').ok_or("no user field")?;
-    rest = rest.strip_prefix('[').ok_or("no [time]")?;
-    let time = take_until(&mut rest, ']').ok_or("unterminated [time]")?;
-    let ts = parse_time_local(time).ok_or_else(|| format!("time {time:?} is not like 10/Oct/2000:13:55:36 -0700"))?;
+    let addr = take_until(&mut rest, ' ').ok_or(Error::malformed("no client address"))?;
+    let client_ip: IpAddr = addr.parse().map_err(|_| Error::malformed(format!("{addr:?} is not an IP address")))?;
+    take_until(&mut rest, ' ').ok_or(Error::malformed("no ident field"))?;
+    let _user = take_until(&mut rest, ' ').ok_or(Error::malformed("no user field"))?;
+    rest = rest.strip_prefix('[').ok_or(Error::malformed("no [time]"))?;
+    let time = take_until(&mut rest, ']').ok_or(Error::malformed("unterminated [time]"))?;
+    let ts = parse_time_local(time)
+        .ok_or_else(|| Error::malformed(format!("time {time:?} is not like 10/Oct/2000:13:55:36 -0700")))?;
     rest = rest.trim_start();
-    let request = quoted(&mut rest).ok_or("no quoted request line")?;
+    let request = quoted(&mut rest).ok_or(Error::malformed("no quoted request line"))?;
     rest = rest.trim_start();
     let status = match take_until(&mut rest, ' ') {
         Some(status) => status,
         None => std::mem::take(&mut rest),
     };
-    let status: u16 = status.parse().map_err(|_| format!("status {status:?} is not a number"))?;
+    let status: u16 = status.parse().map_err(|_| Error::malformed(format!("status {status:?} is not a number")))?;
     rest = rest.trim_start();
     let _bytes = take_until(&mut rest, ' ');
     rest = rest.trim_start();
@@ -68,17 +71,17 @@ pub fn parse_line(line: &str) -> Result<CaptureRecord, String> {
 
     let mut parts = request.split(' ').filter(|p| !p.is_empty());
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return Err(format!("request line {request:?} is not \"METHOD TARGET VERSION\""));
+        return Err(Error::malformed(format!("request line {request:?} is not \"METHOD TARGET VERSION\"")));
     };
     let version = match parts.next() {
         Some("HTTP/1.0") => "HTTP/1.0",
         Some("HTTP/1.1") => "HTTP/1.1",
         Some("HTTP/2.0") | Some("HTTP/2") => "HTTP/2",
-        Some(other) => return Err(format!("request line {request:?}: unknown version {other:?}")),
-        None => return Err(format!("request line {request:?} has no HTTP version")),
+        Some(other) => return Err(Error::malformed(format!("request line {request:?}: unknown version {other:?}"))),
+        None => return Err(Error::malformed(format!("request line {request:?} has no HTTP version"))),
     };
     if parts.next().is_some() {
-        return Err(format!("request line {request:?} has more than three parts"));
+        return Err(Error::malformed(format!("request line {request:?} has more than three parts")));
     }
     let mut headers = Vec::new();
     if let Some(user_agent) = user_agent.filter(|ua| ua != "-") {

@@ -5,20 +5,22 @@ use std::net::IpAddr;
 
 use super::record::{CaptureRecord, encode_body};
 
+use crate::error::Error;
+
 /// Parse a request head and the body after it (cut to `Content-Length`
 /// when there is one). Lines may end in CRLF or LF.
-pub fn parse_raw_request(bytes: &[u8], client_ip: IpAddr, ts: f64) -> Result<CaptureRecord, String> {
+pub fn parse_raw_request(bytes: &[u8], client_ip: IpAddr, ts: f64) -> Result<CaptureRecord, Error> {
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut request = httparse::Request::new(&mut headers);
     let head_len = match request.parse(bytes) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            return Err("incomplete request head (it ends with an empty line)".into());
+            return Err(Error::malformed("incomplete request head (it ends with an empty line)"));
         }
-        Err(error) => return Err(format!("not an HTTP/1 request: {error}")),
+        Err(error) => return Err(Error::malformed(format!("not an HTTP/1 request: {error}"))),
     };
-    let method = request.method.ok_or("no method")?;
-    let target = request.path.ok_or("no request target")?;
+    let method = request.method.ok_or(Error::malformed("no method"))?;
+    let target = request.path.ok_or(Error::malformed("no request target"))?;
     let version = if request.version == Some(0) { "HTTP/1.0" } else { "HTTP/1.1" };
     let mut pairs = Vec::new();
     let mut content_length = None;

@@ -1,5 +1,8 @@
 //! Reading captures: plain or gzip (recognised by its magic bytes, whatever
 //! the file is called), one line at a time, bad lines reported by number.
+//! A line is read into memory only up to [`MAX_LINE_BYTES`]: a 1 MiB gzip
+//! that expands to one 1 GiB line once took 1 GB of memory; now the rest of
+//! such a line is read past without keeping it, and the line is bad.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -44,6 +47,11 @@ impl OnBadLine {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// Longest capture line read. A record is one request: a head palisade
+/// accepts is at most 1 MiB (`limits.max_header_bytes`), an inspected body
+/// at most 16 MiB, base64 makes that a third larger.
+pub const MAX_LINE_BYTES: usize = 24 * 1024 * 1024;
+
 /// Open a capture file, decompressing gzip. `read_bytes`, when given,
 /// counts the bytes read from the file itself (for a progress bar).
 pub fn open_capture(path: &Path, read_bytes: Option<Arc<AtomicU64>>) -> io::Result<Box<dyn BufRead + Send>> {
@@ -80,11 +88,44 @@ pub struct CaptureLines<R> {
     line: usize,
     buf: Vec<u8>,
     failed: bool,
+    max_line: usize,
 }
 
 impl<R: BufRead> CaptureLines<R> {
     pub fn new(reader: R) -> Self {
-        CaptureLines { reader, line: 0, buf: Vec::with_capacity(4096), failed: false }
+        Self::with_max_line(reader, MAX_LINE_BYTES)
+    }
+
+    /// Lines longer than `max_line` bytes are bad lines (tests use a small one).
+    pub fn with_max_line(reader: R, max_line: usize) -> Self {
+        CaptureLines { reader, line: 0, buf: Vec::with_capacity(4096), failed: false, max_line }
+    }
+
+    /// Read one line into `buf`, keeping at most `max_line + 1` bytes of it;
+    /// the rest of a longer line is consumed and dropped. Returns the bytes
+    /// the line had (0 at the end).
+    fn read_line(&mut self) -> io::Result<usize> {
+        let limit = self.max_line as u64 + 1;
+        let kept = (&mut self.reader).take(limit).read_until(b'\n', &mut self.buf)?;
+        if (kept as u64) < limit || self.buf.last() == Some(&b'\n') {
+            return Ok(kept);
+        }
+        let mut skipped = 0;
+        loop {
+            let available = self.reader.fill_buf()?;
+            if available.is_empty() {
+                return Ok(kept + skipped);
+            }
+            let (used, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (available.len(), false),
+            };
+            self.reader.consume(used);
+            skipped += used;
+            if done {
+                return Ok(kept + skipped);
+            }
+        }
     }
 
     /// The next non-blank line; `None` at the end (or after a read error,
@@ -95,8 +136,14 @@ impl<R: BufRead> CaptureLines<R> {
                 return None;
             }
             self.buf.clear();
-            match self.reader.read_until(b'\n', &mut self.buf) {
+            match self.read_line() {
                 Ok(0) => return None,
+                Ok(length) if length > self.buf.len() || self.buf.trim_ascii_end().len() > self.max_line => {
+                    self.line += 1;
+                    self.buf.clear();
+                    let reason = format!("line of {length} bytes; at most {} are read", self.max_line);
+                    return Some(Err(BadLine { line: self.line, reason }));
+                }
                 Ok(_) => {}
                 Err(error) => {
                     self.failed = true;
@@ -190,6 +237,21 @@ mod tests {
         assert_eq!(outcome.bad[0].line, 1);
         assert!(outcome.bad[0].reason.contains("UTF-8"));
         assert_eq!(outcome.records.len(), 1);
+    }
+
+    #[test]
+    fn an_overlong_line_is_bad_and_not_kept() {
+        let long = "x".repeat(5000);
+        let text = format!("{GOOD}\n{long}\n{GOOD}\n{long}");
+        let mut lines = CaptureLines::with_max_line(text.as_bytes(), 1000);
+        assert_eq!(lines.next_line().unwrap().unwrap().0, 1);
+        let bad = lines.next_line().unwrap().unwrap_err();
+        assert_eq!(bad.line, 2);
+        assert!(bad.reason.contains("5001 bytes"), "{bad}");
+        assert!(lines.buf.capacity() < 5000, "the long line was not kept whole");
+        assert_eq!(lines.next_line().unwrap().unwrap(), (3, GOOD));
+        assert_eq!(lines.next_line().unwrap().unwrap_err().line, 4, "a long last line without newline");
+        assert!(lines.next_line().is_none());
     }
 
     #[test]

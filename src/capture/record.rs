@@ -8,6 +8,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Nanos;
+use crate::error::Error;
 
 /// One request of a capture, as written and read.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -64,10 +65,11 @@ impl CaptureRecord {
         }
     }
 
-    pub fn to_request(&self) -> Result<CapturedRequest, String> {
+    pub fn to_request(&self) -> Result<CapturedRequest, Error> {
         let method = parse_method(&self.method)?;
         let uri = parse_target(&self.target)?;
         let version = parse_version(self.version.as_deref())?;
+        check_header_count(self.headers.len())?;
         let mut headers = http::HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             append_header(&mut headers, name, value)?;
@@ -76,7 +78,7 @@ impl CaptureRecord {
     }
 
     /// The body as bytes: `body` as UTF-8, or `body_b64` decoded.
-    pub fn body_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+    pub fn body_bytes(&self) -> Result<Option<Vec<u8>>, Error> {
         body_bytes(self.body.as_deref(), self.body_b64.as_deref())
     }
 
@@ -131,22 +133,22 @@ pub fn nanos_to_ts(nanos: Nanos) -> f64 {
     (nanos / 1000) as f64 / 1e6
 }
 
-pub fn parse_method(method: &str) -> Result<http::Method, String> {
-    http::Method::from_bytes(method.as_bytes()).map_err(|e| format!("method {method:?}: {e}"))
+pub fn parse_method(method: &str) -> Result<http::Method, Error> {
+    http::Method::from_bytes(method.as_bytes()).map_err(|e| Error::malformed(format!("method {method:?}: {e}")))
 }
 
 /// A request target: origin form (`/path?query`), or absolute form
 /// (`http://host/path`), or `*`.
-pub fn parse_target(target: &str) -> Result<http::Uri, String> {
-    target.parse::<http::Uri>().map_err(|e| format!("target {target:?}: {e}"))
+pub fn parse_target(target: &str) -> Result<http::Uri, Error> {
+    target.parse::<http::Uri>().map_err(|e| Error::malformed(format!("target {target:?}: {e}")))
 }
 
-pub fn parse_version(version: Option<&str>) -> Result<http::Version, String> {
+pub fn parse_version(version: Option<&str>) -> Result<http::Version, Error> {
     match version.unwrap_or("HTTP/1.1") {
         "HTTP/1.0" => Ok(http::Version::HTTP_10),
         "HTTP/1.1" => Ok(http::Version::HTTP_11),
         "HTTP/2" | "HTTP/2.0" => Ok(http::Version::HTTP_2),
-        other => Err(format!("version: unknown {other:?} (HTTP/1.0, HTTP/1.1 or HTTP/2)")),
+        other => Err(Error::malformed(format!("version: unknown {other:?} (HTTP/1.0, HTTP/1.1 or HTTP/2)"))),
     }
 }
 
@@ -159,20 +161,39 @@ pub fn version_name(version: http::Version) -> &'static str {
     }
 }
 
-pub fn append_header(headers: &mut http::HeaderMap, name: &str, value: &str) -> Result<(), String> {
-    let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
-    let value = http::HeaderValue::from_str(value).map_err(|e| format!("header {name:?} value: {e}"))?;
-    headers.append(header, value);
+/// Most header fields one record may carry. palisade itself takes at most
+/// `limits.max_headers` (1000 at most) per request; a record with far more
+/// is not a request anything sent, and `http::HeaderMap` panics past 32,768
+/// distinct names (a line with ~25,000 once crashed replay, explain and
+/// import). Such a record is a bad line.
+pub const MAX_RECORD_HEADERS: usize = 10_000;
+
+/// A bad-line reason when a record has more than [`MAX_RECORD_HEADERS`].
+pub fn check_header_count(count: usize) -> Result<(), Error> {
+    match count > MAX_RECORD_HEADERS {
+        true => Err(Error::malformed(format!("{count} headers; a record may have at most {MAX_RECORD_HEADERS}"))),
+        false => Ok(()),
+    }
+}
+
+pub fn append_header(headers: &mut http::HeaderMap, name: &str, value: &str) -> Result<(), Error> {
+    let header =
+        http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::malformed(format!("header {name:?}: {e}")))?;
+    let value =
+        http::HeaderValue::from_str(value).map_err(|e| Error::malformed(format!("header {name:?} value: {e}")))?;
+    // `append` panics when the map cannot grow; `try_append` says so.
+    headers.try_append(header, value).map_err(|_| Error::malformed("too many distinct header names"))?;
     Ok(())
 }
 
-pub fn body_bytes(body: Option<&str>, body_b64: Option<&str>) -> Result<Option<Vec<u8>>, String> {
+pub fn body_bytes(body: Option<&str>, body_b64: Option<&str>) -> Result<Option<Vec<u8>>, Error> {
     match (body, body_b64) {
-        (Some(_), Some(_)) => Err("both `body` and `body_b64`".into()),
+        (Some(_), Some(_)) => Err(Error::malformed("both `body` and `body_b64`")),
         (Some(text), None) => Ok(Some(text.as_bytes().to_vec())),
-        (None, Some(encoded)) => {
-            base64::engine::general_purpose::STANDARD.decode(encoded).map(Some).map_err(|e| format!("body_b64: {e}"))
-        }
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map(Some)
+            .map_err(|e| Error::malformed(format!("body_b64: {e}"))),
         (None, None) => Ok(None),
     }
 }
@@ -188,6 +209,17 @@ pub fn encode_body(bytes: &[u8]) -> (Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_with_thousands_of_distinct_headers_is_refused_not_a_panic() {
+        let headers = (0..25_000).map(|i| (format!("x-h{i}"), "v".to_string())).collect();
+        let record = CaptureRecord::new(1.0, "192.0.2.1".parse().unwrap(), "GET", "/", headers);
+        let error = record.to_request().unwrap_err();
+        assert!(error.to_string().contains("25000 headers"), "{error}");
+        let mut map = http::HeaderMap::new();
+        let failed = (0..40_000).map(|i| append_header(&mut map, &format!("x-h{i}"), "v")).find(Result::is_err);
+        assert!(failed.is_some(), "the map's own limit is an error too");
+    }
 
     #[test]
     fn timestamps_round_trip_to_the_microsecond() {

@@ -59,7 +59,11 @@ impl Invalid {
             Some((file, line)) => ConfigProblem { file: Some(file), line, key: self.key, message: self.message },
             None => ConfigProblem {
                 file: None,
-                line: text.filter(|_| self.span != (0..0)).map(|text| line_of(text, self.span.start)),
+                // Checks on plain numbers have no span: find the key's own line.
+                line: text.and_then(|text| match self.span != (0..0) {
+                    true => Some(line_of(text, self.span.start)),
+                    false => key_line(text, &self.key),
+                }),
                 key: self.key,
                 message: self.message,
             },
@@ -201,38 +205,49 @@ fn comment_out(text: &mut String, offset: usize) -> bool {
 /// The dotted key of the line holding `offset`, from the table headers above it.
 fn key_path_at(text: &str, offset: usize) -> String {
     let target_line = line_of(text, offset);
+    line_keys(text).nth(target_line - 1).unwrap_or_default()
+}
+
+/// The 1-based line where `key` (as [`key_path_at`] spells it) is set or
+/// its table opens, so problems found on plain values still get a line.
+pub(crate) fn key_line(text: &str, key: &str) -> Option<usize> {
+    if key.is_empty() {
+        return None;
+    }
+    line_keys(text).position(|line_key| line_key == key).map(|index| index + 1)
+}
+
+/// The dotted key of every line in turn: the key a `k = v` line sets,
+/// the table a header opens, and for other lines (comments, values
+/// continued) the last key seen.
+fn line_keys(text: &str) -> impl Iterator<Item = String> + '_ {
     let mut table = String::new();
     let mut array_counts: std::collections::HashMap<String, usize> = Default::default();
     let mut key = String::new();
-    for (index, raw) in text.lines().enumerate() {
+    text.lines().map(move |raw| {
         let line = raw.trim();
         if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
             let name = name.trim().to_string();
             let count = array_counts.entry(name.clone()).or_insert(0);
             table = format!("{name}[{count}]");
             *count += 1;
+            key.clear();
+            return table.clone();
         } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
             table = name.trim().to_string();
+            key.clear();
+            return table.clone();
         } else if let Some((k, _)) = line.split_once('=')
             && !line.starts_with('#')
         {
             key = k.trim().trim_matches('"').to_string();
         }
-        if index + 1 == target_line {
-            if line.starts_with('[') {
-                return table;
-            }
-            if let Some((k, _)) = line.split_once('=') {
-                key = k.trim().trim_matches('"').to_string();
-            }
-            break;
+        match (table.is_empty(), key.is_empty()) {
+            (true, _) => key.clone(),
+            (false, true) => table.clone(),
+            (false, false) => format!("{table}.{key}"),
         }
-    }
-    match (table.is_empty(), key.is_empty()) {
-        (true, _) => key,
-        (false, true) => table,
-        (false, false) => format!("{table}.{key}"),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! hands the compiler to [`load_file_with`].
 
 mod load;
+pub mod ranges;
 mod schema;
 
 pub(crate) use load::line_of;

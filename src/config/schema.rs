@@ -166,11 +166,24 @@ pub struct LimitsConfig {
     pub max_headers: usize,
     /// Largest body read on routes whose body is inspected (login).
     pub max_inspected_body_bytes: usize,
+    /// Open connections one client address may hold (IPv6: one /64);
+    /// trusted proxies are exempt. More are refused at accept.
+    pub max_connections_per_client: usize,
+    /// Open client connections in all; 0: derived from the process's
+    /// file-descriptor limit. Near it idle connections are shed, at it new
+    /// ones are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_header_bytes: 16 * 1024, max_headers: 100, max_inspected_body_bytes: 64 * 1024 }
+        LimitsConfig {
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_inspected_body_bytes: 64 * 1024,
+            max_connections_per_client: 256,
+            max_connections: 0,
+        }
     }
 }
 
@@ -264,11 +277,30 @@ pub struct DecisionLogConfig {
     /// Log every model feature of each logged request (for checking a
     /// model's inputs; off by default: it makes lines long).
     pub model_features: bool,
+    /// Lines per minute for one client, action and first detection; more
+    /// are left out and counted in the next line's `suppressed`. 0: no cap.
+    pub max_repeats_per_minute: u32,
+    /// Lines per second in all; more are left out and counted
+    /// (`palisade_decision_log_suppressed_total`). 0: no cap.
+    pub max_lines_per_second: u32,
+    /// Rotate the log file before it would grow past this many bytes
+    /// (standard output is never rotated); 0: never.
+    pub max_file_bytes: u64,
+    /// Rotated files kept (`.1` … `.N`); older ones are deleted.
+    pub max_files: usize,
 }
 
 impl Default for DecisionLogConfig {
     fn default() -> Self {
-        DecisionLogConfig { path: "-".into(), sample_allowed: 0.0, model_features: false }
+        DecisionLogConfig {
+            path: "-".into(),
+            sample_allowed: 0.0,
+            model_features: false,
+            max_repeats_per_minute: 100,
+            max_lines_per_second: 1000,
+            max_file_bytes: 100 * 1024 * 1024,
+            max_files: 5,
+        }
     }
 }
 

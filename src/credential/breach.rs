@@ -14,6 +14,8 @@ use std::path::Path;
 use sha1::{Digest, Sha1};
 use xorf::{BinaryFuse16, Filter};
 
+use crate::error::Error;
+
 pub struct BreachFilter {
     filter: BinaryFuse16,
     entries: usize,
@@ -26,11 +28,11 @@ impl std::fmt::Debug for BreachFilter {
 }
 
 impl BreachFilter {
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, Error> {
         let mut keys = Vec::new();
         if path.is_dir() {
             let mut files: Vec<_> = std::fs::read_dir(path)
-                .map_err(|e| format!("cannot read the folder: {e}"))?
+                .map_err(|e| Error::read(format!("cannot read the folder: {e}")))?
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
                 .collect();
             files.sort();
@@ -39,24 +41,26 @@ impl BreachFilter {
                 if prefix.len() != 5 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
                     continue;
                 }
-                let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                let text =
+                    std::fs::read_to_string(&file).map_err(|e| Error::read(format!("{}: {e}", file.display())))?;
                 read_lines(&text, &prefix, &file.display().to_string(), &mut keys)?;
             }
         } else {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the file: {e}"))?;
+            let text = std::fs::read_to_string(path).map_err(|e| Error::read(format!("cannot read the file: {e}")))?;
             read_lines(&text, "", &path.display().to_string(), &mut keys)?;
         }
         Self::from_keys(keys)
     }
 
-    fn from_keys(mut keys: Vec<u64>) -> Result<Self, String> {
+    fn from_keys(mut keys: Vec<u64>) -> Result<Self, Error> {
         keys.sort_unstable();
         keys.dedup();
         if keys.is_empty() {
-            return Err("no SHA-1 hashes found".into());
+            return Err(Error::malformed("no SHA-1 hashes found"));
         }
         let entries = keys.len();
-        let filter = BinaryFuse16::try_from(&keys[..]).map_err(|e| format!("cannot build the filter: {e}"))?;
+        let filter =
+            BinaryFuse16::try_from(&keys[..]).map_err(|e| Error::malformed(format!("cannot build the filter: {e}")))?;
         Ok(BreachFilter { filter, entries })
     }
 
@@ -79,7 +83,7 @@ fn key_of(digest: &[u8]) -> u64 {
 }
 
 /// Parse lines into filter keys; `prefix` is the range file's name, if any.
-fn read_lines(text: &str, prefix: &str, name: &str, keys: &mut Vec<u64>) -> Result<(), String> {
+fn read_lines(text: &str, prefix: &str, name: &str, keys: &mut Vec<u64>) -> Result<(), Error> {
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -94,10 +98,10 @@ fn read_lines(text: &str, prefix: &str, name: &str, keys: &mut Vec<u64>) -> Resu
             _ => String::new(),
         };
         let bytes = hex::decode(&hex_text).ok().filter(|b| b.len() == 20).ok_or_else(|| {
-            format!(
+            Error::malformed(format!(
                 "{name}:{}: expected a SHA-1 hash (40 hex digits, PREFIX:SUFFIX, or SUFFIX in a range file)",
                 index + 1
-            )
+            ))
         })?;
         keys.push(key_of(&bytes));
     }
@@ -138,7 +142,7 @@ mod tests {
         let bad = dir.path().join("bad.txt");
         std::fs::write(&bad, "not-a-hash\n").unwrap();
         let error = BreachFilter::load(&bad).unwrap_err();
-        assert!(error.contains("bad.txt:1:"), "{error}");
+        assert!(error.to_string().contains("bad.txt:1:"), "{error}");
     }
 
     #[test]

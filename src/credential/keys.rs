@@ -27,36 +27,81 @@ pub fn subnet(ip: IpAddr) -> String {
     }
 }
 
+/// One counter of a scope. The suffixes are what the stores hold (short,
+/// because every key of every attempt carries one); code names counters
+/// only through this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Failed logins in the window.
+    Failures,
+    /// Successful logins in the window.
+    Successes,
+    /// Attempts palisade refused in the window.
+    Refused,
+    /// A ban in force.
+    Ban,
+    /// Distinct usernames tried (a sketch).
+    Usernames,
+    /// Distinct client addresses that tried one account (a sketch).
+    Addresses,
+    /// Site-wide attempts, decayed over the last minutes.
+    RecentAttempts,
+    /// Site-wide failures, decayed over the last minutes.
+    RecentFailures,
+    /// Site-wide attempts, decayed over the baseline half-life.
+    BaselineAttempts,
+    /// Site-wide failures, decayed over the baseline half-life.
+    BaselineFailures,
+}
+
+impl Counter {
+    /// The key suffix the stores hold.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Counter::Failures => "f",
+            Counter::Successes => "s",
+            Counter::Refused => "x",
+            Counter::Ban => "ban",
+            Counter::Usernames => "users",
+            Counter::Addresses => "addrs",
+            Counter::RecentAttempts => "a1",
+            Counter::RecentFailures => "f1",
+            Counter::BaselineAttempts => "a0",
+            Counter::BaselineFailures => "f0",
+        }
+    }
+}
+
 /// The counters kept per scope: failures, successes, refused attempts,
 /// bans, distinct usernames; per account: failures and distinct addresses;
 /// per route: the site-wide decayed sums.
-const COUNTERS: [(Scope, &str); 26] = [
-    (Scope::Ip, "f"),
-    (Scope::Ip, "s"),
-    (Scope::Ip, "x"),
-    (Scope::Ip, "ban"),
-    (Scope::Ip, "users"),
-    (Scope::Subnet, "f"),
-    (Scope::Subnet, "s"),
-    (Scope::Subnet, "x"),
-    (Scope::Subnet, "ban"),
-    (Scope::Subnet, "users"),
-    (Scope::Fingerprint, "f"),
-    (Scope::Fingerprint, "s"),
-    (Scope::Fingerprint, "x"),
-    (Scope::Fingerprint, "ban"),
-    (Scope::Fingerprint, "users"),
-    (Scope::Net, "f"),
-    (Scope::Net, "s"),
-    (Scope::Net, "x"),
-    (Scope::Net, "ban"),
-    (Scope::Net, "users"),
-    (Scope::User, "f"),
-    (Scope::User, "addrs"),
-    (Scope::Site, "a1"),
-    (Scope::Site, "f1"),
-    (Scope::Site, "a0"),
-    (Scope::Site, "f0"),
+const COUNTERS: [(Scope, Counter); 26] = [
+    (Scope::Ip, Counter::Failures),
+    (Scope::Ip, Counter::Successes),
+    (Scope::Ip, Counter::Refused),
+    (Scope::Ip, Counter::Ban),
+    (Scope::Ip, Counter::Usernames),
+    (Scope::Subnet, Counter::Failures),
+    (Scope::Subnet, Counter::Successes),
+    (Scope::Subnet, Counter::Refused),
+    (Scope::Subnet, Counter::Ban),
+    (Scope::Subnet, Counter::Usernames),
+    (Scope::Fingerprint, Counter::Failures),
+    (Scope::Fingerprint, Counter::Successes),
+    (Scope::Fingerprint, Counter::Refused),
+    (Scope::Fingerprint, Counter::Ban),
+    (Scope::Fingerprint, Counter::Usernames),
+    (Scope::Net, Counter::Failures),
+    (Scope::Net, Counter::Successes),
+    (Scope::Net, Counter::Refused),
+    (Scope::Net, Counter::Ban),
+    (Scope::Net, Counter::Usernames),
+    (Scope::User, Counter::Failures),
+    (Scope::User, Counter::Addresses),
+    (Scope::Site, Counter::RecentAttempts),
+    (Scope::Site, Counter::RecentFailures),
+    (Scope::Site, Counter::BaselineAttempts),
+    (Scope::Site, Counter::BaselineFailures),
 ];
 
 /// Every counter key of one login attempt (hashed where they name a person
@@ -90,7 +135,7 @@ impl LoginKeys {
             built: Vec::new(),
             ..self.clone()
         };
-        keys.built = COUNTERS.iter().map(|(scope, counter)| Key::from(keys.format(*scope, counter))).collect();
+        keys.built = COUNTERS.iter().map(|(scope, counter)| Key::from(keys.format(*scope, *counter))).collect();
         keys
     }
 
@@ -110,13 +155,13 @@ impl LoginKeys {
             user_item: username.map(|u| hasher.item("user", u.to_lowercase().as_bytes())),
             built: Vec::new(),
         };
-        keys.built = COUNTERS.iter().map(|(scope, counter)| Key::from(keys.format(*scope, counter))).collect();
+        keys.built = COUNTERS.iter().map(|(scope, counter)| Key::from(keys.format(*scope, *counter))).collect();
         keys
     }
 
     /// `login:{route}:{scope}:{id}:{counter}`; Redis Cluster hash tags come
     /// with the shared backend.
-    fn format(&self, scope: Scope, counter: &str) -> String {
+    fn format(&self, scope: Scope, counter: Counter) -> String {
         let id = match scope {
             Scope::Ip => &self.ip,
             Scope::Subnet => &self.subnet,
@@ -128,6 +173,7 @@ impl LoginKeys {
         // Plain appends: this runs 21 times per login attempt, and the
         // formatting machinery costs more than the copying.
         let scope = scope.as_str();
+        let counter = counter.suffix();
         let mut key = String::with_capacity(8 + self.route.len() + scope.len() + id.len() + counter.len());
         for part in ["login:", &self.route, ":", scope, ":", id, ":", counter] {
             key.push_str(part);
@@ -136,7 +182,7 @@ impl LoginKeys {
     }
 
     /// The key of one counter of one scope.
-    pub fn key(&self, scope: Scope, counter: &str) -> Key {
+    pub fn key(&self, scope: Scope, counter: Counter) -> Key {
         match COUNTERS.iter().position(|(s, c)| *s == scope && *c == counter) {
             Some(index) => self.built[index].clone(),
             None => Key::from(self.format(scope, counter)),
@@ -192,7 +238,7 @@ mod tests {
         config.store.hash_key = "k".into();
         let hasher = KeyHasher::from_config(&config);
         let keys = LoginKeys::new(&hasher, "login", "203.0.113.7".parse().unwrap(), "11po", Some("Alice@Example.com"));
-        let key = keys.key(Scope::User, "f");
+        let key = keys.key(Scope::User, Counter::Failures);
         assert!(!key.to_lowercase().contains("alice"), "{key}");
         assert_eq!(
             keys.user,

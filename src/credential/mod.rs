@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use crate::outcome::{BODY_PREFIX_LIMIT, LoginOutcome, ResponseFacts, classify};
 pub use breach::BreachFilter;
-pub use keys::{KeyHasher, LoginKeys, Scope, subnet};
+pub use keys::{Counter, KeyHasher, LoginKeys, Scope, subnet};
 
 use crate::config::{AbuseConfig, Config, Invalid};
 use crate::detect::{Decided, Observed, RequestContext, Stage, Vouched};
@@ -103,20 +103,27 @@ impl CredentialStage {
         let keys = &attempt.keys;
         let window = Duration::from_secs(abuse.window_secs);
         for scope in SCOPES {
-            plan.push(CounterOp::BanCheck { key: keys.key(scope, "ban") });
-            for counter in ["f", "s", "x"] {
+            plan.push(CounterOp::BanCheck { key: keys.key(scope, Counter::Ban) });
+            for counter in [Counter::Failures, Counter::Successes, Counter::Refused] {
                 plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 0 });
             }
-            plan.push(CounterOp::Distinct { key: keys.key(scope, "users"), window, item: keys.user_item });
+            plan.push(CounterOp::Distinct { key: keys.key(scope, Counter::Usernames), window, item: keys.user_item });
         }
         if keys.user.is_some() {
-            plan.push(CounterOp::Count { key: keys.key(Scope::User, "f"), window, add: 0 });
-            plan.push(CounterOp::Distinct { key: keys.key(Scope::User, "addrs"), window, item: Some(keys.ip_item) });
+            plan.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 0 });
+            plan.push(CounterOp::Distinct {
+                key: keys.key(Scope::User, Counter::Addresses),
+                window,
+                item: Some(keys.ip_item),
+            });
         }
         let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
-        for (counter, half_life) in
-            [("a1", SITE_RECENT_HALF_LIFE), ("f1", SITE_RECENT_HALF_LIFE), ("a0", baseline), ("f0", baseline)]
-        {
+        for (counter, half_life) in [
+            (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE),
+            (Counter::RecentFailures, SITE_RECENT_HALF_LIFE),
+            (Counter::BaselineAttempts, baseline),
+            (Counter::BaselineFailures, baseline),
+        ] {
             plan.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add: 0.0 });
         }
     }
@@ -139,7 +146,7 @@ impl CredentialStage {
         let keys = &attempt.keys;
         let skipped = |scope: Scope| vouched && scope != Scope::Ip;
         for scope in SCOPES.into_iter().filter(|scope| !skipped(*scope)) {
-            if let Some(left) = readings.ban(&keys.key(scope, "ban")) {
+            if let Some(left) = readings.ban(&keys.key(scope, Counter::Ban)) {
                 let mut signal = Signal::new(Arc::from("cred.banned"), 79);
                 signal.action = Some(Action::Block);
                 signal.evidence.push(Evidence::text("scope", scope.as_str()));
@@ -189,7 +196,7 @@ impl CredentialStage {
             if skipped(scope) {
                 continue;
             }
-            let distinct = readings.number(&keys.key(scope, "users"));
+            let distinct = readings.number(&keys.key(scope, Counter::Usernames));
             let (_, _, ratio) = outcomes(readings, keys, scope);
             if distinct >= f64::from(threshold) && ratio >= min_ratio {
                 let mut signal = Signal::new(Arc::from(id), 25);
@@ -200,7 +207,7 @@ impl CredentialStage {
             }
         }
         if keys.user.is_some() {
-            let failures = readings.number(&keys.key(Scope::User, "f"));
+            let failures = readings.number(&keys.key(Scope::User, Counter::Failures));
             if failures >= f64::from(abuse.username_failures) {
                 // Challenge, never block: blocking would let anyone lock a
                 // person out of their own account.
@@ -209,7 +216,7 @@ impl CredentialStage {
                 signal.evidence.push(Evidence::number("failures", failures, Some(f64::from(abuse.username_failures))));
                 signals.push(signal);
             }
-            let addresses = readings.number(&keys.key(Scope::User, "addrs"));
+            let addresses = readings.number(&keys.key(Scope::User, Counter::Addresses));
             if addresses >= f64::from(abuse.username_distinct_addresses) {
                 let mut signal = Signal::new(Arc::from("cred.account_addresses"), 15);
                 signal.action = Some(Action::Challenge);
@@ -247,7 +254,7 @@ impl CredentialStage {
         bans: &mut Vec<BanRequest>,
     ) {
         let (failures, successes, ratio) = outcomes(readings, keys, escalation.scope);
-        let refused = readings.number(&keys.key(escalation.scope, "x"));
+        let refused = readings.number(&keys.key(escalation.scope, Counter::Refused));
         let threshold = f64::from(escalation.failures.max(1));
         let popular = successes >= f64::from(abuse.popular_successes.max(1));
         if popular {
@@ -273,7 +280,7 @@ impl CredentialStage {
         }
         let (action, penalty) = if failures + refused >= 2.0 * threshold {
             bans.push(BanRequest {
-                key: keys.key(escalation.scope, "ban"),
+                key: keys.key(escalation.scope, Counter::Ban),
                 ttl: Duration::from_secs(abuse.ban_secs),
                 reason: escalation.id,
             });
@@ -303,10 +310,10 @@ impl CredentialStage {
     /// to mean something: a distributed attack in which every address
     /// tries only once or twice.
     fn site_spike(&self, keys: &LoginKeys, abuse: &AbuseConfig, readings: &CounterReadings, signals: &mut Vec<Signal>) {
-        let recent_attempts = readings.number(&keys.key(Scope::Site, "a1"));
-        let recent_failures = readings.number(&keys.key(Scope::Site, "f1"));
-        let baseline_attempts = readings.number(&keys.key(Scope::Site, "a0"));
-        let baseline_failures = readings.number(&keys.key(Scope::Site, "f0"));
+        let recent_attempts = readings.number(&keys.key(Scope::Site, Counter::RecentAttempts));
+        let recent_failures = readings.number(&keys.key(Scope::Site, Counter::RecentFailures));
+        let baseline_attempts = readings.number(&keys.key(Scope::Site, Counter::BaselineAttempts));
+        let baseline_failures = readings.number(&keys.key(Scope::Site, Counter::BaselineFailures));
         if recent_attempts < f64::from(abuse.site_min_attempts) {
             return;
         }
@@ -360,7 +367,7 @@ impl CredentialStage {
         if refused {
             let window = Duration::from_secs(abuse.window_secs);
             for scope in SCOPES {
-                plan.push(CounterOp::Count { key: attempt.keys.key(scope, "x"), window, add: 1 });
+                plan.push(CounterOp::Count { key: attempt.keys.key(scope, Counter::Refused), window, add: 1 });
             }
         }
         for ban in bans {
@@ -377,9 +384,13 @@ impl CredentialStage {
     fn count_late_username(&self, keys: &LoginKeys, abuse: &AbuseConfig, plan: &mut CounterPlan) {
         let window = Duration::from_secs(abuse.window_secs);
         for scope in [Scope::Ip, Scope::Subnet, Scope::Fingerprint] {
-            plan.push(CounterOp::Distinct { key: keys.key(scope, "users"), window, item: keys.user_item });
+            plan.push(CounterOp::Distinct { key: keys.key(scope, Counter::Usernames), window, item: keys.user_item });
         }
-        plan.push(CounterOp::Distinct { key: keys.key(Scope::User, "addrs"), window, item: Some(keys.ip_item) });
+        plan.push(CounterOp::Distinct {
+            key: keys.key(Scope::User, Counter::Addresses),
+            window,
+            item: Some(keys.ip_item),
+        });
     }
 
     /// After the upstream answered: the outcome goes into every scope.
@@ -393,22 +404,22 @@ impl CredentialStage {
         let keys = &attempt.keys;
         let window = Duration::from_secs(abuse.window_secs);
         let counter = match outcome {
-            LoginOutcome::Success => "s",
-            LoginOutcome::Failure => "f",
+            LoginOutcome::Success => Counter::Successes,
+            LoginOutcome::Failure => Counter::Failures,
         };
         for scope in SCOPES {
             plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 1 });
         }
         if keys.user.is_some() && outcome == LoginOutcome::Failure {
-            plan.push(CounterOp::Count { key: keys.key(Scope::User, "f"), window, add: 1 });
+            plan.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 1 });
         }
         let failed = f64::from(u8::from(outcome == LoginOutcome::Failure));
         let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
         for (counter, half_life, add) in [
-            ("a1", SITE_RECENT_HALF_LIFE, 1.0),
-            ("f1", SITE_RECENT_HALF_LIFE, failed),
-            ("a0", baseline, 1.0),
-            ("f0", baseline, failed),
+            (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE, 1.0),
+            (Counter::RecentFailures, SITE_RECENT_HALF_LIFE, failed),
+            (Counter::BaselineAttempts, baseline, 1.0),
+            (Counter::BaselineFailures, baseline, failed),
         ] {
             plan.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add });
         }
@@ -493,8 +504,8 @@ impl Stage for CredentialStage {
 
 /// Failures, successes and the failure ratio of a scope.
 fn outcomes(readings: &CounterReadings, keys: &LoginKeys, scope: Scope) -> (f64, f64, f64) {
-    let failures = readings.number(&keys.key(scope, "f"));
-    let successes = readings.number(&keys.key(scope, "s"));
+    let failures = readings.number(&keys.key(scope, Counter::Failures));
+    let successes = readings.number(&keys.key(scope, Counter::Successes));
     let attempts = failures + successes;
     (failures, successes, if attempts > 0.0 { failures / attempts } else { 0.0 })
 }

@@ -13,6 +13,8 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::error::Error;
+
 /// A signature algorithm palisade verifies (RFC 9421 §3.3 names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -50,18 +52,18 @@ pub struct VerifyingKey {
 
 impl VerifyingKey {
     /// A key from its raw public bytes; `id` is added to the thumbprint.
-    pub fn from_raw(algorithm: Algorithm, public: Vec<u8>, id: Option<&str>) -> Result<VerifyingKey, String> {
+    pub fn from_raw(algorithm: Algorithm, public: Vec<u8>, id: Option<&str>) -> Result<VerifyingKey, Error> {
         let expected = match algorithm {
             Algorithm::Ed25519 => 32,
             Algorithm::EcdsaP256Sha256 => 65,
         };
         if public.len() != expected || (algorithm == Algorithm::EcdsaP256Sha256 && public[0] != 4) {
-            return Err(format!(
+            return Err(Error::malformed(format!(
                 "an {} public key is {expected} bytes{}, this one is {}",
                 algorithm.as_str(),
                 if algorithm == Algorithm::EcdsaP256Sha256 { " (0x04, x, y)" } else { "" },
                 public.len()
-            ));
+            )));
         }
         let mut key = VerifyingKey { algorithm, public, ids: Vec::new() };
         if let Some(id) = id.filter(|id| !id.is_empty()) {
@@ -162,7 +164,7 @@ pub fn parse_key_directory(text: &str) -> Result<Vec<VerifyingKey>, DirectoryErr
                 )));
             }
         };
-        keys.push(key.map_err(fail)?);
+        keys.push(key.map_err(|error| fail(error.to_string()))?);
     }
     if keys.is_empty() {
         return Err(DirectoryError { line: None, message: "the key directory holds no key".into() });

@@ -191,7 +191,7 @@ impl Allowlist {
             if let Some(quota) = &partner.quota
                 && let Err(message) = crate::routes::check_rate_limit(quota)
             {
-                problems.push(Invalid::new(0..0, key("quota"), message));
+                problems.push(Invalid::new(0..0, key("quota"), message.to_string()));
             }
             if partner.api_key_sha256.is_empty()
                 && partner.cidrs.is_empty()

@@ -14,6 +14,7 @@ use rustls_pki_types::pem::PemObject;
 
 use super::Partner;
 use crate::config::{Config, Invalid, PartnerMtlsConfig};
+use crate::error::Error;
 use crate::view::ClientCert;
 
 /// One partner's certificate rule.
@@ -69,7 +70,7 @@ impl CertPartners {
                 }
             },
             Err(message) => {
-                problems.push(Invalid::new(config.ca_path.span(), key("ca_path"), message));
+                problems.push(Invalid::new(config.ca_path.span(), key("ca_path"), message.to_string()));
                 Vec::new()
             }
         };
@@ -118,13 +119,13 @@ impl Pin {
 }
 
 /// The DER of the first certificate in a partner's `ca_path`.
-pub fn read_ca(root: &Config, config: &PartnerMtlsConfig) -> Result<CertificateDer<'static>, String> {
+pub fn read_ca(root: &Config, config: &PartnerMtlsConfig) -> Result<CertificateDer<'static>, Error> {
     let file = root.resolve_path(config.ca_path.get_ref());
-    let text = std::fs::read(&file).map_err(|error| format!("cannot read {}: {error}", file.display()))?;
+    let text = std::fs::read(&file).map_err(|error| Error::read(format!("cannot read {}: {error}", file.display())))?;
     CertificateDer::pem_slice_iter(&text)
         .next()
-        .ok_or_else(|| format!("{} holds no PEM certificate", file.display()))?
-        .map_err(|error| format!("{} is not valid PEM: {error}", file.display()))
+        .ok_or_else(|| Error::malformed(format!("{} holds no PEM certificate", file.display())))?
+        .map_err(|error| Error::malformed(format!("{} is not valid PEM: {error}", file.display())))
 }
 
 /// Every partner CA of the configuration: the roots client certificates

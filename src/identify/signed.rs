@@ -82,14 +82,14 @@ impl SignedPartners {
                 continue;
             };
             let parsed = decode_base64(inline.public_key.get_ref())
-                .ok_or_else(|| "not base64 or base64url".to_string())
+                .ok_or_else(|| crate::error::Error::malformed("not base64 or base64url"))
                 .and_then(|raw| VerifyingKey::from_raw(algorithm, raw, inline.keyid.as_deref()));
             match parsed {
                 Ok(verifying) => keys.push(verifying),
-                Err(message) => problems.push(Invalid::new(
+                Err(error) => problems.push(Invalid::new(
                     inline.public_key.span(),
                     key(&format!("keys[{i}].public_key")),
-                    message,
+                    error.to_string(),
                 )),
             }
         }

@@ -73,6 +73,9 @@ pub fn prepare_request(
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
 
+    if !peer_trusted {
+        strip_client_address_claims(headers);
+    }
     if let Some(value) = forwarded_for(headers, peer, peer_trusted) {
         headers.insert("x-forwarded-for", value);
     }
@@ -97,6 +100,32 @@ fn retarget(request: &mut Request<ProxyBody>, upstream: &Uri) {
     if let Ok(uri) = Uri::from_parts(parts) {
         *request.uri_mut() = uri;
     }
+}
+
+/// Headers in which a proxy tells the application who the client is. Only
+/// a trusted proxy may say that; from anyone else they are a client's
+/// claim about itself, which an application (or its rate limiter) might
+/// believe. `X-Forwarded-For` is rewritten, not removed: see [`forwarded_for`].
+const CLIENT_ADDRESS_HEADERS: [&str; 9] = [
+    "x-forwarded-for",
+    "x-real-ip",
+    "forwarded",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+];
+
+/// Remove what an untrusted peer claims about the client's address, in
+/// any of the [`CLIENT_ADDRESS_HEADERS`], spelled with `-` or `_` (CGI,
+/// WSGI and Rack read `X_Real_IP` as `X-Real-IP`).
+fn strip_client_address_claims(headers: &mut HeaderMap) {
+    for name in &CLIENT_ADDRESS_HEADERS[1..] {
+        headers.remove(*name);
+    }
+    crate::decision_headers::strip_underscore_aliases(headers, &CLIENT_ADDRESS_HEADERS);
 }
 
 /// Only a trusted proxy's chain is kept; anything else the client wrote

@@ -37,6 +37,11 @@ pub async fn handle(
         http::Version::HTTP_10 | http::Version::HTTP_11 => wire_heads.take_matching(&parts.headers),
         _ => None,
     };
+    if let Some(problem) = host_problem(&parts) {
+        runtime.metrics.rejected_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(%peer, problem, "request refused");
+        return Ok(answer::error(StatusCode::BAD_REQUEST, problem));
+    }
     let client_ip = resolve_client(peer.ip(), &parts.headers, &app.proxy.trusted_proxies);
     if let Some(response) = verify_challenge(&runtime, &app, &parts, client_ip).await {
         return Ok(response);
@@ -135,6 +140,19 @@ pub async fn handle(
         parts.headers.append(header::SET_COOKIE, value);
     }
     Ok(Response::from_parts(parts, body))
+}
+
+/// What is wrong with a request's `Host`, if anything: HTTP/1.1 requires
+/// exactly one (RFC 9112 §3.2). Two let palisade route by one and the
+/// application by the other; none leaves the application to guess. HTTP/1.0
+/// may omit it; HTTP/2 names the host in `:authority`.
+fn host_problem(parts: &http::request::Parts) -> Option<&'static str> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("duplicate_host"),
+        (None, _) if parts.version == http::Version::HTTP_11 => Some("missing_host"),
+        _ => None,
+    }
 }
 
 /// Answers to a served challenge, sent to the session stage's verify

@@ -6,6 +6,7 @@
 
 pub mod answer;
 pub mod client_addr;
+mod connections;
 pub mod forward;
 mod handler;
 mod idle;
@@ -27,6 +28,8 @@ use http_body_util::combinators::BoxBody;
 pub use runtime::ConnectionInfo;
 pub use server::{Running, Server};
 pub use tls::TlsSettings;
+/// The wire-head recorder, public for the fuzz targets (`fuzz/`).
+pub use wire_head::{HeadRecorder, WireHeads};
 
 use crate::cidr::CidrSet;
 use crate::clock::SharedClock;
@@ -180,16 +183,9 @@ impl ProxySettings {
             header(&h.action, "headers.action"),
             header(&h.partner, "headers.partner"),
         );
-        if config.limits.max_header_bytes < 8192 {
-            problems.push(Invalid::new(
-                0..0,
-                "limits.max_header_bytes",
-                "must be at least 8192 (hyper's minimum buffer)",
-            ));
-        }
-        if config.limits.max_headers == 0 {
-            problems.push(Invalid::new(0..0, "limits.max_headers", "must be at least 1"));
-        }
+        // Limits, timeouts and other numbers that size memory (hyper's
+        // 8192-byte minimum buffer among them).
+        problems.extend(crate::config::ranges::check(config));
         if !(0.0..=1.0).contains(&config.decision_log.sample_allowed) {
             problems.push(Invalid::new(0..0, "decision_log.sample_allowed", "a fraction between 0.0 and 1.0"));
         }

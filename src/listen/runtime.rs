@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use super::App;
+use super::connections::ConnectionLimiter;
 use super::forward::UpstreamClient;
 use super::pending::PendingOutcomes;
 use crate::decision_log::DecisionLog;
@@ -26,6 +27,8 @@ pub struct Runtime {
     pub client: UpstreamClient,
     /// Sidecar mode: allowed logins waiting for their outcome report.
     pub pending: Mutex<PendingOutcomes>,
+    /// Client connections open, per address and in all.
+    pub connections: Arc<ConnectionLimiter>,
 }
 
 impl Runtime {

@@ -1,10 +1,11 @@
 //! Accepting connections, serving them with hyper (HTTP/1.1 and HTTP/2 on
-//! the same port), idle and header timeouts, configuration reload, and
-//! graceful shutdown that lets in-flight requests finish.
+//! the same port), connection caps (per client address and in all), idle
+//! and header timeouts, configuration reload, and graceful shutdown that
+//! lets in-flight requests finish.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -16,13 +17,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::App;
+use super::connections::{ConnectionLimiter, ConnectionSlot, Refusal};
 use super::forward::upstream_client;
-use super::idle::{ActivityClock, Tracked};
+use super::idle::{ActivityClock, InFlight, Tracked};
 use super::pending::PendingOutcomes;
 use super::runtime::{ConnectionInfo, Runtime};
 use super::tls::TlsSettings;
 use super::wire_head::{HeadRecorder, WireHeads};
+use super::{App, ProxyBody};
 use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
 
@@ -54,7 +56,8 @@ impl Server {
         };
         let pending = std::sync::Mutex::new(pending);
         let app = Arc::new(ArcSwap::from_pointee(app));
-        Server { runtime: Arc::new(Runtime { app, metrics, log, client, pending }) }
+        let connections = Arc::new(ConnectionLimiter::new());
+        Server { runtime: Arc::new(Runtime { app, metrics, log, client, pending, connections }) }
     }
 
     /// Bind the configured addresses and start serving.
@@ -124,15 +127,20 @@ async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown:
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let accepted = Instant::now();
+                    // Read per connection, so a reload's new certificate (and limits) serve new connections.
+                    let app = runtime.app.load();
+                    let tls = app.proxy.tls.clone();
+                    let Some(slot) = admit(&runtime, &app, &stream, peer, tls.is_some()) else { continue };
+                    drop(app);
                     let _ = stream.set_nodelay(true);
-                    // Read per connection, so a reload's new certificate serves new connections.
-                    match runtime.app.load().proxy.tls.clone() {
+                    match tls {
                         None => {
                             let connection = ConnectionInfo { peer, ja4: None, client_cert: None };
-                            tracker.spawn(serve_connection(runtime.clone(), stream, connection, shutdown.clone(), force_close.clone()));
+                            tracker.spawn(serve_connection(runtime.clone(), stream, connection, (accepted, slot), shutdown.clone(), force_close.clone()));
                         }
                         Some(tls) => {
-                            tracker.spawn(serve_tls(runtime.clone(), stream, peer, tls, shutdown.clone(), force_close.clone()));
+                            tracker.spawn(serve_tls(runtime.clone(), stream, peer, tls, (accepted, slot), shutdown.clone(), force_close.clone()));
                         }
                     }
                 }
@@ -155,6 +163,38 @@ async fn accept_loop(runtime: Arc<Runtime>, listener: TcpListener, mut shutdown:
     }
 }
 
+/// A place for a new connection, or a refusal: a client address over its
+/// cap, or the process at its cap (near the file-descriptor limit). Plain
+/// HTTP connections are told why (429 or 503, `Retry-After`) in one write
+/// that never waits; TLS ones are just closed, as no handshake happened.
+fn admit(runtime: &Arc<Runtime>, app: &App, stream: &TcpStream, peer: SocketAddr, tls: bool) -> Option<ConnectionSlot> {
+    let limits = &app.proxy.limits;
+    let peer_ip = crate::cidr::canonical_ip(peer.ip());
+    let exempt = app.proxy.trusted_proxies.contains(peer_ip);
+    let max_total = runtime.connections.max_connections(limits.max_connections);
+    let ordering = std::sync::atomic::Ordering::Relaxed;
+    match runtime.connections.admit(peer_ip, exempt, limits.max_connections_per_client, max_total) {
+        Ok(slot) => Some(slot),
+        Err(refusal) => {
+            let answer: &[u8] = match refusal {
+                Refusal::ClientFull => {
+                    runtime.metrics.connections_refused_client.fetch_add(1, ordering);
+                    b"HTTP/1.1 429 Too Many Requests\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n"
+                }
+                Refusal::ServerFull => {
+                    runtime.metrics.connections_refused_capacity.fetch_add(1, ordering);
+                    b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n"
+                }
+            };
+            if !tls {
+                let _ = stream.try_write(answer);
+            }
+            tracing::debug!(%peer, ?refusal, "connection refused");
+            None
+        }
+    }
+}
+
 /// Terminate TLS on an accepted connection (reading its ClientHello for
 /// JA4 first), then serve HTTP on it. The ClientHello and the handshake
 /// must both arrive within the header read timeout; a connection that
@@ -164,18 +204,20 @@ async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     tls: TlsSettings,
+    admitted: (Instant, ConnectionSlot),
     shutdown: watch::Receiver<bool>,
     force_close: CancellationToken,
 ) {
     let header_read = runtime.app.load().proxy.timeouts.header_read;
-    let accepted = tokio::select! {
-        accepted = tokio::time::timeout(header_read, super::tls::accept(stream, &tls)) => accepted,
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(header_read, super::tls::accept(stream, &tls)) => handshake,
         _ = force_close.cancelled() => return,
     };
-    match accepted {
+    match handshake {
         Ok(Ok((stream, ja4))) => {
             let client_cert = super::tls::client_cert(&stream).map(Arc::new);
-            serve_connection(runtime, stream, ConnectionInfo { peer, ja4, client_cert }, shutdown, force_close).await;
+            let connection = ConnectionInfo { peer, ja4, client_cert };
+            serve_connection(runtime, stream, connection, admitted, shutdown, force_close).await;
         }
         Ok(Err(refused)) => tracing::debug!(%peer, %refused, "TLS connection closed"),
         Err(_) => tracing::debug!(%peer, "no TLS handshake within the header read timeout; closed"),
@@ -188,6 +230,7 @@ async fn serve_connection<S>(
     runtime: Arc<Runtime>,
     stream: S,
     connection_info: ConnectionInfo,
+    (accepted, _slot): (Instant, ConnectionSlot),
     mut shutdown: watch::Receiver<bool>,
     force_close: CancellationToken,
 ) where
@@ -199,7 +242,8 @@ async fn serve_connection<S>(
         let app = runtime.app.load();
         (app.proxy.limits.clone(), app.proxy.timeouts)
     };
-    let activity = ActivityClock::new();
+    let max_connections = runtime.connections.max_connections(limits.max_connections);
+    let activity = ActivityClock::new(accepted);
     let wire_heads = WireHeads::default();
     let recorder = HeadRecorder::new(wire_heads.clone(), limits.max_header_bytes, limits.max_headers);
     let io = TokioIo::new(Tracked::new(stream, activity.clone(), Some(recorder)));
@@ -207,7 +251,9 @@ async fn serve_connection<S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
+        // The head deadline is kept below, from accept (see `idle`); hyper's
+        // would restart on every keep-alive wait.
+        .header_read_timeout(None::<Duration>)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers)
         .keep_alive(true);
@@ -218,30 +264,36 @@ async fn serve_connection<S>(
         .keep_alive_interval(Some(h2_ping_interval(timeouts.idle)))
         .keep_alive_timeout(Duration::from_secs(20));
     let service_runtime = runtime.clone();
-    let service = service_fn(move |request| {
+    let service_activity = activity.clone();
+    let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let runtime = service_runtime.clone();
         let connection = connection_info.clone();
         let wire_heads = wire_heads.clone();
+        let in_flight = service_activity.request_started(request.version() == http::Version::HTTP_2);
         async move {
             // Read per request, so a reload can switch between proxy and sidecar.
             let sidecar = runtime.app.load().proxy.sidecar.clone();
-            match sidecar {
+            let response = match sidecar {
                 Some(settings) => super::sidecar::handle(runtime, request, connection, settings).await,
                 None => super::handler::handle(runtime, request, connection, wire_heads).await,
-            }
+            };
+            Ok::<_, std::convert::Infallible>(response?.map(|body| InFlightBody::boxed(body, in_flight)))
         }
     });
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     // The activity clock notes moving bytes only when checked, so a
-    // connection is seen idle up to two checks late: every idle/8 keeps
+    // connection is seen idle up to two checks late: every timeout/8 keeps
     // that within the quarter of the timeout an idle/4 check used to give.
-    let mut idle_check =
-        tokio::time::interval((timeouts.idle / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    let shortest = timeouts.idle.min(timeouts.header_read);
+    let mut idle_check = tokio::time::interval((shortest / 8).clamp(Duration::from_millis(10), Duration::from_secs(1)));
     let mut draining = *shutdown.borrow();
+    let mut draining_since = None;
     if draining {
         connection.as_mut().graceful_shutdown();
+        draining_since = Some(Instant::now());
     }
+    let ordering = std::sync::atomic::Ordering::Relaxed;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -254,15 +306,85 @@ async fn serve_connection<S>(
             _ = force_close.cancelled() => break,
             _ = shutdown.changed(), if !draining => {
                 draining = true;
+                draining_since = Some(Instant::now());
                 connection.as_mut().graceful_shutdown();
             }
-            _ = idle_check.tick(), if !draining => {
-                if activity.idle_ms() >= timeouts.idle.as_millis() as u64 {
+            _ = idle_check.tick() => {
+                // Near the connection cap, connections that only sit there
+                // give their place to ones that will send requests.
+                let pressure = runtime.connections.under_pressure(max_connections);
+                let limit = |timeout: Duration| {
+                    let timeout = if pressure { timeout.min(SHED_AFTER) } else { timeout };
+                    timeout.as_millis() as u64
+                };
+                if activity.head_waiting_ms().is_some_and(|waited| waited >= limit(timeouts.header_read)) {
+                    // No complete head in time (from accept for the first):
+                    // nothing was asked, so closing loses nothing.
+                    let counter = if pressure { &runtime.metrics.connections_shed } else { &runtime.metrics.connections_head_timeout };
+                    counter.fetch_add(1, ordering);
+                    tracing::debug!(%peer, "no request head within the header read timeout; closed");
+                    break;
+                }
+                let idle_ms = activity.idle_ms();
+                if draining {
+                    // A client told to go (GOAWAY, `Connection: close`) that
+                    // stays without anything in flight is closed, not waited
+                    // on until pings time out.
+                    if draining_since.is_some_and(|since: Instant| since.elapsed() >= DRAIN_AFTER) && activity.in_flight() == 0 {
+                        break;
+                    }
+                } else if idle_ms >= limit(timeouts.idle) {
+                    if pressure && idle_ms < timeouts.idle.as_millis() as u64 {
+                        runtime.metrics.connections_shed.fetch_add(1, ordering);
+                    }
                     draining = true;
+                    draining_since = Some(Instant::now());
                     connection.as_mut().graceful_shutdown();
                 }
             }
         }
+    }
+}
+
+/// Under connection pressure, how long a connection may wait for a head
+/// or sit idle before it is shed.
+const SHED_AFTER: Duration = Duration::from_secs(2);
+
+/// How long a connection told to close (idle, shutdown) may stay open
+/// with nothing in flight before it is dropped.
+const DRAIN_AFTER: Duration = Duration::from_secs(2);
+
+/// A response body that marks its request finished when it is done or
+/// dropped, so the connection knows whether it is between requests.
+struct InFlightBody {
+    inner: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl InFlightBody {
+    fn boxed(inner: ProxyBody, in_flight: InFlight) -> ProxyBody {
+        use http_body_util::BodyExt;
+        InFlightBody { inner, _in_flight: in_flight }.boxed()
+    }
+}
+
+impl hyper::body::Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = super::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -1,4 +1,4 @@
-//! The feature table (schema version 1): what a model sees of a request.
+//! The feature table (schema version 2): what a model sees of a request.
 //!
 //! Every feature is a number computed from the request view and counter
 //! readings; `NaN` means "missing" (not applicable or not known, e.g. login
@@ -18,12 +18,13 @@
 
 use std::time::Duration;
 
-use crate::credential::{KeyHasher, LoginAttempt, Scope};
+use crate::credential::{Counter, KeyHasher, LoginAttempt, Scope};
+use crate::session::RequestKind;
 use crate::store::{CounterOp, CounterPlan, CounterReadings, Key};
 use crate::view::RequestView;
 
 /// Bump on any change of the table below (names, order or meaning).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One row of the feature table.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +85,12 @@ feature_table! {
     FingerprintShare5m = "fingerprint_share_5m": "share of all requests over the last 5 min that carry this request's fingerprint",
     FingerprintDistinctIps5m = "fingerprint_distinct_ips_5m": "distinct client addresses with this fingerprint over the last 5 min",
     FingerprintDistinctUas5m = "fingerprint_distinct_uas_5m": "distinct user agents with this fingerprint over the last 5 min",
+    IpArrivalVariation = "ip_arrival_variation": "regularity of the client address's arrivals: coefficient of variation of the gaps between its last ~16 requests (0 = a fixed pace; a person's pages and pauses give well over 1); missing before 3 gaps within 60 s",
+    // --- Browsing before the request (the client: address and user agent) ---
+    ClientPageLoads10m = "client_page_loads_10m": "page loads (HTML navigations) by this address and user agent over the last 10 min, this request included",
+    ClientSubresources10m = "client_subresources_10m": "other GETs (styles, scripts, images, fetches) by this address and user agent over the last 10 min",
+    ClientRecentPageLoad = "client_recent_page_load": "page loads by this address and user agent, decayed with a 30 s half-life (about 1 just after one page, half that 30 s later): how long ago the form was loaded",
+    SessionState = "session_state": "palisade's session cookie: 0 none, 1 a valid session or clearance, 2 presented but refused (forged, expired, another client's); missing when the session stage is off",
     // --- Logins (the credential stage's counters; missing off login routes) ---
     HasUsername = "has_username": "1 when a username was found in the login body",
     IpLoginFailures = "ip_login_failures": "failed logins from the client address in the abuse window",
@@ -141,6 +148,7 @@ const WINDOW_10S: Duration = Duration::from_secs(10);
 const WINDOW_60S: Duration = Duration::from_secs(60);
 const WINDOW_5M: Duration = Duration::from_secs(300);
 const WINDOW_10M: Duration = Duration::from_secs(600);
+const HALF_LIFE_30S: Duration = Duration::from_secs(30);
 
 /// The counter keys of one request, made once in `plan` and read again
 /// after the store answered.
@@ -154,6 +162,43 @@ pub struct FeatureKeys {
     site_5m: Key,
     fp_ips: Key,
     fp_uas: Key,
+    ip_rhythm: Key,
+    client_pages: Key,
+    client_subs: Key,
+    client_recent_page: Key,
+}
+
+/// The counters the features keep of their own (the login features read
+/// the credential stage's). The suffixes are what the stores hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ModelCounter {
+    Requests10s,
+    Requests60s,
+    Requests5m,
+    DistinctPaths,
+    DistinctUserAgents,
+    DistinctAddresses,
+    Rhythm,
+    PageLoads10m,
+    Subresources10m,
+    RecentPageLoads,
+}
+
+impl ModelCounter {
+    fn suffix(self) -> &'static str {
+        match self {
+            ModelCounter::Requests10s => "r10",
+            ModelCounter::Requests60s => "r60",
+            ModelCounter::Requests5m => "r300",
+            ModelCounter::DistinctPaths => "paths",
+            ModelCounter::DistinctUserAgents => "uas",
+            ModelCounter::DistinctAddresses => "ips",
+            ModelCounter::Rhythm => "gap",
+            ModelCounter::PageLoads10m => "pg600",
+            ModelCounter::Subresources10m => "sub600",
+            ModelCounter::RecentPageLoads => "pg30",
+        }
+    }
 }
 
 /// Computes features: plans the counters they need and reads them back.
@@ -175,18 +220,26 @@ impl FeatureExtractor {
             Some(ja4) => self.hasher.hash("fp", format!("{}|{ja4}", view.fingerprint()).as_bytes()),
             None => self.hasher.hash("fp", view.fingerprint().as_bytes()),
         };
+        // The client as a browser tab sees it: one address, one user agent.
+        let client =
+            self.hasher.hash("client", &[ip_text.as_bytes(), b"\n", view.user_agent.unwrap_or("").as_bytes()].concat());
         let route = &view.route.name;
-        let key =
-            |scope: &str, id: &str, counter: &str| -> Key { Key::from(format!("ml:{route}:{scope}:{id}:{counter}")) };
+        let key = |scope: &str, id: &str, counter: ModelCounter| -> Key {
+            Key::from(format!("ml:{route}:{scope}:{id}:{}", counter.suffix()))
+        };
         let keys = FeatureKeys {
-            ip_10s: key("ip", &ip, "r10"),
-            ip_60s: key("ip", &ip, "r60"),
-            ip_paths: key("ip", &ip, "paths"),
-            ip_uas: key("ip", &ip, "uas"),
-            fp_5m: key("fp", &fingerprint, "r300"),
-            site_5m: key("site", "all", "r300"),
-            fp_ips: key("fp", &fingerprint, "ips"),
-            fp_uas: key("fp", &fingerprint, "uas"),
+            ip_10s: key("ip", &ip, ModelCounter::Requests10s),
+            ip_60s: key("ip", &ip, ModelCounter::Requests60s),
+            ip_paths: key("ip", &ip, ModelCounter::DistinctPaths),
+            ip_uas: key("ip", &ip, ModelCounter::DistinctUserAgents),
+            fp_5m: key("fp", &fingerprint, ModelCounter::Requests5m),
+            site_5m: key("site", "all", ModelCounter::Requests5m),
+            fp_ips: key("fp", &fingerprint, ModelCounter::DistinctAddresses),
+            fp_uas: key("fp", &fingerprint, ModelCounter::DistinctUserAgents),
+            ip_rhythm: key("ip", &ip, ModelCounter::Rhythm),
+            client_pages: key("cl", &client, ModelCounter::PageLoads10m),
+            client_subs: key("cl", &client, ModelCounter::Subresources10m),
+            client_recent_page: key("cl", &client, ModelCounter::RecentPageLoads),
         };
         let ua_item = self.hasher.item("ua", view.user_agent.unwrap_or("").as_bytes());
         let ip_item = self.hasher.item("ip", ip_text.as_bytes());
@@ -207,6 +260,17 @@ impl FeatureExtractor {
         ] {
             plan.push(CounterOp::Distinct { key: key.clone(), window, item: Some(item) });
         }
+        plan.push(CounterOp::Rhythm { key: keys.ip_rhythm.clone(), window: WINDOW_60S });
+        let (kind, _) = crate::session::request_kind(view);
+        let page = u64::from(kind == RequestKind::Navigation);
+        let sub = u64::from(kind == RequestKind::SubResource);
+        plan.push(CounterOp::Count { key: keys.client_pages.clone(), window: WINDOW_10M, add: page });
+        plan.push(CounterOp::Count { key: keys.client_subs.clone(), window: WINDOW_10M, add: sub });
+        plan.push(CounterOp::Decay {
+            key: keys.client_recent_page.clone(),
+            half_life: HALF_LIFE_30S,
+            add: page as f64,
+        });
         keys
     }
 
@@ -219,6 +283,7 @@ impl FeatureExtractor {
         keys: &FeatureKeys,
         readings: &CounterReadings,
         login: Option<&LoginAttempt>,
+        session: Option<f64>,
     ) -> FeatureVector {
         let mut v = MISSING;
         request_features(view, &mut v);
@@ -235,6 +300,13 @@ impl FeatureExtractor {
         );
         set(&mut v, Feature::FingerprintDistinctIps5m, readings.number(&keys.fp_ips));
         set(&mut v, Feature::FingerprintDistinctUas5m, readings.number(&keys.fp_uas));
+        set(&mut v, Feature::IpArrivalVariation, readings.number(&keys.ip_rhythm));
+        set(&mut v, Feature::ClientPageLoads10m, readings.number(&keys.client_pages));
+        set(&mut v, Feature::ClientSubresources10m, readings.number(&keys.client_subs));
+        set(&mut v, Feature::ClientRecentPageLoad, readings.number(&keys.client_recent_page));
+        if let Some(session) = session {
+            set(&mut v, Feature::SessionState, session);
+        }
         if let Some(attempt) = login {
             login_features(attempt, readings, &mut v);
         }
@@ -244,30 +316,30 @@ impl FeatureExtractor {
 
 /// Failure ratio of a scope; missing before its first outcome.
 fn failure_ratio(readings: &CounterReadings, attempt: &LoginAttempt, scope: Scope) -> f64 {
-    let failures = readings.number(&attempt.keys.key(scope, "f"));
-    let successes = readings.number(&attempt.keys.key(scope, "s"));
+    let failures = readings.number(&attempt.keys.key(scope, Counter::Failures));
+    let successes = readings.number(&attempt.keys.key(scope, Counter::Successes));
     if failures + successes > 0.0 { failures / (failures + successes) } else { f64::NAN }
 }
 
 fn login_features(attempt: &LoginAttempt, readings: &CounterReadings, v: &mut FeatureVector) {
     let keys = &attempt.keys;
-    let number = |scope: Scope, counter: &str| readings.number(&keys.key(scope, counter));
+    let number = |scope: Scope, counter: Counter| readings.number(&keys.key(scope, counter));
     v[Feature::HasUsername as usize] = f64::from(u8::from(keys.user.is_some()));
-    v[Feature::IpLoginFailures as usize] = number(Scope::Ip, "f");
+    v[Feature::IpLoginFailures as usize] = number(Scope::Ip, Counter::Failures);
     v[Feature::IpFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Ip);
-    v[Feature::IpDistinctUsernames as usize] = number(Scope::Ip, "users");
+    v[Feature::IpDistinctUsernames as usize] = number(Scope::Ip, Counter::Usernames);
     v[Feature::SubnetFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Subnet);
-    v[Feature::SubnetDistinctUsernames as usize] = number(Scope::Subnet, "users");
-    v[Feature::FingerprintLoginFailures as usize] = number(Scope::Fingerprint, "f");
+    v[Feature::SubnetDistinctUsernames as usize] = number(Scope::Subnet, Counter::Usernames);
+    v[Feature::FingerprintLoginFailures as usize] = number(Scope::Fingerprint, Counter::Failures);
     v[Feature::FingerprintFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Fingerprint);
-    v[Feature::FingerprintDistinctUsernames as usize] = number(Scope::Fingerprint, "users");
+    v[Feature::FingerprintDistinctUsernames as usize] = number(Scope::Fingerprint, Counter::Usernames);
     if keys.user.is_some() {
-        v[Feature::AccountFailures as usize] = number(Scope::User, "f");
-        v[Feature::AccountDistinctIps as usize] = number(Scope::User, "addrs");
+        v[Feature::AccountFailures as usize] = number(Scope::User, Counter::Failures);
+        v[Feature::AccountDistinctIps as usize] = number(Scope::User, Counter::Addresses);
     }
-    let attempts = number(Scope::Site, "a1");
+    let attempts = number(Scope::Site, Counter::RecentAttempts);
     if attempts > 0.0 {
-        v[Feature::SiteFailureRatio as usize] = number(Scope::Site, "f1") / attempts;
+        v[Feature::SiteFailureRatio as usize] = number(Scope::Site, Counter::RecentFailures) / attempts;
     }
 }
 

@@ -203,7 +203,7 @@ impl ModelFile {
         let mut roots = Vec::with_capacity(self.trees.len());
         for (index, tree) in self.trees.iter().enumerate() {
             roots.push(u32::try_from(nodes.len()).map_err(|_| invalid(index, "too many nodes"))?);
-            compile_tree(tree, &mut nodes).map_err(|message| invalid(index, &message))?;
+            compile_tree(tree, &mut nodes).map_err(|error| invalid(index, &error.message))?;
         }
         let linear = match &self.linear {
             None => None,
@@ -214,6 +214,11 @@ impl ModelFile {
         }
         Ok(Model { name: self.name.clone(), link: self.link, base_score: self.base_score, nodes, roots, linear })
     }
+}
+
+/// A problem inside one tree; [`invalid`] adds which tree.
+fn tree_problem(message: impl Into<String>) -> ModelError {
+    ModelError::new(ModelErrorKind::Invalid, message)
 }
 
 fn invalid(tree: usize, message: &str) -> ModelError {
@@ -272,20 +277,20 @@ struct Node {
     flags: u8,
 }
 
-fn compile_tree(tree: &TreeFile, nodes: &mut Vec<Node>) -> Result<(), String> {
+fn compile_tree(tree: &TreeFile, nodes: &mut Vec<Node>) -> Result<(), ModelError> {
     let len = tree.feature.len();
     if len == 0 {
-        return Err("no nodes".into());
+        return Err(tree_problem("no nodes"));
     }
     let same = [tree.threshold.len(), tree.left.len(), tree.right.len(), tree.missing_left.len(), tree.value.len()];
     if same.iter().any(|&n| n != len) || !(tree.missing_zero.is_empty() || tree.missing_zero.len() == len) {
-        return Err(format!("node arrays differ in length ({len} features)"));
+        return Err(tree_problem(format!("node arrays differ in length ({len} features)")));
     }
-    let offset = u32::try_from(nodes.len()).map_err(|_| "too many nodes".to_string())?;
+    let offset = u32::try_from(nodes.len()).map_err(|_| tree_problem("too many nodes"))?;
     for i in 0..len {
         let feature = tree.feature[i];
         if !tree.value[i].is_finite() {
-            return Err(format!("node {i}: value is not finite"));
+            return Err(tree_problem(format!("node {i}: value is not finite")));
         }
         if feature < 0 {
             nodes.push(Node { threshold: 0.0, value: tree.value[i], left: 0, right: 0, feature: LEAF, flags: 0 });
@@ -293,14 +298,14 @@ fn compile_tree(tree: &TreeFile, nodes: &mut Vec<Node>) -> Result<(), String> {
         }
         let feature = usize::try_from(feature).unwrap_or(usize::MAX);
         if feature >= FEATURE_COUNT {
-            return Err(format!("node {i}: feature {feature} does not exist ({FEATURE_COUNT} features)"));
+            return Err(tree_problem(format!("node {i}: feature {feature} does not exist ({FEATURE_COUNT} features)")));
         }
         let (left, right) = (tree.left[i] as usize, tree.right[i] as usize);
         if left <= i || right <= i || left >= len || right >= len {
-            return Err(format!("node {i}: children {left} and {right} must come after it and exist"));
+            return Err(tree_problem(format!("node {i}: children {left} and {right} must come after it and exist")));
         }
         if tree.threshold[i].is_nan() {
-            return Err(format!("node {i}: threshold is NaN"));
+            return Err(tree_problem(format!("node {i}: threshold is NaN")));
         }
         let mut flags = 0;
         if tree.missing_left[i] {
@@ -537,7 +542,8 @@ mod tests {
         let error = file.compile().unwrap_err();
         assert_eq!(error.kind, ModelErrorKind::SchemaMismatch);
         assert!(error.message.contains("edited"), "{}", error.message);
-        file.features.hash = crate::model::features::hash_of(1, file.features.names.iter().map(String::as_str));
+        file.features.hash =
+            crate::model::features::hash_of(SCHEMA_VERSION, file.features.names.iter().map(String::as_str));
         let error = file.compile().unwrap_err();
         assert_eq!(error.kind, ModelErrorKind::SchemaMismatch);
         assert!(error.message.contains("first difference at feature 2"), "{}", error.message);

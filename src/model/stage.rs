@@ -18,6 +18,7 @@ use super::file::Model;
 use crate::config::{Config, Invalid, ModelMode};
 use crate::credential::{KeyHasher, LoginAttempt};
 use crate::detect::{RequestContext, Stage};
+use crate::session::SessionFacts;
 use crate::signal::{Action, Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings};
 use crate::view::RequestView;
@@ -155,9 +156,10 @@ impl ModelStage {
         keys: &FeatureKeys,
         readings: &CounterReadings,
         login: Option<&LoginAttempt>,
+        session: Option<f64>,
         signals: &mut Vec<Signal>,
     ) -> ModelReport {
-        let features = self.extractor.compute(view, keys, readings, login);
+        let features = self.extractor.compute(view, keys, readings, login, session);
         let mut report = ModelReport {
             features,
             probabilities: [0.0; MAX_MODELS],
@@ -198,7 +200,18 @@ impl Stage for ModelStage {
         signals: &mut Vec<Signal>,
     ) {
         let Some(keys) = context.get::<FeatureKeys>() else { return };
-        let report = self.score(view, keys, readings, crate::credential::login_attempt(context), signals);
+        // The session stage ran first (it is earlier in the stage list) and
+        // left what it read of the cookies in the context.
+        let session = context.get::<SessionFacts>().map(|facts| {
+            if facts.vouched() {
+                1.0
+            } else if facts.refused() {
+                2.0
+            } else {
+                0.0
+            }
+        });
+        let report = self.score(view, keys, readings, crate::credential::login_attempt(context), session, signals);
         context.insert(report);
     }
 }

@@ -21,6 +21,7 @@ use crate::capture::read::OnBadLine;
 use crate::capture::write::write_records;
 use crate::capture::{BadLine, Redactor};
 use crate::config::{Config, ConfigError};
+use crate::error::Error;
 use crate::pipeline::Decision;
 use crate::signal::{Action, Signal};
 
@@ -122,15 +123,15 @@ pub struct ImportCommon {
 }
 
 /// A configuration file, or the defaults; problems printed as `check` does.
-pub fn load_config(path: Option<&Path>) -> Result<Config, String> {
+pub fn load_config(path: Option<&Path>) -> Result<Config, Error> {
     match path {
-        Some(path) => crate::app::load_file(path).map_err(|error: ConfigError| error.to_string()),
+        Some(path) => crate::app::load_file(path).map_err(|error: ConfigError| Error::config(error.to_string())),
         None => Ok(Config::default()),
     }
 }
 
-fn engine(config: &Config, name: &str) -> Result<Engine, String> {
-    Engine::new(config).map_err(|invalid| crate::app::located(config, name, invalid).to_string())
+fn engine(config: &Config, name: &str) -> Result<Engine, Error> {
+    Engine::new(config).map_err(|invalid| Error::config(crate::app::located(config, name, invalid).to_string()))
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
@@ -229,10 +230,12 @@ pub fn replay(args: ReplayArgs) -> ExitCode {
         Err(error) => return fail(error),
     };
     let file_names: Vec<String> = inputs.summaries().iter().map(|s| s.file_name.clone()).collect();
-    let create = |path: &Option<PathBuf>| -> Result<Option<BufWriter<std::fs::File>>, String> {
+    let create = |path: &Option<PathBuf>| -> Result<Option<BufWriter<std::fs::File>>, Error> {
         path.as_ref()
             .map(|p| {
-                std::fs::File::create(p).map(BufWriter::new).map_err(|e| format!("cannot write {}: {e}", p.display()))
+                std::fs::File::create(p)
+                    .map(BufWriter::new)
+                    .map_err(|e| Error::write(format!("cannot write {}: {e}", p.display())))
             })
             .transpose()
     };

@@ -25,6 +25,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::signal::Action;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,12 +106,13 @@ impl std::fmt::Display for ExpectFailure {
 }
 
 impl Expectations {
-    pub fn load(path: &Path) -> Result<Expectations, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Expectations, Error> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::read(format!("cannot read {}: {e}", path.display())))?;
         Self::parse(&text, &path.display().to_string())
     }
 
-    pub fn parse(text: &str, file: &str) -> Result<Expectations, String> {
+    pub fn parse(text: &str, file: &str) -> Result<Expectations, Error> {
         let mut by_key = HashMap::new();
         for (index, raw) in text.lines().enumerate() {
             let number = index + 1;
@@ -118,7 +120,7 @@ impl Expectations {
             if trimmed.is_empty() || trimmed.starts_with('#') {
                 continue;
             }
-            let problem = |message: String| format!("{file}:{number}: {message}");
+            let problem = |message: String| Error::malformed(format!("{file}:{number}: {message}"));
             let line: Line = serde_json::from_str(trimmed).map_err(|e| problem(e.to_string()))?;
             let key = match (line.capture, line.line, line.id) {
                 (Some(capture), Some(at), None) => Key::Line(capture, at),
@@ -237,8 +239,8 @@ mod tests {
     #[test]
     fn bad_lines_name_their_number() {
         let error = Expectations::parse("{\"line\":1,\"action\":\"block\"}", "e.jsonl").unwrap_err();
-        assert!(error.starts_with("e.jsonl:1: give either"), "{error}");
+        assert!(error.to_string().starts_with("e.jsonl:1: give either"), "{error}");
         let error = Expectations::parse("\n{\"id\":\"a\",\"action\":\"ban\"}", "e.jsonl").unwrap_err();
-        assert!(error.starts_with("e.jsonl:2: unknown action \"ban\""), "{error}");
+        assert!(error.to_string().starts_with("e.jsonl:2: unknown action \"ban\""), "{error}");
     }
 }

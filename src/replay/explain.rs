@@ -24,6 +24,7 @@ use crate::capture::record::RecordRef;
 use crate::config::{Config, RouteMode};
 use crate::decision_log::rfc3339_millis;
 use crate::detect::RequestContext;
+use crate::error::Error;
 use crate::identify::Identity;
 use crate::pipeline::Decision;
 use crate::signal::{EvidenceValue, Signal};
@@ -91,7 +92,7 @@ fn explain_capture_line(
     wanted: usize,
     file: &std::path::Path,
     fresh: bool,
-) -> Result<String, String> {
+) -> Result<String, Error> {
     let mut inputs = Inputs::open(&[file.to_path_buf()], OnBadLine::Skip)?;
     let mut earlier = 0usize;
     let mut text = None;
@@ -124,14 +125,16 @@ fn explain_capture_line(
     }
     let bad = inputs.summaries()[0].bad.iter().find(|b| b.line == wanted).map(|b| b.reason.clone());
     Err(match bad {
-        Some(reason) => format!("{} line {wanted} is not a readable request: {reason}", file.display()),
-        None => format!("{} has no request on line {wanted}", file.display()),
+        Some(reason) => {
+            Error::malformed(format!("{} line {wanted} is not a readable request: {reason}", file.display()))
+        }
+        None => Error::malformed(format!("{} has no request on line {wanted}", file.display())),
     })
 }
 
-fn explain_stdin(config: &Config, engine: &Engine, twin: &Engine, client_ip: IpAddr) -> Result<String, String> {
+fn explain_stdin(config: &Config, engine: &Engine, twin: &Engine, client_ip: IpAddr) -> Result<String, Error> {
     let mut bytes = Vec::new();
-    std::io::stdin().read_to_end(&mut bytes).map_err(|e| format!("cannot read standard input: {e}"))?;
+    std::io::stdin().read_to_end(&mut bytes).map_err(|e| Error::read(format!("cannot read standard input: {e}")))?;
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let record = parse_raw_request(&bytes, client_ip, crate::capture::record::nanos_to_ts(now))?;
     let borrowed = RecordRef {

@@ -18,6 +18,7 @@ use crate::capture::read::{BadLine, CaptureLines, OnBadLine, open_capture};
 use crate::capture::record::{RecordRef, append_header, body_bytes, parse_method, parse_target, parse_version};
 use crate::clock::{ManualClock, Nanos, SharedClock};
 use crate::config::{Config, Invalid};
+use crate::error::Error;
 use crate::lifecycle::{Arrival, Ending, Lifecycle, Reporters};
 use crate::outcome::ResponseFacts;
 use crate::pipeline::{Decision, Pipeline, PipelineBuilder};
@@ -153,10 +154,11 @@ impl Prepared {
     }
 
     /// Fill from a capture line, reusing this request's buffers.
-    pub fn fill(&mut self, record: &RecordRef<'_>) -> Result<(), String> {
+    pub fn fill(&mut self, record: &RecordRef<'_>) -> Result<(), Error> {
         self.method = parse_method(&record.method)?;
         self.uri = parse_target(&record.target)?;
         self.version = parse_version(record.version.as_deref())?;
+        crate::capture::record::check_header_count(record.headers.len())?;
         self.headers.clear();
         self.wire_names.clear();
         for (name, value) in &record.headers {
@@ -221,14 +223,14 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    pub fn open(paths: &[PathBuf], on_bad: OnBadLine) -> Result<Inputs, String> {
+    pub fn open(paths: &[PathBuf], on_bad: OnBadLine) -> Result<Inputs, Error> {
         let read_bytes = Arc::new(AtomicU64::new(0));
         let mut sources = Vec::new();
         let mut summaries = Vec::new();
         let mut total_bytes = 0;
         for (index, path) in paths.iter().enumerate() {
             let reader = open_capture(path, Some(read_bytes.clone()))
-                .map_err(|e| format!("cannot read capture {}: {e}", path.display()))?;
+                .map_err(|e| Error::read(format!("cannot read capture {}: {e}", path.display())))?;
             total_bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             sources.push(Source {
                 lines: CaptureLines::new(reader),
@@ -270,7 +272,7 @@ impl Inputs {
                             source.has_head = true;
                             return;
                         }
-                        Err(reason) => BadLine { line, reason },
+                        Err(reason) => BadLine { line, reason: reason.to_string() },
                     },
                     Err(error) => BadLine { line, reason: error.to_string() },
                 },

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::capture::read::OnBadLine;
+use crate::error::Error;
 use crate::model::features::{FEATURES, FeatureVector};
 use crate::model::file::ModelFile;
 use crate::model::train::{Dataset, Learner, LogisticParams, Metrics, TreeParams, evaluate, predict, train};
@@ -148,14 +149,14 @@ fn import_command(path: &std::path::Path, args: &TrainArgs) -> ExitCode {
 }
 
 /// Replay the captures with the feature stage on and collect labelled rows.
-pub fn collect(args: &TrainArgs) -> Result<Dataset, String> {
+pub fn collect(args: &TrainArgs) -> Result<Dataset, Error> {
     let mut config = load_config(args.config.as_deref())?;
     // Features only: no model's decision may change the counters the
     // features are computed from.
     config.models.clear();
     config.collect_features = true;
     let engine = Engine::new(&config).map_err(|problems| {
-        problems.into_iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("; ")
+        Error::config(problems.into_iter().map(|p| format!("{}: {}", p.key, p.message)).collect::<Vec<_>>().join("; "))
     })?;
     let mut inputs = Inputs::open(&args.captures, OnBadLine::Skip)?;
     let names: Vec<String> = args.captures.iter().map(|p| file_name(p)).collect();
@@ -177,7 +178,7 @@ pub fn collect(args: &TrainArgs) -> Result<Dataset, String> {
         );
     }
     if data.is_empty() {
-        return Err("no labelled requests in the captures".into());
+        return Err(Error::malformed("no labelled requests in the captures"));
     }
     Ok(data)
 }

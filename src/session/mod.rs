@@ -89,6 +89,27 @@ pub enum RequestKind {
     Other,
 }
 
+/// What kind of request this is, and whether it looks like a browser's
+/// (accepts HTML, or sends `Sec-Fetch-*`): it can be shown the
+/// interstitial. The model's browsing features count by the same rule.
+pub fn request_kind(view: &RequestView<'_>) -> (RequestKind, bool) {
+    let header = |name: &str| view.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accepts_html = header("accept").contains("text/html");
+    let fetch_mode = header("sec-fetch-mode");
+    let browser = accepts_html || !fetch_mode.is_empty();
+    let is_get = view.method == http::Method::GET || view.method == http::Method::HEAD;
+    let kind = if view.route.login.is_some() {
+        RequestKind::Login
+    } else if is_get && (fetch_mode == "navigate" || (fetch_mode.is_empty() && accepts_html)) {
+        RequestKind::Navigation
+    } else if is_get {
+        RequestKind::SubResource
+    } else {
+        RequestKind::Other
+    };
+    (kind, browser)
+}
+
 /// A cookie as presented: valid (and its token), absent, or refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presented {
@@ -140,6 +161,12 @@ impl SessionFacts {
     /// A valid session or clearance: the proof popular scopes ask for.
     pub fn vouched(&self) -> bool {
         self.session.valid().is_some() || self.clearance.valid().is_some()
+    }
+
+    /// A cookie was presented and refused (forged, expired, bound to
+    /// another client).
+    pub fn refused(&self) -> bool {
+        matches!(self.session, Presented::Refused(_)) || matches!(self.clearance, Presented::Refused(_))
     }
 }
 
@@ -283,7 +310,7 @@ impl SessionStage {
         let signer = match Signer::new(&session_secret(session)) {
             Ok(signer) => Some(signer),
             Err(message) => {
-                problems.push(Invalid::new(0..0, "session.secret", message));
+                problems.push(Invalid::new(0..0, "session.secret", message.to_string()));
                 None
             }
         };
@@ -346,19 +373,7 @@ impl SessionStage {
         let now_secs = secs_of(at);
         let binding = self.binding(headers, view.client_ip);
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let accepts_html = header("accept").contains("text/html");
-        let fetch_mode = header("sec-fetch-mode");
-        let browser = accepts_html || !fetch_mode.is_empty();
-        let is_get = view.method == http::Method::GET || view.method == http::Method::HEAD;
-        let kind = if view.route.login.is_some() {
-            RequestKind::Login
-        } else if is_get && (fetch_mode == "navigate" || (fetch_mode.is_empty() && accepts_html)) {
-            RequestKind::Navigation
-        } else if is_get {
-            RequestKind::SubResource
-        } else {
-            RequestKind::Other
-        };
+        let (kind, browser) = request_kind(view);
         let return_to = match kind {
             RequestKind::Navigation => view.target.to_string(),
             // After a challenged POST, back to the page the form was on.

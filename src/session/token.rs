@@ -17,6 +17,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::error::Error;
+
 type HmacSha256 = Hmac<Sha256>;
 
 const VERSION: u8 = 1;
@@ -97,8 +99,9 @@ impl std::fmt::Debug for Signer {
 
 impl Signer {
     /// A signer for `secret` (any length; HMAC hashes long keys).
-    pub fn new(secret: &[u8]) -> Result<Signer, String> {
-        let mac = <HmacSha256 as KeyInit>::new_from_slice(secret).map_err(|e| format!("session secret: {e}"))?;
+    pub fn new(secret: &[u8]) -> Result<Signer, Error> {
+        let mac = <HmacSha256 as KeyInit>::new_from_slice(secret)
+            .map_err(|e| Error::config(format!("session secret: {e}")))?;
         Ok(Signer { mac })
     }
 

@@ -18,6 +18,7 @@ use regex_automata::{Input, MatchKind, PatternSet};
 
 use super::field::Field;
 use super::rule::{ConditionSpec, RuleSpec};
+use crate::error::Error;
 use crate::signal::{Action, Evidence, Signal};
 use crate::view::RequestView;
 
@@ -128,7 +129,7 @@ impl CompiledSet {
             if spec.score == 0 && action.is_none() {
                 fail("the rule neither scores nor acts: give `score` (1..=98) or `action`".into());
             }
-            let mut add_condition = |condition: &ConditionSpec| -> Result<Vec<AtomId>, String> {
+            let mut add_condition = |condition: &ConditionSpec| -> Result<Vec<AtomId>, Error> {
                 add_atoms(condition, &mut fields, &mut builds, &mut atoms)
             };
             let mut required = Vec::new();
@@ -137,8 +138,8 @@ impl CompiledSet {
             if let Some(inline) = spec.inline() {
                 match add_condition(&inline) {
                     Ok(ids) => required.push(ids),
-                    Err(message) => {
-                        fail(message);
+                    Err(error) => {
+                        fail(error.to_string());
                         ok = false;
                     }
                 }
@@ -147,8 +148,8 @@ impl CompiledSet {
                 for condition in list {
                     match add_condition(condition) {
                         Ok(ids) => target.push(ids),
-                        Err(message) => {
-                            fail(message);
+                        Err(error) => {
+                            fail(error.to_string());
                             ok = false;
                         }
                     }
@@ -181,8 +182,8 @@ impl CompiledSet {
             .into_iter()
             .zip(builds)
             .map(|(field, build)| build_field(field, build))
-            .collect::<Result<Vec<_>, String>>()
-            .map_err(|message| vec![(0, message)])?;
+            .collect::<Result<Vec<_>, Error>>()
+            .map_err(|error| vec![(0, error.to_string())])?;
         Ok(CompiledSet { fields: matchers, atoms, atom_rules, rules: compiled })
     }
 
@@ -275,10 +276,10 @@ fn add_atoms(
     fields: &mut Vec<Field>,
     builds: &mut Vec<FieldBuild>,
     atoms: &mut Vec<Atom>,
-) -> Result<Vec<AtomId>, String> {
-    let field_name = condition.field.as_deref().ok_or("a condition needs `field`")?;
-    let field =
-        Field::parse(field_name).ok_or_else(|| format!("unknown field {field_name:?}; fields are {}", Field::NAMES))?;
+) -> Result<Vec<AtomId>, Error> {
+    let field_name = condition.field.as_deref().ok_or_else(|| Error::config("a condition needs `field`"))?;
+    let field = Field::parse(field_name)
+        .ok_or_else(|| Error::config(format!("unknown field {field_name:?}; fields are {}", Field::NAMES)))?;
     let kinds = [
         condition.contains.as_ref().map(|v| (Some(LiteralKind::Contains), v)),
         condition.prefix.as_ref().map(|v| (Some(LiteralKind::Prefix), v)),
@@ -287,9 +288,9 @@ fn add_atoms(
     ];
     let given = kinds.iter().flatten().count() + usize::from(condition.absent.is_some());
     if given != 1 {
-        return Err(format!(
+        return Err(Error::config(format!(
             "field {field_name:?} needs exactly one of contains, prefix, equals, regex or absent (found {given})"
-        ));
+        )));
     }
     let field_index = match fields.iter().position(|f| *f == field) {
         Some(index) => index,
@@ -303,7 +304,7 @@ fn add_atoms(
     let mut ids = Vec::new();
     if let Some(absent) = condition.absent {
         if !absent {
-            return Err("`absent = false` matches nothing; use `regex = '.'` to require a field".into());
+            return Err(Error::config("`absent = false` matches nothing; use `regex = '.'` to require a field"));
         }
         atoms.push(Atom { field: field_index, kind: AtomKind::Absent });
         build.absent.push(atoms.len() - 1);
@@ -312,7 +313,7 @@ fn add_atoms(
     for (literal_kind, values) in kinds.into_iter().flatten() {
         for item in values.items() {
             if item.is_empty() {
-                return Err(format!("an empty pattern on {field_name:?} would match every request"));
+                return Err(Error::config(format!("an empty pattern on {field_name:?} would match every request")));
             }
             let id = atoms.len();
             match literal_kind {
@@ -323,7 +324,7 @@ fn add_atoms(
                 }
                 None => {
                     let pattern = if condition.case_sensitive { item.to_string() } else { format!("(?i:{item})") };
-                    Regex::new(&pattern).map_err(|e| crate::routes::regex_problem(&e))?;
+                    Regex::new(&pattern).map_err(|e| Error::config(crate::routes::regex_problem(&e)))?;
                     atoms.push(Atom { field: field_index, kind: AtomKind::Regex(Arc::from(item)) });
                     build.regexes.push((pattern, id));
                 }
@@ -334,8 +335,8 @@ fn add_atoms(
     Ok(ids)
 }
 
-fn build_field(field: Field, build: FieldBuild) -> Result<FieldMatcher, String> {
-    let literal_set = |items: Vec<(String, AtomId, LiteralKind)>, nocase: bool| -> Result<Option<LiteralSet>, String> {
+fn build_field(field: Field, build: FieldBuild) -> Result<FieldMatcher, Error> {
+    let literal_set = |items: Vec<(String, AtomId, LiteralKind)>, nocase: bool| -> Result<Option<LiteralSet>, Error> {
         if items.is_empty() {
             return Ok(None);
         }
@@ -343,7 +344,7 @@ fn build_field(field: Field, build: FieldBuild) -> Result<FieldMatcher, String> 
             .ascii_case_insensitive(nocase)
             .match_kind(AcMatchKind::Standard)
             .build(items.iter().map(|(text, _, _)| text.as_bytes()))
-            .map_err(|e| format!("cannot compile the literals of {}: {e}", field.name()))?;
+            .map_err(|e| Error::config(format!("cannot compile the literals of {}: {e}", field.name())))?;
         Ok(Some(LiteralSet { automaton, patterns: items.into_iter().map(|(_, id, kind)| (id, kind)).collect() }))
     };
     let regex = if build.regexes.is_empty() {
@@ -353,7 +354,7 @@ fn build_field(field: Field, build: FieldBuild) -> Result<FieldMatcher, String> 
         let regex = Regex::builder()
             .configure(Regex::config().match_kind(MatchKind::All))
             .build_many(&patterns)
-            .map_err(|e| format!("cannot compile the regexes of {}: {e}", field.name()))?;
+            .map_err(|e| Error::config(format!("cannot compile the regexes of {}: {e}", field.name())))?;
         Some((regex, build.regexes.into_iter().map(|(_, id)| id).collect()))
     };
     Ok(FieldMatcher {

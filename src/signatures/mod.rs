@@ -22,6 +22,7 @@ use rule::RuleFile;
 
 use crate::config::{Config, Invalid, Spanned, line_of};
 use crate::detect::{RequestContext, Stage};
+use crate::error::Error;
 use crate::signal::Signal;
 use crate::store::CounterReadings;
 use crate::view::RequestView;
@@ -68,7 +69,9 @@ impl SignatureSet {
             let resolved = config.resolve_path(path.get_ref());
             match read_rule_files(&resolved) {
                 Ok(mut found) => sources.append(&mut found),
-                Err(message) => problems.push(Invalid::new(path.span(), format!("signatures.paths[{index}]"), message)),
+                Err(error) => {
+                    problems.push(Invalid::new(path.span(), format!("signatures.paths[{index}]"), error.to_string()))
+                }
             }
         }
         if !problems.is_empty() {
@@ -199,17 +202,22 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
+/// Largest rule file read. The shipped rule sets are a few kilobytes; a
+/// path pointing at `/dev/zero` or a log file by mistake was read without
+/// end, in memory, at start and on every reload.
+pub const MAX_RULE_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// A rule file, or every `*.toml` in a folder (sorted, so ids clash the
 /// same way on every machine).
-fn read_rule_files(path: &Path) -> Result<Vec<RuleSource>, String> {
+fn read_rule_files(path: &Path) -> Result<Vec<RuleSource>, Error> {
     let read = |file: &PathBuf| {
-        std::fs::read_to_string(file)
+        read_capped(file, MAX_RULE_FILE_BYTES)
             .map(|text| RuleSource { name: file.display().to_string(), text })
-            .map_err(|e| format!("cannot read rule file {}: {e}", file.display()))
+            .map_err(|e| Error::read(format!("cannot read rule file {}: {e}", file.display())))
     };
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| format!("cannot read rule folder {}: {e}", path.display()))?
+            .map_err(|e| Error::read(format!("cannot read rule folder {}: {e}", path.display())))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
             .collect();
@@ -218,6 +226,18 @@ fn read_rule_files(path: &Path) -> Result<Vec<RuleSource>, String> {
     } else {
         read(&path.to_path_buf()).map(|source| vec![source])
     }
+}
+
+/// A text file of at most `limit` bytes. Read through `take`, not sized by
+/// its metadata: devices and pipes report no length.
+fn read_capped(file: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(file)?.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {limit} bytes, the most a rule file may be")));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

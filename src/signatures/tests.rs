@@ -189,3 +189,9 @@ score = 30
     // The unit-test view is HTTP/1.1; the login profile alone does not fire.
     assert!(fired(&set, "POST", "/login", &[("user-agent", "x")], Some(b"")).is_empty());
 }
+
+#[test]
+fn an_endless_rule_file_is_refused_after_the_size_cap() {
+    let error = super::read_rule_files(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert!(error.to_string().contains("larger than 4194304 bytes"), "{error}");
+}

@@ -22,7 +22,7 @@ use std::time::Duration;
 use governor::middleware::NoOpMiddleware;
 use governor::{Quota, RateLimiter, clock::Clock as _, state::keyed::DashMapStateStore};
 
-use super::window::{Decayed, SlidingCount, WindowedDistinct};
+use super::window::{Decayed, Rhythm, SlidingCount, WindowedDistinct};
 use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Key, Reading};
 use crate::clock::{GovernorClock, Nanos, SharedClock};
 use crate::config::RateLimitConfig;
@@ -37,6 +37,7 @@ enum Slot {
     Count(SlidingCount, Duration),
     Distinct(WindowedDistinct, Duration),
     Decay(Decayed, Duration),
+    Rhythm(Rhythm, Duration),
     /// Banned until this time, for this reason (a detection id).
     Ban(Nanos, Key),
 }
@@ -47,6 +48,7 @@ impl Slot {
             Slot::Count(count, window) => count.is_expired(now, *window),
             Slot::Distinct(distinct, window) => distinct.is_expired(now, *window),
             Slot::Decay(decayed, half_life) => decayed.is_expired(now, *half_life),
+            Slot::Rhythm(rhythm, window) => rhythm.is_expired(now, *window),
             Slot::Ban(until, _) => *until <= now,
         }
     }
@@ -122,6 +124,16 @@ impl LocalStore {
                 match slot {
                     Slot::Decay(decayed, _) => Reading::Number(decayed.add(now, *half_life, *add)),
                     _ => Reading::Number(0.0),
+                }
+            }
+            CounterOp::Rhythm { key, window } => {
+                let slot = entry(&mut shard, key, || Slot::Rhythm(Rhythm::default(), *window));
+                match slot {
+                    Slot::Rhythm(rhythm, _) => {
+                        rhythm.arrive(now, *window);
+                        Reading::Number(rhythm.read())
+                    }
+                    _ => Reading::Number(f64::NAN),
                 }
             }
             CounterOp::BanCheck { key } => match shard.get(&**key) {

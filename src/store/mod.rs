@@ -42,6 +42,12 @@ pub enum CounterOp {
     Distinct { key: Key, window: Duration, item: Option<u64> },
     /// Add `add` to an exponentially decayed sum and read it.
     Decay { key: Key, half_life: Duration, add: f64 },
+    /// Note an arrival under `key` and read the regularity of the gaps
+    /// between arrivals: their coefficient of variation (standard
+    /// deviation over mean) over about the last [`window::RHYTHM_SPAN`]
+    /// gaps; NaN until three gaps are known. A gap longer than `window`
+    /// starts the rhythm afresh.
+    Rhythm { key: Key, window: Duration },
     /// Is a ban in force under `key`? Reads the time left.
     BanCheck { key: Key },
     /// Ban `key` for `ttl` (extending, never shortening, a ban in force);
@@ -57,6 +63,7 @@ impl CounterOp {
             | CounterOp::Count { key, .. }
             | CounterOp::Distinct { key, .. }
             | CounterOp::Decay { key, .. }
+            | CounterOp::Rhythm { key, .. }
             | CounterOp::BanCheck { key }
             | CounterOp::Ban { key, .. } => key,
         }
@@ -289,7 +296,7 @@ impl CounterStore {
     /// Lift the ban under `key` (in `shard`) everywhere: in this process
     /// and, with Redis, in Redis and (within a second) on every replica.
     /// Whether a ban was in force.
-    pub async fn lift_ban(&self, shard: &Key, key: &str, now: Nanos) -> Result<bool, String> {
+    pub async fn lift_ban(&self, shard: &Key, key: &str, now: Nanos) -> Result<bool, crate::error::Error> {
         match self {
             CounterStore::Local(local) => Ok(local.lift(key, now)),
             CounterStore::Redis(redis) => redis.lift(shard, key, now).await,

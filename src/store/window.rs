@@ -128,6 +128,66 @@ impl Decayed {
     }
 }
 
+/// Gaps a rhythm averages over: recent enough to follow a client that
+/// changes pace, long enough that one odd gap does not decide.
+pub const RHYTHM_SPAN: u32 = 16;
+/// Gaps needed before a rhythm is read.
+pub const RHYTHM_MIN_GAPS: u32 = 3;
+
+/// The rhythm of a client's arrivals: running means of the gaps between
+/// them and of their squares (weights 1/n up to [`RHYTHM_SPAN`], then
+/// exponential). A script sleeping a fixed time, or sending as fast as
+/// answers come, has nearly equal gaps; a person's are bursts (a page
+/// and its sub-resources) and pauses (reading, typing).
+///
+/// The Redis script keeps the same four numbers and the same update, and
+/// [`Rhythm::variation`] turns either into the reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rhythm {
+    /// Last arrival, microseconds.
+    pub last_us: u64,
+    /// Gaps counted (capped at the span).
+    pub gaps: u32,
+    /// Mean gap and mean squared gap, microseconds.
+    pub mean: f64,
+    pub square: f64,
+}
+
+impl Rhythm {
+    /// Note an arrival at `now`; a gap longer than `window` starts afresh.
+    pub fn arrive(&mut self, now: Nanos, window: Duration) {
+        let now_us = now / 1_000;
+        let gap = now_us.saturating_sub(self.last_us);
+        if self.last_us == 0 || now_us < self.last_us || gap > window.as_micros() as u64 {
+            *self = Rhythm { last_us: now_us, ..Rhythm::default() };
+            return;
+        }
+        self.gaps = (self.gaps + 1).min(RHYTHM_SPAN);
+        let weight = 1.0 / f64::from(self.gaps);
+        let gap = gap as f64;
+        self.mean += weight * (gap - self.mean);
+        self.square += weight * (gap * gap - self.square);
+        self.last_us = now_us;
+    }
+
+    /// Coefficient of variation of the gaps; NaN before
+    /// [`RHYTHM_MIN_GAPS`] gaps or when they average zero.
+    pub fn variation(gaps: u32, mean: f64, square: f64) -> f64 {
+        if gaps < RHYTHM_MIN_GAPS || mean <= 0.0 {
+            return f64::NAN;
+        }
+        (square - mean * mean).max(0.0).sqrt() / mean
+    }
+
+    pub fn read(&self) -> f64 {
+        Rhythm::variation(self.gaps, self.mean, self.square)
+    }
+
+    pub fn is_expired(&self, now: Nanos, window: Duration) -> bool {
+        (now / 1_000).saturating_sub(self.last_us) > window.as_micros() as u64
+    }
+}
+
 pub fn decay(value: f64, elapsed_nanos: u64, half_life: Duration) -> f64 {
     let half_life = half_life.as_nanos().max(1) as f64;
     value * (-(elapsed_nanos as f64) / half_life * std::f64::consts::LN_2).exp()
@@ -162,6 +222,30 @@ mod tests {
         }
         assert_eq!(distinct.count(start + 61 * S, MIN), 5);
         assert_eq!(distinct.count(start + 130 * S, MIN), 0);
+    }
+
+    #[test]
+    fn a_fixed_pace_has_no_variation_and_bursts_have_much() {
+        let window = Duration::from_secs(60);
+        let mut fixed = Rhythm::default();
+        for i in 1..=20u64 {
+            fixed.arrive(i * 2 * S, window);
+        }
+        assert!(fixed.read().abs() < 1e-9, "{}", fixed.read());
+        let mut person = Rhythm::default();
+        let mut at = S;
+        for i in 0..20u64 {
+            // A page and three sub-resources within 50 ms, then a pause.
+            at += if i % 4 == 0 { 8 * S } else { 15_000_000 };
+            person.arrive(at, window);
+        }
+        assert!(person.read() > 1.0, "{}", person.read());
+        let mut fresh = Rhythm::default();
+        fresh.arrive(S, window);
+        fresh.arrive(2 * S, window);
+        assert!(fresh.read().is_nan(), "one gap says nothing yet");
+        fixed.arrive(200 * S, window);
+        assert_eq!(fixed.gaps, 0, "a gap over the window starts afresh");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use redis::Value;
 use super::script::{ban_index, group_and_field, redis_key};
 use super::{Connection, RedisStore, Shared};
 use crate::clock::Nanos;
+use crate::error::Error;
 use crate::store::{BanEntry, Key};
 
 /// How often a replica reads the lift feed.
@@ -67,12 +68,13 @@ impl RedisStore {
     }
 
     /// Lift a ban here and in Redis, and tell the other replicas.
-    pub async fn lift(&self, shard: &Key, key: &str, now: Nanos) -> Result<bool, String> {
+    pub async fn lift(&self, shard: &Key, key: &str, now: Nanos) -> Result<bool, Error> {
         let shared = &self.shared;
         let here = shared.forget_ban(key, now);
         let connection = shared.live_connection().ok_or_else(|| {
-            "Redis is unavailable: the ban was lifted on this replica only; lift it again when Redis is back"
-                .to_string()
+            Error::store(
+                "Redis is unavailable: the ban was lifted on this replica only; lift it again when Redis is back",
+            )
         })?;
         let prefix = &shared.settings.key_prefix;
         let (group, field) = group_and_field(key);
@@ -85,14 +87,14 @@ impl RedisStore {
         let mut conn = (*connection).clone();
         let removed = tokio::time::timeout(shared.settings.write_timeout, conn.invoke(&invocation))
             .await
-            .map_err(|_| "Redis did not answer in time".to_string())?
-            .map_err(|error| format!("Redis: {error}"))?;
+            .map_err(|_| Error::store("Redis did not answer in time"))?
+            .map_err(|error| Error::store(format!("Redis: {error}")))?;
         let mut announce = redis::cmd("XADD");
         announce.arg(feed_key(prefix)).arg("MAXLEN").arg("~").arg(FEED_LENGTH).arg("*").arg("key").arg(key);
         tokio::time::timeout(shared.settings.write_timeout, conn.query(&announce))
             .await
-            .map_err(|_| "Redis did not answer in time".to_string())?
-            .map_err(|error| format!("Redis: {error}"))?;
+            .map_err(|_| Error::store("Redis did not answer in time"))?
+            .map_err(|error| Error::store(format!("Redis: {error}")))?;
         Ok(here || matches!(removed, Value::Int(n) if n > 0))
     }
 }

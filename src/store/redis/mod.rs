@@ -45,6 +45,7 @@ pub use settings::{RedisSettings, RedisTarget, TimeSource, redact_url};
 
 use super::{CounterOp, CounterPlan, CounterReadings, LocalStore};
 use crate::clock::{Nanos, SharedClock};
+use crate::error::Error;
 use crate::metrics::StoreMetrics;
 use denials::Denials;
 use writer::{PendingBans, WriteJob};
@@ -107,7 +108,7 @@ impl RedisStore {
     /// timeout), and start the background writer. Redis being unreachable
     /// is not an error: the store starts in fallback and keeps probing.
     /// Must be called within a Tokio runtime.
-    pub async fn start(settings: RedisSettings, clock: SharedClock) -> Result<RedisStore, String> {
+    pub async fn start(settings: RedisSettings, clock: SharedClock) -> Result<RedisStore, Error> {
         settings.validate()?;
         let (writes, queue) = mpsc::channel(settings.write_queue.max(1));
         let shared = Arc::new(Shared {

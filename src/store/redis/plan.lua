@@ -159,6 +159,31 @@ while a <= #ARGV do
     end
     reply[#reply + 1] = string.format('%.17g', value)
     a, k = a + 4, k + 1
+  elseif op == 'r' then
+    -- Rhythm of arrivals: fields NAME.t (last arrival), NAME.n (gaps, at
+    -- most SPAN), NAME.m and NAME.q (running means of the gap and of its
+    -- square). The same update as `Rhythm::arrive` in window.rs; Rust
+    -- turns the reply { n, m, q } into the reading.
+    local name, window = ARGV[a + 1], tonumber(ARGV[a + 2])
+    local key = KEYS[k]
+    local g = group(key)
+    local ft, fn, fm, fq = name .. '.t', name .. '.n', name .. '.m', name .. '.q'
+    local last, n, m, q = field(g, ft, 0), field(g, fn, 0), field(g, fm, 0), field(g, fq, 0)
+    local gap = now - last
+    if last == 0 or gap > window or gap < 0 then
+      n, m, q = 0, 0, 0
+    else
+      n = math.min(n + 1, 16) -- RHYTHM_SPAN
+      local w = 1 / n
+      m = m + w * (gap - m)
+      q = q + w * (gap * gap - q)
+    end
+    local m_text, q_text = string.format('%.17g', m), string.format('%.17g', q)
+    redis.call('HSET', key, ft, fmt(now), fn, fmt(n), fm, m_text, fq, q_text)
+    g.fields[ft], g.fields[fn], g.fields[fm], g.fields[fq] = fmt(now), fmt(n), m_text, q_text
+    keep(g, ms(window) + 1000)
+    reply[#reply + 1] = { n, m_text, q_text }
+    a, k = a + 3, k + 1
   elseif op == 'b' then
     -- Ban check: microseconds left, 0 when none. A ban is a field of its
     -- scope's group holding its end time (NAME, e.g. `ban`); the group

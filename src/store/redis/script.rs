@@ -12,7 +12,7 @@ use redis::Value;
 
 use crate::clock::Nanos;
 use crate::config::RateLimitConfig;
-use crate::store::window::sliding_estimate;
+use crate::store::window::{Rhythm, sliding_estimate};
 use crate::store::{CounterOp, CounterPlan, CounterReadings, GcraReading, Reading};
 
 pub const SOURCE: &str = include_str!("plan.lua");
@@ -69,6 +69,10 @@ pub fn encode(plan: &CounterPlan, prefix: &str, now: Option<Nanos>, invocation: 
                 let (group, name) = group_and_field(key);
                 invocation.key(redis_key(prefix, shard, group)).arg("y").arg(name);
                 invocation.arg(micros(*half_life)).arg(format!("{add:e}"));
+            }
+            CounterOp::Rhythm { key, window } => {
+                let (group, name) = group_and_field(key);
+                invocation.key(redis_key(prefix, shard, group)).arg("r").arg(name).arg(micros(*window));
             }
             CounterOp::BanCheck { key } => {
                 let (group, name) = group_and_field(key);
@@ -176,6 +180,14 @@ pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings)
             }
             CounterOp::Distinct { .. } => Reading::Number(int(item)?.max(0) as f64),
             CounterOp::Decay { .. } => Reading::Number(float(item)?),
+            CounterOp::Rhythm { .. } => {
+                let state = array(item)?;
+                if state.len() != 3 {
+                    return Err(BadReply(format!("{item:?}")));
+                }
+                let gaps = u32::try_from(int(&state[0])?.max(0)).unwrap_or(u32::MAX);
+                Reading::Number(Rhythm::variation(gaps, float(&state[1])?, float(&state[2])?))
+            }
             CounterOp::BanCheck { .. } => {
                 let left = int(item)?;
                 Reading::Ban((left > 0).then(|| Duration::from_micros(left as u64)))

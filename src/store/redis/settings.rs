@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::config::{Config, Invalid};
+use crate::error::Error;
 
 /// Where Redis is.
 #[derive(Clone, PartialEq, Eq)]
@@ -88,13 +89,13 @@ impl RedisSettings {
 
     /// Check the addresses without connecting (a malformed URL is an
     /// error; an unreachable server is only a fallback).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
         let urls: Vec<&String> = match &self.target {
             RedisTarget::Single(url) => vec![url],
-            RedisTarget::Cluster(nodes) if nodes.is_empty() => return Err("no cluster nodes given".to_string()),
+            RedisTarget::Cluster(nodes) if nodes.is_empty() => return Err(Error::config("no cluster nodes given")),
             RedisTarget::Cluster(nodes) => nodes.iter().collect(),
         };
-        urls.into_iter().find_map(|url| url_problem(url)).map_or(Ok(()), Err)
+        urls.into_iter().find_map(|url| url_problem(url)).map_or(Ok(()), |problem| Err(Error::config(problem)))
     }
 }
 

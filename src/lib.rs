@@ -34,6 +34,7 @@ pub mod model;
 pub mod network;
 pub mod normalize;
 pub mod outcome;
+pub mod payment;
 pub mod pipeline;
 pub mod replay;
 pub mod request_id;

@@ -21,6 +21,7 @@ use crate::identify::{Allowlist, Identification, Identity};
 use crate::model::{ModelReport, ModelStage};
 use crate::network::NetworkContext;
 use crate::outcome::{LoginOutcome, ResponseFacts};
+use crate::payment::PaymentStage;
 use crate::request_id::{RequestId, RequestIds};
 use crate::routes::{Route, RouteTable};
 use crate::session::{SessionStage, Verified, VerifyError};
@@ -186,6 +187,7 @@ fn stage_list(
     session: Option<SessionStage>,
     credential: CredentialStage,
 ) -> Vec<Box<dyn Stage>> {
+    let payment = routes.routes().any(|route| route.payment.is_some()).then(|| PaymentStage::new(hasher.clone()));
     let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(StoreHealth::default())];
     if allowlist.partners().any(|partner| partner.quota.is_some()) {
         stages.push(Box::new(PartnerQuota::default()));
@@ -203,6 +205,10 @@ fn stage_list(
     }
     if routes.routes().any(|route| route.abuse.is_some()) {
         stages.push(Box::new(credential));
+    }
+    // After the session stage too: it reads the session the payment is made in.
+    if let Some(payment) = payment {
+        stages.push(Box::new(payment));
     }
     stages
 }

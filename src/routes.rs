@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use regex_automata::meta::Regex;
 
-use crate::config::{AbuseConfig, Config, Invalid, LoginConfig, RateLimitConfig, RouteConfig, RouteMode, StoreFailure};
+use crate::config::{
+    AbuseConfig, Config, Invalid, LoginConfig, PaymentConfig, RateLimitConfig, RouteConfig, RouteMode, StoreFailure,
+};
 
 /// What kind of endpoint a route is; detectors tune themselves by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,6 +125,8 @@ pub struct Route {
     pub login: Option<LoginSpec>,
     /// Credential-abuse thresholds, on login routes.
     pub abuse: Option<AbuseConfig>,
+    /// Card extraction, outcome and card-testing thresholds, on payment routes.
+    pub payment: Option<PaymentConfig>,
     matcher: PathMatcher,
     methods: Vec<http::Method>,
 }
@@ -130,7 +134,19 @@ pub struct Route {
 impl Route {
     /// Whether palisade reads this route's body before forwarding it.
     pub fn inspects_body(&self) -> bool {
-        self.login.is_some()
+        self.login.is_some() || self.payment.is_some()
+    }
+
+    /// Whether the start of the upstream's answer is read for the outcome
+    /// (a login failure marker; a payment's decline code or marker).
+    pub fn reads_response_body(&self) -> bool {
+        let login = self.login.as_ref().is_some_and(|login| login.failure_body_contains.is_some());
+        let payment = self.payment.as_ref().is_some_and(|payment| {
+            !payment.decline_json_pointers.is_empty()
+                || payment.status_json_pointer.is_some()
+                || payment.decline_body_contains.is_some()
+        });
+        login || payment
     }
 
     fn matches(&self, method: &http::Method, path: &str) -> bool {
@@ -173,6 +189,7 @@ impl RouteTable {
             client_quota: None,
             login: None,
             abuse: None,
+            payment: None,
             matcher: PathMatcher::Any,
             methods: Vec::new(),
         });
@@ -279,6 +296,21 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
         }
         _ => None,
     };
+    let payment = match (profile, &config.payment) {
+        (RouteProfile::Payment, spec) => Some(spec.clone().unwrap_or_default()),
+        (_, Some(_)) => {
+            problems.push(Invalid::new(
+                config.profile.span(),
+                key("payment"),
+                "`payment` settings only apply to routes with profile = \"payment\"",
+            ));
+            None
+        }
+        _ => None,
+    };
+    for (name, message) in payment.iter().flat_map(PaymentConfig::problems) {
+        problems.push(Invalid::new(config.profile.span(), key(&format!("payment.{name}")), message));
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -292,6 +324,7 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
         client_quota: config.client_quota,
         login,
         abuse,
+        payment,
         matcher,
         methods,
     })

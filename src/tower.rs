@@ -209,10 +209,10 @@ where
         Box::pin(inner.call(Request::from_parts(parts, body)));
     let response = called.await?;
     let (parts, body) = response.into_parts();
-    let wants_body = exchange.route.login.as_ref().is_some_and(|login| login.failure_body_contains.is_some());
+    let wants_body = exchange.route.reads_response_body();
     let body: LayerBody = if wants_body {
-        // A login answer is small; read it (up to the prefix limit) to look
-        // for the failure marker, then pass it on.
+        // A login or payment answer is small; read it (up to the prefix
+        // limit) to look for the failure or decline marker, then pass it on.
         match Limited::new(body, BODY_PREFIX_LIMIT).collect().await {
             Ok(collected) => {
                 let bytes = collected.to_bytes();

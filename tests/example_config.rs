@@ -59,3 +59,25 @@ fn documented_toml_blocks_use_real_keys() {
         }
     }
 }
+
+/// The commented checkout route of the example compiles, uncommented: a
+/// payment route with its card, account and outcome settings.
+#[test]
+fn the_example_checkout_route_compiles() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/palisade.example.toml")).unwrap();
+    let start = text.find("# [[route]]\n# name = \"checkout\"").expect("the example shows a checkout route");
+    let block: String = text[start..]
+        .lines()
+        .take_while(|line| line.starts_with('#'))
+        .map(|line| line.strip_prefix("# ").unwrap_or(line.trim_start_matches('#')))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = palisade::config::parse_str(&block, "checkout.toml").unwrap_or_else(|e| panic!("{e}\n{block}"));
+    let routes = palisade::routes::RouteTable::from_config(&config).unwrap_or_else(|e| panic!("{e:?}"));
+    let checkout = routes.find(&http::Method::POST, "/api/checkout");
+    assert_eq!(&*checkout.name, "checkout");
+    let payment = checkout.payment.as_ref().expect("payment settings");
+    assert_eq!(payment.account_header.as_deref(), Some("X-User-Id"));
+    assert_eq!(payment.abuse.card_accounts, 3);
+    assert!(checkout.inspects_body() && checkout.reads_response_body());
+}

@@ -14,7 +14,11 @@
 //!   field name anywhere, and a JSON body that does not parse: the whole
 //!   body. A body is never stored unless it could be redacted;
 //! - headers named in `redact_headers` (`Authorization`, `Cookie`, …): the
-//!   whole value.
+//!   whole value;
+//! - and whatever its field's name, any value that is a card number (13 to
+//!   19 digits, spaces or dashes allowed, a card network's first digit,
+//!   passing the Luhn check): payment bodies name the number `number`,
+//!   `pan`, `cardNo` or anything else.
 
 use std::borrow::Cow;
 
@@ -132,7 +136,7 @@ impl Redactor {
                 Cow::Borrowed(_) => Cow::Borrowed(body),
                 Cow::Owned(redacted) => Cow::Owned(redacted.into_bytes()),
             },
-            _ if self.mentions_a_field(body) => whole(),
+            _ if self.mentions_a_field(body) || mentions_a_card_number(body) => whole(),
             _ => Cow::Borrowed(body),
         }
     }
@@ -161,7 +165,7 @@ impl Redactor {
             let name: String =
                 form_urlencoded::parse(raw_name.as_bytes()).next().map(|(n, _)| n.into_owned()).unwrap_or_default();
             match value {
-                Some(value) if self.is_secret_form_name(&name) && value != REDACTED => {
+                Some(value) if (self.is_secret_form_name(&name) || form_value_is_card(value)) && value != REDACTED => {
                     changed = true;
                     out.push_str(raw_name);
                     out.push('=');
@@ -197,6 +201,68 @@ impl Redactor {
         out.push_str(&text[at..]);
         Some(Cow::Owned(out))
     }
+}
+
+/// Whether `text` is a card number: 13 to 19 digits (single spaces or
+/// dashes between them allowed), starting with a card network's digit (2
+/// to 6: not a nanosecond timestamp), passing the Luhn check.
+fn is_card_number(text: &str) -> bool {
+    let mut digits = Vec::with_capacity(19);
+    let mut separator = false;
+    for byte in text.bytes() {
+        match byte {
+            b'0'..=b'9' => {
+                digits.push(byte - b'0');
+                separator = false;
+            }
+            b' ' | b'-' if !separator && !digits.is_empty() => separator = true,
+            _ => return false,
+        }
+    }
+    if separator || !(13..=19).contains(&digits.len()) || !(2..=6).contains(&digits[0]) {
+        return false;
+    }
+    // Luhn: every second digit from the right doubled.
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// A form value (still percent-encoded) that is a card number.
+fn form_value_is_card(value: &str) -> bool {
+    value.len() <= 64 && {
+        let decoded: String =
+            form_urlencoded::parse(format!("v={value}").as_bytes()).map(|(_, v)| v.into_owned()).collect();
+        is_card_number(&decoded)
+    }
+}
+
+/// Whether any run of digits (with single spaces or dashes) in `bytes` is
+/// a card number.
+fn mentions_a_card_number(bytes: &[u8]) -> bool {
+    let mut start = None;
+    for (i, byte) in bytes.iter().enumerate().chain(std::iter::once((bytes.len(), &b'x'))) {
+        let in_run = byte.is_ascii_digit() || (start.is_some() && matches!(byte, b' ' | b'-'));
+        match (in_run, start) {
+            (true, None) => start = Some(i),
+            (false, Some(from)) => {
+                let run = std::str::from_utf8(&bytes[from..i]).unwrap_or("").trim_end_matches([' ', '-']);
+                if is_card_number(run) {
+                    return true;
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Just enough of a JSON parser to find each object member's value span.
@@ -240,14 +306,25 @@ impl JsonScanner<'_> {
                     }
                 }
             }
-            b'"' => self.string().map(|_| ()),
+            b'"' => {
+                let start = self.pos;
+                let text = self.string()?;
+                if is_card_number(&text) {
+                    self.replace.push((start, self.pos));
+                }
+                Some(())
+            }
             _ => {
                 let start = self.pos;
                 while self.bytes.get(self.pos).is_some_and(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b)) {
                     self.pos += 1;
                 }
                 let literal = std::str::from_utf8(&self.bytes[start..self.pos]).ok()?;
-                serde_json::from_str::<serde_json::Value>(literal).ok().map(|_| ())
+                serde_json::from_str::<serde_json::Value>(literal).ok()?;
+                if is_card_number(literal) {
+                    self.replace.push((start, self.pos));
+                }
+                Some(())
             }
         }
     }
@@ -337,6 +414,23 @@ mod tests {
             r#"{"username": "alice", "password": "<redacted>", "card": {"cardNumber": "<redacted>", "cvv": "<redacted>"}, "list": [{"otp": "<redacted>"}], "ok": true}"#
         );
         assert_eq!(body(&r, "application/json", r#"{"username":"a"}"#), r#"{"username":"a"}"#);
+    }
+
+    #[test]
+    fn card_numbers_are_redacted_whatever_their_field() {
+        let r = Redactor::default();
+        let json = r#"{"card":{"number":"4242 4242 4242 4242","exp_month":12,"exp_year":2031,"cvc":"123"},"cards":[5555555555554444],"order":4242424242424241,"ts":1795916406123456789}"#;
+        assert_eq!(
+            body(&r, "application/json", json),
+            r#"{"card":{"number":"<redacted>","exp_month":"<redacted>","exp_year":"<redacted>","cvc":"<redacted>"},"cards":["<redacted>"],"order":4242424242424241,"ts":1795916406123456789}"#
+        );
+        let form = "application/x-www-form-urlencoded";
+        assert_eq!(
+            body(&r, form, "amount=1.00&card%5Bnumber%5D=4000-0000-0000-0002&ref=12345"),
+            "amount=1.00&card%5Bnumber%5D=<redacted>&ref=12345"
+        );
+        assert_eq!(body(&r, "text/plain", "pay 378282246310005 now"), REDACTED);
+        assert_eq!(body(&r, "text/plain", "order 4242424242424241"), "order 4242424242424241");
     }
 
     #[test]

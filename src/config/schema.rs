@@ -502,6 +502,9 @@ pub struct RouteConfig {
     pub client_quota: Option<RateLimitConfig>,
     /// Where the username is, for login routes.
     pub login: Option<LoginConfig>,
+    /// Where the card is and what a decline looks like, for payment
+    /// routes (see docs/payments.md); absent: the defaults.
+    pub payment: Option<PaymentConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -631,6 +634,209 @@ impl Default for AbuseConfig {
             site_attempt_rate_factor: 5.0,
             baseline_half_life_secs: 3600,
             popular_successes: 10,
+        }
+    }
+}
+
+/// A payment route: where the card, the amount and the account are in a
+/// request, what approval and decline look like in the answer, and the
+/// card-testing thresholds (see docs/payments.md). Only a keyed hash of
+/// the card number, its BIN and its last four digits are kept; expiry
+/// and CVV are never read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentConfig {
+    /// Form fields that may hold the card number, tried in order
+    /// (a checkout form, Stripe-style `card[number]`).
+    pub card_fields: Vec<String>,
+    /// JSON pointers that may hold the card number, tried in order (a
+    /// checkout body, an "add payment method" body).
+    pub card_json_pointers: Vec<String>,
+    /// Form fields / JSON pointers holding the amount, in the body's units.
+    pub amount_fields: Vec<String>,
+    pub amount_json_pointers: Vec<String>,
+    /// A logged-in user id from a header the application sets (or an
+    /// authenticating gateway), or from a cookie; hashed before counting.
+    pub account_header: Option<String>,
+    pub account_cookie: Option<String>,
+    /// Digits of the card number that make its BIN (issuer range): 6 to 8.
+    pub bin_digits: u8,
+    /// Upstream statuses that mean declined.
+    pub decline_statuses: Vec<u16>,
+    /// Upstream statuses that mean approved; empty: any other 2xx.
+    pub approve_statuses: Vec<u16>,
+    /// JSON pointers into the answer whose presence (a non-empty, non-null
+    /// value) means declined, e.g. `/decline_code`, `/error/decline_code`.
+    pub decline_json_pointers: Vec<String>,
+    /// A JSON pointer to a status field, and the values of it that mean declined.
+    pub status_json_pointer: Option<String>,
+    pub decline_status_values: Vec<String>,
+    /// Text in the answer's body that means declined.
+    pub decline_body_contains: Option<String>,
+    /// Thresholds and windows of the card-testing detectors.
+    pub abuse: PaymentAbuseConfig,
+}
+
+impl Default for PaymentConfig {
+    fn default() -> Self {
+        PaymentConfig {
+            card_fields: ["card_number", "card[number]", "cc_number", "number"].map(String::from).to_vec(),
+            card_json_pointers: [
+                "/card/number",
+                "/card_number",
+                "/payment_method/card/number",
+                "/source/number",
+                "/payment/card/number",
+            ]
+            .map(String::from)
+            .to_vec(),
+            amount_fields: vec!["amount".into()],
+            amount_json_pointers: ["/amount", "/order/amount", "/payment/amount"].map(String::from).to_vec(),
+            account_header: None,
+            account_cookie: None,
+            bin_digits: 6,
+            decline_statuses: vec![402],
+            approve_statuses: Vec::new(),
+            decline_json_pointers: ["/decline_code", "/error/decline_code"].map(String::from).to_vec(),
+            status_json_pointer: Some("/status".into()),
+            decline_status_values: ["declined", "failed"].map(String::from).to_vec(),
+            decline_body_contains: None,
+            abuse: PaymentAbuseConfig::default(),
+        }
+    }
+}
+
+impl PaymentConfig {
+    /// Problems with the values (key below `payment.`, message), for the
+    /// route builder to report with the route's line.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let pointers = self
+            .card_json_pointers
+            .iter()
+            .map(|p| ("card_json_pointers", p))
+            .chain(self.amount_json_pointers.iter().map(|p| ("amount_json_pointers", p)))
+            .chain(self.decline_json_pointers.iter().map(|p| ("decline_json_pointers", p)))
+            .chain(self.status_json_pointer.iter().map(|p| ("status_json_pointer", p)));
+        for (name, pointer) in pointers {
+            if !pointer.starts_with('/') {
+                problems.push((name.to_string(), format!("{pointer:?}: a JSON pointer starts with '/'")));
+            }
+        }
+        if !(6..=8).contains(&self.bin_digits) {
+            problems.push(("bin_digits".into(), "a BIN is 6 to 8 digits".into()));
+        }
+        let abuse = &self.abuse;
+        for (value, name) in [
+            (abuse.ip_decline_ratio, "ip_decline_ratio"),
+            (abuse.subnet_decline_ratio, "subnet_decline_ratio"),
+            (abuse.fingerprint_decline_ratio, "fingerprint_decline_ratio"),
+            (abuse.account_decline_ratio, "account_decline_ratio"),
+            (abuse.session_decline_ratio, "session_decline_ratio"),
+            (abuse.distinct_cards_min_decline_ratio, "distinct_cards_min_decline_ratio"),
+            (abuse.site_decline_ratio_rise, "site_decline_ratio_rise"),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                problems.push((format!("abuse.{name}"), "a ratio between 0.0 and 1.0".into()));
+            }
+        }
+        for (value, name) in [
+            (abuse.window_secs, "window_secs"),
+            (abuse.ban_secs, "ban_secs"),
+            (abuse.baseline_half_life_secs, "baseline_half_life_secs"),
+        ] {
+            if value == 0 {
+                problems.push((format!("abuse.{name}"), "must be at least 1 second".into()));
+            }
+        }
+        problems
+    }
+}
+
+/// Card-testing thresholds of one payment route. Declines and approvals
+/// are counted over a sliding `window_secs` per client address, subnet
+/// (with fingerprint, and alone), fingerprint, session and account; a
+/// scope escalates only while its decline ratio is at or above its
+/// `*_decline_ratio`: a step-up hint (`X-Palisade-Action: challenge`) at
+/// half its decline threshold, 429 at the threshold, block and a ban for
+/// `ban_secs` at twice it (declines plus refused attempts).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentAbuseConfig {
+    pub window_secs: u64,
+    pub ban_secs: u64,
+    pub ip_declines: u32,
+    pub ip_decline_ratio: f64,
+    /// One /24 (IPv4) or /64 (IPv6) with one fingerprint, and the subnet alone.
+    pub subnet_declines: u32,
+    pub subnet_decline_ratio: f64,
+    pub fingerprint_declines: u32,
+    pub fingerprint_decline_ratio: f64,
+    /// A logged-in account (`account_header` / `account_cookie`).
+    pub account_declines: u32,
+    pub account_decline_ratio: f64,
+    /// A palisade session (`[session]`).
+    pub session_declines: u32,
+    pub session_decline_ratio: f64,
+    /// Distinct cards per address, fingerprint, account and session,
+    /// counted only while the scope's decline ratio is at least
+    /// `distinct_cards_min_decline_ratio`.
+    pub ip_distinct_cards: u32,
+    pub fingerprint_distinct_cards: u32,
+    pub account_distinct_cards: u32,
+    pub session_distinct_cards: u32,
+    pub distinct_cards_min_decline_ratio: f64,
+    /// One card on this many accounts is being tested across accounts.
+    pub card_accounts: u32,
+    /// Attempts with one card (any outcome) before it is slowed down:
+    /// expiry and CVV guessing.
+    pub card_attempts: u32,
+    /// Amounts below this (in the body's units) are probes; this many
+    /// from one address or fingerprint, mostly declined, are probing.
+    /// 0 turns the detector off.
+    pub small_amount_below: f64,
+    pub small_amount_attempts: u32,
+    /// Distinct cards of one BIN from one address or fingerprint.
+    pub bin_distinct_cards: u32,
+    /// A scope with this many approvals is shared by customers: it is
+    /// challenged, never banned.
+    pub popular_approvals: u32,
+    /// Site-wide: the decline ratio of the last minutes against its
+    /// learned baseline.
+    pub site_min_attempts: u32,
+    pub site_decline_ratio_rise: f64,
+    pub baseline_half_life_secs: u64,
+}
+
+impl Default for PaymentAbuseConfig {
+    fn default() -> Self {
+        PaymentAbuseConfig {
+            window_secs: 900,
+            ban_secs: 3600,
+            ip_declines: 5,
+            ip_decline_ratio: 0.6,
+            subnet_declines: 10,
+            subnet_decline_ratio: 0.7,
+            fingerprint_declines: 15,
+            fingerprint_decline_ratio: 0.8,
+            account_declines: 5,
+            account_decline_ratio: 0.6,
+            session_declines: 5,
+            session_decline_ratio: 0.6,
+            ip_distinct_cards: 4,
+            fingerprint_distinct_cards: 20,
+            account_distinct_cards: 4,
+            session_distinct_cards: 4,
+            distinct_cards_min_decline_ratio: 0.5,
+            card_accounts: 3,
+            card_attempts: 8,
+            small_amount_below: 2.0,
+            small_amount_attempts: 5,
+            bin_distinct_cards: 4,
+            popular_approvals: 20,
+            site_min_attempts: 30,
+            site_decline_ratio_rise: 0.3,
+            baseline_half_life_secs: 3600,
         }
     }
 }
@@ -820,6 +1026,7 @@ fn default_routes() -> Vec<RouteConfig> {
             asn_rate_limit: None,
             client_quota: None,
             login: Some(LoginConfig::default()),
+            payment: None,
         },
         RouteConfig {
             name: "payments".into(),
@@ -833,6 +1040,7 @@ fn default_routes() -> Vec<RouteConfig> {
             asn_rate_limit: None,
             client_quota: None,
             login: None,
+            payment: None,
         },
     ]
 }
@@ -900,6 +1108,14 @@ pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
     "cvc",
     "cvv2",
     "security_code",
+    "exp_month",
+    "exp_year",
+    "exp_date",
+    "expiry",
+    "expiry_date",
+    "expiration",
+    "expiration_date",
+    "card_expiry",
     "secret",
     "client_secret",
     "access_token",

@@ -126,7 +126,7 @@ pub async fn handle(
     let status = response.status().as_u16();
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let wants_body = exchange.route.login.as_ref().is_some_and(|login| login.failure_body_contains.is_some());
+    let wants_body = exchange.route.reads_response_body();
     let (body_prefix, body) = if wants_body {
         read_body_prefix(body).await
     } else {

@@ -38,11 +38,8 @@ pub fn request_head(data: &[u8]) {
     let mut request = httparse::Request::new(&mut slots);
     let Ok(httparse::Status::Complete(_)) = request.parse(data) else { return };
     let (Some(method), Some(target)) = (request.method, request.path) else { return };
-    let headers: Vec<(Cow<'_, str>, Cow<'_, str>)> = request
-        .headers
-        .iter()
-        .map(|h| (Cow::Borrowed(h.name), String::from_utf8_lossy(h.value)))
-        .collect();
+    let headers: Vec<(Cow<'_, str>, Cow<'_, str>)> =
+        request.headers.iter().map(|h| (Cow::Borrowed(h.name), String::from_utf8_lossy(h.value))).collect();
     let mut map = http::HeaderMap::new();
     for header in request.headers.iter() {
         if let (Ok(name), Ok(value)) =

@@ -276,8 +276,8 @@ impl PaymentStage {
             escalate(scope, DECLINE_RATIO_ID, step, evidence, popular(&o));
         }
 
-        // Many cards from one source, mostly declined: 429 at the
-        // threshold, block and ban at twice it.
+        // Many cards from one source, mostly declined: challenge at the
+        // threshold, 429 at one and a half times it, block and ban at twice it.
         for (scope, threshold) in [
             (Scope::Ip, abuse.ip_distinct_cards),
             (Scope::Fingerprint, abuse.fingerprint_distinct_cards),
@@ -293,7 +293,13 @@ impl PaymentStage {
             if cards < threshold || o.ratio < min_ratio || o.declines < 2.0 {
                 continue;
             }
-            let step = if cards >= 2.0 * threshold { Step::Block } else { Step::RateLimit };
+            let step = if cards >= 2.0 * threshold {
+                Step::Block
+            } else if cards >= 1.5 * threshold {
+                Step::RateLimit
+            } else {
+                Step::Challenge
+            };
             let evidence = vec![
                 Evidence::number("distinct_cards", cards, Some(threshold)),
                 Evidence::number("decline_ratio", round3(o.ratio), Some(min_ratio)),

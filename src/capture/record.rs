@@ -131,8 +131,8 @@ pub const MAX_TS: f64 = 4_102_444_800.0;
 /// (a `f64` of today's epoch seconds holds no more); negative (and NaN) is
 /// 0, past [`MAX_TS`] is `MAX_TS`.
 pub fn ts_to_nanos(ts: f64) -> Nanos {
-    // `max` and `min` also turn NaN into 0.
-    (ts.max(0.0).min(MAX_TS) * 1e6).round() as Nanos * 1000
+    // A NaN stays NaN through `clamp`, and `as` turns it into 0.
+    (ts.clamp(0.0, MAX_TS) * 1e6).round() as Nanos * 1000
 }
 
 /// Nanoseconds since the epoch to capture seconds, kept to the microsecond

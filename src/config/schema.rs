@@ -607,8 +607,9 @@ pub struct AbuseConfig {
     /// Attempts per minute this many times the baseline rate is a surge.
     pub site_attempt_rate_factor: f64,
     pub baseline_half_life_secs: u64,
-    /// A scope (address, subnet, fingerprint) with at least this many
-    /// successful logins in the window is shared by people: it is never
+    /// A scope (address, subnet, fingerprint) where at least this many
+    /// accounts logged in successfully in the window is shared by people
+    /// (one account logging in again and again counts once): it is never
     /// banned, its requests are asked for a session or clearance instead.
     pub popular_successes: u32,
 }

@@ -883,7 +883,7 @@ impl Default for StoreConfig {
             timeout_ms: 5,
             connect_timeout_ms: 500,
             retry_interval_ms: 250,
-            max_memory_mb: 192,
+            max_memory_mb: 160,
         }
     }
 }

@@ -42,11 +42,14 @@ use crate::metrics::LocalStoreGauges;
 type SlotMap = hashbrown::HashMap<Box<str>, Entry>;
 
 const PRUNE_EVERY_OPS: u64 = 4096;
-const SHARDS: usize = 16;
+/// Not a power of two on purpose: every shard's table doubles at about
+/// the same total key count, and with 24 shards that point (24 × 57,344
+/// keys) lies past a million keys rather than just under it (16 × 57,344).
+const SHARDS: usize = 24;
 
 /// The default budget, when `[store] max_memory_mb` is not set: about a
 /// million keys, and with the rest of palisade well under 256 MB of RSS.
-pub const DEFAULT_MAX_MEMORY_MB: u64 = 192;
+pub const DEFAULT_MAX_MEMORY_MB: u64 = 160;
 
 /// An eviction brings a shard down to this fraction of its budget, so the
 /// next one is thousands of inserts away rather than at the next insert.

@@ -97,4 +97,21 @@ impl Signal {
     pub fn new(id: Arc<str>, penalty: u8) -> Self {
         Signal { id, penalty, action: None, shadow: false, retry_after: None, evidence: Vec::new() }
     }
+
+    /// A limit that refused the request (a route's rate limit, a partner's
+    /// or an OAuth client's quota, an ASN's limit): `429` with
+    /// `Retry-After`, the limit's own evidence, then `retry_after_ms`.
+    pub fn rate_limited(
+        id: Arc<str>,
+        penalty: u8,
+        retry_after: Duration,
+        evidence: impl IntoIterator<Item = Evidence>,
+    ) -> Self {
+        let mut signal = Signal::new(id, penalty);
+        signal.action = Some(Action::RateLimit);
+        signal.retry_after = Some(retry_after);
+        signal.evidence.extend(evidence);
+        signal.evidence.push(Evidence::number("retry_after_ms", retry_after.as_millis() as f64, None));
+        signal
+    }
 }

@@ -118,12 +118,15 @@ fn quoted(rest: &mut &str) -> Option<String> {
                 return Some(String::from_utf8_lossy(&out).into_owned());
             }
             b'\\' if bytes.get(i + 1) == Some(&b'x') && i + 3 < bytes.len() => {
-                match u8::from_str_radix(&body[i + 2..i + 4], 16) {
-                    Ok(byte) => {
+                // On bytes, not `&body[..]`: after `\x` may come the middle of
+                // a multi-byte character, where slicing the str panicked
+                // (found by the fuzzer, import_nginx).
+                match hex_byte(bytes[i + 2], bytes[i + 3]) {
+                    Some(byte) => {
                         out.push(byte);
                         i += 4;
                     }
-                    Err(_) => {
+                    None => {
                         out.push(b'\\');
                         i += 1;
                     }
@@ -140,6 +143,12 @@ fn quoted(rest: &mut &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Two hex digits as the byte they spell.
+fn hex_byte(high: u8, low: u8) -> Option<u8> {
+    let digit = |b: u8| (b as char).to_digit(16);
+    Some((digit(high)? * 16 + digit(low)?) as u8)
 }
 
 /// `10/Oct/2000:13:55:36 -0700` as epoch seconds.
@@ -159,7 +168,7 @@ fn parse_time_local(text: &str) -> Option<f64> {
     if day == 0 || day > 31 || hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    Some((epoch_seconds(year, month, day, hour, minute, second) - offset_seconds(offset)?) as f64)
+    Some((epoch_seconds(year, month, day, hour, minute, second)? - offset_seconds(offset)?) as f64)
 }
 
 #[cfg(test)]
@@ -180,6 +189,18 @@ mod tests {
                 ("User-Agent".to_string(), "Mozilla/5.0 (\"quoted\")".to_string()),
                 ("Referer".to_string(), "https://shop.example/".to_string())
             ]
+        );
+    }
+
+    #[test]
+    fn an_escape_before_a_multibyte_character_is_kept_as_text() {
+        // Found by the fuzzer: `\x` then the middle of `é` panicked.
+        let line = "203.0.113.7 - - [29/Nov/2026:02:27:44 +0100] \"GET / HTTP/1.1\" 200 1 \"-\" \"a\\x\u{e9}b\\x4\"";
+        let record = parse_line(line).unwrap();
+        assert_eq!(record.headers[0].1, "a\\x\u{e9}b\\x4");
+        // A year far out of range is a bad line, not an overflow.
+        assert!(
+            parse_line("203.0.113.7 - - [29/Nov/99999999999999999:02:27:44 +0100] \"GET / HTTP/1.1\" 200 1").is_err()
         );
     }
 

@@ -121,10 +121,18 @@ pub struct RecordRef<'a> {
     pub id: Option<Cow<'a, str>>,
 }
 
+/// Latest capture time taken as it is: 2100-01-01. Later ones (the fuzzer
+/// found `"ts":1.8e28`, which overflowed the conversion) are read as this,
+/// which leaves the pipeline centuries of headroom for adding windows and
+/// ban times to a request's time without overflowing.
+pub const MAX_TS: f64 = 4_102_444_800.0;
+
 /// Seconds since the epoch (fractional) to nanoseconds, to the microsecond
-/// (a `f64` of today's epoch seconds holds no more); negative is 0.
+/// (a `f64` of today's epoch seconds holds no more); negative (and NaN) is
+/// 0, past [`MAX_TS`] is `MAX_TS`.
 pub fn ts_to_nanos(ts: f64) -> Nanos {
-    (ts.max(0.0) * 1e6).round() as Nanos * 1000
+    // A NaN stays NaN through `clamp`, and `as` turns it into 0.
+    (ts.clamp(0.0, MAX_TS) * 1e6).round() as Nanos * 1000
 }
 
 /// Nanoseconds since the epoch to capture seconds, kept to the microsecond
@@ -219,6 +227,13 @@ mod tests {
         let mut map = http::HeaderMap::new();
         let failed = (0..40_000).map(|i| append_header(&mut map, &format!("x-h{i}"), "v")).find(Result::is_err);
         assert!(failed.is_some(), "the map's own limit is an error too");
+    }
+
+    #[test]
+    fn timestamps_far_out_of_range_saturate() {
+        assert_eq!(ts_to_nanos(1.7955e28), ts_to_nanos(MAX_TS));
+        assert_eq!(ts_to_nanos(f64::NAN), 0);
+        assert_eq!(ts_to_nanos(-5.0), 0);
     }
 
     #[test]

@@ -1,7 +1,16 @@
 //! Calendar dates to epoch seconds, for imported timestamps.
 
-/// Seconds since the Unix epoch of a UTC date and time.
-pub fn epoch_seconds(year: i64, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> i64 {
+/// Years an imported timestamp may have. Far outside them the arithmetic
+/// below overflows (the fuzzer found `startedDateTime` years of 19 digits);
+/// no capture of real traffic is dated there.
+pub const YEARS: std::ops::RangeInclusive<i64> = 0..=9999;
+
+/// Seconds since the Unix epoch of a UTC date and time; `None` for a year
+/// outside [`YEARS`].
+pub fn epoch_seconds(year: i64, month: u32, day: u32, hour: u32, minute: u32, second: u32) -> Option<i64> {
+    if !YEARS.contains(&year) || month > 12 || day > 31 {
+        return None;
+    }
     // Days from civil (Howard Hinnant's algorithm).
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -10,7 +19,7 @@ pub fn epoch_seconds(year: i64, month: u32, day: u32, hour: u32, minute: u32, se
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
+    Some(days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second))
 }
 
 /// `+01:00`, `-0700`, `Z` → seconds east of UTC.
@@ -56,7 +65,7 @@ pub fn parse_rfc3339(text: &str) -> Option<f64> {
     {
         return None;
     }
-    let whole = epoch_seconds(year, month, day, hour, minute, 0) - offset;
+    let whole = epoch_seconds(year, month, day, hour, minute, 0)? - offset;
     Some(whole as f64 + seconds)
 }
 
@@ -66,8 +75,11 @@ mod tests {
 
     #[test]
     fn dates_and_offsets() {
-        assert_eq!(epoch_seconds(1970, 1, 1, 0, 0, 0), 0);
-        assert_eq!(epoch_seconds(2026, 11, 29, 1, 27, 44), 1_795_915_664);
+        assert_eq!(epoch_seconds(1970, 1, 1, 0, 0, 0), Some(0));
+        assert_eq!(epoch_seconds(2026, 11, 29, 1, 27, 44), Some(1_795_915_664));
+        // Found by the fuzzer (import_har): a 19-digit year overflowed.
+        assert_eq!(parse_rfc3339("9223372036854775807-11-29T01:27:44Z"), None);
+        assert_eq!(epoch_seconds(-4_000_000_000_000_000, 1, 1, 0, 0, 0), None);
         assert_eq!(parse_rfc3339("2026-11-29T01:27:44.5Z"), Some(1_795_915_664.5));
         assert_eq!(parse_rfc3339("2026-11-29T02:27:44.5+01:00"), Some(1_795_915_664.5));
         assert_eq!(parse_rfc3339("2026-11-28T18:27:44-0700"), Some(1_795_915_664.0));

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::{RequestContext, Stage};
-use crate::signal::{Action, Evidence, Signal};
+use crate::signal::{Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings, GcraReading};
 use crate::view::RequestView;
 
@@ -63,15 +63,16 @@ impl Stage for AsnRouteRateLimit {
             return;
         };
         if let Some(GcraReading::Limited { retry_after }) = readings.gcra(&key) {
-            let mut signal = Signal::new(self.id.clone(), PENALTY);
-            signal.action = Some(Action::RateLimit);
-            signal.retry_after = Some(retry_after);
-            signal.evidence = vec![
-                Evidence::number("asn", f64::from(asn.number), None),
-                Evidence::number("limit_requests", f64::from(limit.requests), None),
-                Evidence::number("limit_period_s", limit.period_secs as f64, None),
-                Evidence::number("retry_after_ms", retry_after.as_millis() as f64, None),
-            ];
+            let mut signal = Signal::rate_limited(
+                self.id.clone(),
+                PENALTY,
+                retry_after,
+                [
+                    Evidence::number("asn", f64::from(asn.number), None),
+                    Evidence::number("limit_requests", f64::from(limit.requests), None),
+                    Evidence::number("limit_period_s", limit.period_secs as f64, None),
+                ],
+            );
             if let Some(organisation) = &asn.organisation {
                 signal.evidence.push(Evidence::text("asn_org", organisation.clone()));
             }

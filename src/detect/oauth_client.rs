@@ -12,7 +12,7 @@ use base64::Engine as _;
 
 use super::{RequestContext, Stage};
 use crate::keyed_hash::KeyHasher;
-use crate::signal::{Action, Evidence, Signal};
+use crate::signal::{Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings, GcraReading};
 use crate::view::RequestView;
 
@@ -72,15 +72,15 @@ impl Stage for OAuthClientQuota {
     ) {
         let (Some(limit), Some(key)) = (view.route.client_quota, self.counter_key(view)) else { return };
         if let Some(GcraReading::Limited { retry_after }) = readings.gcra(&key) {
-            let mut signal = Signal::new(self.id.clone(), 0);
-            signal.action = Some(Action::RateLimit);
-            signal.retry_after = Some(retry_after);
-            signal.evidence = vec![
-                Evidence::number("quota_requests", f64::from(limit.requests), None),
-                Evidence::number("quota_period_s", limit.period_secs as f64, None),
-                Evidence::number("retry_after_ms", retry_after.as_millis() as f64, None),
-            ];
-            signals.push(signal);
+            signals.push(Signal::rate_limited(
+                self.id.clone(),
+                0,
+                retry_after,
+                [
+                    Evidence::number("quota_requests", f64::from(limit.requests), None),
+                    Evidence::number("quota_period_s", limit.period_secs as f64, None),
+                ],
+            ));
         }
     }
 }

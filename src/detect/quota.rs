@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::{Audience, RequestContext, Stage};
 use crate::identify::Identity;
-use crate::signal::{Action, Evidence, Signal};
+use crate::signal::{Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings, GcraReading};
 use crate::view::RequestView;
 
@@ -57,15 +57,15 @@ impl Stage for PartnerQuota {
         let Some(partner) = Self::partner(context) else { return };
         let Some(quota) = partner.quota else { return };
         if let Some(GcraReading::Limited { retry_after }) = readings.gcra(&partner.quota_key) {
-            let mut signal = Signal::new(self.id.clone(), 0);
-            signal.action = Some(Action::RateLimit);
-            signal.retry_after = Some(retry_after);
-            signal.evidence = vec![
-                Evidence::number("quota_requests", f64::from(quota.requests), None),
-                Evidence::number("quota_period_s", quota.period_secs as f64, None),
-                Evidence::number("retry_after_ms", retry_after.as_millis() as f64, None),
-            ];
-            signals.push(signal);
+            signals.push(Signal::rate_limited(
+                self.id.clone(),
+                0,
+                retry_after,
+                [
+                    Evidence::number("quota_requests", f64::from(quota.requests), None),
+                    Evidence::number("quota_period_s", quota.period_secs as f64, None),
+                ],
+            ));
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{RequestContext, Stage};
 use crate::keyed_hash::KeyHasher;
-use crate::signal::{Action, Evidence, Signal};
+use crate::signal::{Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings, GcraReading};
 use crate::view::RequestView;
 
@@ -54,16 +54,16 @@ impl Stage for ClientRouteRateLimit {
     ) {
         let Some(limit) = view.route.rate_limit else { return };
         if let Some(GcraReading::Limited { retry_after }) = readings.gcra(&self.counter_key(view)) {
-            let mut signal = Signal::new(self.id.clone(), PENALTY);
-            signal.action = Some(Action::RateLimit);
-            signal.retry_after = Some(retry_after);
-            signal.evidence = vec![
-                Evidence::number("limit_requests", f64::from(limit.requests), None),
-                Evidence::number("limit_period_s", limit.period_secs as f64, None),
-                Evidence::number("burst", f64::from(limit.burst.unwrap_or(limit.requests)), None),
-                Evidence::number("retry_after_ms", retry_after.as_millis() as f64, None),
-            ];
-            signals.push(signal);
+            signals.push(Signal::rate_limited(
+                self.id.clone(),
+                PENALTY,
+                retry_after,
+                [
+                    Evidence::number("limit_requests", f64::from(limit.requests), None),
+                    Evidence::number("limit_period_s", limit.period_secs as f64, None),
+                    Evidence::number("burst", f64::from(limit.burst.unwrap_or(limit.requests)), None),
+                ],
+            ));
         }
     }
 }

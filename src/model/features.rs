@@ -224,8 +224,15 @@ impl FeatureExtractor {
         let client =
             self.hasher.hash("client", &[ip_text.as_bytes(), b"\n", view.user_agent.unwrap_or("").as_bytes()].concat());
         let route = &view.route.name;
+        // Plain appends: twelve keys a request, and the formatting
+        // machinery costs several times the copying.
         let key = |scope: &str, id: &str, counter: ModelCounter| -> Key {
-            Key::from(format!("ml:{route}:{scope}:{id}:{}", counter.suffix()))
+            let suffix = counter.suffix();
+            let mut key = String::with_capacity(6 + route.len() + scope.len() + id.len() + suffix.len());
+            for part in ["ml:", route, ":", scope, ":", id, ":", suffix] {
+                key.push_str(part);
+            }
+            Key::from(key)
         };
         let keys = FeatureKeys {
             ip_10s: key("ip", &ip, ModelCounter::Requests10s),
@@ -583,15 +590,32 @@ pub fn ua_class(ua: &str) -> UaClass {
     if ua.is_empty() {
         return UaClass::None;
     }
-    let has = |words: &[&str]| words.iter().any(|word| contains_ignore_case(ua, word));
-    if has(ATTACK_TOOLS) {
-        UaClass::AttackTool
-    } else if has(HTTP_LIBRARIES) {
-        UaClass::Library
-    } else if has(MOBILE_LIBRARIES) {
-        UaClass::MobileApp
-    } else if has(CRAWLER_WORDS) {
-        UaClass::Crawler
+    // The word lists in priority order: the first list with a word in the
+    // user agent decides. One pass of one automaton over the user agent
+    // (a word-by-word search cost ~120,000 instructions a request).
+    static WORDS: std::sync::LazyLock<Option<(aho_corasick::AhoCorasick, Vec<UaClass>)>> =
+        std::sync::LazyLock::new(|| {
+            let lists = [
+                (ATTACK_TOOLS, UaClass::AttackTool),
+                (HTTP_LIBRARIES, UaClass::Library),
+                (MOBILE_LIBRARIES, UaClass::MobileApp),
+                (CRAWLER_WORDS, UaClass::Crawler),
+            ];
+            let classes = lists.iter().flat_map(|(words, class)| words.iter().map(|_| *class)).collect();
+            let words = lists.iter().flat_map(|(words, _)| words.iter());
+            aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build(words).ok().map(|ac| (ac, classes))
+        });
+    let rank = |class: UaClass| match class {
+        UaClass::AttackTool => 0,
+        UaClass::Library => 1,
+        UaClass::MobileApp => 2,
+        _ => 3,
+    };
+    let found = WORDS.as_ref().and_then(|(ac, classes)| {
+        ac.find_overlapping_iter(ua).map(|m| classes[m.pattern().as_usize()]).min_by_key(|class| rank(*class))
+    });
+    if let Some(class) = found {
+        class
     } else if ua.starts_with("Mozilla/5.0 (") && (ua.contains("Gecko") || ua.contains("AppleWebKit")) {
         UaClass::Browser
     } else {
@@ -688,6 +712,45 @@ mod tests {
             UaClass::Browser
         );
         assert_eq!(ua_class(""), UaClass::None);
+    }
+
+    /// The automaton decides as the word lists read one by one would, over
+    /// every user agent of the fixtures (crawlers and browsers, thousands).
+    #[test]
+    fn user_agent_classes_match_the_word_lists_one_by_one() {
+        let by_lists = |ua: &str| {
+            let has = |words: &[&str]| words.iter().any(|word| contains_ignore_case(ua, word));
+            if ua.is_empty() {
+                UaClass::None
+            } else if has(ATTACK_TOOLS) {
+                UaClass::AttackTool
+            } else if has(HTTP_LIBRARIES) {
+                UaClass::Library
+            } else if has(MOBILE_LIBRARIES) {
+                UaClass::MobileApp
+            } else if has(CRAWLER_WORDS) {
+                UaClass::Crawler
+            } else if ua.starts_with("Mozilla/5.0 (") && (ua.contains("Gecko") || ua.contains("AppleWebKit")) {
+                UaClass::Browser
+            } else {
+                UaClass::Other
+            }
+        };
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/user-agents");
+        let mut compared = 0;
+        for file in ["crawlers.yml", "browsers.yml"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            for line in text.lines() {
+                let ua = line.trim().trim_start_matches("- ").trim_matches(|c| c == '\'' || c == '"');
+                assert_eq!(ua_class(ua), by_lists(ua), "{ua}");
+                compared += 1;
+            }
+        }
+        for word in ATTACK_TOOLS.iter().chain(HTTP_LIBRARIES).chain(MOBILE_LIBRARIES).chain(CRAWLER_WORDS) {
+            let ua = format!("Mozilla/5.0 (X) {} bot", word.to_uppercase());
+            assert_eq!(ua_class(&ua), by_lists(&ua), "{ua}");
+        }
+        assert!(compared > 1000, "{compared}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigError, Invalid};
 use crate::error::Error;
-use crate::store::{CounterStore, LocalStore, RedisSettings, RedisStore};
+use crate::store::{CounterStore, RedisSettings, RedisStore};
 
 /// Read a configuration file and check all of it — its structure and
 /// what it means — reporting every problem with its line, as `palisade
@@ -41,6 +41,6 @@ pub async fn build_store(config: &Config, clock: SharedClock) -> Result<Arc<Coun
     })?;
     Ok(Arc::new(match settings {
         Some(settings) => CounterStore::Redis(RedisStore::start(settings, clock).await?),
-        None => CounterStore::Local(LocalStore::new(clock)),
+        None => CounterStore::Local(crate::store::local_store(config, clock)),
     }))
 }

@@ -245,7 +245,7 @@ impl Lifecycle {
                 arrival.client_ip,
             )
         });
-        Exchange {
+        let exchange = Exchange {
             decision,
             route: routed.route,
             path: routed.path,
@@ -254,7 +254,11 @@ impl Lifecycle {
             ja4: arrival.ja4.map(Arc::from),
             decision_time,
             capture,
+        };
+        if !exchange.stops_request() {
+            self.pipeline.forward(&exchange.route, &exchange.decision);
         }
+        exchange
     }
 
     /// Step 4: learn from the upstream's answer (the login outcome and
@@ -268,7 +272,10 @@ impl Lifecycle {
     ) -> Option<LoginOutcome> {
         let (status, outcome, upstream_time) = match ending {
             Ending::Refused => (None, None, None),
-            Ending::Unanswered { upstream_time } => (None, None, upstream_time),
+            Ending::Unanswered { upstream_time } => {
+                self.pipeline.abandon(&exchange.route, &exchange.decision);
+                (None, None, upstream_time)
+            }
             Ending::Answered { response, upstream_time } => {
                 if let Some(metrics) = reporters.metrics {
                     if let Some(time) = upstream_time {

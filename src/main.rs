@@ -13,7 +13,7 @@ use palisade::error::Error;
 use palisade::listen::{Running, Server};
 use palisade::metrics::Metrics;
 use palisade::request_id::RequestIds;
-use palisade::store::{CounterStore, LocalStore, RedisSettings};
+use palisade::store::{CounterStore, RedisSettings};
 
 #[derive(Parser)]
 #[command(
@@ -194,7 +194,7 @@ async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterSto
     let store = match palisade::app::build_store(config, clock.clone()).await {
         Ok(store) => store,
         // Bad store settings: `compile` reports them with their lines.
-        Err(_) => Arc::new(CounterStore::Local(LocalStore::new(clock.clone()))),
+        Err(_) => Arc::new(CounterStore::Local(palisade::store::local_store(config, clock.clone()))),
     };
     let app = compile(config, source, store.clone(), clock.clone()).map_err(|problems| eprintln!("{problems}")).ok()?;
     let metrics = Arc::new(Metrics::default());

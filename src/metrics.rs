@@ -212,6 +212,8 @@ pub struct Metrics {
     pub connections_head_timeout: AtomicU64,
     /// The shared store's numbers, when counters live in Redis.
     store: std::sync::OnceLock<Arc<StoreMetrics>>,
+    /// The in-process store's size (with Redis: its fallback counters).
+    local_store: std::sync::OnceLock<Arc<LocalStoreGauges>>,
 }
 
 impl Metrics {
@@ -276,6 +278,11 @@ impl Metrics {
     /// Render the shared store's metrics with these.
     pub fn attach_store(&self, store: Arc<StoreMetrics>) {
         let _ = self.store.set(store);
+    }
+
+    /// Render the in-process store's size with these.
+    pub fn attach_local_store(&self, gauges: Arc<LocalStoreGauges>) {
+        let _ = self.local_store.set(gauges);
     }
 
     pub fn requests(&self, route: &str, action: Action) -> u64 {
@@ -403,7 +410,49 @@ impl Metrics {
         if let Some(store) = self.store.get() {
             store.render(&mut out);
         }
+        if let Some(local) = self.local_store.get() {
+            local.render(&mut out);
+        }
         out
+    }
+}
+
+/// The in-process store's size, kept by the store (updated as keys come
+/// and go, bytes on its maintenance timer) and read here.
+#[derive(Debug, Default)]
+pub struct LocalStoreGauges {
+    pub keys: AtomicU64,
+    pub bytes: AtomicU64,
+    pub budget_bytes: AtomicU64,
+    pub evicted: AtomicU64,
+}
+
+impl LocalStoreGauges {
+    fn render(&self, out: &mut String) {
+        for (name, help, kind, value) in [
+            ("palisade_store_keys", "Keys held by the in-process counter store.", "gauge", &self.keys),
+            (
+                "palisade_store_bytes",
+                "Bytes held by the in-process counter store (its own accounting).",
+                "gauge",
+                &self.bytes,
+            ),
+            (
+                "palisade_store_budget_bytes",
+                "The in-process store's budget ([store] max_memory_mb).",
+                "gauge",
+                &self.budget_bytes,
+            ),
+            (
+                "palisade_store_evicted_total",
+                "Keys evicted from the in-process store to stay in its budget.",
+                "counter",
+                &self.evicted,
+            ),
+        ] {
+            let _ =
+                writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", value.load(Ordering::Relaxed));
+        }
     }
 }
 

@@ -424,6 +424,27 @@ impl Pipeline {
         self.write_all(writes, own_writes, self.clock.now());
     }
 
+    /// A request is let through to the upstream: let every stage note it.
+    pub fn forward(&self, route: &Route, decision: &Decision) {
+        let mut writes = CounterPlan::new(route.name.clone());
+        let mut own_writes = Vec::new();
+        for stage in self.stages_for(&decision.context) {
+            stage.forwarded(route, &decision.context, Self::plan_for(stage, &mut writes, &mut own_writes));
+        }
+        self.write_all(writes, own_writes, self.clock.now());
+    }
+
+    /// A request let through ended without an answer: let every stage
+    /// close what it opened for it.
+    pub fn abandon(&self, route: &Route, decision: &Decision) {
+        let mut writes = CounterPlan::new(route.name.clone());
+        let mut own_writes = Vec::new();
+        for stage in self.stages_for(&decision.context) {
+            stage.abandoned(route, &decision.context, Self::plan_for(stage, &mut writes, &mut own_writes));
+        }
+        self.write_all(writes, own_writes, self.clock.now());
+    }
+
     /// The detector stages, in the order they run (for `palisade explain`).
     pub fn stages(&self) -> &[Box<dyn Stage>] {
         &self.parts.stages

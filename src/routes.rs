@@ -46,6 +46,11 @@ impl RouteProfile {
 #[derive(Debug)]
 enum PathMatcher {
     Exact(String),
+    /// An exact path that also covers the same path with a format suffix
+    /// (`/login.json`, `/login.`) or trailing spaces (`/login%20`): how
+    /// frameworks route `/login(.:format)`, so on login routes the
+    /// suffixed path is the same endpoint, not a way around the route.
+    ExactWithSuffix(String),
     /// `/api/payments/*` covers `/api/payments` and everything below it.
     Prefix(String),
     Regex(Regex),
@@ -56,6 +61,7 @@ impl PathMatcher {
     fn matches(&self, path: &str) -> bool {
         match self {
             PathMatcher::Exact(exact) => path == exact,
+            PathMatcher::ExactWithSuffix(exact) => path.strip_prefix(exact.as_str()).is_some_and(is_format_suffix),
             PathMatcher::Prefix(prefix) => {
                 path.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
                     || prefix == "/"
@@ -63,6 +69,16 @@ impl PathMatcher {
             PathMatcher::Regex(regex) => regex.is_match(path),
             PathMatcher::Any => true,
         }
+    }
+}
+
+/// What may follow a login route's exact path on the same endpoint:
+/// nothing, a format (`.json`, `.xml`, or a bare `.`), then spaces.
+fn is_format_suffix(rest: &str) -> bool {
+    let rest = rest.trim_end_matches(char::is_whitespace);
+    match rest.strip_prefix('.') {
+        Some(format) => format.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        None => rest.is_empty(),
     }
 }
 
@@ -314,6 +330,11 @@ fn build_route(index: usize, config: &RouteConfig, case_insensitive: bool) -> Re
     if !problems.is_empty() {
         return Err(problems);
     }
+    // A login endpoint answers under its format suffixes too.
+    let matcher = match matcher {
+        PathMatcher::Exact(path) if login.is_some() => PathMatcher::ExactWithSuffix(path),
+        other => other,
+    };
     Ok(Route {
         name: Arc::from(config.name.as_str()),
         profile,
@@ -421,6 +442,15 @@ mod tests {
         let table = table();
         assert_eq!(table.find(&http::Method::POST, "/login").profile, RouteProfile::Login);
         assert_eq!(table.find(&http::Method::GET, "/login").profile, RouteProfile::Default);
+        for method in [http::Method::PUT, http::Method::PATCH] {
+            assert_eq!(table.find(&method, "/login").profile, RouteProfile::Login, "{method}");
+        }
+        for path in ["/login.json", "/login.", "/login ", "/login.xml  "] {
+            assert_eq!(table.find(&http::Method::POST, path).profile, RouteProfile::Login, "{path:?}");
+        }
+        for path in ["/loginx", "/login.json/x", "/login/x", "/login.j%n"] {
+            assert_eq!(table.find(&http::Method::POST, path).profile, RouteProfile::Default, "{path:?}");
+        }
         assert_eq!(table.find(&http::Method::POST, "/api/payments").profile, RouteProfile::Payment);
         assert_eq!(table.find(&http::Method::POST, "/api/payments/42").profile, RouteProfile::Payment);
         assert_eq!(table.find(&http::Method::POST, "/api/paymentsx").profile, RouteProfile::Default);

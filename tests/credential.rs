@@ -343,3 +343,115 @@ failure_body_contains = "status 200"
         (Some(200), Some("failure"))
     );
 }
+
+/// The default login route without its per-address rate limit, so that
+/// only the credential counters stop an attack.
+const NO_RATE_LIMIT: &str = r#"
+[server]
+trusted_proxies = ["127.0.0.1/32"]
+[decision_log]
+sample_allowed = 1.0
+[store]
+hash_key = "test-secret"
+[[route]]
+name = "login"
+profile = "login"
+path = "/login"
+methods = ["POST", "PUT", "PATCH"]
+"#;
+
+/// Client addresses spread over unrelated subnets.
+fn scattered_ip(n: u32) -> String {
+    std::net::Ipv4Addr::from(n.wrapping_mul(0x9e37_79b1).rotate_left(13) | 0x0100_0000).to_string()
+}
+
+/// Login attempts that reached the upstream.
+fn logins_seen(upstream: &Upstream) -> usize {
+    upstream.seen().iter().filter(|seen| seen.uri.starts_with("/login")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_attempts_sent_at_once_against_a_slow_login_stop_at_the_threshold() {
+    let upstream = Upstream::start().await;
+    let palisade = Palisade::start(NO_RATE_LIMIT, &upstream).await;
+    let client = http1_client();
+    // One browser build (one fingerprint) from 300 addresses, all at once, against
+    // a login backend that takes half a second: no outcome is known
+    // before every attempt has been decided.
+    let attempts: Vec<_> = (0..300u32)
+        .map(|i| {
+            let client = client.clone();
+            let mut request =
+                browser_request(&palisade.url("/login"), &scattered_ip(i), &format!("victim{i}"), "leaked-pass");
+            request.headers_mut().insert("x-test-delay-ms", "500".parse().unwrap());
+            tokio::spawn(async move { send(&client, request).await.status })
+        })
+        .collect();
+    let mut refused_count = 0;
+    for attempt in attempts {
+        refused_count += usize::from(refused(attempt.await.unwrap()));
+    }
+    let reached = logins_seen(&upstream);
+    let threshold = palisade::config::AbuseConfig::default().fingerprint_failures as usize;
+    eprintln!("300 attempts at once: {reached} reached the upstream, {refused_count} refused (threshold {threshold})");
+    assert_eq!(reached + refused_count, 300);
+    // Decisions on two cores may each miss the other's last attempt.
+    assert!(reached <= threshold + 4, "{reached} attempts reached the upstream");
+}
+
+/// Wrong guesses against victims, two per victim, that reached the
+/// upstream before palisade stopped them; with `own_login`, the attacker
+/// logs in to its own account after every two guesses.
+async fn guesses_let_through(own_login: bool) -> usize {
+    let upstream = Upstream::start().await;
+    let palisade = Palisade::start(NO_RATE_LIMIT, &upstream).await;
+    let client = http1_client();
+    let mut reached = 0;
+    for victim in 0..40 {
+        for guess in 0..2 {
+            let request = browser_request(
+                &palisade.url("/login"),
+                "203.0.113.50",
+                &format!("victim{victim}"),
+                &format!("guess{guess}"),
+            );
+            reached += usize::from(!refused(send(&client, request).await.status));
+        }
+        if own_login {
+            send(&client, browser_request(&palisade.url("/login"), "203.0.113.50", "attacker", "right")).await;
+        }
+    }
+    reached
+}
+
+#[tokio::test]
+async fn logging_in_to_an_own_account_between_guesses_does_not_dilute_the_failures() {
+    let undiluted = guesses_let_through(false).await;
+    let diluted = guesses_let_through(true).await;
+    eprintln!("wrong guesses let through: {undiluted} alone, {diluted} with an own-account login after every two");
+    assert!(undiluted < 80, "the undiluted attack was stopped ({undiluted} of 80 let through)");
+    assert!(diluted <= 2 * undiluted, "{diluted} guesses let through, undiluted {undiluted}");
+}
+
+#[tokio::test]
+async fn put_patch_and_format_suffixed_logins_count_on_the_default_route() {
+    let upstream = Upstream::start().await;
+    let palisade = Palisade::start(TRUSTED, &upstream).await;
+    let client = http1_client();
+    let mut first_refusal = None;
+    for i in 0..40 {
+        let (method, path) =
+            [("PUT", "/login"), ("POST", "/login.json"), ("PATCH", "/login"), ("PUT", "/login.")][i % 4];
+        let mut request = tool_request(&palisade.url(path), "203.0.113.60", &format!("victim{i}"), "wrong");
+        *request.method_mut() = method.parse().unwrap();
+        if refused(send(&client, request).await.status) {
+            first_refusal.get_or_insert(i + 1);
+        }
+    }
+    let lines = palisade.log_lines(10).await;
+    let routes: Vec<&str> = lines.iter().filter_map(|line| line["route"].as_str()).collect();
+    eprintln!("PUT/PATCH /login, /login.json, /login.: first refused at attempt {first_refusal:?}; routes {routes:?}");
+    assert!(!routes.is_empty() && routes.iter().all(|route| *route == "login"), "{routes:?}");
+    let stopped_at = first_refusal.expect("the attempts were counted and stopped");
+    assert!(stopped_at <= 20, "stopped only at attempt {stopped_at}");
+}

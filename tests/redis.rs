@@ -436,3 +436,82 @@ async fn a_ban_made_while_redis_was_down_reaches_it_when_it_returns() {
     println!("B enforced A's outage ban {after:?} after Redis came back");
     assert!(server.dump().lines().any(|line| line.trim() == "ban"), "the ban is in Redis");
 }
+
+/// A password-protected redis-server listening on a port and a Unix socket.
+struct LockedRedis {
+    child: std::process::Child,
+    port: u16,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LockedRedis {
+    fn start(password: &str) -> LockedRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("r.sock");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new(common::redis::require("redis-server"))
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--requirepass", password, "--loglevel", "warning"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .args(["--unixsocketperm", "700"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() || std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not open its socket within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        LockedRedis { child, port, socket, _dir: dir }
+    }
+}
+
+impl Drop for LockedRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_password_in_the_redis_url_never_reaches_a_log_line() {
+    const PASSWORD: &str = "Hunter2-redis-S3CRET";
+    let upstream = Upstream::start().await;
+    let redis = LockedRedis::start(PASSWORD);
+    let socket = redis.socket.display().to_string();
+    let urls = [
+        format!("redis+unix://{socket}?pass={PASSWORD}"),
+        format!("unix://{socket}?pass={PASSWORD}"),
+        format!("redis://127.0.0.1:{}/0?password={PASSWORD}", redis.port),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (index, url) in urls.iter().enumerate() {
+        let path = dir.path().join(format!("palisade-{index}.toml"));
+        std::fs::write(&path, format!("[store]\nhash_key = \"k\"\nredis_url = \"{url}\"\n")).unwrap();
+        let palisade = common::BinaryPalisade::spawn_logging(
+            &["serve", "--config", path.to_str().unwrap(), "--upstream", &upstream.url()],
+            "info",
+        )
+        .await;
+        // Available (the start-up line) or unreachable (the warning): either names the target.
+        assert!(palisade.wait_for_stderr("Redis").await, "no Redis line for {url}: {:#?}", palisade.stderr());
+        let client = http1_client();
+        let answer = send(&client, login(&format!("http://{}/login", palisade.addr), "alice", "nope")).await;
+        assert!(answer.status >= 200);
+        let lines = palisade.stderr();
+        eprintln!("{url}:\n  {}", lines.join("\n  "));
+        for line in &lines {
+            assert!(!line.contains(PASSWORD), "the Redis password is in a log line: {line}");
+        }
+        assert!(
+            lines.iter().any(|line| line.contains("Redis") && line.contains("***")),
+            "the target is logged, redacted: {lines:#?}"
+        );
+    }
+    drop(redis);
+}

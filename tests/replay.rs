@@ -583,6 +583,68 @@ async fn captured(path: &Path, at_least: usize) -> (String, Vec<CaptureRecord>) 
     }
 }
 
+/// Every way of writing a password that a field-by-field redactor could
+/// miss: compressed, UTF-16 and multipart bodies with encoded names, and
+/// dressed-up form names. None may leave the password in the capture file,
+/// whether the body is kept (redacted) or dropped whole.
+#[tokio::test]
+async fn capture_mode_never_keeps_a_password_however_the_body_is_written() {
+    use std::io::Write as _;
+    const SECRET: &str = "Hunter2-Capture-S3cret";
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.jsonl");
+    let config = format!("[capture]\npath = {:?}\n", path.display().to_string());
+    let palisade = Palisade::start(&config, &upstream).await;
+    let client = http1_client();
+    let form = format!("username=alice&password={SECRET}");
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(form.as_bytes()).unwrap();
+    let gzipped = gzip.finish().unwrap();
+    let utf16: Vec<u8> = form.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let multipart = format!(
+        "--b\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nalice\r\n\
+         --b\r\nContent-Disposition: form-data; name*=UTF-8\'\'p%61ssword\r\n\r\n{SECRET}\r\n--b--\r\n"
+    );
+    let form_type = "application/x-www-form-urlencoded";
+    let bodies: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
+        (form_type, Some("gzip"), gzipped),
+        ("application/x-www-form-urlencoded; charset=utf-16le", None, utf16),
+        ("multipart/form-data; boundary=b", None, multipart.into_bytes()),
+        (form_type, None, format!("username=alice&password[]={SECRET}").into_bytes()),
+        (form_type, None, format!("username=alice;password={SECRET}").into_bytes()),
+        (form_type, None, format!("username=alice&password+={SECRET}").into_bytes()),
+    ];
+    let sent = bodies.len();
+    for (content_type, encoding, body) in bodies {
+        let mut builder = http::Request::builder()
+            .method("POST")
+            .uri(palisade.url("/login"))
+            .header("user-agent", CHROME_UA)
+            .header("content-type", content_type);
+        if let Some(encoding) = encoding {
+            builder = builder.header("content-encoding", encoding);
+        }
+        let request = builder.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap();
+        assert!(send(&client, request).await.status >= 200);
+    }
+    let (text, records) = captured(&path, sent).await;
+    assert_eq!(records.len(), sent, "{text}");
+    for record in &records {
+        let body = record.body_bytes().unwrap().unwrap_or_default();
+        let decoded = {
+            let mut out = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&body[..]), &mut out);
+            out
+        };
+        let without_nuls: Vec<u8> = body.iter().copied().filter(|b| *b != 0).collect();
+        for form in [&body, &decoded, &without_nuls] {
+            assert!(!String::from_utf8_lossy(form).contains(SECRET), "the password was captured: {record:?}");
+        }
+    }
+    assert!(!text.contains(SECRET), "{text}");
+}
+
 #[tokio::test]
 async fn capture_mode_redacts_passwords_before_they_reach_the_disk() {
     let upstream = Upstream::start().await;

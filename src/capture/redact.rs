@@ -13,6 +13,16 @@
 //! - any other body (multipart, XML, text, binary) that mentions a secret
 //!   field name anywhere, and a JSON body that does not parse: the whole
 //!   body. A body is never stored unless it could be redacted;
+//! - a body that is not plain UTF-8 text (NUL bytes, as UTF-16 has, or a
+//!   charset other than UTF-8/ASCII/Latin-1) is never parsed as a form or
+//!   JSON: it is dropped whole when it mentions a field in any spelling
+//!   (NULs removed, `%xx` decoded); so is a multipart body with encoded
+//!   parameter names (`name*=`, `=?…?=`), which cannot be read with
+//!   certainty;
+//! - a compressed body (`Content-Encoding`, or gzip's magic bytes) is
+//!   decoded (gzip, deflate; bounded) and checked as above: kept as sent
+//!   when it holds no secret, dropped whole otherwise or when it cannot be
+//!   decoded;
 //! - headers named in `redact_headers` (`Authorization`, `Cookie`, …): the
 //!   whole value;
 //! - and whatever its field's name, any value that is a card number (13 to
@@ -31,6 +41,11 @@ pub use crate::config::{DEFAULT_REDACT_FIELDS, DEFAULT_REDACT_HEADERS};
 
 const MAX_JSON_DEPTH: usize = 128;
 
+/// The most a compressed body is expanded to when checking it: a larger
+/// one is dropped (a capture line does not need it, and a bomb must not
+/// cost memory).
+const MAX_DECODED_BODY: u64 = 4 * 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct Redactor {
     /// Normalized field names.
@@ -46,7 +61,13 @@ impl Default for Redactor {
 }
 
 fn normalize(name: &str) -> String {
-    name.chars().filter(|c| !matches!(c, '_' | '-' | '.')).flat_map(char::to_lowercase).collect()
+    name.chars().filter(|c| !matches!(c, '_' | '-' | '.') && !c.is_whitespace()).flat_map(char::to_lowercase).collect()
+}
+
+/// Only the letters and digits of a name, lowercased: the last resort
+/// for names dressed up with other characters (`password!`, `\0password`).
+fn loose(name: &str) -> String {
+    name.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
 }
 
 impl Redactor {
@@ -63,14 +84,15 @@ impl Redactor {
         self.fields.contains(&name)
     }
 
-    /// Like [`Redactor::is_secret`], also looking at the last `[...]` of a
-    /// form field name.
+    /// Like [`Redactor::is_secret`], also looking at every `[...]` part of
+    /// a form field name (`user[password]`, `password[]`), and at the
+    /// name with everything but letters and digits left out.
     fn is_secret_form_name(&self, name: &str) -> bool {
-        if self.is_secret(name) {
+        if self.is_secret(name) || name.split(['[', ']']).any(|part| self.is_secret(part)) {
             return true;
         }
-        let inner = name.strip_suffix(']').and_then(|rest| rest.rsplit_once('[')).map(|(_, last)| last);
-        inner.is_some_and(|last| self.is_secret(last))
+        let bare = loose(name);
+        !bare.is_empty() && self.fields.iter().any(|field| loose(field) == bare)
     }
 
     pub fn is_secret_header(&self, name: &str) -> bool {
@@ -93,7 +115,24 @@ impl Redactor {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
             .map(|(_, value)| value.clone());
+        let content_encoding = record
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-encoding"))
+            .map(|(_, value)| value.trim().to_ascii_lowercase())
+            .filter(|value| !value.is_empty() && value != "identity");
         match body_bytes(record.body.as_deref(), record.body_b64.as_deref()) {
+            Ok(Some(bytes)) if content_encoding.is_some() || bytes.starts_with(&[0x1f, 0x8b]) => {
+                // Compressed: kept as sent only when its decoded text
+                // holds no secret at all.
+                let clean = decode_body(content_encoding.as_deref().unwrap_or("gzip"), &bytes).is_some_and(|decoded| {
+                    matches!(self.redact_body(content_type.as_deref(), &decoded), Cow::Borrowed(_))
+                        && !self.mentions_anywhere(&decoded)
+                });
+                if !clean {
+                    (record.body, record.body_b64) = (Some(REDACTED.to_string()), None);
+                }
+            }
             Ok(Some(bytes)) => {
                 let redacted = self.redact_body(content_type.as_deref(), &bytes);
                 (record.body, record.body_b64) = encode_body(&redacted);
@@ -121,8 +160,23 @@ impl Redactor {
         }
         let content_type = content_type.unwrap_or("").to_ascii_lowercase();
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        let text = std::str::from_utf8(body).ok();
         let whole = || Cow::Owned(REDACTED.as_bytes().to_vec());
+        // Only plain text is parsed: UTF-16 (NUL bytes) and other
+        // charsets would hide names from the parsers below.
+        let plain_charset = charset(&content_type)
+            .is_none_or(|c| matches!(c, "utf-8" | "utf8" | "us-ascii" | "ascii" | "iso-8859-1" | "latin1"));
+        let text = std::str::from_utf8(body).ok().filter(|text| plain_charset && !text.contains('\0'));
+        // RFC 2231 parameters (`name*=`, `name*0=`) and RFC 2047 words
+        // (`=?utf-8?b?…?=`) can spell a field name in pieces or encoded.
+        let uncertain_multipart = content_type.starts_with("multipart/")
+            && body.windows(2).any(|w| (w[0] == b'*' && (w[1] == b'=' || w[1].is_ascii_digit())) || w == b"=?");
+        if text.is_none() || uncertain_multipart {
+            return if uncertain_multipart || self.mentions_anywhere(body) || mentions_a_card_number(body) {
+                whole()
+            } else {
+                Cow::Borrowed(body)
+            };
+        }
         if content_type.contains("json") || matches!(first, Some(b'{' | b'[')) {
             return match text.and_then(|text| self.redact_json(text)) {
                 Some(Cow::Borrowed(_)) => Cow::Borrowed(body),
@@ -136,28 +190,38 @@ impl Redactor {
                 Cow::Borrowed(_) => Cow::Borrowed(body),
                 Cow::Owned(redacted) => Cow::Owned(redacted.into_bytes()),
             },
-            _ if self.mentions_a_field(body) || mentions_a_card_number(body) => whole(),
+            _ if self.mentions_anywhere(body) || mentions_a_card_number(body) => whole(),
             _ => Cow::Borrowed(body),
         }
+    }
+
+    /// Whether a field name appears in `bytes` as sent, or once `%xx`
+    /// escapes are decoded.
+    fn mentions_anywhere(&self, bytes: &[u8]) -> bool {
+        self.mentions_a_field(bytes) || (bytes.contains(&b'%') && self.mentions_a_field(&percent_decode(bytes)))
     }
 
     /// Whether any field name appears in `bytes`, ignoring case, `_`, `-`
     /// and `.`.
     fn mentions_a_field(&self, bytes: &[u8]) -> bool {
+        // NULs go too: UTF-16 text of ASCII names is the name with NULs.
         let squeezed: Vec<u8> =
-            bytes.iter().filter(|b| !matches!(b, b'_' | b'-' | b'.')).map(u8::to_ascii_lowercase).collect();
+            bytes.iter().filter(|b| !matches!(b, b'_' | b'-' | b'.' | 0)).map(u8::to_ascii_lowercase).collect();
         self.fields.iter().any(|field| squeezed.windows(field.len()).any(|w| w == field.as_bytes()))
     }
 
     /// `a=1&password=x` → `a=1&password=<redacted>`; names and every other
-    /// byte kept as sent.
+    /// byte kept as sent. `;` separates pairs too, as some servers read it.
     fn redact_form<'t>(&self, text: &'t str) -> Cow<'t, str> {
         let mut out = String::new();
         let mut changed = false;
-        for (index, pair) in text.split('&').enumerate() {
-            if index > 0 {
-                out.push('&');
-            }
+        let mut rest = Some(text);
+        while let Some(current) = rest {
+            let (pair, separator) = match current.find(['&', ';']) {
+                Some(at) => (&current[..at], Some(&current[at..at + 1])),
+                None => (current, None),
+            };
+            rest = separator.map(|_| &current[pair.len() + 1..]);
             let (raw_name, value) = match pair.split_once('=') {
                 Some((name, value)) => (name, Some(value)),
                 None => (pair, None),
@@ -172,6 +236,9 @@ impl Redactor {
                     out.push_str(REDACTED);
                 }
                 _ => out.push_str(pair),
+            }
+            if let Some(separator) = separator {
+                out.push_str(separator);
             }
         }
         if changed { Cow::Owned(out) } else { Cow::Borrowed(text) }
@@ -201,6 +268,69 @@ impl Redactor {
         out.push_str(&text[at..]);
         Some(Cow::Owned(out))
     }
+}
+
+/// The `charset` parameter of a (lowercased) content type.
+fn charset(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        (name.trim() == "charset").then(|| value.trim().trim_matches('"'))
+    })
+}
+
+/// `%xx` escapes decoded, `+` read as a space; anything else as it is.
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    out.push((high * 16 + low) as u8);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A body decoded from its `Content-Encoding` (codings listed in the
+/// order applied; gzip and deflate), or `None` when a coding is unknown,
+/// the data is corrupt, or it expands past [`MAX_DECODED_BODY`].
+fn decode_body(encoding: &str, body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut data = body.to_vec();
+    for coding in encoding.split(',').map(str::trim).rev() {
+        if matches!(coding, "identity" | "") {
+            continue;
+        }
+        let mut decoded = Vec::new();
+        let limit = MAX_DECODED_BODY + 1;
+        let read = match coding {
+            "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&data[..]).take(limit).read_to_end(&mut decoded),
+            "deflate" => match flate2::read::ZlibDecoder::new(&data[..]).take(limit).read_to_end(&mut decoded) {
+                Ok(n) => Ok(n),
+                // Some clients send raw deflate under this name.
+                Err(_) => {
+                    decoded.clear();
+                    flate2::read::DeflateDecoder::new(&data[..]).take(limit).read_to_end(&mut decoded)
+                }
+            },
+            _ => return None,
+        };
+        if read.is_err() || decoded.len() as u64 > MAX_DECODED_BODY {
+            return None;
+        }
+        data = decoded;
+    }
+    Some(data)
 }
 
 /// Whether `text` is a card number: 13 to 19 digits (single spaces or
@@ -457,6 +587,81 @@ mod tests {
         assert_eq!(record.target, "/login?next=/&password=<redacted>");
         assert_eq!(record.headers[0].1, REDACTED);
         assert_eq!(record.body.as_deref(), Some(r#"{"username":"bob","password":"<redacted>"}"#));
+    }
+
+    #[test]
+    fn dressed_up_form_names_are_redacted() {
+        let r = Redactor::default();
+        let form = "application/x-www-form-urlencoded";
+        for (text, expected) in [
+            ("password[]=hunter2&x=1", "password[]=<redacted>&x=1"),
+            ("password%5B%5D=hunter2", "password%5B%5D=<redacted>"),
+            ("a=b;password=hunter2", "a=b;password=<redacted>"),
+            ("password+=hunter2", "password+=<redacted>"),
+            ("%00password=hunter2", "%00password=<redacted>"),
+            ("user[password][]=hunter2;;x", "user[password][]=<redacted>;;x"),
+        ] {
+            assert_eq!(body(&r, form, text), expected, "{text}");
+        }
+        assert_eq!(r.redact_target("/login?a=b;pass=hunter2"), "/login?a=b;pass=<redacted>");
+        assert_eq!(body(&r, form, "note=a;b&c=d"), "note=a;b&c=d", "separators kept as sent");
+    }
+
+    #[test]
+    fn utf16_and_encoded_multipart_bodies_are_dropped() {
+        let r = Redactor::default();
+        let utf16 = |text: &str, big_endian: bool| -> Vec<u8> {
+            text.encode_utf16().flat_map(|u| if big_endian { u.to_be_bytes() } else { u.to_le_bytes() }).collect()
+        };
+        for big_endian in [false, true] {
+            for content_type in ["application/x-www-form-urlencoded; charset=utf-16", "", "application/json"] {
+                for text in ["username=alice&password=hunter2", r#"{"username":"alice","password":"hunter2"}"#] {
+                    let bytes = utf16(text, big_endian);
+                    assert_eq!(
+                        &*r.redact_body(Some(content_type), &bytes),
+                        REDACTED.as_bytes(),
+                        "{content_type} {text}"
+                    );
+                }
+            }
+        }
+        let extended = "--b\r\nContent-Disposition: form-data; name*=UTF-8''p%61ssword\r\n\r\nhunter2\r\n--b--";
+        assert_eq!(body(&r, "multipart/form-data; boundary=b", extended), REDACTED);
+        let continued = "--b\r\nContent-Disposition: form-data; name*0=\"pa\"; name*1=\"ssw\"\r\n\r\nhunter2\r\n--b--";
+        assert_eq!(body(&r, "multipart/form-data; boundary=b", continued), REDACTED);
+        let plain = "--b\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\nhello\r\n--b--";
+        assert_eq!(body(&r, "multipart/form-data; boundary=b", plain), plain);
+    }
+
+    #[test]
+    fn compressed_bodies_are_kept_only_without_secrets() {
+        use std::io::Write as _;
+        let r = Redactor::default();
+        let gzip = |text: &str| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(text.as_bytes()).unwrap();
+            encoder.finish().unwrap()
+        };
+        let record = |headers: Vec<(String, String)>, bytes: &[u8]| {
+            let mut record = CaptureRecord::new(1.0, "192.0.2.1".parse().unwrap(), "POST", "/login", headers);
+            (record.body, record.body_b64) = encode_body(bytes);
+            record
+        };
+        let form = ("Content-Type".to_string(), "application/x-www-form-urlencoded".to_string());
+        let gzipped = ("Content-Encoding".to_string(), "gzip".to_string());
+        for headers in [vec![form.clone(), gzipped.clone()], vec![form.clone()]] {
+            let mut secret = record(headers, &gzip("username=alice&password=hunter2"));
+            r.redact_record(&mut secret);
+            assert_eq!(secret.body.as_deref(), Some(REDACTED));
+            assert_eq!(secret.body_b64, None);
+        }
+        let harmless = gzip("q=shoes&page=2");
+        let mut kept = record(vec![form.clone(), gzipped.clone()], &harmless);
+        r.redact_record(&mut kept);
+        assert_eq!(kept.body_bytes().unwrap().as_deref(), Some(&harmless[..]));
+        let mut unknown = record(vec![form, ("Content-Encoding".into(), "br".into())], b"\x0b\x02\x80pass");
+        r.redact_record(&mut unknown);
+        assert_eq!(unknown.body.as_deref(), Some(REDACTED));
     }
 
     #[test]

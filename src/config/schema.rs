@@ -865,6 +865,11 @@ pub struct StoreConfig {
     pub connect_timeout_ms: u64,
     /// How often a replica counting locally checks whether Redis is back.
     pub retry_interval_ms: u64,
+    /// Memory budget of the in-process counters (with Redis: of the local
+    /// fallback counters), in MiB. When it is reached the least useful
+    /// keys are evicted (bans in force last, busy scopes before one-off
+    /// keys); at the default about a million keys fit.
+    pub max_memory_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -877,6 +882,7 @@ impl Default for StoreConfig {
             timeout_ms: 5,
             connect_timeout_ms: 500,
             retry_interval_ms: 250,
+            max_memory_mb: 192,
         }
     }
 }
@@ -1019,7 +1025,8 @@ fn default_routes() -> Vec<RouteConfig> {
             profile: unspanned("login".into()),
             path: Some(unspanned("/login".into())),
             path_regex: None,
-            methods: vec![unspanned("POST".into())],
+            // Every method a form or an API sends credentials with.
+            methods: vec![unspanned("POST".into()), unspanned("PUT".into()), unspanned("PATCH".into())],
             mode: RouteMode::Enforce,
             on_store_failure: StoreFailure::Open,
             rate_limit: Some(RateLimitConfig { requests: 30, period_secs: 60, burst: Some(20) }),

@@ -52,6 +52,13 @@ pub enum Counter {
     BaselineAttempts,
     /// Site-wide failures, decayed over the baseline half-life.
     BaselineFailures,
+    /// Attempts let through to the upstream (over a short window): with
+    /// [`Counter::Resolved`], the attempts still in flight.
+    Forwarded,
+    /// Attempts let through whose request has ended (answered or not).
+    Resolved,
+    /// Distinct accounts that logged in successfully (a sketch).
+    SuccessAccounts,
 }
 
 impl Counter {
@@ -68,14 +75,18 @@ impl Counter {
             Counter::RecentFailures => "f1",
             Counter::BaselineAttempts => "a0",
             Counter::BaselineFailures => "f0",
+            Counter::Forwarded => "p",
+            Counter::Resolved => "r",
+            Counter::SuccessAccounts => "sa",
         }
     }
 }
 
 /// The counters kept per scope: failures, successes, refused attempts,
-/// bans, distinct usernames; per account: failures and distinct addresses;
-/// per route: the site-wide decayed sums.
-const COUNTERS: [(Scope, Counter); 26] = [
+/// bans, distinct usernames, attempts in flight, accounts that logged in;
+/// per account: failures and distinct addresses; per route: the site-wide
+/// decayed sums.
+const COUNTERS: [(Scope, Counter); 38] = [
     (Scope::Ip, Counter::Failures),
     (Scope::Ip, Counter::Successes),
     (Scope::Ip, Counter::Refused),
@@ -96,6 +107,18 @@ const COUNTERS: [(Scope, Counter); 26] = [
     (Scope::Net, Counter::Refused),
     (Scope::Net, Counter::Ban),
     (Scope::Net, Counter::Usernames),
+    (Scope::Ip, Counter::Forwarded),
+    (Scope::Ip, Counter::Resolved),
+    (Scope::Ip, Counter::SuccessAccounts),
+    (Scope::Subnet, Counter::Forwarded),
+    (Scope::Subnet, Counter::Resolved),
+    (Scope::Subnet, Counter::SuccessAccounts),
+    (Scope::Fingerprint, Counter::Forwarded),
+    (Scope::Fingerprint, Counter::Resolved),
+    (Scope::Fingerprint, Counter::SuccessAccounts),
+    (Scope::Net, Counter::Forwarded),
+    (Scope::Net, Counter::Resolved),
+    (Scope::Net, Counter::SuccessAccounts),
     (Scope::User, Counter::Failures),
     (Scope::User, Counter::Addresses),
     (Scope::Site, Counter::RecentAttempts),

@@ -33,6 +33,11 @@ const SCOPES: [Scope; 4] = [Scope::Ip, Scope::Subnet, Scope::Fingerprint, Scope:
 /// Half-life of the "last few minutes" side of the site-wide comparison.
 const SITE_RECENT_HALF_LIFE: Duration = Duration::from_secs(60);
 
+/// Window of the in-flight count (attempts let through minus those whose
+/// request ended): a login slower than this is not waited for, and an
+/// attempt whose end was never seen stops counting within two windows.
+const PENDING_WINDOW: Duration = Duration::from_secs(60);
+
 /// What the stage knows about one login attempt, carried in the decision
 /// until the outcome is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,13 +113,21 @@ impl CredentialStage {
                 plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 0 });
             }
             plan.push(CounterOp::Distinct { key: keys.key(scope, Counter::Usernames), window, item: keys.user_item });
+            for counter in [Counter::Forwarded, Counter::Resolved] {
+                plan.push(CounterOp::Count { key: keys.key(scope, counter), window: PENDING_WINDOW, add: 0 });
+            }
+            plan.push(CounterOp::Distinct { key: keys.key(scope, Counter::SuccessAccounts), window, item: None });
         }
         if keys.user.is_some() {
             plan.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 0 });
-            plan.push(CounterOp::Distinct {
+            // Only an account already tracked takes the address now: a
+            // refused attempt (a banned client cycling usernames) must not
+            // create state per username. A let-through attempt adds it in
+            // `record_decision`.
+            plan.push(CounterOp::DistinctIfHeld {
                 key: keys.key(Scope::User, Counter::Addresses),
                 window,
-                item: Some(keys.ip_item),
+                item: keys.ip_item,
             });
         }
         let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
@@ -197,7 +210,7 @@ impl CredentialStage {
                 continue;
             }
             let distinct = readings.number(&keys.key(scope, Counter::Usernames));
-            let (_, _, ratio) = outcomes(readings, keys, scope);
+            let ratio = outcomes(readings, keys, scope).ratio;
             if distinct >= f64::from(threshold) && ratio >= min_ratio {
                 let mut signal = Signal::new(Arc::from(id), 25);
                 signal.evidence.push(Evidence::number("distinct_usernames", distinct, Some(f64::from(threshold))));
@@ -253,7 +266,10 @@ impl CredentialStage {
         signals: &mut Vec<Signal>,
         bans: &mut Vec<BanRequest>,
     ) {
-        let (failures, successes, ratio) = outcomes(readings, keys, escalation.scope);
+        let Outcomes { failures, pending, successes, ratio } = outcomes(readings, keys, escalation.scope);
+        // Attempts still in flight weigh as failures until their outcome
+        // is known: a burst sent at once is stopped at the threshold.
+        let failures = failures + pending;
         let refused = readings.number(&keys.key(escalation.scope, Counter::Refused));
         let threshold = f64::from(escalation.failures.max(1));
         let popular = successes >= f64::from(abuse.popular_successes.max(1));
@@ -272,6 +288,7 @@ impl CredentialStage {
                 Evidence::number("failure_ratio", round3(ratio), None),
                 Evidence::number("window_s", abuse.window_secs as f64, None),
             ];
+            push_pending(&mut signal, pending);
             signals.push(signal);
             return;
         }
@@ -302,6 +319,7 @@ impl CredentialStage {
             Evidence::number("refused", refused, None),
             Evidence::number("window_s", abuse.window_secs as f64, None),
         ];
+        push_pending(&mut signal, pending);
         signals.push(signal);
     }
 
@@ -354,8 +372,9 @@ impl CredentialStage {
         }
     }
 
-    /// After deciding: refused attempts count toward escalation, and
-    /// enforced blocks set their bans.
+    /// After deciding: refused attempts count toward escalation; attempts
+    /// let through join their account's addresses; enforced blocks set
+    /// their bans.
     fn record_decision(
         &self,
         attempt: &LoginAttempt,
@@ -364,11 +383,18 @@ impl CredentialStage {
         bans: &[BanRequest],
         plan: &mut CounterPlan,
     ) {
+        let keys = &attempt.keys;
+        let window = Duration::from_secs(abuse.window_secs);
         if refused {
-            let window = Duration::from_secs(abuse.window_secs);
             for scope in SCOPES {
-                plan.push(CounterOp::Count { key: attempt.keys.key(scope, Counter::Refused), window, add: 1 });
+                plan.push(CounterOp::Count { key: keys.key(scope, Counter::Refused), window, add: 1 });
             }
+        } else if keys.user.is_some() {
+            plan.push(CounterOp::Distinct {
+                key: keys.key(Scope::User, Counter::Addresses),
+                window,
+                item: Some(keys.ip_item),
+            });
         }
         for ban in bans {
             plan.push(CounterOp::Ban {
@@ -409,6 +435,19 @@ impl CredentialStage {
         };
         for scope in SCOPES {
             plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 1 });
+        }
+        if outcome == LoginOutcome::Success {
+            // Successes count per account: logging in to one's own
+            // account between guesses adds one success, however often. A
+            // success without a username counts on its own.
+            let item = keys.user_item.unwrap_or_else(anonymous_success);
+            for scope in SCOPES {
+                plan.push(CounterOp::Distinct {
+                    key: keys.key(scope, Counter::SuccessAccounts),
+                    window,
+                    item: Some(item),
+                });
+            }
         }
         if keys.user.is_some() && outcome == LoginOutcome::Failure {
             plan.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 1 });
@@ -485,6 +524,8 @@ impl Stage for CredentialStage {
     }
 
     fn observe(&self, route: &Route, context: &RequestContext, observed: &Observed<'_>, writes: &mut CounterPlan) {
+        // The request has ended: the attempt is no longer in flight.
+        self.abandoned(route, context, writes);
         let (Some(state), Some(abuse), Some(outcome)) = (context.get::<AttemptState>(), &route.abuse, observed.login)
         else {
             return;
@@ -500,14 +541,70 @@ impl Stage for CredentialStage {
             _ => self.observe_outcome(&state.attempt, abuse, outcome, writes),
         }
     }
+
+    /// The attempt goes to the upstream: in flight until its request ends.
+    fn forwarded(&self, route: &Route, context: &RequestContext, writes: &mut CounterPlan) {
+        if let (Some(state), Some(_)) = (context.get::<AttemptState>(), &route.abuse) {
+            for scope in SCOPES {
+                let key = state.attempt.keys.key(scope, Counter::Forwarded);
+                writes.push(CounterOp::Count { key, window: PENDING_WINDOW, add: 1 });
+            }
+        }
+    }
+
+    /// The request ended (answered or not): the attempt is no longer in
+    /// flight.
+    fn abandoned(&self, route: &Route, context: &RequestContext, writes: &mut CounterPlan) {
+        if let (Some(state), Some(_)) = (context.get::<AttemptState>(), &route.abuse) {
+            for scope in SCOPES {
+                let key = state.attempt.keys.key(scope, Counter::Resolved);
+                writes.push(CounterOp::Count { key, window: PENDING_WINDOW, add: 1 });
+            }
+        }
+    }
 }
 
-/// Failures, successes and the failure ratio of a scope.
-fn outcomes(readings: &CounterReadings, keys: &LoginKeys, scope: Scope) -> (f64, f64, f64) {
+/// What a scope's counters say about its logins.
+struct Outcomes {
+    failures: f64,
+    /// Attempts let through whose request has not ended yet.
+    pending: f64,
+    /// Successful logins, counted per distinct account.
+    successes: f64,
+    /// Failures (in-flight attempts counted as failures) over attempts.
+    ratio: f64,
+}
+
+fn outcomes(readings: &CounterReadings, keys: &LoginKeys, scope: Scope) -> Outcomes {
     let failures = readings.number(&keys.key(scope, Counter::Failures));
-    let successes = readings.number(&keys.key(scope, Counter::Successes));
-    let attempts = failures + successes;
-    (failures, successes, if attempts > 0.0 { failures / attempts } else { 0.0 })
+    let logins = readings.number(&keys.key(scope, Counter::Successes));
+    let accounts = readings.number(&keys.key(scope, Counter::SuccessAccounts));
+    // Counters written before accounts were counted have no sketch: their
+    // plain count stands until the window passes.
+    let successes = if accounts > 0.0 { accounts.min(logins) } else { logins };
+    let pending = (readings.number(&keys.key(scope, Counter::Forwarded))
+        - readings.number(&keys.key(scope, Counter::Resolved)))
+    .max(0.0)
+    .floor();
+    let counted = failures + pending;
+    let attempts = counted + successes;
+    Outcomes { failures, pending, successes, ratio: if attempts > 0.0 { counted / attempts } else { 0.0 } }
+}
+
+/// The in-flight attempts behind a signal, when there are any (sequential
+/// traffic, and so replay, never has them).
+fn push_pending(signal: &mut Signal, pending: f64) {
+    if pending > 0.0 {
+        signal.evidence.push(Evidence::number("pending", pending, None));
+    }
+}
+
+/// A sketch item for a success whose username is not known: unique, so
+/// that it counts as an account of its own.
+fn anonymous_success() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::store::sketch::item_hash(&[b"anonymous success".as_slice(), &n.to_le_bytes()].concat())
 }
 
 fn round3(value: f64) -> f64 {

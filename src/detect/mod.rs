@@ -100,4 +100,15 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
 
     /// Counter writes learned from the upstream's answer.
     fn observe(&self, _route: &Route, _context: &RequestContext, _observed: &Observed<'_>, _writes: &mut CounterPlan) {}
+
+    /// Counter writes for a request about to be let through to the
+    /// upstream (the front door's decision: not refused, no challenge
+    /// served instead). Not called when a pipeline only evaluates (benches,
+    /// `explain`).
+    fn forwarded(&self, _route: &Route, _context: &RequestContext, _writes: &mut CounterPlan) {}
+
+    /// Counter writes for a request let through whose answer will never
+    /// be known (the upstream failed, the client left, a sidecar's
+    /// application never reported).
+    fn abandoned(&self, _route: &Route, _context: &RequestContext, _writes: &mut CounterPlan) {}
 }

@@ -68,7 +68,8 @@ impl App {
         // The store is built once at start; compiling checks its settings
         // so `check` and reload report them.
         let redis = RedisSettings::from_config(config);
-        match (pipeline, proxy, capture, redis) {
+        let budget = crate::store::local_budget(config).map_err(|invalid| vec![invalid]);
+        match (pipeline, proxy, capture, redis.and(budget)) {
             (Ok(pipeline), Ok(proxy), Ok(capture), Ok(_)) => Ok(App {
                 lifecycle: Lifecycle::new(pipeline, capture),
                 proxy,

@@ -49,6 +49,7 @@ impl Server {
         if let crate::store::CounterStore::Redis(redis) = &**app.pipeline().store() {
             metrics.attach_store(redis.metrics());
         }
+        metrics.attach_local_store(app.pipeline().store().local_gauges());
         let client = upstream_client(app.proxy.timeouts.upstream_connect);
         let pending = match &app.proxy.sidecar {
             Some(sidecar) => PendingOutcomes::new(sidecar.outcome_wait, sidecar.max_pending_outcomes),
@@ -80,8 +81,32 @@ impl Server {
             runtime.log.clone(),
         ));
         tokio::spawn(crate::admin::serve(admin, admin_context.clone(), shutdown_rx.clone()));
+        tokio::spawn(maintain_store(runtime.clone(), shutdown_rx.clone()));
         let finished = tokio::spawn(accept_loop(runtime.clone(), proxy, shutdown_rx));
         Ok(Running { proxy_addr, admin_addr, runtime, admin: admin_context, shutdown, finished })
+    }
+}
+
+/// How often the counter store drops what has expired, whatever the
+/// traffic: the keys of clients who went quiet must not wait for other
+/// requests to be pruned.
+const STORE_MAINTENANCE: Duration = Duration::from_secs(2);
+
+async fn maintain_store(runtime: Arc<Runtime>, mut shutdown: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(STORE_MAINTENANCE);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let app = runtime.app.load();
+        let pipeline = app.pipeline();
+        let now = pipeline.clock().now();
+        let store = pipeline.store().clone();
+        // A full pass locks each shard in turn for a few milliseconds at
+        // most; off the async workers all the same.
+        let _ = tokio::task::spawn_blocking(move || store.maintain(now)).await;
     }
 }
 

@@ -1,43 +1,71 @@
-//! The in-process counter store: GCRA limits on governor's keyed limiters
-//! (driven by the injected clock), and sliding-window counts, distinct
-//! sketches, decayed sums and bans in sharded maps.
+//! The in-process counter store: GCRA limits, sliding-window counts,
+//! distinct sketches, decayed sums and bans in sharded maps, under one
+//! memory budget (`[store] max_memory_mb`).
 //!
-//! Memory stays bounded: every few thousand operations the limiters forget
-//! keys whose state has fully replenished (governor's `retain_recent`) and
-//! one shard of the maps drops entries whose windows have passed, so a key
-//! lives about as long as it can still change an answer.
+//! Memory stays bounded however many clients, addresses or usernames an
+//! attacker brings:
+//! - reads never create keys (a count read with `add: 0` of a key nobody
+//!   counted is 0 without storing anything);
+//! - entries that can no longer change an answer (their windows passed, a
+//!   limit fully replenished, a ban over) are dropped, one shard every few
+//!   thousand operations and every shard on a timer ([`LocalStore::maintain`]);
+//! - a shard over its share of the budget evicts its least useful entries
+//!   at once: bans in force last, then by how often an entry was used
+//!   (aged at every eviction, so yesterday's hot scope does not stay
+//!   forever) and how recently. A flood of one-off keys (random usernames,
+//!   rotating addresses) therefore pushes out other one-off keys, not the
+//!   bans and busy scopes that stop it.
+//!
+//! The budget counts the store's own allocations: keys, sketches and the
+//! hash tables as allocated (a table that would have to double past the
+//! budget evicts instead). The process's RSS adds the rest of palisade and
+//! the allocator's slack.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use governor::Quota;
+
+use super::window::{Decayed, OneDistinct, Rhythm, SlidingCount, WindowedDistinct};
+use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Key, Reading};
+use crate::clock::{Nanos, SharedClock};
+use crate::config::RateLimitConfig;
+use crate::metrics::LocalStoreGauges;
 
 /// The counter maps: hashbrown's default hasher (foldhash) is several
 /// times cheaper than SipHash on short keys, and keys here are chosen by
 /// palisade (hashed identities), not by clients.
-type SlotMap = hashbrown::HashMap<String, Slot>;
-use std::hash::BuildHasher;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
-
-use governor::middleware::NoOpMiddleware;
-use governor::{Quota, RateLimiter, clock::Clock as _, state::keyed::DashMapStateStore};
-
-use super::window::{Decayed, Rhythm, SlidingCount, WindowedDistinct};
-use super::{CounterOp, CounterPlan, CounterReadings, GcraReading, Key, Reading};
-use crate::clock::{GovernorClock, Nanos, SharedClock};
-use crate::config::RateLimitConfig;
-
-type KeyedLimiter = RateLimiter<Key, DashMapStateStore<Key>, GovernorClock, NoOpMiddleware<governor::nanos::Nanos>>;
+type SlotMap = hashbrown::HashMap<Box<str>, Entry>;
 
 const PRUNE_EVERY_OPS: u64 = 4096;
 const SHARDS: usize = 16;
 
+/// The default budget, when `[store] max_memory_mb` is not set: about a
+/// million keys, and with the rest of palisade well under 256 MB of RSS.
+pub const DEFAULT_MAX_MEMORY_MB: u64 = 192;
+
+/// An eviction brings a shard down to this fraction of its budget, so the
+/// next one is thousands of inserts away rather than at the next insert.
+const EVICT_TO_NUM: usize = 7;
+const EVICT_TO_DEN: usize = 8;
+
 #[derive(Debug, Clone)]
 enum Slot {
+    /// A GCRA limit's theoretical arrival time, as governor keeps it.
+    Gcra(Nanos),
     Count(SlidingCount, Duration),
-    Distinct(WindowedDistinct, Duration),
+    /// A distinct count of one item, inline: most distinct keys of a flood
+    /// never see a second.
+    DistinctOne(OneDistinct, Duration),
+    /// Boxed: sketches are the largest state, and most keys are counts.
+    Distinct(Box<(WindowedDistinct, Duration)>),
     Decay(Decayed, Duration),
-    Rhythm(Rhythm, Duration),
+    /// Boxed: larger than the other slots, and one per client at most.
+    Rhythm(Box<(Rhythm, Duration)>),
     /// Banned until this time, for this reason (a detection id).
     Ban(Nanos, Key),
 }
@@ -45,33 +73,236 @@ enum Slot {
 impl Slot {
     fn is_expired(&self, now: Nanos) -> bool {
         match self {
+            Slot::Gcra(tat) => *tat <= now,
             Slot::Count(count, window) => count.is_expired(now, *window),
-            Slot::Distinct(distinct, window) => distinct.is_expired(now, *window),
+            Slot::DistinctOne(one, window) => one.is_expired(now, *window),
+            Slot::Distinct(distinct) => distinct.0.is_expired(now, distinct.1),
             Slot::Decay(decayed, half_life) => decayed.is_expired(now, *half_life),
-            Slot::Rhythm(rhythm, window) => rhythm.is_expired(now, *window),
+            Slot::Rhythm(rhythm) => rhythm.0.is_expired(now, rhythm.1),
             Slot::Ban(until, _) => *until <= now,
         }
+    }
+
+    /// Bytes this slot holds outside its map bucket.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Slot::Distinct(distinct) => {
+                allocation(std::mem::size_of::<(WindowedDistinct, Duration)>()) + distinct.0.heap_bytes()
+            }
+            Slot::Rhythm(_) => allocation(std::mem::size_of::<(Rhythm, Duration)>()),
+            _ => 0,
+        }
+    }
+}
+
+/// A slot and what eviction weighs it by.
+#[derive(Debug, Clone)]
+struct Entry {
+    slot: Slot,
+    /// Uses since it was created, halved at every eviction in its shard.
+    hits: u32,
+    /// When it was last used, in seconds of the store's clock.
+    touched: u32,
+}
+
+impl Entry {
+    fn new(slot: Slot, now: Nanos) -> Self {
+        Entry { slot, hits: 0, touched: seconds(now) }
+    }
+
+    fn touch(&mut self, now: Nanos) {
+        self.hits = self.hits.saturating_add(1);
+        self.touched = seconds(now);
+    }
+
+    /// Higher is more worth keeping: a ban in force above everything,
+    /// then uses, then recency.
+    fn keep_score(&self, now: Nanos) -> u64 {
+        match self.slot {
+            Slot::Ban(until, _) if until > now => u64::MAX,
+            _ => (u64::from(self.hits.min(u32::MAX - 1)) << 32) | u64::from(self.touched),
+        }
+    }
+}
+
+fn seconds(now: Nanos) -> u32 {
+    (now / 1_000_000_000) as u32
+}
+
+/// Bytes an allocation of `size` takes from the allocator (glibc-like:
+/// 8 bytes of header, 16-byte granules, 32 at least).
+fn allocation(size: usize) -> usize {
+    if size == 0 { 0 } else { (size + 8).next_multiple_of(16).max(32) }
+}
+
+/// Bytes one entry costs outside its map's table: its key's text and its
+/// slot's heap.
+fn entry_bytes(key: &str, entry: &Entry) -> usize {
+    allocation(key.len()) + entry.slot.heap_bytes()
+}
+
+/// Bytes of one bucket of a shard's table: the key's pointer, the entry
+/// and hashbrown's control byte.
+const BUCKET_BYTES: usize = std::mem::size_of::<(Box<str>, Entry)>() + 1;
+
+/// The buckets of a table whose [`capacity`](hashbrown::HashMap::capacity)
+/// (entries plus room left before it grows) is `capacity`: hashbrown keeps
+/// 8 buckets for 7 entries, a power of two. Removed entries can take room
+/// until the table is rebuilt, so the capacity seen can be lower than the
+/// table's; rounding up to the power of two finds the table all the same.
+fn buckets(capacity: usize) -> usize {
+    if capacity == 0 { 0 } else { (capacity.saturating_mul(8) / 7).max(capacity + 1).next_power_of_two() }
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: SlotMap,
+    /// What [`entry_bytes`] adds up to over the map.
+    bytes: usize,
+}
+
+impl Shard {
+    fn buckets(&self) -> usize {
+        buckets(self.map.capacity())
+    }
+
+    /// Everything the shard holds: entries and its table as allocated
+    /// (a table grows by doubling, so it can be twice what it holds).
+    fn size(&self) -> usize {
+        self.bytes + self.buckets() * BUCKET_BYTES
+    }
+
+    /// What the shard will hold once one more entry of `bytes` is in:
+    /// when the table has no room left, hashbrown doubles it.
+    fn size_with(&self, bytes: usize) -> usize {
+        let buckets = if self.map.len() >= self.map.capacity() { (self.buckets() * 2).max(4) } else { self.buckets() };
+        self.bytes + bytes + buckets * BUCKET_BYTES
+    }
+
+    /// A fresh table of the same size: removed entries leave markers that
+    /// take room until the table is rebuilt, and hashbrown would double a
+    /// table full of them rather than reuse it.
+    fn rebuild(&mut self) {
+        let buckets = self.buckets();
+        let capacity = if buckets < 8 { buckets.saturating_sub(1) } else { buckets / 8 * 7 };
+        if self.map.capacity() >= capacity {
+            return;
+        }
+        let mut fresh = SlotMap::with_capacity_and_hasher(capacity, self.map.hasher().clone());
+        fresh.extend(self.map.drain());
+        self.map = fresh;
+    }
+
+    /// Drop the entries that no longer change an answer; how many.
+    fn prune(&mut self, now: Nanos) -> usize {
+        let before = self.map.len();
+        let mut freed = 0;
+        self.map.retain(|key, entry| {
+            let expired = entry.slot.is_expired(now);
+            if expired {
+                freed += entry_bytes(key, entry);
+            }
+            !expired
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
+        before - self.map.len()
+    }
+
+    /// Make room for one more entry of `bytes` within `budget`: expired
+    /// entries first, then the least worth keeping — down to 7/8 of the
+    /// budget, and, when the table is full and doubling it would not fit,
+    /// by an eighth of the entries, so that the table need not grow. How
+    /// many entries went (expired, evicted).
+    fn make_room(&mut self, now: Nanos, budget: usize, bytes: usize) -> (usize, usize) {
+        let pruned = self.prune(now);
+        if self.size_with(bytes) > budget {
+            self.rebuild();
+        }
+        if self.size_with(bytes) <= budget || self.map.is_empty() {
+            return (pruned, 0);
+        }
+        let len = self.map.len();
+        let table = self.buckets() * BUCKET_BYTES;
+        let target = (budget / EVICT_TO_DEN * EVICT_TO_NUM).saturating_sub(table);
+        // Entries are of similar size: drop the share of them that the
+        // excess is of their bytes.
+        let mut drop = match self.bytes.checked_sub(target) {
+            Some(excess) if excess > 0 => excess.saturating_mul(len) / self.bytes.max(1) + 1,
+            _ => 0,
+        };
+        if len >= self.map.capacity() {
+            drop = drop.max(len / EVICT_TO_DEN + 1);
+        }
+        let drop = drop.clamp(1, len);
+        let mut scores: Vec<u64> = self.map.values().map(|entry| entry.keep_score(now)).collect();
+        let (_, threshold, _) = scores.select_nth_unstable(drop - 1);
+        let threshold = *threshold;
+        // Entries scored below the threshold all go; of those scored at
+        // it, only as many as still needed.
+        let below = scores.iter().filter(|score| **score < threshold).count();
+        let mut at_threshold = drop - below;
+        let mut freed = 0;
+        let mut evicted = 0;
+        self.map.retain(|key, entry| {
+            let score = entry.keep_score(now);
+            let evict = score < threshold || (score == threshold && at_threshold > 0);
+            if evict {
+                if score == threshold {
+                    at_threshold -= 1;
+                }
+                freed += entry_bytes(key, entry);
+                evicted += 1;
+                return false;
+            }
+            // Aging: uses long past weigh less than those to come.
+            entry.hits /= 2;
+            true
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
+        self.rebuild();
+        (pruned, evicted)
     }
 }
 
 #[derive(Debug)]
 pub struct LocalStore {
-    clock: GovernorClock,
-    limiters: RwLock<HashMap<RateLimitConfig, Arc<KeyedLimiter>>>,
-    shards: [Mutex<SlotMap>; SHARDS],
+    clock: SharedClock,
+    shards: [Mutex<Shard>; SHARDS],
     hasher: hashbrown::DefaultHashBuilder,
     ops: AtomicU64,
+    /// The budget of one shard, in bytes.
+    shard_budget: usize,
+    /// Keys held, bytes held and evictions, for the metrics.
+    gauges: Arc<LocalStoreGauges>,
+    /// The next shard [`LocalStore::maintain`] prunes.
+    next_maintained: AtomicUsize,
 }
 
 impl LocalStore {
+    /// A store with the default budget ([`DEFAULT_MAX_MEMORY_MB`]).
     pub fn new(clock: SharedClock) -> Self {
+        LocalStore::with_budget(clock, DEFAULT_MAX_MEMORY_MB * 1024 * 1024)
+    }
+
+    /// A store that holds about `max_bytes` of counters at most.
+    pub fn with_budget(clock: SharedClock, max_bytes: u64) -> Self {
+        let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let gauges = Arc::new(LocalStoreGauges::default());
+        gauges.budget_bytes.store(max_bytes as u64, Ordering::Relaxed);
         LocalStore {
-            clock: GovernorClock(clock),
-            limiters: RwLock::default(),
+            clock,
             shards: Default::default(),
             hasher: Default::default(),
             ops: AtomicU64::new(0),
+            shard_budget: (max_bytes / SHARDS).max(4096),
+            gauges,
+            next_maintained: AtomicUsize::new(0),
         }
+    }
+
+    /// The numbers `/metrics` shows for this store.
+    pub fn gauges(&self) -> Arc<LocalStoreGauges> {
+        self.gauges.clone()
     }
 
     pub fn execute(&self, plan: &CounterPlan, now: Nanos, readings: &mut CounterReadings) {
@@ -80,111 +311,250 @@ impl LocalStore {
             if ops % PRUNE_EVERY_OPS == PRUNE_EVERY_OPS - 1 {
                 self.prune(now, (ops / PRUNE_EVERY_OPS) as usize % SHARDS);
             }
-            let reading = match op {
-                CounterOp::Gcra { key, limit } => Reading::Gcra(self.gcra(key, limit)),
-                other => self.update(other, now),
-            };
+            let reading = self.update(op, now);
             readings.push(op.key().clone(), reading);
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<SlotMap> {
+    fn shard_of(&self, key: &str) -> &Mutex<Shard> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
     fn update(&self, op: &CounterOp, now: Nanos) -> Reading {
-        let mut shard = self.shard(op.key()).lock().expect("store shard poisoned");
+        let mut shard = self.shard_of(op.key()).lock().expect("store shard poisoned");
+        let shard = &mut *shard;
         match op {
-            CounterOp::Count { key, window, add } => {
-                let slot = entry(&mut shard, key, || Slot::Count(SlidingCount::default(), *window));
-                match slot {
-                    Slot::Count(count, _) => {
-                        if *add > 0 {
-                            count.add(now, *window, *add);
-                        }
-                        Reading::Number(count.estimate(now, *window))
+            CounterOp::Gcra { key, limit } => {
+                // The clock, not `now`: what governor did, so limits answer
+                // as they always have.
+                let at = self.clock.now();
+                let (interval, tolerance) = gcra_params(limit);
+                let tat = match shard.map.get(&**key) {
+                    Some(Entry { slot: Slot::Gcra(tat), .. }) => *tat,
+                    _ => at,
+                };
+                let earliest = tat.saturating_sub(tolerance);
+                if at < earliest {
+                    if let Some(entry) = shard.map.get_mut(&**key) {
+                        entry.touch(now);
                     }
-                    _ => Reading::Number(0.0),
+                    let wait = Duration::from_nanos(earliest - at);
+                    return Reading::Gcra(GcraReading::Limited { retry_after: wait.max(Duration::from_millis(1)) });
                 }
+                let next = tat.max(at) + interval;
+                self.upsert(shard, key, now, || Slot::Gcra(next), |slot| *slot = Slot::Gcra(next));
+                Reading::Gcra(GcraReading::Allowed)
             }
-            CounterOp::Distinct { key, window, item } => {
-                let slot = entry(&mut shard, key, || Slot::Distinct(WindowedDistinct::default(), *window));
-                match slot {
-                    Slot::Distinct(distinct, _) => {
-                        if let Some(item) = item {
-                            distinct.add(now, *window, *item);
+            CounterOp::Count { key, window, add } => {
+                if *add == 0 {
+                    return match shard.map.get_mut(&**key) {
+                        Some(entry) => {
+                            entry.touch(now);
+                            match &entry.slot {
+                                Slot::Count(count, _) => Reading::Number(count.estimate(now, *window)),
+                                _ => Reading::Number(0.0),
+                            }
                         }
-                        Reading::Number(distinct.count(now, *window) as f64)
-                    }
-                    _ => Reading::Number(0.0),
+                        None => Reading::Number(0.0),
+                    };
                 }
+                let mut reading = 0.0;
+                let fresh = || {
+                    let mut count = SlidingCount::default();
+                    count.add(now, *window, *add);
+                    Slot::Count(count, *window)
+                };
+                let slot = self.upsert(shard, key, now, fresh, |slot| {
+                    if let Slot::Count(count, _) = slot {
+                        count.add(now, *window, *add);
+                    }
+                });
+                if let Some(Slot::Count(count, _)) = slot {
+                    reading = count.estimate(now, *window);
+                }
+                Reading::Number(reading)
+            }
+            CounterOp::Distinct { key, window, item } => self.distinct(shard, key, *window, *item, true, now),
+            CounterOp::DistinctIfHeld { key, window, item } => {
+                self.distinct(shard, key, *window, Some(*item), false, now)
             }
             CounterOp::Decay { key, half_life, add } => {
-                let slot = entry(&mut shard, key, || Slot::Decay(Decayed::default(), *half_life));
-                match slot {
-                    Slot::Decay(decayed, _) => Reading::Number(decayed.add(now, *half_life, *add)),
-                    _ => Reading::Number(0.0),
+                if *add == 0.0 {
+                    return match shard.map.get_mut(&**key) {
+                        Some(entry) => {
+                            entry.touch(now);
+                            match &entry.slot {
+                                Slot::Decay(decayed, _) => Reading::Number(decayed.read(now, *half_life)),
+                                _ => Reading::Number(0.0),
+                            }
+                        }
+                        None => Reading::Number(0.0),
+                    };
                 }
+                let mut fresh_value = Decayed::default();
+                let fresh_reading = fresh_value.add(now, *half_life, *add);
+                let mut reading = fresh_reading;
+                let slot = self.upsert(
+                    shard,
+                    key,
+                    now,
+                    || Slot::Decay(fresh_value, *half_life),
+                    |slot| {
+                        if let Slot::Decay(decayed, _) = slot {
+                            reading = decayed.add(now, *half_life, *add);
+                        }
+                    },
+                );
+                if !matches!(slot, Some(Slot::Decay(..))) {
+                    reading = 0.0;
+                }
+                Reading::Number(reading)
             }
             CounterOp::Rhythm { key, window } => {
-                let slot = entry(&mut shard, key, || Slot::Rhythm(Rhythm::default(), *window));
-                match slot {
-                    Slot::Rhythm(rhythm, _) => {
-                        rhythm.arrive(now, *window);
-                        Reading::Number(rhythm.read())
+                let fresh = || {
+                    let mut rhythm = Rhythm::default();
+                    rhythm.arrive(now, *window);
+                    Slot::Rhythm(Box::new((rhythm, *window)))
+                };
+                let slot = self.upsert(shard, key, now, fresh, |slot| {
+                    if let Slot::Rhythm(rhythm) = slot {
+                        rhythm.0.arrive(now, *window);
                     }
+                });
+                match slot {
+                    Some(Slot::Rhythm(rhythm)) => Reading::Number(rhythm.0.read()),
                     _ => Reading::Number(f64::NAN),
                 }
             }
-            CounterOp::BanCheck { key } => match shard.get(&**key) {
-                Some(Slot::Ban(until, _)) if *until > now => Reading::Ban(Some(Duration::from_nanos(until - now))),
-                _ => Reading::Ban(None),
+            CounterOp::BanCheck { key } => match shard.map.get_mut(&**key) {
+                Some(entry) => match entry.slot {
+                    Slot::Ban(until, _) if until > now => {
+                        entry.touch(now);
+                        Reading::Ban(Some(Duration::from_nanos(until - now)))
+                    }
+                    _ => Reading::Ban(None),
+                },
+                None => Reading::Ban(None),
             },
             CounterOp::Ban { key, ttl, reason } => {
                 let until = now + ttl.as_nanos() as u64;
-                match shard.get_mut(&**key) {
-                    Some(Slot::Ban(current, _)) if *current >= until => {}
-                    _ => {
-                        shard.insert(key.to_string(), Slot::Ban(until, reason.clone()));
-                    }
-                }
+                let extend = |slot: &mut Slot| match slot {
+                    Slot::Ban(current, _) if *current >= until => {}
+                    other => *other = Slot::Ban(until, reason.clone()),
+                };
+                self.upsert(shard, key, now, || Slot::Ban(until, reason.clone()), extend);
                 Reading::Done
             }
-            CounterOp::Gcra { .. } => Reading::Done,
         }
     }
 
-    fn gcra(&self, key: &Key, limit: &RateLimitConfig) -> GcraReading {
-        let limiter = self.limiter(limit);
-        match limiter.check_key(key) {
-            Ok(()) => GcraReading::Allowed,
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                GcraReading::Limited { retry_after: wait.max(Duration::from_millis(1)) }
+    /// Add `item` (if any) to the sketch under `key` and read its count.
+    /// With `create` false a missing key is not created: the reading is
+    /// what it would be (the item alone), and the item is counted only
+    /// once a later write adds it for real.
+    fn distinct(
+        &self,
+        shard: &mut Shard,
+        key: &Key,
+        window: Duration,
+        item: Option<u64>,
+        create: bool,
+        now: Nanos,
+    ) -> Reading {
+        if let Some(entry) = shard.map.get_mut(&**key) {
+            entry.touch(now);
+            if let Slot::DistinctOne(one, _) = &mut entry.slot {
+                let full = match item {
+                    Some(item) => one.add(now, window, item),
+                    None => None,
+                };
+                let Some(mut full) = full else { return Reading::Number(one.count(now, window) as f64) };
+                let count = full.count(now, window);
+                entry.slot = Slot::Distinct(Box::new((full, window)));
+                shard.bytes += entry.slot.heap_bytes();
+                return Reading::Number(count as f64);
             }
+            let Slot::Distinct(distinct) = &mut entry.slot else { return Reading::Number(0.0) };
+            let before = distinct.0.heap_bytes();
+            if let Some(item) = item {
+                distinct.0.add(now, window, item);
+            }
+            let count = distinct.0.count(now, window);
+            let after = distinct.0.heap_bytes();
+            shard.bytes = (shard.bytes + after).saturating_sub(before);
+            return Reading::Number(count as f64);
         }
+        let Some(item) = item else { return Reading::Number(0.0) };
+        if !create {
+            return Reading::Number(1.0);
+        }
+        let one = OneDistinct::new(now, window, item);
+        self.insert(shard, key, Entry::new(Slot::DistinctOne(one, window), now), now);
+        Reading::Number(one.count(now, window) as f64)
     }
 
-    fn limiter(&self, limit: &RateLimitConfig) -> Arc<KeyedLimiter> {
-        if let Some(limiter) = self.limiters.read().expect("limiter map poisoned").get(limit) {
-            return limiter.clone();
+    /// Change the slot under `key` with `change`, or create it with
+    /// `fresh`; the slot afterwards (`None` if room could not be made).
+    fn upsert<'s>(
+        &self,
+        shard: &'s mut Shard,
+        key: &Key,
+        now: Nanos,
+        fresh: impl FnOnce() -> Slot,
+        change: impl FnOnce(&mut Slot),
+    ) -> Option<&'s Slot> {
+        if shard.map.contains_key(&**key) {
+            let entry = shard.map.get_mut(&**key)?;
+            entry.touch(now);
+            change(&mut entry.slot);
+            return Some(&entry.slot);
         }
-        let mut limiters = self.limiters.write().expect("limiter map poisoned");
-        limiters
-            .entry(*limit)
-            .or_insert_with(|| Arc::new(RateLimiter::dashmap_with_clock(quota(limit), self.clock.clone())))
-            .clone()
+        self.insert(shard, key, Entry::new(fresh(), now), now);
+        shard.map.get(&**key).map(|entry| &entry.slot)
+    }
+
+    /// A new entry, making room first when the shard is over budget.
+    fn insert(&self, shard: &mut Shard, key: &str, entry: Entry, now: Nanos) {
+        let bytes = entry_bytes(key, &entry);
+        if shard.size_with(bytes) > self.shard_budget {
+            let before = shard.map.len();
+            let (_, evicted) = shard.make_room(now, self.shard_budget, bytes);
+            self.gauges.evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+            self.gauges.keys.fetch_sub((before - shard.map.len()) as u64, Ordering::Relaxed);
+        }
+        shard.bytes += bytes;
+        shard.map.insert(Box::from(key), entry);
+        self.gauges.keys.fetch_add(1, Ordering::Relaxed);
     }
 
     fn prune(&self, now: Nanos, shard: usize) {
-        if shard == 0 {
-            for limiter in self.limiters.read().expect("limiter map poisoned").values() {
-                limiter.retain_recent();
-                limiter.shrink_to_fit();
+        let mut map = self.shards[shard].lock().expect("store shard poisoned");
+        let pruned = map.prune(now);
+        // A flood that has passed leaves a large, empty table behind.
+        if map.map.capacity() > 64 && map.map.len() < map.map.capacity() / 4 {
+            map.map.shrink_to_fit();
+        }
+        drop(map);
+        self.gauges.keys.fetch_sub(pruned as u64, Ordering::Relaxed);
+    }
+
+    /// Drop what has expired in every shard, one shard locked at a time,
+    /// and refresh the gauges: run on a timer, so that keys of clients who
+    /// went quiet do not wait for other traffic to be pruned.
+    pub fn maintain(&self, now: Nanos) {
+        for _ in 0..SHARDS {
+            let shard = self.next_maintained.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            self.prune(now, shard);
+        }
+        let (mut keys, mut bytes) = (0, 0);
+        for shard in &self.shards {
+            if let Ok(shard) = shard.lock() {
+                keys += shard.map.len();
+                bytes += shard.size();
             }
         }
-        let mut map = self.shards[shard].lock().expect("store shard poisoned");
-        map.retain(|_, slot| !slot.is_expired(now));
+        self.gauges.keys.store(keys as u64, Ordering::Relaxed);
+        self.gauges.bytes.store(bytes as u64, Ordering::Relaxed);
     }
 
     /// Every ban in force at `now`: its key, time left and reason.
@@ -192,12 +562,12 @@ impl LocalStore {
         let mut bans = Vec::new();
         for shard in &self.shards {
             let shard = shard.lock().expect("store shard poisoned");
-            for (key, slot) in shard.iter() {
-                if let Slot::Ban(until, reason) = slot
+            for (key, entry) in shard.map.iter() {
+                if let Slot::Ban(until, reason) = &entry.slot
                     && *until > now
                 {
                     bans.push(super::BanEntry {
-                        key: key.clone(),
+                        key: key.to_string(),
                         left: Duration::from_nanos(until - now),
                         reason: reason.to_string(),
                     });
@@ -214,16 +584,29 @@ impl LocalStore {
     /// was in force.
     pub fn lift(&self, key: &str, now: Nanos) -> bool {
         let in_force = {
-            let shard = self.shard(key).lock().expect("store shard poisoned");
-            matches!(shard.get(key), Some(Slot::Ban(until, _)) if *until > now)
+            let shard = self.shard_of(key).lock().expect("store shard poisoned");
+            matches!(shard.map.get(key), Some(Entry { slot: Slot::Ban(until, _), .. }) if *until > now)
         };
         let scope = match key.rsplit_once(':') {
             Some((group, _)) if !group.is_empty() => format!("{group}:"),
             _ => key.to_string(),
         };
+        let mut removed = 0;
         for shard in &self.shards {
-            shard.lock().expect("store shard poisoned").retain(|held, _| held != key && !held.starts_with(&scope));
+            let mut shard = shard.lock().expect("store shard poisoned");
+            let mut freed = 0;
+            shard.map.retain(|held, entry| {
+                // Rate limits are not counters of the scope.
+                let keep = matches!(entry.slot, Slot::Gcra(_)) || (&**held != key && !held.starts_with(&scope));
+                if !keep {
+                    freed += entry_bytes(held, entry);
+                    removed += 1;
+                }
+                keep
+            });
+            shard.bytes = shard.bytes.saturating_sub(freed);
         }
+        self.gauges.keys.fetch_sub(removed, Ordering::Relaxed);
         in_force
     }
 
@@ -234,13 +617,13 @@ impl LocalStore {
         let mut top: Vec<(String, f64)> = Vec::new();
         for shard in &self.shards {
             let shard = shard.lock().expect("store shard poisoned");
-            for (key, slot) in shard.iter() {
-                if let Slot::Count(count, window) = slot
+            for (key, entry) in shard.map.iter() {
+                if let Slot::Count(count, window) = &entry.slot
                     && key.ends_with(suffix)
                 {
                     let value = count.estimate(now, *window);
                     if value > 0.0 {
-                        top.push((key.clone(), value));
+                        top.push((key.to_string(), value));
                     }
                 }
             }
@@ -250,32 +633,43 @@ impl LocalStore {
         top
     }
 
-    /// Every key held (GCRA keys are governor's and not listed one by one).
+    /// Every counter key held (rate-limit state is not listed).
     pub fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .shards
-            .iter()
-            .flat_map(|s| s.lock().expect("store shard poisoned").keys().cloned().collect::<Vec<_>>())
-            .collect();
+        let mut keys: Vec<String> = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().expect("store shard poisoned");
+            keys.extend(
+                shard.map.iter().filter(|(_, e)| !matches!(e.slot, Slot::Gcra(_))).map(|(key, _)| key.to_string()),
+            );
+        }
         keys.sort();
         keys
     }
+
+    /// How many entries the store holds, rate-limit state included.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map(|s| s.map.len()).unwrap_or(0)).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
-/// The slot under `key`, created by `new` when missing (one hash lookup;
-/// the key is copied only when it is new).
-fn entry<'m>(map: &'m mut SlotMap, key: &str, new: impl FnOnce() -> Slot) -> &'m mut Slot {
-    map.entry_ref(key).or_insert_with(new)
+/// A GCRA limit as governor runs it: the emission interval and the burst
+/// tolerance, in nanoseconds.
+fn gcra_params(limit: &RateLimitConfig) -> (u64, u64) {
+    let requests = u128::from(limit.requests.max(1));
+    let interval = (Duration::from_secs(limit.period_secs.max(1)).as_nanos() / requests).max(1) as u64;
+    let burst = u64::from(limit.burst.unwrap_or(limit.requests).max(1));
+    (interval, interval.saturating_mul(burst - 1))
 }
 
 /// `requests` per `period_secs`, bursting to `burst` (default `requests`).
 pub fn quota(limit: &RateLimitConfig) -> Quota {
-    let requests = limit.requests.max(1);
-    let per_request = Duration::from_nanos(
-        (Duration::from_secs(limit.period_secs.max(1)).as_nanos() / u128::from(requests)).max(1) as u64,
-    );
-    let burst = NonZeroU32::new(limit.burst.unwrap_or(requests).max(1)).expect("burst is at least 1");
-    Quota::with_period(per_request).expect("period is non-zero").allow_burst(burst)
+    let (interval, _) = gcra_params(limit);
+    let burst = NonZeroU32::new(limit.burst.unwrap_or(limit.requests).max(1)).expect("burst is at least 1");
+    Quota::with_period(Duration::from_nanos(interval)).expect("period is non-zero").allow_burst(burst)
 }
 
 #[cfg(test)]
@@ -303,6 +697,31 @@ mod tests {
         }
         clock.advance(Duration::from_secs(5));
         assert_eq!(run(&store), GcraReading::Allowed);
+    }
+
+    #[test]
+    fn gcra_answers_as_governor_does() {
+        use crate::clock::Clock as _;
+        use governor::{RateLimiter, clock::Clock as _};
+        let clock = Arc::new(ManualClock::new(5_000_000_000_000));
+        let governor_clock = crate::clock::GovernorClock(clock.clone());
+        let limit = RateLimitConfig { requests: 3, period_secs: 7, burst: Some(2) };
+        let governed = RateLimiter::direct_with_clock(quota(&limit), governor_clock.clone());
+        let store = LocalStore::new(clock.clone());
+        let mut plan = CounterPlan::default();
+        plan.gcra(Key::from("k"), limit);
+        for step in 0..200u64 {
+            clock.advance(Duration::from_millis(137 * (step % 7) + 11));
+            let expected = match governed.check() {
+                Ok(()) => GcraReading::Allowed,
+                Err(not_until) => GcraReading::Limited {
+                    retry_after: not_until.wait_time_from(governor_clock.now()).max(Duration::from_millis(1)),
+                },
+            };
+            let mut readings = CounterReadings::default();
+            store.execute(&plan, clock.now(), &mut readings);
+            assert_eq!(readings.gcra("k"), Some(expected), "step {step}");
+        }
     }
 
     #[test]
@@ -341,5 +760,90 @@ mod tests {
         store.execute(&check, now + 2_000_000_000, &mut lifted);
         assert_eq!(lifted.ban("b"), None);
         assert!(store.bans(now).is_empty());
+    }
+
+    #[test]
+    fn reads_create_nothing() {
+        let store = LocalStore::new(Arc::new(ManualClock::new(0)));
+        let minute = Duration::from_secs(60);
+        let mut plan = CounterPlan::default();
+        plan.push(CounterOp::Count { key: Key::from("c"), window: minute, add: 0 });
+        plan.push(CounterOp::Distinct { key: Key::from("d"), window: minute, item: None });
+        plan.push(CounterOp::DistinctIfHeld { key: Key::from("h"), window: minute, item: 9 });
+        plan.push(CounterOp::Decay { key: Key::from("y"), half_life: minute, add: 0.0 });
+        plan.push(CounterOp::BanCheck { key: Key::from("b") });
+        let mut readings = CounterReadings::default();
+        store.execute(&plan, 1_000_000_000_000, &mut readings);
+        assert_eq!(readings.number("h"), 1.0, "the item itself, as if it had been added");
+        assert!(store.is_empty(), "{:?}", store.keys());
+        assert_eq!(store.gauges().keys.load(Ordering::Relaxed), 0);
+        // Once held, the same operation adds to it.
+        let mut create = CounterPlan::default();
+        create.push(CounterOp::Distinct { key: Key::from("h"), window: minute, item: Some(1) });
+        store.execute(&create, 1_000_000_000_000, &mut CounterReadings::default());
+        let mut again = CounterReadings::default();
+        store.execute(&plan, 1_000_000_000_000, &mut again);
+        assert_eq!(again.number("h"), 2.0);
+        assert_eq!(store.keys(), ["h"]);
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_stays_in_budget_and_keeps_bans_and_busy_keys() {
+        let clock = Arc::new(ManualClock::new(0));
+        let budget = 2 * 1024 * 1024;
+        let store = LocalStore::with_budget(clock, budget);
+        let minute = Duration::from_secs(60);
+        let mut now = 1_000_000_000_000;
+        let mut keep = CounterPlan::default();
+        keep.push(CounterOp::Ban {
+            key: Key::from("ban:flooder"),
+            ttl: Duration::from_secs(3600),
+            reason: Key::from("t"),
+        });
+        store.execute(&keep, now, &mut CounterReadings::default());
+        let mut busy = CounterPlan::default();
+        busy.push(CounterOp::Count { key: Key::from("scope:busy:f"), window: Duration::from_secs(600), add: 1 });
+        for round in 0..200_000u64 {
+            now += 100_000;
+            let mut plan = CounterPlan::default();
+            plan.push(CounterOp::Count { key: Key::from(format!("user:{round:x}:f")), window: minute, add: 1 });
+            plan.push(CounterOp::Distinct {
+                key: Key::from(format!("user:{round:x}:addrs")),
+                window: minute,
+                item: Some(round),
+            });
+            store.execute(&plan, now, &mut CounterReadings::default());
+            if round % 50 == 0 {
+                store.execute(&busy, now, &mut CounterReadings::default());
+            }
+        }
+        let accounted: usize = store.shards.iter().map(|s| s.lock().unwrap().size()).sum();
+        assert!(accounted as u64 <= budget, "{accounted} bytes held over a budget of {budget}");
+        let gauges = store.gauges();
+        assert!(gauges.evicted.load(Ordering::Relaxed) > 100_000, "{gauges:?}");
+        assert_eq!(gauges.keys.load(Ordering::Relaxed), store.len() as u64);
+        let mut check = CounterPlan::default();
+        check.push(CounterOp::BanCheck { key: Key::from("ban:flooder") });
+        check.push(CounterOp::Count { key: Key::from("scope:busy:f"), window: Duration::from_secs(600), add: 0 });
+        let mut readings = CounterReadings::default();
+        store.execute(&check, now, &mut readings);
+        assert!(readings.ban("ban:flooder").is_some(), "the ban was evicted");
+        assert!(readings.number("scope:busy:f") > 3000.0, "the busy scope was evicted");
+    }
+
+    #[test]
+    fn the_timer_prunes_without_traffic() {
+        let clock = Arc::new(ManualClock::new(0));
+        let store = LocalStore::new(clock);
+        let now = 1_000_000_000_000;
+        for i in 0..100 {
+            let mut plan = CounterPlan::default();
+            plan.push(CounterOp::Count { key: Key::from(format!("k{i}")), window: Duration::from_secs(10), add: 1 });
+            store.execute(&plan, now, &mut CounterReadings::default());
+        }
+        assert_eq!(store.gauges().keys.load(Ordering::Relaxed), 100);
+        store.maintain(now + 30_000_000_000);
+        assert!(store.is_empty());
+        assert_eq!(store.gauges().keys.load(Ordering::Relaxed), 0);
     }
 }

@@ -18,11 +18,35 @@ pub mod window;
 
 use std::time::Duration;
 
-pub use local::{LocalStore, quota};
+pub use local::{DEFAULT_MAX_MEMORY_MB, LocalStore, quota};
 pub use redis::{RedisSettings, RedisStore, RedisTarget, TimeSource};
 
-use crate::clock::Nanos;
-use crate::config::RateLimitConfig;
+use crate::clock::{Nanos, SharedClock};
+use crate::config::{Config, Invalid, RateLimitConfig};
+use crate::metrics::LocalStoreGauges;
+
+/// The largest `[store] max_memory_mb` accepted (1 TiB): a larger one is
+/// a typo, and its bytes would not fit the accounting.
+const MAX_MEMORY_MB_LIMIT: u64 = 1 << 20;
+
+/// The in-process store's budget in bytes, from `[store] max_memory_mb`.
+pub fn local_budget(config: &Config) -> Result<u64, Invalid> {
+    let mb = config.store.max_memory_mb;
+    if mb == 0 || mb > MAX_MEMORY_MB_LIMIT {
+        return Err(Invalid::new(
+            0..0,
+            "store.max_memory_mb",
+            format!("must be between 1 and {MAX_MEMORY_MB_LIMIT} (MiB); the default is {DEFAULT_MAX_MEMORY_MB}"),
+        ));
+    }
+    Ok(mb * 1024 * 1024)
+}
+
+/// The in-process store `config` asks for.
+pub fn local_store(config: &Config, clock: SharedClock) -> LocalStore {
+    let budget = local_budget(config).unwrap_or(DEFAULT_MAX_MEMORY_MB * 1024 * 1024);
+    LocalStore::with_budget(clock, budget)
+}
 
 /// A counter key. Shared (`Arc`), because the same key goes into a plan,
 /// its readings and the store, and is looked up again by detectors.
@@ -40,6 +64,12 @@ pub enum CounterOp {
     /// Add an item (a 64-bit hash; `None` to only read) to a distinct-count
     /// sketch and read the number of distinct items over the window.
     Distinct { key: Key, window: Duration, item: Option<u64> },
+    /// The same with an item, but only for a key already held: a key not
+    /// held reads 1 (the item alone, as if it had been added) and is not
+    /// created. For per-account state at request time, which a refused
+    /// attempt must not create; the attempt adds it with a `Distinct`
+    /// once it is let through.
+    DistinctIfHeld { key: Key, window: Duration, item: u64 },
     /// Add `add` to an exponentially decayed sum and read it.
     Decay { key: Key, half_life: Duration, add: f64 },
     /// Note an arrival under `key` and read the regularity of the gaps
@@ -62,6 +92,7 @@ impl CounterOp {
             CounterOp::Gcra { key, .. }
             | CounterOp::Count { key, .. }
             | CounterOp::Distinct { key, .. }
+            | CounterOp::DistinctIfHeld { key, .. }
             | CounterOp::Decay { key, .. }
             | CounterOp::Rhythm { key, .. }
             | CounterOp::BanCheck { key }
@@ -317,6 +348,22 @@ impl CounterStore {
         match self {
             CounterStore::Local(local) => local.top_counts(suffix, now, limit),
             CounterStore::Redis(redis) => redis.local().top_counts(suffix, now, limit),
+        }
+    }
+
+    /// Prune what has expired (run on a timer while serving).
+    pub fn maintain(&self, now: Nanos) {
+        match self {
+            CounterStore::Local(local) => local.maintain(now),
+            CounterStore::Redis(redis) => redis.local().maintain(now),
+        }
+    }
+
+    /// The in-process counters' size, for the metrics.
+    pub fn local_gauges(&self) -> std::sync::Arc<LocalStoreGauges> {
+        match self {
+            CounterStore::Local(local) => local.gauges(),
+            CounterStore::Redis(redis) => redis.local().gauges(),
         }
     }
 

@@ -45,6 +45,15 @@ impl DistinctSketch {
         }
     }
 
+    /// Bytes held outside the sketch itself (for the store's budget).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            DistinctSketch::Sparse(items) if items.capacity() == 0 => 0,
+            DistinctSketch::Sparse(items) => items.capacity() * 8 + 16,
+            DistinctSketch::Dense(_) => REGISTERS + 16,
+        }
+    }
+
     /// Estimated number of distinct items in the union of `sketches`.
     pub fn union_count<'a>(sketches: impl IntoIterator<Item = &'a DistinctSketch>) -> u64 {
         let mut sparse: Vec<u64> = Vec::new();

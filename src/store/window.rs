@@ -102,6 +102,53 @@ impl WindowedDistinct {
     pub fn is_expired(&self, now: Nanos, window: Duration) -> bool {
         window_index(now, window) > self.index + 1
     }
+
+    /// Bytes the two sketches hold outside this struct.
+    pub fn heap_bytes(&self) -> usize {
+        self.current.heap_bytes() + self.previous.heap_bytes()
+    }
+}
+
+/// A distinct count that has seen one item only: what most keys of a
+/// flood hold (one username per new address), kept inline at a fraction
+/// of a [`WindowedDistinct`]'s memory and counting exactly as one would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OneDistinct {
+    index: u64,
+    item: u64,
+}
+
+impl OneDistinct {
+    pub fn new(now: Nanos, window: Duration, item: u64) -> Self {
+        OneDistinct { index: window_index(now, window), item }
+    }
+
+    /// Add an item; `Some` with the full sketch to hold from now on when
+    /// this one cannot hold it (a second item while the first still
+    /// counts).
+    pub fn add(&mut self, now: Nanos, window: Duration, item: u64) -> Option<WindowedDistinct> {
+        let index = window_index(now, window);
+        if item == self.item || (index != self.index && index != self.index + 1) {
+            // The same item seen again, or the held one has left the
+            // windows: still one item, in this window.
+            *self = OneDistinct { index, item };
+            return None;
+        }
+        let mut full = WindowedDistinct::default();
+        let width = (window.as_nanos() as u64).max(1);
+        full.add(self.index.saturating_mul(width), window, self.item);
+        full.add(now, window, item);
+        Some(full)
+    }
+
+    pub fn count(&self, now: Nanos, window: Duration) -> u64 {
+        let index = window_index(now, window);
+        u64::from(index == self.index || index == self.index + 1)
+    }
+
+    pub fn is_expired(&self, now: Nanos, window: Duration) -> bool {
+        window_index(now, window) > self.index + 1
+    }
 }
 
 /// An exponentially decayed sum: each event's weight halves every
@@ -222,6 +269,31 @@ mod tests {
         }
         assert_eq!(distinct.count(start + 61 * S, MIN), 5);
         assert_eq!(distinct.count(start + 130 * S, MIN), 0);
+    }
+
+    #[test]
+    fn one_item_counts_as_the_full_sketch_does() {
+        let items = [7u64, 7, 9, 7, 11, 11, 9, 7];
+        for steps in [[0u64, 10, 20, 70, 130, 135, 200, 330], [0, 0, 0, 0, 0, 61, 62, 63]] {
+            let mut full = WindowedDistinct::default();
+            let start = 1_000 * 60 * S;
+            full.add(start, MIN, items[0]);
+            let mut one = OneDistinct::new(start, MIN, items[0]);
+            let mut upgraded: Option<WindowedDistinct> = None;
+            for (step, item) in steps.iter().zip(items).skip(1) {
+                let now = start + step * S;
+                full.add(now, MIN, item);
+                match &mut upgraded {
+                    Some(sketch) => sketch.add(now, MIN, item),
+                    None => upgraded = one.add(now, MIN, item),
+                }
+                let counted = match &mut upgraded {
+                    Some(sketch) => sketch.count(now, MIN),
+                    None => one.count(now, MIN),
+                };
+                assert_eq!(counted, full.count(now, MIN), "at {step} s after adding {item}");
+            }
+        }
     }
 
     #[test]

@@ -43,7 +43,9 @@ pub struct Seen {
 
 /// The test upstream. Paths:
 /// - with an `x-test-status: NNN` header: answers NNN (replayed captures);
-/// - `POST /login`: 200 when the body contains `password=right` (or `"password":"right"`), else 401;
+/// - `POST`, `PUT` or `PATCH` `/login` (or `/login.FORMAT`): 200 when the body contains
+///   `password=right` (or `"password":"right"`), else 401; after `x-test-delay-ms` milliseconds
+///   when the request has that header (a slow login backend);
 /// - `GET /signin`: an HTML sign-in page (a form posting to `/login`, a
 ///   stylesheet and a script), `/static/*`: those sub-resources;
 /// - `POST /oauth/token`: an OAuth token endpoint (400 `invalid_grant` for a wrong password);
@@ -115,7 +117,11 @@ async fn upstream_answer(
     if let Some(status) = parts.headers.get("x-test-status").and_then(|v| v.to_str().ok()?.parse().ok()) {
         return Ok(text(status, "recorded status".into()));
     }
-    if path == "/login" && parts.method == http::Method::POST {
+    let login_method = matches!(parts.method, http::Method::POST | http::Method::PUT | http::Method::PATCH);
+    if (path == "/login" || path.starts_with("/login.")) && login_method {
+        if let Some(ms) = parts.headers.get("x-test-delay-ms").and_then(|v| v.to_str().ok()?.parse().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let body_text = String::from_utf8_lossy(&body);
         let ok = body_text.contains("password=right") || body_text.contains("\"password\":\"right\"");
         return Ok(text(if ok { 200 } else { 401 }, if ok { "welcome".into() } else { "denied".into() }));
@@ -366,11 +372,16 @@ pub struct BinaryPalisade {
 
 impl BinaryPalisade {
     pub async fn spawn(args: &[&str]) -> BinaryPalisade {
+        Self::spawn_logging(args, "warn").await
+    }
+
+    /// The same, logging at `level` (`PALISADE_LOG`).
+    pub async fn spawn_logging(args: &[&str], level: &str) -> BinaryPalisade {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .env("PALISADE_LOG", "warn")
+            .env("PALISADE_LOG", level)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

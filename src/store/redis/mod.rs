@@ -113,7 +113,7 @@ impl RedisStore {
         let (writes, queue) = mpsc::channel(settings.write_queue.max(1));
         let shared = Arc::new(Shared {
             script: redis::Script::new(script::SOURCE),
-            local: LocalStore::new(clock.clone()),
+            local: LocalStore::with_budget(clock.clone(), settings.local_budget),
             clock,
             connection: ArcSwapOption::empty(),
             up: AtomicBool::new(false),

@@ -102,10 +102,11 @@ while a <= #ARGV do
     end
     reply[#reply + 1] = { i, c, p }
     a, k = a + 4, k + 1
-  elseif op == 'd' then
+  elseif op == 'd' or op == 'h' then
     -- Distinct count over the current and previous windows: two
     -- HyperLogLogs used in turn; which window each holds is in the group
-    -- (fields NAME.e and NAME.o).
+    -- (fields NAME.e and NAME.o). 'h' adds only to a sketch already held:
+    -- one never held reads 1 (the item alone) and is not created.
     local name, width, item = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
     local key, even, odd = KEYS[k], KEYS[k + 1], KEYS[k + 2]
     local g = group(key)
@@ -117,7 +118,10 @@ while a <= #ARGV do
     else
       current, previous, current_held, previous_held, slot = odd, even, held_odd, held_even, name .. '.o'
     end
-    if item ~= '' then
+    local unheld = op == 'h' and held_even == -1 and held_odd == -1
+    if unheld then
+      reply[#reply + 1] = 1
+    elseif item ~= '' then
       if current_held ~= index then
         -- A new window: start its sketch; it and the group (which says
         -- which window the sketch holds) live until the next window ends.
@@ -133,13 +137,15 @@ while a <= #ARGV do
         redis.call('PFADD', current, item)
       end
     end
-    local counted = {}
-    if current_held == index then counted[#counted + 1] = current end
-    if previous_held == index - 1 then counted[#counted + 1] = previous end
-    if #counted == 0 then
-      reply[#reply + 1] = 0
-    else
-      reply[#reply + 1] = redis.call('PFCOUNT', unpack(counted))
+    if not unheld then
+      local counted = {}
+      if current_held == index then counted[#counted + 1] = current end
+      if previous_held == index - 1 then counted[#counted + 1] = previous end
+      if #counted == 0 then
+        reply[#reply + 1] = 0
+      else
+        reply[#reply + 1] = redis.call('PFCOUNT', unpack(counted))
+      end
     end
     a, k = a + 4, k + 3
   elseif op == 'y' then

@@ -65,6 +65,12 @@ pub fn encode(plan: &CounterPlan, prefix: &str, now: Option<Nanos>, invocation: 
                 invocation.arg("d").arg(name).arg(micros(*window));
                 invocation.arg(item.map(|i| i.to_string()).unwrap_or_default());
             }
+            CounterOp::DistinctIfHeld { key, window, item } => {
+                let (group, name) = group_and_field(key);
+                let sketch = redis_key(prefix, shard, key);
+                invocation.key(redis_key(prefix, shard, group)).key(format!("{sketch}:e")).key(format!("{sketch}:o"));
+                invocation.arg("h").arg(name).arg(micros(*window)).arg(item.to_string());
+            }
             CounterOp::Decay { key, half_life, add } => {
                 let (group, name) = group_and_field(key);
                 invocation.key(redis_key(prefix, shard, group)).arg("y").arg(name);
@@ -178,7 +184,7 @@ pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings)
                     previous.max(0) as u64,
                 ))
             }
-            CounterOp::Distinct { .. } => Reading::Number(int(item)?.max(0) as f64),
+            CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => Reading::Number(int(item)?.max(0) as f64),
             CounterOp::Decay { .. } => Reading::Number(float(item)?),
             CounterOp::Rhythm { .. } => {
                 let state = array(item)?;

@@ -16,14 +16,76 @@ pub enum RedisTarget {
 }
 
 /// A Redis URL with its password (and user) replaced by `***`, for logs
-/// and error messages.
+/// and error messages: in the authority (`redis://user:pw@host`) and in
+/// the query, where the Unix-socket forms carry them
+/// (`redis+unix:///r.sock?pass=…`, `unix://…?user=…&pass=…`) and some
+/// clients read `?password=`. A query parameter whose name (decoded)
+/// mentions a password, a secret, a token or a user is redacted whatever
+/// the scheme; a fragment is dropped.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_string(),
+    let url = url.split_once('#').map_or(url, |(before, _)| before);
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => base.to_string(),
+            }
+        }
+        None => match base.rfind('@') {
+            // Not a URL at all, but it may still hold `user:pw@host`.
+            Some(at) => format!("***@{}", &base[at + 1..]),
+            None => base.to_string(),
+        },
+    };
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split(['&', ';'])
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_secret_parameter(name) => format!("{name}=***"),
+                _ if is_secret_parameter(pair) => "***".to_string(),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
     }
+    out
+}
+
+/// Whether a query parameter's name says it holds a credential.
+fn is_secret_parameter(name: &str) -> bool {
+    let decoded = percent_decode(name).to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token", "auth", "user", "key", "cred"].iter().any(|word| decoded.contains(word))
+}
+
+/// `%xx` and `+` decoded (invalid escapes kept as they are).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 // Written by hand so a password in a URL never reaches a log.
@@ -70,6 +132,8 @@ pub struct RedisSettings {
     /// replica's memory, without a Redis call (the plan's other counters
     /// are then not updated in Redis: the request is refused anyway).
     pub cache_denials: bool,
+    /// Memory budget of the local fallback counters, in bytes.
+    pub local_budget: u64,
 }
 
 impl RedisSettings {
@@ -84,6 +148,7 @@ impl RedisSettings {
             write_queue: 10_000,
             time: TimeSource::Redis,
             cache_denials: true,
+            local_budget: crate::store::DEFAULT_MAX_MEMORY_MB * 1024 * 1024,
         }
     }
 
@@ -170,6 +235,7 @@ impl RedisSettings {
         settings.write_timeout = Duration::from_millis(store.timeout_ms.saturating_mul(50).max(250));
         settings.connect_timeout = Duration::from_millis(store.connect_timeout_ms);
         settings.retry_interval = Duration::from_millis(store.retry_interval_ms);
+        settings.local_budget = crate::store::local_budget(config).unwrap_or(settings.local_budget);
         Ok(Some(settings))
     }
 }
@@ -203,6 +269,17 @@ mod tests {
         assert_eq!(redact_url("redis://user:secret@10.0.0.5:6379/0"), "redis://***@10.0.0.5:6379/0");
         assert_eq!(redact_url("redis://:secret@h:1"), "redis://***@h:1");
         assert_eq!(redact_url("redis://h:1/2"), "redis://h:1/2");
+        for (url, redacted) in [
+            ("redis+unix:///run/r.sock?db=2&pass=hunter2", "redis+unix:///run/r.sock?db=2&pass=***"),
+            ("unix:///run/r.sock?user=bob&pass=hunter2", "unix:///run/r.sock?user=***&pass=***"),
+            ("redis://h:1/0?password=hunter2", "redis://h:1/0?password=***"),
+            ("redis://h:1/0?p%61ss=hunter2;x=1#hunter2", "redis://h:1/0?p%61ss=***&x=1"),
+            ("rediss://:hunter2@h:1/0?protocol=resp3", "rediss://***@h:1/0?protocol=resp3"),
+        ] {
+            assert_eq!(redact_url(url), redacted);
+            let target = format!("{:?}", RedisTarget::Single(url.into()));
+            assert!(!target.contains("hunter2"), "{target}");
+        }
         let target = RedisTarget::Cluster(vec!["redis://:pw@a:1".into()]);
         assert!(!format!("{target:?}").contains("pw"));
         if std::env::var_os("PALISADE_HASH_KEY").is_none() {

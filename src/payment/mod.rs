@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use card::{Card, PaymentFacts, luhn};
-pub use keys::{Counter, PaymentKeys, SOURCES, Scope, subnet};
+pub use keys::{Counter, PaymentKeys, SOURCES, Scope};
 pub use outcome::{PaymentOutcome, classify};
 
 use crate::config::{PaymentAbuseConfig, PaymentConfig};

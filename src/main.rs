@@ -189,7 +189,10 @@ fn compile(config: &Config, source: &str, store: Arc<CounterStore>, clock: Share
     }
 }
 
-async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterStore>, SharedClock)> {
+/// Start serving. The "listening" line is the caller's to print, once
+/// everything a client may ask of the admin API (a reload) is in place:
+/// scripts and tests take that line as the sign that palisade is ready.
+async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterStore>, SharedClock, String)> {
     let clock: SharedClock = Arc::new(SystemClock);
     let store = match palisade::app::build_store(config, clock.clone()).await {
         Ok(store) => store,
@@ -209,11 +212,11 @@ async fn start(config: &Config, source: &str) -> Option<(Running, Arc<CounterSto
     let scheme = if app.proxy.tls.is_some() { "https" } else { "http" };
     match Server::new(app, log, metrics).bind_and_start().await {
         Ok(running) => {
-            eprintln!(
+            let announce = format!(
                 "palisade listening on {scheme}://{} (admin http://{}), forwarding to {upstream}",
                 running.proxy_addr, running.admin_addr
             );
-            Some((running, store, clock))
+            Some((running, store, clock, announce))
         }
         Err(error) => {
             eprintln!("palisade: {error}");
@@ -232,7 +235,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let Some(mut signals) = Signals::install() else { return ExitCode::FAILURE };
-    let Some((running, store, clock)) = start(&config, &source).await else { return ExitCode::FAILURE };
+    let Some((running, store, clock, announce)) = start(&config, &source).await else { return ExitCode::FAILURE };
     let args = Arc::new(args);
     let store_at_shutdown = store.clone();
     let started_store = Arc::new(RedisSettings::from_config(&config).ok().flatten());
@@ -258,6 +261,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         })
     });
     running.set_reloader(reloader.clone());
+    eprintln!("{announce}");
     signals.wait(&running, async || reloader().await).await;
     eprintln!("palisade: shutting down, letting in-flight requests finish");
     running.shutdown().await;
@@ -281,7 +285,8 @@ async fn demo(listen: String, admin: String) -> ExitCode {
     config.server.admin = unspanned(admin);
     config.server.upstream = unspanned(format!("http://{app_addr}"));
     let Some(mut signals) = Signals::install() else { return ExitCode::FAILURE };
-    let Some((running, _, _)) = start(&config, "demo").await else { return ExitCode::FAILURE };
+    let Some((running, _, _, announce)) = start(&config, "demo").await else { return ExitCode::FAILURE };
+    eprintln!("{announce}");
     println!("{}", palisade::demo::instructions(running.proxy_addr, running.admin_addr));
     signals.wait(&running, async || Err(Error::config("the demo has no configuration file to reload"))).await;
     running.shutdown().await;

@@ -279,6 +279,37 @@ async fn one_client_trying_200_cards_is_stopped_within_15_attempts() {
     assert!(found.contains_key("pay.banned"), "the address is banned: {found:?}");
 }
 
+/// A logged-in account in a real browser trying one dead card after
+/// another: first the application is asked to step up (the payment is
+/// forwarded with `X-Palisade-Action: challenge`, so it can require
+/// 3-D Secure), then 429, then 403 and a ban.
+#[tokio::test]
+async fn escalation_steps_up_then_limits_then_blocks() {
+    let (processor, palisade) = start().await;
+    let client = http1_client();
+    let mut steps = Vec::new();
+    for i in 0..15u64 {
+        let card = card_number("601100", 9_100 + i);
+        let payment = Payment { card: &card, exp_month: 6, exp_year: 2030, cvc: "215", amount: "39.90" };
+        let headers = browser_headers("100.70.3.4", "acct-stepped");
+        let answer = send(&client, post(&palisade.url("/api/checkout"), &headers, checkout_body(&payment))).await;
+        let step = match answer.status {
+            429 => "429",
+            403 => "403",
+            _ if answer.headers.get("x-seen-action").is_some_and(|a| a == "challenge") => "challenge",
+            _ => "forwarded",
+        };
+        steps.push(step);
+    }
+    eprintln!("steps: {steps:?}");
+    let first = |step: &str| steps.iter().position(|s| *s == step);
+    let (challenge, limited, blocked) = (first("challenge"), first("429"), first("403"));
+    assert!(challenge.is_some() && limited.is_some() && blocked.is_some(), "{steps:?}");
+    assert!(challenge < limited && limited < blocked, "challenge, then 429, then 403: {steps:?}");
+    assert!(steps[..3].iter().all(|s| *s == "forwarded"), "two declines are a customer's: {steps:?}");
+    assert_eq!(processor.reached().len(), steps.iter().filter(|s| **s == "forwarded" || **s == "challenge").count());
+}
+
 /// 200 cards from 200 addresses (each its own /24) with one tool
 /// fingerprint, interleaved with 100 customers paying once each from
 /// browsers, one in six after a decline (a mistyped expiry), eight of

@@ -187,18 +187,23 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
 
 /// Comment out the line holding `offset`; false when it already is one
 /// (the parser would loop on the same error).
+///
+/// The line is overwritten with `#` and spaces of the same byte length, so
+/// byte offsets of later lines stay what the next error's span says. (It
+/// used to insert `#` and remove the line's last byte, which panicked when
+/// that byte was inside a multi-byte character: found by the fuzzer.)
 fn comment_out(text: &mut String, offset: usize) -> bool {
-    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    if text[start..].starts_with('#') {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    if end == start || text[start..].starts_with('#') {
         return false;
     }
-    text.insert(start, '#');
-    // Keep byte offsets of later lines stable for the next error's span by
-    // removing one character of the same line when possible.
-    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    if end > start + 1 {
-        text.remove(end - 1);
-    }
+    let blank = format!("#{}", " ".repeat(end - start - 1));
+    text.replace_range(start..end, &blank);
     true
 }
 
@@ -287,6 +292,15 @@ mod tests {
         assert_eq!(problems[1].line, Some(6));
         assert_eq!(problems[1].key, "limits.max_headerz");
         assert!(error.to_string().starts_with("p.toml:3: server.lisen: unknown field"));
+    }
+
+    #[test]
+    fn lines_ending_in_multibyte_characters_are_reported_not_a_panic() {
+        // Found by the fuzzer (config): two bytes of one character.
+        assert!(parse_str("\u{29e}", "p.toml").is_err());
+        let error = parse_str("[server]\nnam\u{e9} = \"\u{fc}\"\nother = 1\n", "p.toml").unwrap_err();
+        let lines: Vec<_> = error.problems().iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(2), Some(3)], "{error}");
     }
 
     #[test]

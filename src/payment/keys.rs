@@ -8,25 +8,12 @@
 
 use std::net::IpAddr;
 
+// Payments count subnets as logins do (/24, /64).
+use crate::credential::subnet;
 use crate::keyed_hash::KeyHasher;
 use crate::store::Key;
 
 use super::card::PaymentFacts;
-
-/// The subnet an address is counted in: /24 for IPv4, /64 for IPv6 (as
-/// the login counters count it).
-pub fn subnet(ip: IpAddr) -> String {
-    match crate::cidr::canonical_ip(ip) {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.0/24")
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-    }
-}
 
 /// What a counter is counted per.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

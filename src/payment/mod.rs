@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use card::{Card, PaymentFacts, luhn};
-pub use keys::{Counter, PaymentKeys, SOURCES, Scope, subnet};
+pub use keys::{Counter, PaymentKeys, SOURCES, Scope};
 pub use outcome::{PaymentOutcome, classify};
 
 use crate::config::{PaymentAbuseConfig, PaymentConfig};
@@ -110,8 +110,8 @@ struct Outcomes {
     ratio: f64,
 }
 
-/// How far a signal escalates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far a signal escalates, in increasing severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
     Challenge,
     RateLimit,
@@ -216,12 +216,20 @@ impl PaymentStage {
 
         let popular = |o: &Outcomes| o.approvals >= f64::from(abuse.popular_approvals.max(1));
         let window = abuse.window_secs as f64;
+        // One signal per detection id: the scopes of one client (its
+        // address, account, session) climb together, and their penalties
+        // must not add up to a block where each asks only for a step-up.
+        // The most severe scope's signal stands for the id; every scope
+        // that reached a block is banned.
+        let mut found: Vec<(Step, Signal)> = Vec::new();
         let mut escalate = |scope: Scope, id: &'static str, step: Step, evidence: Vec<Evidence>, popular: bool| {
             // A scope shared by customers is asked to step up, never refused.
             let step = if popular { Step::Challenge } else { step };
+            // The step is demanded; the penalties only colour the score, and
+            // several step-up hints together stay a step-up (not a block).
             let (action, penalty) = match step {
-                Step::Challenge => (Action::Challenge, 30),
-                Step::RateLimit => (Action::RateLimit, 50),
+                Step::Challenge => (Action::Challenge, 10),
+                Step::RateLimit => (Action::RateLimit, 20),
                 Step::Block => (Action::Block, 70),
             };
             if step == Step::Block
@@ -237,7 +245,11 @@ impl PaymentStage {
             signal.evidence.push(Evidence::text("scope", scope.as_str()));
             signal.evidence.extend(evidence);
             signal.evidence.push(Evidence::number("window_s", window, None));
-            signals.push(signal);
+            match found.iter_mut().find(|(_, existing)| &*existing.id == id) {
+                Some(existing) if existing.0 < step => *existing = (step, signal),
+                Some(_) => {}
+                None => found.push((step, signal)),
+            }
         };
 
         // Declines per source: challenge at half the threshold, 429 at it,
@@ -329,7 +341,8 @@ impl PaymentStage {
         }
 
         // Many cards of one BIN from one source, mostly declined: numbers
-        // generated in an issuer's range.
+        // generated in an issuer's range. Challenge at the threshold, 429
+        // at twice it.
         for (scope, parent) in [(Scope::IpBin, Scope::Ip), (Scope::FingerprintBin, Scope::Fingerprint)] {
             if skipped(scope) || !keys.has(scope) {
                 continue;
@@ -347,7 +360,8 @@ impl PaymentStage {
             if let Some(card) = &attempt.facts.card {
                 evidence.push(Evidence::text("bin", card.bin.as_str()));
             }
-            escalate(scope, BIN_CONCENTRATION_ID, Step::RateLimit, evidence, popular(&o));
+            let step = if cards >= 2.0 * threshold { Step::RateLimit } else { Step::Challenge };
+            escalate(scope, BIN_CONCENTRATION_ID, step, evidence, popular(&o));
         }
 
         // The card itself: on many accounts, or tried again and again.
@@ -387,6 +401,7 @@ impl PaymentStage {
                 escalate(Scope::Card, CARD_VELOCITY_ID, step, evidence, false);
             }
         }
+        signals.extend(found.into_iter().map(|(_, signal)| signal));
         self.site_spike(keys, abuse, readings, signals);
     }
 

@@ -117,6 +117,14 @@ async fn flood(palisade: &BinaryPalisade, duration: Duration, concurrency: u64, 
     totals
 }
 
+/// How long a flood runs: `secs` in the suite, or `PALISADE_FLOOD_SECS`
+/// for the full minute (`PALISADE_FLOOD_SECS=60 cargo test --test
+/// store_bounds`).
+fn flood_time(secs: u64) -> Duration {
+    let secs = std::env::var("PALISADE_FLOOD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(secs);
+    Duration::from_secs(secs)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_banned_address_sending_random_usernames_adds_no_keys() {
     let upstream = Upstream::start().await;
@@ -135,7 +143,7 @@ async fn a_banned_address_sending_random_usernames_adds_no_keys() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = sample(&palisade).await;
     let reached_before = upstream.seen().len();
-    let (sent, refused) = flood(&palisade, Duration::from_secs(20), 16, |_| "203.0.113.9".to_string()).await;
+    let (sent, refused) = flood(&palisade, flood_time(20), 16, |_| "203.0.113.9".to_string()).await;
     let reached = upstream.seen().len() - reached_before;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = sample(&palisade).await;
@@ -163,7 +171,7 @@ async fn random_addresses_stay_within_the_memory_budget() {
     let upstream = Upstream::start().await;
     let (palisade, _dir) = start(&upstream, &format!("max_memory_mb = {BUDGET_MB}")).await;
     let start = sample(&palisade).await;
-    let flood = flood(&palisade, Duration::from_secs(30), 16, |n| scatter(n).to_string());
+    let flood = flood(&palisade, flood_time(30), 16, |n| scatter(n).to_string());
     tokio::pin!(flood);
     let mut samples = Vec::new();
     let (sent, refused) = loop {

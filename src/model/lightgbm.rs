@@ -184,15 +184,7 @@ fn convert_tree(block: &TreeBlock<'_>, columns: &[usize], scale: f64) -> Result<
     } else {
         vec![0.0; internal]
     };
-    let mut tree = TreeFile {
-        feature: Vec::new(),
-        threshold: Vec::new(),
-        left: Vec::new(),
-        right: Vec::new(),
-        missing_left: Vec::new(),
-        missing_zero: Vec::new(),
-        value: Vec::new(),
-    };
+    let mut tree = TreeFile::default();
     let root = if leaves <= 1 { Child::Leaf(0) } else { Child::Internal(0) };
     // Depth-first, parents before children; an explicit stack of
     // (LightGBM node, slot in the parent to fill with our index).

@@ -301,15 +301,7 @@ fn grow(
     params: &TreeParams,
     importance: &mut [f64; FEATURE_COUNT],
 ) -> TreeFile {
-    let mut tree = TreeFile {
-        feature: Vec::new(),
-        threshold: Vec::new(),
-        left: Vec::new(),
-        right: Vec::new(),
-        missing_left: Vec::new(),
-        missing_zero: Vec::new(),
-        value: Vec::new(),
-    };
+    let mut tree = TreeFile::default();
     // (node index, its rows, its depth), grown depth-first so children
     // always come after their parent.
     let mut stack: Vec<(usize, Vec<u32>, usize)> = Vec::new();

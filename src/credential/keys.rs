@@ -127,6 +127,22 @@ const COUNTERS: [(Scope, Counter); 38] = [
     (Scope::Site, Counter::BaselineFailures),
 ];
 
+/// Where each `(scope, counter)` of [`COUNTERS`] sits in it, so that a
+/// key is found by index rather than by a search (detectors ask for keys
+/// some forty times per attempt).
+const POSITION: [[u8; COUNTER_KINDS]; SCOPE_KINDS] = {
+    let mut table = [[u8::MAX; COUNTER_KINDS]; SCOPE_KINDS];
+    let mut index = 0;
+    while index < COUNTERS.len() {
+        let (scope, counter) = COUNTERS[index];
+        table[scope as usize][counter as usize] = index as u8;
+        index += 1;
+    }
+    table
+};
+const SCOPE_KINDS: usize = Scope::Site as usize + 1;
+const COUNTER_KINDS: usize = Counter::SuccessAccounts as usize + 1;
+
 /// Every counter key of one login attempt (hashed where they name a person
 /// or an address).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,39 +168,52 @@ impl LoginKeys {
     /// The same attempt's keys once its username is known (a sidecar
     /// learns it from the application's outcome report).
     pub fn with_user(&self, hasher: &KeyHasher, username: &str) -> LoginKeys {
-        let mut keys = LoginKeys {
-            user: Some(hasher.hash("user", username.to_lowercase().as_bytes())),
-            user_item: Some(hasher.item("user", username.to_lowercase().as_bytes())),
-            built: Vec::new(),
-            ..self.clone()
-        };
-        keys.built = COUNTERS.iter().map(|(scope, counter)| Key::from(keys.format(*scope, *counter))).collect();
+        let (user, user_item) = hasher.hash_and_item("user", username.to_lowercase().as_bytes());
+        let mut keys = LoginKeys { user: Some(user), user_item: Some(user_item), built: Vec::new(), ..self.clone() };
+        keys.build();
         keys
     }
 
     pub fn new(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str, username: Option<&str>) -> Self {
         let ip_text = crate::cidr::canonical_ip(ip).to_string();
+        let (ip_hash, ip_item) = hasher.hash_and_item("ip", ip_text.as_bytes());
         // The fingerprint is not personal, but hashing keeps keys short.
         let fingerprint = hasher.hash("fp", fingerprint.as_bytes());
         let net = hasher.hash("net", subnet(ip).as_bytes());
+        let user = username.map(|u| hasher.hash_and_item("user", u.to_lowercase().as_bytes()));
         let mut keys = LoginKeys {
             route: route.to_string(),
-            ip: hasher.hash("ip", ip_text.as_bytes()),
+            ip: ip_hash,
             subnet: format!("{net}.{fingerprint}"),
             net,
             fingerprint,
-            user: username.map(|u| hasher.hash("user", u.to_lowercase().as_bytes())),
-            ip_item: hasher.item("ip", ip_text.as_bytes()),
-            user_item: username.map(|u| hasher.item("user", u.to_lowercase().as_bytes())),
+            user_item: user.as_ref().map(|(_, item)| *item),
+            user: user.map(|(hash, _)| hash),
+            ip_item,
             built: Vec::new(),
         };
-        keys.built = COUNTERS.iter().map(|(scope, counter)| Key::from(keys.format(*scope, *counter))).collect();
+        keys.build();
         keys
+    }
+
+    /// Build every key of [`COUNTERS`] (one allocation each: the text is
+    /// assembled in one reused buffer, then copied into its `Arc`).
+    fn build(&mut self) {
+        let mut text = String::with_capacity(96);
+        let built = COUNTERS
+            .iter()
+            .map(|(scope, counter)| {
+                text.clear();
+                self.write(&mut text, *scope, *counter);
+                Key::from(text.as_str())
+            })
+            .collect();
+        self.built = built;
     }
 
     /// `login:{route}:{scope}:{id}:{counter}`; Redis Cluster hash tags come
     /// with the shared backend.
-    fn format(&self, scope: Scope, counter: Counter) -> String {
+    fn write(&self, key: &mut String, scope: Scope, counter: Counter) {
         let id = match scope {
             Scope::Ip => &self.ip,
             Scope::Subnet => &self.subnet,
@@ -193,22 +222,37 @@ impl LoginKeys {
             Scope::User => self.user.as_deref().unwrap_or("-"),
             Scope::Site => "all",
         };
-        // Plain appends: this runs 21 times per login attempt, and the
+        // Plain appends: this runs 38 times per login attempt, and the
         // formatting machinery costs more than the copying.
-        let scope = scope.as_str();
-        let counter = counter.suffix();
-        let mut key = String::with_capacity(8 + self.route.len() + scope.len() + id.len() + counter.len());
-        for part in ["login:", &self.route, ":", scope, ":", id, ":", counter] {
+        for part in ["login:", &self.route, ":", scope.as_str(), ":", id, ":", counter.suffix()] {
             key.push_str(part);
         }
-        key
     }
 
-    /// The key of one counter of one scope.
+    /// The key's text, to look a reading up by (no `Arc` to clone: the
+    /// detectors look keys up some forty times per attempt).
+    pub fn name(&self, scope: Scope, counter: Counter) -> std::borrow::Cow<'_, str> {
+        let index = POSITION[scope as usize][counter as usize];
+        match self.built.get(usize::from(index)) {
+            Some(key) => std::borrow::Cow::Borrowed(&**key),
+            None => {
+                let mut text = String::new();
+                self.write(&mut text, scope, counter);
+                std::borrow::Cow::Owned(text)
+            }
+        }
+    }
+
+    /// The key of one counter of one scope, to plan an operation on.
     pub fn key(&self, scope: Scope, counter: Counter) -> Key {
-        match COUNTERS.iter().position(|(s, c)| *s == scope && *c == counter) {
-            Some(index) => self.built[index].clone(),
-            None => Key::from(self.format(scope, counter)),
+        let index = POSITION[scope as usize][counter as usize];
+        match self.built.get(usize::from(index)) {
+            Some(key) => key.clone(),
+            None => {
+                let mut text = String::new();
+                self.write(&mut text, scope, counter);
+                Key::from(text)
+            }
         }
     }
 }
@@ -251,6 +295,23 @@ mod tests {
         let config = Config::default();
         let (a, b) = (KeyHasher::from_config(&config), KeyHasher::from_config(&config));
         assert_eq!(a.hash("ip", b"192.0.2.1"), b.hash("ip", b"192.0.2.1"), "a reload must keep the counters' keys");
+    }
+
+    #[test]
+    fn every_key_is_found_by_position_and_reads_as_its_scope_and_counter() {
+        let hasher = KeyHasher::from_config(&Config::default());
+        let keys = LoginKeys::new(&hasher, "login", "203.0.113.7".parse().unwrap(), "11po", Some("alice"));
+        for (scope, counter) in COUNTERS {
+            let key = keys.key(scope, counter);
+            let mut text = String::new();
+            keys.write(&mut text, scope, counter);
+            assert_eq!(&*key, text, "{scope:?} {counter:?}");
+            assert_eq!(keys.name(scope, counter), text);
+            assert!(key.starts_with(&format!("login:login:{}:", scope.as_str())), "{key}");
+            assert!(key.ends_with(&format!(":{}", counter.suffix())), "{key}");
+        }
+        // A counter no scope keeps is still named, not lost.
+        assert_eq!(&*keys.key(Scope::Site, Counter::Ban), "login:login:site:all:ban");
     }
 
     #[test]

@@ -12,6 +12,9 @@ use crate::config::Config;
 #[derive(Clone)]
 pub struct KeyHasher {
     key: [u8; 32],
+    /// Names this secret without revealing it, so that what is cached per
+    /// secret (see `credential::keys`) is never mixed between two.
+    tag: u64,
 }
 
 impl std::fmt::Debug for KeyHasher {
@@ -32,7 +35,19 @@ impl KeyHasher {
         } else {
             process_secret().to_vec()
         };
-        KeyHasher { key: blake3::derive_key("palisade 2026 counter keys v1", &secret) }
+        KeyHasher::from_key(blake3::derive_key("palisade 2026 counter keys v1", &secret))
+    }
+
+    fn from_key(key: [u8; 32]) -> Self {
+        let derived = blake3::derive_key("palisade 2026 key hasher tag", &key);
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&derived[..8]);
+        KeyHasher { key, tag: u64::from_le_bytes(tag) }
+    }
+
+    /// Equal for equal secrets, different (but for a 2^-64 chance) otherwise.
+    pub fn tag(&self) -> u64 {
+        self.tag
     }
 
     /// A short keyed hash (16 hex characters) of `value` in `domain`.
@@ -70,7 +85,9 @@ mod tests {
 
     #[test]
     fn hash_and_item_are_the_two_of_one_digest() {
-        let hasher = KeyHasher { key: [7; 32] };
+        let hasher = KeyHasher::from_key([7; 32]);
+        assert_eq!(hasher.tag(), KeyHasher::from_key([7; 32]).tag());
+        assert_ne!(hasher.tag(), KeyHasher::from_key([8; 32]).tag());
         let (hash, item) = hasher.hash_and_item("user", b"alice");
         assert_eq!(hash, hasher.hash("user", b"alice"));
         assert_eq!(item, hasher.item("user", b"alice"));

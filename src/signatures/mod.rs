@@ -10,6 +10,7 @@
 
 mod compile;
 mod field;
+mod scan_cache;
 pub mod rule;
 
 use std::collections::{HashMap, HashSet};

@@ -127,7 +127,10 @@ mod tests {
                 http_fingerprint(version, &Method::POST, lower.iter().map(String::as_str))
             );
         }
-        assert_ne!(folded_http_fingerprint(Version::HTTP_11, &Method::GET, names), http_fingerprint(Version::HTTP_11, &Method::GET, names));
+        assert_ne!(
+            folded_http_fingerprint(Version::HTTP_11, &Method::GET, names),
+            http_fingerprint(Version::HTTP_11, &Method::GET, names)
+        );
     }
 
     #[test]

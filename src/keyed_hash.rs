@@ -79,6 +79,24 @@ impl KeyHasher {
     }
 }
 
+/// The per-process random secret, made once.
+fn process_secret() -> [u8; 32] {
+    static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    *SECRET.get_or_init(random_secret)
+}
+
+fn random_secret() -> [u8; 32] {
+    // Unpredictable enough for a per-process key: time, process id and the
+    // address-space layout, mixed by BLAKE3.
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&crate::clock::Clock::now(&crate::clock::SystemClock).to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    let local = 0u8;
+    hasher.update(&(&local as *const u8 as usize).to_le_bytes());
+    hasher.update(&(random_secret as fn() -> [u8; 32] as usize).to_le_bytes());
+    *hasher.finalize().as_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,22 +115,4 @@ mod tests {
         full.update(b"user\0alice");
         assert_eq!(hash, hex::encode(&full.finalize().as_bytes()[..8]));
     }
-}
-
-/// The per-process random secret, made once.
-fn process_secret() -> [u8; 32] {
-    static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-    *SECRET.get_or_init(random_secret)
-}
-
-fn random_secret() -> [u8; 32] {
-    // Unpredictable enough for a per-process key: time, process id and the
-    // address-space layout, mixed by BLAKE3.
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&crate::clock::Clock::now(&crate::clock::SystemClock).to_le_bytes());
-    hasher.update(&std::process::id().to_le_bytes());
-    let local = 0u8;
-    hasher.update(&(&local as *const u8 as usize).to_le_bytes());
-    hasher.update(&(random_secret as fn() -> [u8; 32] as usize).to_le_bytes());
-    *hasher.finalize().as_bytes()
 }

@@ -121,15 +121,16 @@ pub struct RecordRef<'a> {
     pub id: Option<Cow<'a, str>>,
 }
 
-/// The header list, in a vector sized for a browser's headers from the
-/// start (growing it from empty cost four reallocations per line).
-fn headers_sized<'de, D>(deserializer: D) -> Result<Vec<(Cow<'de, str>, Cow<'de, str>)>, D::Error>
+/// The header list, in a vector sized for most requests' headers from the
+/// start (growing it from empty cost four reallocations per line; a
+/// larger start costs more than the rare growth past 16).
+fn headers_sized<'de, D>(deserializer: D) -> Result<Vec<Header<'de>>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
     struct Headers;
     impl<'de> serde::de::Visitor<'de> for Headers {
-        type Value = Vec<(Cow<'de, str>, Cow<'de, str>)>;
+        type Value = Vec<Header<'de>>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a sequence")
@@ -138,7 +139,7 @@ where
         fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             // A hint from the format when it has one, else room for a
             // browser's header block; never more than a sane maximum up front.
-            let mut headers = Vec::with_capacity(seq.size_hint().unwrap_or(24).min(64));
+            let mut headers = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(64));
             while let Some(header) = seq.next_element::<(BorrowedText<'de>, BorrowedText<'de>)>()? {
                 headers.push((header.0.0, header.1.0));
             }
@@ -147,6 +148,9 @@ where
     }
     deserializer.deserialize_seq(Headers)
 }
+
+/// One header of a capture line: name and value.
+type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// A string borrowed from the line when it has no escapes (what
 /// `#[serde(borrow)]` does for a `Cow` field).

@@ -185,7 +185,13 @@ impl LoginKeys {
     pub fn with_user(&self, hasher: &KeyHasher, username: &str) -> LoginKeys {
         let (user, user_item) = hasher.hash_and_item("user", username.to_lowercase().as_bytes());
         let user_keys = user_keys(&self.client.route, &user);
-        LoginKeys { client: self.client.clone(), user: Some(user), ip_item: self.ip_item, user_item: Some(user_item), user_keys }
+        LoginKeys {
+            client: self.client.clone(),
+            user: Some(user),
+            ip_item: self.ip_item,
+            user_item: Some(user_item),
+            user_keys,
+        }
     }
 
     pub fn new(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str, username: Option<&str>) -> Self {
@@ -292,7 +298,8 @@ fn client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str) -
         }
         let keys = std::sync::Arc::new(build_client_keys(hasher, route, ip, fingerprint));
         if let Some(slot) = cache.slots.get_mut(index) {
-            *slot = Some(CachedClient { tag: hasher.tag(), ip, fingerprint: Box::from(fingerprint), keys: keys.clone() });
+            *slot =
+                Some(CachedClient { tag: hasher.tag(), ip, fingerprint: Box::from(fingerprint), keys: keys.clone() });
         }
         keys
     })
@@ -417,15 +424,21 @@ mod tests {
         let two = KeyHasher::from_config(&config);
         let ip: IpAddr = "198.51.100.9".parse().unwrap();
         for _ in 0..2 {
-            for (hasher, route, ip, fingerprint) in
-                [(&one, "login", ip, "11po"), (&two, "login", ip, "11po"), (&one, "admin", ip, "11po"), (&one, "login", ip, "20po")]
-            {
+            for (hasher, route, ip, fingerprint) in [
+                (&one, "login", ip, "11po"),
+                (&two, "login", ip, "11po"),
+                (&one, "admin", ip, "11po"),
+                (&one, "login", ip, "20po"),
+            ] {
                 let cached = client_keys(hasher, route, ip, fingerprint);
                 assert_eq!(*cached, build_client_keys(hasher, route, ip, fingerprint), "{route} {fingerprint}");
             }
         }
         // Same client, same secret: the very same keys, shared.
-        assert!(std::sync::Arc::ptr_eq(&client_keys(&one, "login", ip, "11po"), &client_keys(&one, "login", ip, "11po")));
+        assert!(std::sync::Arc::ptr_eq(
+            &client_keys(&one, "login", ip, "11po"),
+            &client_keys(&one, "login", ip, "11po")
+        ));
     }
 
     #[test]

@@ -127,8 +127,14 @@ impl PaymentStage {
     pub fn attempt(&self, view: &RequestView<'_>, session: Option<&str>) -> Option<PaymentAttempt> {
         let config = view.route.payment.as_ref()?;
         let facts = PaymentFacts::read(config, &self.hasher, view.headers, view.body);
-        let keys =
-            PaymentKeys::new(&self.hasher, &view.route.name, view.client_ip, view.counter_fingerprint(), session, &facts);
+        let keys = PaymentKeys::new(
+            &self.hasher,
+            &view.route.name,
+            view.client_ip,
+            view.counter_fingerprint(),
+            session,
+            &facts,
+        );
         Some(PaymentAttempt { keys, facts })
     }
 

@@ -18,8 +18,8 @@ use regex_automata::meta::Regex;
 use regex_automata::{Input, MatchKind, PatternSet};
 
 use super::field::Field;
-use super::scan_cache;
 use super::rule::{ConditionSpec, RuleSpec};
+use super::scan_cache;
 use crate::error::Error;
 use crate::signal::{Action, Evidence, Signal};
 use crate::view::RequestView;

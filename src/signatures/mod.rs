@@ -10,8 +10,8 @@
 
 mod compile;
 mod field;
-mod scan_cache;
 pub mod rule;
+mod scan_cache;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

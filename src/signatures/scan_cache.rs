@@ -97,7 +97,13 @@ impl Field {
                     || name.starts_with("sec-")
                     || matches!(
                         name,
-                        "user-agent" | "x-requested-with" | "connection" | "upgrade-insecure-requests" | "te" | "dnt" | "priority"
+                        "user-agent"
+                            | "x-requested-with"
+                            | "connection"
+                            | "upgrade-insecure-requests"
+                            | "te"
+                            | "dnt"
+                            | "priority"
                     )
             }
         }

@@ -26,7 +26,7 @@ use http::{HeaderName, Uri};
 use http_body_util::combinators::BoxBody;
 
 pub use runtime::ConnectionInfo;
-pub use server::{Running, Server};
+pub use server::{Running, Server, Stopped};
 pub use tls::TlsSettings;
 /// The wire-head recorder, public for the fuzz targets (`fuzz/`).
 pub use wire_head::{HeadRecorder, WireHeads};

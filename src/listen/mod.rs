@@ -15,6 +15,7 @@ mod runtime;
 mod server;
 pub mod sidecar;
 mod tls;
+mod upstream;
 mod wire_head;
 
 use std::net::SocketAddr;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connections::{ConnectionLimiter, ConnectionSlot, Refusal};
-use super::forward::upstream_client;
+use super::forward::UpstreamClient;
 use super::idle::{ActivityClock, InFlight, Tracked};
 use super::pending::PendingOutcomes;
 use super::runtime::{ConnectionInfo, Runtime};
@@ -61,7 +61,7 @@ impl Server {
             metrics.attach_store(redis.metrics());
         }
         metrics.attach_local_store(app.pipeline().store().local_gauges());
-        let client = upstream_client(app.proxy.timeouts.upstream_connect);
+        let client = UpstreamClient::new(app.proxy.timeouts.upstream_connect);
         let pending = match &app.proxy.sidecar {
             Some(sidecar) => PendingOutcomes::new(sidecar.outcome_wait, sidecar.max_pending_outcomes),
             None => PendingOutcomes::new(std::time::Duration::from_secs(30), 1),
@@ -113,7 +113,7 @@ impl Server {
         let mut running = self.start_admin(proxy_addr, admin, shutdown, shutdown_rx.clone())?;
         let mut finished = Vec::with_capacity(listeners.len());
         for (index, listener) in listeners.into_iter().enumerate() {
-            let worker = Arc::new(running.runtime.for_worker(upstream_client(connect_timeout)));
+            let worker = Arc::new(running.runtime.for_worker(UpstreamClient::new(connect_timeout)));
             let (done, done_rx) = oneshot::channel::<()>();
             let (release, released) = oneshot::channel::<()>();
             // If a later worker fails to start, dropping `running` (and its
@@ -418,7 +418,7 @@ async fn serve_connection<S>(
                 Some(settings) => super::sidecar::handle(runtime, request, connection, settings).await,
                 None => super::handler::handle(runtime, request, connection, wire_heads).await,
             };
-            Ok::<_, std::convert::Infallible>(response?.map(|body| InFlightBody::boxed(body, in_flight)))
+            Ok::<_, std::convert::Infallible>(response?.map(|inner| InFlightBody { inner, _in_flight: in_flight }))
         }
     });
     let connection = builder.serve_connection(io, service);
@@ -500,13 +500,6 @@ const DRAIN_AFTER: Duration = Duration::from_secs(2);
 struct InFlightBody {
     inner: ProxyBody,
     _in_flight: InFlight,
-}
-
-impl InFlightBody {
-    fn boxed(inner: ProxyBody, in_flight: InFlight) -> ProxyBody {
-        use http_body_util::BodyExt;
-        InFlightBody { inner, _in_flight: in_flight }.boxed()
-    }
 }
 
 impl hyper::body::Body for InFlightBody {

@@ -50,16 +50,16 @@ impl WireHeads {
 /// different names as keys, which is what [`WireHeads::take_matching`]
 /// checks, found without hashing a name. A map filled from one head lists
 /// its keys in the order they first appear; when it does not, the check
-/// falls back to looking each name up.
+/// falls back to looking each name up. Linear when no name repeats: a
+/// name is either the next key or, rarely, one already seen.
 fn in_key_order(names: &[Box<str>], headers: &http::HeaderMap) -> bool {
-    let mut keys = headers.keys();
-    for (i, name) in names.iter().enumerate() {
-        if names[..i].iter().any(|earlier| earlier.eq_ignore_ascii_case(name)) {
-            continue;
-        }
-        match keys.next() {
-            Some(key) if key.as_str().eq_ignore_ascii_case(name) => {}
-            _ => return false,
+    let mut keys = headers.keys().peekable();
+    let mut seen = 0;
+    for name in names {
+        if keys.next_if(|key| key.as_str().eq_ignore_ascii_case(name)).is_some() {
+            seen += 1;
+        } else if !headers.keys().take(seen).any(|key| key.as_str().eq_ignore_ascii_case(name)) {
+            return false;
         }
     }
     keys.next().is_none()

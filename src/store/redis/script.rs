@@ -6,6 +6,7 @@
 //! raw window state; the numbers are computed here by the same functions
 //! the in-process store uses, so both backends answer alike.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use redis::Value;
@@ -43,54 +44,152 @@ pub fn redis_key(prefix: &str, shard: &str, key: &str) -> String {
     out
 }
 
-/// Fill `invocation` with the plan's keys and arguments. `now` overrides
-/// Redis `TIME` (replaying a capture against Redis; tests).
-pub fn encode(plan: &CounterPlan, prefix: &str, now: Option<Nanos>, invocation: &mut redis::ScriptInvocation<'_>) {
-    invocation.arg(now.map(|n| (n / 1_000).to_string()).unwrap_or_default());
+/// What a plan's operations are sent in: a group hash (its key up to the
+/// last `:`), or a GCRA limit's own key.
+fn unit(op: &CounterOp) -> (bool, &str) {
+    match op {
+        CounterOp::Gcra { key, .. } => (true, key),
+        other => (false, group_and_field(other.key()).0),
+    }
+}
+
+/// The order the script runs a plan's operations in: those of one group
+/// together (in plan order among themselves), groups in the order they
+/// first appear. Operations of different groups touch different keys, so
+/// the order between groups changes nothing; each group is then read and
+/// written once per call.
+pub fn order(plan: &CounterPlan) -> Vec<usize> {
+    let ops = plan.ops();
+    let mut tags = Vec::with_capacity(ops.len());
+    if ops.len() <= 64 {
+        // A request's few groups: a scan is cheaper than hashing.
+        let mut units: Vec<(bool, &str)> = Vec::new();
+        for op in ops {
+            let unit = unit(op);
+            let tag = units.iter().position(|u| *u == unit).unwrap_or_else(|| {
+                units.push(unit);
+                units.len() - 1
+            });
+            tags.push(tag);
+        }
+    } else {
+        // A merged write of many requests.
+        let mut units: hashbrown::HashMap<(bool, &str), usize> = hashbrown::HashMap::new();
+        for op in ops {
+            let next = units.len();
+            tags.push(*units.entry(unit(op)).or_insert(next));
+        }
+    }
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by_key(|&i| tags[i]);
+    order
+}
+
+/// Write `PREFIX:{SHARD}:KEY` and a suffix into `out` and append it to `command`.
+fn key_arg(command: &mut redis::Cmd, out: &mut String, base: &str, key: &str, suffix: &str) {
+    out.clear();
+    out.push_str(base);
+    out.push_str(key);
+    out.push_str(suffix);
+    command.arg(out.as_bytes());
+}
+
+/// The script call for a plan, with its operations in `order`: one `G`
+/// and one key per group, then its operations. `now` overrides Redis
+/// `TIME` (replaying a capture against Redis; tests).
+pub fn command(hash: &str, plan: &CounterPlan, order: &[usize], prefix: &str, now: Option<Nanos>) -> redis::Cmd {
+    let ops = plan.ops();
     let shard = plan.shard();
-    for op in plan.ops() {
+    let base = redis_key(prefix, shard, "");
+    let mut keys = 0;
+    let mut previous: Option<(bool, &str)> = None;
+    for &i in order {
+        let unit = unit(&ops[i]);
+        if !unit.0 && previous != Some(unit) {
+            keys += 1;
+        }
+        previous = Some(unit);
+        keys += match &ops[i] {
+            CounterOp::Gcra { .. } | CounterOp::Ban { .. } => 1,
+            CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => 2,
+            _ => 0,
+        };
+    }
+    let mut command = redis::Cmd::with_capacity(3 + keys + 1 + 4 * ops.len(), 48 * keys + 24 * ops.len());
+    command.arg("EVALSHA").arg(hash).arg(keys);
+    let mut scratch = String::with_capacity(base.len() + 48);
+    let mut previous: Option<(bool, &str)> = None;
+    for &i in order {
+        let op = &ops[i];
+        let unit = unit(op);
+        if !unit.0 && previous != Some(unit) {
+            key_arg(&mut command, &mut scratch, &base, unit.1, "");
+        }
+        previous = Some(unit);
         match op {
-            CounterOp::Gcra { key, limit } => {
+            CounterOp::Gcra { key, .. } => key_arg(&mut command, &mut scratch, &base, key, ""),
+            CounterOp::Distinct { key, .. } | CounterOp::DistinctIfHeld { key, .. } => {
+                key_arg(&mut command, &mut scratch, &base, key, ":e");
+                key_arg(&mut command, &mut scratch, &base, key, ":o");
+            }
+            CounterOp::Ban { .. } => key_arg(&mut command, &mut scratch, &base, "bans", ""),
+            _ => {}
+        }
+    }
+    match now {
+        Some(now) => command.arg(now / 1_000),
+        None => command.arg(""),
+    };
+    let mut previous: Option<(bool, &str)> = None;
+    for &i in order {
+        let op = &ops[i];
+        let unit = unit(op);
+        if !unit.0 && previous != Some(unit) {
+            command.arg("G");
+        }
+        previous = Some(unit);
+        match op {
+            CounterOp::Gcra { limit, .. } => {
                 let (interval, tolerance) = gcra_params(limit);
-                invocation.key(redis_key(prefix, shard, key)).arg("g").arg(interval).arg(tolerance);
+                command.arg("g").arg(interval).arg(tolerance);
+            }
+            // Reads need neither window nor half-life: Rust computes them.
+            CounterOp::Count { key, add: 0, .. } => {
+                command.arg("C").arg(group_and_field(key).1);
             }
             CounterOp::Count { key, window, add } => {
-                let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).arg("c").arg(name).arg(micros(*window)).arg(*add);
+                command.arg("c").arg(group_and_field(key).1).arg(micros(*window)).arg(*add);
+            }
+            CounterOp::Decay { key, add, .. } if *add == 0.0 => {
+                command.arg("Y").arg(group_and_field(key).1);
             }
             CounterOp::Distinct { key, window, item } => {
-                let (group, name) = group_and_field(key);
-                let sketch = redis_key(prefix, shard, key);
-                invocation.key(redis_key(prefix, shard, group)).key(format!("{sketch}:e")).key(format!("{sketch}:o"));
-                invocation.arg("d").arg(name).arg(micros(*window));
-                invocation.arg(item.map(|i| i.to_string()).unwrap_or_default());
+                command.arg("d").arg(group_and_field(key).1).arg(micros(*window));
+                match item {
+                    Some(item) => command.arg(*item),
+                    None => command.arg(""),
+                };
             }
             CounterOp::DistinctIfHeld { key, window, item } => {
-                let (group, name) = group_and_field(key);
-                let sketch = redis_key(prefix, shard, key);
-                invocation.key(redis_key(prefix, shard, group)).key(format!("{sketch}:e")).key(format!("{sketch}:o"));
-                invocation.arg("h").arg(name).arg(micros(*window)).arg(item.to_string());
+                command.arg("h").arg(group_and_field(key).1).arg(micros(*window)).arg(*item);
             }
             CounterOp::Decay { key, half_life, add } => {
-                let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).arg("y").arg(name);
-                invocation.arg(micros(*half_life)).arg(format!("{add:e}"));
+                scratch.clear();
+                let _ = write!(scratch, "{add:e}");
+                command.arg("y").arg(group_and_field(key).1).arg(micros(*half_life)).arg(scratch.as_bytes());
             }
             CounterOp::Rhythm { key, window } => {
-                let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).arg("r").arg(name).arg(micros(*window));
+                command.arg("r").arg(group_and_field(key).1).arg(micros(*window));
             }
             CounterOp::BanCheck { key } => {
-                let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).arg("b").arg(name);
+                command.arg("b").arg(group_and_field(key).1);
             }
             CounterOp::Ban { key, ttl, reason } => {
-                let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).key(ban_index(prefix, shard));
-                invocation.arg("B").arg(name).arg(micros(*ttl)).arg(&**reason).arg(&**key);
+                command.arg("B").arg(group_and_field(key).1).arg(micros(*ttl)).arg(&**reason).arg(&**key);
             }
         }
     }
+    command
 }
 
 /// The sorted set of a shard's bans (member: the ban's key, score: when
@@ -140,6 +239,21 @@ fn float(value: &Value) -> Result<f64, BadReply> {
     }
 }
 
+/// A field as stored, or `default` when it is missing (a Lua `false`).
+fn int_or(value: &Value, default: i64) -> Result<i64, BadReply> {
+    if matches!(value, Value::Nil) { Ok(default) } else { int(value) }
+}
+
+fn float_or(value: &Value, default: f64) -> Result<f64, BadReply> {
+    if matches!(value, Value::Nil) { Ok(default) } else { float(value) }
+}
+
+/// A decayed sum `value` set at `at`, read at `now` (microseconds): the
+/// script's own formula, in the same double arithmetic.
+fn decayed(value: f64, at: f64, now: f64, half_life: f64) -> f64 {
+    value * (-(now - at).max(0.0) / half_life * std::f64::consts::LN_2).exp()
+}
+
 fn array(value: &Value) -> Result<&[Value], BadReply> {
     match value {
         Value::Array(items) => Ok(items),
@@ -147,21 +261,32 @@ fn array(value: &Value) -> Result<&[Value], BadReply> {
     }
 }
 
-/// Turn the script's reply into readings, in plan order. Returns the time
-/// the script ran at.
-pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings) -> Result<Nanos, BadReply> {
+/// Turn the script's reply (flat, operations in `order`) into readings,
+/// in plan order. Returns the time the script ran at.
+pub fn decode(
+    plan: &CounterPlan,
+    order: &[usize],
+    reply: &Value,
+    readings: &mut CounterReadings,
+) -> Result<Nanos, BadReply> {
     let items = array(reply)?;
-    if items.len() != plan.ops().len() + 1 {
-        return Err(BadReply(format!("{} items for {} operations", items.len(), plan.ops().len())));
-    }
-    let now = int(&items[0])?.max(0) as u64 * 1_000;
-    for (op, item) in plan.ops().iter().zip(&items[1..]) {
-        let reading = match op {
+    let ops = plan.ops();
+    let first = items.first().ok_or_else(|| BadReply("an empty reply".to_string()))?;
+    let now_us = int(first)?.max(0) as u64;
+    let now = now_us * 1_000;
+    let mut read = vec![Reading::Done; ops.len()];
+    let mut next = 1;
+    let mut take = |count: usize| -> Result<&[Value], BadReply> {
+        let values = items
+            .get(next..next + count)
+            .ok_or_else(|| BadReply(format!("{} items for {} operations", items.len(), ops.len())))?;
+        next += count;
+        Ok(values)
+    };
+    for &i in order {
+        read[i] = match &ops[i] {
             CounterOp::Gcra { .. } => {
-                let pair = array(item)?;
-                if pair.len() != 2 {
-                    return Err(BadReply(format!("{item:?}")));
-                }
+                let pair = take(2)?;
                 if int(&pair[0])? == 1 {
                     Reading::Gcra(GcraReading::Allowed)
                 } else {
@@ -170,12 +295,9 @@ pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings)
                 }
             }
             CounterOp::Count { window, .. } => {
-                let state = array(item)?;
-                if state.len() != 3 {
-                    return Err(BadReply(format!("{item:?}")));
-                }
+                let state = take(3)?;
                 let width = (window.as_nanos() as u64).max(1);
-                let (index, current, previous) = (int(&state[0])?, int(&state[1])?, int(&state[2])?);
+                let (index, current, previous) = (int_or(&state[0], -1)?, int_or(&state[1], 0)?, int_or(&state[2], 0)?);
                 Reading::Number(sliding_estimate(
                     now / width,
                     (now % width) as f64 / width as f64,
@@ -184,22 +306,34 @@ pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings)
                     previous.max(0) as u64,
                 ))
             }
-            CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => Reading::Number(int(item)?.max(0) as f64),
-            CounterOp::Decay { .. } => Reading::Number(float(item)?),
+            CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => {
+                Reading::Number(int(&take(1)?[0])?.max(0) as f64)
+            }
+            CounterOp::Decay { half_life, add, .. } if *add == 0.0 => {
+                let state = take(2)?;
+                let (value, at) = (float_or(&state[0], 0.0)?, float_or(&state[1], 0.0)?);
+                Reading::Number(decayed(value, at, now_us as f64, micros(*half_life) as f64))
+            }
+            CounterOp::Decay { .. } => Reading::Number(float(&take(1)?[0])?),
             CounterOp::Rhythm { .. } => {
-                let state = array(item)?;
-                if state.len() != 3 {
-                    return Err(BadReply(format!("{item:?}")));
-                }
+                let state = take(3)?;
                 let gaps = u32::try_from(int(&state[0])?.max(0)).unwrap_or(u32::MAX);
                 Reading::Number(Rhythm::variation(gaps, float(&state[1])?, float(&state[2])?))
             }
             CounterOp::BanCheck { .. } => {
-                let left = int(item)?;
+                let left = int(&take(1)?[0])?;
                 Reading::Ban((left > 0).then(|| Duration::from_micros(left as u64)))
             }
-            CounterOp::Ban { .. } => Reading::Done,
+            CounterOp::Ban { .. } => {
+                take(1)?;
+                Reading::Done
+            }
         };
+    }
+    if next != items.len() {
+        return Err(BadReply(format!("{} items for {} operations", items.len(), ops.len())));
+    }
+    for (op, reading) in ops.iter().zip(read) {
         readings.push(op.key().clone(), reading);
     }
     Ok(now)

@@ -168,6 +168,11 @@ while a <= #ARGV do
     -- HyperLogLogs used in turn; which window each holds is in the group
     -- (fields NAME.e and NAME.o). 'h' adds only to a sketch already held:
     -- one never held reads 1 (the item alone) and is not created.
+    --
+    -- The count is kept in the group too (NAME.u, counted in window
+    -- NAME.k): while no add changes a sketch (PFADD answers 0) and the
+    -- window is the same, it is what PFCOUNT would answer, without the
+    -- PFCOUNT (over two sketches, a merge of both).
     local name, width, item = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
     local even, odd = KEYS[k], KEYS[k + 1]
     local index = math.floor(now / width)
@@ -182,6 +187,7 @@ while a <= #ARGV do
     if unheld then
       reply[r + 1] = 1
     else
+      local changed = 0
       if item ~= '' then
         if current_held ~= index then
           -- A new window: start its sketch; it and the group (which says
@@ -193,18 +199,31 @@ while a <= #ARGV do
           redis.call('PFADD', current, item)
           redis.call('PEXPIRE', current, ttl)
           keep_counter(ttl)
+          changed = 1
         else
-          redis.call('PFADD', current, item)
+          changed = redis.call('PFADD', current, item)
         end
       end
+      local fk, fu = name .. '.k', name .. '.u'
+      local counted
       if current_held == index and previous_held == index - 1 then
-        reply[r + 1] = redis.call('PFCOUNT', current, previous)
+        counted = { current, previous }
       elseif current_held == index then
-        reply[r + 1] = redis.call('PFCOUNT', current)
+        counted = { current }
       elseif previous_held == index - 1 then
-        reply[r + 1] = redis.call('PFCOUNT', previous)
-      else
+        counted = { previous }
+      end
+      if not counted then
         reply[r + 1] = 0
+      elseif changed == 0 and field(fk, -1) == index and fields[fu] then
+        reply[r + 1] = fields[fu]
+      else
+        -- A held sketch means the group exists with its TTL: the count
+        -- can be kept in it.
+        local count = redis.call('PFCOUNT', unpack(counted))
+        set(fk, fmt(index))
+        set(fu, fmt(count))
+        reply[r + 1] = count
       end
     end
     r = r + 1

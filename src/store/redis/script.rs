@@ -2,9 +2,16 @@
 //!
 //! The script (`plan.lua`) keeps the same state the in-process store keeps
 //! (GCRA arrival times, two fixed windows per count, two HyperLogLogs per
-//! distinct count, decayed sums, bans as keys with a TTL) and replies with
-//! raw window state; the numbers are computed here by the same functions
-//! the in-process store uses, so both backends answer alike.
+//! distinct count, decayed sums, bans as fields of their scope's hash with
+//! their end time) and replies with raw window state; the numbers are
+//! computed here by the same functions the in-process store uses, so both
+//! backends answer alike.
+//!
+//! The call is built as one `EVALSHA` command (one buffer, not one
+//! allocation per argument): the operations of one group hash are sent
+//! together ([`order`]), each key once, and counters that are only read
+//! carry no window, so a login's call has about half the arguments it
+//! would have op by op.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -342,6 +349,7 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Key;
 
     #[test]
     fn gcra_parameters_match_governor_quota() {
@@ -357,6 +365,97 @@ mod tests {
         assert_eq!(group_and_field("login:ip:ab:f"), ("login:ip:ab", "f"));
         assert_eq!(group_and_field("login:site:all:a0"), ("login:site:all", "a0"));
         assert_eq!(group_and_field("seen"), ("seen", "_"));
+    }
+
+    fn login_like_plan() -> CounterPlan {
+        let minute = Duration::from_secs(60);
+        let mut plan = CounterPlan::new(Key::from("login"));
+        let limit = RateLimitConfig { requests: 5, period_secs: 60, burst: None };
+        plan.push(CounterOp::BanCheck { key: Key::from("ip:a:ban") });
+        plan.push(CounterOp::Count { key: Key::from("ip:a:f"), window: minute, add: 0 });
+        plan.push(CounterOp::Gcra { key: Key::from("rl:a"), limit });
+        plan.push(CounterOp::Decay { key: Key::from("site:all:a0"), half_life: minute, add: 0.0 });
+        plan.push(CounterOp::Distinct { key: Key::from("ip:a:users"), window: minute, item: Some(7) });
+        plan.push(CounterOp::Decay { key: Key::from("site:all:a1"), half_life: minute, add: 1.0 });
+        plan
+    }
+
+    fn args(command: &redis::Cmd) -> Vec<String> {
+        command
+            .args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => "<not a plain argument>".to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_groups_operations_are_sent_together_and_its_key_once() {
+        let plan = login_like_plan();
+        let order = order(&plan);
+        assert_eq!(order, [0, 1, 4, 2, 3, 5], "the ip group's three operations, the limit, the site group's two");
+        let command = command("sha", &plan, &order, "palisade", None);
+        let base = "palisade:{login}:";
+        let expected = [
+            "EVALSHA".to_string(),
+            "sha".to_string(),
+            "5".to_string(),
+            format!("{base}ip:a"),
+            format!("{base}ip:a:users:e"),
+            format!("{base}ip:a:users:o"),
+            format!("{base}rl:a"),
+            format!("{base}site:all"),
+            String::new(),
+        ];
+        let sent = args(&command);
+        assert_eq!(sent[..expected.len()], expected);
+        let ops: Vec<&str> = sent[expected.len()..].iter().map(String::as_str).collect();
+        assert_eq!(
+            ops,
+            [
+                "G", "b", "ban", "C", "f", "d", "users", "60000000", "7", "g", "12000000", "48000000", "G", "Y", "a0",
+                "y", "a1", "60000000", "1e0"
+            ]
+        );
+    }
+
+    #[test]
+    fn replies_are_read_back_in_plan_order() {
+        let plan = login_like_plan();
+        let order = order(&plan);
+        let now_us: i64 = 1_800_000_000_000_000;
+        let at = (now_us - 60_000_000).to_string();
+        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        // In sent order: ban, count (as stored), distinct, limit, decay read (as stored), decay written.
+        let reply = Value::Array(vec![
+            Value::Int(now_us),
+            Value::Int(0),
+            bulk(&(now_us / 60_000_000).to_string()),
+            bulk("4"),
+            Value::Nil,
+            Value::Int(3),
+            Value::Int(1),
+            Value::Int(0),
+            bulk("8"),
+            bulk(&at),
+            bulk("2.5"),
+        ]);
+        let mut readings = CounterReadings::default();
+        let now = decode(&plan, &order, &reply, &mut readings).unwrap();
+        assert_eq!(now, now_us as u64 * 1_000);
+        let keys: Vec<&str> = readings.entries().iter().map(|(key, _)| &**key).collect();
+        assert_eq!(keys, ["ip:a:ban", "ip:a:f", "rl:a", "site:all:a0", "ip:a:users", "site:all:a1"]);
+        assert_eq!(readings.ban("ip:a:ban"), None);
+        assert_eq!(readings.gcra("rl:a"), Some(GcraReading::Allowed));
+        assert_eq!(readings.number("ip:a:users"), 3.0);
+        assert_eq!(readings.number("site:all:a1"), 2.5);
+        // Window start with 4 counted and nothing before: the sliding estimate is 4.
+        assert_eq!(readings.number("ip:a:f"), 4.0);
+        // 8 set a minute (one half-life) ago: 4.
+        assert!((readings.number("site:all:a0") - 4.0).abs() < 1e-12);
+        let short = Value::Array(vec![Value::Int(now_us), Value::Int(0)]);
+        assert!(decode(&plan, &order, &short, &mut CounterReadings::default()).is_err());
     }
 
     #[test]

@@ -152,9 +152,9 @@ fn coalesce(plan: CounterPlan) -> CounterPlan {
     let mut seen: hashbrown::HashMap<Repeat, usize> = hashbrown::HashMap::new();
     for op in plan.ops() {
         let repeat = match op {
-            CounterOp::Count { add: 0, .. }
-            | CounterOp::Distinct { item: None, .. }
-            | CounterOp::BanCheck { .. } => continue,
+            CounterOp::Count { add: 0, .. } | CounterOp::Distinct { item: None, .. } | CounterOp::BanCheck { .. } => {
+                continue;
+            }
             CounterOp::Decay { add, .. } if *add == 0.0 => continue,
             CounterOp::Count { key, window, .. } => (0, key.clone(), window.as_nanos(), 0),
             CounterOp::Decay { key, half_life, .. } => (1, key.clone(), half_life.as_nanos(), 0),

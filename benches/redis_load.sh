@@ -12,7 +12,9 @@
 # For the Redis runs it reads `INFO commandstats` before and after, and
 # reports script calls (EVALSHA) and all commands (the script's own
 # commands included) per request, and how many requests fell back to local
-# counters. Prints a markdown table at the end.
+# counters. For every run it reads the CPU time palisade and redis-server
+# used (/proc), per request: steadier than requests/s on a shared machine.
+# Prints a markdown table at the end.
 # Every process this script starts is killed on exit.
 #
 # Environment (defaults):
@@ -76,7 +78,8 @@ STARTED+=($!)
 wait_port "$UPSTREAM_PORT" upstream
 
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
-STARTED+=($!)
+REDIS_PID=$!
+STARTED+=("$REDIS_PID")
 wait_port "$REDIS_PORT" redis
 
 cat >"$WORK/palisade.toml" <<EOF
@@ -157,6 +160,14 @@ all_calls() {
         awk -F'[:=,]' '/^cmdstat_/ && $1 != "cmdstat_info" { sum += $3 } END { print sum + 0 }'
 }
 
+# CPU time (user + system, in clock ticks) a process has used so far: per
+# request, it is what a change costs even when other work on the machine
+# makes requests/s noisy.
+TICKS=$(getconf CLK_TCK)
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 ROWS="$WORK/rows.tsv"
 : >"$ROWS"
 for rep in $(seq "$REPEAT"); do
@@ -179,12 +190,16 @@ for rep in $(seq "$REPEAT"); do
             fi
             evalsha_before=$(stat_calls evalsha)
             all_before=$(all_calls)
+            palisade_cpu_before=$(cpu_ticks "$PALISADE_PID")
+            redis_cpu_before=$(cpu_ticks "$REDIS_PID")
             out="$RESULTS_DIR/redis-load-$kind-$store-$rep.txt"
             echo "== $kind, $store store (run $rep): wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency" >&2
             wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${args[@]}" >"$out"
             cat "$out" >&2
             # Let the background writer finish before reading the stats.
             sleep 0.5
+            palisade_cpu=$(($(cpu_ticks "$PALISADE_PID") - palisade_cpu_before))
+            redis_cpu=$(($(cpu_ticks "$REDIS_PID") - redis_cpu_before))
             evalsha=$(($(stat_calls evalsha) - evalsha_before))
             commands=$(($(all_calls) - all_before))
             fallbacks=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '$1 == "palisade_store_fallback_requests_total" { print $2; found = 1 } END { if (!found) print "-" }')
@@ -194,7 +209,8 @@ for rep in $(seq "$REPEAT"); do
             else
                 fallback_delta=-
             fi
-            awk -v kind="$kind" -v store="$store" -v evalsha="$evalsha" -v commands="$commands" -v fallback="$fallback_delta" '
+            awk -v kind="$kind" -v store="$store" -v evalsha="$evalsha" -v commands="$commands" -v fallback="$fallback_delta" \
+                -v pcpu="$palisade_cpu" -v rcpu="$redis_cpu" -v ticks="$TICKS" '
                 /Requests\/sec/ { rps = $2 }
                 $1 == "99%" { p99 = $2 }
                 $1 == "50%" { p50 = $2 }
@@ -203,7 +219,9 @@ for rep in $(seq "$REPEAT"); do
                 END {
                     per = (store != "in-process" && requests > 0) ? sprintf("%.2f", evalsha / requests) : "-"
                     all = (store != "in-process" && requests > 0) ? sprintf("%.1f", commands / requests) : "-"
-                    printf "%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%s\t%s\n", kind, store, rps, p50, p99, bad, per, all, fallback
+                    us = (requests > 0) ? 1e6 / ticks / requests : 0
+                    rus = (store != "in-process") ? sprintf("%.1f", rcpu * us) : "-"
+                    printf "%s\t%s\t%.0f\t%s\t%s\t%d\t%s\t%s\t%s\t%.1f\t%s\n", kind, store, rps, p50, p99, bad, per, all, fallback, pcpu * us, rus
                 }' "$out" >>"$ROWS"
         done
         if [ "$store" != in-process ]; then
@@ -217,8 +235,8 @@ done
     echo
     echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, palisade with $WORKERS tokio workers, $REPEAT run(s) per row (median by req/s)"
     echo
-    echo "| request | store | req/s | vs in-process | p50 | p99 | non-2xx | script calls / request | Redis commands / request | fallbacks |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| request | store | req/s | vs in-process | p50 | p99 | non-2xx | script calls / request | Redis commands / request | fallbacks | palisade CPU µs / request | redis-server CPU µs / request |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
     sort -t$'\t' -k1,1 -k2,2 -k3,3n "$ROWS" | awk -F'\t' -v reps="$REPEAT" '
         { key = $1 "\t" $2; n[key]++; row[key, n[key]] = $0; if (!(key in seen)) { seen[key] = 1; order[++count] = key } }
         END {
@@ -226,7 +244,7 @@ done
                 key = order[i]; split(row[key, int((n[key] + 1) / 2)], f, "\t")
                 if (f[2] == "in-process") base[f[1]] = f[3]
                 ratio = (f[1] in base && base[f[1]] > 0) ? sprintf("%.2f", f[3] / base[f[1]]) : "-"
-                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], ratio, f[4], f[5], f[6], f[7], f[8], f[9]
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f[1], f[2], f[3], ratio, f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]
             }
         }'
 } | tee "$RESULTS_DIR/redis-load-table.md"

@@ -226,33 +226,25 @@ impl std::fmt::Display for BadReply {
     }
 }
 
-fn int(value: &Value) -> Result<i64, BadReply> {
-    match value {
-        Value::Int(n) => Ok(*n),
-        Value::BulkString(bytes) => {
-            std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| BadReply(format!("{value:?}")))
-        }
-        other => Err(BadReply(format!("{other:?}"))),
-    }
+/// A whole number the script wrote (Lua writes numbers of 1e14 and more
+/// with an exponent).
+fn int(text: &str) -> Result<i64, BadReply> {
+    text.parse::<i64>()
+        .or_else(|_| text.parse::<f64>().map(|n| n as i64))
+        .map_err(|_| BadReply(format!("{text:?} is not a number")))
 }
 
-fn float(value: &Value) -> Result<f64, BadReply> {
-    match value {
-        Value::Int(n) => Ok(*n as f64),
-        Value::BulkString(bytes) => {
-            std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| BadReply(format!("{value:?}")))
-        }
-        other => Err(BadReply(format!("{other:?}"))),
-    }
+fn float(text: &str) -> Result<f64, BadReply> {
+    text.parse().map_err(|_| BadReply(format!("{text:?} is not a number")))
 }
 
-/// A field as stored, or `default` when it is missing (a Lua `false`).
-fn int_or(value: &Value, default: i64) -> Result<i64, BadReply> {
-    if matches!(value, Value::Nil) { Ok(default) } else { int(value) }
+/// A field as stored, or `default` when it is not (`-`).
+fn int_or(text: &str, default: i64) -> Result<i64, BadReply> {
+    if text == "-" { Ok(default) } else { int(text) }
 }
 
-fn float_or(value: &Value, default: f64) -> Result<f64, BadReply> {
-    if matches!(value, Value::Nil) { Ok(default) } else { float(value) }
+fn float_or(text: &str, default: f64) -> Result<f64, BadReply> {
+    if text == "-" { Ok(default) } else { float(text) }
 }
 
 /// A decayed sum `value` set at `at`, read at `now` (microseconds): the
@@ -261,32 +253,28 @@ fn decayed(value: f64, at: f64, now: f64, half_life: f64) -> f64 {
     value * (-(now - at).max(0.0) / half_life * std::f64::consts::LN_2).exp()
 }
 
-fn array(value: &Value) -> Result<&[Value], BadReply> {
-    match value {
-        Value::Array(items) => Ok(items),
-        other => Err(BadReply(format!("{other:?}"))),
-    }
-}
-
-/// Turn the script's reply (flat, operations in `order`) into readings,
-/// in plan order. Returns the time the script ran at.
+/// Turn the script's reply (one string of values, operations in `order`)
+/// into readings, in plan order. Returns the time the script ran at.
 pub fn decode(
     plan: &CounterPlan,
     order: &[usize],
     reply: &Value,
     readings: &mut CounterReadings,
 ) -> Result<Nanos, BadReply> {
-    let items = array(reply)?;
+    let text = match reply {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).map_err(|_| BadReply(format!("{reply:?}")))?,
+        other => return Err(BadReply(format!("{other:?}"))),
+    };
+    let items: Vec<&str> = text.split(' ').collect();
     let ops = plan.ops();
-    let first = items.first().ok_or_else(|| BadReply("an empty reply".to_string()))?;
-    let now_us = int(first)?.max(0) as u64;
+    let now_us = int(items[0])?.max(0) as u64;
     let now = now_us * 1_000;
     let mut read = vec![Reading::Done; ops.len()];
     let mut next = 1;
-    let mut take = |count: usize| -> Result<&[Value], BadReply> {
+    let mut take = |count: usize| -> Result<&[&str], BadReply> {
         let values = items
             .get(next..next + count)
-            .ok_or_else(|| BadReply(format!("{} items for {} operations", items.len(), ops.len())))?;
+            .ok_or_else(|| BadReply(format!("{} values for {} operations", items.len(), ops.len())))?;
         next += count;
         Ok(values)
     };
@@ -294,17 +282,17 @@ pub fn decode(
         read[i] = match &ops[i] {
             CounterOp::Gcra { .. } => {
                 let pair = take(2)?;
-                if int(&pair[0])? == 1 {
+                if int(pair[0])? == 1 {
                     Reading::Gcra(GcraReading::Allowed)
                 } else {
-                    let wait = Duration::from_micros(int(&pair[1])?.max(0) as u64);
+                    let wait = Duration::from_micros(int(pair[1])?.max(0) as u64);
                     Reading::Gcra(GcraReading::Limited { retry_after: wait.max(Duration::from_millis(1)) })
                 }
             }
             CounterOp::Count { window, .. } => {
                 let state = take(3)?;
                 let width = (window.as_nanos() as u64).max(1);
-                let (index, current, previous) = (int_or(&state[0], -1)?, int_or(&state[1], 0)?, int_or(&state[2], 0)?);
+                let (index, current, previous) = (int_or(state[0], -1)?, int_or(state[1], 0)?, int_or(state[2], 0)?);
                 Reading::Number(sliding_estimate(
                     now / width,
                     (now % width) as f64 / width as f64,
@@ -314,21 +302,21 @@ pub fn decode(
                 ))
             }
             CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => {
-                Reading::Number(int(&take(1)?[0])?.max(0) as f64)
+                Reading::Number(int(take(1)?[0])?.max(0) as f64)
             }
             CounterOp::Decay { half_life, add, .. } if *add == 0.0 => {
                 let state = take(2)?;
-                let (value, at) = (float_or(&state[0], 0.0)?, float_or(&state[1], 0.0)?);
+                let (value, at) = (float_or(state[0], 0.0)?, float_or(state[1], 0.0)?);
                 Reading::Number(decayed(value, at, now_us as f64, micros(*half_life) as f64))
             }
-            CounterOp::Decay { .. } => Reading::Number(float(&take(1)?[0])?),
+            CounterOp::Decay { .. } => Reading::Number(float(take(1)?[0])?),
             CounterOp::Rhythm { .. } => {
                 let state = take(3)?;
-                let gaps = u32::try_from(int(&state[0])?.max(0)).unwrap_or(u32::MAX);
-                Reading::Number(Rhythm::variation(gaps, float(&state[1])?, float(&state[2])?))
+                let gaps = u32::try_from(int(state[0])?.max(0)).unwrap_or(u32::MAX);
+                Reading::Number(Rhythm::variation(gaps, float(state[1])?, float(state[2])?))
             }
             CounterOp::BanCheck { .. } => {
-                let left = int(&take(1)?[0])?;
+                let left = int(take(1)?[0])?;
                 Reading::Ban((left > 0).then(|| Duration::from_micros(left as u64)))
             }
             CounterOp::Ban { .. } => {
@@ -338,7 +326,7 @@ pub fn decode(
         };
     }
     if next != items.len() {
-        return Err(BadReply(format!("{} items for {} operations", items.len(), ops.len())));
+        return Err(BadReply(format!("{} values for {} operations", items.len(), ops.len())));
     }
     for (op, reading) in ops.iter().zip(read) {
         readings.push(op.key().clone(), reading);
@@ -426,21 +414,9 @@ mod tests {
         let order = order(&plan);
         let now_us: i64 = 1_800_000_000_000_000;
         let at = (now_us - 60_000_000).to_string();
-        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let bulk = |text: String| Value::BulkString(text.into_bytes());
         // In sent order: ban, count (as stored), distinct, limit, decay read (as stored), decay written.
-        let reply = Value::Array(vec![
-            Value::Int(now_us),
-            Value::Int(0),
-            bulk(&(now_us / 60_000_000).to_string()),
-            bulk("4"),
-            Value::Nil,
-            Value::Int(3),
-            Value::Int(1),
-            Value::Int(0),
-            bulk("8"),
-            bulk(&at),
-            bulk("2.5"),
-        ]);
+        let reply = bulk(format!("{now_us} 0 {} 4 - 3 1 0 8 {at} 2.5", now_us / 60_000_000));
         let mut readings = CounterReadings::default();
         let now = decode(&plan, &order, &reply, &mut readings).unwrap();
         assert_eq!(now, now_us as u64 * 1_000);
@@ -454,7 +430,7 @@ mod tests {
         assert_eq!(readings.number("ip:a:f"), 4.0);
         // 8 set a minute (one half-life) ago: 4.
         assert!((readings.number("site:all:a0") - 4.0).abs() < 1e-12);
-        let short = Value::Array(vec![Value::Int(now_us), Value::Int(0)]);
+        let short = bulk(format!("{now_us} 0"));
         assert!(decode(&plan, &order, &short, &mut CounterReadings::default()).is_err());
     }
 

@@ -21,6 +21,11 @@ use palisade::pipeline::PipelineBuilder;
 use palisade::request_id::RequestIds;
 use palisade::store::{CounterStore, LocalStore};
 
+/// The allocator `palisade` itself runs with (see `src/main.rs`), so that
+/// these numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One login attempt, prepared once.
 struct Attempt {
     method: http::Method,

@@ -18,6 +18,11 @@ use palisade::signal::Action;
 
 use captures::{Captured, MIX_STEP, clean_browser, decide, default_pipeline, load_all, mix_actions, shuffled};
 
+/// The allocator `palisade` itself runs with (see `src/main.rs`), so that
+/// these numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The whole capture mix, one request per iteration, cycling through it
 /// with the manual clock moving [`MIX_STEP`] per request.
 fn capture_mix(c: &mut Criterion) {

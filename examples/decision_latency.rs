@@ -24,6 +24,11 @@ use hdrhistogram::Histogram;
 
 use captures::{Captured, MIX_STEP, clean_browser, decide, default_pipeline, load_all, mix_actions, shuffled};
 
+/// The allocator `palisade` itself runs with (see `src/main.rs`), so that
+/// these numbers are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WARM_UP: usize = 50_000;
 /// With `--threads` > 1, the manual clock moves every this many requests.
 const CLOCK_BATCH: usize = 32;

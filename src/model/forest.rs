@@ -59,10 +59,14 @@ pub enum NodeDef {
 /// Which copy of the feature vector a split reads (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
-    NanHigh = 0,
-    NanLow = 1,
-    NanZeroHigh = 2,
-    NanZeroLow = 3,
+    /// `NaN` → +∞: missing goes right.
+    High = 0,
+    /// `NaN` → −∞: missing goes left.
+    Low = 1,
+    /// `NaN` and zero → +∞.
+    ZeroHigh = 2,
+    /// `NaN` and zero → −∞.
+    ZeroLow = 3,
 }
 
 /// The padded trees, tree-major, each tree `stride` (`2^depth`) entries
@@ -148,10 +152,10 @@ impl Forest {
             }
             NodeDef::Split { feature, threshold, missing_left, missing_zero, value, left, right } => {
                 let variant = match (missing_zero, missing_left) {
-                    (false, false) => Variant::NanHigh,
-                    (false, true) => Variant::NanLow,
-                    (true, false) => Variant::NanZeroHigh,
-                    (true, true) => Variant::NanZeroLow,
+                    (false, false) => Variant::High,
+                    (false, true) => Variant::Low,
+                    (true, false) => Variant::ZeroHigh,
+                    (true, true) => Variant::ZeroLow,
                 };
                 self.zero_missing |= missing_zero;
                 self.read[slot] = u8::try_from(variant as usize * FEATURE_COUNT + feature).ok()?;

@@ -1,35 +1,21 @@
-//! Forwarding to the upstream: the pooled client and the request and
-//! response rewriting a reverse proxy owes both sides (hop-by-hop headers,
-//! `X-Forwarded-For`, the decision headers for the application).
+//! Forwarding to the upstream: the request and response rewriting a
+//! reverse proxy owes both sides (hop-by-hop headers, `X-Forwarded-For`,
+//! the decision headers for the application). The connections themselves
+//! are in [`super::upstream`].
 
 use std::io::Write as _;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::ProxyBody;
 use crate::decision_headers::DecisionHeaders;
 use crate::pipeline::Decision;
 
-pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
-
-pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
+pub use super::upstream::{UpstreamBody, UpstreamClient};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -43,8 +29,31 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Whether a (lower-case) name is one of [`HOP_BY_HOP`] or
+/// Transfer-Encoding: what [`strip_hop_by_hop`] removes besides the names
+/// `Connection` lists (which it lists only when it is there).
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "transfer-encoding"
+    )
+}
+
 /// Remove hop-by-hop headers, including any the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names, instead of a
+    // hashed lookup per name that is not there (both ways, every request).
+    if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -83,22 +92,36 @@ pub fn prepare_request(
     names.insert(headers, decision);
 }
 
-/// Point the request at the upstream, keeping the client's path and query.
-/// The parts are moved, not reformatted and parsed again.
+/// Point the request at the upstream: the client's path and query in
+/// origin-form (`/path?query`, what goes on a connection to the upstream
+/// itself), the client's `Host` kept. HTTP/2 clients send `:authority`
+/// instead of `Host`; a request with neither gets the upstream's.
 fn retarget(request: &mut Request<ProxyBody>, upstream: &Uri) {
     let client = std::mem::take(request.uri_mut()).into_parts();
-    let mut parts = upstream.clone().into_parts();
-    parts.path_and_query = Some(client.path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
-    // HTTP/2 clients send :authority instead of Host.
-    if !request.headers().contains_key(header::HOST)
-        && let Some(value) = client.authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        request.headers_mut().insert(header::HOST, value);
+    if !request.headers().contains_key(header::HOST) {
+        let host = match client.authority {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => upstream_host(upstream),
+        };
+        if let Some(host) = host {
+            request.headers_mut().insert(header::HOST, host);
+        }
     }
-    // Cannot fail: the upstream has a scheme and an authority (checked
-    // when the configuration is loaded) and there is a path.
+    let path = client.path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path);
+    // Cannot fail: a path alone is an origin-form URI.
     if let Ok(uri) = Uri::from_parts(parts) {
         *request.uri_mut() = uri;
+    }
+}
+
+/// The upstream's `Host`: its host, and its port unless it is http's 80.
+fn upstream_host(upstream: &Uri) -> Option<HeaderValue> {
+    let host = upstream.host()?;
+    match upstream.port_u16() {
+        Some(port) if port != 80 => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        _ => HeaderValue::from_str(host).ok(),
     }
 }
 
@@ -122,6 +145,15 @@ const CLIENT_ADDRESS_HEADERS: [&str; 9] = [
 /// any of the [`CLIENT_ADDRESS_HEADERS`], spelled with `-` or `_` (CGI,
 /// WSGI and Rack read `X_Real_IP` as `X-Real-IP`).
 fn strip_client_address_claims(headers: &mut HeaderMap) {
+    // Most requests carry none, nor any underscore spelling: one pass over
+    // the names instead of a hashed lookup per absent one.
+    let claimed = |name: &HeaderName| {
+        let name = name.as_str();
+        name.contains('_') || CLIENT_ADDRESS_HEADERS[1..].contains(&name)
+    };
+    if !headers.keys().any(claimed) {
+        return;
+    }
     for name in &CLIENT_ADDRESS_HEADERS[1..] {
         headers.remove(*name);
     }
@@ -158,6 +190,40 @@ pub fn full_body(bytes: Bytes) -> ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quick_checks_know_every_name_they_stand_for() {
+        for name in HOP_BY_HOP.iter().chain([&header::TRANSFER_ENCODING]) {
+            assert!(is_hop_by_hop(name.as_str()), "{name}");
+        }
+        assert!(!is_hop_by_hop("host"));
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("a"));
+        headers.insert("connection", HeaderValue::from_static("x-secret"));
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("x_real_ip", HeaderValue::from_static("1.2.3.4"));
+        headers.insert("cf-connecting-ip", HeaderValue::from_static("1.2.3.4"));
+        strip_hop_by_hop(&mut headers);
+        strip_client_address_claims(&mut headers);
+        assert_eq!(headers.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["host"]);
+    }
+
+    #[test]
+    fn requests_go_out_in_origin_form_with_a_host() {
+        let upstream: Uri = "http://app.internal:8080".parse().unwrap();
+        let mut request = Request::builder().uri("http://example.com/a/b?c=d").body(full_body(Bytes::new())).unwrap();
+        retarget(&mut request, &upstream);
+        assert_eq!(request.uri(), "/a/b?c=d");
+        assert_eq!(request.headers()[header::HOST], "example.com", "HTTP/2's :authority becomes Host");
+        let mut request = Request::builder().uri("/x").body(full_body(Bytes::new())).unwrap();
+        retarget(&mut request, &upstream);
+        assert_eq!(request.uri(), "/x");
+        assert_eq!(request.headers()[header::HOST], "app.internal:8080", "no Host: the upstream's");
+        let mut request = Request::builder().uri("/").header("host", "client").body(full_body(Bytes::new())).unwrap();
+        retarget(&mut request, &"http://app:80".parse().unwrap());
+        assert_eq!(request.headers()[header::HOST], "client");
+        assert_eq!(upstream_host(&"http://app:80".parse().unwrap()).unwrap(), "app");
+    }
 
     #[test]
     fn forwarded_for_keeps_only_a_trusted_chain() {

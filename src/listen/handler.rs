@@ -15,7 +15,7 @@ use super::App;
 use super::ProxyBody;
 use super::answer;
 use super::client_addr::resolve_client;
-use super::forward::{full_body, prepare_request, strip_hop_by_hop};
+use super::forward::{UpstreamBody, full_body, prepare_request, strip_hop_by_hop};
 use super::runtime::{ConnectionInfo, Runtime};
 use super::wire_head::WireHeads;
 use crate::lifecycle::{Arrival, Ending, Reporters};
@@ -97,13 +97,20 @@ pub async fn handle(
         &app.proxy.headers,
     );
     let upstream_started = Instant::now();
+    let Some(authority) = app.proxy.upstream.authority() else {
+        // Never: `server.upstream` is checked to have one when loaded.
+        runtime.metrics.record_upstream_error("unavailable");
+        lifecycle.complete(&mut exchange, Ending::Unanswered { upstream_time: None }, reporters);
+        return Ok(answer::error(StatusCode::BAD_GATEWAY, "upstream_unavailable"));
+    };
     let result =
-        tokio::time::timeout(app.proxy.timeouts.upstream_response, runtime.client.request(upstream_request)).await;
+        tokio::time::timeout(app.proxy.timeouts.upstream_response, runtime.client.request(authority, upstream_request))
+            .await;
     let upstream_time = Some(upstream_started.elapsed());
     let response = match result {
         Ok(Ok(response)) => response,
         // The client's body broke while it streamed; the upstream is fine.
-        Ok(Err(error)) if caused_by_client_body(&error) => {
+        Ok(Err(error)) if caused_by_client_body(&*error) => {
             tracing::debug!(%error, request_id = %exchange.decision.request_id, "client request body failed");
             runtime.metrics.rejected_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             lifecycle.complete(&mut exchange, Ending::Unanswered { upstream_time }, reporters);
@@ -186,7 +193,7 @@ async fn verify_challenge(
 /// The first [`BODY_PREFIX_LIMIT`] bytes of a response body (for login
 /// routes that signal failure in the body), and the whole body to send on:
 /// the prefix followed by whatever was not read yet.
-async fn read_body_prefix(mut body: Incoming) -> (Option<Bytes>, ProxyBody) {
+async fn read_body_prefix(mut body: UpstreamBody) -> (Option<Bytes>, ProxyBody) {
     let mut prefix = bytes::BytesMut::new();
     let mut trailers = None;
     let mut finished = false;

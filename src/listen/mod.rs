@@ -15,6 +15,7 @@ mod runtime;
 mod server;
 pub mod sidecar;
 mod tls;
+mod upstream;
 mod wire_head;
 
 use std::net::SocketAddr;
@@ -26,7 +27,7 @@ use http::{HeaderName, Uri};
 use http_body_util::combinators::BoxBody;
 
 pub use runtime::ConnectionInfo;
-pub use server::{Running, Server};
+pub use server::{Running, Server, Stopped};
 pub use tls::TlsSettings;
 /// The wire-head recorder, public for the fuzz targets (`fuzz/`).
 pub use wire_head::{HeadRecorder, WireHeads};

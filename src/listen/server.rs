@@ -12,13 +12,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::connections::{ConnectionLimiter, ConnectionSlot, Refusal};
-use super::forward::upstream_client;
+use super::forward::UpstreamClient;
 use super::idle::{ActivityClock, InFlight, Tracked};
 use super::pending::PendingOutcomes;
 use super::runtime::{ConnectionInfo, Runtime};
@@ -41,7 +41,18 @@ pub struct Running {
     runtime: Arc<Runtime>,
     admin: Arc<crate::admin::AdminContext<App>>,
     shutdown: watch::Sender<bool>,
+    /// Done when every accept loop is (their connections drained).
     finished: tokio::task::JoinHandle<()>,
+    /// Lets the worker threads end, once dropped.
+    release: Vec<oneshot::Sender<()>>,
+}
+
+/// A stopped server whose worker threads are kept until this is dropped,
+/// for whatever work they still carry for others (see
+/// [`Server::bind_and_start`]).
+#[derive(Debug)]
+pub struct Stopped {
+    _release: Vec<oneshot::Sender<()>>,
 }
 
 impl Server {
@@ -50,30 +61,101 @@ impl Server {
             metrics.attach_store(redis.metrics());
         }
         metrics.attach_local_store(app.pipeline().store().local_gauges());
-        let client = upstream_client(app.proxy.timeouts.upstream_connect);
+        let client = UpstreamClient::new(app.proxy.timeouts.upstream_connect);
         let pending = match &app.proxy.sidecar {
             Some(sidecar) => PendingOutcomes::new(sidecar.outcome_wait, sidecar.max_pending_outcomes),
             None => PendingOutcomes::new(std::time::Duration::from_secs(30), 1),
         };
-        let pending = std::sync::Mutex::new(pending);
+        let pending = Arc::new(std::sync::Mutex::new(pending));
         let app = Arc::new(ArcSwap::from_pointee(app));
         let connections = Arc::new(ConnectionLimiter::new());
         Server { runtime: Arc::new(Runtime { app, metrics, log, client, pending, connections }) }
     }
 
-    /// Bind the configured addresses and start serving.
-    pub async fn bind_and_start(self) -> std::io::Result<Running> {
-        let settings = &self.runtime.app.load().proxy;
-        let proxy = TcpListener::bind(settings.listen).await.map_err(|e| bind_error(settings.listen, "listen", e))?;
-        let admin = TcpListener::bind(settings.admin).await.map_err(|e| bind_error(settings.admin, "admin", e))?;
-        self.start(proxy, admin)
+    /// Bind the configured addresses and start serving with `workers`
+    /// threads (at least one). Each worker is a thread with a
+    /// current-thread runtime, its own listening socket on the listen
+    /// address (`SO_REUSEPORT`: the kernel spreads new connections over
+    /// them) and its own upstream pool, so a request is read, decided,
+    /// forwarded and answered on one thread; a multi-thread runtime handed
+    /// each request between threads, which cost more CPU than the decision
+    /// (see benches/README.md). Configuration, metrics, the decision log and
+    /// the connection counts stay shared by all workers. The admin listener,
+    /// store maintenance and reloads run on the caller's runtime.
+    pub async fn bind_and_start(self, workers: usize) -> std::io::Result<Running> {
+        let (listen, admin) = {
+            let app = self.runtime.app.load();
+            (app.proxy.listen, app.proxy.admin)
+        };
+        let proxy = bind_workers(listen, workers.max(1)).map_err(|e| bind_error(listen, "listen", e))?;
+        let admin = TcpListener::bind(admin).await.map_err(|e| bind_error(admin, "admin", e))?;
+        self.start_workers(proxy, admin)
     }
 
-    /// Serve on listeners the caller bound (tests bind port 0).
+    /// Serve on listeners the caller bound (tests bind port 0), with the
+    /// connections on the caller's runtime.
     pub fn start(self, proxy: TcpListener, admin: TcpListener) -> std::io::Result<Running> {
         let proxy_addr = proxy.local_addr()?;
-        let admin_addr = admin.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut running = self.start_admin(proxy_addr, admin, shutdown, shutdown_rx.clone())?;
+        running.finished = tokio::spawn(accept_loop(running.runtime.clone(), proxy, shutdown_rx));
+        Ok(running)
+    }
+
+    /// Serve each of `listeners` on a worker thread of its own.
+    fn start_workers(self, listeners: Vec<std::net::TcpListener>, admin: TcpListener) -> std::io::Result<Running> {
+        let proxy_addr = match listeners.first() {
+            Some(listener) => listener.local_addr()?,
+            None => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no listener to serve")),
+        };
+        let connect_timeout = self.runtime.app.load().proxy.timeouts.upstream_connect;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut running = self.start_admin(proxy_addr, admin, shutdown, shutdown_rx.clone())?;
+        let mut finished = Vec::with_capacity(listeners.len());
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let worker = Arc::new(running.runtime.for_worker(UpstreamClient::new(connect_timeout)));
+            let (done, done_rx) = oneshot::channel::<()>();
+            let (release, released) = oneshot::channel::<()>();
+            // If a later worker fails to start, dropping `running` (and its
+            // shutdown sender) stops the ones already started.
+            let thread = std::thread::Builder::new().name(format!("palisade-worker-{index}"));
+            let shutdown_rx = shutdown_rx.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let listener = {
+                let _entered = runtime.enter();
+                TcpListener::from_std(listener)?
+            };
+            thread.spawn(move || {
+                runtime.block_on(async move {
+                    accept_loop(worker, listener, shutdown_rx).await;
+                    let _ = done.send(());
+                    // Tasks started on this thread that others still use
+                    // (a Redis connection reconnected by a request here)
+                    // run until the process has flushed what it owes.
+                    let _ = released.await;
+                });
+            })?;
+            finished.push(done_rx);
+            running.release.push(release);
+        }
+        running.finished = tokio::spawn(async move {
+            for worker in finished {
+                let _ = worker.await;
+            }
+        });
+        Ok(running)
+    }
+
+    /// The admin listener and store maintenance on the caller's runtime; the
+    /// caller adds the client connections' accept loops.
+    fn start_admin(
+        self,
+        proxy_addr: SocketAddr,
+        admin: TcpListener,
+        shutdown: watch::Sender<bool>,
+        shutdown_rx: watch::Receiver<bool>,
+    ) -> std::io::Result<Running> {
+        let admin_addr = admin.local_addr()?;
         let runtime = self.runtime.clone();
         let admin_context = Arc::new(crate::admin::AdminContext::new(
             runtime.app.clone(),
@@ -81,10 +163,42 @@ impl Server {
             runtime.log.clone(),
         ));
         tokio::spawn(crate::admin::serve(admin, admin_context.clone(), shutdown_rx.clone()));
-        tokio::spawn(maintain_store(runtime.clone(), shutdown_rx.clone()));
-        let finished = tokio::spawn(accept_loop(runtime.clone(), proxy, shutdown_rx));
-        Ok(Running { proxy_addr, admin_addr, runtime, admin: admin_context, shutdown, finished })
+        tokio::spawn(maintain_store(runtime.clone(), shutdown_rx));
+        let finished = tokio::spawn(async {});
+        Ok(Running { proxy_addr, admin_addr, runtime, admin: admin_context, shutdown, finished, release: Vec::new() })
     }
+}
+
+/// Pending connections the kernel queues per listening socket (tokio's
+/// own default for `TcpListener::bind`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// `count` listening sockets on `addr` with `SO_REUSEPORT`, so that each
+/// worker accepts on its own and the kernel spreads connections over them
+/// (one shared socket would wake every worker for each connection). Port 0
+/// picks a port for the first and binds the others to the same one.
+fn bind_workers(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let socket = |addr: SocketAddr| if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let a second palisade on the same port share
+        // its connections silently; a plain bind fails if anything listens
+        // there, as binding without it always did.
+        let probe = socket(addr)?;
+        probe.set_reuseaddr(true)?;
+        probe.bind(addr)?;
+    }
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = socket(addr)?;
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(LISTEN_BACKLOG)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
+    }
+    Ok(listeners)
 }
 
 /// How often the counter store drops what has expired, whatever the
@@ -136,10 +250,12 @@ impl Running {
     }
 
     /// Stop accepting, let in-flight requests finish (up to the grace
-    /// period), then return.
-    pub async fn shutdown(self) {
+    /// period), then return. The worker threads end when the returned
+    /// [`Stopped`] is dropped.
+    pub async fn shutdown(self) -> Stopped {
         let _ = self.shutdown.send(true);
         let _ = self.finished.await;
+        Stopped { _release: self.release }
     }
 }
 
@@ -302,7 +418,7 @@ async fn serve_connection<S>(
                 Some(settings) => super::sidecar::handle(runtime, request, connection, settings).await,
                 None => super::handler::handle(runtime, request, connection, wire_heads).await,
             };
-            Ok::<_, std::convert::Infallible>(response?.map(|body| InFlightBody::boxed(body, in_flight)))
+            Ok::<_, std::convert::Infallible>(response?.map(|inner| InFlightBody { inner, _in_flight: in_flight }))
         }
     });
     let connection = builder.serve_connection(io, service);
@@ -384,13 +500,6 @@ const DRAIN_AFTER: Duration = Duration::from_secs(2);
 struct InFlightBody {
     inner: ProxyBody,
     _in_flight: InFlight,
-}
-
-impl InFlightBody {
-    fn boxed(inner: ProxyBody, in_flight: InFlight) -> ProxyBody {
-        use http_body_util::BodyExt;
-        InFlightBody { inner, _in_flight: in_flight }.boxed()
-    }
 }
 
 impl hyper::body::Body for InFlightBody {

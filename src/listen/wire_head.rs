@@ -28,8 +28,9 @@ impl WireHeads {
     /// and match `headers` (same set of names, case aside).
     pub fn take_matching(&self, headers: &http::HeaderMap) -> Option<WireNames> {
         let names = self.0.lock().ok()?.pop_front()?;
-        let consistent = names.iter().all(|name| headers.contains_key(name.as_ref()))
-            && distinct_lowercase(&names) == headers.keys_len();
+        let consistent = in_key_order(&names, headers)
+            || (names.iter().all(|name| headers.contains_key(name.as_ref()))
+                && distinct_lowercase(&names) == headers.keys_len());
         consistent.then_some(names)
     }
 
@@ -42,6 +43,26 @@ impl WireHeads {
             }
         }
     }
+}
+
+/// Whether the names, first occurrences only, are the map's keys in the
+/// map's order: then every name is in the map and there are as many
+/// different names as keys, which is what [`WireHeads::take_matching`]
+/// checks, found without hashing a name. A map filled from one head lists
+/// its keys in the order they first appear; when it does not, the check
+/// falls back to looking each name up. Linear when no name repeats: a
+/// name is either the next key or, rarely, one already seen.
+fn in_key_order(names: &[Box<str>], headers: &http::HeaderMap) -> bool {
+    let mut keys = headers.keys().peekable();
+    let mut seen = 0;
+    for name in names {
+        if keys.next_if(|key| key.as_str().eq_ignore_ascii_case(name)).is_some() {
+            seen += 1;
+        } else if !headers.keys().take(seen).any(|key| key.as_str().eq_ignore_ascii_case(name)) {
+            return false;
+        }
+    }
+    keys.next().is_none()
 }
 
 /// How many different names there are, case aside. Quadratic, but a head
@@ -124,21 +145,27 @@ impl HeadRecorder {
             return data;
         }
         let already = self.buffer.len();
-        self.buffer.extend_from_slice(data);
-        if self.buffer.starts_with(b"PRI * HTTP/2") {
+        // A head nearly always arrives in one read: it is parsed where it
+        // lies, and copied only when it is split over reads.
+        let in_place = already == 0;
+        if !in_place {
+            self.buffer.extend_from_slice(data);
+        }
+        let head: &[u8] = if in_place { data } else { &self.buffer };
+        if head.starts_with(b"PRI * HTTP/2") {
             self.state = State::Off;
             return &[];
         }
         let mut slots = recycle_slots(std::mem::take(&mut self.slots));
         slots.resize_with(self.max_headers.clamp(1, 512), MaybeUninit::uninit);
         let mut request = httparse::Request::new(&mut []);
-        let (parsed, next) = match request.parse_with_uninit_headers(&self.buffer, &mut slots) {
+        let (parsed, next) = match request.parse_with_uninit_headers(head, &mut slots) {
             Ok(httparse::Status::Complete(head_length)) => {
                 let names: WireNames = request.headers.iter().map(|h| Box::from(h.name)).collect();
                 self.heads.push(names);
                 (Some(head_length), Self::framing(&request))
             }
-            Ok(httparse::Status::Partial) if self.buffer.len() <= self.max_head_bytes => (None, State::Head),
+            Ok(httparse::Status::Partial) if head.len() <= self.max_head_bytes => (None, State::Head),
             // Too large or malformed: hyper answers it; stop following.
             _ => (None, State::Off),
         };
@@ -149,7 +176,12 @@ impl HeadRecorder {
                 self.buffer.clear();
                 &data[head_length.saturating_sub(already).min(data.len())..]
             }
-            None => &[],
+            None => {
+                if in_place && next == State::Head {
+                    self.buffer.extend_from_slice(data);
+                }
+                &[]
+            }
         }
     }
 
@@ -265,6 +297,33 @@ mod tests {
         let names: Vec<Box<str>> = ["Host", "X-Dup", "x-dup", "Accept", "HOST"].into_iter().map(Box::from).collect();
         assert_eq!(distinct_lowercase(&names), 3);
         assert_eq!(distinct_lowercase(&[]), 0);
+    }
+
+    #[test]
+    fn a_head_split_over_reads_is_recorded_whole() {
+        let (heads, off) =
+            record(&[b"\r\nGET / HT", b"TP/1.1\r\nHost: a\r", b"\nX-A: 1\r\n\r\nGET /b HTTP/1.1\r\nHost: b\r\n\r\n"]);
+        assert_eq!(heads, [vec!["Host", "X-A"], vec!["Host"]]);
+        assert!(!off);
+    }
+
+    #[test]
+    fn names_out_of_key_order_still_match() {
+        let mut map = http::HeaderMap::new();
+        map.insert("accept", "a".parse().unwrap());
+        map.insert("host", "a".parse().unwrap());
+        map.append("accept", "b".parse().unwrap());
+        let names: Vec<Box<str>> = ["Accept", "Host", "ACCEPT"].into_iter().map(Box::from).collect();
+        assert!(in_key_order(&names, &map));
+        let reordered: Vec<Box<str>> = ["Host", "Accept", "accept"].into_iter().map(Box::from).collect();
+        assert!(!in_key_order(&reordered, &map), "the quick check wants the map's order");
+        let heads = WireHeads::default();
+        heads.push(Arc::from(reordered));
+        assert_eq!(heads.take_matching(&map).unwrap().len(), 3, "the full check accepts any order");
+        let missing: Vec<Box<str>> = ["Accept"].into_iter().map(Box::from).collect();
+        assert!(!in_key_order(&missing, &map));
+        heads.push(Arc::from(missing));
+        assert!(heads.take_matching(&map).is_none());
     }
 
     #[test]

@@ -65,6 +65,20 @@ impl Connection {
         }
     }
 
+    /// Run a script call built as a command (`EVALSHA`); when Redis does
+    /// not know the script (a restart, `SCRIPT FLUSH`), load it and retry.
+    async fn eval(&mut self, command: &redis::Cmd, source: &str) -> redis::RedisResult<redis::Value> {
+        match self.query(command).await {
+            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut load = redis::cmd("SCRIPT");
+                load.arg("LOAD").arg(source);
+                self.query(&load).await?;
+                self.query(command).await
+            }
+            other => other,
+        }
+    }
+
     async fn query(&mut self, command: &redis::Cmd) -> redis::RedisResult<redis::Value> {
         match self {
             Connection::Single(connection) => command.query_async(connection).await,
@@ -170,12 +184,13 @@ impl RedisStore {
                 return;
             }
         };
-        let reply = shared.call(&connection, plan, Some(now), shared.settings.timeout).await;
+        let order = script::order(plan);
+        let reply = shared.call(&connection, plan, &order, Some(now), shared.settings.timeout).await;
         let mut remote = CounterReadings::default();
         let decoded = match reply {
             Ok((reply, elapsed)) => {
                 shared.metrics.roundtrip.record(elapsed);
-                script::decode(plan, &reply, &mut remote)
+                script::decode(plan, &order, &reply, &mut remote)
             }
             .map_err(|error| {
                 tracing::error!(%error, "the Redis counter script replied in an unexpected shape; using local counters");
@@ -240,15 +255,15 @@ impl Shared {
         &self,
         connection: &Connection,
         plan: &CounterPlan,
+        order: &[usize],
         now: Option<Nanos>,
         timeout: Duration,
     ) -> Result<(redis::Value, Duration), &'static str> {
-        let mut invocation = self.script.prepare_invoke();
         let time = now.filter(|_| self.settings.time == TimeSource::Clock);
-        script::encode(plan, &self.settings.key_prefix, time, &mut invocation);
+        let command = script::command(self.script.get_hash(), plan, order, &self.settings.key_prefix, time);
         let mut connection = connection.clone();
         let started = Instant::now();
-        match tokio::time::timeout(timeout, connection.invoke(&invocation)).await {
+        match tokio::time::timeout(timeout, connection.eval(&command, script::SOURCE)).await {
             Ok(Ok(reply)) => Ok((reply, started.elapsed())),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "Redis call failed");
@@ -303,7 +318,7 @@ impl Shared {
                 // lost it, and proves scripts run in time.
                 let empty = CounterPlan::default();
                 let timeout = self.settings.timeout.max(Duration::from_millis(1));
-                self.call(&connection, &empty, None, timeout).await.is_ok()
+                self.call(&connection, &empty, &[], None, timeout).await.is_ok()
             }
             Connection::Cluster(cluster) => {
                 // One node answering is not enough: every slot must be served.

@@ -2,10 +2,18 @@
 //!
 //! The script (`plan.lua`) keeps the same state the in-process store keeps
 //! (GCRA arrival times, two fixed windows per count, two HyperLogLogs per
-//! distinct count, decayed sums, bans as keys with a TTL) and replies with
-//! raw window state; the numbers are computed here by the same functions
-//! the in-process store uses, so both backends answer alike.
+//! distinct count, decayed sums, bans as fields of their scope's hash with
+//! their end time) and replies with raw window state; the numbers are
+//! computed here by the same functions the in-process store uses, so both
+//! backends answer alike.
+//!
+//! The call is built as one `EVALSHA` command (one buffer, not one
+//! allocation per argument): the operations of one group hash are sent
+//! together ([`order`]), each key once, and counters that are only read
+//! carry no window, so a login's call has about half the arguments it
+//! would have op by op.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use redis::Value;
@@ -43,54 +51,152 @@ pub fn redis_key(prefix: &str, shard: &str, key: &str) -> String {
     out
 }
 
-/// Fill `invocation` with the plan's keys and arguments. `now` overrides
-/// Redis `TIME` (replaying a capture against Redis; tests).
-pub fn encode(plan: &CounterPlan, prefix: &str, now: Option<Nanos>, invocation: &mut redis::ScriptInvocation<'_>) {
-    invocation.arg(now.map(|n| (n / 1_000).to_string()).unwrap_or_default());
+/// What a plan's operations are sent in: a group hash (its key up to the
+/// last `:`), or a GCRA limit's own key.
+fn unit(op: &CounterOp) -> (bool, &str) {
+    match op {
+        CounterOp::Gcra { key, .. } => (true, key),
+        other => (false, group_and_field(other.key()).0),
+    }
+}
+
+/// The order the script runs a plan's operations in: those of one group
+/// together (in plan order among themselves), groups in the order they
+/// first appear. Operations of different groups touch different keys, so
+/// the order between groups changes nothing; each group is then read and
+/// written once per call.
+pub fn order(plan: &CounterPlan) -> Vec<usize> {
+    let ops = plan.ops();
+    let mut tags = Vec::with_capacity(ops.len());
+    if ops.len() <= 64 {
+        // A request's few groups: a scan is cheaper than hashing.
+        let mut units: Vec<(bool, &str)> = Vec::new();
+        for op in ops {
+            let unit = unit(op);
+            let tag = units.iter().position(|u| *u == unit).unwrap_or_else(|| {
+                units.push(unit);
+                units.len() - 1
+            });
+            tags.push(tag);
+        }
+    } else {
+        // A merged write of many requests.
+        let mut units: hashbrown::HashMap<(bool, &str), usize> = hashbrown::HashMap::new();
+        for op in ops {
+            let next = units.len();
+            tags.push(*units.entry(unit(op)).or_insert(next));
+        }
+    }
+    let mut order: Vec<usize> = (0..ops.len()).collect();
+    order.sort_by_key(|&i| tags[i]);
+    order
+}
+
+/// Write `PREFIX:{SHARD}:KEY` and a suffix into `out` and append it to `command`.
+fn key_arg(command: &mut redis::Cmd, out: &mut String, base: &str, key: &str, suffix: &str) {
+    out.clear();
+    out.push_str(base);
+    out.push_str(key);
+    out.push_str(suffix);
+    command.arg(out.as_bytes());
+}
+
+/// The script call for a plan, with its operations in `order`: one `G`
+/// and one key per group, then its operations. `now` overrides Redis
+/// `TIME` (replaying a capture against Redis; tests).
+pub fn command(hash: &str, plan: &CounterPlan, order: &[usize], prefix: &str, now: Option<Nanos>) -> redis::Cmd {
+    let ops = plan.ops();
     let shard = plan.shard();
-    for op in plan.ops() {
+    let base = redis_key(prefix, shard, "");
+    let mut keys = 0;
+    let mut previous: Option<(bool, &str)> = None;
+    for &i in order {
+        let unit = unit(&ops[i]);
+        if !unit.0 && previous != Some(unit) {
+            keys += 1;
+        }
+        previous = Some(unit);
+        keys += match &ops[i] {
+            CounterOp::Gcra { .. } | CounterOp::Ban { .. } => 1,
+            CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => 2,
+            _ => 0,
+        };
+    }
+    let mut command = redis::Cmd::with_capacity(3 + keys + 1 + 4 * ops.len(), 48 * keys + 24 * ops.len());
+    command.arg("EVALSHA").arg(hash).arg(keys);
+    let mut scratch = String::with_capacity(base.len() + 48);
+    let mut previous: Option<(bool, &str)> = None;
+    for &i in order {
+        let op = &ops[i];
+        let unit = unit(op);
+        if !unit.0 && previous != Some(unit) {
+            key_arg(&mut command, &mut scratch, &base, unit.1, "");
+        }
+        previous = Some(unit);
         match op {
-            CounterOp::Gcra { key, limit } => {
+            CounterOp::Gcra { key, .. } => key_arg(&mut command, &mut scratch, &base, key, ""),
+            CounterOp::Distinct { key, .. } | CounterOp::DistinctIfHeld { key, .. } => {
+                key_arg(&mut command, &mut scratch, &base, key, ":e");
+                key_arg(&mut command, &mut scratch, &base, key, ":o");
+            }
+            CounterOp::Ban { .. } => key_arg(&mut command, &mut scratch, &base, "bans", ""),
+            _ => {}
+        }
+    }
+    match now {
+        Some(now) => command.arg(now / 1_000),
+        None => command.arg(""),
+    };
+    let mut previous: Option<(bool, &str)> = None;
+    for &i in order {
+        let op = &ops[i];
+        let unit = unit(op);
+        if !unit.0 && previous != Some(unit) {
+            command.arg("G");
+        }
+        previous = Some(unit);
+        match op {
+            CounterOp::Gcra { limit, .. } => {
                 let (interval, tolerance) = gcra_params(limit);
-                invocation.key(redis_key(prefix, shard, key)).arg("g").arg(interval).arg(tolerance);
+                command.arg("g").arg(interval).arg(tolerance);
+            }
+            // Reads need neither window nor half-life: Rust computes them.
+            CounterOp::Count { key, add: 0, .. } => {
+                command.arg("C").arg(group_and_field(key).1);
             }
             CounterOp::Count { key, window, add } => {
-                let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).arg("c").arg(name).arg(micros(*window)).arg(*add);
+                command.arg("c").arg(group_and_field(key).1).arg(micros(*window)).arg(*add);
+            }
+            CounterOp::Decay { key, add, .. } if *add == 0.0 => {
+                command.arg("Y").arg(group_and_field(key).1);
             }
             CounterOp::Distinct { key, window, item } => {
-                let (group, name) = group_and_field(key);
-                let sketch = redis_key(prefix, shard, key);
-                invocation.key(redis_key(prefix, shard, group)).key(format!("{sketch}:e")).key(format!("{sketch}:o"));
-                invocation.arg("d").arg(name).arg(micros(*window));
-                invocation.arg(item.map(|i| i.to_string()).unwrap_or_default());
+                command.arg("d").arg(group_and_field(key).1).arg(micros(*window));
+                match item {
+                    Some(item) => command.arg(*item),
+                    None => command.arg(""),
+                };
             }
             CounterOp::DistinctIfHeld { key, window, item } => {
-                let (group, name) = group_and_field(key);
-                let sketch = redis_key(prefix, shard, key);
-                invocation.key(redis_key(prefix, shard, group)).key(format!("{sketch}:e")).key(format!("{sketch}:o"));
-                invocation.arg("h").arg(name).arg(micros(*window)).arg(item.to_string());
+                command.arg("h").arg(group_and_field(key).1).arg(micros(*window)).arg(*item);
             }
             CounterOp::Decay { key, half_life, add } => {
-                let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).arg("y").arg(name);
-                invocation.arg(micros(*half_life)).arg(format!("{add:e}"));
+                scratch.clear();
+                let _ = write!(scratch, "{add:e}");
+                command.arg("y").arg(group_and_field(key).1).arg(micros(*half_life)).arg(scratch.as_bytes());
             }
             CounterOp::Rhythm { key, window } => {
-                let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).arg("r").arg(name).arg(micros(*window));
+                command.arg("r").arg(group_and_field(key).1).arg(micros(*window));
             }
             CounterOp::BanCheck { key } => {
-                let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).arg("b").arg(name);
+                command.arg("b").arg(group_and_field(key).1);
             }
             CounterOp::Ban { key, ttl, reason } => {
-                let (group, name) = group_and_field(key);
-                invocation.key(redis_key(prefix, shard, group)).key(ban_index(prefix, shard));
-                invocation.arg("B").arg(name).arg(micros(*ttl)).arg(&**reason).arg(&**key);
+                command.arg("B").arg(group_and_field(key).1).arg(micros(*ttl)).arg(&**reason).arg(&**key);
             }
         }
     }
+    command
 }
 
 /// The sorted set of a shard's bans (member: the ban's key, score: when
@@ -120,62 +226,73 @@ impl std::fmt::Display for BadReply {
     }
 }
 
-fn int(value: &Value) -> Result<i64, BadReply> {
-    match value {
-        Value::Int(n) => Ok(*n),
-        Value::BulkString(bytes) => {
-            std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| BadReply(format!("{value:?}")))
-        }
-        other => Err(BadReply(format!("{other:?}"))),
-    }
+/// A whole number the script wrote (Lua writes numbers of 1e14 and more
+/// with an exponent).
+fn int(text: &str) -> Result<i64, BadReply> {
+    text.parse::<i64>()
+        .or_else(|_| text.parse::<f64>().map(|n| n as i64))
+        .map_err(|_| BadReply(format!("{text:?} is not a number")))
 }
 
-fn float(value: &Value) -> Result<f64, BadReply> {
-    match value {
-        Value::Int(n) => Ok(*n as f64),
-        Value::BulkString(bytes) => {
-            std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()).ok_or_else(|| BadReply(format!("{value:?}")))
-        }
-        other => Err(BadReply(format!("{other:?}"))),
-    }
+fn float(text: &str) -> Result<f64, BadReply> {
+    text.parse().map_err(|_| BadReply(format!("{text:?} is not a number")))
 }
 
-fn array(value: &Value) -> Result<&[Value], BadReply> {
-    match value {
-        Value::Array(items) => Ok(items),
-        other => Err(BadReply(format!("{other:?}"))),
-    }
+/// A field as stored, or `default` when it is not (`-`).
+fn int_or(text: &str, default: i64) -> Result<i64, BadReply> {
+    if text == "-" { Ok(default) } else { int(text) }
 }
 
-/// Turn the script's reply into readings, in plan order. Returns the time
-/// the script ran at.
-pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings) -> Result<Nanos, BadReply> {
-    let items = array(reply)?;
-    if items.len() != plan.ops().len() + 1 {
-        return Err(BadReply(format!("{} items for {} operations", items.len(), plan.ops().len())));
-    }
-    let now = int(&items[0])?.max(0) as u64 * 1_000;
-    for (op, item) in plan.ops().iter().zip(&items[1..]) {
-        let reading = match op {
+fn float_or(text: &str, default: f64) -> Result<f64, BadReply> {
+    if text == "-" { Ok(default) } else { float(text) }
+}
+
+/// A decayed sum `value` set at `at`, read at `now` (microseconds): the
+/// script's own formula, in the same double arithmetic.
+fn decayed(value: f64, at: f64, now: f64, half_life: f64) -> f64 {
+    value * (-(now - at).max(0.0) / half_life * std::f64::consts::LN_2).exp()
+}
+
+/// Turn the script's reply (one string of values, operations in `order`)
+/// into readings, in plan order. Returns the time the script ran at.
+pub fn decode(
+    plan: &CounterPlan,
+    order: &[usize],
+    reply: &Value,
+    readings: &mut CounterReadings,
+) -> Result<Nanos, BadReply> {
+    let text = match reply {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).map_err(|_| BadReply(format!("{reply:?}")))?,
+        other => return Err(BadReply(format!("{other:?}"))),
+    };
+    let items: Vec<&str> = text.split(' ').collect();
+    let ops = plan.ops();
+    let now_us = int(items[0])?.max(0) as u64;
+    let now = now_us * 1_000;
+    let mut read = vec![Reading::Done; ops.len()];
+    let mut next = 1;
+    let mut take = |count: usize| -> Result<&[&str], BadReply> {
+        let values = items
+            .get(next..next + count)
+            .ok_or_else(|| BadReply(format!("{} values for {} operations", items.len(), ops.len())))?;
+        next += count;
+        Ok(values)
+    };
+    for &i in order {
+        read[i] = match &ops[i] {
             CounterOp::Gcra { .. } => {
-                let pair = array(item)?;
-                if pair.len() != 2 {
-                    return Err(BadReply(format!("{item:?}")));
-                }
-                if int(&pair[0])? == 1 {
+                let pair = take(2)?;
+                if int(pair[0])? == 1 {
                     Reading::Gcra(GcraReading::Allowed)
                 } else {
-                    let wait = Duration::from_micros(int(&pair[1])?.max(0) as u64);
+                    let wait = Duration::from_micros(int(pair[1])?.max(0) as u64);
                     Reading::Gcra(GcraReading::Limited { retry_after: wait.max(Duration::from_millis(1)) })
                 }
             }
             CounterOp::Count { window, .. } => {
-                let state = array(item)?;
-                if state.len() != 3 {
-                    return Err(BadReply(format!("{item:?}")));
-                }
+                let state = take(3)?;
                 let width = (window.as_nanos() as u64).max(1);
-                let (index, current, previous) = (int(&state[0])?, int(&state[1])?, int(&state[2])?);
+                let (index, current, previous) = (int_or(state[0], -1)?, int_or(state[1], 0)?, int_or(state[2], 0)?);
                 Reading::Number(sliding_estimate(
                     now / width,
                     (now % width) as f64 / width as f64,
@@ -184,22 +301,34 @@ pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings)
                     previous.max(0) as u64,
                 ))
             }
-            CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => Reading::Number(int(item)?.max(0) as f64),
-            CounterOp::Decay { .. } => Reading::Number(float(item)?),
+            CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => {
+                Reading::Number(int(take(1)?[0])?.max(0) as f64)
+            }
+            CounterOp::Decay { half_life, add, .. } if *add == 0.0 => {
+                let state = take(2)?;
+                let (value, at) = (float_or(state[0], 0.0)?, float_or(state[1], 0.0)?);
+                Reading::Number(decayed(value, at, now_us as f64, micros(*half_life) as f64))
+            }
+            CounterOp::Decay { .. } => Reading::Number(float(take(1)?[0])?),
             CounterOp::Rhythm { .. } => {
-                let state = array(item)?;
-                if state.len() != 3 {
-                    return Err(BadReply(format!("{item:?}")));
-                }
-                let gaps = u32::try_from(int(&state[0])?.max(0)).unwrap_or(u32::MAX);
-                Reading::Number(Rhythm::variation(gaps, float(&state[1])?, float(&state[2])?))
+                let state = take(3)?;
+                let gaps = u32::try_from(int(state[0])?.max(0)).unwrap_or(u32::MAX);
+                Reading::Number(Rhythm::variation(gaps, float(state[1])?, float(state[2])?))
             }
             CounterOp::BanCheck { .. } => {
-                let left = int(item)?;
+                let left = int(take(1)?[0])?;
                 Reading::Ban((left > 0).then(|| Duration::from_micros(left as u64)))
             }
-            CounterOp::Ban { .. } => Reading::Done,
+            CounterOp::Ban { .. } => {
+                take(1)?;
+                Reading::Done
+            }
         };
+    }
+    if next != items.len() {
+        return Err(BadReply(format!("{} values for {} operations", items.len(), ops.len())));
+    }
+    for (op, reading) in ops.iter().zip(read) {
         readings.push(op.key().clone(), reading);
     }
     Ok(now)
@@ -208,6 +337,7 @@ pub fn decode(plan: &CounterPlan, reply: &Value, readings: &mut CounterReadings)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Key;
 
     #[test]
     fn gcra_parameters_match_governor_quota() {
@@ -223,6 +353,85 @@ mod tests {
         assert_eq!(group_and_field("login:ip:ab:f"), ("login:ip:ab", "f"));
         assert_eq!(group_and_field("login:site:all:a0"), ("login:site:all", "a0"));
         assert_eq!(group_and_field("seen"), ("seen", "_"));
+    }
+
+    fn login_like_plan() -> CounterPlan {
+        let minute = Duration::from_secs(60);
+        let mut plan = CounterPlan::new(Key::from("login"));
+        let limit = RateLimitConfig { requests: 5, period_secs: 60, burst: None };
+        plan.push(CounterOp::BanCheck { key: Key::from("ip:a:ban") });
+        plan.push(CounterOp::Count { key: Key::from("ip:a:f"), window: minute, add: 0 });
+        plan.push(CounterOp::Gcra { key: Key::from("rl:a"), limit });
+        plan.push(CounterOp::Decay { key: Key::from("site:all:a0"), half_life: minute, add: 0.0 });
+        plan.push(CounterOp::Distinct { key: Key::from("ip:a:users"), window: minute, item: Some(7) });
+        plan.push(CounterOp::Decay { key: Key::from("site:all:a1"), half_life: minute, add: 1.0 });
+        plan
+    }
+
+    fn args(command: &redis::Cmd) -> Vec<String> {
+        command
+            .args_iter()
+            .map(|arg| match arg {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => "<not a plain argument>".to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_groups_operations_are_sent_together_and_its_key_once() {
+        let plan = login_like_plan();
+        let order = order(&plan);
+        assert_eq!(order, [0, 1, 4, 2, 3, 5], "the ip group's three operations, the limit, the site group's two");
+        let command = command("sha", &plan, &order, "palisade", None);
+        let base = "palisade:{login}:";
+        let expected = [
+            "EVALSHA".to_string(),
+            "sha".to_string(),
+            "5".to_string(),
+            format!("{base}ip:a"),
+            format!("{base}ip:a:users:e"),
+            format!("{base}ip:a:users:o"),
+            format!("{base}rl:a"),
+            format!("{base}site:all"),
+            String::new(),
+        ];
+        let sent = args(&command);
+        assert_eq!(sent[..expected.len()], expected);
+        let ops: Vec<&str> = sent[expected.len()..].iter().map(String::as_str).collect();
+        assert_eq!(
+            ops,
+            [
+                "G", "b", "ban", "C", "f", "d", "users", "60000000", "7", "g", "12000000", "48000000", "G", "Y", "a0",
+                "y", "a1", "60000000", "1e0"
+            ]
+        );
+    }
+
+    #[test]
+    fn replies_are_read_back_in_plan_order() {
+        let plan = login_like_plan();
+        let order = order(&plan);
+        let now_us: i64 = 1_800_000_000_000_000;
+        let at = (now_us - 60_000_000).to_string();
+        let bulk = |text: String| Value::BulkString(text.into_bytes());
+        // In sent order: ban, count (as stored), distinct, limit, decay read (as stored), decay written.
+        let reply = bulk(format!("{now_us} 0 {} 4 - 3 1 0 8 {at} 2.5", now_us / 60_000_000));
+        let mut readings = CounterReadings::default();
+        let now = decode(&plan, &order, &reply, &mut readings).unwrap();
+        assert_eq!(now, now_us as u64 * 1_000);
+        let keys: Vec<&str> = readings.entries().iter().map(|(key, _)| &**key).collect();
+        assert_eq!(keys, ["ip:a:ban", "ip:a:f", "rl:a", "site:all:a0", "ip:a:users", "site:all:a1"]);
+        assert_eq!(readings.ban("ip:a:ban"), None);
+        assert_eq!(readings.gcra("rl:a"), Some(GcraReading::Allowed));
+        assert_eq!(readings.number("ip:a:users"), 3.0);
+        assert_eq!(readings.number("site:all:a1"), 2.5);
+        // Window start with 4 counted and nothing before: the sliding estimate is 4.
+        assert_eq!(readings.number("ip:a:f"), 4.0);
+        // 8 set a minute (one half-life) ago: 4.
+        assert!((readings.number("site:all:a0") - 4.0).abs() < 1e-12);
+        let short = bulk(format!("{now_us} 0"));
+        assert!(decode(&plan, &order, &short, &mut CounterReadings::default()).is_err());
     }
 
     #[test]

@@ -134,6 +134,60 @@ fn merge(batch: Vec<(CounterPlan, Nanos)>, by_time: bool) -> Vec<(CounterPlan, N
     merged
 }
 
+/// What identifies repeats of one write in a merged plan: the kind of
+/// operation, its key, its window (or half-life) and, for a distinct
+/// count, the item.
+type Repeat = (u8, Key, u128, u64);
+
+/// Fold the repeats of a merged plan: every operation of one call runs at
+/// the same time (the script's `TIME`, or one caller time: see [`merge`]),
+/// so adds to one count or decayed sum sum up, a distinct item added twice
+/// is added once, and reads (whose replies a write never uses) can go.
+/// What is left changes the counters exactly as the plans one by one
+/// would (a decayed sum up to the rounding of its last bit). Rate limits,
+/// rhythms, bans and adds-if-held keep every operation, in order.
+fn coalesce(plan: CounterPlan) -> CounterPlan {
+    let mut out = CounterPlan::new(plan.shard_key().clone());
+    let mut ops: Vec<CounterOp> = Vec::with_capacity(plan.ops().len());
+    let mut seen: hashbrown::HashMap<Repeat, usize> = hashbrown::HashMap::new();
+    for op in plan.ops() {
+        let repeat = match op {
+            CounterOp::Count { add: 0, .. } | CounterOp::Distinct { item: None, .. } | CounterOp::BanCheck { .. } => {
+                continue;
+            }
+            CounterOp::Decay { add, .. } if *add == 0.0 => continue,
+            CounterOp::Count { key, window, .. } => (0, key.clone(), window.as_nanos(), 0),
+            CounterOp::Decay { key, half_life, .. } => (1, key.clone(), half_life.as_nanos(), 0),
+            CounterOp::Distinct { key, window, item: Some(item) } => (2, key.clone(), window.as_nanos(), *item),
+            other => {
+                ops.push(other.clone());
+                continue;
+            }
+        };
+        match seen.get(&repeat).and_then(|&i| ops.get_mut(i)) {
+            Some(CounterOp::Count { add: into, .. }) => {
+                if let CounterOp::Count { add, .. } = op {
+                    *into = into.saturating_add(*add);
+                }
+            }
+            Some(CounterOp::Decay { add: into, .. }) => {
+                if let CounterOp::Decay { add, .. } = op {
+                    *into += *add;
+                }
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(repeat, ops.len());
+                ops.push(op.clone());
+            }
+        }
+    }
+    for op in ops {
+        out.push(op);
+    }
+    out
+}
+
 /// The writer task. Ends when the store is dropped.
 pub async fn run(shared: Weak<Shared>, mut queue: mpsc::Receiver<WriteJob>) {
     let mut jobs = Vec::with_capacity(BATCH);
@@ -150,18 +204,23 @@ pub async fn run(shared: Weak<Shared>, mut queue: mpsc::Receiver<WriteJob>) {
         }
         let now = shared.clock.now();
         plans.extend(shared.pending_bans.take_retries(now).into_iter().map(|plan| (plan, now)));
-        send(&shared, merge(plans, shared.settings.time == super::TimeSource::Clock)).await;
+        let merged = merge(plans, shared.settings.time == super::TimeSource::Clock);
+        send(&shared, merged.into_iter().map(|(plan, now)| (coalesce(plan), now)).filter(|(plan, _)| !plan.is_empty()))
+            .await;
         for done in flushed {
             let _ = done.send(());
         }
     }
 }
 
-async fn send(shared: &Arc<Shared>, plans: Vec<(CounterPlan, Nanos)>) {
+async fn send(shared: &Arc<Shared>, plans: impl Iterator<Item = (CounterPlan, Nanos)>) {
     let connection = shared.connection.load_full().filter(|_| shared.up.load(std::sync::atomic::Ordering::Relaxed));
     for (plan, now) in plans {
         let result = match &connection {
-            Some(connection) => shared.call(connection, &plan, Some(now), shared.settings.write_timeout).await,
+            Some(connection) => {
+                let order = super::script::order(&plan);
+                shared.call(connection, &plan, &order, Some(now), shared.settings.write_timeout).await
+            }
             None => Err("down"),
         };
         match result {
@@ -198,6 +257,36 @@ mod tests {
         assert_eq!(shape, [("login", 400), ("api", 1), ("login", 300)]);
         let by_time = merge(vec![(plan("login", 1), 1), (plan("login", 1), 2), (plan("login", 1), 2)], true);
         assert_eq!(by_time.len(), 2, "plans of different times stay apart when the time is the caller's");
+    }
+
+    #[test]
+    fn merged_writes_fold_their_repeats() {
+        let (key, other) = (Key::from("login:ip:ab:f"), Key::from("login:site:all:a0"));
+        let minute = Duration::from_secs(60);
+        let mut plan = CounterPlan::new(Key::from("login"));
+        for _ in 0..3 {
+            plan.push(CounterOp::Count { key: key.clone(), window: minute, add: 2 });
+            plan.push(CounterOp::Count { key: key.clone(), window: minute, add: 0 });
+            plan.push(CounterOp::Decay { key: other.clone(), half_life: minute, add: 1.0 });
+            plan.push(CounterOp::Distinct { key: key.clone(), window: minute, item: Some(7) });
+            plan.push(CounterOp::Rhythm { key: other.clone(), window: minute });
+        }
+        plan.push(CounterOp::Distinct { key: key.clone(), window: minute, item: Some(8) });
+        plan.push(CounterOp::BanCheck { key: key.clone() });
+        let folded = coalesce(plan);
+        let rhythm = CounterOp::Rhythm { key: other.clone(), window: minute };
+        assert_eq!(
+            folded.ops(),
+            [
+                CounterOp::Count { key: key.clone(), window: minute, add: 6 },
+                CounterOp::Decay { key: other.clone(), half_life: minute, add: 3.0 },
+                CounterOp::Distinct { key: key.clone(), window: minute, item: Some(7) },
+                rhythm.clone(),
+                rhythm.clone(),
+                rhythm,
+                CounterOp::Distinct { key, window: minute, item: Some(8) },
+            ]
+        );
     }
 
     #[test]

@@ -38,6 +38,27 @@ pub fn http_fingerprint<'a>(
     method: &http::Method,
     names: impl IntoIterator<Item = &'a str>,
 ) -> String {
+    fingerprint_of(version, method, names, false)
+}
+
+/// The fingerprint with every header name folded to lowercase first: what
+/// counters key on, so that a client's HTTP/1 (case as sent) and HTTP/2
+/// (always lowercase) requests count together. The same as
+/// [`http_fingerprint`] over lowercased names, without allocating them.
+pub fn folded_http_fingerprint<'a>(
+    version: http::Version,
+    method: &http::Method,
+    names: impl IntoIterator<Item = &'a str>,
+) -> String {
+    fingerprint_of(version, method, names, true)
+}
+
+fn fingerprint_of<'a>(
+    version: http::Version,
+    method: &http::Method,
+    names: impl IntoIterator<Item = &'a str>,
+    fold: bool,
+) -> String {
     let version = match version {
         http::Version::HTTP_10 | http::Version::HTTP_09 => "10",
         http::Version::HTTP_2 => "20",
@@ -50,7 +71,11 @@ pub fn http_fingerprint<'a>(
         if count > 0 {
             hasher.update(b",");
         }
-        hasher.update(name.as_bytes());
+        if fold {
+            update_lowercase(&mut hasher, name.as_bytes());
+        } else {
+            hasher.update(name.as_bytes());
+        }
         count += 1;
         cookie |= name.eq_ignore_ascii_case("cookie");
         referer |= name.eq_ignore_ascii_case("referer");
@@ -67,15 +92,46 @@ pub fn http_fingerprint<'a>(
     out.push(if cookie { 'c' } else { '-' });
     out.push(if referer { 'r' } else { '-' });
     out.push(if language { 'l' } else { '-' });
-    out.push_str(&format!("{:02}_", count.min(99)));
+    let count = count.min(99);
+    out.push(char::from(b'0' + (count / 10) as u8));
+    out.push(char::from(b'0' + (count % 10) as u8));
+    out.push('_');
     out.push_str(&hex::encode(&digest[..6]));
     out
+}
+
+/// Hash `bytes` as if ASCII-lowercased, through a small stack buffer.
+fn update_lowercase(hasher: &mut Sha256, bytes: &[u8]) {
+    let mut buffer = [0u8; 64];
+    for chunk in bytes.chunks(buffer.len()) {
+        let lower = &mut buffer[..chunk.len()];
+        lower.copy_from_slice(chunk);
+        lower.make_ascii_lowercase();
+        hasher.update(&*lower);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::{Method, Version};
+
+    #[test]
+    fn the_folded_fingerprint_is_the_fingerprint_of_the_lowercased_names() {
+        let long = "X-A-Very-Long-Header-Name-That-Spans-More-Than-One-Sixty-Four-Byte-Chunk-Of-The-Buffer";
+        let names = ["Host", "User-Agent", "Accept-Language", long, "cookie"];
+        let lower: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        for version in [Version::HTTP_11, Version::HTTP_2] {
+            assert_eq!(
+                folded_http_fingerprint(version, &Method::POST, names),
+                http_fingerprint(version, &Method::POST, lower.iter().map(String::as_str))
+            );
+        }
+        assert_ne!(
+            folded_http_fingerprint(Version::HTTP_11, &Method::GET, names),
+            http_fingerprint(Version::HTTP_11, &Method::GET, names)
+        );
+    }
 
     #[test]
     fn layout_and_flags() {

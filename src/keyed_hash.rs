@@ -12,6 +12,9 @@ use crate::config::Config;
 #[derive(Clone)]
 pub struct KeyHasher {
     key: [u8; 32],
+    /// Names this secret without revealing it, so that what is cached per
+    /// secret (see `credential::keys`) is never mixed between two.
+    tag: u64,
 }
 
 impl std::fmt::Debug for KeyHasher {
@@ -32,25 +35,47 @@ impl KeyHasher {
         } else {
             process_secret().to_vec()
         };
-        KeyHasher { key: blake3::derive_key("palisade 2026 counter keys v1", &secret) }
+        KeyHasher::from_key(blake3::derive_key("palisade 2026 counter keys v1", &secret))
+    }
+
+    fn from_key(key: [u8; 32]) -> Self {
+        let derived = blake3::derive_key("palisade 2026 key hasher tag", &key);
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&derived[..8]);
+        KeyHasher { key, tag: u64::from_le_bytes(tag) }
+    }
+
+    /// Equal for equal secrets, different (but for a 2^-64 chance) otherwise.
+    pub fn tag(&self) -> u64 {
+        self.tag
     }
 
     /// A short keyed hash (16 hex characters) of `value` in `domain`.
     pub fn hash(&self, domain: &str, value: &[u8]) -> String {
-        let mut hasher = blake3::Hasher::new_keyed(&self.key);
-        hasher.update(domain.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(value);
-        hex::encode(&hasher.finalize().as_bytes()[..8])
+        hex::encode(self.digest(domain, value))
     }
 
     /// A keyed 64-bit item for distinct-count sketches.
     pub fn item(&self, domain: &str, value: &[u8]) -> u64 {
+        u64::from_le_bytes(self.digest(domain, value))
+    }
+
+    /// [`KeyHasher::hash`] and [`KeyHasher::item`] of the same value, for
+    /// the price of one.
+    pub fn hash_and_item(&self, domain: &str, value: &[u8]) -> (String, u64) {
+        let digest = self.digest(domain, value);
+        (hex::encode(digest), u64::from_le_bytes(digest))
+    }
+
+    /// The first 8 bytes of the keyed BLAKE3 of `domain`, a zero byte and `value`.
+    fn digest(&self, domain: &str, value: &[u8]) -> [u8; 8] {
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
         hasher.update(domain.as_bytes());
         hasher.update(&[0]);
         hasher.update(value);
-        u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+        let mut first = [0u8; 8];
+        hasher.finalize_xof().fill(&mut first);
+        first
     }
 }
 
@@ -70,4 +95,24 @@ fn random_secret() -> [u8; 32] {
     hasher.update(&(&local as *const u8 as usize).to_le_bytes());
     hasher.update(&(random_secret as fn() -> [u8; 32] as usize).to_le_bytes());
     *hasher.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_and_item_are_the_two_of_one_digest() {
+        let hasher = KeyHasher::from_key([7; 32]);
+        assert_eq!(hasher.tag(), KeyHasher::from_key([7; 32]).tag());
+        assert_ne!(hasher.tag(), KeyHasher::from_key([8; 32]).tag());
+        let (hash, item) = hasher.hash_and_item("user", b"alice");
+        assert_eq!(hash, hasher.hash("user", b"alice"));
+        assert_eq!(item, hasher.item("user", b"alice"));
+        assert_eq!(hash.len(), 16);
+        // Pinned: stored keys and sketches must not change between versions.
+        let mut full = blake3::Hasher::new_keyed(&[7; 32]);
+        full.update(b"user\0alice");
+        assert_eq!(hash, hex::encode(&full.finalize().as_bytes()[..8]));
+    }
 }

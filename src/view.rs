@@ -45,6 +45,8 @@ pub struct RequestView<'a> {
     pub wire_names: Option<&'a [Box<str>]>,
     /// palisade's HTTP fingerprint, computed when first asked for.
     fingerprint: std::sync::OnceLock<String>,
+    /// The fingerprint counters key on (see [`RequestView::counter_fingerprint`]).
+    counter_fingerprint: std::sync::OnceLock<String>,
 }
 
 impl<'a> RequestView<'a> {
@@ -85,6 +87,7 @@ impl<'a> RequestView<'a> {
             asn: None,
             wire_names: None,
             fingerprint: std::sync::OnceLock::new(),
+            counter_fingerprint: std::sync::OnceLock::new(),
         }
     }
 
@@ -99,6 +102,25 @@ impl<'a> RequestView<'a> {
     pub fn fingerprint(&self) -> &str {
         self.fingerprint
             .get_or_init(|| crate::fingerprint::http_fingerprint(self.version, self.method, self.header_names()))
+    }
+
+    /// The fingerprint per-client counters key on: the HTTP fingerprint
+    /// over header names folded to lowercase (a client's HTTP/1 and HTTP/2
+    /// requests count together), joined with the TLS one when palisade
+    /// terminated TLS. Computed once per request, whichever stage asks first.
+    pub fn counter_fingerprint(&self) -> &str {
+        self.counter_fingerprint.get_or_init(|| {
+            let has_upper = self.header_names().any(|name| name.bytes().any(|b| b.is_ascii_uppercase()));
+            let folded = if has_upper {
+                crate::fingerprint::folded_http_fingerprint(self.version, self.method, self.header_names())
+            } else {
+                self.fingerprint().to_string()
+            };
+            match self.ja4 {
+                Some(ja4) => format!("{folded}|{ja4}"),
+                None => folded,
+            }
+        })
     }
 
     /// The client address's autonomous system, when it is known.

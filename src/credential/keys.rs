@@ -84,8 +84,10 @@ impl Counter {
 
 /// The counters kept per scope: failures, successes, refused attempts,
 /// bans, distinct usernames, attempts in flight, accounts that logged in;
-/// per account: failures and distinct addresses; per route: the site-wide
-/// decayed sums.
+/// per route: the site-wide decayed sums; per account: failures and
+/// distinct addresses. Those before [`CLIENT_KEYS`] depend only on the
+/// route and the client (address and fingerprint), so they are shared by a
+/// client's attempts; the account's come last.
 const COUNTERS: [(Scope, Counter); 38] = [
     (Scope::Ip, Counter::Failures),
     (Scope::Ip, Counter::Successes),
@@ -119,98 +121,239 @@ const COUNTERS: [(Scope, Counter); 38] = [
     (Scope::Net, Counter::Forwarded),
     (Scope::Net, Counter::Resolved),
     (Scope::Net, Counter::SuccessAccounts),
-    (Scope::User, Counter::Failures),
-    (Scope::User, Counter::Addresses),
     (Scope::Site, Counter::RecentAttempts),
     (Scope::Site, Counter::RecentFailures),
     (Scope::Site, Counter::BaselineAttempts),
     (Scope::Site, Counter::BaselineFailures),
+    (Scope::User, Counter::Failures),
+    (Scope::User, Counter::Addresses),
 ];
+
+/// How many of [`COUNTERS`] belong to the route and the client.
+const CLIENT_KEYS: usize = 36;
+
+/// Where each `(scope, counter)` of [`COUNTERS`] sits in it, so that a
+/// key is found by index rather than by a search (detectors ask for keys
+/// some forty times per attempt).
+const POSITION: [[u8; COUNTER_KINDS]; SCOPE_KINDS] = {
+    let mut table = [[u8::MAX; COUNTER_KINDS]; SCOPE_KINDS];
+    let mut index = 0;
+    while index < COUNTERS.len() {
+        let (scope, counter) = COUNTERS[index];
+        table[scope as usize][counter as usize] = index as u8;
+        index += 1;
+    }
+    table
+};
+const SCOPE_KINDS: usize = Scope::Site as usize + 1;
+const COUNTER_KINDS: usize = Counter::SuccessAccounts as usize + 1;
+
+/// The part of an attempt's keys that depends only on the route and the
+/// client: built once and shared by that client's attempts.
+#[derive(Debug, PartialEq, Eq)]
+struct ClientKeys {
+    route: String,
+    ip: String,
+    /// The subnet together with the fingerprint.
+    subnet: String,
+    /// The subnet alone, whatever the fingerprint (an attacker controls
+    /// the fingerprint, not the network).
+    net: String,
+    fingerprint: String,
+    ip_item: u64,
+    /// The first [`CLIENT_KEYS`] keys of [`COUNTERS`].
+    built: Vec<Key>,
+}
 
 /// Every counter key of one login attempt (hashed where they name a person
 /// or an address).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginKeys {
-    /// `{route}` prefix shared by all keys of this route.
-    pub route: String,
-    pub ip: String,
-    pub subnet: String,
-    /// The subnet alone, whatever the fingerprint (an attacker controls
-    /// the fingerprint, not the network).
-    pub net: String,
-    pub fingerprint: String,
+    client: std::sync::Arc<ClientKeys>,
+    /// The keyed hash of the username, when the attempt names one.
     pub user: Option<String>,
     /// Sketch items: this address, this username.
     pub ip_item: u64,
     pub user_item: Option<u64>,
-    /// Every key of [`COUNTERS`], built once per attempt and shared by the
-    /// plan, the readings and the store.
-    built: Vec<Key>,
+    /// The account's keys (the last of [`COUNTERS`]), when there is a username.
+    user_keys: Vec<Key>,
 }
 
 impl LoginKeys {
     /// The same attempt's keys once its username is known (a sidecar
     /// learns it from the application's outcome report).
     pub fn with_user(&self, hasher: &KeyHasher, username: &str) -> LoginKeys {
-        let mut keys = LoginKeys {
-            user: Some(hasher.hash("user", username.to_lowercase().as_bytes())),
-            user_item: Some(hasher.item("user", username.to_lowercase().as_bytes())),
-            built: Vec::new(),
-            ..self.clone()
-        };
-        keys.built = COUNTERS.iter().map(|(scope, counter)| Key::from(keys.format(*scope, *counter))).collect();
-        keys
+        let (user, user_item) = hasher.hash_and_item("user", username.to_lowercase().as_bytes());
+        let user_keys = user_keys(&self.client.route, &user);
+        LoginKeys {
+            client: self.client.clone(),
+            user: Some(user),
+            ip_item: self.ip_item,
+            user_item: Some(user_item),
+            user_keys,
+        }
     }
 
     pub fn new(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str, username: Option<&str>) -> Self {
-        let ip_text = crate::cidr::canonical_ip(ip).to_string();
-        // The fingerprint is not personal, but hashing keeps keys short.
-        let fingerprint = hasher.hash("fp", fingerprint.as_bytes());
-        let net = hasher.hash("net", subnet(ip).as_bytes());
-        let mut keys = LoginKeys {
-            route: route.to_string(),
-            ip: hasher.hash("ip", ip_text.as_bytes()),
-            subnet: format!("{net}.{fingerprint}"),
-            net,
-            fingerprint,
-            user: username.map(|u| hasher.hash("user", u.to_lowercase().as_bytes())),
-            ip_item: hasher.item("ip", ip_text.as_bytes()),
-            user_item: username.map(|u| hasher.item("user", u.to_lowercase().as_bytes())),
-            built: Vec::new(),
-        };
-        keys.built = COUNTERS.iter().map(|(scope, counter)| Key::from(keys.format(*scope, *counter))).collect();
-        keys
-    }
-
-    /// `login:{route}:{scope}:{id}:{counter}`; Redis Cluster hash tags come
-    /// with the shared backend.
-    fn format(&self, scope: Scope, counter: Counter) -> String {
-        let id = match scope {
-            Scope::Ip => &self.ip,
-            Scope::Subnet => &self.subnet,
-            Scope::Fingerprint => &self.fingerprint,
-            Scope::Net => &self.net,
-            Scope::User => self.user.as_deref().unwrap_or("-"),
-            Scope::Site => "all",
-        };
-        // Plain appends: this runs 21 times per login attempt, and the
-        // formatting machinery costs more than the copying.
-        let scope = scope.as_str();
-        let counter = counter.suffix();
-        let mut key = String::with_capacity(8 + self.route.len() + scope.len() + id.len() + counter.len());
-        for part in ["login:", &self.route, ":", scope, ":", id, ":", counter] {
-            key.push_str(part);
+        let client = client_keys(hasher, route, ip, fingerprint);
+        let user = username.map(|u| hasher.hash_and_item("user", u.to_lowercase().as_bytes()));
+        let user_keys = user.as_ref().map(|(hash, _)| user_keys(route, hash)).unwrap_or_default();
+        LoginKeys {
+            ip_item: client.ip_item,
+            client,
+            user_item: user.as_ref().map(|(_, item)| *item),
+            user: user.map(|(hash, _)| hash),
+            user_keys,
         }
-        key
     }
 
-    /// The key of one counter of one scope.
+    /// The key's text, to look a reading up by (no `Arc` to clone: the
+    /// detectors look keys up some forty times per attempt).
+    pub fn name(&self, scope: Scope, counter: Counter) -> std::borrow::Cow<'_, str> {
+        match self.built(scope, counter) {
+            Some(key) => std::borrow::Cow::Borrowed(&**key),
+            None => std::borrow::Cow::Owned(self.text(scope, counter)),
+        }
+    }
+
+    /// The key of one counter of one scope, to plan an operation on.
     pub fn key(&self, scope: Scope, counter: Counter) -> Key {
-        match COUNTERS.iter().position(|(s, c)| *s == scope && *c == counter) {
-            Some(index) => self.built[index].clone(),
-            None => Key::from(self.format(scope, counter)),
+        match self.built(scope, counter) {
+            Some(key) => key.clone(),
+            None => Key::from(self.text(scope, counter)),
         }
     }
+
+    fn built(&self, scope: Scope, counter: Counter) -> Option<&Key> {
+        let index = usize::from(POSITION[scope as usize][counter as usize]);
+        match index.checked_sub(CLIENT_KEYS) {
+            None => self.client.built.get(index),
+            Some(user_index) => self.user_keys.get(user_index),
+        }
+    }
+
+    fn text(&self, scope: Scope, counter: Counter) -> String {
+        let mut text = String::new();
+        write_key(&mut text, &self.client, self.user.as_deref(), scope, counter);
+        text
+    }
+}
+
+/// `login:{route}:{scope}:{id}:{counter}`; Redis Cluster hash tags come
+/// with the shared backend.
+fn write_key(key: &mut String, client: &ClientKeys, user: Option<&str>, scope: Scope, counter: Counter) {
+    let id = match scope {
+        Scope::Ip => &client.ip,
+        Scope::Subnet => &client.subnet,
+        Scope::Fingerprint => &client.fingerprint,
+        Scope::Net => &client.net,
+        Scope::User => user.unwrap_or("-"),
+        Scope::Site => "all",
+    };
+    // Plain appends: the formatting machinery costs more than the copying.
+    for part in ["login:", &client.route, ":", scope.as_str(), ":", id, ":", counter.suffix()] {
+        key.push_str(part);
+    }
+}
+
+/// The account's keys of an attempt on `route` (one allocation each).
+fn user_keys(route: &str, user: &str) -> Vec<Key> {
+    let mut text = String::with_capacity(96);
+    COUNTERS[CLIENT_KEYS..]
+        .iter()
+        .map(|(scope, counter)| {
+            text.clear();
+            for part in ["login:", route, ":", scope.as_str(), ":", user, ":", counter.suffix()] {
+                text.push_str(part);
+            }
+            Key::from(text.as_str())
+        })
+        .collect()
+}
+
+/// The route's and the client's keys: from this thread's cache when the
+/// client tried to log in recently, else built (three keyed hashes and 36
+/// keys) and remembered.
+///
+/// A stuffing run from one address sends attempt after attempt with the
+/// same address and fingerprint; building their keys each time was most of
+/// what an attempt cost. The cache is direct-mapped and bounded
+/// ([`CLIENT_SLOTS`] per thread), compares route, address, fingerprint and
+/// the hashing secret in full, and holds nothing that is not already in
+/// the store's keys.
+fn client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str) -> std::sync::Arc<ClientKeys> {
+    use std::hash::BuildHasher;
+    CLIENT_CACHE.with(|cache| {
+        let Ok(mut cache) = cache.try_borrow_mut() else {
+            return std::sync::Arc::new(build_client_keys(hasher, route, ip, fingerprint));
+        };
+        let index = cache.hasher.hash_one((hasher.tag(), route, ip, fingerprint)) as usize % CLIENT_SLOTS;
+        if let Some(Some(slot)) = cache.slots.get(index)
+            && slot.tag == hasher.tag()
+            && slot.ip == ip
+            && *slot.keys.route == *route
+            && *slot.fingerprint == *fingerprint
+        {
+            return slot.keys.clone();
+        }
+        let keys = std::sync::Arc::new(build_client_keys(hasher, route, ip, fingerprint));
+        if let Some(slot) = cache.slots.get_mut(index) {
+            *slot =
+                Some(CachedClient { tag: hasher.tag(), ip, fingerprint: Box::from(fingerprint), keys: keys.clone() });
+        }
+        keys
+    })
+}
+
+fn build_client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str) -> ClientKeys {
+    let ip_text = crate::cidr::canonical_ip(ip).to_string();
+    let (ip_hash, ip_item) = hasher.hash_and_item("ip", ip_text.as_bytes());
+    // The fingerprint is not personal, but hashing keeps keys short.
+    let fingerprint = hasher.hash("fp", fingerprint.as_bytes());
+    let net = hasher.hash("net", subnet(ip).as_bytes());
+    let mut client = ClientKeys {
+        route: route.to_string(),
+        ip: ip_hash,
+        subnet: format!("{net}.{fingerprint}"),
+        net,
+        fingerprint,
+        ip_item,
+        built: Vec::new(),
+    };
+    let mut text = String::with_capacity(96);
+    let built = COUNTERS[..CLIENT_KEYS]
+        .iter()
+        .map(|(scope, counter)| {
+            text.clear();
+            write_key(&mut text, &client, None, *scope, *counter);
+            Key::from(text.as_str())
+        })
+        .collect();
+    client.built = built;
+    client
+}
+
+/// Cached clients per thread (a power of two).
+const CLIENT_SLOTS: usize = 512;
+
+struct CachedClient {
+    tag: u64,
+    ip: IpAddr,
+    /// The fingerprint as given (before hashing).
+    fingerprint: Box<str>,
+    keys: std::sync::Arc<ClientKeys>,
+}
+
+struct ClientCache {
+    hasher: hashbrown::DefaultHashBuilder,
+    slots: Vec<Option<CachedClient>>,
+}
+
+thread_local! {
+    static CLIENT_CACHE: std::cell::RefCell<ClientCache> = std::cell::RefCell::new(ClientCache {
+        hasher: hashbrown::DefaultHashBuilder::default(),
+        slots: (0..CLIENT_SLOTS).map(|_| None).collect(),
+    });
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +394,51 @@ mod tests {
         let config = Config::default();
         let (a, b) = (KeyHasher::from_config(&config), KeyHasher::from_config(&config));
         assert_eq!(a.hash("ip", b"192.0.2.1"), b.hash("ip", b"192.0.2.1"), "a reload must keep the counters' keys");
+    }
+
+    #[test]
+    fn every_key_is_found_by_position_and_reads_as_its_scope_and_counter() {
+        let hasher = KeyHasher::from_config(&Config::default());
+        let keys = LoginKeys::new(&hasher, "login", "203.0.113.7".parse().unwrap(), "11po", Some("alice"));
+        for (scope, counter) in COUNTERS {
+            let key = keys.key(scope, counter);
+            assert_eq!(&*key, keys.text(scope, counter), "{scope:?} {counter:?}");
+            assert_eq!(keys.name(scope, counter), keys.text(scope, counter));
+            assert!(key.starts_with(&format!("login:login:{}:", scope.as_str())), "{key}");
+            assert!(key.ends_with(&format!(":{}", counter.suffix())), "{key}");
+        }
+        // A counter no scope keeps is still named, not lost.
+        assert_eq!(&*keys.key(Scope::Site, Counter::Ban), "login:login:site:all:ban");
+        // Without a username, the account's keys name no one.
+        let anonymous = LoginKeys::new(&hasher, "login", "203.0.113.7".parse().unwrap(), "11po", None);
+        assert_eq!(&*anonymous.key(Scope::User, Counter::Failures), "login:login:user:-:f");
+        assert_eq!(anonymous.with_user(&hasher, "Alice"), keys);
+    }
+
+    #[test]
+    fn cached_client_keys_are_the_keys_built_afresh() {
+        let mut config = Config::default();
+        config.store.hash_key = "one".into();
+        let one = KeyHasher::from_config(&config);
+        config.store.hash_key = "two".into();
+        let two = KeyHasher::from_config(&config);
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        for _ in 0..2 {
+            for (hasher, route, ip, fingerprint) in [
+                (&one, "login", ip, "11po"),
+                (&two, "login", ip, "11po"),
+                (&one, "admin", ip, "11po"),
+                (&one, "login", ip, "20po"),
+            ] {
+                let cached = client_keys(hasher, route, ip, fingerprint);
+                assert_eq!(*cached, build_client_keys(hasher, route, ip, fingerprint), "{route} {fingerprint}");
+            }
+        }
+        // Same client, same secret: the very same keys, shared.
+        assert!(std::sync::Arc::ptr_eq(
+            &client_keys(&one, "login", ip, "11po"),
+            &client_keys(&one, "login", ip, "11po")
+        ));
     }
 
     #[test]

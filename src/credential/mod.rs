@@ -89,7 +89,7 @@ impl CredentialStage {
             &self.hasher,
             &view.route.name,
             view.client_ip,
-            &fingerprint_key(view),
+            view.counter_fingerprint(),
             view.username.as_deref(),
         );
         let breached_password = match (&self.breach, view.body) {
@@ -159,7 +159,7 @@ impl CredentialStage {
         let keys = &attempt.keys;
         let skipped = |scope: Scope| vouched && scope != Scope::Ip;
         for scope in SCOPES.into_iter().filter(|scope| !skipped(*scope)) {
-            if let Some(left) = readings.ban(&keys.key(scope, Counter::Ban)) {
+            if let Some(left) = readings.ban(&keys.name(scope, Counter::Ban)) {
                 let mut signal = Signal::new(Arc::from("cred.banned"), 79);
                 signal.action = Some(Action::Block);
                 signal.evidence.push(Evidence::text("scope", scope.as_str()));
@@ -209,7 +209,7 @@ impl CredentialStage {
             if skipped(scope) {
                 continue;
             }
-            let distinct = readings.number(&keys.key(scope, Counter::Usernames));
+            let distinct = readings.number(&keys.name(scope, Counter::Usernames));
             let ratio = outcomes(readings, keys, scope).ratio;
             if distinct >= f64::from(threshold) && ratio >= min_ratio {
                 let mut signal = Signal::new(Arc::from(id), 25);
@@ -220,7 +220,7 @@ impl CredentialStage {
             }
         }
         if keys.user.is_some() {
-            let failures = readings.number(&keys.key(Scope::User, Counter::Failures));
+            let failures = readings.number(&keys.name(Scope::User, Counter::Failures));
             if failures >= f64::from(abuse.username_failures) {
                 // Challenge, never block: blocking would let anyone lock a
                 // person out of their own account.
@@ -229,7 +229,7 @@ impl CredentialStage {
                 signal.evidence.push(Evidence::number("failures", failures, Some(f64::from(abuse.username_failures))));
                 signals.push(signal);
             }
-            let addresses = readings.number(&keys.key(Scope::User, Counter::Addresses));
+            let addresses = readings.number(&keys.name(Scope::User, Counter::Addresses));
             if addresses >= f64::from(abuse.username_distinct_addresses) {
                 let mut signal = Signal::new(Arc::from("cred.account_addresses"), 15);
                 signal.action = Some(Action::Challenge);
@@ -270,7 +270,7 @@ impl CredentialStage {
         // Attempts still in flight weigh as failures until their outcome
         // is known: a burst sent at once is stopped at the threshold.
         let failures = failures + pending;
-        let refused = readings.number(&keys.key(escalation.scope, Counter::Refused));
+        let refused = readings.number(&keys.name(escalation.scope, Counter::Refused));
         let threshold = f64::from(escalation.failures.max(1));
         let popular = successes >= f64::from(abuse.popular_successes.max(1));
         if popular {
@@ -328,10 +328,10 @@ impl CredentialStage {
     /// to mean something: a distributed attack in which every address
     /// tries only once or twice.
     fn site_spike(&self, keys: &LoginKeys, abuse: &AbuseConfig, readings: &CounterReadings, signals: &mut Vec<Signal>) {
-        let recent_attempts = readings.number(&keys.key(Scope::Site, Counter::RecentAttempts));
-        let recent_failures = readings.number(&keys.key(Scope::Site, Counter::RecentFailures));
-        let baseline_attempts = readings.number(&keys.key(Scope::Site, Counter::BaselineAttempts));
-        let baseline_failures = readings.number(&keys.key(Scope::Site, Counter::BaselineFailures));
+        let recent_attempts = readings.number(&keys.name(Scope::Site, Counter::RecentAttempts));
+        let recent_failures = readings.number(&keys.name(Scope::Site, Counter::RecentFailures));
+        let baseline_attempts = readings.number(&keys.name(Scope::Site, Counter::BaselineAttempts));
+        let baseline_failures = readings.number(&keys.name(Scope::Site, Counter::BaselineFailures));
         if recent_attempts < f64::from(abuse.site_min_attempts) {
             return;
         }
@@ -576,14 +576,14 @@ struct Outcomes {
 }
 
 fn outcomes(readings: &CounterReadings, keys: &LoginKeys, scope: Scope) -> Outcomes {
-    let failures = readings.number(&keys.key(scope, Counter::Failures));
-    let logins = readings.number(&keys.key(scope, Counter::Successes));
-    let accounts = readings.number(&keys.key(scope, Counter::SuccessAccounts));
+    let failures = readings.number(&keys.name(scope, Counter::Failures));
+    let logins = readings.number(&keys.name(scope, Counter::Successes));
+    let accounts = readings.number(&keys.name(scope, Counter::SuccessAccounts));
     // Counters written before accounts were counted have no sketch: their
     // plain count stands until the window passes.
     let successes = if accounts > 0.0 { accounts.min(logins) } else { logins };
-    let pending = (readings.number(&keys.key(scope, Counter::Forwarded))
-        - readings.number(&keys.key(scope, Counter::Resolved)))
+    let pending = (readings.number(&keys.name(scope, Counter::Forwarded))
+        - readings.number(&keys.name(scope, Counter::Resolved)))
     .max(0.0)
     .floor();
     let counted = failures + pending;
@@ -609,21 +609,4 @@ fn anonymous_success() -> u64 {
 
 fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
-}
-
-/// The fingerprint counters key on: the HTTP fingerprint over header
-/// names folded to lowercase (changing a name's case must not make a new
-/// counter; the case itself is evidence, see the session stage),
-/// and the TLS one when palisade terminated TLS.
-fn fingerprint_key(view: &RequestView<'_>) -> String {
-    let folded = if view.header_names().any(|name| name.bytes().any(|b| b.is_ascii_uppercase())) {
-        let lower: Vec<String> = view.header_names().map(str::to_ascii_lowercase).collect();
-        crate::fingerprint::http_fingerprint(view.version, view.method, lower.iter().map(String::as_str))
-    } else {
-        view.fingerprint().to_string()
-    };
-    match view.ja4 {
-        Some(ja4) => format!("{folded}|{ja4}"),
-        None => folded,
-    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{RequestContext, Stage};
 use crate::keyed_hash::KeyHasher;
 use crate::signal::{Evidence, Signal};
-use crate::store::{CounterPlan, CounterReadings, GcraReading};
+use crate::store::{CounterPlan, CounterReadings, GcraReading, Key};
 use crate::view::RequestView;
 
 pub const DETECTION_ID: &str = "rate.client_route";
@@ -15,6 +15,10 @@ pub const DETECTION_ID: &str = "rate.client_route";
 /// by the 429 itself and says little about who is asking (a carrier NAT
 /// trips limits too), so it must not push a request into a block.
 const PENALTY: u8 = 10;
+
+/// The request's limit key, from plan to detect.
+#[derive(Debug, Clone)]
+struct RateKey(Key);
 
 #[derive(Debug)]
 pub struct ClientRouteRateLimit {
@@ -39,21 +43,29 @@ impl Stage for ClientRouteRateLimit {
         "rate"
     }
 
-    fn plan(&self, view: &RequestView<'_>, _context: &mut RequestContext, plan: &mut CounterPlan) {
+    fn plan(&self, view: &RequestView<'_>, context: &mut RequestContext, plan: &mut CounterPlan) {
         if let Some(limit) = view.route.rate_limit {
-            plan.gcra(self.counter_key(view).into(), limit);
+            let key = Key::from(self.counter_key(view));
+            plan.gcra(key.clone(), limit);
+            // Detect finds its reading under the same key: keep it rather
+            // than hash the address a second time.
+            context.insert(RateKey(key));
         }
     }
 
     fn detect(
         &self,
         view: &RequestView<'_>,
-        _context: &mut RequestContext,
+        context: &mut RequestContext,
         readings: &CounterReadings,
         signals: &mut Vec<Signal>,
     ) {
         let Some(limit) = view.route.rate_limit else { return };
-        if let Some(GcraReading::Limited { retry_after }) = readings.gcra(&self.counter_key(view)) {
+        let reading = match context.get::<RateKey>() {
+            Some(RateKey(key)) => readings.gcra(key),
+            None => readings.gcra(&self.counter_key(view)),
+        };
+        if let Some(GcraReading::Limited { retry_after }) = reading {
             signals.push(Signal::rate_limited(
                 self.id.clone(),
                 PENALTY,

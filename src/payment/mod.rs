@@ -127,8 +127,14 @@ impl PaymentStage {
     pub fn attempt(&self, view: &RequestView<'_>, session: Option<&str>) -> Option<PaymentAttempt> {
         let config = view.route.payment.as_ref()?;
         let facts = PaymentFacts::read(config, &self.hasher, view.headers, view.body);
-        let keys =
-            PaymentKeys::new(&self.hasher, &view.route.name, view.client_ip, &fingerprint_key(view), session, &facts);
+        let keys = PaymentKeys::new(
+            &self.hasher,
+            &view.route.name,
+            view.client_ip,
+            view.counter_fingerprint(),
+            session,
+            &facts,
+        );
         Some(PaymentAttempt { keys, facts })
     }
 
@@ -554,20 +560,4 @@ fn is_small(facts: &PaymentFacts, abuse: &PaymentAbuseConfig) -> bool {
 
 fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
-}
-
-/// The fingerprint counters key on, as the credential stage keys on it:
-/// the HTTP fingerprint over header names folded to lowercase, and the
-/// TLS one when palisade terminated TLS.
-fn fingerprint_key(view: &RequestView<'_>) -> String {
-    let folded = if view.header_names().any(|name| name.bytes().any(|b| b.is_ascii_uppercase())) {
-        let lower: Vec<String> = view.header_names().map(str::to_ascii_lowercase).collect();
-        crate::fingerprint::http_fingerprint(view.version, view.method, lower.iter().map(String::as_str))
-    } else {
-        view.fingerprint().to_string()
-    };
-    match view.ja4 {
-        Some(ja4) => format!("{folded}|{ja4}"),
-        None => folded,
-    }
 }

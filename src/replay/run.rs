@@ -160,14 +160,29 @@ impl Prepared {
         self.version = parse_version(record.version.as_deref())?;
         crate::capture::record::check_header_count(record.headers.len())?;
         self.headers.clear();
-        self.wire_names.clear();
-        for (name, value) in &record.headers {
+        // Consecutive requests of a capture mostly send the same header
+        // names: keep the boxes that still match instead of making new ones.
+        self.wire_names.truncate(record.headers.len());
+        for (index, (name, value)) in record.headers.iter().enumerate() {
             append_header(&mut self.headers, name, value)?;
-            self.wire_names.push(Box::from(&**name));
+            match self.wire_names.get_mut(index) {
+                Some(kept) if **kept == **name => {}
+                Some(kept) => *kept = Box::from(&**name),
+                None => self.wire_names.push(Box::from(&**name)),
+            }
         }
         // The proxy records wire names on HTTP/1 only.
         self.has_wire_names = matches!(self.version, http::Version::HTTP_10 | http::Version::HTTP_11);
-        self.body = body_bytes(record.body.as_deref(), record.body_b64.as_deref())?;
+        match (record.body.as_deref(), record.body_b64.as_deref()) {
+            // The common case, into the buffer the previous body left.
+            (Some(text), None) => {
+                let mut body = self.body.take().unwrap_or_default();
+                body.clear();
+                body.extend_from_slice(text.as_bytes());
+                self.body = Some(body);
+            }
+            (body, body_b64) => self.body = body_bytes(body, body_b64)?,
+        }
         self.client_ip = record.client_ip;
         self.at = crate::capture::record::ts_to_nanos(record.ts);
         self.status = record.status;

@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind as AcMatchKind};
 use regex_automata::meta::Regex;
@@ -18,6 +19,7 @@ use regex_automata::{Input, MatchKind, PatternSet};
 
 use super::field::Field;
 use super::rule::{ConditionSpec, RuleSpec};
+use super::scan_cache;
 use crate::error::Error;
 use crate::signal::{Action, Evidence, Signal};
 use crate::view::RequestView;
@@ -54,6 +56,8 @@ struct LiteralSet {
 #[derive(Debug)]
 struct FieldMatcher {
     field: Field,
+    /// Whether scans of this field's values are remembered (see `scan_cache`).
+    cached: bool,
     literals_nocase: Option<LiteralSet>,
     literals_case: Option<LiteralSet>,
     regex: Option<(Regex, Vec<AtomId>)>,
@@ -82,6 +86,9 @@ pub struct RuleInput<'a> {
 
 #[derive(Debug)]
 pub struct CompiledSet {
+    /// This compilation's number, unique in the process: remembered scans
+    /// (see `scan_cache`) belong to one set, and a reload makes another.
+    id: u64,
     fields: Vec<FieldMatcher>,
     atoms: Vec<Atom>,
     atom_rules: Vec<Vec<u32>>,
@@ -184,7 +191,9 @@ impl CompiledSet {
             .map(|(field, build)| build_field(field, build))
             .collect::<Result<Vec<_>, Error>>()
             .map_err(|error| vec![(0, error.to_string())])?;
-        Ok(CompiledSet { fields: matchers, atoms, atom_rules, rules: compiled })
+        static COMPILED: AtomicU64 = AtomicU64::new(0);
+        let id = COMPILED.fetch_add(1, Ordering::Relaxed);
+        Ok(CompiledSet { id, fields: matchers, atoms, atom_rules, rules: compiled })
     }
 
     pub fn rule_count(&self) -> usize {
@@ -196,14 +205,18 @@ impl CompiledSet {
         let mut matched = vec![0u64; self.atoms.len().div_ceil(64)];
         let mut hits: Vec<AtomId> = Vec::new();
         let mut values: Vec<Cow<'_, [u8]>> = Vec::new();
-        for matcher in &self.fields {
+        for (index, matcher) in self.fields.iter().enumerate() {
             matcher.field.values(view, &mut values);
             if values.is_empty() {
                 hits.extend_from_slice(&matcher.absent);
                 continue;
             }
             for value in &values {
-                matcher.scan(value, &mut hits);
+                if matcher.cached {
+                    scan_cache::scan_with(self.id, index, value, &mut hits, |hits| matcher.scan(value, hits));
+                } else {
+                    matcher.scan(value, &mut hits);
+                }
             }
         }
         for &atom in &hits {
@@ -362,6 +375,7 @@ fn build_field(field: Field, build: FieldBuild) -> Result<FieldMatcher, Error> {
         literals_case: literal_set(build.case, false)?,
         regex,
         absent: build.absent,
+        cached: field.repeats_across_clients(),
         field,
     })
 }

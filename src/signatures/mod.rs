@@ -11,6 +11,7 @@
 mod compile;
 mod field;
 pub mod rule;
+mod scan_cache;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

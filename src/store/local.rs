@@ -309,8 +309,10 @@ impl LocalStore {
     }
 
     pub fn execute(&self, plan: &CounterPlan, now: Nanos, readings: &mut CounterReadings) {
-        for op in plan.ops() {
-            let ops = self.ops.fetch_add(1, Ordering::Relaxed);
+        // One shared increment per plan, not per operation: the counter is
+        // touched by every worker.
+        let first = self.ops.fetch_add(plan.ops().len() as u64, Ordering::Relaxed);
+        for (op, ops) in plan.ops().iter().zip(first..) {
             if ops % PRUNE_EVERY_OPS == PRUNE_EVERY_OPS - 1 {
                 self.prune(now, (ops / PRUNE_EVERY_OPS) as usize % SHARDS);
             }
@@ -345,7 +347,7 @@ impl LocalStore {
                     return Reading::Gcra(GcraReading::Limited { retry_after: wait.max(Duration::from_millis(1)) });
                 }
                 let next = tat.max(at) + interval;
-                self.upsert(shard, key, now, || Slot::Gcra(next), |slot| *slot = Slot::Gcra(next));
+                self.upsert(shard, key, now, || (Slot::Gcra(next), ()), |slot| *slot = Slot::Gcra(next));
                 Reading::Gcra(GcraReading::Allowed)
             }
             CounterOp::Count { key, window, add } => {
@@ -361,21 +363,19 @@ impl LocalStore {
                         None => Reading::Number(0.0),
                     };
                 }
-                let mut reading = 0.0;
                 let fresh = || {
                     let mut count = SlidingCount::default();
                     count.add(now, *window, *add);
-                    Slot::Count(count, *window)
+                    let reading = count.estimate(now, *window);
+                    (Slot::Count(count, *window), reading)
                 };
-                let slot = self.upsert(shard, key, now, fresh, |slot| {
-                    if let Slot::Count(count, _) = slot {
+                Reading::Number(self.upsert(shard, key, now, fresh, |slot| match slot {
+                    Slot::Count(count, _) => {
                         count.add(now, *window, *add);
+                        count.estimate(now, *window)
                     }
-                });
-                if let Some(Slot::Count(count, _)) = slot {
-                    reading = count.estimate(now, *window);
-                }
-                Reading::Number(reading)
+                    _ => 0.0,
+                }))
             }
             CounterOp::Distinct { key, window, item } => self.distinct(shard, key, *window, *item, true, now),
             CounterOp::DistinctIfHeld { key, window, item } => {
@@ -394,40 +394,30 @@ impl LocalStore {
                         None => Reading::Number(0.0),
                     };
                 }
-                let mut fresh_value = Decayed::default();
-                let fresh_reading = fresh_value.add(now, *half_life, *add);
-                let mut reading = fresh_reading;
-                let slot = self.upsert(
-                    shard,
-                    key,
-                    now,
-                    || Slot::Decay(fresh_value, *half_life),
-                    |slot| {
-                        if let Slot::Decay(decayed, _) = slot {
-                            reading = decayed.add(now, *half_life, *add);
-                        }
-                    },
-                );
-                if !matches!(slot, Some(Slot::Decay(..))) {
-                    reading = 0.0;
-                }
-                Reading::Number(reading)
+                let fresh = || {
+                    let mut fresh_value = Decayed::default();
+                    let reading = fresh_value.add(now, *half_life, *add);
+                    (Slot::Decay(fresh_value, *half_life), reading)
+                };
+                Reading::Number(self.upsert(shard, key, now, fresh, |slot| match slot {
+                    Slot::Decay(decayed, _) => decayed.add(now, *half_life, *add),
+                    _ => 0.0,
+                }))
             }
             CounterOp::Rhythm { key, window } => {
                 let fresh = || {
                     let mut rhythm = Rhythm::default();
                     rhythm.arrive(now, *window);
-                    Slot::Rhythm(Box::new((rhythm, *window)))
+                    let reading = rhythm.read();
+                    (Slot::Rhythm(Box::new((rhythm, *window))), reading)
                 };
-                let slot = self.upsert(shard, key, now, fresh, |slot| {
-                    if let Slot::Rhythm(rhythm) = slot {
+                Reading::Number(self.upsert(shard, key, now, fresh, |slot| match slot {
+                    Slot::Rhythm(rhythm) => {
                         rhythm.0.arrive(now, *window);
+                        rhythm.0.read()
                     }
-                });
-                match slot {
-                    Some(Slot::Rhythm(rhythm)) => Reading::Number(rhythm.0.read()),
-                    _ => Reading::Number(f64::NAN),
-                }
+                    _ => f64::NAN,
+                }))
             }
             CounterOp::BanCheck { key } => match shard.map.get_mut(&**key) {
                 Some(entry) => match entry.slot {
@@ -445,7 +435,7 @@ impl LocalStore {
                     Slot::Ban(current, _) if *current >= until => {}
                     other => *other = Slot::Ban(until, reason.clone()),
                 };
-                self.upsert(shard, key, now, || Slot::Ban(until, reason.clone()), extend);
+                self.upsert(shard, key, now, || (Slot::Ban(until, reason.clone()), ()), extend);
                 Reading::Done
             }
         }
@@ -497,23 +487,23 @@ impl LocalStore {
     }
 
     /// Change the slot under `key` with `change`, or create it with
-    /// `fresh`; the slot afterwards (`None` if room could not be made).
-    fn upsert<'s>(
+    /// `fresh`; what `change` or `fresh` read. One lookup when the key is
+    /// held (every operation of a request pays for its lookups).
+    fn upsert<R>(
         &self,
-        shard: &'s mut Shard,
+        shard: &mut Shard,
         key: &Key,
         now: Nanos,
-        fresh: impl FnOnce() -> Slot,
-        change: impl FnOnce(&mut Slot),
-    ) -> Option<&'s Slot> {
-        if shard.map.contains_key(&**key) {
-            let entry = shard.map.get_mut(&**key)?;
+        fresh: impl FnOnce() -> (Slot, R),
+        change: impl FnOnce(&mut Slot) -> R,
+    ) -> R {
+        if let Some(entry) = shard.map.get_mut(&**key) {
             entry.touch(now);
-            change(&mut entry.slot);
-            return Some(&entry.slot);
+            return change(&mut entry.slot);
         }
-        self.insert(shard, key, Entry::new(fresh(), now), now);
-        shard.map.get(&**key).map(|entry| &entry.slot)
+        let (slot, reading) = fresh();
+        self.insert(shard, key, Entry::new(slot, now), now);
+        reading
     }
 
     /// A new entry, making room first when the shard is over budget.

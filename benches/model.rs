@@ -5,16 +5,28 @@
 //!   120 trees of depth 4) on each request's feature vector;
 //! - `model/features_and_inference`: the model stage's hooks — plan its
 //!   counters, run them on the in-process store, compute the features and
-//!   score them — on each request's view.
+//!   score them — on each request's view, the HTTP fingerprint (SHA-256
+//!   over the header names) included;
+//! - `model/features_and_inference_shared_fingerprint`: the same with the
+//!   HTTP fingerprint computed before the clock starts. The pipeline
+//!   computes it once per request for every decision (`Decision::fingerprint`)
+//!   and the view caches it, so in a full pipeline it is not the model's
+//!   cost; the first part charges it anyway, as an upper bound.
+//!
+//! Building the view (routing, header lookups) is the pipeline's and is
+//! left out of both: the clock starts once the view exists.
 //!
 //! `cargo bench --bench model` (add `-- --warm-up-time 1 --measurement-time
-//! 3` for a quicker run). Before criterion's means, each part's p50 and
-//! p99 over single timed calls are printed (each includes ~20 ns of clock
-//! reading).
+//! 3` for a quicker run). Before criterion's means, each part's p50, p99
+//! and p99.9 over single timed calls are printed (each includes ~20 ns of
+//! clock reading). `PALISADE_BENCH_ROUNDS` (default 50) sets how many
+//! times those calls go over the requests, e.g. 2 under
+//! `valgrind --tool=callgrind` with a filter that matches no criterion
+//! bench, for instruction counts.
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use palisade::capture::read::OnBadLine;
@@ -56,13 +68,17 @@ fn load() -> (Vec<Prepared>, Vec<FeatureVector>) {
     (requests, vectors)
 }
 
-fn percentiles(name: &str, mut sample: impl FnMut(usize)) {
+fn rounds() -> usize {
+    std::env::var("PALISADE_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(50).max(2)
+}
+
+/// p50, p99 and p99.9 of `sample(i)`, which times one call itself and
+/// returns how long it took; the first round over the requests warms up.
+fn percentiles(name: &str, mut sample: impl FnMut(usize) -> Duration) {
     let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-    for round in 0..50 {
+    for round in 0..rounds() {
         for i in 0..REQUESTS {
-            let started = Instant::now();
-            sample(i);
-            let took = started.elapsed().as_nanos() as u64;
+            let took = sample(i).as_nanos() as u64;
             if round > 0 {
                 let _ = histogram.record(took.max(1));
             }
@@ -81,7 +97,9 @@ fn model(c: &mut Criterion) {
     let (requests, vectors) = load();
     let model = Model::load(&root().join("models/palisade-gbdt-v2.json")).expect("the shipped model");
     percentiles("model/inference", |i| {
+        let started = Instant::now();
         black_box(model.probability(black_box(&vectors[i])));
+        started.elapsed()
     });
 
     let config = parse_str(&config(), "bench.toml").expect("bench configuration");
@@ -91,21 +109,31 @@ fn model(c: &mut Criterion) {
     let mut at = requests[0].at;
     let mut plan = CounterPlan::default();
     let mut readings = CounterReadings::default();
-    let mut one = |i: usize| {
+    let mut signals = Vec::new();
+    // One request through the stage's hooks; the clock starts once the view
+    // is built (and, with `shared_fingerprint`, its fingerprint computed).
+    let mut one = |i: usize, shared_fingerprint: bool| -> Duration {
         let request = &requests[i];
         at = at.max(request.at) + 1_000;
         request.with_view(engine.lifecycle(), |view| {
+            if shared_fingerprint {
+                black_box(view.fingerprint());
+            }
+            let started = Instant::now();
             let mut context = RequestContext::new(Identity::Anonymous);
             plan.clear();
             readings.clear();
+            signals.clear();
             stage.plan(view, &mut context, &mut plan);
             store.execute(&plan, at, &mut readings);
-            let mut signals = Vec::new();
             stage.detect(view, &mut context, &readings, &mut signals);
-            black_box(signals);
+            black_box(&signals);
+            black_box(context);
+            started.elapsed()
         })
     };
-    percentiles("model/features_and_inference", &mut one);
+    percentiles("model/features_and_inference", |i| one(i, false));
+    percentiles("model/features_and_inference_shared_fingerprint", |i| one(i, true));
 
     let mut group = c.benchmark_group("model");
     group.throughput(Throughput::Elements(1));
@@ -116,12 +144,18 @@ fn model(c: &mut Criterion) {
             model.probability(black_box(&vectors[next]))
         })
     });
-    group.bench_function("features_and_inference", |b| {
-        b.iter(|| {
-            next = (next + 1) % requests.len();
-            one(next)
-        })
-    });
+    for (name, shared) in [("features_and_inference", false), ("features_and_inference_shared_fingerprint", true)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        next = (next + 1) % requests.len();
+                        one(next, shared)
+                    })
+                    .sum()
+            })
+        });
+    }
     group.finish();
 }
 

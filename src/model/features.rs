@@ -213,43 +213,66 @@ impl FeatureExtractor {
     }
 
     /// Plan the counters of a request (each counts the request itself).
-    pub fn plan(&self, view: &RequestView<'_>, plan: &mut CounterPlan) -> FeatureKeys {
-        let ip_text = crate::cidr::canonical_ip(view.client_ip).to_string();
-        let ip = self.hasher.hash("ip", ip_text.as_bytes());
-        let fingerprint = match view.ja4 {
-            Some(ja4) => self.hasher.hash("fp", format!("{}|{ja4}", view.fingerprint()).as_bytes()),
-            None => self.hasher.hash("fp", view.fingerprint().as_bytes()),
-        };
-        // The client as a browser tab sees it: one address, one user agent.
-        let client =
-            self.hasher.hash("client", &[ip_text.as_bytes(), b"\n", view.user_agent.unwrap_or("").as_bytes()].concat());
-        let route = &view.route.name;
-        // Plain appends: twelve keys a request, and the formatting
-        // machinery costs several times the copying.
-        let key = |scope: &str, id: &str, counter: ModelCounter| -> Key {
-            let suffix = counter.suffix();
-            let mut key = String::with_capacity(6 + route.len() + scope.len() + id.len() + suffix.len());
-            for part in ["ml:", route, ":", scope, ":", id, ":", suffix] {
-                key.push_str(part);
-            }
-            Key::from(key)
-        };
-        let keys = FeatureKeys {
-            ip_10s: key("ip", &ip, ModelCounter::Requests10s),
-            ip_60s: key("ip", &ip, ModelCounter::Requests60s),
-            ip_paths: key("ip", &ip, ModelCounter::DistinctPaths),
-            ip_uas: key("ip", &ip, ModelCounter::DistinctUserAgents),
-            fp_5m: key("fp", &fingerprint, ModelCounter::Requests5m),
-            site_5m: key("site", "all", ModelCounter::Requests5m),
-            fp_ips: key("fp", &fingerprint, ModelCounter::DistinctAddresses),
-            fp_uas: key("fp", &fingerprint, ModelCounter::DistinctUserAgents),
-            ip_rhythm: key("ip", &ip, ModelCounter::Rhythm),
-            client_pages: key("cl", &client, ModelCounter::PageLoads10m),
-            client_subs: key("cl", &client, ModelCounter::Subresources10m),
-            client_recent_page: key("cl", &client, ModelCounter::RecentPageLoads),
-        };
-        let ua_item = self.hasher.item("ua", view.user_agent.unwrap_or("").as_bytes());
+    /// `kind` is the session stage's reading of the request when it ran
+    /// (else it is worked out here, by the same rule).
+    pub fn plan(&self, view: &RequestView<'_>, kind: Option<RequestKind>, plan: &mut CounterPlan) -> FeatureKeys {
+        // Keys and hash inputs are put together on the stack: a request
+        // makes a dozen, and each would otherwise be a string or two on the
+        // heap.
+        let mut ip_buffer = [0u8; 64];
+        let ip_text = ip_text(crate::cidr::canonical_ip(view.client_ip), &mut ip_buffer);
+        // One keyed hash serves both as the address's counter-key id and
+        // as its item in the fingerprint's distinct-address sketch: the key
+        // hasher's text is the hex of the item's bytes.
         let ip_item = self.hasher.item("ip", ip_text.as_bytes());
+        let ip = hex16(ip_item);
+        let fingerprint = match view.ja4 {
+            Some(ja4) => {
+                joined(&[view.fingerprint().as_bytes(), b"|", ja4.as_bytes()], |input| self.hasher.item("fp", input))
+            }
+            None => self.hasher.item("fp", view.fingerprint().as_bytes()),
+        };
+        let fingerprint = hex16(fingerprint);
+        let user_agent = view.user_agent.unwrap_or("");
+        // The client as a browser tab sees it: one address, one user agent.
+        let client = hex16(joined(&[ip_text.as_bytes(), b"\n", user_agent.as_bytes()], |input| {
+            self.hasher.item("client", input)
+        }));
+        let route = &*view.route.name;
+        let mut text = String::with_capacity(route.len() + 32);
+        use ModelCounter::*;
+        let [ip_10s, ip_60s, ip_paths, ip_uas, ip_rhythm] = counter_keys(
+            &mut text,
+            route,
+            "ip",
+            hex_text(&ip),
+            [Requests10s, Requests60s, DistinctPaths, DistinctUserAgents, Rhythm],
+        );
+        let [fp_5m, fp_ips, fp_uas] = counter_keys(
+            &mut text,
+            route,
+            "fp",
+            hex_text(&fingerprint),
+            [Requests5m, DistinctAddresses, DistinctUserAgents],
+        );
+        let [client_pages, client_subs, client_recent_page] =
+            counter_keys(&mut text, route, "cl", hex_text(&client), [PageLoads10m, Subresources10m, RecentPageLoads]);
+        let [site_5m] = counter_keys(&mut text, route, "site", "all", [Requests5m]);
+        let keys = FeatureKeys {
+            ip_10s,
+            ip_60s,
+            ip_paths,
+            ip_uas,
+            fp_5m,
+            site_5m,
+            fp_ips,
+            fp_uas,
+            ip_rhythm,
+            client_pages,
+            client_subs,
+            client_recent_page,
+        };
+        let ua_item = self.hasher.item("ua", user_agent.as_bytes());
         let path_item = self.hasher.item("path", view.path.as_bytes());
         for (key, window) in [
             (&keys.ip_10s, WINDOW_10S),
@@ -268,7 +291,7 @@ impl FeatureExtractor {
             plan.push(CounterOp::Distinct { key: key.clone(), window, item: Some(item) });
         }
         plan.push(CounterOp::Rhythm { key: keys.ip_rhythm.clone(), window: WINDOW_60S });
-        let (kind, _) = crate::session::request_kind(view);
+        let kind = kind.unwrap_or_else(|| crate::session::request_kind(view).0);
         let page = u64::from(kind == RequestKind::Navigation);
         let sub = u64::from(kind == RequestKind::SubResource);
         plan.push(CounterOp::Count { key: keys.client_pages.clone(), window: WINDOW_10M, add: page });
@@ -319,6 +342,96 @@ impl FeatureExtractor {
         }
         v
     }
+}
+
+/// The 16 hex characters [`KeyHasher::hash`] gives for the input whose
+/// [`KeyHasher::item`] is `item` (both read the same first 8 bytes of the
+/// keyed hash; the item as a little-endian number).
+fn hex16(item: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(item.to_le_bytes()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    out
+}
+
+/// The text of [`hex16`]'s digits.
+fn hex_text(digits: &[u8; 16]) -> &str {
+    std::str::from_utf8(digits).unwrap_or_default()
+}
+
+/// `f` of the parts laid end to end, on the stack when they fit.
+fn joined<T>(parts: &[&[u8]], f: impl FnOnce(&[u8]) -> T) -> T {
+    let mut buffer = [0u8; 256];
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    if len > buffer.len() {
+        return f(&parts.concat());
+    }
+    let mut at = 0;
+    for part in parts {
+        buffer[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    f(&buffer[..len])
+}
+
+/// The keys `ml:{route}:{scope}:{id}:{suffix}` of `counters`, put together
+/// in `text` (the prefix once, then each suffix after it): one allocation
+/// per key, the key's own.
+fn counter_keys<const N: usize>(
+    text: &mut String,
+    route: &str,
+    scope: &str,
+    id: &str,
+    counters: [ModelCounter; N],
+) -> [Key; N] {
+    text.clear();
+    for part in ["ml:", route, ":", scope, ":", id, ":"] {
+        text.push_str(part);
+    }
+    let prefix = text.len();
+    counters.map(|counter| {
+        text.truncate(prefix);
+        text.push_str(counter.suffix());
+        Key::from(text.as_str())
+    })
+}
+
+/// The address as `to_string` writes it, written into `buffer` (IPv4,
+/// nearly every address, without the formatting machinery).
+fn ip_text(ip: std::net::IpAddr, buffer: &mut [u8; 64]) -> &str {
+    use std::io::Write;
+    let len = match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut at = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buffer[at] = b'.';
+                    at += 1;
+                }
+                if octet >= 100 {
+                    buffer[at] = b'0' + octet / 100;
+                    at += 1;
+                }
+                if octet >= 10 {
+                    buffer[at] = b'0' + octet / 10 % 10;
+                    at += 1;
+                }
+                buffer[at] = b'0' + octet % 10;
+                at += 1;
+            }
+            at
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+            // 39 characters at most: the buffer holds any address.
+            let _ = write!(cursor, "{v6}");
+            cursor.position() as usize
+        }
+    };
+    std::str::from_utf8(&buffer[..len]).unwrap_or_default()
 }
 
 /// Failure ratio of a scope; missing before its first outcome.
@@ -398,7 +511,13 @@ fn header_traits(view: &RequestView<'_>) -> HeaderTraits {
 }
 
 fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+    let needle = needle.as_bytes();
+    let Some(first) = needle.first().map(u8::to_ascii_lowercase) else { return true };
+    // Most windows fail on their first byte: test it before the rest.
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(needle))
 }
 
 fn flag(b: bool) -> f64 {
@@ -751,6 +870,48 @@ mod tests {
             assert_eq!(ua_class(&ua), by_lists(&ua), "{ua}");
         }
         assert!(compared > 1000, "{compared}");
+    }
+
+    /// The keys are put together by hand, and must read as the strings
+    /// the stores already hold.
+    #[test]
+    fn hand_made_key_parts_read_as_the_formatted_ones() {
+        let config = crate::config::parse_str("[store]\nhash_key = \"test\"\n", "test.toml").unwrap();
+        let hasher = KeyHasher::from_config(&config);
+        for value in ["", "10.0.0.1", "Mozilla/5.0 (X11; Linux x86_64)", &"x".repeat(300)] {
+            assert_eq!(
+                std::str::from_utf8(&hex16(hasher.item("ip", value.as_bytes()))).unwrap(),
+                hasher.hash("ip", value.as_bytes())
+            );
+        }
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "192.168.1.20",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip, &mut [0; 64]), ip.to_string());
+        }
+        let mut text = String::new();
+        for route in ["login", &"r".repeat(300)] {
+            let keys = counter_keys(
+                &mut text,
+                route,
+                "ip",
+                "0123456789abcdef",
+                [ModelCounter::Requests10s, ModelCounter::Rhythm],
+            );
+            assert_eq!(&*keys[0], format!("ml:{route}:ip:0123456789abcdef:r10"));
+            assert_eq!(&*keys[1], format!("ml:{route}:ip:0123456789abcdef:gap"));
+        }
+        let mut seen = Vec::new();
+        joined(&[b"a", b"|", b"bc"], |input| seen.extend_from_slice(input));
+        assert_eq!(seen, b"a|bc");
     }
 
     #[test]

@@ -33,6 +33,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::features::{self, FEATURE_COUNT, FeatureVector, SCHEMA_VERSION};
+use super::forest::{Forest, NodeDef};
 
 pub const FORMAT: &str = "palisade-model";
 pub const FORMAT_VERSION: u32 = 1;
@@ -212,7 +213,16 @@ impl ModelFile {
         if !self.base_score.is_finite() {
             return Err(ModelError::new(ModelErrorKind::Invalid, "base_score is not a finite number"));
         }
-        Ok(Model { name: self.name.clone(), link: self.link, base_score: self.base_score, nodes, roots, linear })
+        let forest = Forest::build(&roots, |id| nodes[id as usize].def());
+        Ok(Model {
+            name: self.name.clone(),
+            link: self.link,
+            base_score: self.base_score,
+            nodes,
+            roots,
+            forest,
+            linear,
+        })
     }
 }
 
@@ -275,6 +285,34 @@ struct Node {
     right: u32,
     feature: u16,
     flags: u8,
+}
+
+impl Node {
+    /// The node as the forest layout reads it.
+    fn def(&self) -> NodeDef {
+        if self.feature == LEAF {
+            NodeDef::Leaf { value: self.value }
+        } else {
+            NodeDef::Split {
+                feature: usize::from(self.feature),
+                threshold: self.threshold,
+                missing_left: self.flags & MISSING_LEFT != 0,
+                missing_zero: self.flags & MISSING_ZERO != 0,
+                value: self.value,
+                left: self.left,
+                right: self.right,
+            }
+        }
+    }
+
+    /// Where a split sends `x`: the next node's index.
+    #[inline]
+    fn next(&self, x: &FeatureVector) -> u32 {
+        let value = x[self.feature as usize];
+        let missing = value.is_nan() || (self.flags & MISSING_ZERO != 0 && value == 0.0);
+        let go_left = if missing { self.flags & MISSING_LEFT != 0 } else { value <= self.threshold };
+        if go_left { self.left } else { self.right }
+    }
 }
 
 fn compile_tree(tree: &TreeFile, nodes: &mut Vec<Node>) -> Result<(), ModelError> {
@@ -374,6 +412,10 @@ pub struct Model {
     base_score: f64,
     nodes: Vec<Node>,
     roots: Vec<u32>,
+    /// The same trees laid out for speed, when they fit the layout (at
+    /// most [`super::forest::MAX_DEPTH`] deep, finite thresholds); the
+    /// nodes are walked one by one otherwise.
+    forest: Option<Forest>,
     linear: Option<Linear>,
 }
 
@@ -400,15 +442,12 @@ impl Model {
         self.roots.len()
     }
 
-    /// The leaf a tree sends `x` to.
+    /// The leaf a tree sends `x` to, walking node by node.
     #[inline]
     fn leaf(&self, root: u32, x: &FeatureVector) -> &Node {
         let mut node = &self.nodes[root as usize];
         while node.feature != LEAF {
-            let value = x[node.feature as usize];
-            let missing = value.is_nan() || (node.flags & MISSING_ZERO != 0 && value == 0.0);
-            let go_left = if missing { node.flags & MISSING_LEFT != 0 } else { value <= node.threshold };
-            node = &self.nodes[if go_left { node.left } else { node.right } as usize];
+            node = &self.nodes[node.next(x) as usize];
         }
         node
     }
@@ -416,13 +455,22 @@ impl Model {
     /// The raw score (before the link).
     pub fn raw(&self, x: &FeatureVector) -> f64 {
         let mut raw = self.base_score;
-        for &root in &self.roots {
-            raw += self.leaf(root, x).value;
+        match &self.forest {
+            Some(forest) => forest.add_leaves(x, &mut raw),
+            None => self.add_leaves_by_nodes(x, &mut raw),
         }
         if let Some(linear) = &self.linear {
             raw += (0..FEATURE_COUNT).map(|i| linear.term(i, x[i])).sum::<f64>();
         }
         raw
+    }
+
+    /// Every tree's leaf added to `raw` in tree order, node by node (the
+    /// layout [`Forest`] must agree with).
+    fn add_leaves_by_nodes(&self, x: &FeatureVector, raw: &mut f64) {
+        for &root in &self.roots {
+            *raw += self.leaf(root, x).value;
+        }
     }
 
     /// The probability that the request is automated.
@@ -444,17 +492,9 @@ impl Model {
     pub fn contributions(&self, x: &FeatureVector, out: &mut [f64; FEATURE_COUNT]) -> f64 {
         out.fill(0.0);
         let mut bias = self.base_score;
-        for &root in &self.roots {
-            let mut node = &self.nodes[root as usize];
-            bias += node.value;
-            while node.feature != LEAF {
-                let value = x[node.feature as usize];
-                let missing = value.is_nan() || (node.flags & MISSING_ZERO != 0 && value == 0.0);
-                let go_left = if missing { node.flags & MISSING_LEFT != 0 } else { value <= node.threshold };
-                let next = &self.nodes[if go_left { node.left } else { node.right } as usize];
-                out[node.feature as usize] += next.value - node.value;
-                node = next;
-            }
+        match &self.forest {
+            Some(forest) => forest.contributions(x, &mut bias, out),
+            None => self.contributions_by_nodes(x, &mut bias, out),
         }
         if let Some(linear) = &self.linear {
             for (i, slot) in out.iter_mut().enumerate() {
@@ -464,18 +504,41 @@ impl Model {
         bias
     }
 
+    fn contributions_by_nodes(&self, x: &FeatureVector, bias: &mut f64, out: &mut [f64; FEATURE_COUNT]) {
+        for &root in &self.roots {
+            let mut node = &self.nodes[root as usize];
+            *bias += node.value;
+            while node.feature != LEAF {
+                let next = &self.nodes[node.next(x) as usize];
+                out[node.feature as usize] += next.value - node.value;
+                node = next;
+            }
+        }
+    }
+
     /// The `n` features that moved this prediction most, largest first.
     pub fn top_contributions(&self, x: &FeatureVector, n: usize) -> Vec<Contribution> {
         let mut all = [0.0; FEATURE_COUNT];
         self.contributions(x, &mut all);
-        let mut ranked: Vec<Contribution> = all
-            .iter()
-            .enumerate()
-            .filter(|(_, value)| **value != 0.0)
-            .map(|(feature, &value)| Contribution { feature, value })
-            .collect();
-        ranked.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()).then(a.feature.cmp(&b.feature)));
-        ranked.truncate(n);
+        // Larger |value| first, then the lower feature: a total order, so
+        // keeping the best `n` while reading them once gives what sorting
+        // all of them would, without sorting (it runs on every request a
+        // model signals).
+        let before = |a: &Contribution, b: &Contribution| {
+            b.value.abs().total_cmp(&a.value.abs()).then(a.feature.cmp(&b.feature)).is_lt()
+        };
+        let mut ranked: Vec<Contribution> = Vec::with_capacity(n.min(FEATURE_COUNT) + 1);
+        for (feature, &value) in all.iter().enumerate() {
+            if value == 0.0 {
+                continue;
+            }
+            let candidate = Contribution { feature, value };
+            let at = ranked.iter().position(|kept| before(&candidate, kept)).unwrap_or(ranked.len());
+            if at < n {
+                ranked.insert(at, candidate);
+                ranked.truncate(n);
+            }
+        }
         ranked
     }
 }
@@ -524,6 +587,157 @@ mod tests {
         let mut contributions = [0.0; FEATURE_COUNT];
         let bias = model.contributions(&x, &mut contributions);
         assert_eq!(bias + contributions.iter().sum::<f64>(), model.raw(&x));
+    }
+
+    /// Feature vectors that probe every side of every split of `model`:
+    /// each value its split's threshold, just above or below it, zero,
+    /// minus zero, missing, infinite or arbitrary.
+    fn probing_vectors(model: &Model, count: usize) -> Vec<FeatureVector> {
+        let thresholds: Vec<(usize, f64)> = model
+            .nodes
+            .iter()
+            .filter(|node| node.feature != LEAF)
+            .map(|node| (node.feature as usize, node.threshold))
+            .collect();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut vectors = Vec::new();
+        for _ in 0..count {
+            let mut x = MISSING;
+            for (feature, value) in x.iter_mut().enumerate() {
+                let near = thresholds.iter().filter(|(f, _)| *f == feature).map(|(_, t)| *t).nth((next() % 4) as usize);
+                let near = near.unwrap_or(1.0);
+                *value = match next() % 10 {
+                    0 => f64::NAN,
+                    1 => 0.0,
+                    2 => -0.0,
+                    3 => near,
+                    4 => near.next_up(),
+                    5 => near.next_down(),
+                    6 => f64::INFINITY,
+                    7 => f64::NEG_INFINITY,
+                    _ => (next() % 2000) as f64 / 100.0 - 5.0,
+                };
+            }
+            vectors.push(x);
+        }
+        vectors
+    }
+
+    /// The forest layout and the node walk give the same raw score and the
+    /// same contributions, to the last bit.
+    fn assert_layouts_agree(model: &Model, count: usize) {
+        assert!(model.forest.is_some(), "{} is laid out as a forest", model.name);
+        for x in probing_vectors(model, count) {
+            let mut by_nodes = model.base_score;
+            model.add_leaves_by_nodes(&x, &mut by_nodes);
+            let mut by_forest = model.base_score;
+            model.forest.as_ref().unwrap().add_leaves(&x, &mut by_forest);
+            assert_eq!(by_forest.to_bits(), by_nodes.to_bits(), "{x:?}");
+
+            let (mut nodes_bias, mut nodes_out) = (model.base_score, [0.0; FEATURE_COUNT]);
+            model.contributions_by_nodes(&x, &mut nodes_bias, &mut nodes_out);
+            let (mut forest_bias, mut forest_out) = (model.base_score, [0.0; FEATURE_COUNT]);
+            model.forest.as_ref().unwrap().contributions(&x, &mut forest_bias, &mut forest_out);
+            assert_eq!(forest_bias.to_bits(), nodes_bias.to_bits());
+            assert_eq!(forest_out.map(f64::to_bits), nodes_out.map(f64::to_bits), "{x:?}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_model_is_laid_out_as_a_forest_that_agrees_with_the_node_walk() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/palisade-gbdt-v2.json");
+        let model = Model::load(&path).unwrap();
+        assert_layouts_agree(&model, 3000);
+    }
+
+    /// Uneven depths, every missing side and zero-as-missing, a tree that
+    /// is a single leaf.
+    #[test]
+    fn uneven_trees_and_every_missing_rule_agree_with_the_node_walk() {
+        let mut file = stump();
+        let f = |feature: Feature| feature as i32;
+        file.trees.push(TreeFile {
+            feature: vec![
+                f(Feature::IpRequests10s),
+                f(Feature::HasCookie),
+                -1,
+                f(Feature::SecFetchHeaders),
+                -1,
+                -1,
+                -1,
+            ],
+            threshold: vec![5.0, 0.5, 0.0, 2.0, 0.0, 0.0, 0.0],
+            left: vec![1, 3, 0, 5, 0, 0, 0],
+            right: vec![2, 4, 0, 6, 0, 0, 0],
+            missing_left: vec![true, false, false, true, false, false, false],
+            missing_zero: vec![false, true, false, true, false, false, false],
+            value: vec![0.1, 0.2, -0.7, 0.3, 0.05, 1.5, -0.25],
+        });
+        file.trees.push(TreeFile {
+            feature: vec![-1],
+            threshold: vec![0.0],
+            left: vec![0],
+            right: vec![0],
+            missing_left: vec![false],
+            missing_zero: Vec::new(),
+            value: vec![0.125],
+        });
+        let model = file.compile().unwrap();
+        assert_layouts_agree(&model, 3000);
+        // Nine trees more make a group of eight and a rest.
+        for _ in 0..9 {
+            file.trees.push(file.trees[1].clone());
+        }
+        assert_layouts_agree(&file.compile().unwrap(), 500);
+    }
+
+    #[test]
+    fn infinite_thresholds_and_deep_trees_are_walked_node_by_node() {
+        let mut file = stump();
+        file.trees[0].threshold[0] = f64::INFINITY;
+        let model = file.compile().unwrap();
+        assert!(model.forest.is_none());
+        let mut x = MISSING;
+        x[Feature::HeaderCount as usize] = 1e300;
+        assert_eq!(model.raw(&x), 2.5);
+
+        // A chain of ten splits.
+        let mut deep = TreeFile::default();
+        for i in 0..10u32 {
+            deep.feature.push(Feature::HeaderCount as i32);
+            deep.threshold.push(f64::from(i));
+            deep.left.push(2 * i + 1);
+            deep.right.push(2 * i + 2);
+            deep.missing_left.push(false);
+            deep.value.push(0.0);
+            deep.feature.push(-1);
+            deep.threshold.push(0.0);
+            deep.left.push(0);
+            deep.right.push(0);
+            deep.missing_left.push(false);
+            deep.value.push(f64::from(i));
+        }
+        deep.feature.push(-1);
+        deep.threshold.push(0.0);
+        deep.left.push(0);
+        deep.right.push(0);
+        deep.missing_left.push(false);
+        deep.value.push(100.0);
+        let mut file = stump();
+        file.trees = vec![deep];
+        file.base_score = 0.0;
+        let model = file.compile().unwrap();
+        assert!(model.forest.is_none());
+        x[Feature::HeaderCount as usize] = 4.5;
+        assert_eq!(model.raw(&x), 5.0);
+        x[Feature::HeaderCount as usize] = 50.0;
+        assert_eq!(model.raw(&x), 100.0);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! - [`file`]: the versioned JSON model file (feature schema and its hash,
 //!   trees as flat node arrays, base score, link, training metadata) and
-//!   the compiled, allocation-free [`Model`] evaluated per request;
+//!   the compiled, allocation-free [`Model`] evaluated per request (its
+//!   trees laid out for speed in `forest`: complete trees walked without
+//!   a branch per split);
 //! - [`lightgbm`]: an importer for LightGBM's text model format;
 //! - [`features`]: the documented, versioned feature table, computed from
 //!   the request view and counter readings, live and in replay alike;
@@ -17,6 +19,7 @@
 
 pub mod features;
 pub mod file;
+mod forest;
 pub mod lightgbm;
 pub mod stage;
 pub mod train;

@@ -186,7 +186,10 @@ impl Stage for ModelStage {
 
     /// The counters the features need; their keys wait in the context.
     fn plan(&self, view: &RequestView<'_>, context: &mut RequestContext, plan: &mut CounterPlan) {
-        let keys = self.extractor.plan(view, plan);
+        // The session stage ran first (it is earlier in the stage list) and
+        // classified the request already.
+        let kind = context.get::<SessionFacts>().map(|facts| facts.kind);
+        let keys = self.extractor.plan(view, kind, plan);
         context.insert(keys);
     }
 

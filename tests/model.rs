@@ -272,3 +272,34 @@ fn palisade_train_writes_a_model_that_loads_and_reports_held_out_metrics() {
     assert!(run().status.success());
     assert_eq!(std::fs::read(&out).unwrap(), written, "the same captures and seed give the same bytes");
 }
+
+/// What `models/train.sh` checks, on the corpus it generates (committed):
+/// the shipped model is what `palisade train` makes from it today. A
+/// change to a feature's inputs (login counting once) silently left the
+/// shipped model trained on yesterday's features; this test says so.
+#[test]
+fn the_shipped_model_is_what_train_makes_from_the_committed_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("palisade-gbdt-v2.json");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("models/corpus/captures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files.push(root().join("models/corpus/generated.jsonl.gz"));
+    let mut args: Vec<String> = ["train"].iter().map(|s| s.to_string()).collect();
+    args.extend(files.iter().map(|p| p.display().to_string()));
+    for source in ["hydra", "Go net/http", "firefox", "dart:io"] {
+        args.extend(["--test-source".to_string(), source.to_string()]);
+    }
+    args.extend(["--seed", "1", "--name", "palisade-gbdt", "--out"].iter().map(|s| s.to_string()));
+    args.push(out.display().to_string());
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_palisade")).args(&args).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(shipped_model()).unwrap(),
+        "models/palisade-gbdt-v2.json is not what `palisade train` makes from models/corpus today: \
+         run `models/train.sh --write` and check the held-out metrics and the replay comparison (docs/model.md)"
+    );
+}

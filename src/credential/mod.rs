@@ -21,6 +21,7 @@ pub use breach::BreachFilter;
 pub use keys::{Counter, KeyHasher, LoginKeys, Scope, subnet};
 
 use crate::config::{AbuseConfig, Config, Invalid};
+use crate::detect::escalation::{Penalties, Step};
 use crate::detect::{Decided, Observed, RequestContext, Stage, Vouched};
 use crate::routes::Route;
 use crate::signal::{Action, Evidence, Signal};
@@ -60,6 +61,9 @@ pub struct CredentialStage {
     hasher: KeyHasher,
     breach: Option<Arc<BreachFilter>>,
 }
+
+/// What each escalation step weighs in the score on login routes.
+const PENALTIES: Penalties = Penalties { challenge: 30, rate_limit: 50, block: 70 };
 
 /// One scope's escalation settings.
 struct Escalation {
@@ -295,23 +299,15 @@ impl CredentialStage {
         if ratio < escalation.ratio || failures < threshold / 2.0 {
             return;
         }
-        let (action, penalty) = if failures + refused >= 2.0 * threshold {
+        let step = Step::for_failures(failures, refused, threshold);
+        if step == Step::Block {
             bans.push(BanRequest {
                 key: keys.key(escalation.scope, Counter::Ban),
                 ttl: Duration::from_secs(abuse.ban_secs),
                 reason: escalation.id,
             });
-            (Action::Block, 70)
-        } else if failures >= threshold {
-            (Action::RateLimit, 50)
-        } else {
-            (Action::Challenge, 30)
-        };
-        let mut signal = Signal::new(Arc::from(escalation.id), penalty);
-        signal.action = Some(action);
-        if action == Action::RateLimit {
-            signal.retry_after = Some(Duration::from_secs((abuse.window_secs / 10).max(1)));
         }
+        let mut signal = step.signal(escalation.id, PENALTIES, abuse.window_secs);
         signal.evidence = vec![
             Evidence::number("failures", failures, Some(threshold)),
             Evidence::number("successes", successes, None),

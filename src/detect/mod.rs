@@ -18,6 +18,7 @@
 
 mod asn_rate;
 mod context;
+pub mod escalation;
 mod oauth_client;
 mod quota;
 mod rate;

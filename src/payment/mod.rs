@@ -33,6 +33,7 @@ pub use keys::{Counter, PaymentKeys, SOURCES, Scope};
 pub use outcome::{PaymentOutcome, classify};
 
 use crate::config::{PaymentAbuseConfig, PaymentConfig};
+use crate::detect::escalation::{Penalties, Step};
 use crate::detect::{Decided, Observed, RequestContext, Stage, Vouched};
 use crate::keyed_hash::KeyHasher;
 use crate::routes::Route;
@@ -110,13 +111,10 @@ struct Outcomes {
     ratio: f64,
 }
 
-/// How far a signal escalates, in increasing severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Step {
-    Challenge,
-    RateLimit,
-    Block,
-}
+/// What each escalation step weighs in the score on payment routes: the
+/// step is demanded; the penalties only colour the score, and several
+/// step-up hints together stay a step-up (not a block).
+const PENALTIES: Penalties = Penalties { challenge: 10, rate_limit: 20, block: 70 };
 
 impl PaymentStage {
     pub fn new(hasher: KeyHasher) -> Self {
@@ -231,23 +229,12 @@ impl PaymentStage {
         let mut escalate = |scope: Scope, id: &'static str, step: Step, evidence: Vec<Evidence>, popular: bool| {
             // A scope shared by customers is asked to step up, never refused.
             let step = if popular { Step::Challenge } else { step };
-            // The step is demanded; the penalties only colour the score, and
-            // several step-up hints together stay a step-up (not a block).
-            let (action, penalty) = match step {
-                Step::Challenge => (Action::Challenge, 10),
-                Step::RateLimit => (Action::RateLimit, 20),
-                Step::Block => (Action::Block, 70),
-            };
             if step == Step::Block
                 && let Some(key) = keys.key(scope, Counter::Ban)
             {
                 bans.push(BanRequest { key: key.clone(), reason: id });
             }
-            let mut signal = Signal::new(Arc::from(id), penalty);
-            signal.action = Some(action);
-            if action == Action::RateLimit {
-                signal.retry_after = Some(Duration::from_secs((abuse.window_secs / 10).max(1)));
-            }
+            let mut signal = step.signal(id, PENALTIES, abuse.window_secs);
             signal.evidence.push(Evidence::text("scope", scope.as_str()));
             signal.evidence.extend(evidence);
             signal.evidence.push(Evidence::number("window_s", window, None));
@@ -278,13 +265,7 @@ impl PaymentStage {
             if o.ratio < ratio || o.declines < threshold / 2.0 {
                 continue;
             }
-            let step = if o.declines + refused >= 2.0 * threshold {
-                Step::Block
-            } else if o.declines >= threshold {
-                Step::RateLimit
-            } else {
-                Step::Challenge
-            };
+            let step = Step::for_failures(o.declines, refused, threshold);
             let evidence = vec![
                 Evidence::number("declines", o.declines, Some(threshold)),
                 Evidence::number("approvals", o.approvals, None),

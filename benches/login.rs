@@ -8,18 +8,18 @@
 //! p50/p99 per attempt from an HDR histogram over 200,000 timed attempts
 //! (criterion reports means and medians, not tails).
 
+#[path = "support/lifecycle.rs"]
+mod support;
+
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use palisade::clock::{ManualClock, SharedClock};
 use palisade::config::Config;
-use palisade::lifecycle::{Arrival, Ending, Lifecycle, Reporters};
+use palisade::lifecycle::Lifecycle;
 use palisade::outcome::ResponseFacts;
-use palisade::pipeline::PipelineBuilder;
-use palisade::request_id::RequestIds;
-use palisade::store::{CounterStore, LocalStore};
+
+use support::{Request, print_tail, through};
 
 /// The allocator `palisade` itself runs with (see `src/main.rs`), so that
 /// these numbers are the binary's.
@@ -73,44 +73,27 @@ fn attempts(count: usize) -> Vec<Attempt> {
         .collect()
 }
 
-fn lifecycle() -> (Lifecycle, Arc<ManualClock>) {
-    let mut config = Config::default();
-    config.store.hash_key = "bench".into();
-    let clock = Arc::new(ManualClock::new(1_800_000_000_000_000_000));
-    let shared: SharedClock = clock.clone();
-    let store = Arc::new(CounterStore::Local(LocalStore::new(shared.clone())));
-    let pipeline = PipelineBuilder::new(&config).build(store, shared, RequestIds::new(1)).expect("default config");
-    (Lifecycle::new(pipeline, None), clock)
-}
-
-/// One attempt through the login path, as every front door runs it
-/// (route, decide, complete with the upstream's status); returns the
-/// action so nothing is optimized away.
+/// One attempt through the login path, as every front door runs it.
 fn login_path(lifecycle: &Lifecycle, attempt: &Attempt) -> palisade::signal::Action {
-    let routed = lifecycle.route(&attempt.method, &attempt.uri);
-    let arrival = Arrival {
+    let request = Request {
         method: &attempt.method,
         uri: &attempt.uri,
-        version: http::Version::HTTP_11,
         headers: &attempt.headers,
-        client_ip: attempt.client,
-        ja4: None,
-        wire_names: None,
-        client_cert: None,
+        client: attempt.client,
+        body: &attempt.body,
     };
-    let mut exchange = lifecycle.decide_now(routed, &arrival, Some(&attempt.body), Reporters::default());
-    let ending = if exchange.stops_request() {
-        Ending::Refused
-    } else {
-        Ending::Answered { response: ResponseFacts::status(attempt.status), upstream_time: None }
-    };
-    lifecycle.complete(&mut exchange, ending, Reporters::default());
-    exchange.decision.action()
+    through(lifecycle, &request, ResponseFacts::status(attempt.status))
+}
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.store.hash_key = "bench".into();
+    config
 }
 
 fn main() {
     let stream = attempts(20_000);
-    let (lifecycle, clock) = lifecycle();
+    let (lifecycle, clock) = support::lifecycle(&config());
     let mut criterion = Criterion::default().configure_from_args();
     let mut group = criterion.benchmark_group("login");
     group.throughput(Throughput::Elements(1));
@@ -126,27 +109,9 @@ fn main() {
     group.finish();
     criterion.final_summary();
 
-    // Tails: criterion's estimates are of the mean and median.
-    if std::env::args().any(|a| a == "--bench") {
-        let (lifecycle, clock) = self::lifecycle();
-        let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
-        let mut actions = std::collections::BTreeMap::new();
-        for i in 0..220_000 {
-            clock.advance(Duration::from_millis(5));
-            let attempt = &stream[i % stream.len()];
-            let started = Instant::now();
-            let action = black_box(login_path(&lifecycle, attempt));
-            if i >= 20_000 {
-                histogram.record(started.elapsed().as_nanos() as u64).unwrap();
-                *actions.entry(action.as_str()).or_insert(0u64) += 1;
-            }
-        }
-        println!(
-            "login path over {} attempts: p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs; actions {actions:?}",
-            histogram.len(),
-            histogram.value_at_quantile(0.5) as f64 / 1000.0,
-            histogram.value_at_quantile(0.99) as f64 / 1000.0,
-            histogram.value_at_quantile(0.999) as f64 / 1000.0,
-        );
-    }
+    let (lifecycle, clock) = support::lifecycle(&config());
+    print_tail("login", "attempts", |i| {
+        clock.advance(Duration::from_millis(5));
+        login_path(&lifecycle, &stream[i % stream.len()])
+    });
 }

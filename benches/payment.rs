@@ -9,18 +9,18 @@
 //! p50/p99 per payment from an HDR histogram over 200,000 timed payments
 //! (criterion reports means and medians, not tails).
 
+#[path = "support/lifecycle.rs"]
+mod support;
+
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use palisade::clock::{ManualClock, SharedClock};
 use palisade::config::{Config, parse_str};
-use palisade::lifecycle::{Arrival, Ending, Lifecycle, Reporters};
+use palisade::lifecycle::Lifecycle;
 use palisade::outcome::ResponseFacts;
-use palisade::pipeline::PipelineBuilder;
-use palisade::request_id::RequestIds;
-use palisade::store::{CounterStore, LocalStore};
+
+use support::{Request, print_tail, through};
 
 /// The benchmarked route: a checkout with the account from a header.
 const CONFIG: &str = r#"
@@ -135,44 +135,27 @@ fn payments(count: usize) -> Vec<Payment> {
         .collect()
 }
 
-fn lifecycle() -> (Lifecycle, Arc<ManualClock>) {
-    let config: Config = parse_str(CONFIG, "bench.toml").expect("bench config");
-    let clock = Arc::new(ManualClock::new(1_800_000_000_000_000_000));
-    let shared: SharedClock = clock.clone();
-    let store = Arc::new(CounterStore::Local(LocalStore::new(shared.clone())));
-    let pipeline = PipelineBuilder::new(&config).build(store, shared, RequestIds::new(1)).expect("bench config");
-    (Lifecycle::new(pipeline, None), clock)
-}
-
 /// One payment through the payment path, as every front door runs it
-/// (route, decide, complete with the upstream's status and answer);
-/// returns the action so nothing is optimized away.
+/// (route, decide, complete with the upstream's status and answer).
 fn payment_path(lifecycle: &Lifecycle, payment: &Payment) -> palisade::signal::Action {
-    let routed = lifecycle.route(&payment.method, &payment.uri);
-    let arrival = Arrival {
+    let request = Request {
         method: &payment.method,
         uri: &payment.uri,
-        version: http::Version::HTTP_11,
         headers: &payment.headers,
-        client_ip: payment.client,
-        ja4: None,
-        wire_names: None,
-        client_cert: None,
+        client: payment.client,
+        body: &payment.body,
     };
-    let mut exchange = lifecycle.decide_now(routed, &arrival, Some(&payment.body), Reporters::default());
-    let ending = if exchange.stops_request() {
-        Ending::Refused
-    } else {
-        let response = ResponseFacts { status: payment.status, headers: None, body_prefix: Some(payment.answer) };
-        Ending::Answered { response, upstream_time: None }
-    };
-    lifecycle.complete(&mut exchange, ending, Reporters::default());
-    exchange.decision.action()
+    let response = ResponseFacts { status: payment.status, headers: None, body_prefix: Some(payment.answer) };
+    through(lifecycle, &request, response)
+}
+
+fn config() -> Config {
+    parse_str(CONFIG, "bench.toml").expect("bench config")
 }
 
 fn main() {
     let stream = payments(20_000);
-    let (lifecycle, clock) = lifecycle();
+    let (lifecycle, clock) = support::lifecycle(&config());
     let mut criterion = Criterion::default().configure_from_args();
     let mut group = criterion.benchmark_group("payment");
     group.throughput(Throughput::Elements(1));
@@ -188,27 +171,9 @@ fn main() {
     group.finish();
     criterion.final_summary();
 
-    // Tails: criterion's estimates are of the mean and median.
-    if std::env::args().any(|a| a == "--bench") {
-        let (lifecycle, clock) = self::lifecycle();
-        let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
-        let mut actions = std::collections::BTreeMap::new();
-        for i in 0..220_000 {
-            clock.advance(STEP);
-            let payment = &stream[i % stream.len()];
-            let started = Instant::now();
-            let action = black_box(payment_path(&lifecycle, payment));
-            if i >= 20_000 {
-                histogram.record(started.elapsed().as_nanos() as u64).unwrap();
-                *actions.entry(action.as_str()).or_insert(0u64) += 1;
-            }
-        }
-        println!(
-            "payment path over {} payments: p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs; actions {actions:?}",
-            histogram.len(),
-            histogram.value_at_quantile(0.5) as f64 / 1000.0,
-            histogram.value_at_quantile(0.99) as f64 / 1000.0,
-            histogram.value_at_quantile(0.999) as f64 / 1000.0,
-        );
-    }
+    let (lifecycle, clock) = support::lifecycle(&config());
+    print_tail("payment", "payments", |i| {
+        clock.advance(STEP);
+        payment_path(&lifecycle, &stream[i % stream.len()])
+    });
 }

@@ -20,17 +20,12 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-const CONFIG: &str = r#"
-[server]
-trusted_proxies = ["127.0.0.1/32"]
-[decision_log]
-sample_allowed = 1.0
-[store]
-hash_key = "test-secret"
-[session]
+const CONFIG: &str = common::trusted_config!(
+    r#"[session]
 enabled = true
 secret = "chromium-test-secret"
-"#;
+"#
+);
 
 const ATTEMPTS: usize = 600;
 /// Where the valid pair sits in the attack list.

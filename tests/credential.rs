@@ -10,14 +10,7 @@ use common::*;
 use bytes::Bytes;
 use http_body_util::Full;
 
-const TRUSTED: &str = r#"
-[server]
-trusted_proxies = ["127.0.0.1/32"]
-[decision_log]
-sample_allowed = 1.0
-[store]
-hash_key = "test-secret"
-"#;
+const TRUSTED: &str = common::trusted_config!("");
 
 /// The header set of a scripted credential-stuffing tool (python-requests).
 fn tool_request(url: &str, ip: &str, user: &str, password: &str) -> http::Request<Full<Bytes>> {
@@ -346,19 +339,14 @@ failure_body_contains = "status 200"
 
 /// The default login route without its per-address rate limit, so that
 /// only the credential counters stop an attack.
-const NO_RATE_LIMIT: &str = r#"
-[server]
-trusted_proxies = ["127.0.0.1/32"]
-[decision_log]
-sample_allowed = 1.0
-[store]
-hash_key = "test-secret"
-[[route]]
+const NO_RATE_LIMIT: &str = common::trusted_config!(
+    r#"[[route]]
 name = "login"
 profile = "login"
 path = "/login"
 methods = ["POST", "PUT", "PATCH"]
-"#;
+"#
+);
 
 /// Client addresses spread over unrelated subnets.
 fn scattered_ip(n: u32) -> String {

@@ -20,14 +20,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-const CONFIG: &str = r#"
-[server]
-trusted_proxies = ["127.0.0.1/32"]
-[decision_log]
-sample_allowed = 1.0
-[store]
-hash_key = "test-secret"
-[identify]
+const CONFIG: &str = common::trusted_config!(
+    r#"[identify]
 api_key_header = "X-API-Key"
 
 [[partner]]
@@ -51,7 +45,8 @@ path = "/api/payment_methods"
 methods = ["POST"]
 [route.payment]
 account_cookie = "uid"
-"#;
+"#
+);
 
 fn config() -> String {
     use sha2::Digest as _;

@@ -16,19 +16,14 @@ use palisade::session::challenge;
 
 /// Always under attack (`attack_bare_attempts = 0`): every page load
 /// without clearance gets the challenge.
-const ALWAYS: &str = r#"
-[server]
-trusted_proxies = ["127.0.0.1/32"]
-[decision_log]
-sample_allowed = 1.0
-[store]
-hash_key = "test-secret"
-[session]
+const ALWAYS: &str = common::trusted_config!(
+    r#"[session]
 enabled = true
 secret = "shared-session-secret"
 attack_bare_attempts = 0.0
 difficulty = 12
-"#;
+"#
+);
 
 const CHROME: &str =
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/148.0.0.0 Safari/537.36";

@@ -23,6 +23,22 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A test configuration: palisade trusting `X-Forwarded-For` from the
+/// tests' own address (127.0.0.1), logging every decision, with a fixed
+/// counter-key secret, then `$rest` (more TOML, a string literal). A
+/// macro, so that the result is still a `&'static str` constant.
+#[allow(unused_macros)]
+macro_rules! trusted_config {
+    ($rest:literal) => {
+        concat!(
+            "\n[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[decision_log]\nsample_allowed = 1.0\n[store]\nhash_key = \"test-secret\"\n",
+            $rest
+        )
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use trusted_config;
+
 use palisade::app::App;
 use palisade::clock::{SharedClock, SystemClock};
 use palisade::config::{Config, parse_str, unspanned};

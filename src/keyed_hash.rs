@@ -52,27 +52,48 @@ impl KeyHasher {
 
     /// A short keyed hash (16 hex characters) of `value` in `domain`.
     pub fn hash(&self, domain: &str, value: &[u8]) -> String {
-        hex::encode(self.digest(domain, value))
+        hex::encode(self.digest(domain, &[value]))
     }
 
     /// A keyed 64-bit item for distinct-count sketches.
     pub fn item(&self, domain: &str, value: &[u8]) -> u64 {
-        u64::from_le_bytes(self.digest(domain, value))
+        u64::from_le_bytes(self.digest(domain, &[value]))
+    }
+
+    /// The item of `parts` laid end to end, without laying them out.
+    pub fn item_of(&self, domain: &str, parts: &[&[u8]]) -> u64 {
+        u64::from_le_bytes(self.digest(domain, parts))
+    }
+
+    /// The text [`KeyHasher::hash`] gives for the value whose item is
+    /// `item` (both are the same first 8 bytes of the keyed hash), on the
+    /// stack: for keys put together without allocating.
+    pub fn item_hex(item: u64) -> [u8; 16] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(item.to_le_bytes()) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        out
     }
 
     /// [`KeyHasher::hash`] and [`KeyHasher::item`] of the same value, for
     /// the price of one.
     pub fn hash_and_item(&self, domain: &str, value: &[u8]) -> (String, u64) {
-        let digest = self.digest(domain, value);
+        let digest = self.digest(domain, &[value]);
         (hex::encode(digest), u64::from_le_bytes(digest))
     }
 
-    /// The first 8 bytes of the keyed BLAKE3 of `domain`, a zero byte and `value`.
-    fn digest(&self, domain: &str, value: &[u8]) -> [u8; 8] {
+    /// The first 8 bytes of the keyed BLAKE3 of `domain`, a zero byte and
+    /// the value (given in parts).
+    fn digest(&self, domain: &str, value: &[&[u8]]) -> [u8; 8] {
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
         hasher.update(domain.as_bytes());
         hasher.update(&[0]);
-        hasher.update(value);
+        for part in value {
+            hasher.update(part);
+        }
         let mut first = [0u8; 8];
         hasher.finalize_xof().fill(&mut first);
         first
@@ -110,6 +131,12 @@ mod tests {
         assert_eq!(hash, hasher.hash("user", b"alice"));
         assert_eq!(item, hasher.item("user", b"alice"));
         assert_eq!(hash.len(), 16);
+        assert_eq!(std::str::from_utf8(&KeyHasher::item_hex(item)).unwrap(), hash);
+        for value in [&b""[..], b"10.0.0.1", &[b'x'; 300]] {
+            let item = hasher.item("ip", value);
+            assert_eq!(std::str::from_utf8(&KeyHasher::item_hex(item)).unwrap(), hasher.hash("ip", value));
+        }
+        assert_eq!(hasher.item_of("fp", &[b"a", b"|", b"bc"]), hasher.item("fp", b"a|bc"));
         // Pinned: stored keys and sketches must not change between versions.
         let mut full = blake3::Hasher::new_keyed(&[7; 32]);
         full.update(b"user\0alice");

@@ -225,19 +225,16 @@ impl FeatureExtractor {
         // as its item in the fingerprint's distinct-address sketch: the key
         // hasher's text is the hex of the item's bytes.
         let ip_item = self.hasher.item("ip", ip_text.as_bytes());
-        let ip = hex16(ip_item);
+        let ip = KeyHasher::item_hex(ip_item);
         let fingerprint = match view.ja4 {
-            Some(ja4) => {
-                joined(&[view.fingerprint().as_bytes(), b"|", ja4.as_bytes()], |input| self.hasher.item("fp", input))
-            }
+            Some(ja4) => self.hasher.item_of("fp", &[view.fingerprint().as_bytes(), b"|", ja4.as_bytes()]),
             None => self.hasher.item("fp", view.fingerprint().as_bytes()),
         };
-        let fingerprint = hex16(fingerprint);
+        let fingerprint = KeyHasher::item_hex(fingerprint);
         let user_agent = view.user_agent.unwrap_or("");
         // The client as a browser tab sees it: one address, one user agent.
-        let client = hex16(joined(&[ip_text.as_bytes(), b"\n", user_agent.as_bytes()], |input| {
-            self.hasher.item("client", input)
-        }));
+        let client =
+            KeyHasher::item_hex(self.hasher.item_of("client", &[ip_text.as_bytes(), b"\n", user_agent.as_bytes()]));
         let route = &*view.route.name;
         let mut text = String::with_capacity(route.len() + 32);
         use ModelCounter::*;
@@ -344,37 +341,9 @@ impl FeatureExtractor {
     }
 }
 
-/// The 16 hex characters [`KeyHasher::hash`] gives for the input whose
-/// [`KeyHasher::item`] is `item` (both read the same first 8 bytes of the
-/// keyed hash; the item as a little-endian number).
-fn hex16(item: u64) -> [u8; 16] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 16];
-    for (pair, byte) in out.chunks_exact_mut(2).zip(item.to_le_bytes()) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
-    }
-    out
-}
-
-/// The text of [`hex16`]'s digits.
+/// The text of [`KeyHasher::item_hex`]'s digits.
 fn hex_text(digits: &[u8; 16]) -> &str {
     std::str::from_utf8(digits).unwrap_or_default()
-}
-
-/// `f` of the parts laid end to end, on the stack when they fit.
-fn joined<T>(parts: &[&[u8]], f: impl FnOnce(&[u8]) -> T) -> T {
-    let mut buffer = [0u8; 256];
-    let len: usize = parts.iter().map(|part| part.len()).sum();
-    if len > buffer.len() {
-        return f(&parts.concat());
-    }
-    let mut at = 0;
-    for part in parts {
-        buffer[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    }
-    f(&buffer[..len])
 }
 
 /// The keys `ml:{route}:{scope}:{id}:{suffix}` of `counters`, put together
@@ -436,14 +405,14 @@ fn ip_text(ip: std::net::IpAddr, buffer: &mut [u8; 64]) -> &str {
 
 /// Failure ratio of a scope; missing before its first outcome.
 fn failure_ratio(readings: &CounterReadings, attempt: &LoginAttempt, scope: Scope) -> f64 {
-    let failures = readings.number(&attempt.keys.key(scope, Counter::Failures));
-    let successes = readings.number(&attempt.keys.key(scope, Counter::Successes));
+    let failures = readings.number(&attempt.keys.name(scope, Counter::Failures));
+    let successes = readings.number(&attempt.keys.name(scope, Counter::Successes));
     if failures + successes > 0.0 { failures / (failures + successes) } else { f64::NAN }
 }
 
 fn login_features(attempt: &LoginAttempt, readings: &CounterReadings, v: &mut FeatureVector) {
     let keys = &attempt.keys;
-    let number = |scope: Scope, counter: Counter| readings.number(&keys.key(scope, counter));
+    let number = |scope: Scope, counter: Counter| readings.number(&keys.name(scope, counter));
     v[Feature::HasUsername as usize] = f64::from(u8::from(keys.user.is_some()));
     v[Feature::IpLoginFailures as usize] = number(Scope::Ip, Counter::Failures);
     v[Feature::IpFailureRatio as usize] = failure_ratio(readings, attempt, Scope::Ip);
@@ -880,7 +849,7 @@ mod tests {
         let hasher = KeyHasher::from_config(&config);
         for value in ["", "10.0.0.1", "Mozilla/5.0 (X11; Linux x86_64)", &"x".repeat(300)] {
             assert_eq!(
-                std::str::from_utf8(&hex16(hasher.item("ip", value.as_bytes()))).unwrap(),
+                std::str::from_utf8(&KeyHasher::item_hex(hasher.item("ip", value.as_bytes()))).unwrap(),
                 hasher.hash("ip", value.as_bytes())
             );
         }
@@ -909,9 +878,7 @@ mod tests {
             assert_eq!(&*keys[0], format!("ml:{route}:ip:0123456789abcdef:r10"));
             assert_eq!(&*keys[1], format!("ml:{route}:ip:0123456789abcdef:gap"));
         }
-        let mut seen = Vec::new();
-        joined(&[b"a", b"|", b"bc"], |input| seen.extend_from_slice(input));
-        assert_eq!(seen, b"a|bc");
+        assert_eq!(hasher.item_of("fp", &[b"a", b"|", b"bc"]), hasher.item("fp", b"a|bc"));
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //! model stage calls it behind the proxy and in replay alike, and
 //! `palisade train` reads the vectors a replay computed.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
+use super::value_cache::{self, remember};
 use crate::credential::{Counter, KeyHasher, LoginAttempt, Scope};
 use crate::session::RequestKind;
 use crate::store::{CounterOp, CounterPlan, CounterReadings, Key};
@@ -151,9 +153,11 @@ const WINDOW_10M: Duration = Duration::from_secs(600);
 const HALF_LIFE_30S: Duration = Duration::from_secs(30);
 
 /// The counter keys of one request, made once in `plan` and read again
-/// after the store answered.
+/// after the store answered, and what its user agent says (worked out, or
+/// remembered, with the user agent's key).
 #[derive(Debug, Clone)]
 pub struct FeatureKeys {
+    user_agent: UaFacts,
     ip_10s: Key,
     ip_60s: Key,
     ip_paths: Key,
@@ -226,12 +230,23 @@ impl FeatureExtractor {
         // hasher's text is the hex of the item's bytes.
         let ip_item = self.hasher.item("ip", ip_text.as_bytes());
         let ip = KeyHasher::item_hex(ip_item);
+        // The fingerprint's and the user agent's items repeat across
+        // clients: remembered per thread (`value_cache`), keyed by the
+        // hashed bytes themselves.
+        let tag = self.hasher.tag();
+        let fingerprint_bytes = view.fingerprint().as_bytes();
         let fingerprint = match view.ja4 {
-            Some(ja4) => self.hasher.item_of("fp", &[view.fingerprint().as_bytes(), b"|", ja4.as_bytes()]),
-            None => self.hasher.item("fp", view.fingerprint().as_bytes()),
+            Some(ja4) => {
+                let parts: &[&[u8]] = &[fingerprint_bytes, b"|", ja4.as_bytes()];
+                remember(&FINGERPRINTS, tag, parts, || self.hasher.item_of("fp", parts))
+            }
+            None => remember(&FINGERPRINTS, tag, &[fingerprint_bytes], || self.hasher.item("fp", fingerprint_bytes)),
         };
         let fingerprint = KeyHasher::item_hex(fingerprint);
         let user_agent = view.user_agent.unwrap_or("");
+        let (facts, ua_item) = remember(&USER_AGENTS, tag, &[user_agent.as_bytes()], || {
+            (UaFacts::of(user_agent), self.hasher.item("ua", user_agent.as_bytes()))
+        });
         // The client as a browser tab sees it: one address, one user agent.
         let client =
             KeyHasher::item_hex(self.hasher.item_of("client", &[ip_text.as_bytes(), b"\n", user_agent.as_bytes()]));
@@ -256,6 +271,7 @@ impl FeatureExtractor {
             counter_keys(&mut text, route, "cl", hex_text(&client), [PageLoads10m, Subresources10m, RecentPageLoads]);
         let [site_5m] = counter_keys(&mut text, route, "site", "all", [Requests5m]);
         let keys = FeatureKeys {
+            user_agent: facts,
             ip_10s,
             ip_60s,
             ip_paths,
@@ -269,7 +285,6 @@ impl FeatureExtractor {
             client_subs,
             client_recent_page,
         };
-        let ua_item = self.hasher.item("ua", user_agent.as_bytes());
         let path_item = self.hasher.item("path", view.path.as_bytes());
         for (key, window) in [
             (&keys.ip_10s, WINDOW_10S),
@@ -313,7 +328,7 @@ impl FeatureExtractor {
         session: Option<f64>,
     ) -> FeatureVector {
         let mut v = MISSING;
-        request_features(view, &mut v);
+        request_features(view, keys.user_agent, &mut v);
         let set = |v: &mut FeatureVector, f: Feature, value: f64| v[f as usize] = value;
         set(&mut v, Feature::IpRequests10s, readings.number(&keys.ip_10s));
         set(&mut v, Feature::IpRequests60s, readings.number(&keys.ip_60s));
@@ -433,7 +448,7 @@ fn login_features(attempt: &LoginAttempt, readings: &CounterReadings, v: &mut Fe
 }
 
 /// What the header set holds, gathered in one pass over the names.
-#[derive(Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct HeaderTraits {
     count: u32,
     lowercase: u32,
@@ -446,7 +461,30 @@ struct HeaderTraits {
     credential: bool,
 }
 
+/// Most header names whose traits are remembered ([`HEADER_SETS`]); a
+/// longer header set is read every time.
+const MAX_REMEMBERED_NAMES: usize = 48;
+
+/// The traits of the request's header names: a function of the names in
+/// the order [`RequestView::header_names`] gives them, which the clients
+/// of one browser or library share, so they are remembered per thread,
+/// keyed by the names themselves (a newline after each: no name holds
+/// one).
 fn header_traits(view: &RequestView<'_>) -> HeaderTraits {
+    let mut parts: [&[u8]; 2 * MAX_REMEMBERED_NAMES] = [&[]; 2 * MAX_REMEMBERED_NAMES];
+    let mut len = 0;
+    for name in view.header_names() {
+        if len == parts.len() {
+            return traits_of(view);
+        }
+        parts[len] = name.as_bytes();
+        parts[len + 1] = b"\n";
+        len += 2;
+    }
+    remember(&HEADER_SETS, 0, &parts[..len], || traits_of(view))
+}
+
+fn traits_of(view: &RequestView<'_>) -> HeaderTraits {
     let mut traits = HeaderTraits::default();
     for name in view.header_names() {
         if crate::fingerprint::added_by_proxies(name) {
@@ -493,8 +531,9 @@ fn flag(b: bool) -> f64 {
     f64::from(u8::from(b))
 }
 
-/// Features of the request alone (no counters).
-fn request_features(view: &RequestView<'_>, v: &mut FeatureVector) {
+/// Features of the request alone (no counters); `ua_facts` is what its
+/// user agent says ([`UaFacts::of`]).
+fn request_features(view: &RequestView<'_>, ua_facts: UaFacts, v: &mut FeatureVector) {
     let headers = view.headers;
     let header = |name: http::header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
     let set = |v: &mut FeatureVector, f: Feature, value: f64| v[f as usize] = value;
@@ -568,11 +607,10 @@ fn request_features(view: &RequestView<'_>, v: &mut FeatureVector) {
 
     let ua = view.user_agent.unwrap_or("");
     set(v, Feature::UaLength, ua.len() as f64);
-    let class = ua_class(ua);
+    let UaFacts { class, family, mobile } = ua_facts;
     set(v, Feature::UaClass, f64::from(class as u8));
-    let family = browser_family(ua, class);
     set(v, Feature::UaBrowserFamily, f64::from(family as u8));
-    set(v, Feature::UaMobile, flag(["Mobile", "Android", "iPhone", "iPad"].iter().any(|word| ua.contains(word))));
+    set(v, Feature::UaMobile, flag(mobile));
     if family != BrowserFamily::None {
         set(
             v,
@@ -709,6 +747,36 @@ pub fn ua_class(ua: &str) -> UaClass {
     } else {
         UaClass::Other
     }
+}
+
+/// What a user agent says: its class, the browser it claims and whether it
+/// claims a mobile device. It depends on the user agent alone, so it is
+/// remembered per thread with the user agent's key ([`USER_AGENTS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UaFacts {
+    class: UaClass,
+    family: BrowserFamily,
+    mobile: bool,
+}
+
+impl UaFacts {
+    fn of(ua: &str) -> UaFacts {
+        let class = ua_class(ua);
+        UaFacts {
+            class,
+            family: browser_family(ua, class),
+            mobile: ["Mobile", "Android", "iPhone", "iPad"].iter().any(|word| ua.contains(word)),
+        }
+    }
+}
+
+thread_local! {
+    /// User agent → its facts and its keyed item (under a secret's tag).
+    static USER_AGENTS: RefCell<value_cache::Cache<(UaFacts, u64)>> = RefCell::new(value_cache::Cache::new());
+    /// Fingerprint (with JA4) → its keyed item (under a secret's tag).
+    static FINGERPRINTS: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::Cache::new());
+    /// Header names in order → their traits (no secret involved: tag 0).
+    static HEADER_SETS: RefCell<value_cache::Cache<HeaderTraits>> = RefCell::new(value_cache::Cache::new());
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -516,30 +516,64 @@ impl Model {
         }
     }
 
-    /// The `n` features that moved this prediction most, largest first.
-    pub fn top_contributions(&self, x: &FeatureVector, n: usize) -> Vec<Contribution> {
+    /// The `n` features (at most [`MAX_TOP`]) that moved this prediction
+    /// most, largest first.
+    pub fn top_contributions(&self, x: &FeatureVector, n: usize) -> TopContributions {
         let mut all = [0.0; FEATURE_COUNT];
         self.contributions(x, &mut all);
         // Larger |value| first, then the lower feature: a total order, so
         // keeping the best `n` while reading them once gives what sorting
         // all of them would, without sorting (it runs on every request a
-        // model signals).
+        // model signals), and in a fixed array, without allocating.
         let before = |a: &Contribution, b: &Contribution| {
             b.value.abs().total_cmp(&a.value.abs()).then(a.feature.cmp(&b.feature)).is_lt()
         };
-        let mut ranked: Vec<Contribution> = Vec::with_capacity(n.min(FEATURE_COUNT) + 1);
+        let n = n.min(MAX_TOP);
+        let mut top = TopContributions { ranked: [Contribution { feature: 0, value: 0.0 }; MAX_TOP], len: 0 };
         for (feature, &value) in all.iter().enumerate() {
             if value == 0.0 {
                 continue;
             }
             let candidate = Contribution { feature, value };
-            let at = ranked.iter().position(|kept| before(&candidate, kept)).unwrap_or(ranked.len());
+            let kept = &top.ranked[..top.len];
+            let at = kept.iter().position(|kept| before(&candidate, kept)).unwrap_or(kept.len());
             if at < n {
-                ranked.insert(at, candidate);
-                ranked.truncate(n);
+                // Insert at `at`; with `n` kept, the last one falls off.
+                let len = (top.len + 1).min(n);
+                top.ranked.copy_within(at..len - 1, at + 1);
+                top.ranked[at] = candidate;
+                top.len = len;
             }
         }
-        ranked
+        top
+    }
+}
+
+/// Most features [`Model::top_contributions`] ranks.
+pub const MAX_TOP: usize = 8;
+
+/// The features that moved a prediction most, largest first (at most
+/// [`MAX_TOP`], kept inline).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TopContributions {
+    ranked: [Contribution; MAX_TOP],
+    len: usize,
+}
+
+impl std::ops::Deref for TopContributions {
+    type Target = [Contribution];
+
+    fn deref(&self) -> &[Contribution] {
+        &self.ranked[..self.len]
+    }
+}
+
+impl IntoIterator for TopContributions {
+    type Item = Contribution;
+    type IntoIter = std::iter::Take<std::array::IntoIter<Contribution, MAX_TOP>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.ranked.into_iter().take(self.len)
     }
 }
 
@@ -647,6 +681,34 @@ mod tests {
             assert_eq!(forest_bias.to_bits(), nodes_bias.to_bits());
             assert_eq!(forest_out.map(f64::to_bits), nodes_out.map(f64::to_bits), "{x:?}");
         }
+    }
+
+    /// The top contributions are the first `n` of all nonzero ones sorted
+    /// by |value|, ties to the lower feature, on the shipped model.
+    #[test]
+    fn top_contributions_are_the_sorted_contributions_cut_to_n() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/palisade-gbdt-v2.json");
+        let model = Model::load(&path).unwrap();
+        let mut ranked_some = false;
+        for x in probing_vectors(&model, 500) {
+            let mut all = [0.0; FEATURE_COUNT];
+            model.contributions(&x, &mut all);
+            let mut sorted: Vec<Contribution> = all
+                .iter()
+                .enumerate()
+                .filter(|(_, value)| **value != 0.0)
+                .map(|(feature, &value)| Contribution { feature, value })
+                .collect();
+            sorted.sort_by(|a, b| b.value.abs().total_cmp(&a.value.abs()).then(a.feature.cmp(&b.feature)));
+            for n in 0..=MAX_TOP + 1 {
+                let top = model.top_contributions(&x, n);
+                let expected = &sorted[..n.min(MAX_TOP).min(sorted.len())];
+                assert_eq!(&*top, expected, "n = {n}");
+                assert_eq!(top.into_iter().collect::<Vec<_>>(), expected);
+                ranked_some |= expected.len() == MAX_TOP;
+            }
+        }
+        assert!(ranked_some, "some vectors have at least MAX_TOP contributions");
     }
 
     #[test]

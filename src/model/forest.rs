@@ -84,12 +84,28 @@ pub struct Forest {
     /// says so).
     read: Vec<u8>,
     threshold: Vec<f64>,
-    /// Per split: the mean output below it (for contributions).
+    /// Per split: the mean output below it (the roots' are the bias of
+    /// contributions).
     mean: Vec<f64>,
     leaf: Vec<f64>,
+    /// Per node below a root, tree-major, each tree `2·stride` entries long
+    /// and indexed by breadth-first position (splits `1..stride − 1`, then
+    /// leaves; entry 0 unused): the step onto that node — its value minus
+    /// its parent's ([`Step::delta`]) and the parent's feature — which a
+    /// contribution walk adds up along a leaf's path. Subtracting once at
+    /// load gives the very number the walk subtracted per request.
+    steps: Vec<Step>,
     /// Whether any split treats zero as missing (the two variants that
     /// do are made only then).
     zero_missing: bool,
+}
+
+/// One step of a path: the change of the node value a split made, and the
+/// split's feature (the contribution it goes to).
+#[derive(Debug, Clone, Copy, Default)]
+struct Step {
+    delta: f64,
+    feature: u8,
 }
 
 /// The feature vector's variants laid end to end (and unused entries up
@@ -122,12 +138,34 @@ impl Forest {
             threshold: vec![0.0; roots.len() * stride],
             mean: vec![0.0; roots.len() * stride],
             leaf: vec![0.0; roots.len() * stride],
+            steps: vec![Step::default(); roots.len() * 2 * stride],
             zero_missing: false,
         };
         for (tree, &root) in roots.iter().enumerate() {
             forest.place(&node, root, tree, 0, 0)?;
         }
+        forest.place_steps();
         Some(forest)
+    }
+
+    /// The value of the node at breadth-first position `at` of `tree`
+    /// (a split's mean, or a leaf's output).
+    fn value_at(&self, tree: usize, at: usize) -> f64 {
+        let stride = 1usize << self.depth;
+        if at < stride - 1 { self.mean[tree * stride + at] } else { self.leaf[tree * stride + at + 1 - stride] }
+    }
+
+    /// Fill [`Forest::steps`] from the placed splits and leaves.
+    fn place_steps(&mut self) {
+        let stride = 1usize << self.depth;
+        for tree in 0..self.trees {
+            for at in 1..2 * stride - 1 {
+                let parent = (at - 1) / 2;
+                let feature = self.read[tree * stride + parent] % FEATURE_COUNT as u8;
+                let delta = self.value_at(tree, at) - self.value_at(tree, parent);
+                self.steps[tree * 2 * stride + at] = Step { delta, feature };
+            }
+        }
     }
 
     /// Put node `id` (and what is below it) at position `at` of `tree`,
@@ -225,8 +263,21 @@ impl Forest {
     #[inline(always)]
     fn add_group<const N: usize, const STRIDE: usize>(&self, values: &Variants, first: usize, raw: &mut f64) {
         let mask = STRIDE - 1;
+        let at = self.leaves_of::<N, STRIDE>(values, first);
+        let leaf = &self.leaf[first * STRIDE..(first + N) * STRIDE];
+        for (tree, at) in at.iter().enumerate() {
+            // The last level's positions run from STRIDE - 1 to 2·STRIDE - 2.
+            *raw += leaf[tree * STRIDE + ((*at + 1) & mask)];
+        }
+    }
+
+    /// The breadth-first positions of the leaves trees `first..first + N`
+    /// send `values` to, walked level by level.
+    #[inline(always)]
+    fn leaves_of<const N: usize, const STRIDE: usize>(&self, values: &Variants, first: usize) -> [usize; N] {
+        let mask = STRIDE - 1;
         let range = first * STRIDE..(first + N) * STRIDE;
-        let (read, threshold, leaf) = (&self.read[range.clone()], &self.threshold[range.clone()], &self.leaf[range]);
+        let (read, threshold) = (&self.read[range.clone()], &self.threshold[range]);
         let mut at = [0usize; N];
         for _ in 0..STRIDE.trailing_zeros() {
             for (tree, at) in at.iter_mut().enumerate() {
@@ -235,31 +286,78 @@ impl Forest {
                 *at = 2 * *at + 1 + usize::from(right);
             }
         }
-        for (tree, at) in at.iter().enumerate() {
-            // The last level's positions run from STRIDE - 1 to 2·STRIDE - 2.
-            *raw += leaf[tree * STRIDE + ((*at + 1) & mask)];
-        }
+        at
     }
 
     /// Each feature's share of the trees' output (see
     /// [`super::Model::contributions`]); returns the roots' values summed
     /// onto `bias`. Filler splits change nothing: both sides hold the value
     /// they hold.
+    ///
+    /// The leaves are found as inference finds them (eight trees at a
+    /// time, no branch per split); a leaf's position names its whole path
+    /// in a complete tree, so the steps are then read along it. They are
+    /// added tree by tree, root first — the order of the node walk — so
+    /// every sum is the same to the last bit.
     pub fn contributions(&self, x: &FeatureVector, bias: &mut f64, out: &mut [f64; FEATURE_COUNT]) {
-        let values = self.variants(x);
-        let stride = 1usize << self.depth;
+        match self.depth {
+            0 => self.contributions_strided::<1>(x, bias, out),
+            1 => self.contributions_strided::<2>(x, bias, out),
+            2 => self.contributions_strided::<4>(x, bias, out),
+            3 => self.contributions_strided::<8>(x, bias, out),
+            4 => self.contributions_strided::<16>(x, bias, out),
+            5 => self.contributions_strided::<32>(x, bias, out),
+            6 => self.contributions_strided::<64>(x, bias, out),
+            7 => self.contributions_strided::<128>(x, bias, out),
+            _ => self.contributions_strided::<256>(x, bias, out),
+        }
+    }
+
+    /// [`Self::contributions`] for trees of `STRIDE` leaves (`2^depth`).
+    fn contributions_strided<const STRIDE: usize>(
+        &self,
+        x: &FeatureVector,
+        bias: &mut f64,
+        out: &mut [f64; FEATURE_COUNT],
+    ) {
         for tree in 0..self.trees {
-            let base = tree * stride;
-            let mut at = 0;
-            let mut value = if self.depth == 0 { self.leaf[base] } else { self.mean[base] };
-            *bias += value;
-            for _ in 0..self.depth {
-                let slot = base + at;
-                let read = usize::from(self.read[slot]);
-                at = 2 * at + 1 + usize::from(values[read] > self.threshold[slot]);
-                let next = if at < stride - 1 { self.mean[base + at] } else { self.leaf[base + at + 1 - stride] };
-                out[read % FEATURE_COUNT] += next - value;
-                value = next;
+            *bias += if STRIDE == 1 { self.leaf[tree] } else { self.mean[tree * STRIDE] };
+        }
+        if STRIDE == 1 {
+            return;
+        }
+        let values = self.variants(x);
+        let mut first = 0;
+        while first + GROUP <= self.trees {
+            self.add_steps::<GROUP, STRIDE>(&values, first, out);
+            first += GROUP;
+        }
+        while first < self.trees {
+            self.add_steps::<1, STRIDE>(&values, first, out);
+            first += 1;
+        }
+    }
+
+    /// Add the steps of trees `first..first + N` to `out`, tree by tree,
+    /// root first.
+    #[inline(always)]
+    fn add_steps<const N: usize, const STRIDE: usize>(
+        &self,
+        values: &Variants,
+        first: usize,
+        out: &mut [f64; FEATURE_COUNT],
+    ) {
+        let levels = STRIDE.trailing_zeros();
+        let mask = 2 * STRIDE - 1;
+        let steps = &self.steps[first * 2 * STRIDE..(first + N) * 2 * STRIDE];
+        for (tree, leaf) in self.leaves_of::<N, STRIDE>(values, first).into_iter().enumerate() {
+            // Counting positions from 1, a node's children are 2n and
+            // 2n + 1: the node `k` levels below the root on the way to
+            // `leaf` is `(leaf + 1) >> (levels − k)`.
+            for level in 1..=levels {
+                let at = ((leaf + 1) >> (levels - level)) - 1;
+                let step = steps[tree * 2 * STRIDE + (at & mask)];
+                out[usize::from(step.feature) % FEATURE_COUNT] += step.delta;
             }
         }
     }

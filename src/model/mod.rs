@@ -13,6 +13,9 @@
 //!   with held-out metrics by source;
 //! - [`stage`]: the stage that scores requests (`[[model]]` in the
 //!   configuration), in shadow or enforce mode;
+//! - `value_cache`: per-thread memory of the work the features do on
+//!   header values many clients share (the user agent, the header names,
+//!   the fingerprint);
 //!
 //! `palisade train` (captures replayed into rows, then [`train`]) is in
 //! [`crate::replay::train`], so this module stays below the pipeline.
@@ -23,7 +26,8 @@ mod forest;
 pub mod lightgbm;
 pub mod stage;
 pub mod train;
+mod value_cache;
 
 pub use features::{FEATURE_COUNT, FeatureVector, schema_hash};
-pub use file::{Contribution, Model, ModelError, ModelErrorKind, ModelFile};
+pub use file::{Contribution, MAX_TOP, Model, ModelError, ModelErrorKind, ModelFile, TopContributions};
 pub use stage::{ModelReport, ModelStage};

@@ -1,0 +1,144 @@
+//! Remembered work on header values that many clients send alike.
+//!
+//! A site sees a few thousand distinct user agents, header sets and HTTP
+//! fingerprints among millions of requests, yet the feature stage
+//! classified the user agent (an automaton pass and a dozen substring
+//! searches), read the header names' traits (prefix and substring tests
+//! per name) and computed the keyed hashes of the user agent and of the
+//! fingerprint (a BLAKE3 each) on every request. This per-thread,
+//! direct-mapped cache keeps what that work gave, keyed by the hashing
+//! secret's tag (0 for work without a secret) and by the exact bytes the
+//! work read (compared in full, so a collision of the slot hash only costs
+//! the work again): an answer from the cache is the answer the work would
+//! give.
+//!
+//! Memory is bounded: [`SLOTS`] slots per cache and thread, values of at
+//! most [`MAX_VALUE`] bytes (longer ones are worked out every time). The
+//! cache holds user agents, header names and fingerprints, which the
+//! decision log writes anyway, and items of keyed hashes, never a hashing
+//! secret.
+
+use std::cell::RefCell;
+use std::hash::{BuildHasher, Hasher};
+use std::thread::LocalKey;
+
+/// Slots per cache and thread (a power of two).
+const SLOTS: usize = 1024;
+/// Longer values are worked out every time (user agents are ~100–200
+/// bytes, fingerprints under 100).
+pub const MAX_VALUE: usize = 512;
+
+struct Slot<V> {
+    tag: u64,
+    /// The value's parts laid end to end.
+    value: Box<[u8]>,
+    remembered: V,
+}
+
+/// One cache: a thread's slots for one kind of value.
+pub struct Cache<V> {
+    hasher: hashbrown::DefaultHashBuilder,
+    slots: Vec<Option<Slot<V>>>,
+}
+
+impl<V> Cache<V> {
+    pub fn new() -> Self {
+        Cache { hasher: hashbrown::DefaultHashBuilder::default(), slots: (0..SLOTS).map(|_| None).collect() }
+    }
+}
+
+impl<V> Default for Cache<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What `work` gives for the value `parts` (laid end to end) under the
+/// secret named `tag`: from `cache`, or from `work`, whose answer is then
+/// remembered. Equal bytes under equal tags must give equal answers.
+pub fn remember<V: Copy + 'static>(
+    cache: &'static LocalKey<RefCell<Cache<V>>>,
+    tag: u64,
+    parts: &[&[u8]],
+    work: impl FnOnce() -> V,
+) -> V {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
+    if len > MAX_VALUE {
+        return work();
+    }
+    cache.with(|cache| {
+        let Ok(mut cache) = cache.try_borrow_mut() else {
+            // Re-entered on this thread (it cannot be today): just work.
+            return work();
+        };
+        let mut state = cache.hasher.build_hasher();
+        state.write_u64(tag);
+        for part in parts {
+            state.write(part);
+        }
+        let index = state.finish() as usize % SLOTS;
+        if let Some(Some(slot)) = cache.slots.get(index)
+            && slot.tag == tag
+            && same_bytes(&slot.value, parts)
+        {
+            return slot.remembered;
+        }
+        let remembered = work();
+        if let Some(entry) = cache.slots.get_mut(index) {
+            *entry = Some(Slot { tag, value: parts.concat().into_boxed_slice(), remembered });
+        }
+        remembered
+    })
+}
+
+/// Whether `value` is `parts` laid end to end.
+fn same_bytes(value: &[u8], parts: &[&[u8]]) -> bool {
+    let mut rest = value;
+    for part in parts {
+        let Some((head, tail)) = rest.split_at_checked(part.len()) else { return false };
+        if head != *part {
+            return false;
+        }
+        rest = tail;
+    }
+    rest.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        static TEST: RefCell<Cache<u32>> = RefCell::new(Cache::new());
+    }
+
+    #[test]
+    fn a_value_seen_again_is_answered_from_the_cache_and_other_tags_and_values_are_not() {
+        assert_eq!(remember(&TEST, 1, &[b"curl/", b"8.5.0"], || 7), 7);
+        assert_eq!(remember(&TEST, 1, &[b"curl/8.5.0"], || panic!("worked twice")), 7);
+        assert_eq!(remember(&TEST, 1, &[b"cur", b"l/8.5", b".0"], || panic!("worked twice")), 7);
+        // Another secret, or other bytes (longer, shorter, different), work afresh.
+        for (tag, value) in [(2, &b"curl/8.5.0"[..]), (1, b"curl/8.5.0 "), (1, b"curl/8.5."), (1, b"curl/8.6.0")] {
+            let mut worked = false;
+            let answer = remember(&TEST, tag, &[value], || {
+                worked = true;
+                9
+            });
+            assert!(worked, "{tag} {value:?}");
+            assert_eq!(answer, 9);
+        }
+    }
+
+    #[test]
+    fn long_values_are_always_worked_out() {
+        let long = vec![b'a'; MAX_VALUE + 1];
+        for _ in 0..2 {
+            let mut worked = false;
+            remember(&TEST, 1, &[&long], || {
+                worked = true;
+                1
+            });
+            assert!(worked);
+        }
+    }
+}

@@ -262,9 +262,20 @@ impl Forest {
     /// Walk trees `first..first + N` level by level, then add their leaves.
     #[inline(always)]
     fn add_group<const N: usize, const STRIDE: usize>(&self, values: &Variants, first: usize, raw: &mut f64) {
+        // The walk of `leaves_of`, written out again: calling it from here
+        // made inference a third slower in the bench (p50 350 → 460 ns),
+        // with fewer instructions.
         let mask = STRIDE - 1;
-        let at = self.leaves_of::<N, STRIDE>(values, first);
-        let leaf = &self.leaf[first * STRIDE..(first + N) * STRIDE];
+        let range = first * STRIDE..(first + N) * STRIDE;
+        let (read, threshold, leaf) = (&self.read[range.clone()], &self.threshold[range.clone()], &self.leaf[range]);
+        let mut at = [0usize; N];
+        for _ in 0..STRIDE.trailing_zeros() {
+            for (tree, at) in at.iter_mut().enumerate() {
+                let slot = tree * STRIDE + (*at & mask);
+                let right = values[usize::from(read[slot])] > threshold[slot];
+                *at = 2 * *at + 1 + usize::from(right);
+            }
+        }
         for (tree, at) in at.iter().enumerate() {
             // The last level's positions run from STRIDE - 1 to 2·STRIDE - 2.
             *raw += leaf[tree * STRIDE + ((*at + 1) & mask)];

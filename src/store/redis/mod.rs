@@ -218,7 +218,7 @@ impl RedisStore {
     /// counted locally at once, sent to Redis by the background writer.
     pub fn write(&self, plan: CounterPlan, now: Nanos) {
         let shared = &self.shared;
-        shared.local.execute(&plan, now, &mut CounterReadings::default());
+        shared.local.apply(&plan, now);
         for op in plan.ops() {
             if let CounterOp::Ban { key, ttl, reason } = op {
                 shared.denials.remember(key, now, *ttl);

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisServer};
 use palisade::clock::{Clock, ManualClock, SharedClock};
 use palisade::config::RateLimitConfig;
 use palisade::store::{
@@ -257,4 +257,35 @@ async fn a_worker_runtime_calls_redis_on_a_connection_of_its_own_and_reopens_it_
     }
     assert!(server.command_calls("evalsha") >= calls + 20);
     waited("the worker opens a fresh connection", &|| palisade_clients(&server) == 2).await;
+}
+
+/// The same on Redis Cluster: once a worker's own cluster connection is
+/// open it carries the worker's requests, each one counted in Redis.
+#[tokio::test]
+async fn a_worker_runtime_counts_in_a_redis_cluster_on_a_connection_of_its_own() {
+    let cluster = RedisCluster::start(3);
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    let mut settings = RedisSettings::new(RedisTarget::Cluster(cluster.urls()));
+    settings.timeout = Duration::from_secs(2);
+    // The test's clock, which stands still: the count is exact.
+    settings.time = TimeSource::Clock;
+    settings.cache_denials = false;
+    let redis = RedisStore::start(settings, clock.clone()).await.unwrap();
+    assert!(redis.is_up());
+    let clients = || cluster.nodes.iter().map(palisade_clients).sum::<usize>();
+    let shared = clients();
+    let mut plan = CounterPlan::new(Key::from("api"));
+    plan.push(CounterOp::Count { key: Key::from("client"), window: Duration::from_secs(600), add: 1 });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut sent = 0;
+    while sent < 50 || clients() == shared {
+        assert!(std::time::Instant::now() < deadline, "the worker's cluster connection did not open within 10 s");
+        let mut readings = CounterReadings::default();
+        redis.execute(&plan, clock.now(), &mut readings).await;
+        sent += 1;
+        assert!(!readings.degraded(), "request {sent} is counted in Redis");
+        assert_eq!(readings.number("client"), sent as f64, "request {sent} sees every one before it");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(clients() > shared, "the worker opened connections of its own");
 }

@@ -64,13 +64,15 @@ struct Idle {
     /// Where it goes: after a reload that changes `server.upstream`,
     /// connections to the old one are closed, not reused.
     authority: Authority,
-    upstream: Upstream,
+    upstream: Box<Upstream>,
     since: Instant,
 }
 
 /// One HTTP/1 connection to the upstream: the handle requests are sent
 /// with, and the future that reads and writes the socket, which makes
-/// progress only when polled (see the module documentation).
+/// progress only when polled (see the module documentation). Boxed where
+/// it is kept: hyper's connection state is large, and it moves from the
+/// pool to the request to the response body and back for every request.
 #[derive(Debug)]
 struct Upstream {
     sender: SendRequest<ProxyBody>,
@@ -98,8 +100,8 @@ impl UpstreamClient {
                 Some(upstream) => (upstream, true),
                 None => (self.connect(authority).await?, false),
             };
-            // An idle connection is ready at once, unless the upstream
-            // closed it while it sat in the pool: polling it finds out.
+            // An idle connection is ready at once; a new one once hyper
+            // has polled it.
             if let Err(error) = std::future::poll_fn(|cx| upstream.poll_ready(cx)).await {
                 if reused {
                     continue;
@@ -120,7 +122,8 @@ impl UpstreamClient {
             .await;
             match sent {
                 Ok(response) => {
-                    let lease = live.map(|upstream| Lease { pool: self.pool.clone(), authority: authority.clone(), upstream });
+                    let lease =
+                        live.map(|upstream| Lease { pool: self.pool.clone(), authority: authority.clone(), upstream });
                     return Ok(response.map(|body| UpstreamBody { body, lease, done: false }));
                 }
                 Err(mut error) => match error.take_message() {
@@ -133,7 +136,7 @@ impl UpstreamClient {
 
     /// A new connection: TCP (no Nagle delay: heads and bodies are written
     /// whole), then hyper's HTTP/1 client on it.
-    async fn connect(&self, authority: &Authority) -> Result<Upstream, BoxError> {
+    async fn connect(&self, authority: &Authority) -> Result<Box<Upstream>, BoxError> {
         let address =
             (authority.host().trim_start_matches('[').trim_end_matches(']'), authority.port_u16().unwrap_or(80));
         let stream = match tokio::time::timeout(self.pool.connect_timeout, TcpStream::connect(address)).await {
@@ -147,7 +150,7 @@ impl UpstreamClient {
         };
         stream.set_nodelay(true)?;
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Upstream { sender, connection })
+        Ok(Box::new(Upstream { sender, connection }))
     }
 }
 
@@ -169,8 +172,14 @@ impl Upstream {
     }
 
     /// Ready for a request: the connection has finished the last exchange
-    /// and is still open.
+    /// and is still open. A connection that went back to the pool was
+    /// ready then, and is not polled again here: if the upstream has
+    /// closed it since, the request comes back unsent and goes out on
+    /// another (see [`UpstreamClient::request`]).
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.sender.is_ready() {
+            return Poll::Ready(Ok(()));
+        }
         if !self.drive(cx) {
             return Poll::Ready(Err(Box::new(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
@@ -192,7 +201,7 @@ impl Pool {
     /// The most recently used idle connection to `authority` not known to
     /// be closed; stale and other upstreams' connections are dropped on
     /// the way.
-    fn checkout(&self, authority: &Authority) -> Option<Upstream> {
+    fn checkout(&self, authority: &Authority) -> Option<Box<Upstream>> {
         let mut idle = self.idle();
         while let Some(front) = idle.front() {
             if front.since.elapsed() < IDLE_TIMEOUT {
@@ -210,7 +219,7 @@ impl Pool {
 
     /// Take a connection back after its exchange, once it has been polled
     /// past the end of the response body.
-    fn give_back(&self, authority: Authority, upstream: Upstream) {
+    fn give_back(&self, authority: Authority, upstream: Box<Upstream>) {
         let mut idle = self.idle();
         if idle.len() >= MAX_IDLE {
             idle.pop_front();
@@ -224,7 +233,7 @@ impl Pool {
 struct Lease {
     pool: Arc<Pool>,
     authority: Authority,
-    upstream: Upstream,
+    upstream: Box<Upstream>,
 }
 
 /// The upstream's response body, which drives its connection while it is
@@ -245,12 +254,14 @@ impl UpstreamBody {
     fn release(&mut self, cx: &mut Context<'_>) {
         self.done = true;
         if let Some(mut lease) = self.lease.take() {
-            // One more turn lets hyper see the exchange is over and start
-            // waiting for the next request. A connection that is not ready
-            // then (still writing a request body the upstream answered
-            // before reading it all, or told to close) would wait in the
-            // pool with nobody to drive it: it is closed instead.
-            if lease.upstream.drive(cx) && lease.upstream.sender.is_ready() {
+            // hyper is ready for the next request once it has seen the end
+            // of the body go by, usually in the same turn that read it;
+            // else one more turn lets it see. A connection that is not
+            // ready even then (still writing a request body the upstream
+            // answered before reading it all, or told to close) would wait
+            // in the pool with nobody to drive it: it is closed instead.
+            let upstream = &mut lease.upstream;
+            if upstream.sender.is_ready() || (upstream.drive(cx) && upstream.sender.is_ready()) {
                 lease.pool.give_back(lease.authority, lease.upstream);
             }
         }

@@ -121,6 +121,18 @@ pub struct RecordRef<'a> {
     pub id: Option<Cow<'a, str>>,
 }
 
+impl<'a> RecordRef<'a> {
+    /// Read a capture line: by hand when it has the shape palisade writes
+    /// (see [`super::line`]), else by serde_json. The same record either
+    /// way, and serde_json's own error for a line it refuses.
+    pub fn parse(line: &'a str) -> Result<RecordRef<'a>, serde_json::Error> {
+        match super::line::parse(line) {
+            Some(record) => Ok(record),
+            None => serde_json::from_str(line),
+        }
+    }
+}
+
 /// The header list, in a vector sized for most requests' headers from the
 /// start (growing it from empty cost four reallocations per line; a
 /// larger start costs more than the rare growth past 16).
@@ -246,12 +258,27 @@ pub fn check_header_count(count: usize) -> Result<(), Error> {
 }
 
 pub fn append_header(headers: &mut http::HeaderMap, name: &str, value: &str) -> Result<(), Error> {
+    let (name, value) = parse_header(name, value)?;
+    append_parsed(headers, name, value)
+}
+
+/// One recorded header as the `http` types, or why it is not a header.
+pub fn parse_header(name: &str, value: &str) -> Result<(http::HeaderName, http::HeaderValue), Error> {
     let header =
         http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::malformed(format!("header {name:?}: {e}")))?;
     let value =
         http::HeaderValue::from_str(value).map_err(|e| Error::malformed(format!("header {name:?} value: {e}")))?;
+    Ok((header, value))
+}
+
+/// Append a parsed header to the map.
+pub fn append_parsed(
+    headers: &mut http::HeaderMap,
+    name: http::HeaderName,
+    value: http::HeaderValue,
+) -> Result<(), Error> {
     // `append` panics when the map cannot grow; `try_append` says so.
-    headers.try_append(header, value).map_err(|_| Error::malformed("too many distinct header names"))?;
+    headers.try_append(name, value).map_err(|_| Error::malformed("too many distinct header names"))?;
     Ok(())
 }
 

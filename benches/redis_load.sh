@@ -14,7 +14,8 @@
 # commands included) per request, and how many requests fell back to local
 # counters. For every run it reads the CPU time palisade and redis-server
 # used (/proc), per request: steadier than requests/s on a shared machine.
-# Prints a markdown table at the end.
+# Prints a markdown table of the median runs at the end, and writes every
+# run's row to $RESULTS_DIR/redis-load-runs.tsv.
 # Every process this script starts is killed on exit.
 #
 # Environment (defaults):
@@ -248,3 +249,10 @@ done
             }
         }'
 } | tee "$RESULTS_DIR/redis-load-table.md"
+# Every run, not only the medians: the CPU columns of all runs show how
+# steady a difference is on a shared machine.
+{
+    printf 'request\tstore\treq/s\tp50\tp99\tnon-2xx\tscript calls / request\tRedis commands / request\tfallbacks\tpalisade CPU µs / request\tredis-server CPU µs / request\n'
+    cat "$ROWS"
+} >"$RESULTS_DIR/redis-load-runs.tsv"
+echo "every run: $RESULTS_DIR/redis-load-runs.tsv" >&2

@@ -11,7 +11,9 @@
 //!
 //! `--evaluations` is per scenario and thread (default 1,000,000);
 //! `--threads 2` runs two threads on one shared pipeline, as the proxy's
-//! two tokio workers would on this machine.
+//! two tokio workers would on this machine. `--only PREFIX` times just the
+//! mix's requests from capture files whose name starts with PREFIX (e.g.
+//! `hydra`), for a profiler's view of one kind of request.
 
 #[path = "../benches/support/captures.rs"]
 mod captures;
@@ -36,10 +38,11 @@ const CLOCK_BATCH: usize = 32;
 struct Args {
     evaluations: usize,
     threads: usize,
+    only: Option<String>,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { evaluations: 1_000_000, threads: 1 };
+    let mut args = Args { evaluations: 1_000_000, threads: 1, only: None };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
         let mut value = || -> usize {
@@ -51,8 +54,9 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--evaluations" | "-n" => args.evaluations = value().max(1),
             "--threads" | "-t" => args.threads = value().max(1),
+            "--only" => args.only = argv.next(),
             _ => {
-                eprintln!("usage: decision_latency [--evaluations N] [--threads T]");
+                eprintln!("usage: decision_latency [--evaluations N] [--threads T] [--only PREFIX]");
                 std::process::exit(2)
             }
         }
@@ -140,15 +144,26 @@ fn main() {
         WARM_UP,
         timer_overhead()
     );
-    println!("capture mix: {} requests; actions at {MIX_STEP:?}/request: {}", mix.len(), mix_actions(&mix, 100_000));
+    if args.only.is_none() {
+        println!(
+            "capture mix: {} requests; actions at {MIX_STEP:?}/request: {}",
+            mix.len(),
+            mix_actions(&mix, 100_000)
+        );
+    }
     println!();
     println!("| scenario | evaluations | mean µs | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let scenarios: [(&str, Vec<&Captured>); 3] = [
-        ("capture_mix", mix.iter().collect()),
-        ("clean_browser", vec![clean_browser(&all)]),
-        ("sqlmap_blocked", vec![captures::sqlmap_attack(&all)]),
-    ];
+    let scenarios: Vec<(&str, Vec<&Captured>)> = match &args.only {
+        Some(prefix) => {
+            vec![("capture_mix, only", mix.iter().filter(|c| c.file.starts_with(prefix.as_str())).collect())]
+        }
+        None => vec![
+            ("capture_mix", mix.iter().collect()),
+            ("clean_browser", vec![clean_browser(&all)]),
+            ("sqlmap_blocked", vec![captures::sqlmap_attack(&all)]),
+        ],
+    };
     for (name, requests) in &scenarios {
         let (total, by_file) = measure(requests, args.evaluations, args.threads);
         row(name, &total);

@@ -22,6 +22,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::thread_cache::DirectMapped;
+
 /// Whether a proxy, not the client, is likely to have added this header.
 pub fn added_by_proxies(name: &str) -> bool {
     let lower = |prefix: &str| name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix);
@@ -33,24 +35,134 @@ pub fn added_by_proxies(name: &str) -> bool {
 
 /// The fingerprint of a request with these header names (wire order, as
 /// sent; repeated names repeated).
-pub fn http_fingerprint<'a>(
-    version: http::Version,
-    method: &http::Method,
-    names: impl IntoIterator<Item = &'a str>,
-) -> String {
-    fingerprint_of(version, method, names, false)
+pub fn http_fingerprint<'a, I>(version: http::Version, method: &http::Method, names: I) -> String
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: Clone,
+{
+    remembered(version, method, names.into_iter(), false)
 }
 
 /// The fingerprint with every header name folded to lowercase first: what
 /// counters key on, so that a client's HTTP/1 (case as sent) and HTTP/2
 /// (always lowercase) requests count together. The same as
 /// [`http_fingerprint`] over lowercased names, without allocating them.
-pub fn folded_http_fingerprint<'a>(
+pub fn folded_http_fingerprint<'a, I>(version: http::Version, method: &http::Method, names: I) -> String
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: Clone,
+{
+    remembered(version, method, names.into_iter(), true)
+}
+
+// === Remembered fingerprints ===
+//
+// A site's clients speak in a few hundred header layouts (one per browser
+// version and library), and every request needs its fingerprint, on
+// HTTP/1 twice (as sent and folded). Hashing the names with SHA-256 again
+// each time was a tenth of a login's decision; comparing them with a
+// remembered layout costs a fraction of that. The cache is per thread,
+// direct-mapped and bounded, compares the names in full (so a collision
+// only costs a recomputation) and holds only header names.
+
+/// Remembered layouts per thread (a power of two).
+const REMEMBERED: usize = 256;
+/// Layouts with longer name lists (length-prefixed) are computed every time.
+const MAX_REMEMBERED_NAMES: usize = 1024;
+
+struct Remembered {
+    version: http::Version,
+    method: http::Method,
+    fold: bool,
+    /// Each name as its length (two bytes) and bytes: unambiguous whatever
+    /// a name holds.
+    names: Box<[u8]>,
+    fingerprint: Box<str>,
+}
+
+thread_local! {
+    static LAYOUTS: std::cell::RefCell<DirectMapped<Remembered>> =
+        std::cell::RefCell::new(DirectMapped::new(REMEMBERED));
+}
+
+/// What a layout is remembered by: its version, method, folding and names.
+struct Layout<'m, I> {
+    version: http::Version,
+    method: &'m http::Method,
+    fold: bool,
+    names: I,
+}
+
+impl<'a, I: Iterator<Item = &'a str> + Clone> std::hash::Hash for Layout<'_, I> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.version.hash(state);
+        self.method.as_str().hash(state);
+        self.fold.hash(state);
+        for name in self.names.clone() {
+            name.hash(state);
+        }
+    }
+}
+
+/// `names` in the form [`Remembered::names`] keeps them, when not too long.
+fn encode<'a>(names: impl Iterator<Item = &'a str>) -> Option<Box<[u8]>> {
+    let mut encoded = Vec::with_capacity(256);
+    for name in names {
+        let len = u16::try_from(name.len()).ok()?;
+        encoded.extend_from_slice(&len.to_le_bytes());
+        encoded.extend_from_slice(name.as_bytes());
+        if encoded.len() > MAX_REMEMBERED_NAMES {
+            return None;
+        }
+    }
+    Some(encoded.into_boxed_slice())
+}
+
+/// Whether `names` are the names `encoded` holds.
+fn same_names<'a>(mut encoded: &[u8], names: impl Iterator<Item = &'a str>) -> bool {
+    for name in names {
+        let Some((len, rest)) = encoded.split_first_chunk::<2>() else { return false };
+        let len = usize::from(u16::from_le_bytes(*len));
+        if rest.len() < len || &rest[..len] != name.as_bytes() {
+            return false;
+        }
+        encoded = &rest[len..];
+    }
+    encoded.is_empty()
+}
+
+fn remembered<'a>(
     version: http::Version,
     method: &http::Method,
-    names: impl IntoIterator<Item = &'a str>,
+    names: impl Iterator<Item = &'a str> + Clone,
+    fold: bool,
 ) -> String {
-    fingerprint_of(version, method, names, true)
+    let compute = || fingerprint_of(version, method, names.clone(), fold);
+    LAYOUTS
+        .try_with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else { return compute() };
+            let slot = cache.slot(Layout { version, method, fold, names: names.clone() });
+            if let Some(held) = slot
+                && held.version == version
+                && held.fold == fold
+                && held.method == method
+                && same_names(&held.names, names.clone())
+            {
+                return held.fingerprint.to_string();
+            }
+            let fingerprint = compute();
+            if let Some(encoded) = encode(names.clone()) {
+                *slot = Some(Remembered {
+                    version,
+                    method: method.clone(),
+                    fold,
+                    names: encoded,
+                    fingerprint: Box::from(fingerprint.as_str()),
+                });
+            }
+            fingerprint
+        })
+        .unwrap_or_else(|_| compute())
 }
 
 fn fingerprint_of<'a>(
@@ -115,6 +227,36 @@ fn update_lowercase(hasher: &mut Sha256, bytes: &[u8]) {
 mod tests {
     use super::*;
     use http::{Method, Version};
+
+    #[test]
+    fn a_remembered_fingerprint_is_the_one_computed_afresh() {
+        let layouts: [&[&str]; 6] = [
+            &["Host", "User-Agent", "Accept", "Cookie"],
+            &["host", "user-agent", "accept", "cookie"],
+            &["Host", "User-Agent", "Accept"],
+            // Names that would join alike with a plain separator.
+            &["a,b", "c"],
+            &["a", "b,c"],
+            &[],
+        ];
+        for _ in 0..2 {
+            for names in layouts {
+                for version in [Version::HTTP_11, Version::HTTP_2] {
+                    for method in [Method::GET, Method::POST, Method::from_bytes(b"PURGE").unwrap()] {
+                        for fold in [false, true] {
+                            let fresh = fingerprint_of(version, &method, names.iter().copied(), fold);
+                            assert_eq!(remembered(version, &method, names.iter().copied(), fold), fresh);
+                        }
+                    }
+                }
+            }
+        }
+        assert!(same_names(&encode(["ab", "c"].into_iter()).unwrap(), ["ab", "c"].into_iter()));
+        assert!(!same_names(&encode(["ab", "c"].into_iter()).unwrap(), ["a", "bc"].into_iter()));
+        assert!(!same_names(&encode(["ab"].into_iter()).unwrap(), ["ab", ""].into_iter()));
+        let long = "x".repeat(MAX_REMEMBERED_NAMES);
+        assert!(encode([long.as_str()].into_iter()).is_none(), "too long to remember");
+    }
 
     #[test]
     fn the_folded_fingerprint_is_the_fingerprint_of_the_lowercased_names() {

@@ -44,6 +44,7 @@ pub mod signal;
 pub mod signatures;
 pub mod store;
 #[cfg(feature = "tower")]
+pub mod thread_cache;
 pub mod tower;
 pub mod view;
 

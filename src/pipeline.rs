@@ -46,6 +46,13 @@ struct Pending {
     identified: Identification,
 }
 
+impl Pending {
+    /// How many counter operations the request planned, over all its plans.
+    fn ops(&self) -> usize {
+        self.plan.ops().len() + self.own_shards.iter().map(|plan| plan.ops().len()).sum::<usize>()
+    }
+}
+
 /// Whether `store.unavailable` is among the acted-on signals and no other
 /// acted-on signal stops the request.
 fn stopped_only_by_store(signals: &[Signal], mode: RouteMode) -> bool {
@@ -260,7 +267,7 @@ impl Pipeline {
     /// counters): replay, explain and benches.
     pub fn evaluate(&self, view: &RequestView<'_>) -> Decision {
         let pending = self.begin(view);
-        let mut readings = CounterReadings::default();
+        let mut readings = CounterReadings::with_capacity(pending.ops());
         self.store.execute(&pending.plan, pending.at, &mut readings);
         for plan in pending.own_shards.iter().filter(|plan| !plan.is_empty()) {
             self.store.execute(plan, pending.at, &mut readings);
@@ -272,7 +279,7 @@ impl Pipeline {
     /// to Redis when it is configured (serving).
     pub async fn evaluate_shared(&self, view: &RequestView<'_>) -> Decision {
         let pending = self.begin(view);
-        let mut readings = CounterReadings::default();
+        let mut readings = CounterReadings::with_capacity(pending.ops());
         self.store.execute_shared(&pending.plan, pending.at, &mut readings).await;
         for plan in pending.own_shards.iter().filter(|plan| !plan.is_empty()) {
             self.store.execute_shared(plan, pending.at, &mut readings).await;

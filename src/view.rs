@@ -143,10 +143,67 @@ impl<'a> RequestView<'a> {
 
     /// Header names in wire order: as sent (case and repeats kept) when
     /// they were recorded, else lowercase in order of first appearance.
-    pub fn header_names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+    pub fn header_names(&self) -> HeaderNames<'_> {
         match self.wire_names {
-            Some(names) => Box::new(names.iter().map(|name| &**name)),
-            None => Box::new(self.headers.keys().map(|name| name.as_str())),
+            Some(names) => HeaderNames::Wire(names.iter()),
+            None => HeaderNames::of_map(self.headers),
+        }
+    }
+}
+
+/// The header names of a request, in wire order when it was recorded (see
+/// [`RequestView::header_names`]). An iterator that can be cloned, to go
+/// over the names twice without allocating.
+pub enum HeaderNames<'a> {
+    Wire(std::slice::Iter<'a, Box<str>>),
+    /// `http`'s key iterator cannot be cloned: a clone starts over from
+    /// the map and skips the names already taken.
+    Map {
+        map: &'a http::HeaderMap,
+        keys: http::header::Keys<'a, http::HeaderValue>,
+        taken: usize,
+    },
+}
+
+impl<'a> HeaderNames<'a> {
+    fn of_map(map: &'a http::HeaderMap) -> Self {
+        HeaderNames::Map { map, keys: map.keys(), taken: 0 }
+    }
+}
+
+impl Clone for HeaderNames<'_> {
+    fn clone(&self) -> Self {
+        match self {
+            HeaderNames::Wire(names) => HeaderNames::Wire(names.clone()),
+            HeaderNames::Map { map, taken, .. } => {
+                let mut keys = map.keys();
+                for _ in 0..*taken {
+                    keys.next();
+                }
+                HeaderNames::Map { map, keys, taken: *taken }
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for HeaderNames<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        match self {
+            HeaderNames::Wire(names) => names.next().map(|name| &**name),
+            HeaderNames::Map { keys, taken, .. } => {
+                let name = keys.next()?;
+                *taken += 1;
+                Some(name.as_str())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            HeaderNames::Wire(names) => names.size_hint(),
+            HeaderNames::Map { keys, .. } => keys.size_hint(),
         }
     }
 }

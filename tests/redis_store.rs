@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisServer};
 use palisade::clock::{Clock, ManualClock, SharedClock};
 use palisade::config::RateLimitConfig;
 use palisade::store::{
@@ -198,4 +198,94 @@ async fn a_known_denial_costs_no_redis_call_until_it_runs_out() {
     clock.advance(Duration::from_millis(600));
     assert_eq!(run().await, GcraReading::Allowed, "after the retry time the request goes to Redis again");
     assert_eq!(server.command_calls("evalsha"), calls + 1);
+}
+
+/// Palisade connections to `server` (every client but the `redis-cli`
+/// asking).
+fn palisade_clients(server: &RedisServer) -> usize {
+    server.cli(&["CLIENT", "LIST"]).lines().filter(|line| !line.contains("cmd=client")).count()
+}
+
+/// On a single-threaded runtime (what each proxy worker runs) the store
+/// calls Redis through a connection of that runtime's own, opened in the
+/// background by its first request. After Redis restarts, that connection
+/// is never used again: every request after the recovery is counted in
+/// Redis, and the worker opens a fresh one.
+#[tokio::test]
+async fn a_worker_runtime_calls_redis_on_a_connection_of_its_own_and_reopens_it_after_a_restart() {
+    let mut server = RedisServer::start();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    let mut settings = RedisSettings::new(RedisTarget::Single(server.url()));
+    settings.timeout = Duration::from_secs(2);
+    settings.retry_interval = Duration::from_millis(20);
+    settings.cache_denials = false;
+    let redis = RedisStore::start(settings, clock.clone()).await.unwrap();
+    assert!(redis.is_up());
+    assert_eq!(palisade_clients(&server), 1, "the store's shared connection");
+    let mut plan = CounterPlan::new(Key::from("api"));
+    plan.push(CounterOp::Count { key: Key::from("client"), window: Duration::from_secs(60), add: 1 });
+    let run = async || {
+        let mut readings = CounterReadings::default();
+        redis.execute(&plan, clock.now(), &mut readings).await;
+        !readings.degraded()
+    };
+    // A bound, not a measurement: the test fails rather than hangs.
+    let waited = async |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}: not within 10 s");
+            run().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+
+    assert!(run().await, "the first request is counted in Redis, on the shared connection");
+    waited("the worker's connection opens", &|| palisade_clients(&server) == 2).await;
+    let calls = server.command_calls("evalsha");
+    for _ in 0..20 {
+        assert!(run().await, "counted in Redis");
+    }
+    assert_eq!(server.command_calls("evalsha"), calls + 20, "one script call per request");
+    assert_eq!(palisade_clients(&server), 2, "requests reuse the worker's connection");
+
+    server.restart();
+    waited("Redis is marked down", &|| !redis.is_up()).await;
+    waited("Redis is marked up again", &|| redis.is_up()).await;
+    let calls = server.command_calls("evalsha");
+    for _ in 0..20 {
+        assert!(run().await, "every request after the recovery is counted in Redis");
+    }
+    assert!(server.command_calls("evalsha") >= calls + 20);
+    waited("the worker opens a fresh connection", &|| palisade_clients(&server) == 2).await;
+}
+
+/// The same on Redis Cluster: once a worker's own cluster connection is
+/// open it carries the worker's requests, each one counted in Redis.
+#[tokio::test]
+async fn a_worker_runtime_counts_in_a_redis_cluster_on_a_connection_of_its_own() {
+    let cluster = RedisCluster::start(3);
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    let mut settings = RedisSettings::new(RedisTarget::Cluster(cluster.urls()));
+    settings.timeout = Duration::from_secs(2);
+    // The test's clock, which stands still: the count is exact.
+    settings.time = TimeSource::Clock;
+    settings.cache_denials = false;
+    let redis = RedisStore::start(settings, clock.clone()).await.unwrap();
+    assert!(redis.is_up());
+    let clients = || cluster.nodes.iter().map(palisade_clients).sum::<usize>();
+    let shared = clients();
+    let mut plan = CounterPlan::new(Key::from("api"));
+    plan.push(CounterOp::Count { key: Key::from("client"), window: Duration::from_secs(600), add: 1 });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut sent = 0;
+    while sent < 50 || clients() == shared {
+        assert!(std::time::Instant::now() < deadline, "the worker's cluster connection did not open within 10 s");
+        let mut readings = CounterReadings::default();
+        redis.execute(&plan, clock.now(), &mut readings).await;
+        sent += 1;
+        assert!(!readings.degraded(), "request {sent} is counted in Redis");
+        assert_eq!(readings.number("client"), sent as f64, "request {sent} sees every one before it");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(clients() > shared, "the worker opened connections of its own");
 }

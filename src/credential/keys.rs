@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 
 use crate::store::Key;
+use crate::thread_cache::DirectMapped;
 
 pub use crate::keyed_hash::KeyHasher;
 
@@ -282,25 +283,21 @@ fn user_keys(route: &str, user: &str) -> Vec<Key> {
 /// the hashing secret in full, and holds nothing that is not already in
 /// the store's keys.
 fn client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str) -> std::sync::Arc<ClientKeys> {
-    use std::hash::BuildHasher;
     CLIENT_CACHE.with(|cache| {
         let Ok(mut cache) = cache.try_borrow_mut() else {
             return std::sync::Arc::new(build_client_keys(hasher, route, ip, fingerprint));
         };
-        let index = cache.hasher.hash_one((hasher.tag(), route, ip, fingerprint)) as usize % CLIENT_SLOTS;
-        if let Some(Some(slot)) = cache.slots.get(index)
-            && slot.tag == hasher.tag()
-            && slot.ip == ip
-            && *slot.keys.route == *route
-            && *slot.fingerprint == *fingerprint
+        let slot = cache.slot((hasher.tag(), route, ip, fingerprint));
+        if let Some(held) = slot
+            && held.tag == hasher.tag()
+            && held.ip == ip
+            && *held.keys.route == *route
+            && *held.fingerprint == *fingerprint
         {
-            return slot.keys.clone();
+            return held.keys.clone();
         }
         let keys = std::sync::Arc::new(build_client_keys(hasher, route, ip, fingerprint));
-        if let Some(slot) = cache.slots.get_mut(index) {
-            *slot =
-                Some(CachedClient { tag: hasher.tag(), ip, fingerprint: Box::from(fingerprint), keys: keys.clone() });
-        }
+        *slot = Some(CachedClient { tag: hasher.tag(), ip, fingerprint: Box::from(fingerprint), keys: keys.clone() });
         keys
     })
 }
@@ -344,16 +341,9 @@ struct CachedClient {
     keys: std::sync::Arc<ClientKeys>,
 }
 
-struct ClientCache {
-    hasher: hashbrown::DefaultHashBuilder,
-    slots: Vec<Option<CachedClient>>,
-}
-
 thread_local! {
-    static CLIENT_CACHE: std::cell::RefCell<ClientCache> = std::cell::RefCell::new(ClientCache {
-        hasher: hashbrown::DefaultHashBuilder::default(),
-        slots: (0..CLIENT_SLOTS).map(|_| None).collect(),
-    });
+    static CLIENT_CACHE: std::cell::RefCell<DirectMapped<CachedClient>> =
+        std::cell::RefCell::new(DirectMapped::new(CLIENT_SLOTS));
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

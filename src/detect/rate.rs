@@ -7,6 +7,7 @@ use super::{RequestContext, Stage};
 use crate::keyed_hash::KeyHasher;
 use crate::signal::{Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings, GcraReading, Key};
+use crate::thread_cache::DirectMapped;
 use crate::view::RequestView;
 
 pub const DETECTION_ID: &str = "rate.client_route";
@@ -32,10 +33,46 @@ impl ClientRouteRateLimit {
         ClientRouteRateLimit { id: Arc::from(DETECTION_ID), hasher }
     }
 
-    fn counter_key(&self, view: &RequestView<'_>) -> String {
-        let ip = crate::cidr::canonical_ip(view.client_ip).to_string();
-        format!("rl:{}:{}", view.route.name, self.hasher.hash("ip", ip.as_bytes()))
+    /// `rl:{route}:{hashed address}`: from this thread's cache when the
+    /// client asked recently (a keyed hash and a key allocation saved on
+    /// every request of a busy client), else built and remembered.
+    fn counter_key(&self, view: &RequestView<'_>) -> Key {
+        let (tag, route, ip) = (self.hasher.tag(), &*view.route.name, view.client_ip);
+        let build = || {
+            let address = crate::cidr::canonical_ip(ip).to_string();
+            Key::from(format!("rl:{route}:{}", self.hasher.hash("ip", address.as_bytes())))
+        };
+        RATE_KEYS.with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else { return build() };
+            let slot = cache.slot((tag, route, ip));
+            if let Some(held) = slot
+                && held.tag == tag
+                && held.ip == ip
+                && *held.route == *route
+            {
+                return held.key.clone();
+            }
+            let key = build();
+            *slot = Some(CachedKey { tag, ip, route: Box::from(route), key: key.clone() });
+            key
+        })
     }
+}
+
+/// Rate keys cached per thread (a power of two).
+const RATE_KEY_SLOTS: usize = 512;
+
+struct CachedKey {
+    /// The hashing secret's tag: a reload with a new secret misses.
+    tag: u64,
+    ip: std::net::IpAddr,
+    route: Box<str>,
+    key: Key,
+}
+
+thread_local! {
+    static RATE_KEYS: std::cell::RefCell<DirectMapped<CachedKey>> =
+        std::cell::RefCell::new(DirectMapped::new(RATE_KEY_SLOTS));
 }
 
 impl Stage for ClientRouteRateLimit {
@@ -45,7 +82,7 @@ impl Stage for ClientRouteRateLimit {
 
     fn plan(&self, view: &RequestView<'_>, context: &mut RequestContext, plan: &mut CounterPlan) {
         if let Some(limit) = view.route.rate_limit {
-            let key = Key::from(self.counter_key(view));
+            let key = self.counter_key(view);
             plan.gcra(key.clone(), limit);
             // Detect finds its reading under the same key: keep it rather
             // than hash the address a second time.
@@ -77,5 +114,46 @@ impl Stage for ClientRouteRateLimit {
                 ],
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn hasher(secret: &str) -> KeyHasher {
+        let mut config = Config::default();
+        config.store.hash_key = secret.into();
+        KeyHasher::from_config(&config)
+    }
+
+    /// What `counter_key` builds when nothing is cached.
+    fn built(hasher: &KeyHasher, view: &RequestView<'_>) -> String {
+        let address = crate::cidr::canonical_ip(view.client_ip).to_string();
+        format!("rl:{}:{}", view.route.name, hasher.hash("ip", address.as_bytes()))
+    }
+
+    #[test]
+    fn a_cached_rate_key_is_the_key_built_afresh_for_its_secret_route_and_address() {
+        crate::test_support::view_with("GET", "/", &[], None, |view| {
+            let first = ClientRouteRateLimit::new(hasher("one"));
+            let again = first.counter_key(view);
+            let cached = first.counter_key(view);
+            assert_eq!(&*cached, built(&hasher("one"), view));
+            assert!(Arc::ptr_eq(&again, &cached), "the second ask is served from the cache");
+            // Another secret (a reload with a new hash key) gets its own key.
+            let other = ClientRouteRateLimit::new(hasher("two"));
+            let key = other.counter_key(view);
+            assert_eq!(&*key, built(&hasher("two"), view));
+            assert_ne!(key, cached);
+            // Another address of the same route.
+            let uri: http::Uri = view.target.parse().unwrap();
+            let ip = "2001:db8::7".parse().unwrap();
+            let moved =
+                RequestView::new(view.method, view.version, &uri, view.path, view.headers, ip, view.route, None);
+            assert_eq!(&*first.counter_key(&moved), built(&hasher("one"), &moved));
+            assert_ne!(first.counter_key(&moved), cached);
+        });
     }
 }

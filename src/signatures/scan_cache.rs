@@ -14,9 +14,9 @@
 //! per thread, values of at most [`MAX_VALUE`] bytes.
 
 use std::cell::RefCell;
-use std::hash::BuildHasher;
 
 use super::field::Field;
+use crate::thread_cache::DirectMapped;
 
 /// Slots per thread (a power of two).
 const SLOTS: usize = 1024;
@@ -30,16 +30,8 @@ struct Slot {
     atoms: Box<[usize]>,
 }
 
-struct Cache {
-    hasher: hashbrown::DefaultHashBuilder,
-    slots: Vec<Option<Slot>>,
-}
-
 thread_local! {
-    static CACHE: RefCell<Cache> = RefCell::new(Cache {
-        hasher: hashbrown::DefaultHashBuilder::default(),
-        slots: (0..SLOTS).map(|_| None).collect(),
-    });
+    static CACHE: RefCell<DirectMapped<Slot>> = RefCell::new(DirectMapped::new(SLOTS));
 }
 
 /// The atoms `value` of `field` (the set's field index) matched in set
@@ -56,20 +48,18 @@ pub fn scan_with(set: u64, field: usize, value: &[u8], hits: &mut Vec<usize>, sc
             scan(hits);
             return;
         };
-        let index = cache.hasher.hash_one((set, field, value)) as usize % SLOTS;
-        if let Some(Some(slot)) = cache.slots.get(index)
-            && slot.set == set
-            && slot.field == field
-            && *slot.value == *value
+        let slot = cache.slot((set, field, value));
+        if let Some(held) = slot
+            && held.set == set
+            && held.field == field
+            && *held.value == *value
         {
-            hits.extend_from_slice(&slot.atoms);
+            hits.extend_from_slice(&held.atoms);
             return;
         }
         let start = hits.len();
         scan(hits);
-        if let Some(entry) = cache.slots.get_mut(index) {
-            *entry = Some(Slot { set, field, value: Box::from(value), atoms: Box::from(&hits[start..]) });
-        }
+        *slot = Some(Slot { set, field, value: Box::from(value), atoms: Box::from(&hits[start..]) });
     });
 }
 

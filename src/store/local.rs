@@ -309,6 +309,16 @@ impl LocalStore {
     }
 
     pub fn execute(&self, plan: &CounterPlan, now: Nanos, readings: &mut CounterReadings) {
+        self.run(plan, now, |op, reading| readings.push(op.key().clone(), reading));
+    }
+
+    /// Execute a plan that only writes (after a decision, after an
+    /// outcome): nobody reads its readings, so none are kept.
+    pub fn apply(&self, plan: &CounterPlan, now: Nanos) {
+        self.run(plan, now, |_, _| {});
+    }
+
+    fn run(&self, plan: &CounterPlan, now: Nanos, mut read: impl FnMut(&CounterOp, Reading)) {
         // One shared increment per plan, not per operation: the counter is
         // touched by every worker.
         let first = self.ops.fetch_add(plan.ops().len() as u64, Ordering::Relaxed);
@@ -316,8 +326,7 @@ impl LocalStore {
             if ops % PRUNE_EVERY_OPS == PRUNE_EVERY_OPS - 1 {
                 self.prune(now, (ops / PRUNE_EVERY_OPS) as usize % SHARDS);
             }
-            let reading = self.update(op, now);
-            readings.push(op.key().clone(), reading);
+            read(op, self.update(op, now));
         }
     }
 

@@ -102,6 +102,11 @@ impl CounterOp {
 }
 
 /// The operations one request needs, executed together.
+///
+/// A plan's operation buffer comes from, and goes back to, a small
+/// per-thread stock ([`spare_ops`]): a login plans about fifty operations,
+/// and growing a fresh vector to that size on every request cost five
+/// reallocations.
 #[derive(Debug, Default)]
 pub struct CounterPlan {
     /// What the plan's keys belong to (a route, a partner): a shared store
@@ -111,9 +116,42 @@ pub struct CounterPlan {
     ops: Vec<CounterOp>,
 }
 
+/// Buffers kept per thread for plans to come: a request holds a few plans
+/// at once (its own, its stages' own shards, its writes).
+const SPARE_OPS: usize = 8;
+/// A buffer larger than this (a merged write batch) is not kept.
+const SPARE_OPS_CAPACITY: usize = 256;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<Vec<CounterOp>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty operation buffer: a spare one from this thread when there is one.
+fn spare_ops() -> Vec<CounterOp> {
+    SPARE.try_with(|spare| spare.borrow_mut().pop()).ok().flatten().unwrap_or_default()
+}
+
+impl Drop for CounterPlan {
+    fn drop(&mut self) {
+        let mut ops = std::mem::take(&mut self.ops);
+        if ops.capacity() == 0 || ops.capacity() > SPARE_OPS_CAPACITY {
+            return;
+        }
+        ops.clear();
+        // During thread teardown the stock may be gone: the buffer is freed.
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut()
+                && spare.len() < SPARE_OPS
+            {
+                spare.push(ops);
+            }
+        });
+    }
+}
+
 impl CounterPlan {
     pub fn new(shard: Key) -> Self {
-        CounterPlan { shard, ops: Vec::new() }
+        CounterPlan { shard, ops: spare_ops() }
     }
 
     pub fn shard(&self) -> &str {
@@ -125,8 +163,8 @@ impl CounterPlan {
     }
 
     /// Add another plan's operations (for merging writes of one shard).
-    pub fn extend(&mut self, other: CounterPlan) {
-        self.ops.extend(other.ops);
+    pub fn extend(&mut self, mut other: CounterPlan) {
+        self.ops.append(&mut other.ops);
     }
 
     pub fn clear(&mut self) {
@@ -174,20 +212,100 @@ pub enum Reading {
 }
 
 /// Results of a plan, in plan order.
+///
+/// Stages find their readings by the very key they planned, so readings
+/// are indexed by the key's address as they arrive: a login reads some
+/// fifty of them, and finding each by scanning the list was a tenth of
+/// its decision. A key that is not the planned one (equal text, another
+/// allocation) is still found, by comparing text.
 #[derive(Debug, Default)]
 pub struct CounterReadings {
     entries: Vec<(Key, Reading)>,
+    /// `entries` positions + 1 (0: free), open addressing by key address,
+    /// for the first [`INDEXED`] entries.
+    index: AddressIndex,
     degraded: bool,
 }
 
+/// Slots of the address index (a power of two).
+const INDEX_SLOTS: usize = 128;
+/// Entries indexed at most: the index stays at most three-quarters full.
+const INDEXED: usize = INDEX_SLOTS * 3 / 4;
+
+#[derive(Debug)]
+struct AddressIndex([u8; INDEX_SLOTS]);
+
+impl Default for AddressIndex {
+    fn default() -> Self {
+        AddressIndex([0; INDEX_SLOTS])
+    }
+}
+
+impl AddressIndex {
+    fn start(key: &str) -> usize {
+        // Fibonacci hashing of the address: allocations are 16-byte
+        // aligned, so the low bits alone would crowd a few slots.
+        ((key.as_ptr() as usize as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57) as usize
+    }
+
+    fn same(entry: &str, key: &str) -> bool {
+        std::ptr::eq(entry.as_ptr(), key.as_ptr()) && entry.len() == key.len()
+    }
+
+    /// Index `entries[position]`, unless an earlier entry has the same key
+    /// (the first one answers, as a scan would find it).
+    fn insert(&mut self, entries: &[(Key, Reading)], position: usize) {
+        let key = &entries[position].0;
+        let mut slot = Self::start(key);
+        loop {
+            match self.0[slot] {
+                0 => {
+                    self.0[slot] = (position + 1) as u8;
+                    return;
+                }
+                held if Self::same(&entries[usize::from(held) - 1].0, key) => return,
+                _ => slot = (slot + 1) % INDEX_SLOTS,
+            }
+        }
+    }
+
+    fn find(&self, entries: &[(Key, Reading)], key: &str) -> Option<usize> {
+        let mut slot = Self::start(key);
+        loop {
+            match self.0[slot] {
+                0 => return None,
+                held if Self::same(&entries[usize::from(held) - 1].0, key) => return Some(usize::from(held) - 1),
+                _ => slot = (slot + 1) % INDEX_SLOTS,
+            }
+        }
+    }
+
+    fn rebuild(&mut self, entries: &[(Key, Reading)]) {
+        self.0 = [0; INDEX_SLOTS];
+        for position in 0..entries.len().min(INDEXED) {
+            self.insert(entries, position);
+        }
+    }
+}
+
 impl CounterReadings {
+    /// Room for `ops` readings: a plan's readings are known in number.
+    pub fn with_capacity(ops: usize) -> Self {
+        CounterReadings { entries: Vec::with_capacity(ops), index: AddressIndex::default(), degraded: false }
+    }
+
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.index = AddressIndex::default();
         self.degraded = false;
     }
 
     pub fn push(&mut self, key: Key, reading: Reading) {
         self.entries.push((key, reading));
+        let position = self.entries.len() - 1;
+        if position < INDEXED {
+            self.index.insert(&self.entries, position);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -210,10 +328,13 @@ impl CounterReadings {
 
     fn truncate(&mut self, len: usize) {
         self.entries.truncate(len);
+        self.index.rebuild(&self.entries);
     }
 
-    fn append(&mut self, mut other: CounterReadings) {
-        self.entries.append(&mut other.entries);
+    fn append(&mut self, other: CounterReadings) {
+        for (key, reading) in other.entries {
+            self.push(key, reading);
+        }
     }
 
     /// Whether the shared store was unavailable and these readings come
@@ -227,11 +348,16 @@ impl CounterReadings {
     }
 
     fn get(&self, key: &str) -> Option<Reading> {
-        // Planned keys are usually the very `Arc` looked up again: a
-        // pointer comparison finds them without comparing text.
-        let by_pointer =
-            self.entries.iter().find(|(k, _)| std::ptr::eq(k.as_ptr(), key.as_ptr()) && k.len() == key.len());
-        by_pointer.or_else(|| self.entries.iter().find(|(k, _)| &**k == key)).map(|(_, r)| *r)
+        // Planned keys are usually the very `Arc` looked up again: its
+        // address finds them without comparing text.
+        let by_address = if self.entries.len() <= INDEXED {
+            self.index.find(&self.entries, key)
+        } else {
+            self.entries.iter().position(|(k, _)| AddressIndex::same(k, key))
+        };
+        by_address
+            .map(|position| self.entries[position].1)
+            .or_else(|| self.entries.iter().find(|(k, _)| &**k == key).map(|(_, r)| *r))
     }
 
     /// The reading of the GCRA operation planned under `key`.
@@ -303,7 +429,7 @@ impl CounterStore {
     /// background, so no request waits for it.
     pub fn write(&self, plan: CounterPlan, now: Nanos) {
         match self {
-            CounterStore::Local(local) => local.execute(&plan, now, &mut CounterReadings::default()),
+            CounterStore::Local(local) => local.apply(&plan, now),
             CounterStore::Redis(redis) => redis.write(plan, now),
         }
     }
@@ -373,5 +499,83 @@ impl CounterStore {
             CounterStore::Local(local) => local.keys(),
             CounterStore::Redis(redis) => redis.local().keys(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(text: &str) -> Key {
+        Key::from(text)
+    }
+
+    #[test]
+    fn readings_are_found_by_the_planned_key_and_by_equal_text() {
+        let mut readings = CounterReadings::default();
+        let keys: Vec<Key> = (0..200).map(|i| key(&format!("k:{i}"))).collect();
+        for (i, k) in keys.iter().enumerate() {
+            readings.push(k.clone(), Reading::Number(i as f64));
+        }
+        // Indexed, beyond the index, and looked up with another allocation.
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(readings.number(k), i as f64, "planned key {k}");
+            assert_eq!(readings.number(&format!("k:{i}")), i as f64, "equal text {k}");
+        }
+        assert_eq!(readings.number("k:missing"), 0.0);
+    }
+
+    #[test]
+    fn a_key_read_twice_answers_with_its_first_reading() {
+        let shared = key("dup");
+        let mut readings = CounterReadings::default();
+        readings.push(key("other"), Reading::Number(9.0));
+        readings.push(shared.clone(), Reading::Number(1.0));
+        readings.push(shared.clone(), Reading::Number(2.0));
+        assert_eq!(readings.number(&shared), 1.0);
+        // A different allocation with the same text: the first equal text,
+        // as a scan finds it.
+        let earlier = key("same");
+        let later = key("same");
+        readings.push(earlier.clone(), Reading::Number(3.0));
+        readings.push(later.clone(), Reading::Number(4.0));
+        assert_eq!(readings.number(&later), 4.0);
+        assert_eq!(readings.number("same"), 3.0);
+    }
+
+    #[test]
+    fn truncating_and_appending_keep_the_index_true() {
+        let keys: Vec<Key> = (0..20).map(|i| key(&format!("t:{i}"))).collect();
+        let mut readings = CounterReadings::default();
+        for (i, k) in keys.iter().enumerate() {
+            readings.push(k.clone(), Reading::Number(i as f64));
+        }
+        readings.truncate(10);
+        assert_eq!(readings.number(&keys[9]), 9.0);
+        assert_eq!(readings.number(&keys[10]), 0.0);
+        let mut more = CounterReadings::default();
+        more.push(keys[15].clone(), Reading::Number(150.0));
+        readings.append(more);
+        assert_eq!(readings.number(&keys[15]), 150.0);
+        readings.clear();
+        assert_eq!(readings.number(&keys[0]), 0.0);
+        assert!(readings.is_empty());
+    }
+
+    #[test]
+    fn plans_reuse_their_buffers_and_start_empty() {
+        let mut plan = CounterPlan::new(key("route"));
+        for i in 0..40 {
+            plan.push(CounterOp::BanCheck { key: key(&format!("b:{i}")) });
+        }
+        drop(plan);
+        let plan = CounterPlan::new(key("route"));
+        assert!(plan.is_empty());
+        assert!(plan.ops.capacity() >= 40, "a spare buffer from this thread");
+        let mut into = CounterPlan::new(key("route"));
+        let mut other = CounterPlan::new(key("route"));
+        other.push(CounterOp::BanCheck { key: key("x") });
+        into.extend(other);
+        assert_eq!(into.ops().len(), 1);
     }
 }

@@ -9,7 +9,9 @@
 //!   (the route's name), so the script touches one Cluster slot. Writes
 //!   that follow the decision (refused attempts, bans, login outcomes) are
 //!   queued and sent by a background writer ([`writer`]), merged per hash
-//!   tag, never awaited by a request.
+//!   tag, never awaited by a request. A request on a proxy worker's own
+//!   single-threaded runtime calls through a connection of that worker's
+//!   ([`worker`]), so no request is handed to another thread and back.
 //! - **Never wait on Redis that is not there.** Every call has a short
 //!   timeout. A failed call marks Redis down; from then on requests use the
 //!   in-process counters at once (fail open, or answer 503 on routes set
@@ -31,10 +33,11 @@ mod admin;
 mod denials;
 mod script;
 mod settings;
+mod worker;
 mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -50,10 +53,14 @@ use crate::metrics::StoreMetrics;
 use denials::Denials;
 use writer::{PendingBans, WriteJob};
 
-/// A live connection; both kinds are cheap handles to clone.
+/// A live connection; every kind is a cheap handle to clone.
 #[derive(Clone)]
 enum Connection {
+    /// The store's shared connection to one Redis: reconnects by itself.
     Single(redis::aio::ConnectionManager),
+    /// A worker thread's own connection to one Redis ([`worker`]): replaced
+    /// after an outage instead.
+    Worker(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
 }
 
@@ -61,6 +68,7 @@ impl Connection {
     async fn invoke(&mut self, invocation: &redis::ScriptInvocation<'_>) -> redis::RedisResult<redis::Value> {
         match self {
             Connection::Single(connection) => invocation.invoke_async(connection).await,
+            Connection::Worker(connection) => invocation.invoke_async(connection).await,
             Connection::Cluster(connection) => invocation.invoke_async(connection).await,
         }
     }
@@ -82,6 +90,7 @@ impl Connection {
     async fn query(&mut self, command: &redis::Cmd) -> redis::RedisResult<redis::Value> {
         match self {
             Connection::Single(connection) => command.query_async(connection).await,
+            Connection::Worker(connection) => command.query_async(connection).await,
             Connection::Cluster(connection) => command.query_async(connection).await,
         }
     }
@@ -96,6 +105,9 @@ struct Shared {
     /// Whether requests go to Redis. Only the change from up to down
     /// starts a probe, and only a probe sets it up again.
     up: AtomicBool,
+    /// Counts the changes from up to down: a worker's connection opened
+    /// before the last one is not used again ([`worker`]).
+    generation: AtomicU64,
     denials: Denials,
     pending_bans: PendingBans,
     writes: mpsc::Sender<WriteJob>,
@@ -131,6 +143,7 @@ impl RedisStore {
             clock,
             connection: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             denials: Denials::default(),
             pending_bans: PendingBans::default(),
             writes,
@@ -184,8 +197,10 @@ impl RedisStore {
                 return;
             }
         };
+        let own = worker::connection(shared);
+        let connection = own.as_ref().unwrap_or(&connection);
         let order = script::order(plan);
-        let reply = shared.call(&connection, plan, &order, Some(now), shared.settings.timeout).await;
+        let reply = shared.call(connection, plan, &order, Some(now), shared.settings.timeout).await;
         let mut remote = CounterReadings::default();
         let decoded = match reply {
             Ok((reply, elapsed)) => {
@@ -218,7 +233,7 @@ impl RedisStore {
     /// counted locally at once, sent to Redis by the background writer.
     pub fn write(&self, plan: CounterPlan, now: Nanos) {
         let shared = &self.shared;
-        shared.local.execute(&plan, now, &mut CounterReadings::default());
+        shared.local.apply(&plan, now);
         for op in plan.ops() {
             if let CounterOp::Ban { key, ttl, reason } = op {
                 shared.denials.remember(key, now, *ttl);
@@ -277,6 +292,7 @@ impl Shared {
     fn mark_down(self: &Arc<Self>, kind: &'static str) {
         self.metrics.record_error(kind);
         if self.up.swap(false, Ordering::Relaxed) {
+            self.generation.fetch_add(1, Ordering::Release);
             tracing::warn!(kind, "Redis unavailable: counting locally until it answers again");
             self.metrics.set_up(false);
             tokio::spawn(probe(self.clone()));
@@ -299,7 +315,7 @@ impl Shared {
     async fn check(&self) -> bool {
         let connection = match self.connection.load_full() {
             Some(connection) => connection,
-            None => match tokio::time::timeout(self.settings.connect_timeout, self.connect()).await {
+            None => match tokio::time::timeout(self.settings.connect_timeout, self.connect(true)).await {
                 Ok(Ok(connection)) => {
                     let connection = Arc::new(connection);
                     self.connection.store(Some(connection.clone()));
@@ -313,7 +329,7 @@ impl Shared {
             },
         };
         let healthy = match &*connection {
-            Connection::Single(_) => {
+            Connection::Single(_) | Connection::Worker(_) => {
                 // A script with nothing to do: loads the script if Redis
                 // lost it, and proves scripts run in time.
                 let empty = CounterPlan::default();
@@ -338,8 +354,19 @@ impl Shared {
         healthy
     }
 
-    async fn connect(&self) -> redis::RedisResult<Connection> {
+    /// A new connection: for one Redis, `shared` is the store's own (which
+    /// reconnects by itself), or else a worker's (which is replaced).
+    async fn connect(&self, shared: bool) -> redis::RedisResult<Connection> {
         match &self.settings.target {
+            RedisTarget::Single(url) if !shared => {
+                let client = redis::Client::open(url.as_str())?;
+                // No response timeout of its own: every call has the
+                // request's.
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.settings.connect_timeout))
+                    .set_response_timeout(None);
+                Ok(Connection::Worker(client.get_multiplexed_async_connection_with_config(&config).await?))
+            }
             RedisTarget::Single(url) => {
                 let client = redis::Client::open(url.as_str())?;
                 let config = redis::aio::ConnectionManagerConfig::new()

@@ -15,6 +15,20 @@ use std::net::IpAddr;
 
 use super::record::RecordRef;
 
+// Here rather than in `record`, which this file reads from: the two
+// files would import each other.
+impl<'a> RecordRef<'a> {
+    /// Read a capture line: by hand when it has the shape palisade writes
+    /// (see this file), else by serde_json. The same record either way,
+    /// and serde_json's own error for a line it refuses.
+    pub fn parse(line: &'a str) -> Result<RecordRef<'a>, serde_json::Error> {
+        match parse(line) {
+            Some(record) => Ok(record),
+            None => serde_json::from_str(line),
+        }
+    }
+}
+
 /// The record on `line`, or `None` when serde_json should read it.
 pub(crate) fn parse(line: &str) -> Option<RecordRef<'_>> {
     let mut reader = Reader { text: line, at: 0 };

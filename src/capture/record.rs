@@ -121,18 +121,6 @@ pub struct RecordRef<'a> {
     pub id: Option<Cow<'a, str>>,
 }
 
-impl<'a> RecordRef<'a> {
-    /// Read a capture line: by hand when it has the shape palisade writes
-    /// (see [`super::line`]), else by serde_json. The same record either
-    /// way, and serde_json's own error for a line it refuses.
-    pub fn parse(line: &'a str) -> Result<RecordRef<'a>, serde_json::Error> {
-        match super::line::parse(line) {
-            Some(record) => Ok(record),
-            None => serde_json::from_str(line),
-        }
-    }
-}
-
 /// The header list, in a vector sized for most requests' headers from the
 /// start (growing it from empty cost four reallocations per line; a
 /// larger start costs more than the rare growth past 16).

@@ -56,13 +56,58 @@ fn in_key_order(names: &[Box<str>], headers: &http::HeaderMap) -> bool {
     let mut keys = headers.keys().peekable();
     let mut seen = 0;
     for name in names {
-        if keys.next_if(|key| key.as_str().eq_ignore_ascii_case(name)).is_some() {
+        if keys.next_if(|key| is_name_of(name, key)).is_some() {
             seen += 1;
-        } else if !headers.keys().take(seen).any(|key| key.as_str().eq_ignore_ascii_case(name)) {
+        } else if !headers.keys().take(seen).any(|key| is_name_of(name, key)) {
             return false;
         }
     }
     keys.next().is_none()
+}
+
+/// Whether `name`, as sent, is `key` (case aside): what
+/// `key.as_str().eq_ignore_ascii_case(name)` says, eight bytes at a time.
+/// A key is already lower case, so only the sent name needs lowering;
+/// comparing byte by byte was most of the cost of matching a head to its
+/// request (a dozen names of a dozen bytes, every request).
+fn is_name_of(name: &str, key: &http::HeaderName) -> bool {
+    let (name, key) = (name.as_bytes(), key.as_str().as_bytes());
+    if name.len() != key.len() {
+        return false;
+    }
+    let mut name_words = name.chunks_exact(8);
+    let mut key_words = key.chunks_exact(8);
+    for (n, k) in (&mut name_words).zip(&mut key_words) {
+        if lowercase_word(word(n)) != word(k) {
+            return false;
+        }
+    }
+    let (n, k) = (name_words.remainder(), key_words.remainder());
+    let mut padded = ([0u8; 8], [0u8; 8]);
+    padded.0[..n.len()].copy_from_slice(n);
+    padded.1[..k.len()].copy_from_slice(k);
+    lowercase_word(u64::from_le_bytes(padded.0)) == u64::from_le_bytes(padded.1)
+}
+
+/// Eight bytes as one word (the chunk is exactly eight long).
+fn word(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes);
+    u64::from_le_bytes(word)
+}
+
+/// Each byte of `x` lowered as `u8::to_ascii_lowercase` does: `A`–`Z`
+/// become `a`–`z`, every other byte (non-ASCII ones too) is unchanged.
+fn lowercase_word(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let low = x & (0x7f * ONES);
+    // Per byte, with no carry between bytes (0x7f + 0x3f < 0x100): the
+    // high bit is set where the low seven bits are at least `A`, and where
+    // they are beyond `Z`.
+    let from_a = low + 0x3f * ONES;
+    let beyond_z = low + 0x25 * ONES;
+    let upper = from_a & !beyond_z & !x & (0x80 * ONES);
+    x | (upper >> 2)
 }
 
 /// How many different names there are, case aside. Quadratic, but a head
@@ -337,7 +382,33 @@ mod tests {
         assert_eq!(heads.take_matching(&map).unwrap().len(), 1);
     }
 
+    #[test]
+    fn names_match_their_keys_case_aside() {
+        let key = http::HeaderName::from_static("sec-ch-ua-platform");
+        for name in ["sec-ch-ua-platform", "Sec-CH-UA-Platform", "SEC-CH-UA-PLATFORM"] {
+            assert!(is_name_of(name, &key), "{name}");
+        }
+        for name in ["sec-ch-ua-platfor", "sec-ch-ua-platforn", "sec_ch-ua-platform", "sec-ch-ua-platform "] {
+            assert!(!is_name_of(name, &key), "{name}");
+        }
+        assert!(is_name_of("X", &http::HeaderName::from_static("x")));
+        assert!(!is_name_of("@", &http::HeaderName::from_static("`")), "only letters change case");
+    }
+
     proptest::proptest! {
+        #[test]
+        fn words_are_lowered_as_each_byte_is(bytes in proptest::array::uniform8(proptest::num::u8::ANY)) {
+            let lowered = lowercase_word(u64::from_le_bytes(bytes)).to_le_bytes();
+            proptest::prop_assert_eq!(lowered, bytes.map(|b| b.to_ascii_lowercase()));
+        }
+
+        #[test]
+        fn name_matching_is_eq_ignore_ascii_case(name in "[!-~]{0,24}", key in "[a-z0-9!#$%&'*+.^_`|~-]{1,24}") {
+            let key = http::HeaderName::from_bytes(key.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(is_name_of(&name, &key), key.as_str().eq_ignore_ascii_case(&name));
+            proptest::prop_assert!(is_name_of(&key.as_str().to_ascii_uppercase(), &key));
+        }
+
         #[test]
         fn never_panics_on_any_bytes(chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0..8)) {
             let heads = WireHeads::default();

@@ -266,11 +266,13 @@ impl Pipeline {
     /// answer at once (the in-process store; a Redis store's local
     /// counters): replay, explain and benches.
     pub fn evaluate(&self, view: &RequestView<'_>) -> Decision {
-        let pending = self.begin(view);
+        let mut pending = self.begin(view);
         let mut readings = CounterReadings::with_capacity(pending.ops());
-        self.store.execute(&pending.plan, pending.at, &mut readings);
-        for plan in pending.own_shards.iter().filter(|plan| !plan.is_empty()) {
-            self.store.execute(plan, pending.at, &mut readings);
+        // The plans' keys move into the readings: after this, only their
+        // shards are needed.
+        self.store.execute_taking(&mut pending.plan, pending.at, &mut readings);
+        for plan in pending.own_shards.iter_mut().filter(|plan| !plan.is_empty()) {
+            self.store.execute_taking(plan, pending.at, &mut readings);
         }
         self.finish(view, pending, &readings)
     }
@@ -278,11 +280,11 @@ impl Pipeline {
     /// The same, with the counters where they are shared: one round trip
     /// to Redis when it is configured (serving).
     pub async fn evaluate_shared(&self, view: &RequestView<'_>) -> Decision {
-        let pending = self.begin(view);
+        let mut pending = self.begin(view);
         let mut readings = CounterReadings::with_capacity(pending.ops());
-        self.store.execute_shared(&pending.plan, pending.at, &mut readings).await;
-        for plan in pending.own_shards.iter().filter(|plan| !plan.is_empty()) {
-            self.store.execute_shared(plan, pending.at, &mut readings).await;
+        self.store.execute_shared_taking(&mut pending.plan, pending.at, &mut readings).await;
+        for plan in pending.own_shards.iter_mut().filter(|plan| !plan.is_empty()) {
+            self.store.execute_shared_taking(plan, pending.at, &mut readings).await;
         }
         self.finish(view, pending, &readings)
     }

@@ -312,6 +312,13 @@ impl LocalStore {
         self.run(plan, now, |op, reading| readings.push(op.key().clone(), reading));
     }
 
+    /// Execute `plan` and move its keys into the readings (see
+    /// [`CounterReadings::take_keys`]); the plan is left empty.
+    pub fn execute_taking(&self, plan: &mut CounterPlan, now: Nanos, readings: &mut CounterReadings) {
+        self.run(plan, now, |_, reading| readings.push_value(reading));
+        readings.take_keys(plan);
+    }
+
     /// Execute a plan that only writes (after a decision, after an
     /// outcome): nobody reads its readings, so none are kept.
     pub fn apply(&self, plan: &CounterPlan, now: Nanos) {

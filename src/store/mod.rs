@@ -99,6 +99,20 @@ impl CounterOp {
             | CounterOp::Ban { key, .. } => key,
         }
     }
+
+    /// The operation's key, moved out (no reference count touched).
+    fn into_key(self) -> Key {
+        match self {
+            CounterOp::Gcra { key, .. }
+            | CounterOp::Count { key, .. }
+            | CounterOp::Distinct { key, .. }
+            | CounterOp::DistinctIfHeld { key, .. }
+            | CounterOp::Decay { key, .. }
+            | CounterOp::Rhythm { key, .. }
+            | CounterOp::BanCheck { key }
+            | CounterOp::Ban { key, .. } => key,
+        }
+    }
 }
 
 /// The operations one request needs, executed together.
@@ -220,9 +234,13 @@ pub enum Reading {
 /// allocation) is still found, by comparing text.
 #[derive(Debug, Default)]
 pub struct CounterReadings {
-    entries: Vec<(Key, Reading)>,
-    /// `entries` positions + 1 (0: free), open addressing by key address,
-    /// for the first [`INDEXED`] entries.
+    /// The planned keys, in plan order: cloned from the plan, or moved out
+    /// of it when the plan is not needed afterwards ([`CounterStore::execute_taking`]).
+    keys: Vec<Key>,
+    /// `keys`' readings, position for position.
+    values: Vec<Reading>,
+    /// `keys` positions + 1 (0: free), open addressing by key address,
+    /// for the first [`INDEXED`] keys.
     index: AddressIndex,
     degraded: bool,
 }
@@ -254,8 +272,8 @@ impl AddressIndex {
 
     /// Index `entries[position]`, unless an earlier entry has the same key
     /// (the first one answers, as a scan would find it).
-    fn insert(&mut self, entries: &[(Key, Reading)], position: usize) {
-        let key = &entries[position].0;
+    fn insert(&mut self, keys: &[Key], position: usize) {
+        let key = &keys[position];
         let mut slot = Self::start(key);
         loop {
             match self.0[slot] {
@@ -263,27 +281,27 @@ impl AddressIndex {
                     self.0[slot] = (position + 1) as u8;
                     return;
                 }
-                held if Self::same(&entries[usize::from(held) - 1].0, key) => return,
+                held if Self::same(&keys[usize::from(held) - 1], key) => return,
                 _ => slot = (slot + 1) % INDEX_SLOTS,
             }
         }
     }
 
-    fn find(&self, entries: &[(Key, Reading)], key: &str) -> Option<usize> {
+    fn find(&self, keys: &[Key], key: &str) -> Option<usize> {
         let mut slot = Self::start(key);
         loop {
             match self.0[slot] {
                 0 => return None,
-                held if Self::same(&entries[usize::from(held) - 1].0, key) => return Some(usize::from(held) - 1),
+                held if Self::same(&keys[usize::from(held) - 1], key) => return Some(usize::from(held) - 1),
                 _ => slot = (slot + 1) % INDEX_SLOTS,
             }
         }
     }
 
-    fn rebuild(&mut self, entries: &[(Key, Reading)]) {
+    fn rebuild(&mut self, keys: &[Key]) {
         self.0 = [0; INDEX_SLOTS];
-        for position in 0..entries.len().min(INDEXED) {
-            self.insert(entries, position);
+        for position in 0..keys.len().min(INDEXED) {
+            self.insert(keys, position);
         }
     }
 }
@@ -291,48 +309,84 @@ impl AddressIndex {
 impl CounterReadings {
     /// Room for `ops` readings: a plan's readings are known in number.
     pub fn with_capacity(ops: usize) -> Self {
-        CounterReadings { entries: Vec::with_capacity(ops), index: AddressIndex::default(), degraded: false }
+        CounterReadings {
+            keys: Vec::with_capacity(ops),
+            values: Vec::with_capacity(ops),
+            index: AddressIndex::default(),
+            degraded: false,
+        }
     }
 
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.keys.clear();
+        self.values.clear();
         self.index = AddressIndex::default();
         self.degraded = false;
     }
 
     pub fn push(&mut self, key: Key, reading: Reading) {
-        self.entries.push((key, reading));
-        let position = self.entries.len() - 1;
+        self.keys.push(key);
+        self.values.push(reading);
+        self.index_last();
+    }
+
+    /// Index the last key pushed.
+    fn index_last(&mut self) {
+        let position = self.keys.len() - 1;
         if position < INDEXED {
-            self.index.insert(&self.entries, position);
+            self.index.insert(&self.keys, position);
         }
     }
 
+    /// Take the keys of `plan`'s operations, whose readings were pushed
+    /// with [`CounterReadings::push_value`]: moved, not cloned (a login
+    /// reads some fifty keys, and each clone and drop of a shared key is
+    /// an atomic operation). The plan is left empty.
+    fn take_keys(&mut self, plan: &mut CounterPlan) {
+        for op in plan.ops.drain(..) {
+            self.keys.push(op.into_key());
+            self.index_last();
+        }
+        debug_assert_eq!(self.keys.len(), self.values.len());
+    }
+
+    /// A reading whose key [`CounterReadings::take_keys`] brings after.
+    fn push_value(&mut self, reading: Reading) {
+        self.values.push(reading);
+    }
+
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.values.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.values.is_empty()
     }
 
-    pub fn entries(&self) -> &[(Key, Reading)] {
-        &self.entries
+    /// The planned keys, in plan order.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    /// The readings, in plan order.
+    pub fn values(&self) -> &[Reading] {
+        &self.values
     }
 
     fn replace(&mut self, index: usize, reading: Reading) {
-        if let Some(entry) = self.entries.get_mut(index) {
-            entry.1 = reading;
+        if let Some(value) = self.values.get_mut(index) {
+            *value = reading;
         }
     }
 
     fn truncate(&mut self, len: usize) {
-        self.entries.truncate(len);
-        self.index.rebuild(&self.entries);
+        self.keys.truncate(len);
+        self.values.truncate(len);
+        self.index.rebuild(&self.keys);
     }
 
     fn append(&mut self, other: CounterReadings) {
-        for (key, reading) in other.entries {
+        for (key, reading) in other.keys.into_iter().zip(other.values) {
             self.push(key, reading);
         }
     }
@@ -350,14 +404,13 @@ impl CounterReadings {
     fn get(&self, key: &str) -> Option<Reading> {
         // Planned keys are usually the very `Arc` looked up again: its
         // address finds them without comparing text.
-        let by_address = if self.entries.len() <= INDEXED {
-            self.index.find(&self.entries, key)
+        let by_address = if self.keys.len() <= INDEXED {
+            self.index.find(&self.keys, key)
         } else {
-            self.entries.iter().position(|(k, _)| AddressIndex::same(k, key))
+            self.keys.iter().position(|k| AddressIndex::same(k, key))
         };
-        by_address
-            .map(|position| self.entries[position].1)
-            .or_else(|| self.entries.iter().find(|(k, _)| &**k == key).map(|(_, r)| *r))
+        let position = by_address.or_else(|| self.keys.iter().position(|k| &**k == key))?;
+        self.values.get(position).copied()
     }
 
     /// The reading of the GCRA operation planned under `key`.
@@ -413,6 +466,24 @@ impl CounterStore {
         match self {
             CounterStore::Local(local) => local.execute(plan, now, readings),
             CounterStore::Redis(redis) => redis.local().execute(plan, now, readings),
+        }
+    }
+
+    /// [`CounterStore::execute`], for a plan not needed afterwards: its
+    /// keys move into the readings (see [`CounterReadings::take_keys`]).
+    pub fn execute_taking(&self, plan: &mut CounterPlan, now: Nanos, readings: &mut CounterReadings) {
+        let local = match self {
+            CounterStore::Local(local) => local,
+            CounterStore::Redis(redis) => redis.local(),
+        };
+        local.execute_taking(plan, now, readings);
+    }
+
+    /// [`CounterStore::execute_shared`], for a plan not needed afterwards.
+    pub async fn execute_shared_taking(&self, plan: &mut CounterPlan, now: Nanos, readings: &mut CounterReadings) {
+        match self {
+            CounterStore::Local(local) => local.execute_taking(plan, now, readings),
+            CounterStore::Redis(redis) => redis.execute(plan, now, readings).await,
         }
     }
 

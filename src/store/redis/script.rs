@@ -420,7 +420,7 @@ mod tests {
         let mut readings = CounterReadings::default();
         let now = decode(&plan, &order, &reply, &mut readings).unwrap();
         assert_eq!(now, now_us as u64 * 1_000);
-        let keys: Vec<&str> = readings.entries().iter().map(|(key, _)| &**key).collect();
+        let keys: Vec<&str> = readings.keys().iter().map(|key| &**key).collect();
         assert_eq!(keys, ["ip:a:ban", "ip:a:f", "rl:a", "site:all:a0", "ip:a:users", "site:all:a1"]);
         assert_eq!(readings.ban("ip:a:ban"), None);
         assert_eq!(readings.gcra("rl:a"), Some(GcraReading::Allowed));

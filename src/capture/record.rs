@@ -246,12 +246,27 @@ pub fn check_header_count(count: usize) -> Result<(), Error> {
 }
 
 pub fn append_header(headers: &mut http::HeaderMap, name: &str, value: &str) -> Result<(), Error> {
+    let (name, value) = parse_header(name, value)?;
+    append_parsed(headers, name, value)
+}
+
+/// One recorded header as the `http` types, or why it is not a header.
+pub fn parse_header(name: &str, value: &str) -> Result<(http::HeaderName, http::HeaderValue), Error> {
     let header =
         http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::malformed(format!("header {name:?}: {e}")))?;
     let value =
         http::HeaderValue::from_str(value).map_err(|e| Error::malformed(format!("header {name:?} value: {e}")))?;
+    Ok((header, value))
+}
+
+/// Append a parsed header to the map.
+pub fn append_parsed(
+    headers: &mut http::HeaderMap,
+    name: http::HeaderName,
+    value: http::HeaderValue,
+) -> Result<(), Error> {
     // `append` panics when the map cannot grow; `try_append` says so.
-    headers.try_append(header, value).map_err(|_| Error::malformed("too many distinct header names"))?;
+    headers.try_append(name, value).map_err(|_| Error::malformed("too many distinct header names"))?;
     Ok(())
 }
 

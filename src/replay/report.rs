@@ -4,7 +4,7 @@
 //! people and partners. Rendered as a text table or as JSON whose bytes
 //! depend only on the inputs (sorted keys, no timings).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -62,9 +62,12 @@ pub struct Tally {
     requests: u64,
     out_of_order: u64,
     by_action: [u64; 5],
-    by_detection: HashMap<Arc<str>, [u64; 2]>,
-    by_route: HashMap<Arc<str>, [u64; 5]>,
-    by_label: HashMap<Arc<str>, [u64; 4]>,
+    // hashbrown's default hasher: std's SipHash of every detection id,
+    // route and label was most of tallying a request. The report sorts
+    // them anyway.
+    by_detection: hashbrown::HashMap<Arc<str>, [u64; 2]>,
+    by_route: hashbrown::HashMap<Arc<str>, [u64; 5]>,
+    by_label: hashbrown::HashMap<Arc<str>, [u64; 4]>,
     unlabeled: [u64; 4],
     last_at: u64,
     /// Per model (configuration order): name, min_probability, counts.
@@ -141,7 +144,10 @@ impl Tally {
         self.add_models(decision, label);
         let outcome = Outcome::of(action) as usize;
         match label {
-            Some(label) => self.by_label.entry(label.clone()).or_default()[outcome] += 1,
+            Some(label) => match self.by_label.get_mut(label) {
+                Some(counts) => counts[outcome] += 1,
+                None => self.by_label.entry(label.clone()).or_default()[outcome] += 1,
+            },
             None => self.unlabeled[outcome] += 1,
         }
     }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use crate::capture::read::{BadLine, CaptureLines, OnBadLine, open_capture};
-use crate::capture::record::{RecordRef, append_header, body_bytes, parse_method, parse_target, parse_version};
+use crate::capture::record::{
+    RecordRef, append_parsed, body_bytes, parse_header, parse_method, parse_target, parse_version,
+};
 use crate::clock::{ManualClock, Nanos, SharedClock};
 use crate::config::{Config, Invalid};
 use crate::error::Error;
@@ -90,6 +92,10 @@ impl Engine {
 pub struct Prepared {
     pub method: http::Method,
     pub uri: http::Uri,
+    /// The target `uri` was parsed from: half of a capture's requests have
+    /// the target of the request before, and parsing it again (a copy into
+    /// new `Bytes`, a scan) is not needed then.
+    target: String,
     pub version: http::Version,
     pub headers: http::HeaderMap,
     /// Header names as recorded (case, order, repeats), for HTTP/1.
@@ -99,6 +105,7 @@ pub struct Prepared {
     pub client_ip: IpAddr,
     pub at: Nanos,
     pub status: Option<u16>,
+    headers_seen: HeaderCache,
 }
 
 impl Default for Prepared {
@@ -106,6 +113,7 @@ impl Default for Prepared {
         Prepared {
             method: http::Method::GET,
             uri: http::Uri::from_static("/"),
+            target: "/".to_string(),
             version: http::Version::HTTP_11,
             headers: http::HeaderMap::new(),
             wire_names: Vec::new(),
@@ -114,6 +122,7 @@ impl Default for Prepared {
             client_ip: IpAddr::from([0, 0, 0, 0]),
             at: 0,
             status: None,
+            headers_seen: HeaderCache::default(),
         }
     }
 }
@@ -156,7 +165,11 @@ impl Prepared {
     /// Fill from a capture line, reusing this request's buffers.
     pub fn fill(&mut self, record: &RecordRef<'_>) -> Result<(), Error> {
         self.method = parse_method(&record.method)?;
-        self.uri = parse_target(&record.target)?;
+        if *self.target != *record.target {
+            self.uri = parse_target(&record.target)?;
+            self.target.clear();
+            self.target.push_str(&record.target);
+        }
         self.version = parse_version(record.version.as_deref())?;
         crate::capture::record::check_header_count(record.headers.len())?;
         self.headers.clear();
@@ -164,7 +177,8 @@ impl Prepared {
         // names: keep the boxes that still match instead of making new ones.
         self.wire_names.truncate(record.headers.len());
         for (index, (name, value)) in record.headers.iter().enumerate() {
-            append_header(&mut self.headers, name, value)?;
+            let (parsed_name, parsed_value) = self.headers_seen.parse(name, value)?;
+            append_parsed(&mut self.headers, parsed_name, parsed_value)?;
             match self.wire_names.get_mut(index) {
                 Some(kept) if **kept == **name => {}
                 Some(kept) => *kept = Box::from(&**name),
@@ -187,6 +201,57 @@ impl Prepared {
         self.at = crate::capture::record::ts_to_nanos(record.ts);
         self.status = record.status;
         Ok(())
+    }
+}
+
+/// Recorded headers already turned into `http` types, by their text. A
+/// capture repeats the same few dozen header lines over and over, and
+/// parsing each again (checking every byte, lowercasing, copying into new
+/// `Bytes`) was a third of filling a request; a clone shares the bytes.
+/// Emptied when full, so captures of unique values (cookies, request ids)
+/// keep it bounded.
+#[derive(Debug, Clone, Default)]
+struct HeaderCache {
+    parsed: hashbrown::HashMap<HeaderText, (http::HeaderName, http::HeaderValue)>,
+}
+
+/// Most header lines a [`HeaderCache`] keeps.
+const HEADER_CACHE_ENTRIES: usize = 4096;
+
+/// A recorded header's text, as the cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HeaderText {
+    name: Box<str>,
+    value: Box<str>,
+}
+
+/// A recorded header's text, borrowed for a lookup (hashes as
+/// [`HeaderText`] does: the derived `Hash` of the same two strings).
+#[derive(Hash)]
+struct HeaderTextRef<'a> {
+    name: &'a str,
+    value: &'a str,
+}
+
+impl hashbrown::Equivalent<HeaderText> for HeaderTextRef<'_> {
+    fn equivalent(&self, key: &HeaderText) -> bool {
+        *key.name == *self.name && *key.value == *self.value
+    }
+}
+
+impl HeaderCache {
+    /// The header as `http` types; the same errors as parsing it afresh
+    /// (a header that does not parse is never kept).
+    fn parse(&mut self, name: &str, value: &str) -> Result<(http::HeaderName, http::HeaderValue), Error> {
+        if let Some((name, value)) = self.parsed.get(&HeaderTextRef { name, value }) {
+            return Ok((name.clone(), value.clone()));
+        }
+        let parsed = parse_header(name, value)?;
+        if self.parsed.len() >= HEADER_CACHE_ENTRIES {
+            self.parsed.clear();
+        }
+        self.parsed.insert(HeaderText { name: name.into(), value: value.into() }, parsed.clone());
+        Ok(parsed)
     }
 }
 
@@ -277,7 +342,7 @@ impl Inputs {
         while !source.stopped {
             let Some(next) = source.lines.next_line() else { break };
             let problem = match next {
-                Ok((line, text)) => match serde_json::from_str::<RecordRef<'_>>(text) {
+                Ok((line, text)) => match RecordRef::parse(text) {
                     Ok(record) => match source.head.fill(&record) {
                         Ok(()) => {
                             source.meta.line = line;

@@ -1,0 +1,473 @@
+//! A capture line read by hand, for replay's hot loop: the fields of
+//! [`RecordRef`] straight from the line's bytes, strings borrowed unless
+//! they hold escapes. serde_json took a third of replay's reading time
+//! walking its generic visitor machinery for the same result.
+//!
+//! The reader only takes lines it is sure of and gives up (returns `None`)
+//! on anything else: an unknown or repeated field, a missing one, `null`
+//! where a value is required, a control character in a string, a lone
+//! surrogate, anything malformed. [`RecordRef::parse`] then reads the line
+//! with serde_json, so every line serde_json reads gets the same record
+//! and every line it refuses the same error message, whichever reader ran.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use super::record::RecordRef;
+
+// Here rather than in `record`, which this file reads from: the two
+// files would import each other.
+impl<'a> RecordRef<'a> {
+    /// Read a capture line: by hand when it has the shape palisade writes
+    /// (see this file), else by serde_json. The same record either way,
+    /// and serde_json's own error for a line it refuses.
+    pub fn parse(line: &'a str) -> Result<RecordRef<'a>, serde_json::Error> {
+        match parse(line) {
+            Some(record) => Ok(record),
+            None => serde_json::from_str(line),
+        }
+    }
+}
+
+/// The record on `line`, or `None` when serde_json should read it.
+pub(crate) fn parse(line: &str) -> Option<RecordRef<'_>> {
+    let mut reader = Reader { text: line, at: 0 };
+    let record = reader.record()?;
+    reader.skip_whitespace();
+    // serde_json refuses anything after the object.
+    (reader.at == line.len()).then_some(record)
+}
+
+/// Where the reader is in the line.
+struct Reader<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+/// Keep `value` in `slot`; `None` when the slot is already filled, which
+/// serde_json reports as a duplicate field.
+fn fill<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    match slot {
+        Some(_) => None,
+        None => {
+            *slot = Some(value);
+            Some(())
+        }
+    }
+}
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    /// JSON's whitespace, nothing else.
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// The next non-blank byte is `byte`; step past it.
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.skip_whitespace();
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// After a value: `true` at `,` (another follows), `false` at `close`.
+    fn more(&mut self, close: u8) -> Option<bool> {
+        self.skip_whitespace();
+        let next = self.peek()?;
+        self.at += 1;
+        match next {
+            b',' => Some(true),
+            _ if next == close => Some(false),
+            _ => None,
+        }
+    }
+
+    fn record(&mut self) -> Option<RecordRef<'a>> {
+        let (mut ts, mut client_ip, mut method, mut target, mut headers) = (None, None, None, None, None);
+        // The optional fields: outer `Some` once seen (a second time is a
+        // duplicate), inner `None` for `null`, as serde reads an `Option`.
+        let (mut version, mut body, mut body_b64, mut status) = (None, None, None, None);
+        let (mut label, mut source, mut id) = (None, None, None);
+        self.expect(b'{')?;
+        self.skip_whitespace();
+        if self.peek() == Some(b'}') {
+            // `{}` lacks the required fields: serde_json names the first.
+            return None;
+        }
+        loop {
+            // An escaped key is rare enough to leave to serde_json.
+            let Cow::Borrowed(key) = self.string()? else { return None };
+            self.expect(b':')?;
+            match key {
+                "ts" => fill(&mut ts, self.number()?)?,
+                "client_ip" => fill(&mut client_ip, self.string()?.parse::<IpAddr>().ok()?)?,
+                "method" => fill(&mut method, self.string()?)?,
+                "target" => fill(&mut target, self.string()?)?,
+                "version" => fill(&mut version, self.optional_string()?)?,
+                "headers" => fill(&mut headers, self.headers()?)?,
+                "body" => fill(&mut body, self.optional_string()?)?,
+                "body_b64" => fill(&mut body_b64, self.optional_string()?)?,
+                "status" => fill(&mut status, self.status()?)?,
+                "label" => fill(&mut label, self.optional_string()?)?,
+                "source" => fill(&mut source, self.optional_string()?)?,
+                "id" => fill(&mut id, self.optional_string()?)?,
+                // serde skips unknown fields; this reader leaves them to it.
+                _ => return None,
+            }
+            if !self.more(b'}')? {
+                break;
+            }
+        }
+        Some(RecordRef {
+            ts: ts?,
+            client_ip: client_ip?,
+            method: method?,
+            target: target?,
+            version: version.flatten(),
+            headers: headers?,
+            body: body.flatten(),
+            body_b64: body_b64.flatten(),
+            status: status.flatten(),
+            label: label.flatten(),
+            source: source.flatten(),
+            id: id.flatten(),
+        })
+    }
+
+    /// `null` (step past it) or not.
+    fn null(&mut self) -> bool {
+        self.skip_whitespace();
+        let null = self.text.as_bytes().get(self.at..self.at + 4) == Some(b"null");
+        if null {
+            self.at += 4;
+        }
+        null
+    }
+
+    fn optional_string(&mut self) -> Option<Option<Cow<'a, str>>> {
+        match self.null() {
+            true => Some(None),
+            false => self.string().map(Some),
+        }
+    }
+
+    /// A number's characters, parsed by serde_json itself: its float
+    /// parsing is not always correctly rounded, and the record must hold
+    /// the very `f64` serde_json would have made.
+    fn number(&mut self) -> Option<f64> {
+        self.skip_whitespace();
+        let start = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
+            self.at += 1;
+        }
+        serde_json::from_str::<f64>(self.text.get(start..self.at)?).ok()
+    }
+
+    /// `null`, or a status as plain digits that fit a `u16` (anything else,
+    /// serde_json either refuses or reads in ways left to it).
+    fn status(&mut self) -> Option<Option<u16>> {
+        if self.null() {
+            return Some(None);
+        }
+        let start = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        let digits = self.text.get(start..self.at)?;
+        // JSON has no leading zeros; at most five digits cannot overflow a u32.
+        if digits.is_empty() || digits.len() > 5 || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        let value = digits.bytes().fold(0u32, |n, digit| n * 10 + u32::from(digit - b'0'));
+        u16::try_from(value).ok().map(Some)
+    }
+
+    /// `[["name", "value"], …]`.
+    fn headers(&mut self) -> Option<Vec<(Cow<'a, str>, Cow<'a, str>)>> {
+        // Room for a browser's header block, as the serde reader gives it.
+        let mut headers = Vec::with_capacity(16);
+        self.expect(b'[')?;
+        self.skip_whitespace();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Some(headers);
+        }
+        loop {
+            self.expect(b'[')?;
+            let name = self.string()?;
+            self.expect(b',')?;
+            let value = self.string()?;
+            self.expect(b']')?;
+            headers.push((name, value));
+            if !self.more(b']')? {
+                return Some(headers);
+            }
+        }
+    }
+
+    /// A string, borrowed from the line when it has no escapes.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let bytes = self.text.as_bytes();
+        self.at += plain_run(bytes.get(start..)?);
+        match *bytes.get(self.at)? {
+            b'"' => {
+                let text = self.text.get(start..self.at)?;
+                self.at += 1;
+                Some(Cow::Borrowed(text))
+            }
+            b'\\' => self.unescape(start).map(Cow::Owned),
+            // serde_json refuses raw control characters in strings.
+            _ => None,
+        }
+    }
+
+    /// The rest of a string from `start`, which has an escape at `self.at`.
+    fn unescape(&mut self, start: usize) -> Option<String> {
+        let bytes = self.text.as_bytes();
+        let mut text = String::with_capacity(self.at - start + 16);
+        text.push_str(self.text.get(start..self.at)?);
+        loop {
+            match *bytes.get(self.at)? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(text);
+                }
+                b'\\' => {
+                    let escape = *bytes.get(self.at + 1)?;
+                    self.at += 2;
+                    text.push(match escape {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => self.code_unit()?,
+                        _ => return None,
+                    });
+                }
+                0..=0x1f => return None,
+                _ => {
+                    let run = self.at;
+                    self.at += plain_run(bytes.get(run..)?);
+                    text.push_str(self.text.get(run..self.at)?);
+                }
+            }
+        }
+    }
+
+    /// The four hex digits of `\u`; a surrogate (half of a pair, or a
+    /// lone one serde_json refuses) is left to serde_json.
+    fn code_unit(&mut self) -> Option<char> {
+        let hex = self.text.get(self.at..self.at + 4)?;
+        // `from_str_radix` would also take a sign.
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        self.at += 4;
+        char::from_u32(u32::from_str_radix(hex, 16).ok()?)
+    }
+}
+
+/// How many bytes at the start of `bytes` a JSON string holds as they
+/// are: up to the first quote, backslash or control character. Eight bytes
+/// at a time (the bit tricks for "has a zero byte" and "has a byte less
+/// than"), as serde_json does: strings are most of a line, and a byte at a
+/// time cost 14 instructions a byte.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let Ok(array) = <[u8; 8]>::try_from(chunk) else { break };
+        // Little-endian, so the first byte is the lowest and the lowest
+        // flag is the first match (a borrow can only flag bytes after it).
+        let word = u64::from_le_bytes(array);
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let flags = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (word.wrapping_sub(ONES * 0x20) & !word);
+        let flags = flags & HIGHS;
+        if flags != 0 {
+            return at + (flags.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    let rest = bytes.get(at..).unwrap_or_default();
+    at + rest.iter().position(|b| matches!(b, b'"' | b'\\' | 0..=0x1f)).unwrap_or(rest.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What serde_json makes of the line, for comparison.
+    fn serde(line: &str) -> Option<String> {
+        serde_json::from_str::<RecordRef<'_>>(line).ok().map(|r| format!("{r:?}"))
+    }
+
+    fn fast(line: &str) -> Option<String> {
+        parse(line).map(|r| format!("{r:?}"))
+    }
+
+    #[test]
+    fn takes_what_serde_takes_and_reads_it_the_same() {
+        let lines = [
+            r#"{"ts":1795915654.8674,"client_ip":"198.51.100.23","method":"GET","target":"/item?id=1","version":"HTTP/1.1","headers":[["Host","a"],["User-Agent","sqlmap/1.7.2#stable (https://sqlmap.org)"]],"label":"bot","source":"sqlmap"}"#,
+            r#" { "ts" : 1 , "client_ip" : "::1" , "method" : "POST" , "target" : "/login" , "headers" : [ ] , "status" : 401 , "body" : "{\"u\":\"a\\b\/c\u00e9\n\"}" } "#,
+            r#"{"ts":1.5e9,"client_ip":"192.0.2.1","method":"GET","target":"/","headers":[["X","say \"hi\" \ud7ff"]],"version":null,"body":null,"status":null,"label":null,"source":null,"id":"x-1","body_b64":"YQ=="}"#,
+            r#"{"ts":-2.5E-3,"client_ip":"192.0.2.1","method":"GET","target":"/é","headers":[],"status":0}"#,
+            r#"{"ts":0.1,"client_ip":"192.0.2.1","method":"GET","target":"/","headers":[],"status":65535}"#,
+        ];
+        for line in lines {
+            assert!(fast(line).is_some(), "the fast reader takes {line}");
+            assert_eq!(fast(line), serde(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn leaves_to_serde_what_it_is_not_sure_of() {
+        let base = r#""client_ip":"192.0.2.1","method":"GET","target":"/","headers":[]"#;
+        let lines = [
+            format!(r#"{{"ts":1,{base},"extra":true}}"#),
+            format!(r#"{{"ts":1,{base},"ts":2}}"#),
+            format!(r#"{{{base}}}"#),
+            format!(r#"{{"ts":"1",{base}}}"#),
+            format!(r#"{{"ts":1,{base},"status":65536}}"#),
+            format!(r#"{{"ts":1,{base},"status":-1}}"#),
+            format!(r#"{{"ts":1,{base},"status":0200}}"#),
+            format!(r#"{{"ts":1,{base},"status":200.0}}"#),
+            format!(r#"{{"ts":1,{base},"id":"\ud83d\ude00"}}"#),
+            format!(r#"{{"ts":1,{base},"id":"\ud83d"}}"#),
+            format!(r#"{{"ts":1,{base},"id":"\u+123"}}"#),
+            format!("{{\"ts\":1,{base},\"id\":\"a\tb\"}}"),
+            format!(r#"{{"ts":1,{base},"id":"\x"}}"#),
+            format!(r#"{{"t\u0073":1,{base}}}"#),
+            format!(r#"{{"ts":1,{base}}} x"#),
+            format!(r#"{{"ts":1,{base},}}"#),
+            format!(r#"{{"ts":1,{base},"method":null}}"#),
+            r#"{"ts":1,"client_ip":"nope","method":"GET","target":"/","headers":[]}"#.to_string(),
+            r#"{"ts":1,"client_ip":"192.0.2.1","method":"GET","target":"/","headers":[["a"]]}"#.to_string(),
+            r#"{"ts":1,"client_ip":"192.0.2.1","method":"GET","target":"/","headers":[["a","b","c"]]}"#.to_string(),
+            "{}".to_string(),
+            "[]".to_string(),
+            String::new(),
+        ];
+        for line in &lines {
+            assert_eq!(fast(line), None, "left to serde: {line}");
+        }
+        // Whatever serde_json makes of an out-of-range number, the fast
+        // reader makes the same or defers.
+        let huge = format!(r#"{{"ts":1e999,{base}}}"#);
+        assert!(fast(&huge).is_none() || fast(&huge) == serde(&huge));
+        // Those serde_json reads, it reads whichever reader is asked.
+        for line in &lines {
+            let record = RecordRef::parse(line);
+            assert_eq!(record.as_ref().ok().map(|r| format!("{r:?}")), serde(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn mutated_lines_are_read_as_serde_reads_them_or_left_to_it() {
+        let templates = [
+            r#"{"ts":1795915654.8674,"client_ip":"198.51.100.23","method":"POST","target":"/login?a=1","version":"HTTP/1.1","headers":[["Host","a"],["X","say \"hi\" \u00e9"]],"body":"{\"u\":\"a\"}","status":200,"label":"bot","id":"n"}"#,
+            r#"{"ts":1,"client_ip":"::1","method":"GET","target":"/","headers":[],"version":null,"status":null}"#,
+        ];
+        // Bytes that matter to JSON, so mutations reach the reader's edges.
+        let alphabet = b"{}[]\":,\\/ \tnul0123456789.eE+-uabfrt";
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut taken, mut deferred) = (0, 0);
+        for round in 0..20_000 {
+            let mut bytes = templates[round % templates.len()].as_bytes().to_vec();
+            for _ in 0..=(next() % 3) {
+                let at = (next() % bytes.len() as u64) as usize;
+                let byte = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ => {
+                        bytes.remove(at);
+                    }
+                }
+            }
+            let Ok(line) = std::str::from_utf8(&bytes) else { continue };
+            match fast(line) {
+                Some(read) => {
+                    taken += 1;
+                    assert_eq!(Some(read), serde(line), "{line}");
+                }
+                None => deferred += 1,
+            }
+        }
+        assert!(taken > 1000 && deferred > 1000, "both paths exercised: {taken} taken, {deferred} deferred");
+    }
+
+    #[test]
+    fn the_projects_captures_are_all_read_by_hand() {
+        let mut lines = 0;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("replay");
+        let dirs = [root.join("regression"), root.join("captures")];
+        for entry in dirs.iter().flat_map(|dir| std::fs::read_dir(dir).unwrap()) {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.ends_with(".jsonl") || name.contains(".expect") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+                lines += 1;
+                assert!(fast(line).is_some(), "{name}: {line}");
+                assert_eq!(fast(line), serde(line), "{name}: {line}");
+            }
+        }
+        assert!(lines > 0);
+    }
+
+    #[test]
+    fn plain_runs_stop_at_the_first_quote_backslash_or_control_byte() {
+        for length in 0..20 {
+            for stop in [b'"', b'\\', 0x00, 0x1f] {
+                for at in 0..=length {
+                    let mut bytes = vec![b'a'; length];
+                    // Bytes around the edges of each test: just above a
+                    // control character, UTF-8 continuation bytes.
+                    for (i, byte) in bytes.iter_mut().enumerate() {
+                        *byte = [b'a', 0x20, 0x21, 0x23, 0x5b, 0x5d, 0x80, 0xe9, 0xff][i % 9];
+                    }
+                    if at < length {
+                        bytes[at] = stop;
+                        // A second stop later must not be taken first.
+                        if at + 3 < length {
+                            bytes[at + 3] = 0x01;
+                        }
+                    }
+                    assert_eq!(plain_run(&bytes), at.min(length), "{bytes:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unescaped_strings_are_borrowed_and_escaped_ones_owned() {
+        let line = r#"{"ts":1,"client_ip":"192.0.2.1","method":"GET","target":"/a\/b","headers":[["Host","h"]]}"#;
+        let record = parse(line).unwrap();
+        assert!(matches!(record.method, Cow::Borrowed("GET")));
+        assert!(matches!(&record.target, Cow::Owned(t) if t == "/a/b"));
+        assert!(matches!(record.headers[0].1, Cow::Borrowed("h")));
+    }
+}

@@ -19,8 +19,10 @@
 //! secret.
 
 use std::cell::RefCell;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{Hash, Hasher};
 use std::thread::LocalKey;
+
+use crate::thread_cache::DirectMapped;
 
 /// Slots per cache and thread (a power of two).
 const SLOTS: usize = 1024;
@@ -36,20 +38,32 @@ struct Slot<V> {
 }
 
 /// One cache: a thread's slots for one kind of value.
-pub struct Cache<V> {
-    hasher: hashbrown::DefaultHashBuilder,
-    slots: Vec<Option<Slot<V>>>,
-}
+pub struct Cache<V>(DirectMapped<Slot<V>>);
 
 impl<V> Cache<V> {
     pub fn new() -> Self {
-        Cache { hasher: hashbrown::DefaultHashBuilder::default(), slots: (0..SLOTS).map(|_| None).collect() }
+        Cache(DirectMapped::new(SLOTS))
     }
 }
 
 impl<V> Default for Cache<V> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// What a value is remembered by: the secret's tag and the value's parts.
+struct Parts<'p> {
+    tag: u64,
+    parts: &'p [&'p [u8]],
+}
+
+impl Hash for Parts<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.tag);
+        for part in self.parts {
+            state.write(part);
+        }
     }
 }
 
@@ -73,22 +87,15 @@ pub fn remember<V: Copy + 'static>(
             // Re-entered on this thread (it cannot be today): just work.
             return work();
         };
-        let mut state = cache.hasher.build_hasher();
-        state.write_u64(tag);
-        for part in parts {
-            state.write(part);
-        }
-        let index = state.finish() as usize % SLOTS;
-        if let Some(Some(slot)) = cache.slots.get(index)
-            && slot.tag == tag
-            && same_bytes(&slot.value, parts)
+        let slot = cache.0.slot(Parts { tag, parts });
+        if let Some(held) = slot
+            && held.tag == tag
+            && same_bytes(&held.value, parts)
         {
-            return slot.remembered;
+            return held.remembered;
         }
         let remembered = work();
-        if let Some(entry) = cache.slots.get_mut(index) {
-            *entry = Some(Slot { tag, value: parts.concat().into_boxed_slice(), remembered });
-        }
+        *slot = Some(Slot { tag, value: parts.concat().into_boxed_slice(), remembered });
         remembered
     })
 }

@@ -42,6 +42,8 @@ use crate::metrics::LocalStoreGauges;
 type SlotMap = hashbrown::HashMap<Box<str>, Entry>;
 
 const PRUNE_EVERY_OPS: u64 = 4096;
+/// The shard hasher's seed (any constant will do; see `LocalStore::hasher`).
+const SHARD_SEED: u64 = 0x7061_6c69_7361_6465;
 /// Not a power of two on purpose: every shard's table doubles at about
 /// the same total key count, and with 24 shards that point (24 × 57,344
 /// keys) lies past a million keys rather than just under it (16 × 57,344).
@@ -271,7 +273,12 @@ impl Shard {
 pub struct LocalStore {
     clock: SharedClock,
     shards: [Mutex<Shard>; SHARDS],
-    hasher: hashbrown::DefaultHashBuilder,
+    /// Picks a key's shard. Seeded the same in every process: which shard
+    /// holds a key decides when an expired entry is pruned (one shard every
+    /// [`PRUNE_EVERY_OPS`] operations), and a pruned decayed sum reads 0
+    /// where the kept one reads its last 1e-8; replaying a capture twice must
+    /// give the same readings to the last bit.
+    hasher: foldhash::fast::FixedState,
     ops: AtomicU64,
     /// The budget of one shard, in bytes.
     shard_budget: usize,
@@ -295,7 +302,7 @@ impl LocalStore {
         LocalStore {
             clock,
             shards: Default::default(),
-            hasher: Default::default(),
+            hasher: foldhash::fast::FixedState::with_seed(SHARD_SEED),
             ops: AtomicU64::new(0),
             shard_budget: (max_bytes / SHARDS).max(4096),
             gauges,
@@ -685,6 +692,44 @@ pub fn quota(limit: &RateLimitConfig) -> Quota {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+
+    /// Stores fed the same operations read the same numbers to the last
+    /// bit, pruning included: which shard holds a key (and so whether an
+    /// expired decayed sum is dropped before it is added to again) must not
+    /// depend on a per-store random seed.
+    #[test]
+    fn stores_fed_the_same_operations_read_the_same_to_the_last_bit() {
+        let half_life = Duration::from_secs(1);
+        let keys: Vec<Key> = (0..4 * SHARDS).map(|i| Key::from(format!("decayed:{i}"))).collect();
+        let mut adds = CounterPlan::default();
+        for key in &keys {
+            adds.push(CounterOp::Decay { key: key.clone(), half_life, add: 1.0 });
+        }
+        // Reads that create nothing, up to the operation before which the
+        // first shard is pruned.
+        let mut filler = CounterPlan::default();
+        for _ in 0..PRUNE_EVERY_OPS as usize - 1 - keys.len() {
+            filler.push(CounterOp::Count { key: Key::from("nobody"), window: half_life, add: 0 });
+        }
+        let start = 1_000_000_000_000;
+        // Twenty half-lives later every sum is below the pruning line, but
+        // not zero.
+        let later = start + 20 * 1_000_000_000;
+        let run = || {
+            let store = LocalStore::new(Arc::new(ManualClock::new(start)));
+            store.execute(&adds, start, &mut CounterReadings::default());
+            store.execute(&filler, later, &mut CounterReadings::default());
+            let mut readings = CounterReadings::default();
+            store.execute(&adds, later, &mut readings);
+            keys.iter().map(|key| readings.number(key).to_bits()).collect::<Vec<_>>()
+        };
+        let first = run();
+        assert!(first.iter().any(|&bits| f64::from_bits(bits) == 1.0), "some sum was pruned: {first:?}");
+        assert!(first.iter().any(|&bits| f64::from_bits(bits) > 1.0), "some sum was kept: {first:?}");
+        for _ in 0..16 {
+            assert_eq!(run(), first);
+        }
+    }
 
     #[test]
     fn limits_per_key_and_replenishes_with_the_clock() {

@@ -43,8 +43,8 @@ pub mod session;
 pub mod signal;
 pub mod signatures;
 pub mod store;
-#[cfg(feature = "tower")]
 pub mod thread_cache;
+#[cfg(feature = "tower")]
 pub mod tower;
 pub mod view;
 

@@ -22,7 +22,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::thread_cache::DirectMapped;
+use crate::thread_cache::{self, DirectMapped};
 
 /// Whether a proxy, not the client, is likely to have added this header.
 pub fn added_by_proxies(name: &str) -> bool {
@@ -137,32 +137,28 @@ fn remembered<'a>(
     names: impl Iterator<Item = &'a str> + Clone,
     fold: bool,
 ) -> String {
-    let compute = || fingerprint_of(version, method, names.clone(), fold);
-    LAYOUTS
-        .try_with(|cache| {
-            let Ok(mut cache) = cache.try_borrow_mut() else { return compute() };
-            let slot = cache.slot(Layout { version, method, fold, names: names.clone() });
-            if let Some(held) = slot
-                && held.version == version
+    thread_cache::remember(
+        &LAYOUTS,
+        Layout { version, method, fold, names: names.clone() },
+        |held| {
+            (held.version == version
                 && held.fold == fold
                 && held.method == method
-                && same_names(&held.names, names.clone())
-            {
-                return held.fingerprint.to_string();
-            }
-            let fingerprint = compute();
-            if let Some(encoded) = encode(names.clone()) {
-                *slot = Some(Remembered {
-                    version,
-                    method: method.clone(),
-                    fold,
-                    names: encoded,
-                    fingerprint: Box::from(fingerprint.as_str()),
-                });
-            }
-            fingerprint
-        })
-        .unwrap_or_else(|_| compute())
+                && same_names(&held.names, names.clone()))
+            .then(|| held.fingerprint.to_string())
+        },
+        || {
+            let fingerprint = fingerprint_of(version, method, names.clone(), fold);
+            let entry = encode(names.clone()).map(|names| Remembered {
+                version,
+                method: method.clone(),
+                fold,
+                names,
+                fingerprint: Box::from(fingerprint.as_str()),
+            });
+            (fingerprint, entry)
+        },
+    )
 }
 
 fn fingerprint_of<'a>(

@@ -9,7 +9,9 @@
 //! the traffic. Caches live in `thread_local!`s: no lock, and each proxy
 //! worker warms its own.
 
+use std::cell::RefCell;
 use std::hash::{BuildHasher, Hash};
+use std::thread::LocalKey;
 
 pub struct DirectMapped<E> {
     hasher: hashbrown::DefaultHashBuilder,
@@ -27,6 +29,37 @@ impl<E> DirectMapped<E> {
     pub fn slot(&mut self, input: impl Hash) -> &mut Option<E> {
         let index = self.hasher.hash_one(input) as usize & (self.slots.len() - 1);
         &mut self.slots[index]
+    }
+}
+
+/// What `cache` holds for `input`, when `hit` accepts the entry in its
+/// slot; else what `miss` builds, whose entry (if it gives one) then takes
+/// the slot. When the cache cannot be had (re-entered on this thread, or
+/// the thread is ending), `miss` builds and nothing is kept.
+pub fn remember<E: 'static, R>(
+    cache: &'static LocalKey<RefCell<DirectMapped<E>>>,
+    input: impl Hash,
+    hit: impl FnOnce(&E) -> Option<R>,
+    miss: impl FnOnce() -> (R, Option<E>),
+) -> R {
+    let mut miss = Some(miss);
+    let cached = cache.try_with(|cache| {
+        let mut cache = cache.try_borrow_mut().ok()?;
+        let slot = cache.slot(input);
+        if let Some(found) = slot.as_ref().and_then(hit) {
+            return Some(found);
+        }
+        let (built, entry) = miss.take()?();
+        if entry.is_some() {
+            *slot = entry;
+        }
+        Some(built)
+    });
+    match (cached, miss) {
+        (Ok(Some(found)), _) => found,
+        (_, Some(miss)) => miss().0,
+        // `miss` ran, so the closure returned what it built.
+        (_, None) => unreachable!("a built value is always returned"),
     }
 }
 

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use crate::store::Key;
-use crate::thread_cache::DirectMapped;
+use crate::thread_cache::{self, DirectMapped};
 
 pub use crate::keyed_hash::KeyHasher;
 
@@ -251,8 +251,13 @@ fn write_key(key: &mut String, client: &ClientKeys, user: Option<&str>, scope: S
         Scope::User => user.unwrap_or("-"),
         Scope::Site => "all",
     };
+    write_key_of(key, &client.route, scope, id, counter);
+}
+
+/// `login:{route}:{scope}:{id}:{counter}` appended to `key`.
+fn write_key_of(key: &mut String, route: &str, scope: Scope, id: &str, counter: Counter) {
     // Plain appends: the formatting machinery costs more than the copying.
-    for part in ["login:", &client.route, ":", scope.as_str(), ":", id, ":", counter.suffix()] {
+    for part in ["login:", route, ":", scope.as_str(), ":", id, ":", counter.suffix()] {
         key.push_str(part);
     }
 }
@@ -264,9 +269,7 @@ fn user_keys(route: &str, user: &str) -> Vec<Key> {
         .iter()
         .map(|(scope, counter)| {
             text.clear();
-            for part in ["login:", route, ":", scope.as_str(), ":", user, ":", counter.suffix()] {
-                text.push_str(part);
-            }
+            write_key_of(&mut text, route, *scope, user, *counter);
             Key::from(text.as_str())
         })
         .collect()
@@ -283,23 +286,22 @@ fn user_keys(route: &str, user: &str) -> Vec<Key> {
 /// the hashing secret in full, and holds nothing that is not already in
 /// the store's keys.
 fn client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str) -> std::sync::Arc<ClientKeys> {
-    CLIENT_CACHE.with(|cache| {
-        let Ok(mut cache) = cache.try_borrow_mut() else {
-            return std::sync::Arc::new(build_client_keys(hasher, route, ip, fingerprint));
-        };
-        let slot = cache.slot((hasher.tag(), route, ip, fingerprint));
-        if let Some(held) = slot
-            && held.tag == hasher.tag()
-            && held.ip == ip
-            && *held.keys.route == *route
-            && *held.fingerprint == *fingerprint
-        {
-            return held.keys.clone();
-        }
-        let keys = std::sync::Arc::new(build_client_keys(hasher, route, ip, fingerprint));
-        *slot = Some(CachedClient { tag: hasher.tag(), ip, fingerprint: Box::from(fingerprint), keys: keys.clone() });
-        keys
-    })
+    thread_cache::remember(
+        &CLIENT_CACHE,
+        (hasher.tag(), route, ip, fingerprint),
+        |held| {
+            (held.tag == hasher.tag()
+                && held.ip == ip
+                && *held.keys.route == *route
+                && *held.fingerprint == *fingerprint)
+                .then(|| held.keys.clone())
+        },
+        || {
+            let keys = std::sync::Arc::new(build_client_keys(hasher, route, ip, fingerprint));
+            let entry = CachedClient { tag: hasher.tag(), ip, fingerprint: Box::from(fingerprint), keys: keys.clone() };
+            (keys, Some(entry))
+        },
+    )
 }
 
 fn build_client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str) -> ClientKeys {

@@ -7,7 +7,7 @@ use super::{RequestContext, Stage};
 use crate::keyed_hash::KeyHasher;
 use crate::signal::{Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings, GcraReading, Key};
-use crate::thread_cache::DirectMapped;
+use crate::thread_cache::{self, DirectMapped};
 use crate::view::RequestView;
 
 pub const DETECTION_ID: &str = "rate.client_route";
@@ -42,20 +42,15 @@ impl ClientRouteRateLimit {
             let address = crate::cidr::canonical_ip(ip).to_string();
             Key::from(format!("rl:{route}:{}", self.hasher.hash("ip", address.as_bytes())))
         };
-        RATE_KEYS.with(|cache| {
-            let Ok(mut cache) = cache.try_borrow_mut() else { return build() };
-            let slot = cache.slot((tag, route, ip));
-            if let Some(held) = slot
-                && held.tag == tag
-                && held.ip == ip
-                && *held.route == *route
-            {
-                return held.key.clone();
-            }
-            let key = build();
-            *slot = Some(CachedKey { tag, ip, route: Box::from(route), key: key.clone() });
-            key
-        })
+        thread_cache::remember(
+            &RATE_KEYS,
+            (tag, route, ip),
+            |held| (held.tag == tag && held.ip == ip && *held.route == *route).then(|| held.key.clone()),
+            || {
+                let key = build();
+                (key.clone(), Some(CachedKey { tag, ip, route: Box::from(route), key }))
+            },
+        )
     }
 }
 
@@ -97,12 +92,9 @@ impl Stage for ClientRouteRateLimit {
         readings: &CounterReadings,
         signals: &mut Vec<Signal>,
     ) {
-        let Some(limit) = view.route.rate_limit else { return };
-        let reading = match context.get::<RateKey>() {
-            Some(RateKey(key)) => readings.gcra(key),
-            None => readings.gcra(&self.counter_key(view)),
-        };
-        if let Some(GcraReading::Limited { retry_after }) = reading {
+        // `plan` left the key in the context whenever the route has a limit.
+        let (Some(limit), Some(RateKey(key))) = (view.route.rate_limit, context.get::<RateKey>()) else { return };
+        if let Some(GcraReading::Limited { retry_after }) = readings.gcra(key) {
             signals.push(Signal::rate_limited(
                 self.id.clone(),
                 PENALTY,

@@ -33,18 +33,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Transfer-Encoding: what [`strip_hop_by_hop`] removes besides the names
 /// `Connection` lists (which it lists only when it is there).
 fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "transfer-encoding"
-    )
+    HOP_BY_HOP.iter().any(|hop| hop == name) || name == header::TRANSFER_ENCODING
 }
 
 /// Remove hop-by-hop headers, including any the `Connection` header names.

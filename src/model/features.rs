@@ -772,11 +772,11 @@ impl UaFacts {
 
 thread_local! {
     /// User agent → its facts and its keyed item (under a secret's tag).
-    static USER_AGENTS: RefCell<value_cache::Cache<(UaFacts, u64)>> = RefCell::new(value_cache::Cache::new());
+    static USER_AGENTS: RefCell<value_cache::Cache<(UaFacts, u64)>> = RefCell::new(value_cache::cache());
     /// Fingerprint (with JA4) → its keyed item (under a secret's tag).
-    static FINGERPRINTS: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::Cache::new());
+    static FINGERPRINTS: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::cache());
     /// Header names in order → their traits (no secret involved: tag 0).
-    static HEADER_SETS: RefCell<value_cache::Cache<HeaderTraits>> = RefCell::new(value_cache::Cache::new());
+    static HEADER_SETS: RefCell<value_cache::Cache<HeaderTraits>> = RefCell::new(value_cache::cache());
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::thread::LocalKey;
 
-use crate::thread_cache::DirectMapped;
+use crate::thread_cache::{self, DirectMapped};
 
 /// Slots per cache and thread (a power of two).
 const SLOTS: usize = 1024;
@@ -30,7 +30,7 @@ const SLOTS: usize = 1024;
 /// bytes, fingerprints under 100).
 pub const MAX_VALUE: usize = 512;
 
-struct Slot<V> {
+pub struct Slot<V> {
     tag: u64,
     /// The value's parts laid end to end.
     value: Box<[u8]>,
@@ -38,18 +38,11 @@ struct Slot<V> {
 }
 
 /// One cache: a thread's slots for one kind of value.
-pub struct Cache<V>(DirectMapped<Slot<V>>);
+pub type Cache<V> = DirectMapped<Slot<V>>;
 
-impl<V> Cache<V> {
-    pub fn new() -> Self {
-        Cache(DirectMapped::new(SLOTS))
-    }
-}
-
-impl<V> Default for Cache<V> {
-    fn default() -> Self {
-        Self::new()
-    }
+/// A cache's slots for this thread.
+pub fn cache<V>() -> Cache<V> {
+    DirectMapped::new(SLOTS)
 }
 
 /// What a value is remembered by: the secret's tag and the value's parts.
@@ -82,22 +75,15 @@ pub fn remember<V: Copy + 'static>(
     if len > MAX_VALUE {
         return work();
     }
-    cache.with(|cache| {
-        let Ok(mut cache) = cache.try_borrow_mut() else {
-            // Re-entered on this thread (it cannot be today): just work.
-            return work();
-        };
-        let slot = cache.0.slot(Parts { tag, parts });
-        if let Some(held) = slot
-            && held.tag == tag
-            && same_bytes(&held.value, parts)
-        {
-            return held.remembered;
-        }
-        let remembered = work();
-        *slot = Some(Slot { tag, value: parts.concat().into_boxed_slice(), remembered });
-        remembered
-    })
+    thread_cache::remember(
+        cache,
+        Parts { tag, parts },
+        |held: &Slot<V>| (held.tag == tag && same_bytes(&held.value, parts)).then_some(held.remembered),
+        || {
+            let remembered = work();
+            (remembered, Some(Slot { tag, value: parts.concat().into_boxed_slice(), remembered }))
+        },
+    )
 }
 
 /// Whether `value` is `parts` laid end to end.
@@ -118,7 +104,7 @@ mod tests {
     use super::*;
 
     thread_local! {
-        static TEST: RefCell<Cache<u32>> = RefCell::new(Cache::new());
+        static TEST: RefCell<Cache<u32>> = RefCell::new(cache());
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl RedisStore {
         let (group, field) = group_and_field(key);
         let script = redis::Script::new(LIFT_SCRIPT);
         let mut invocation = script.prepare_invoke();
-        // The scope's distinct-username sketches, named as `script::encode` names them.
+        // The scope's distinct-username sketches, named as `script::command` names them.
         let sketch = redis_key(prefix, shard, &format!("{group}:users"));
         invocation.key(redis_key(prefix, shard, group)).key(ban_index(prefix, shard));
         invocation.key(format!("{sketch}:e")).key(format!("{sketch}:o")).arg(field).arg(key);

@@ -153,7 +153,7 @@ while a <= #ARGV do
     r = r + 3
     a = a + 4
   elseif op == 'C' then
-    -- A count only read: its three fields as stored (false when missing),
+    -- A count only read: its three fields as stored ('-' when missing),
     -- for Rust to read as the 'c' reply.
     local name = ARGV[a + 1]
     reply[r + 1] = fields[name .. '.i'] or '-'

@@ -8,6 +8,7 @@ pub mod answer;
 pub mod client_addr;
 mod connections;
 pub mod forward;
+mod h1_upstream;
 mod handler;
 mod idle;
 mod pending;

@@ -18,6 +18,7 @@ pub mod sidecar;
 mod tls;
 mod upstream;
 mod wire_head;
+mod woken;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

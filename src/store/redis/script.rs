@@ -60,77 +60,88 @@ pub fn redis_key(prefix: &str, shard: &str, key: &str) -> String {
     out
 }
 
-/// What a plan's operations are sent in: a group hash (its key up to the
-/// last `:`), or a GCRA limit's own key.
-fn unit(op: &CounterOp) -> (bool, &str) {
-    match op {
-        CounterOp::Gcra { key, .. } => (true, key),
-        other => (false, group_and_field(other.key()).0),
-    }
+/// How a plan is sent, worked out once per call (the command and the
+/// reply's decoding both need it; walking the plan and splitting its keys
+/// once for each was a tenth of palisade's CPU per login with Redis).
+pub struct Layout<'p> {
+    /// The order the script runs the operations in: those of one group
+    /// together (in plan order among themselves), groups in the order
+    /// they first appear. Operations of different groups touch different
+    /// keys, so the order between groups changes nothing; each group is
+    /// then read and written once per call.
+    pub order: Vec<usize>,
+    /// By operation: its group's key (up to the last `:`) or, for a GCRA
+    /// limit, its own key; and its field in the group.
+    units: Vec<(&'p str, &'p str)>,
+    /// By position in the order: a group or a limit starts here.
+    starts: Vec<bool>,
+    /// By operation: read from its group's text, not sent to the script.
+    text: Vec<bool>,
+    /// By position in the order: a group starts here whose text is sent (`R`).
+    raw: Vec<bool>,
+    /// Keys sent: one per group and limit.
+    keys: usize,
+    bans: bool,
 }
 
-/// The order the script runs a plan's operations in: those of one group
-/// together (in plan order among themselves), groups in the order they
-/// first appear. Operations of different groups touch different keys, so
-/// the order between groups changes nothing; each group is then read and
-/// written once per call.
-pub fn order(plan: &CounterPlan) -> Vec<usize> {
+/// Work out how `plan` is sent.
+///
+/// Counts and decayed sums only read, and ban checks, are read from their
+/// group's text (as the script read it, before this call's writes) unless
+/// an operation of this call before them wrote the same counter: the
+/// script then reads them itself (`C`, `Y`, `b`). A group with a distinct
+/// count sends its text too: a kept count that holds is read from it (the
+/// script answers `=`).
+pub fn layout(plan: &CounterPlan) -> Layout<'_> {
     let ops = plan.ops();
+    let mut units = Vec::with_capacity(ops.len());
     let mut tags = Vec::with_capacity(ops.len());
+    let mut gcra = Vec::with_capacity(ops.len());
+    for op in ops {
+        let (unit, field) = match op {
+            CounterOp::Gcra { key, .. } => (&**key, ""),
+            other => group_and_field(other.key()),
+        };
+        units.push((unit, field));
+        gcra.push(matches!(op, CounterOp::Gcra { .. }));
+    }
     if ops.len() <= 64 {
         // A request's few groups: a scan is cheaper than hashing.
-        let mut units: Vec<(bool, &str)> = Vec::new();
-        for op in ops {
-            let unit = unit(op);
-            let tag = units.iter().position(|u| *u == unit).unwrap_or_else(|| {
-                units.push(unit);
-                units.len() - 1
+        let mut seen: Vec<(bool, &str)> = Vec::new();
+        for (i, &(unit, _)) in units.iter().enumerate() {
+            let unit = (gcra[i], unit);
+            let tag = seen.iter().position(|u| *u == unit).unwrap_or_else(|| {
+                seen.push(unit);
+                seen.len() - 1
             });
             tags.push(tag);
         }
     } else {
         // A merged write of many requests.
-        let mut units: hashbrown::HashMap<(bool, &str), usize> = hashbrown::HashMap::new();
-        for op in ops {
-            let next = units.len();
-            tags.push(*units.entry(unit(op)).or_insert(next));
+        let mut seen: hashbrown::HashMap<(bool, &str), usize> = hashbrown::HashMap::new();
+        for (i, &(unit, _)) in units.iter().enumerate() {
+            let next = seen.len();
+            tags.push(*seen.entry((gcra[i], unit)).or_insert(next));
         }
     }
     let mut order: Vec<usize> = (0..ops.len()).collect();
     order.sort_by_key(|&i| tags[i]);
-    order
-}
-
-/// Which operations Rust reads from their group's text, and which groups
-/// the script sends as stored.
-struct Reads {
-    /// By operation: read from the group's text, not sent to the script.
-    text: Vec<bool>,
-    /// By position in the order: a group starts here whose text is sent (`R`).
-    raw: Vec<bool>,
-}
-
-/// Counts and decayed sums only read, and ban checks, are read from their
-/// group's text (as the script read it, before this call's writes) unless
-/// an operation of this call before them wrote the same counter: the
-/// script then reads them itself (`C`, `Y`, `b`).
-fn reads(plan: &CounterPlan, order: &[usize]) -> Reads {
-    let ops = plan.ops();
+    let mut starts = vec![false; order.len()];
     let mut text = vec![false; ops.len()];
     let mut raw = vec![false; order.len()];
     let mut written: Vec<&str> = Vec::new();
-    let mut start = None;
-    let mut previous: Option<(bool, &str)> = None;
+    let mut group_start = None;
+    let mut keys = 0;
+    let mut bans = false;
     for (position, &i) in order.iter().enumerate() {
         let op = &ops[i];
-        let unit = unit(op);
-        if !unit.0 && previous != Some(unit) {
-            start = Some(position);
+        // Every limit is a unit of its own (taken once per operation).
+        if gcra[i] || position == 0 || tags[order[position - 1]] != tags[i] {
+            starts[position] = true;
+            keys += 1;
+            group_start = (!gcra[i]).then_some(position);
         }
-        if unit.0 {
-            start = None;
-        }
-        previous = Some(unit);
+        bans |= matches!(op, CounterOp::Ban { .. });
         let only_read = matches!(op, CounterOp::Count { add: 0, .. } | CounterOp::BanCheck { .. })
             || matches!(op, CounterOp::Decay { add, .. } if *add == 0.0);
         if only_read && !written.contains(&&**op.key()) {
@@ -138,14 +149,12 @@ fn reads(plan: &CounterPlan, order: &[usize]) -> Reads {
         } else if !only_read {
             written.push(op.key());
         }
-        // A distinct count's kept count, when it holds, is read from the
-        // text too (the script answers `=`).
         let distinct = matches!(op, CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. });
-        if let Some(start) = start.filter(|_| text[i] || distinct) {
+        if let Some(start) = group_start.filter(|_| text[i] || distinct) {
             raw[start] = true;
         }
     }
-    Reads { text, raw }
+    Layout { order, units, starts, text, raw, keys, bans }
 }
 
 /// Write `PREFIX:{SHARD}:LAYOUT:KEY` and a suffix into `out` and append it to `command`.
@@ -165,56 +174,39 @@ fn reason_text(reason: &str, out: &mut String) {
     out.extend(reason.chars().map(|c| if matches!(c, ';' | '=' | ',' | ' ') || c.is_control() { '_' } else { c }));
 }
 
-/// The script call for a plan, with its operations in `order`: the keys of
+/// The script call for a plan, with its operations in the layout's order: the keys of
 /// its groups and rate limits (and the ban index), then one `G` (or `R`)
 /// per group and its operations. `now` overrides Redis
 /// `TIME` (replaying a capture against Redis; tests).
-pub fn command(hash: &str, plan: &CounterPlan, order: &[usize], prefix: &str, now: Option<Nanos>) -> redis::Cmd {
+pub fn command(hash: &str, plan: &CounterPlan, layout: &Layout, prefix: &str, now: Option<Nanos>) -> redis::Cmd {
     let ops = plan.ops();
     let shard = plan.shard();
     let base = redis_key(prefix, shard, "");
-    let reads = reads(plan, order);
-    // The groups and rate limits, in the order used; then the ban index.
-    let mut units = 0;
-    let mut bans = false;
-    let mut previous: Option<(bool, &str)> = None;
-    for &i in order {
-        let unit = unit(&ops[i]);
-        if unit.0 || previous != Some(unit) {
-            units += 1;
-        }
-        previous = Some(unit);
-        bans |= matches!(ops[i], CounterOp::Ban { .. });
-    }
-    let keys = units + usize::from(bans);
+    let keys = layout.keys + usize::from(layout.bans);
     let mut command = redis::Cmd::with_capacity(5 + keys + 4 * ops.len(), 48 * keys + 24 * ops.len());
     command.arg("EVALSHA").arg(hash).arg(keys);
     let mut scratch = String::with_capacity(base.len() + 48);
-    let mut previous: Option<(bool, &str)> = None;
-    for &i in order {
-        let unit = unit(&ops[i]);
-        if unit.0 || previous != Some(unit) {
-            key_arg(&mut command, &mut scratch, &base, unit.1, "");
+    // The groups and rate limits, in the order used; then the ban index.
+    for (position, &i) in layout.order.iter().enumerate() {
+        if layout.starts[position] {
+            key_arg(&mut command, &mut scratch, &base, layout.units[i].0, "");
         }
-        previous = Some(unit);
     }
-    if bans {
+    if layout.bans {
         key_arg(&mut command, &mut scratch, &base, "bans", "");
     }
     match now {
         Some(now) => command.arg(now / 1_000),
         None => command.arg(""),
     };
-    command.arg(units);
-    let mut previous: Option<(bool, &str)> = None;
-    for (position, &i) in order.iter().enumerate() {
+    command.arg(layout.keys);
+    for (position, &i) in layout.order.iter().enumerate() {
         let op = &ops[i];
-        let unit = unit(op);
-        if !unit.0 && previous != Some(unit) {
-            command.arg(if reads.raw[position] { "R" } else { "G" });
+        let field = layout.units[i].1;
+        if layout.starts[position] && !matches!(op, CounterOp::Gcra { .. }) {
+            command.arg(if layout.raw[position] { "R" } else { "G" });
         }
-        previous = Some(unit);
-        if reads.text[i] {
+        if layout.text[i] {
             continue;
         }
         match op {
@@ -223,39 +215,39 @@ pub fn command(hash: &str, plan: &CounterPlan, order: &[usize], prefix: &str, no
                 command.arg("g").arg(interval).arg(tolerance);
             }
             // Reads need neither window nor half-life: Rust computes them.
-            CounterOp::Count { key, add: 0, .. } => {
-                command.arg("C").arg(group_and_field(key).1);
+            CounterOp::Count { add: 0, .. } => {
+                command.arg("C").arg(field);
             }
-            CounterOp::Count { key, window, add } => {
-                command.arg("c").arg(group_and_field(key).1).arg(micros(*window)).arg(*add);
+            CounterOp::Count { window, add, .. } => {
+                command.arg("c").arg(field).arg(micros(*window)).arg(*add);
             }
-            CounterOp::Decay { key, add, .. } if *add == 0.0 => {
-                command.arg("Y").arg(group_and_field(key).1);
+            CounterOp::Decay { add, .. } if *add == 0.0 => {
+                command.arg("Y").arg(field);
             }
-            CounterOp::Distinct { key, window, item } => {
-                command.arg("d").arg(group_and_field(key).1).arg(micros(*window));
+            CounterOp::Distinct { window, item, .. } => {
+                command.arg("d").arg(field).arg(micros(*window));
                 match item {
                     Some(item) => command.arg(*item),
                     None => command.arg(""),
                 };
             }
-            CounterOp::DistinctIfHeld { key, window, item } => {
-                command.arg("h").arg(group_and_field(key).1).arg(micros(*window)).arg(*item);
+            CounterOp::DistinctIfHeld { window, item, .. } => {
+                command.arg("h").arg(field).arg(micros(*window)).arg(*item);
             }
-            CounterOp::Decay { key, half_life, add } => {
+            CounterOp::Decay { half_life, add, .. } => {
                 scratch.clear();
                 let _ = write!(scratch, "{add:e}");
-                command.arg("y").arg(group_and_field(key).1).arg(micros(*half_life)).arg(scratch.as_bytes());
+                command.arg("y").arg(field).arg(micros(*half_life)).arg(scratch.as_bytes());
             }
-            CounterOp::Rhythm { key, window } => {
-                command.arg("r").arg(group_and_field(key).1).arg(micros(*window));
+            CounterOp::Rhythm { window, .. } => {
+                command.arg("r").arg(field).arg(micros(*window));
             }
-            CounterOp::BanCheck { key } => {
-                command.arg("b").arg(group_and_field(key).1);
+            CounterOp::BanCheck { .. } => {
+                command.arg("b").arg(field);
             }
             CounterOp::Ban { key, ttl, reason } => {
                 reason_text(reason, &mut scratch);
-                command.arg("B").arg(group_and_field(key).1).arg(micros(*ttl)).arg(scratch.as_bytes()).arg(&**key);
+                command.arg("B").arg(field).arg(micros(*ttl)).arg(scratch.as_bytes()).arg(&**key);
             }
         }
     }
@@ -357,11 +349,11 @@ fn ban_reading(left: i64) -> Reading {
     Reading::Ban((left > 0).then(|| Duration::from_micros(left as u64)))
 }
 
-/// Turn the script's reply (one string of values, operations in `order`)
-/// into readings, in plan order. Returns the time the script ran at.
+/// Turn the script's reply (one string of values, operations in the
+/// layout's order) into readings, in plan order. Returns the time the script ran at.
 pub fn decode(
     plan: &CounterPlan,
-    order: &[usize],
+    layout: &Layout,
     reply: &Value,
     readings: &mut CounterReadings,
 ) -> Result<Nanos, BadReply> {
@@ -371,7 +363,6 @@ pub fn decode(
     };
     let items: Vec<&str> = text.split(' ').collect();
     let ops = plan.ops();
-    let reads = reads(plan, order);
     let now_us = int(items[0])?.max(0) as u64;
     let now = now_us * 1_000;
     let mut read = vec![Reading::Done; ops.len()];
@@ -384,16 +375,13 @@ pub fn decode(
         Ok(values)
     };
     let mut group = "";
-    let mut previous: Option<(bool, &str)> = None;
-    for (position, &i) in order.iter().enumerate() {
+    for (position, &i) in layout.order.iter().enumerate() {
         let op = &ops[i];
-        let unit = unit(op);
-        if !unit.0 && previous != Some(unit) && reads.raw[position] {
+        if layout.raw[position] {
             group = take(1)?[0];
         }
-        previous = Some(unit);
-        if reads.text[i] {
-            let name = group_and_field(op.key()).1;
+        let name = layout.units[i].1;
+        if layout.text[i] {
             read[i] = match op {
                 CounterOp::Count { window, .. } => count_reading(values(entry(group, name)), *window, now)?,
                 CounterOp::Decay { half_life, .. } => decay_reading(values(entry(group, name)), *half_life, now_us)?,
@@ -418,10 +406,10 @@ pub fn decode(
                 let state = take(3)?;
                 count_reading([state[0], state[1], state[2]], *window, now)?
             }
-            CounterOp::Distinct { key, .. } | CounterOp::DistinctIfHeld { key, .. } => {
+            CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => {
                 let count = match take(1)?[0] {
                     // The count kept in the group (counted, even, odd, count).
-                    "=" => values::<4>(entry(group, group_and_field(key).1))[3],
+                    "=" => values::<4>(entry(group, name))[3],
                     count => count,
                 };
                 Reading::Number(int(count)?.max(0) as f64)
@@ -499,9 +487,13 @@ mod tests {
     #[test]
     fn a_groups_operations_are_sent_together_and_its_key_once() {
         let plan = login_like_plan();
-        let order = order(&plan);
-        assert_eq!(order, [0, 1, 4, 2, 3, 5], "the ip group's three operations, the limit, the site group's two");
-        let command = command("sha", &plan, &order, "palisade", None);
+        let layout = layout(&plan);
+        assert_eq!(
+            layout.order,
+            [0, 1, 4, 2, 3, 5],
+            "the ip group's three operations, the limit, the site group's two"
+        );
+        let command = command("sha", &plan, &layout, "palisade", None);
         let base = "palisade:{login}:v2:";
         let expected = [
             "EVALSHA".to_string(),
@@ -531,14 +523,14 @@ mod tests {
         plan.push(CounterOp::Count { key: Key::from("ip:a:f"), window: minute, add: 1 });
         plan.push(CounterOp::Count { key: Key::from("ip:a:f"), window: minute, add: 0 });
         plan.push(CounterOp::Count { key: Key::from("ip:a:s"), window: minute, add: 0 });
-        let order = order(&plan);
-        let sent = args(&command("sha", &plan, &order, "palisade", Some(5_000_000_000)));
+        let layout = layout(&plan);
+        let sent = args(&command("sha", &plan, &layout, "palisade", Some(5_000_000_000)));
         assert_eq!(sent[..6], ["EVALSHA", "sha", "1", "palisade:{login}:v2:ip:a", "5000000", "1"]);
         let ops: Vec<&str> = sent[6..].iter().map(String::as_str).collect();
         assert_eq!(ops, ["R", "c", "f", "60000000", "1", "C", "f"]);
         let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
         let mut readings = CounterReadings::default();
-        decode(&plan, &order, &bulk("5000000 ;f=0,2,0;s=0,3,0 0 3 0 0 3 0"), &mut readings).unwrap();
+        decode(&plan, &layout, &bulk("5000000 ;f=0,2,0;s=0,3,0 0 3 0 0 3 0"), &mut readings).unwrap();
         assert_eq!(readings.values().len(), 3);
         assert_eq!(readings.number("ip:a:s"), 3.0, "read from the group's text");
     }
@@ -546,7 +538,7 @@ mod tests {
     #[test]
     fn replies_are_read_back_in_plan_order() {
         let plan = login_like_plan();
-        let order = order(&plan);
+        let layout = layout(&plan);
         let now_us: i64 = 1_800_000_000_000_000;
         let at = (now_us - 60_000_000).to_string();
         let bulk = |text: String| Value::BulkString(text.into_bytes());
@@ -556,7 +548,7 @@ mod tests {
         let ip = format!(";users=1,2,3,4;f={},4,-;@=5", now_us / 60_000_000);
         let reply = bulk(format!("{now_us} {ip} 3 1 0 ;a0=8,{at} 2.5"));
         let mut readings = CounterReadings::default();
-        let now = decode(&plan, &order, &reply, &mut readings).unwrap();
+        let now = decode(&plan, &layout, &reply, &mut readings).unwrap();
         assert_eq!(now, now_us as u64 * 1_000);
         let keys: Vec<&str> = readings.keys().iter().map(|key| &**key).collect();
         assert_eq!(keys, ["ip:a:ban", "ip:a:f", "rl:a", "site:all:a0", "ip:a:users", "site:all:a1"]);
@@ -572,13 +564,13 @@ mod tests {
         // The distinct count answered `=`: the count kept in the text.
         let banned = bulk(format!("{now_us} ;ban={},cred.ip_failures;users=9,9,8,5 = 1 0 - 2.5", now_us + 2_000_000));
         let mut readings = CounterReadings::default();
-        decode(&plan, &order, &banned, &mut readings).unwrap();
+        decode(&plan, &layout, &banned, &mut readings).unwrap();
         assert_eq!(readings.ban("ip:a:ban"), Some(Duration::from_secs(2)));
         assert_eq!(readings.number("ip:a:users"), 5.0);
         assert_eq!(readings.number("ip:a:f"), 0.0);
         assert_eq!(readings.number("site:all:a0"), 0.0);
         let short = bulk(format!("{now_us} -"));
-        assert!(decode(&plan, &order, &short, &mut CounterReadings::default()).is_err());
+        assert!(decode(&plan, &layout, &short, &mut CounterReadings::default()).is_err());
     }
 
     #[test]

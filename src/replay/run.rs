@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use super::headers::{HeaderBlock, HeaderBlocks};
 use crate::capture::read::{BadLine, CaptureLines, OnBadLine, open_capture};
-use crate::capture::record::{
-    RecordRef, append_parsed, body_bytes, parse_header, parse_method, parse_target, parse_version,
-};
+use crate::capture::record::{RecordRef, fill_body, parse_method, parse_target, parse_version};
 use crate::clock::{ManualClock, Nanos, SharedClock};
 use crate::config::{Config, Invalid};
 use crate::error::Error;
@@ -92,20 +91,17 @@ impl Engine {
 pub struct Prepared {
     pub method: http::Method,
     pub uri: http::Uri,
-    /// The target `uri` was parsed from: half of a capture's requests have
-    /// the target of the request before, and parsing it again (a copy into
-    /// new `Bytes`, a scan) is not needed then.
-    target: String,
     pub version: http::Version,
-    pub headers: http::HeaderMap,
-    /// Header names as recorded (case, order, repeats), for HTTP/1.
-    wire_names: Vec<Box<str>>,
+    /// The headers, shared with the other requests of the capture that
+    /// sent the same block.
+    block: Arc<HeaderBlock>,
+    /// Whether the block's wire names are the request's (HTTP/1).
     has_wire_names: bool,
     pub body: Option<Vec<u8>>,
     pub client_ip: IpAddr,
     pub at: Nanos,
     pub status: Option<u16>,
-    headers_seen: HeaderCache,
+    blocks: HeaderBlocks,
 }
 
 impl Default for Prepared {
@@ -113,23 +109,26 @@ impl Default for Prepared {
         Prepared {
             method: http::Method::GET,
             uri: http::Uri::from_static("/"),
-            target: "/".to_string(),
             version: http::Version::HTTP_11,
-            headers: http::HeaderMap::new(),
-            wire_names: Vec::new(),
+            block: Arc::default(),
             has_wire_names: false,
             body: None,
             client_ip: IpAddr::from([0, 0, 0, 0]),
             at: 0,
             status: None,
-            headers_seen: HeaderCache::default(),
+            blocks: HeaderBlocks::default(),
         }
     }
 }
 
 impl Prepared {
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.block.headers
+    }
+
+    /// Header names as recorded (case, order, repeats), for HTTP/1.
     pub fn wire_names(&self) -> Option<&[Box<str>]> {
-        self.has_wire_names.then_some(&self.wire_names[..])
+        self.has_wire_names.then_some(&self.block.wire_names[..])
     }
 
     /// The request as a front door would hand it to the lifecycle (no
@@ -139,7 +138,7 @@ impl Prepared {
             method: &self.method,
             uri: &self.uri,
             version: self.version,
-            headers: &self.headers,
+            headers: &self.block.headers,
             client_ip: self.client_ip,
             ja4: None,
             wire_names: self.wire_names(),
@@ -165,38 +164,18 @@ impl Prepared {
     /// Fill from a capture line, reusing this request's buffers.
     pub fn fill(&mut self, record: &RecordRef<'_>) -> Result<(), Error> {
         self.method = parse_method(&record.method)?;
-        if *self.target != *record.target {
+        // Half of a capture's requests have the target of the request
+        // before: parsing it again (a copy into new `Bytes`, a scan) is not
+        // needed then.
+        if !same_target(&self.uri, &record.target) {
             self.uri = parse_target(&record.target)?;
-            self.target.clear();
-            self.target.push_str(&record.target);
         }
         self.version = parse_version(record.version.as_deref())?;
         crate::capture::record::check_header_count(record.headers.len())?;
-        self.headers.clear();
-        // Consecutive requests of a capture mostly send the same header
-        // names: keep the boxes that still match instead of making new ones.
-        self.wire_names.truncate(record.headers.len());
-        for (index, (name, value)) in record.headers.iter().enumerate() {
-            let (parsed_name, parsed_value) = self.headers_seen.parse(name, value)?;
-            append_parsed(&mut self.headers, parsed_name, parsed_value)?;
-            match self.wire_names.get_mut(index) {
-                Some(kept) if **kept == **name => {}
-                Some(kept) => *kept = Box::from(&**name),
-                None => self.wire_names.push(Box::from(&**name)),
-            }
-        }
+        self.block = self.blocks.block(&record.headers)?;
         // The proxy records wire names on HTTP/1 only.
         self.has_wire_names = matches!(self.version, http::Version::HTTP_10 | http::Version::HTTP_11);
-        match (record.body.as_deref(), record.body_b64.as_deref()) {
-            // The common case, into the buffer the previous body left.
-            (Some(text), None) => {
-                let mut body = self.body.take().unwrap_or_default();
-                body.clear();
-                body.extend_from_slice(text.as_bytes());
-                self.body = Some(body);
-            }
-            (body, body_b64) => self.body = body_bytes(body, body_b64)?,
-        }
+        fill_body(&mut self.body, record.body.as_deref(), record.body_b64.as_deref())?;
         self.client_ip = record.client_ip;
         self.at = crate::capture::record::ts_to_nanos(record.ts);
         self.status = record.status;
@@ -204,55 +183,13 @@ impl Prepared {
     }
 }
 
-/// Recorded headers already turned into `http` types, by their text. A
-/// capture repeats the same few dozen header lines over and over, and
-/// parsing each again (checking every byte, lowercasing, copying into new
-/// `Bytes`) was a third of filling a request; a clone shares the bytes.
-/// Emptied when full, so captures of unique values (cookies, request ids)
-/// keep it bounded.
-#[derive(Debug, Clone, Default)]
-struct HeaderCache {
-    parsed: hashbrown::HashMap<HeaderText, (http::HeaderName, http::HeaderValue)>,
-}
-
-/// Most header lines a [`HeaderCache`] keeps.
-const HEADER_CACHE_ENTRIES: usize = 4096;
-
-/// A recorded header's text, as the cache keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct HeaderText {
-    name: Box<str>,
-    value: Box<str>,
-}
-
-/// A recorded header's text, borrowed for a lookup (hashes as
-/// [`HeaderText`] does: the derived `Hash` of the same two strings).
-#[derive(Hash)]
-struct HeaderTextRef<'a> {
-    name: &'a str,
-    value: &'a str,
-}
-
-impl hashbrown::Equivalent<HeaderText> for HeaderTextRef<'_> {
-    fn equivalent(&self, key: &HeaderText) -> bool {
-        *key.name == *self.name && *key.value == *self.value
-    }
-}
-
-impl HeaderCache {
-    /// The header as `http` types; the same errors as parsing it afresh
-    /// (a header that does not parse is never kept).
-    fn parse(&mut self, name: &str, value: &str) -> Result<(http::HeaderName, http::HeaderValue), Error> {
-        if let Some((name, value)) = self.parsed.get(&HeaderTextRef { name, value }) {
-            return Ok((name.clone(), value.clone()));
-        }
-        let parsed = parse_header(name, value)?;
-        if self.parsed.len() >= HEADER_CACHE_ENTRIES {
-            self.parsed.clear();
-        }
-        self.parsed.insert(HeaderText { name: name.into(), value: value.into() }, parsed.clone());
-        Ok(parsed)
-    }
+/// Whether `uri` is what parsing `target` gives: an origin-form (or `*`)
+/// target that is the parsed path and query. A fragment, which the parse
+/// drops, makes them differ, and the target is parsed again.
+fn same_target(uri: &http::Uri, target: &str) -> bool {
+    uri.scheme().is_none()
+        && uri.authority().is_none()
+        && uri.path_and_query().is_some_and(|path_and_query| path_and_query.as_str() == target)
 }
 
 /// Where a request came from, and what the capture says about it.
@@ -424,4 +361,59 @@ fn intern(labels: &mut Vec<Arc<str>>, label: &str) -> Arc<str> {
 
 pub fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(target: &str, headers: &str, body: &str) -> String {
+        format!(
+            r#"{{"ts":1.5,"client_ip":"192.0.2.1","method":"POST","target":{},"headers":[{headers}]{body}}}"#,
+            serde_json::to_string(target).unwrap()
+        )
+    }
+
+    #[test]
+    fn each_fill_is_what_a_fresh_request_gets() {
+        let lines = [
+            line("/a?b=1", r#"["Host","a"],["Accept","*/*"]"#, r#","body":"x=1""#),
+            line("/a?b=1", r#"["Host","a"],["Accept","*/*"]"#, ""),
+            line("/a#frag", r#"["Host","a"]"#, r#","body_b64":"YQ==""#),
+            line("/a", r#"["host","a"]"#, r#","body":"""#),
+            line("http://h.example/a", r#"["Host","a"],["Accept","*/*"]"#, r#","body":"longer body""#),
+            line("/a", r#"["Host","a"],["Accept","*/*"],["Accept","text/html"]"#, ""),
+            line("*", "", ""),
+            line("h.example:443", "", ""),
+            line("/a", r#"["Host","a"],["Accept","*/*"]"#, ""),
+        ];
+        let mut reused = Prepared::default();
+        for text in &lines {
+            let record = RecordRef::parse(text).unwrap();
+            reused.fill(&record).unwrap();
+            let mut fresh = Prepared::default();
+            fresh.fill(&record).unwrap();
+            assert_eq!(reused.uri, fresh.uri, "{text}");
+            assert_eq!(reused.uri.to_string(), parse_target(&record.target).unwrap().to_string());
+            assert_eq!(reused.headers(), fresh.headers(), "{text}");
+            assert_eq!(reused.wire_names(), fresh.wire_names(), "{text}");
+            assert_eq!(reused.body, fresh.body, "{text}");
+        }
+        assert_eq!(reused.headers().get_all("accept").iter().count(), 1);
+    }
+
+    #[test]
+    fn a_bad_line_leaves_the_next_one_whole() {
+        let mut request = Prepared::default();
+        let good = line("/a", r#"["Host","a"],["Accept","*/*"]"#, "");
+        let bad = line("/b", r#"["Host","a"],["Bad Name","*/*"]"#, "");
+        request.fill(&RecordRef::parse(&good).unwrap()).unwrap();
+        assert!(request.fill(&RecordRef::parse(&bad).unwrap()).is_err());
+        request.fill(&RecordRef::parse(&good).unwrap()).unwrap();
+        assert_eq!(request.uri, "/a");
+        assert_eq!(request.headers().len(), 2);
+        assert!(request.fill(&RecordRef::parse(&bad).unwrap()).is_err());
+        let both = line("/a", "", r#","body":"x","body_b64":"YQ==""#);
+        assert!(request.fill(&RecordRef::parse(&both).unwrap()).is_err());
+    }
 }

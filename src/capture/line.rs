@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use super::record::RecordRef;
+use super::record::{Header, RecordRef};
 
 // Here rather than in `record`, which this file reads from: the two
 // files would import each other.
@@ -22,16 +22,39 @@ impl<'a> RecordRef<'a> {
     /// (see this file), else by serde_json. The same record either way,
     /// and serde_json's own error for a line it refuses.
     pub fn parse(line: &'a str) -> Result<RecordRef<'a>, serde_json::Error> {
-        match parse(line) {
+        Self::parse_into(line, Vec::new())
+    }
+
+    /// [`RecordRef::parse`], with the header list in the allocation of
+    /// `headers` (emptied first; [`recycle_headers`] keeps one from line to
+    /// line): replay reads line after line, and a new list for each was an
+    /// allocation and a free per request.
+    pub fn parse_into(line: &'a str, mut headers: Vec<Header<'a>>) -> Result<RecordRef<'a>, serde_json::Error> {
+        headers.clear();
+        match parse_into(line, headers) {
             Some(record) => Ok(record),
             None => serde_json::from_str(line),
         }
     }
 }
 
+/// A header list emptied, to hold another line's headers: the same
+/// allocation (collecting a vector's own iterator into a vector of a type
+/// of the same size and alignment reuses its buffer).
+pub fn recycle_headers<'b>(headers: Vec<Header<'_>>) -> Vec<Header<'b>> {
+    headers.into_iter().filter_map(|_| None).collect()
+}
+
 /// The record on `line`, or `None` when serde_json should read it.
+#[cfg(test)]
 pub(crate) fn parse(line: &str) -> Option<RecordRef<'_>> {
-    let mut reader = Reader { text: line, at: 0 };
+    parse_into(line, Vec::new())
+}
+
+/// The record on `line` with its headers in `headers` (empty), or `None`
+/// when serde_json should read it.
+fn parse_into<'a>(line: &'a str, headers: Vec<Header<'a>>) -> Option<RecordRef<'a>> {
+    let mut reader = Reader { text: line, at: 0, headers: Some(headers) };
     let record = reader.record()?;
     reader.skip_whitespace();
     // serde_json refuses anything after the object.
@@ -42,6 +65,8 @@ pub(crate) fn parse(line: &str) -> Option<RecordRef<'_>> {
 struct Reader<'a> {
     text: &'a str,
     at: usize,
+    /// The list to read the headers into (taken by the `headers` field).
+    headers: Option<Vec<Header<'a>>>,
 }
 
 /// Keep `value` in `slot`; `None` when the slot is already filled, which
@@ -155,16 +180,19 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A number's characters, parsed by serde_json itself: its float
+    /// A number's characters, parsed as serde_json parses them: its float
     /// parsing is not always correctly rounded, and the record must hold
-    /// the very `f64` serde_json would have made.
+    /// the very `f64` serde_json would have made. A timestamp as palisade
+    /// writes it is read here ([`short_decimal`]); anything else by
+    /// serde_json itself.
     fn number(&mut self) -> Option<f64> {
         self.skip_whitespace();
         let start = self.at;
         while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
             self.at += 1;
         }
-        serde_json::from_str::<f64>(self.text.get(start..self.at)?).ok()
+        let text = self.text.get(start..self.at)?;
+        short_decimal(text).or_else(|| serde_json::from_str::<f64>(text).ok())
     }
 
     /// `null`, or a status as plain digits that fit a `u16` (anything else,
@@ -187,9 +215,13 @@ impl<'a> Reader<'a> {
     }
 
     /// `[["name", "value"], …]`.
-    fn headers(&mut self) -> Option<Vec<(Cow<'a, str>, Cow<'a, str>)>> {
-        // Room for a browser's header block, as the serde reader gives it.
-        let mut headers = Vec::with_capacity(16);
+    fn headers(&mut self) -> Option<Vec<Header<'a>>> {
+        // A repeated field is a duplicate (the caller gives up on it).
+        let mut headers = self.headers.take()?;
+        if headers.capacity() == 0 {
+            // Room for a browser's header block.
+            headers.reserve_exact(16);
+        }
         self.expect(b'[')?;
         self.skip_whitespace();
         if self.peek() == Some(b']') {
@@ -274,6 +306,51 @@ impl<'a> Reader<'a> {
         }
         self.at += 4;
         char::from_u32(u32::from_str_radix(hex, 16).ok()?)
+    }
+}
+
+/// Exact powers of ten (every one up to 10^22 is an `f64`), as
+/// serde_json's table has them.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// Largest significand an `f64` holds exactly.
+const EXACT: u64 = 1 << 53;
+
+/// `digits` or `digits.digits` of at most 2^53 as an integer (so at most
+/// 16 digits), no sign, no exponent, no leading zero: the `f64` serde_json
+/// makes of it, without building a deserializer for it (a tenth of reading
+/// a line). serde_json reads the digits as an integer and divides it by
+/// the power of ten the fraction's length gives (an integer it converts as
+/// it is); both are exact here, so the one rounding is the division's,
+/// done the same way. `None` for anything else (serde_json reads it).
+fn short_decimal(text: &str) -> Option<f64> {
+    let bytes = text.as_bytes();
+    // JSON has no leading zeros ("0" and "0.5" are fine).
+    if bytes.first() == Some(&b'0') && bytes.get(1).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    let (mut significand, mut digits, mut point) = (0u64, 0, None);
+    for (at, &byte) in bytes.iter().enumerate() {
+        match byte {
+            b'0'..=b'9' if digits < 16 => {
+                // Sixteen digits cannot overflow a u64.
+                significand = significand * 10 + u64::from(byte - b'0');
+                digits += 1;
+            }
+            b'.' if point.is_none() && at > 0 => point = Some(at),
+            _ => return None,
+        }
+    }
+    let places = point.map_or(0, |at| bytes.len() - at - 1);
+    if digits == 0 || point.is_some() && places == 0 || significand > EXACT {
+        return None;
+    }
+    match places {
+        0 => Some(significand as f64),
+        places => Some(significand as f64 / POW10[places]),
     }
 }
 
@@ -436,6 +513,70 @@ mod tests {
             }
         }
         assert!(lines > 0);
+    }
+
+    #[test]
+    fn short_decimals_are_the_numbers_serde_makes() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut texts: Vec<String> = [
+            "0",
+            "0.0",
+            "1.5",
+            "1795915654.8674",
+            "1795915664.658123",
+            "9007199254740992",
+            "900719925.4740992",
+            "0.000000000000001",
+            "10.50",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        for _ in 0..50_000 {
+            let digits = 1 + next() % 16;
+            let whole = 1 + next() % digits;
+            let number = next() % 10u64.pow(digits as u32);
+            let text = format!("{number:0width$}", width = digits as usize);
+            let (w, f) = text.split_at(whole as usize);
+            texts.push(if f.is_empty() { w.to_string() } else { format!("{w}.{f}") });
+        }
+        let mut read = 0;
+        for text in &texts {
+            let serde = serde_json::from_str::<f64>(text).ok();
+            match short_decimal(text) {
+                Some(value) => {
+                    read += 1;
+                    assert_eq!(Some(value.to_bits()), serde.map(f64::to_bits), "{text}");
+                }
+                None => {
+                    let past_exact = text.replace('.', "").parse::<u64>().is_ok_and(|n| n > EXACT);
+                    assert!(serde.is_none() || past_exact, "{text}");
+                }
+            }
+        }
+        assert!(read > 40_000, "{read}");
+        let past_exact = ["9007199254740993", "900719925.4740993", "12345678901234567", "1.2345678901234567"];
+        for deferred in ["", ".5", "1.", "01", "-1", "1e5", "1.5E3", "+1", "1..2", "1.2.3"].iter().chain(&past_exact) {
+            assert_eq!(short_decimal(deferred), None, "{deferred}");
+        }
+    }
+
+    #[test]
+    fn header_lists_are_recycled_in_place() {
+        let line = r#"{"ts":1,"client_ip":"192.0.2.1","method":"GET","target":"/","headers":[["Host","h"],["A","b"]]}"#;
+        let record = RecordRef::parse(line).unwrap();
+        let (capacity, address) = (record.headers.capacity(), record.headers.as_ptr() as usize);
+        let recycled = recycle_headers(record.headers);
+        assert_eq!((recycled.len(), recycled.capacity(), recycled.as_ptr() as usize), (0, capacity, address));
+        let again = RecordRef::parse_into(line, recycled).unwrap();
+        assert_eq!(again.headers.as_ptr() as usize, address);
+        assert_eq!(again.headers.len(), 2);
     }
 
     #[test]

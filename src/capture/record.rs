@@ -109,7 +109,7 @@ pub struct RecordRef<'a> {
     #[serde(default, borrow)]
     pub version: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    pub headers: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub headers: Vec<Header<'a>>,
     #[serde(default, borrow)]
     pub body: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -123,6 +123,9 @@ pub struct RecordRef<'a> {
     #[serde(default, borrow)]
     pub id: Option<Cow<'a, str>>,
 }
+
+/// One header of a capture line: name and value.
+pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// Latest capture time taken as it is: 2100-01-01. Later ones (the fuzzer
 /// found `"ts":1.8e28`, which overflowed the conversion) are read as this,

@@ -8,15 +8,11 @@
 //! before is now shared instead, and only a new block is built, from
 //! headers that are themselves remembered one by one.
 
-use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use crate::capture::record::{append_parsed, parse_header};
+use crate::capture::record::{Header, append_parsed, parse_header};
 use crate::error::Error;
-
-/// One header of a capture line: name and value as recorded.
-pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// A request's headers: the map the pipeline reads and the names as
 /// recorded (case, order, repeats), for the HTTP fingerprint.
@@ -186,6 +182,7 @@ impl HeaderCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
 
     fn line(headers: &[(&'static str, &'static str)]) -> Vec<Header<'static>> {
         headers.iter().map(|(n, v)| (Cow::Borrowed(*n), Cow::Borrowed(*v))).collect()

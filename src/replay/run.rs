@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::headers::{HeaderBlock, HeaderBlocks};
+use crate::capture::line::recycle_headers;
 use crate::capture::read::{BadLine, CaptureLines, OnBadLine, open_capture};
-use crate::capture::record::{RecordRef, fill_body, parse_method, parse_target, parse_version};
+use crate::capture::record::{Header, RecordRef, fill_body, parse_method, parse_target, parse_version};
 use crate::clock::{ManualClock, Nanos, SharedClock};
 use crate::config::{Config, Invalid};
 use crate::error::Error;
@@ -209,6 +210,8 @@ struct Source {
     lines: CaptureLines<Box<dyn std::io::BufRead + Send>>,
     head: Prepared,
     meta: Meta,
+    /// The last line's header list, emptied, for the next line's.
+    spare_headers: Vec<Header<'static>>,
     has_head: bool,
     bad: Vec<BadLine>,
     stopped: bool,
@@ -253,6 +256,7 @@ impl Inputs {
                 lines: CaptureLines::new(reader),
                 head: Prepared::default(),
                 meta: Meta { capture: index, ..Meta::default() },
+                spare_headers: Vec::new(),
                 has_head: false,
                 bad: Vec::new(),
                 stopped: false,
@@ -279,18 +283,24 @@ impl Inputs {
         while !source.stopped {
             let Some(next) = source.lines.next_line() else { break };
             let problem = match next {
-                Ok((line, text)) => match RecordRef::parse(text) {
-                    Ok(record) => match source.head.fill(&record) {
-                        Ok(()) => {
+                Ok((line, text)) => match RecordRef::parse_into(text, std::mem::take(&mut source.spare_headers)) {
+                    Ok(record) => {
+                        let filled = source.head.fill(&record);
+                        if filled.is_ok() {
                             source.meta.line = line;
                             source.meta.label = record.label.as_deref().map(|l| intern(&mut self.labels, l));
                             source.meta.source = record.source.as_deref().map(|s| intern(&mut self.labels, s));
                             source.meta.id = record.id.as_deref().map(Box::from);
-                            source.has_head = true;
-                            return;
                         }
-                        Err(reason) => BadLine { line, reason: reason.to_string() },
-                    },
+                        source.spare_headers = recycle_headers(record.headers);
+                        match filled {
+                            Ok(()) => {
+                                source.has_head = true;
+                                return;
+                            }
+                            Err(reason) => BadLine { line, reason: reason.to_string() },
+                        }
+                    }
                     Err(error) => BadLine { line, reason: error.to_string() },
                 },
                 Err(bad) => bad,

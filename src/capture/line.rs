@@ -22,18 +22,23 @@ impl<'a> RecordRef<'a> {
     /// (see this file), else by serde_json. The same record either way,
     /// and serde_json's own error for a line it refuses.
     pub fn parse(line: &'a str) -> Result<RecordRef<'a>, serde_json::Error> {
-        Self::parse_into(line, Vec::new())
+        Self::parse_into(line, Vec::new()).map(|(record, _)| record)
     }
 
     /// [`RecordRef::parse`], with the header list in the allocation of
     /// `headers` (emptied first; [`recycle_headers`] keeps one from line to
     /// line): replay reads line after line, and a new list for each was an
-    /// allocation and a free per request.
-    pub fn parse_into(line: &'a str, mut headers: Vec<Header<'a>>) -> Result<RecordRef<'a>, serde_json::Error> {
+    /// allocation and a free per request. With the record, the `headers`
+    /// array as it is on the line (`[` to `]`) when the hand reader read it:
+    /// the same text is the same headers, whatever the line around it.
+    pub fn parse_into(
+        line: &'a str,
+        mut headers: Vec<Header<'a>>,
+    ) -> Result<(RecordRef<'a>, Option<&'a str>), serde_json::Error> {
         headers.clear();
         match parse_into(line, headers) {
-            Some(record) => Ok(record),
-            None => serde_json::from_str(line),
+            Some((record, text)) => Ok((record, Some(text))),
+            None => serde_json::from_str(line).map(|record| (record, None)),
         }
     }
 }
@@ -48,17 +53,17 @@ pub fn recycle_headers<'b>(headers: Vec<Header<'_>>) -> Vec<Header<'b>> {
 /// The record on `line`, or `None` when serde_json should read it.
 #[cfg(test)]
 pub(crate) fn parse(line: &str) -> Option<RecordRef<'_>> {
-    parse_into(line, Vec::new())
+    parse_into(line, Vec::new()).map(|(record, _)| record)
 }
 
-/// The record on `line` with its headers in `headers` (empty), or `None`
-/// when serde_json should read it.
-fn parse_into<'a>(line: &'a str, headers: Vec<Header<'a>>) -> Option<RecordRef<'a>> {
-    let mut reader = Reader { text: line, at: 0, headers: Some(headers) };
+/// The record on `line` with its headers in `headers` (empty), and the
+/// text of its `headers` array; `None` when serde_json should read it.
+fn parse_into<'a>(line: &'a str, headers: Vec<Header<'a>>) -> Option<(RecordRef<'a>, &'a str)> {
+    let mut reader = Reader { text: line, at: 0, headers: Some(headers), headers_text: "" };
     let record = reader.record()?;
     reader.skip_whitespace();
     // serde_json refuses anything after the object.
-    (reader.at == line.len()).then_some(record)
+    (reader.at == line.len()).then_some((record, reader.headers_text))
 }
 
 /// Where the reader is in the line.
@@ -67,6 +72,8 @@ struct Reader<'a> {
     at: usize,
     /// The list to read the headers into (taken by the `headers` field).
     headers: Option<Vec<Header<'a>>>,
+    /// The `headers` array's text, once read.
+    headers_text: &'a str,
 }
 
 /// The fields of a record.
@@ -286,22 +293,25 @@ impl<'a> Reader<'a> {
             headers.reserve_exact(16);
         }
         self.expect(b'[')?;
+        let start = self.at - 1;
         self.skip_whitespace();
         if self.peek() == Some(b']') {
             self.at += 1;
-            return Some(headers);
-        }
-        loop {
-            self.expect(b'[')?;
-            let name = self.string()?;
-            self.expect(b',')?;
-            let value = self.string()?;
-            self.expect(b']')?;
-            headers.push((name, value));
-            if !self.more(b']')? {
-                return Some(headers);
+        } else {
+            loop {
+                self.expect(b'[')?;
+                let name = self.string()?;
+                self.expect(b',')?;
+                let value = self.string()?;
+                self.expect(b']')?;
+                headers.push((name, value));
+                if !self.more(b']')? {
+                    break;
+                }
             }
         }
+        self.headers_text = self.text.get(start..self.at)?;
+        Some(headers)
     }
 
     /// A string, borrowed from the line when it has no escapes.
@@ -637,9 +647,10 @@ mod tests {
         let (capacity, address) = (record.headers.capacity(), record.headers.as_ptr() as usize);
         let recycled = recycle_headers(record.headers);
         assert_eq!((recycled.len(), recycled.capacity(), recycled.as_ptr() as usize), (0, capacity, address));
-        let again = RecordRef::parse_into(line, recycled).unwrap();
+        let (again, text) = RecordRef::parse_into(line, recycled).unwrap();
         assert_eq!(again.headers.as_ptr() as usize, address);
         assert_eq!(again.headers.len(), 2);
+        assert_eq!(text, Some(r#"[["Host","h"],["A","b"]]"#));
     }
 
     #[test]

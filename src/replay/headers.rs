@@ -4,11 +4,11 @@
 //! million-request corpus has 69 distinct ones): each browser, script and
 //! bot sends the same names and values request after request. Building a
 //! request's `HeaderMap` (checking every byte, lowercasing names, hashing
-//! them into the map) was two thirds of filling a request; a block seen
-//! before is now shared instead, and only a new block is built, from
-//! headers that are themselves remembered one by one.
+//! them into the map) was two thirds of filling a request; a block is now
+//! kept by the text of its `headers` array on the line and shared by every
+//! request with the same text, and only a new block is built, from headers
+//! that are themselves remembered one by one.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::capture::record::{Header, append_parsed, parse_header};
@@ -20,110 +20,48 @@ use crate::error::Error;
 pub struct HeaderBlock {
     pub headers: http::HeaderMap,
     pub wire_names: Vec<Box<str>>,
-    /// The recorded values, by place (with `wire_names`, the block's text).
-    values: Vec<Box<str>>,
 }
 
-impl HeaderBlock {
-    fn text(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.wire_names.iter().zip(&self.values).map(|(name, value)| (&**name, &**value))
-    }
-
-    /// Bytes of recorded text the block holds (what bounds the cache).
-    fn text_bytes(&self) -> usize {
-        self.text().map(|(name, value)| name.len() + value.len()).sum()
-    }
-}
-
-/// The hash of a block's text, the same for a kept block and for a line's
-/// headers ([`BlockText`]), so that one finds the other.
-fn hash_text<'a, H: Hasher>(text: impl ExactSizeIterator<Item = (&'a str, &'a str)>, state: &mut H) {
-    state.write_usize(text.len());
-    for (name, value) in text {
-        name.hash(state);
-        value.hash(state);
-    }
-}
-
-/// A kept block, hashed and compared by its text.
-#[derive(Debug, Clone)]
-struct Kept(Arc<HeaderBlock>);
-
-impl Hash for Kept {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_text(self.0.text(), state);
-    }
-}
-
-impl PartialEq for Kept {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.text().eq(other.0.text())
-    }
-}
-
-impl Eq for Kept {}
-
-/// A line's headers, to look a kept block up by.
-struct BlockText<'l, 'a>(&'l [Header<'a>]);
-
-impl BlockText<'_, '_> {
-    fn text(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.0.iter().map(|(name, value)| (&**name, &**value))
-    }
-}
-
-impl Hash for BlockText<'_, '_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_text(self.text(), state);
-    }
-}
-
-impl hashbrown::Equivalent<Kept> for BlockText<'_, '_> {
-    fn equivalent(&self, key: &Kept) -> bool {
-        self.text().eq(key.0.text())
-    }
-}
-
-/// Most blocks kept, and most recorded text they hold together: a capture
-/// of unique blocks (a cookie or request id in every request) empties the
+/// Most blocks kept, and most text they are kept by together: a capture of
+/// unique blocks (a cookie or request id in every request) empties the
 /// cache now and then instead of growing it.
 const MAX_BLOCKS: usize = 1024;
-const MAX_BLOCK_BYTES: usize = 8 * 1024 * 1024;
+const MAX_BLOCK_TEXT: usize = 8 * 1024 * 1024;
 
 /// The header blocks (and single headers) of a capture seen so far.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderBlocks {
-    blocks: hashbrown::HashSet<Kept>,
-    block_bytes: usize,
+    /// By the text of the `headers` array on the line: the same text is
+    /// the same headers (two texts of the same headers, escaped otherwise,
+    /// are two entries).
+    by_text: hashbrown::HashMap<Box<str>, Arc<HeaderBlock>>,
+    text_bytes: usize,
     headers: HeaderCache,
 }
 
 impl HeaderBlocks {
-    /// The block of a line's headers: the one kept when the same text was
-    /// seen before, else built (the same errors as building it afresh: a
-    /// block that does not parse is never kept).
-    pub fn block(&mut self, headers: &[Header<'_>]) -> Result<Arc<HeaderBlock>, Error> {
-        if let Some(kept) = self.blocks.get(&BlockText(headers)) {
-            return Ok(kept.0.clone());
+    /// The block of a line's headers: the one kept for `text` (the line's
+    /// `headers` array, when known) if there is one, else built (the same
+    /// errors as building it afresh: a block that does not parse is never
+    /// kept).
+    pub fn block(&mut self, text: Option<&str>, headers: &[Header<'_>]) -> Result<Arc<HeaderBlock>, Error> {
+        if let Some(kept) = text.and_then(|text| self.by_text.get(text)) {
+            return Ok(kept.clone());
         }
         let mut map = http::HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
             let (name, value) = self.headers.parse(name, value)?;
             append_parsed(&mut map, name, value)?;
         }
-        let block = Arc::new(HeaderBlock {
-            headers: map,
-            wire_names: headers.iter().map(|(name, _)| Box::from(&**name)).collect(),
-            values: headers.iter().map(|(_, value)| Box::from(&**value)).collect(),
-        });
-        let bytes = block.text_bytes();
-        if self.blocks.len() >= MAX_BLOCKS || self.block_bytes + bytes > MAX_BLOCK_BYTES {
-            self.blocks.clear();
-            self.block_bytes = 0;
-        }
-        if bytes <= MAX_BLOCK_BYTES {
-            self.block_bytes += bytes;
-            self.blocks.insert(Kept(block.clone()));
+        let wire_names = headers.iter().map(|(name, _)| Box::from(&**name)).collect();
+        let block = Arc::new(HeaderBlock { headers: map, wire_names });
+        if let Some(text) = text.filter(|text| text.len() <= MAX_BLOCK_TEXT) {
+            if self.by_text.len() >= MAX_BLOCKS || self.text_bytes + text.len() > MAX_BLOCK_TEXT {
+                self.by_text.clear();
+                self.text_bytes = 0;
+            }
+            self.text_bytes += text.len();
+            self.by_text.insert(Box::from(text), block.clone());
         }
         Ok(block)
     }
@@ -191,30 +129,32 @@ mod tests {
     #[test]
     fn the_same_text_shares_a_block_and_other_text_does_not() {
         let mut blocks = HeaderBlocks::default();
-        let first = blocks.block(&line(&[("Host", "a"), ("Accept", "*/*")])).unwrap();
-        let owned: Vec<Header<'_>> =
-            vec![(Cow::Owned("Host".into()), Cow::Owned("a".into())), line(&[("Accept", "*/*")])[0].clone()];
-        assert!(Arc::ptr_eq(&first, &blocks.block(&owned).unwrap()), "unescaped text is the same text");
-        let longer = blocks.block(&line(&[("Host", "a"), ("Accept", "*/*"), ("Accept", "*/*")])).unwrap();
-        assert!(!Arc::ptr_eq(&first, &longer));
-        assert_eq!(longer.headers.get_all("accept").iter().count(), 2);
-        let case = blocks.block(&line(&[("host", "a"), ("Accept", "*/*")])).unwrap();
-        assert!(!Arc::ptr_eq(&first, &case));
+        let headers = line(&[("Host", "a"), ("Accept", "*/*")]);
+        let first = blocks.block(Some(r#"[["Host","a"],["Accept","*/*"]]"#), &headers).unwrap();
+        let again = blocks.block(Some(r#"[["Host","a"],["Accept","*/*"]]"#), &headers).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let escaped = blocks.block(Some(r#"[["Host","a"],["Accept","*\/*"]]"#), &headers).unwrap();
+        assert!(!Arc::ptr_eq(&first, &escaped));
+        assert_eq!(escaped.headers, first.headers);
+        let unknown = blocks.block(None, &headers).unwrap();
+        assert!(!Arc::ptr_eq(&first, &unknown), "a block without its text is built");
+        assert_eq!(unknown.headers, first.headers);
+        let case = blocks.block(Some(r#"[["host","a"],["Accept","*/*"]]"#), &line(&[("host", "a"), ("Accept", "*/*")]));
+        let case = case.unwrap();
         assert_eq!(case.headers, first.headers, "the same map, other wire names");
-        assert_eq!(&*case.wire_names[0], "host");
-        // The same characters split between name and value otherwise.
-        let split = blocks.block(&line(&[("Hos", "ta"), ("Accept", "*/*")])).unwrap();
-        assert!(!Arc::ptr_eq(&first, &split));
-        assert!(split.headers.contains_key("hos"));
+        assert_eq!((&*case.wire_names[0], &*first.wire_names[0]), ("host", "Host"));
+        let repeated = line(&[("Accept", "*/*"), ("Accept", "text/html")]);
+        let repeated = blocks.block(Some(r#"[["Accept","*/*"],["Accept","text/html"]]"#), &repeated).unwrap();
+        assert_eq!(repeated.headers.get_all("accept").iter().count(), 2);
     }
 
     #[test]
     fn a_block_that_does_not_parse_is_an_error_every_time() {
         let mut blocks = HeaderBlocks::default();
-        let bad = line(&[("Host", "a"), ("Bad Name", "x")]);
-        let first = blocks.block(&bad).unwrap_err().to_string();
+        let (text, bad) = (Some(r#"[["Host","a"],["Bad Name","x"]]"#), line(&[("Host", "a"), ("Bad Name", "x")]));
+        let first = blocks.block(text, &bad).unwrap_err().to_string();
         assert!(first.contains("Bad Name"), "{first}");
-        assert_eq!(blocks.block(&bad).unwrap_err().to_string(), first);
+        assert_eq!(blocks.block(text, &bad).unwrap_err().to_string(), first);
     }
 
     #[test]
@@ -222,12 +162,14 @@ mod tests {
         let mut blocks = HeaderBlocks::default();
         for i in 0..MAX_BLOCKS * 2 {
             let cookie = format!("id={i}");
-            blocks.block(&[(Cow::Borrowed("Cookie"), Cow::Owned(cookie))]).unwrap();
-            assert!(blocks.blocks.len() <= MAX_BLOCKS);
+            let text = format!(r#"[["Cookie","{cookie}"]]"#);
+            blocks.block(Some(&text), &[(Cow::Borrowed("Cookie"), Cow::Owned(cookie))]).unwrap();
+            assert!(blocks.by_text.len() <= MAX_BLOCKS);
         }
-        let huge = "x".repeat(MAX_BLOCK_BYTES + 1);
-        let block = blocks.block(&[(Cow::Borrowed("X-Big"), Cow::Owned(huge))]).unwrap();
+        let huge = "x".repeat(MAX_BLOCK_TEXT);
+        let text = format!(r#"[["X-Big","{huge}"]]"#);
+        let block = blocks.block(Some(&text), &[(Cow::Borrowed("X-Big"), Cow::Owned(huge))]).unwrap();
         assert_eq!(block.headers.len(), 1);
-        assert!(blocks.block_bytes <= MAX_BLOCK_BYTES);
+        assert!(blocks.text_bytes <= MAX_BLOCK_TEXT);
     }
 }

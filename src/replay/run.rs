@@ -164,6 +164,13 @@ impl Prepared {
 
     /// Fill from a capture line, reusing this request's buffers.
     pub fn fill(&mut self, record: &RecordRef<'_>) -> Result<(), Error> {
+        self.fill_with(record, None)
+    }
+
+    /// [`Prepared::fill`], with the text of the line's `headers` array
+    /// when it is known ([`RecordRef::parse_into`]): the header block of a
+    /// text seen before is taken as it is.
+    pub fn fill_with(&mut self, record: &RecordRef<'_>, headers_text: Option<&str>) -> Result<(), Error> {
         self.method = parse_method(&record.method)?;
         // Half of a capture's requests have the target of the request
         // before: parsing it again (a copy into new `Bytes`, a scan) is not
@@ -173,7 +180,7 @@ impl Prepared {
         }
         self.version = parse_version(record.version.as_deref())?;
         crate::capture::record::check_header_count(record.headers.len())?;
-        self.block = self.blocks.block(&record.headers)?;
+        self.block = self.blocks.block(headers_text, &record.headers)?;
         // The proxy records wire names on HTTP/1 only.
         self.has_wire_names = matches!(self.version, http::Version::HTTP_10 | http::Version::HTTP_11);
         fill_body(&mut self.body, record.body.as_deref(), record.body_b64.as_deref())?;
@@ -284,8 +291,8 @@ impl Inputs {
             let Some(next) = source.lines.next_line() else { break };
             let problem = match next {
                 Ok((line, text)) => match RecordRef::parse_into(text, std::mem::take(&mut source.spare_headers)) {
-                    Ok(record) => {
-                        let filled = source.head.fill(&record);
+                    Ok((record, headers_text)) => {
+                        let filled = source.head.fill_with(&record, headers_text);
                         if filled.is_ok() {
                             source.meta.line = line;
                             source.meta.label = record.label.as_deref().map(|l| intern(&mut self.labels, l));

@@ -18,7 +18,9 @@ use crate::pipeline::Decision;
 pub use super::upstream::{UpstreamBody, UpstreamClient};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// A `static`: a `const` array of names would be built (and dropped) at
+/// every use.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -33,7 +35,20 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Transfer-Encoding: what [`strip_hop_by_hop`] removes besides the names
 /// `Connection` lists (which it lists only when it is there).
 fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|hop| hop == name) || name == header::TRANSFER_ENCODING
+    // One match on the text (by length, then bytes), run for every header
+    // both ways; the test below holds it to HOP_BY_HOP.
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "transfer-encoding"
+    )
 }
 
 /// Remove hop-by-hop headers, including any the `Connection` header names.
@@ -58,8 +73,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Turn the client's request into the upstream's.
-pub fn prepare_request(
-    request: &mut Request<ProxyBody>,
+pub fn prepare_request<B>(
+    request: &mut Request<B>,
     upstream: &Uri,
     peer: IpAddr,
     peer_trusted: bool,
@@ -75,7 +90,7 @@ pub fn prepare_request(
         strip_client_address_claims(headers);
     }
     if let Some(value) = forwarded_for(headers, peer, peer_trusted) {
-        headers.insert("x-forwarded-for", value);
+        headers.insert(X_FORWARDED_FOR.clone(), value);
     }
 
     names.insert(headers, decision);
@@ -85,7 +100,7 @@ pub fn prepare_request(
 /// origin-form (`/path?query`, what goes on a connection to the upstream
 /// itself), the client's `Host` kept. HTTP/2 clients send `:authority`
 /// instead of `Host`; a request with neither gets the upstream's.
-fn retarget(request: &mut Request<ProxyBody>, upstream: &Uri) {
+fn retarget<B>(request: &mut Request<B>, upstream: &Uri) {
     let client = std::mem::take(request.uri_mut()).into_parts();
     if !request.headers().contains_key(header::HOST) {
         let host = match client.authority {
@@ -114,6 +129,9 @@ fn upstream_host(upstream: &Uri) -> Option<HeaderValue> {
     }
 }
 
+/// Parsed once, not at every insert.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// Headers in which a proxy tells the application who the client is. Only
 /// a trusted proxy may say that; from anyone else they are a client's
 /// claim about itself, which an application (or its rate limiter) might
@@ -138,7 +156,7 @@ fn strip_client_address_claims(headers: &mut HeaderMap) {
     // the names instead of a hashed lookup per absent one.
     let claimed = |name: &HeaderName| {
         let name = name.as_str();
-        name.contains('_') || CLIENT_ADDRESS_HEADERS[1..].contains(&name)
+        name.as_bytes().contains(&b'_') || is_client_address_claim(name)
     };
     if !headers.keys().any(claimed) {
         return;
@@ -149,17 +167,28 @@ fn strip_client_address_claims(headers: &mut HeaderMap) {
     crate::decision_headers::strip_underscore_aliases(headers, &CLIENT_ADDRESS_HEADERS);
 }
 
+/// Whether a name is one of [`CLIENT_ADDRESS_HEADERS`] but
+/// `X-Forwarded-For`: one match instead of eight comparisons, for every
+/// header of every request.
+fn is_client_address_claim(name: &str) -> bool {
+    matches!(
+        name,
+        "x-real-ip"
+            | "forwarded"
+            | "true-client-ip"
+            | "cf-connecting-ip"
+            | "x-client-ip"
+            | "x-cluster-client-ip"
+            | "fastly-client-ip"
+            | "x-original-forwarded-for"
+    )
+}
+
 /// Only a trusted proxy's chain is kept; anything else the client wrote
 /// into X-Forwarded-For is dropped rather than passed on as fact.
 fn forwarded_for(headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> Option<HeaderValue> {
-    // An address is at most 45 characters: formatted on the stack.
     let mut text = [0u8; 64];
-    let peer_text = {
-        let mut cursor = std::io::Cursor::new(&mut text[..]);
-        write!(cursor, "{peer}").ok()?;
-        let length = cursor.position() as usize;
-        &text[..length]
-    };
+    let peer_text = address_text(peer, &mut text)?;
     if peer_trusted {
         let previous: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
         if !previous.is_empty() {
@@ -168,6 +197,40 @@ fn forwarded_for(headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> Optio
         }
     }
     HeaderValue::from_bytes(peer_text).ok()
+}
+
+/// `address` as text, on the stack (an address is at most 45 characters).
+/// IPv4 is written digit by digit: the formatting machinery cost ~1k
+/// instructions of every forwarded request.
+fn address_text(address: IpAddr, text: &mut [u8; 64]) -> Option<&[u8]> {
+    let length = match address {
+        IpAddr::V4(v4) => {
+            let mut at = 0;
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    text[at] = b'.';
+                    at += 1;
+                }
+                if octet >= 100 {
+                    text[at] = b'0' + octet / 100;
+                    at += 1;
+                }
+                if octet >= 10 {
+                    text[at] = b'0' + octet / 10 % 10;
+                    at += 1;
+                }
+                text[at] = b'0' + octet % 10;
+                at += 1;
+            }
+            at
+        }
+        IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            write!(cursor, "{address}").ok()?;
+            cursor.position() as usize
+        }
+    };
+    text.get(..length)
 }
 
 /// Body type used for everything palisade sends.
@@ -186,6 +249,11 @@ mod tests {
             assert!(is_hop_by_hop(name.as_str()), "{name}");
         }
         assert!(!is_hop_by_hop("host"));
+        for name in &CLIENT_ADDRESS_HEADERS[1..] {
+            assert!(is_client_address_claim(name), "{name}");
+        }
+        assert!(!is_client_address_claim("x-forwarded-for"));
+        assert!(!is_client_address_claim("host"));
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("a"));
         headers.insert("connection", HeaderValue::from_static("x-secret"));
@@ -212,6 +280,19 @@ mod tests {
         retarget(&mut request, &"http://app:80".parse().unwrap());
         assert_eq!(request.headers()[header::HOST], "client");
         assert_eq!(upstream_host(&"http://app:80".parse().unwrap()).unwrap(), "app");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn addresses_are_written_as_display_writes_them(octets in proptest::prelude::any::<[u8; 4]>(), v6 in proptest::prelude::any::<[u16; 8]>()) {
+            let mut text = [0u8; 64];
+            let v4 = IpAddr::from(octets);
+            let expected = v4.to_string();
+            proptest::prop_assert_eq!(address_text(v4, &mut text).unwrap(), expected.as_bytes());
+            let v6 = IpAddr::from(v6);
+            let expected = v6.to_string();
+            proptest::prop_assert_eq!(address_text(v6, &mut text).unwrap(), expected.as_bytes());
+        }
     }
 
     #[test]

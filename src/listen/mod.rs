@@ -8,6 +8,7 @@ pub mod answer;
 pub mod client_addr;
 mod connections;
 pub mod forward;
+mod h1_upstream;
 mod handler;
 mod idle;
 mod pending;
@@ -17,6 +18,7 @@ pub mod sidecar;
 mod tls;
 mod upstream;
 mod wire_head;
+mod woken;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -24,6 +24,7 @@ use super::pending::PendingOutcomes;
 use super::runtime::{ConnectionInfo, Runtime};
 use super::tls::TlsSettings;
 use super::wire_head::{HeadRecorder, WireHeads};
+use super::woken::Gate;
 use super::{App, ProxyBody};
 use crate::decision_log::DecisionLog;
 use crate::metrics::Metrics;
@@ -435,22 +436,38 @@ async fn serve_connection<S>(
         draining_since = Some(Instant::now());
     }
     let ordering = std::sync::atomic::Ordering::Relaxed;
+    // The watchdogs are polled only when one of them woke the task, not on
+    // every read and write of the connection (see `woken`).
+    let gate = Gate::default();
     loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%peer, %error, "client connection ended with an error");
+        let watched = {
+            let watchdogs = std::pin::pin!(async {
+                tokio::select! {
+                    _ = force_close.cancelled() => Watchdog::ForceClose,
+                    _ = shutdown.changed(), if !draining => Watchdog::Shutdown,
+                    _ = idle_check.tick() => Watchdog::IdleCheck,
                 }
-                break;
+            });
+            tokio::select! {
+                biased;
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "client connection ended with an error");
+                    }
+                    break;
+                }
+                watched = gate.wrap(watchdogs) => watched,
             }
+        };
+        match watched {
             // Grace period over: dropping the connection closes the socket.
-            _ = force_close.cancelled() => break,
-            _ = shutdown.changed(), if !draining => {
+            Watchdog::ForceClose => break,
+            Watchdog::Shutdown => {
                 draining = true;
                 draining_since = Some(Instant::now());
                 connection.as_mut().graceful_shutdown();
             }
-            _ = idle_check.tick() => {
+            Watchdog::IdleCheck => {
                 // Near the connection cap, connections that only sit there
                 // give their place to ones that will send requests.
                 let pressure = runtime.connections.under_pressure(max_connections);
@@ -461,7 +478,11 @@ async fn serve_connection<S>(
                 if activity.head_waiting_ms().is_some_and(|waited| waited >= limit(timeouts.header_read)) {
                     // No complete head in time (from accept for the first):
                     // nothing was asked, so closing loses nothing.
-                    let counter = if pressure { &runtime.metrics.connections_shed } else { &runtime.metrics.connections_head_timeout };
+                    let counter = if pressure {
+                        &runtime.metrics.connections_shed
+                    } else {
+                        &runtime.metrics.connections_head_timeout
+                    };
                     counter.fetch_add(1, ordering);
                     tracing::debug!(%peer, "no request head within the header read timeout; closed");
                     break;
@@ -471,7 +492,9 @@ async fn serve_connection<S>(
                     // A client told to go (GOAWAY, `Connection: close`) that
                     // stays without anything in flight is closed, not waited
                     // on until pings time out.
-                    if draining_since.is_some_and(|since: Instant| since.elapsed() >= DRAIN_AFTER) && activity.in_flight() == 0 {
+                    if draining_since.is_some_and(|since: Instant| since.elapsed() >= DRAIN_AFTER)
+                        && activity.in_flight() == 0
+                    {
                         break;
                     }
                 } else if idle_ms >= limit(timeouts.idle) {
@@ -485,6 +508,13 @@ async fn serve_connection<S>(
             }
         }
     }
+}
+
+/// What woke a client connection's loop besides the connection itself.
+enum Watchdog {
+    ForceClose,
+    Shutdown,
+    IdleCheck,
 }
 
 /// Under connection pressure, how long a connection may wait for a head

@@ -84,12 +84,37 @@ username_distinct_addresses = 1000
 site_min_attempts = 100000
 "#;
 
+/// `count` replicas, each counting in Redis: a replica whose first check
+/// of Redis failed (a slow Cluster answer on a loaded machine) starts on
+/// its local counters and joins within a retry interval, so the
+/// comparisons below wait for it (at most five seconds) rather than
+/// measure its fallback.
 async fn replicas(count: usize, config: &str, upstream: &Upstream) -> Vec<Palisade> {
     let mut started = Vec::new();
     for _ in 0..count {
         started.push(Palisade::start(config, upstream).await);
     }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for replica in &started {
+        while metric(&replica.metrics_text().await, "palisade_store_redis_up") != 1.0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     started
+}
+
+/// What replicas decided without Redis: requests on local counters and
+/// writes that never reached it. Either makes replicas count apart, so a
+/// comparison that fails says whether they did.
+async fn store_trouble(replicas: &[Palisade]) -> String {
+    let (mut fallbacks, mut dropped, mut down) = (0.0, 0.0, 0);
+    for replica in replicas {
+        let text = replica.metrics_text().await;
+        fallbacks += metric(&text, "palisade_store_fallback_requests_total");
+        dropped += metric(&text, "palisade_store_writes_dropped_total");
+        down += usize::from(metric(&text, "palisade_store_redis_up") != 1.0);
+    }
+    format!("{fallbacks} requests on local counters, {dropped} writes dropped, {down} replicas down")
 }
 
 /// One client (one address, one browser) sends `LOGIN_ATTEMPTS` login
@@ -156,22 +181,30 @@ async fn replicas_share_limits_and_bans(redis: Target<'_>) {
     redis.flush_all();
     let three = replicas(3, &config, &upstream).await;
     let shared_limit = attempts_let_through(&three, "right").await;
+    let trouble = store_trouble(&three).await;
     drop(three);
     redis.flush_all();
-    println!("rate limit: one replica let {single_limit} through, three replicas {shared_limit}");
-    assert!(within_ten_percent(single_limit, shared_limit), "{single_limit} vs {shared_limit}");
+    println!("rate limit: one replica let {single_limit} through, three replicas {shared_limit} ({trouble})");
+    assert!(within_ten_percent(single_limit, shared_limit), "{single_limit} vs {shared_limit} ({trouble})");
     assert!((40..60).contains(&single_limit), "the 40-request burst: {single_limit}");
 
     // Credential stuffing: failing logins, stopped by the failure counters
     // (login outcomes are written to Redis after each upstream answer).
     let one = replicas(1, &config, &upstream).await;
     let single_stuffing = attempts_let_through(&one, "wrong").await;
+    let single_trouble = store_trouble(&one).await;
     drop(one);
     redis.flush_all();
     let three = replicas(3, &config, &upstream).await;
     let shared_stuffing = attempts_let_through(&three, "wrong").await;
-    println!("stuffing: one replica let {single_stuffing} through, three replicas {shared_stuffing}");
-    assert!(within_ten_percent(single_stuffing, shared_stuffing), "{single_stuffing} vs {shared_stuffing}");
+    let trouble = store_trouble(&three).await;
+    println!(
+        "stuffing: one replica let {single_stuffing} through ({single_trouble}), three replicas {shared_stuffing} ({trouble})"
+    );
+    assert!(
+        within_ten_percent(single_stuffing, shared_stuffing),
+        "{single_stuffing} vs {shared_stuffing}: one replica {single_trouble}; three {trouble}"
+    );
     assert!((5..40).contains(&single_stuffing), "stopped by failures, not the limit: {single_stuffing}");
     drop(three);
     redis.flush_all();
@@ -188,10 +221,10 @@ async fn replicas_share_limits_and_bans(redis: Target<'_>) {
         let after = until_banned(&client, replica, banned_at, Duration::from_secs(1)).await;
         println!("ban from A held on {name} {after:?} after A set it");
     }
-    // The ban is in Redis: a `ban` field (its end time) of the address's hash.
+    // The ban is in Redis: a `ban` entry (its end time) of the address's group.
     let keys = redis.keys();
     let values = redis.dump();
-    assert!(values.lines().any(|line| line.trim() == "ban"), "no ban in Redis: {keys:?}");
+    assert!(values.lines().any(|line| line.contains(";ban=")), "no ban in Redis: {keys:?}");
     // Nothing in Redis names a user, an address or a password.
     for secret in ["victim", "someone", "127.0.0.1", "wrong", "right"] {
         assert!(!keys.iter().any(|k| k.contains(secret)), "a key holds {secret:?}: {keys:?}");
@@ -434,7 +467,7 @@ async fn a_ban_made_while_redis_was_down_reaches_it_when_it_returns() {
     server.restart();
     let after = until_banned(&client, &b, Instant::now(), Duration::from_secs(3)).await;
     println!("B enforced A's outage ban {after:?} after Redis came back");
-    assert!(server.dump().lines().any(|line| line.trim() == "ban"), "the ban is in Redis");
+    assert!(server.dump().lines().any(|line| line.contains(";ban=")), "the ban is in Redis");
 }
 
 /// A password-protected redis-server listening on a port and a Unix socket.

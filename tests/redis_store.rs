@@ -166,8 +166,8 @@ async fn redis_time_drives_limits_and_bans() {
     redis.execute(&check, clock.now(), &mut readings).await;
     let left = readings.ban("ban").expect("the ban is in Redis");
     assert!(left > Duration::from_secs(29) && left <= Duration::from_secs(30), "{left:?}");
-    let ttl: i64 = server.cli(&["PTTL", "palisade:{api}:ban"]).trim().parse().unwrap();
-    assert!(ttl > 29_000 && ttl <= 31_000, "the ban's hash expires with the ban (and a second): {ttl}");
+    let ttl: i64 = server.cli(&["PTTL", "palisade:{api}:v2:ban"]).trim().parse().unwrap();
+    assert!(ttl > 29_000 && ttl <= 31_000, "the ban's group expires with the ban (and a second): {ttl}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::script::{ban_index, group_and_field, redis_key};
+use super::script::{ban_index, entry, group_and_field, redis_key};
 use super::{Connection, RedisStore, Shared};
 use crate::clock::Nanos;
 use crate::error::Error;
@@ -26,11 +26,12 @@ const LIFT_POLL: Duration = Duration::from_millis(500);
 /// longer re-learns from Redis on each client's next request anyway).
 const FEED_LENGTH: usize = 1000;
 
-/// Deletes a ban with the other counters of its scope (the group hash and
-/// its distinct-count sketches) and its index entry, in one step; replies
-/// 1 when a ban was there.
+/// Deletes a ban with the other counters of its scope (the group and its
+/// distinct-count sketches) and its index entry, in one step; replies 1
+/// when a ban was there (an entry `;NAME=` in the group's text).
 const LIFT_SCRIPT: &str = r"
-local held = redis.call('HGET', KEYS[1], ARGV[1])
+local group = redis.call('GET', KEYS[1])
+local held = group and string.find(group, ';' .. ARGV[1] .. '=', 1, true)
 redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[2], ARGV[2])
 if held then return 1 else return 0 end
@@ -127,12 +128,16 @@ impl Shared {
                 let (Some(key), Some(ends)) = (text(&pair[0]), pair.get(1).and_then(text)) else { continue };
                 let Ok(ends) = ends.parse::<f64>() else { continue };
                 let (group, field) = group_and_field(&key);
-                let mut why = redis::cmd("HMGET");
-                why.arg(redis_key(prefix, shard, group)).arg(field).arg(format!("{field}.why"));
-                let fields = tokio::time::timeout(timeout, connection.query(&why)).await.ok()?.ok()?;
-                let fields = items(&fields);
-                // The index may name a ban lifted by hand: the hash decides.
-                let Some(held) = fields.first().and_then(text).and_then(|t| t.parse::<f64>().ok()) else { continue };
+                let mut get = redis::cmd("GET");
+                get.arg(redis_key(prefix, shard, group));
+                let stored = tokio::time::timeout(timeout, connection.query(&get)).await.ok()?.ok()?;
+                let stored = text(&stored).unwrap_or_default();
+                // The index may name a ban lifted by hand: the group decides.
+                let Some((held, why)) = entry(&stored, field).map(|ban| ban.split_once(',').unwrap_or((ban, "")))
+                else {
+                    continue;
+                };
+                let Ok(held) = held.parse::<f64>() else { continue };
                 let left_us = held.min(ends) - now_us as f64;
                 if left_us <= 0.0 {
                     continue;
@@ -140,7 +145,7 @@ impl Shared {
                 bans.push(BanEntry {
                     key: key.clone(),
                     left: Duration::from_micros(left_us as u64),
-                    reason: fields.get(1).and_then(text).unwrap_or_default(),
+                    reason: why.to_string(),
                 });
             }
         }

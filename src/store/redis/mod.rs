@@ -199,13 +199,13 @@ impl RedisStore {
         };
         let own = worker::connection(shared);
         let connection = own.as_ref().unwrap_or(&connection);
-        let order = script::order(plan);
-        let reply = shared.call(connection, plan, &order, Some(now), shared.settings.timeout).await;
+        let layout = script::layout(plan);
+        let reply = shared.call(connection, plan, &layout, Some(now), shared.settings.timeout).await;
         let mut remote = CounterReadings::default();
         let decoded = match reply {
             Ok((reply, elapsed)) => {
                 shared.metrics.roundtrip.record(elapsed);
-                script::decode(plan, &order, &reply, &mut remote)
+                script::decode(plan, &layout, &reply, &mut remote)
             }
             .map_err(|error| {
                 tracing::error!(%error, "the Redis counter script replied in an unexpected shape; using local counters");
@@ -270,12 +270,12 @@ impl Shared {
         &self,
         connection: &Connection,
         plan: &CounterPlan,
-        order: &[usize],
+        layout: &script::Layout<'_>,
         now: Option<Nanos>,
         timeout: Duration,
     ) -> Result<(redis::Value, Duration), &'static str> {
         let time = now.filter(|_| self.settings.time == TimeSource::Clock);
-        let command = script::command(self.script.get_hash(), plan, order, &self.settings.key_prefix, time);
+        let command = script::command(self.script.get_hash(), plan, layout, &self.settings.key_prefix, time);
         let mut connection = connection.clone();
         let started = Instant::now();
         match tokio::time::timeout(timeout, connection.eval(&command, script::SOURCE)).await {
@@ -334,7 +334,7 @@ impl Shared {
                 // lost it, and proves scripts run in time.
                 let empty = CounterPlan::default();
                 let timeout = self.settings.timeout.max(Duration::from_millis(1));
-                self.call(&connection, &empty, &[], None, timeout).await.is_ok()
+                self.call(&connection, &empty, &script::layout(&empty), None, timeout).await.is_ok()
             }
             Connection::Cluster(cluster) => {
                 // One node answering is not enough: every slot must be served.

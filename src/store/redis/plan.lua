@@ -2,40 +2,60 @@
 --
 -- ARGV[1] is the time in microseconds, or "" to take it from Redis TIME
 -- (what palisade does in production, so replicas' clocks never matter).
--- Then, per operation, an opcode and its arguments; KEYS are consumed in
--- order. Times are microseconds throughout: Lua numbers are doubles,
--- exact to 2^53.
+-- ARGV[2] is the number of groups and rate limits the call uses: their
+-- keys are KEYS[1..ARGV[2]], in the order they are used, all read at once
+-- (one MGET); then the shard's ban index when the call bans. Then, per
+-- operation, an opcode and its arguments. A distinct count's sketches
+-- are named after its group's key (GROUP:NAME:e and GROUP:NAME:o), which
+-- shares the group's hash tag, so they are not sent: each key sent costs
+-- Redis about as much as a small command. Times are microseconds
+-- throughout: Lua numbers are doubles, exact to 2^53.
 --
 -- Counts, distinct-count bookkeeping, decayed sums, rhythms and bans are
--- fields of a group hash (one per scope, e.g. one client address). The
--- caller sends the operations of one group together, after a 'G' that
--- names the group's key: the group is read once (HGETALL), its counters
--- are updated in Lua, and whatever changed is written back with one HSET
--- when the next group starts (or at the end), because each redis.call
--- costs far more than the command itself. GCRA state and HyperLogLogs are
--- keys of their own.
+-- entries of a group (one per scope, e.g. one client address): one string
+-- value, ";NAME=V1,V2,...;NAME=..." (a count's NAME=window,current,previous;
+-- a decayed sum's NAME=value,when; ...). A string because each value a
+-- script reads costs Redis far more than the command: a hash of seventeen
+-- fields read with HGETALL into Lua took ~3 us, a GET of the same state
+-- ~0.2 us. The caller sends the operations of one group together, after a
+-- 'G' that names the group's key, or an 'R' when the caller also wants the
+-- group as stored: then counters only read (ban checks, counts and
+-- decayed sums) are not sent at all, and Rust reads them from the group's
+-- text, so the script neither parses nor formats them. An entry is parsed
+-- only when an operation needs it, and the group is written back (one SET)
+-- when the next group starts, or at the end, if anything changed. GCRA
+-- state and HyperLogLogs are keys of their own.
 --
 -- Every group written lives at least as long as its longest-lived counter
 -- needs from now (two windows, twenty half-lives, a ban's length). The
--- expiry last set is kept in the group (field '@expires', ms), so a write
--- that does not need a longer life costs no PEXPIRE; a counter's life is
--- extended by an eighth more than it needs, so that most writes need none.
--- A ban's group is not: it expires with the ban (and a second).
+-- expiry last set is kept in the group (entry '@', ms), so a write that
+-- does not need a longer life keeps the TTL (SET KEEPTTL); a counter's life
+-- is extended by an eighth more than it needs, so that most writes need
+-- none. A ban's group is not: it expires with the ban (and a second).
 --
--- The reply is one string of values separated by spaces: now_us, the
--- values of op 1, of op 2, ..., each operation adding a fixed number of
--- values (see script.rs), '-' for a field not stored. One string rather
--- than an array of values: the client parses each value of an array at a
--- cost that, for a login's fifty, rivalled the script's own. Raw window
--- state is returned rather than estimates, so Rust computes the numbers
--- with the same code as the in-process store.
+-- The reply is one string of values separated by spaces: now_us, then per
+-- 'R' group its text ('-' when there is none) and per operation its
+-- values, each operation adding a fixed number of values (see script.rs),
+-- '-' for a value not stored. One string rather than an array of values:
+-- the client parses each value of an array at a cost that, for a login's
+-- fifty, rivalled the script's own. Raw window state is returned rather
+-- than estimates, so Rust computes the numbers with the same code as the
+-- in-process store.
 
-local now
+-- Numbers are written as text as little as possible, and values read as
+-- text are passed on as text: Lua formats a number through sprintf, which
+-- costs about as much as a small Redis command.
+local function fmt(n)
+  return string.format('%.0f', n)
+end
+
+local now, now_text
 if ARGV[1] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now_text = fmt(now)
 else
-  now = tonumber(ARGV[1])
+  now, now_text = tonumber(ARGV[1]), ARGV[1]
 end
 local now_ms = math.floor(now / 1000)
 
@@ -43,33 +63,83 @@ local function ms(us)
   return math.ceil(us / 1000)
 end
 
-local function fmt(n)
-  return string.format('%.0f', n)
+-- Window numbers as text, by width: each count of a call that writes, and
+-- each distinct count, needs the current window's.
+local window_texts = {}
+local function window_text(width)
+  local text = window_texts[width]
+  if not text then
+    text = fmt(math.floor(now / width))
+    window_texts[width] = text
+  end
+  return text
 end
 
--- The current group: its key, its fields (name -> text), the fields
--- changed (name -> true), and how long it must live from now (ms): `need`
--- at least, `want` when extending.
-local key, fields, dirty, need, want
+local find, sub, match = string.find, string.sub, string.match
+
+-- The current group: its key, its text as read (false: none), the
+-- entries parsed or set (name -> text, false: none), the entries changed
+-- (name -> true), whether any did, and how long it must live from now
+-- (ms): `need` at least, `want` when extending.
+local key, raw, entries, dirty, changed, need, want
+
+-- An entry's text, parsed from the group's only when first asked for.
+local function get(name)
+  local value = entries[name]
+  if value == nil then
+    value = false
+    if raw then
+      local at = find(raw, ';' .. name .. '=', 1, true)
+      if at then
+        local from = at + #name + 2
+        local to = find(raw, ';', from, true)
+        value = sub(raw, from, (to or 0) - 1)
+      end
+    end
+    entries[name] = value
+  end
+  return value
+end
+
+local function set(name, text)
+  entries[name] = text
+  dirty[name] = true
+  changed = true
+end
 
 local function flush()
   if not key then return end
-  local extend = need > 0 and now_ms + need > (tonumber(fields['@expires']) or 0)
-  if extend then
-    fields['@expires'] = fmt(now_ms + want)
-    dirty['@expires'] = true
-  end
-  local args, n = { key }, 1
-  for name in pairs(dirty) do
-    args[n + 1], args[n + 2] = name, fields[name]
-    n = n + 2
-  end
-  if n > 1 then
-    redis.call('HSET', unpack(args))
-  end
-  -- After the HSET, which creates a group written for the first time.
-  if extend and redis.call('PEXPIRE', key, want, 'GT') == 0 then
-    redis.call('PEXPIRE', key, want, 'NX')
+  if changed then
+    local expires = tonumber(get('@')) or 0
+    local extend = need > 0 and now_ms + need > expires
+    if extend then
+      set('@', fmt(now_ms + want))
+    end
+    -- A group never written before gets a life from a counter that needs
+    -- one; with none (a kept distinct count of a group gone), not written.
+    if extend or raw then
+      local parts, n = {}, 0
+      if raw then
+        for name, value in string.gmatch(raw, ';([^=;]*)=([^;]*)') do
+          if not dirty[name] then
+            parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = ';', name, '=', value
+            n = n + 4
+          end
+        end
+      end
+      for name in pairs(dirty) do
+        local value = entries[name]
+        if value then
+          parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = ';', name, '=', value
+          n = n + 4
+        end
+      end
+      if extend then
+        redis.call('SET', key, table.concat(parts, '', 1, n), 'PX', want)
+      else
+        redis.call('SET', key, table.concat(parts, '', 1, n), 'KEEPTTL')
+      end
+    end
   end
   key = nil
 end
@@ -85,178 +155,224 @@ local function keep_counter(ttl)
   keep(ttl, math.ceil(ttl / 8))
 end
 
-local function field(name, default)
-  return tonumber(fields[name]) or default
+local units = tonumber(ARGV[2])
+local stored_values = {}
+if units > 0 then
+  stored_values = redis.call('MGET', unpack(KEYS, 1, units))
 end
+-- Rate limits taken earlier in this call (key -> arrival time): a limit
+-- taken twice in one call reads its own write, not the MGET's value.
+local taken = {}
 
-local function set(name, text)
-  fields[name] = text
-  dirty[name] = true
-end
-
-local reply, r = { now }, 1
-local a, k = 2, 1
+local reply, r = { now_text }, 1
+local a, u = 3, 0
 
 while a <= #ARGV do
   local op = ARGV[a]
-  if op == 'G' then
-    -- The operations that follow, up to the next 'G' or 'g', use this group.
+  if op == 'G' or op == 'R' then
+    -- The operations that follow, up to the next 'G', 'R' or 'g', use this group.
     flush()
-    key = KEYS[k]
-    local flat = redis.call('HGETALL', key)
-    fields, dirty, need, want = {}, {}, 0, 0
-    for n = 1, #flat, 2 do
-      fields[flat[n]] = flat[n + 1]
+    u = u + 1
+    key, raw = KEYS[u], stored_values[u]
+    entries, dirty, changed, need, want = {}, {}, false, 0, 0
+    if op == 'R' then
+      reply[r + 1] = raw or '-'
+      r = r + 1
     end
-    a, k = a + 1, k + 1
+    a = a + 1
   elseif op == 'g' then
     -- GCRA, as governor runs it: emission interval t, tolerance tau.
     flush()
     local t, tau = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-    local gk = KEYS[k]
-    local tat = tonumber(redis.call('GET', gk)) or now
+    u = u + 1
+    local gk = KEYS[u]
+    local tat = taken[gk] or tonumber(stored_values[u]) or now
     local earliest = tat - tau
     if now < earliest then
-      reply[r + 1], reply[r + 2] = 0, fmt(earliest - now)
+      reply[r + 1], reply[r + 2] = '0', fmt(earliest - now)
     else
       local next_tat = math.max(tat, now) + t
       redis.call('SET', gk, fmt(next_tat), 'PX', ms(next_tat - now) + 10000)
-      reply[r + 1], reply[r + 2] = 1, 0
+      taken[gk] = next_tat
+      reply[r + 1], reply[r + 2] = '1', '0'
     end
     r = r + 2
-    a, k = a + 3, k + 1
+    a = a + 3
   elseif op == 'c' then
     -- Sliding-window count: the current and previous fixed windows, as
-    -- fields NAME.i (window), NAME.c (current), NAME.p (previous). A
-    -- missing counter holds window -1, so the first add starts a window.
+    -- NAME=window,current,previous. A missing counter holds window -1, so
+    -- the first add starts a window.
     local name, width, add = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-    local fi, fc, fp = name .. '.i', name .. '.c', name .. '.p'
-    local i, c, p = field(fi, -1), field(fc, 0), field(fp, 0)
+    local si, sc, sp
+    local stored = get(name)
+    if stored then
+      si, sc, sp = match(stored, '^([^,]*),([^,]*),([^,]*)$')
+    end
+    if not si then
+      si, sc, sp = '-1', '0', '0'
+    end
     if add > 0 then
-      local index = math.floor(now / width)
-      if index == i then
-        c = c + add
-        set(fc, fmt(c))
+      local index_text = window_text(width)
+      local i = tonumber(si) or -1
+      if index_text == si then
+        sc = fmt((tonumber(sc) or 0) + add)
       else
-        if index == i + 1 then p = c else p = 0 end
-        c = add
-        i = index
-        set(fi, fmt(i))
-        set(fc, fmt(c))
-        set(fp, fmt(p))
+        if tonumber(index_text) == i + 1 then sp = sc else sp = '0' end
+        sc = ARGV[a + 3]
+        si = index_text
       end
+      set(name, si .. ',' .. sc .. ',' .. sp)
       keep_counter(ms(2 * width) + 1000)
     end
-    -- Window numbers and counts are far below 1e14: table.concat writes
-    -- them exactly (%.14g).
-    reply[r + 1], reply[r + 2], reply[r + 3] = i, c, p
+    reply[r + 1], reply[r + 2], reply[r + 3] = si, sc, sp
     r = r + 3
     a = a + 4
   elseif op == 'C' then
-    -- A count only read: its three fields as stored ('-' when missing),
-    -- for Rust to read as the 'c' reply.
-    local name = ARGV[a + 1]
-    reply[r + 1] = fields[name .. '.i'] or '-'
-    reply[r + 2] = fields[name .. '.c'] or '-'
-    reply[r + 3] = fields[name .. '.p'] or '-'
+    -- A count only read, after a write to it in this call (otherwise Rust
+    -- reads it from the group's text): as stored, '-' when missing.
+    local stored = get(ARGV[a + 1])
+    local i, c, p = '-', '-', '-'
+    if stored then i, c, p = match(stored, '^([^,]*),([^,]*),([^,]*)$') end
+    reply[r + 1], reply[r + 2], reply[r + 3] = i or '-', c or '-', p or '-'
     r = r + 3
     a = a + 2
   elseif op == 'Y' then
-    -- A decayed sum only read: NAME.v and NAME.t as stored; Rust decays it.
-    local name = ARGV[a + 1]
-    reply[r + 1] = fields[name .. '.v'] or '-'
-    reply[r + 2] = fields[name .. '.t'] or '-'
+    -- A decayed sum only read (as 'C'): value and time as stored; Rust decays it.
+    local stored = get(ARGV[a + 1])
+    local v, t = '-', '-'
+    if stored then v, t = match(stored, '^([^,]*),([^,]*)$') end
+    reply[r + 1], reply[r + 2] = v or '-', t or '-'
     r = r + 2
     a = a + 2
   elseif op == 'd' or op == 'h' then
     -- Distinct count over the current and previous windows: two
-    -- HyperLogLogs used in turn; which window each holds is in the group
-    -- (fields NAME.e and NAME.o). 'h' adds only to a sketch already held:
-    -- one never held reads 1 (the item alone) and is not created.
+    -- HyperLogLogs used in turn; which window each holds is in the group,
+    -- NAME=counted,even,odd,count (the window first, for the check below).
+    -- 'h' adds only to a sketch already held: one never held reads 1 (the
+    -- item alone) and is not created.
     --
-    -- The count is kept in the group too (NAME.u, counted in window
-    -- NAME.k): while no add changes a sketch (PFADD answers 0) and the
-    -- window is the same, it is what PFCOUNT would answer, without the
-    -- PFCOUNT (over two sketches, a merge of both).
+    -- The count is kept in the group too (count, in window counted): while
+    -- no add changes a sketch (PFADD answers 0) and the window is the
+    -- same, it is what PFCOUNT would answer, without the PFCOUNT (over two
+    -- sketches, a merge of both).
     local name, width, item = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
-    local even, odd = KEYS[k], KEYS[k + 1]
-    local index = math.floor(now / width)
-    local held_even, held_odd = field(name .. '.e', -1), field(name .. '.o', -1)
-    local current, previous, current_held, previous_held, slot
-    if index % 2 == 0 then
-      current, previous, current_held, previous_held, slot = even, odd, held_even, held_odd, name .. '.e'
-    else
-      current, previous, current_held, previous_held, slot = odd, even, held_odd, held_even, name .. '.o'
-    end
-    local unheld = op == 'h' and held_even == -1 and held_odd == -1
-    if unheld then
-      reply[r + 1] = 1
-    else
-      local changed = 0
-      if item ~= '' then
-        if current_held ~= index then
-          -- A new window: start its sketch; it and the group (which says
-          -- which window the sketch holds) live until the next window ends.
-          local ttl = ms(2 * width) + 1000
-          redis.call('DEL', current)
-          set(slot, fmt(index))
-          current_held = index
-          redis.call('PFADD', current, item)
-          redis.call('PEXPIRE', current, ttl)
-          keep_counter(ttl)
-          changed = 1
-        else
-          changed = redis.call('PFADD', current, item)
+    local index_text = window_text(width)
+    local index = tonumber(index_text)
+    -- The common case, cheaply: the count was kept in this window (the
+    -- entry as read starts with it) and the item, if any, changes nothing
+    -- in the current window's sketch. The reply '=' tells Rust to read the
+    -- kept count from the group's text.
+    local added
+    local kept = raw and not dirty[name] and find(raw, ';' .. name .. '=' .. index_text .. ',', 1, true)
+    if kept then
+      if item == '' then
+        reply[r + 1] = '='
+      else
+        local e, o = match(raw, '^([^,]*),([^,]*)', kept + #name + #index_text + 3)
+        if (index % 2 == 0 and e == index_text) or (index % 2 == 1 and o == index_text) then
+          local suffix = ':o'
+          if index % 2 == 0 then suffix = ':e' end
+          added = redis.call('PFADD', key .. ':' .. name .. suffix, item)
+          if added == 0 then reply[r + 1] = '=' end
         end
       end
-      local fk, fu = name .. '.k', name .. '.u'
-      local counted
-      if current_held == index and previous_held == index - 1 then
-        counted = { current, previous }
-      elseif current_held == index then
-        counted = { current }
-      elseif previous_held == index - 1 then
-        counted = { previous }
+    end
+    if reply[r + 1] == nil then
+      local even, odd = key .. ':' .. name .. ':e', key .. ':' .. name .. ':o'
+      local held_even, held_odd, counted_in, count = -1, -1, -1, nil
+      local stored = get(name)
+      if stored then
+        local sk, se, so, su = match(stored, '^([^,]*),([^,]*),([^,]*),([^,]*)$')
+        held_even, held_odd, counted_in, count = tonumber(se) or -1, tonumber(so) or -1, tonumber(sk) or -1, su
       end
-      if not counted then
-        reply[r + 1] = 0
-      elseif changed == 0 and field(fk, -1) == index and fields[fu] then
-        reply[r + 1] = fields[fu]
+      local current, previous, current_held, previous_held
+      if index % 2 == 0 then
+        current, previous, current_held, previous_held = even, odd, held_even, held_odd
       else
-        -- A held sketch means the group exists with its TTL: the count
-        -- can be kept in it.
-        local count = redis.call('PFCOUNT', unpack(counted))
-        set(fk, fmt(index))
-        set(fu, fmt(count))
-        reply[r + 1] = count
+        current, previous, current_held, previous_held = odd, even, held_odd, held_even
+      end
+      local unheld = op == 'h' and held_even == -1 and held_odd == -1
+      if unheld then
+        reply[r + 1] = '1'
+      else
+        local touched = false
+        if item == '' then added = 0 end
+        if item ~= '' then
+          if current_held ~= index then
+            -- A new window: start its sketch; it and the group (which says
+            -- which window the sketch holds) live until the next window ends.
+            local ttl = ms(2 * width) + 1000
+            redis.call('DEL', current)
+            current_held = index
+            if index % 2 == 0 then held_even = index else held_odd = index end
+            redis.call('PFADD', current, item)
+            redis.call('PEXPIRE', current, ttl)
+            keep_counter(ttl)
+            added, touched = 1, true
+          elseif not added then
+            added = redis.call('PFADD', current, item)
+          end
+        end
+        local counted
+        if current_held == index and previous_held == index - 1 then
+          counted = { current, previous }
+        elseif current_held == index then
+          counted = { current }
+        elseif previous_held == index - 1 then
+          counted = { previous }
+        end
+        if not counted then
+          reply[r + 1] = '0'
+        elseif added == 0 and counted_in == index and count and count ~= '' then
+          reply[r + 1] = count
+        else
+          -- A held sketch means the group exists with its TTL: the count
+          -- can be kept in it.
+          count = redis.call('PFCOUNT', unpack(counted))
+          counted_in = index
+          touched = true
+          reply[r + 1] = count
+        end
+        if touched then
+          set(name, fmt(counted_in) .. ',' .. fmt(held_even) .. ',' .. fmt(held_odd) .. ',' .. (count or ''))
+        end
       end
     end
     r = r + 1
-    a, k = a + 4, k + 2
+    a = a + 4
   elseif op == 'y' then
-    -- Exponentially decayed sum: fields NAME.v (value) and NAME.t (when).
+    -- Exponentially decayed sum: NAME=value,when.
     local name, half_life, add = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-    local fv, ft = name .. '.v', name .. '.t'
-    local v, at = field(fv, 0), field(ft, 0)
+    local v, at = 0, 0
+    local stored = get(name)
+    if stored then
+      local sv, st = match(stored, '^([^,]*),([^,]*)$')
+      v, at = tonumber(sv) or 0, tonumber(st) or 0
+    end
     local value = v * math.exp(-math.max(now - at, 0) / half_life * math.log(2))
     if add ~= 0 then value = value + add end
     local text = string.format('%.17g', value)
     if add ~= 0 then
-      set(fv, text)
-      set(ft, fmt(math.max(at, now)))
+      local when = now_text
+      if at > now then when = fmt(at) end
+      set(name, text .. ',' .. when)
       keep_counter(ms(20 * half_life) + 1000)
     end
     reply[r + 1] = text
     r = r + 1
     a = a + 4
   elseif op == 'r' then
-    -- Rhythm of arrivals: fields NAME.t (last arrival), NAME.n (gaps, at
-    -- most SPAN), NAME.m and NAME.q (running means of the gap and of its
-    -- square). The same update as `Rhythm::arrive` in window.rs; Rust
-    -- turns the reply n, m, q into the reading.
+    -- Rhythm of arrivals: NAME=last,gaps,mean,square (gaps at most SPAN;
+    -- running means of the gap and of its square). The same update as
+    -- `Rhythm::arrive` in window.rs; Rust turns the reply n, m, q into the
+    -- reading.
     local name, window = ARGV[a + 1], tonumber(ARGV[a + 2])
-    local ft, fn, fm, fq = name .. '.t', name .. '.n', name .. '.m', name .. '.q'
-    local last, n, m, q = field(ft, 0), field(fn, 0), field(fm, 0), field(fq, 0)
+    local last, n, m, q = 0, 0, 0, 0
+    local stored = get(name)
+    if stored then
+      local st, sn, sm, sq = match(stored, '^([^,]*),([^,]*),([^,]*),([^,]*)$')
+      last, n, m, q = tonumber(st) or 0, tonumber(sn) or 0, tonumber(sm) or 0, tonumber(sq) or 0
+    end
     local gap = now - last
     if last == 0 or gap > window or gap < 0 then
       n, m, q = 0, 0, 0
@@ -267,47 +383,46 @@ while a <= #ARGV do
       q = q + w * (gap * gap - q)
     end
     local m_text, q_text = string.format('%.17g', m), string.format('%.17g', q)
-    set(ft, fmt(now))
-    set(fn, fmt(n))
-    set(fm, m_text)
-    set(fq, q_text)
+    set(name, now_text .. ',' .. fmt(n) .. ',' .. m_text .. ',' .. q_text)
     keep_counter(ms(window) + 1000)
     reply[r + 1], reply[r + 2], reply[r + 3] = n, m_text, q_text
     r = r + 3
     a = a + 3
   elseif op == 'b' then
-    -- Ban check: microseconds left, 0 when none. A ban is a field of its
-    -- scope's group holding its end time (NAME, e.g. `ban`).
-    local left = field(ARGV[a + 1], 0) - now
-    if left > 0 then reply[r + 1] = fmt(left) else reply[r + 1] = 0 end
+    -- Ban check (as 'C'): microseconds left, 0 when none. A ban is an
+    -- entry of its scope's group, NAME=end,reason.
+    local stored = get(ARGV[a + 1])
+    local left = (stored and tonumber(match(stored, '^([^,]*)')) or 0) - now
+    if left > 0 then reply[r + 1] = fmt(left) else reply[r + 1] = '0' end
     r = r + 1
     a = a + 2
   elseif op == 'B' then
-    -- Ban: extend, never shorten. The reason (a detection id) is the field
-    -- NAME.why; the shard's ban index (a sorted set by end time) lists the
+    -- Ban: extend, never shorten. The reason (a detection id) is kept with
+    -- the end; the shard's ban index (a sorted set by end time) lists the
     -- ban for the admin API and forgets bans that have run out. The group
     -- lives at least as long as the ban.
     local name, ttl, why, member = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
-    local index = KEYS[k]
+    local index = KEYS[units + 1]
     local ends = now + ttl
-    if field(name, 0) < ends then
-      set(name, fmt(ends))
-      set(name .. '.why', why)
+    local stored = get(name)
+    local held = stored and tonumber(match(stored, '^([^,]*)')) or 0
+    if held < ends then
+      set(name, fmt(ends) .. ',' .. why)
       keep(ms(ttl) + 1000, 0)
       redis.call('ZADD', index, fmt(ends), member)
-      redis.call('ZREMRANGEBYSCORE', index, '-inf', fmt(now))
+      redis.call('ZREMRANGEBYSCORE', index, '-inf', now_text)
       if redis.call('PEXPIRE', index, ms(ttl) + 1000, 'GT') == 0 then
         redis.call('PEXPIRE', index, ms(ttl) + 1000, 'NX')
       end
     end
-    reply[r + 1] = 0
+    reply[r + 1] = '0'
     r = r + 1
-    a, k = a + 5, k + 1
+    a = a + 5
   else
     return redis.error_reply('palisade: unknown counter operation ' .. tostring(op))
   end
 end
 flush()
 
-reply[1] = fmt(now)
+reply[1] = now_text
 return table.concat(reply, ' ', 1, r)

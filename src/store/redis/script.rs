@@ -39,60 +39,125 @@ fn gcra_params(limit: &RateLimitConfig) -> (u64, u64) {
     (interval, interval * (burst - 1))
 }
 
-/// The Redis key of a plan key: `PREFIX:{SHARD}:KEY`. The braces are a
-/// Cluster hash tag, so every key of one plan lands in one slot.
+/// The layout of the keys and values the script keeps, part of every key:
+/// replicas of a release with another layout count under other keys (a
+/// rolling upgrade does not mix them), and the old keys run out by their
+/// TTLs. `v2`: each scope's counters in one string value (`v1`, unnamed,
+/// kept them as fields of a hash).
+const LAYOUT: &str = "v2";
+
+/// The Redis key of a plan key: `PREFIX:{SHARD}:LAYOUT:KEY`. The braces are
+/// a Cluster hash tag, so every key of one plan lands in one slot.
 pub fn redis_key(prefix: &str, shard: &str, key: &str) -> String {
-    let mut out = String::with_capacity(prefix.len() + shard.len() + key.len() + 4);
+    let mut out = String::with_capacity(prefix.len() + shard.len() + LAYOUT.len() + key.len() + 5);
     out.push_str(prefix);
     out.push_str(":{");
     out.push_str(shard);
     out.push_str("}:");
+    out.push_str(LAYOUT);
+    out.push(':');
     out.push_str(key);
     out
 }
 
-/// What a plan's operations are sent in: a group hash (its key up to the
-/// last `:`), or a GCRA limit's own key.
-fn unit(op: &CounterOp) -> (bool, &str) {
-    match op {
-        CounterOp::Gcra { key, .. } => (true, key),
-        other => (false, group_and_field(other.key()).0),
-    }
+/// How a plan is sent, worked out once per call (the command and the
+/// reply's decoding both need it; walking the plan and splitting its keys
+/// once for each was a tenth of palisade's CPU per login with Redis).
+pub struct Layout<'p> {
+    /// The order the script runs the operations in: those of one group
+    /// together (in plan order among themselves), groups in the order
+    /// they first appear. Operations of different groups touch different
+    /// keys, so the order between groups changes nothing; each group is
+    /// then read and written once per call.
+    pub order: Vec<usize>,
+    /// By operation: its group's key (up to the last `:`) or, for a GCRA
+    /// limit, its own key; and its field in the group.
+    units: Vec<(&'p str, &'p str)>,
+    /// By position in the order: a group or a limit starts here.
+    starts: Vec<bool>,
+    /// By operation: read from its group's text, not sent to the script.
+    text: Vec<bool>,
+    /// By position in the order: a group starts here whose text is sent (`R`).
+    raw: Vec<bool>,
+    /// Keys sent: one per group and limit.
+    keys: usize,
+    bans: bool,
 }
 
-/// The order the script runs a plan's operations in: those of one group
-/// together (in plan order among themselves), groups in the order they
-/// first appear. Operations of different groups touch different keys, so
-/// the order between groups changes nothing; each group is then read and
-/// written once per call.
-pub fn order(plan: &CounterPlan) -> Vec<usize> {
+/// Work out how `plan` is sent.
+///
+/// Counts and decayed sums only read, and ban checks, are read from their
+/// group's text (as the script read it, before this call's writes) unless
+/// an operation of this call before them wrote the same counter: the
+/// script then reads them itself (`C`, `Y`, `b`). A group with a distinct
+/// count sends its text too: a kept count that holds is read from it (the
+/// script answers `=`).
+pub fn layout(plan: &CounterPlan) -> Layout<'_> {
     let ops = plan.ops();
+    let mut units = Vec::with_capacity(ops.len());
     let mut tags = Vec::with_capacity(ops.len());
+    let mut gcra = Vec::with_capacity(ops.len());
+    for op in ops {
+        let (unit, field) = match op {
+            CounterOp::Gcra { key, .. } => (&**key, ""),
+            other => group_and_field(other.key()),
+        };
+        units.push((unit, field));
+        gcra.push(matches!(op, CounterOp::Gcra { .. }));
+    }
     if ops.len() <= 64 {
         // A request's few groups: a scan is cheaper than hashing.
-        let mut units: Vec<(bool, &str)> = Vec::new();
-        for op in ops {
-            let unit = unit(op);
-            let tag = units.iter().position(|u| *u == unit).unwrap_or_else(|| {
-                units.push(unit);
-                units.len() - 1
+        let mut seen: Vec<(bool, &str)> = Vec::new();
+        for (i, &(unit, _)) in units.iter().enumerate() {
+            let unit = (gcra[i], unit);
+            let tag = seen.iter().position(|u| *u == unit).unwrap_or_else(|| {
+                seen.push(unit);
+                seen.len() - 1
             });
             tags.push(tag);
         }
     } else {
         // A merged write of many requests.
-        let mut units: hashbrown::HashMap<(bool, &str), usize> = hashbrown::HashMap::new();
-        for op in ops {
-            let next = units.len();
-            tags.push(*units.entry(unit(op)).or_insert(next));
+        let mut seen: hashbrown::HashMap<(bool, &str), usize> = hashbrown::HashMap::new();
+        for (i, &(unit, _)) in units.iter().enumerate() {
+            let next = seen.len();
+            tags.push(*seen.entry((gcra[i], unit)).or_insert(next));
         }
     }
     let mut order: Vec<usize> = (0..ops.len()).collect();
     order.sort_by_key(|&i| tags[i]);
-    order
+    let mut starts = vec![false; order.len()];
+    let mut text = vec![false; ops.len()];
+    let mut raw = vec![false; order.len()];
+    let mut written: Vec<&str> = Vec::new();
+    let mut group_start = None;
+    let mut keys = 0;
+    let mut bans = false;
+    for (position, &i) in order.iter().enumerate() {
+        let op = &ops[i];
+        // Every limit is a unit of its own (taken once per operation).
+        if gcra[i] || position == 0 || tags[order[position - 1]] != tags[i] {
+            starts[position] = true;
+            keys += 1;
+            group_start = (!gcra[i]).then_some(position);
+        }
+        bans |= matches!(op, CounterOp::Ban { .. });
+        let only_read = matches!(op, CounterOp::Count { add: 0, .. } | CounterOp::BanCheck { .. })
+            || matches!(op, CounterOp::Decay { add, .. } if *add == 0.0);
+        if only_read && !written.contains(&&**op.key()) {
+            text[i] = true;
+        } else if !only_read {
+            written.push(op.key());
+        }
+        let distinct = matches!(op, CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. });
+        if let Some(start) = group_start.filter(|_| text[i] || distinct) {
+            raw[start] = true;
+        }
+    }
+    Layout { order, units, starts, text, raw, keys, bans }
 }
 
-/// Write `PREFIX:{SHARD}:KEY` and a suffix into `out` and append it to `command`.
+/// Write `PREFIX:{SHARD}:LAYOUT:KEY` and a suffix into `out` and append it to `command`.
 fn key_arg(command: &mut redis::Cmd, out: &mut String, base: &str, key: &str, suffix: &str) {
     out.clear();
     out.push_str(base);
@@ -101,102 +166,98 @@ fn key_arg(command: &mut redis::Cmd, out: &mut String, base: &str, key: &str, su
     command.arg(out.as_bytes());
 }
 
-/// The script call for a plan, with its operations in `order`: one `G`
-/// and one key per group, then its operations. `now` overrides Redis
+/// A ban's reason as the group's text can hold it: the text separates
+/// entries with `;`, names from values with `=`, values with `,`, and
+/// the reply separates values with spaces. Detection ids have none of them.
+fn reason_text(reason: &str, out: &mut String) {
+    out.clear();
+    out.extend(reason.chars().map(|c| if matches!(c, ';' | '=' | ',' | ' ') || c.is_control() { '_' } else { c }));
+}
+
+/// The script call for a plan, with its operations in the layout's order: the keys of
+/// its groups and rate limits (and the ban index), then one `G` (or `R`)
+/// per group and its operations. `now` overrides Redis
 /// `TIME` (replaying a capture against Redis; tests).
-pub fn command(hash: &str, plan: &CounterPlan, order: &[usize], prefix: &str, now: Option<Nanos>) -> redis::Cmd {
+pub fn command(hash: &str, plan: &CounterPlan, layout: &Layout, prefix: &str, now: Option<Nanos>) -> redis::Cmd {
     let ops = plan.ops();
     let shard = plan.shard();
     let base = redis_key(prefix, shard, "");
-    let mut keys = 0;
-    let mut previous: Option<(bool, &str)> = None;
-    for &i in order {
-        let unit = unit(&ops[i]);
-        if !unit.0 && previous != Some(unit) {
-            keys += 1;
-        }
-        previous = Some(unit);
-        keys += match &ops[i] {
-            CounterOp::Gcra { .. } | CounterOp::Ban { .. } => 1,
-            CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => 2,
-            _ => 0,
-        };
-    }
-    let mut command = redis::Cmd::with_capacity(3 + keys + 1 + 4 * ops.len(), 48 * keys + 24 * ops.len());
+    let keys = layout.keys + usize::from(layout.bans);
+    let mut command = redis::Cmd::with_capacity(5 + keys + 4 * ops.len(), 48 * keys + 24 * ops.len());
     command.arg("EVALSHA").arg(hash).arg(keys);
     let mut scratch = String::with_capacity(base.len() + 48);
-    let mut previous: Option<(bool, &str)> = None;
-    for &i in order {
-        let op = &ops[i];
-        let unit = unit(op);
-        if !unit.0 && previous != Some(unit) {
-            key_arg(&mut command, &mut scratch, &base, unit.1, "");
+    // The groups and rate limits, in the order used; then the ban index.
+    for (position, &i) in layout.order.iter().enumerate() {
+        if layout.starts[position] {
+            key_arg(&mut command, &mut scratch, &base, layout.units[i].0, "");
         }
-        previous = Some(unit);
-        match op {
-            CounterOp::Gcra { key, .. } => key_arg(&mut command, &mut scratch, &base, key, ""),
-            CounterOp::Distinct { key, .. } | CounterOp::DistinctIfHeld { key, .. } => {
-                key_arg(&mut command, &mut scratch, &base, key, ":e");
-                key_arg(&mut command, &mut scratch, &base, key, ":o");
-            }
-            CounterOp::Ban { .. } => key_arg(&mut command, &mut scratch, &base, "bans", ""),
-            _ => {}
-        }
+    }
+    if layout.bans {
+        key_arg(&mut command, &mut scratch, &base, "bans", "");
     }
     match now {
         Some(now) => command.arg(now / 1_000),
         None => command.arg(""),
     };
-    let mut previous: Option<(bool, &str)> = None;
-    for &i in order {
+    command.arg(layout.keys);
+    for (position, &i) in layout.order.iter().enumerate() {
         let op = &ops[i];
-        let unit = unit(op);
-        if !unit.0 && previous != Some(unit) {
-            command.arg("G");
+        let field = layout.units[i].1;
+        if layout.starts[position] && !matches!(op, CounterOp::Gcra { .. }) {
+            command.arg(if layout.raw[position] { "R" } else { "G" });
         }
-        previous = Some(unit);
+        if layout.text[i] {
+            continue;
+        }
         match op {
             CounterOp::Gcra { limit, .. } => {
                 let (interval, tolerance) = gcra_params(limit);
                 command.arg("g").arg(interval).arg(tolerance);
             }
             // Reads need neither window nor half-life: Rust computes them.
-            CounterOp::Count { key, add: 0, .. } => {
-                command.arg("C").arg(group_and_field(key).1);
+            CounterOp::Count { add: 0, .. } => {
+                command.arg("C").arg(field);
             }
-            CounterOp::Count { key, window, add } => {
-                command.arg("c").arg(group_and_field(key).1).arg(micros(*window)).arg(*add);
+            CounterOp::Count { window, add, .. } => {
+                command.arg("c").arg(field).arg(micros(*window)).arg(*add);
             }
-            CounterOp::Decay { key, add, .. } if *add == 0.0 => {
-                command.arg("Y").arg(group_and_field(key).1);
+            CounterOp::Decay { add, .. } if *add == 0.0 => {
+                command.arg("Y").arg(field);
             }
-            CounterOp::Distinct { key, window, item } => {
-                command.arg("d").arg(group_and_field(key).1).arg(micros(*window));
+            CounterOp::Distinct { window, item, .. } => {
+                command.arg("d").arg(field).arg(micros(*window));
                 match item {
                     Some(item) => command.arg(*item),
                     None => command.arg(""),
                 };
             }
-            CounterOp::DistinctIfHeld { key, window, item } => {
-                command.arg("h").arg(group_and_field(key).1).arg(micros(*window)).arg(*item);
+            CounterOp::DistinctIfHeld { window, item, .. } => {
+                command.arg("h").arg(field).arg(micros(*window)).arg(*item);
             }
-            CounterOp::Decay { key, half_life, add } => {
+            CounterOp::Decay { half_life, add, .. } => {
                 scratch.clear();
                 let _ = write!(scratch, "{add:e}");
-                command.arg("y").arg(group_and_field(key).1).arg(micros(*half_life)).arg(scratch.as_bytes());
+                command.arg("y").arg(field).arg(micros(*half_life)).arg(scratch.as_bytes());
             }
-            CounterOp::Rhythm { key, window } => {
-                command.arg("r").arg(group_and_field(key).1).arg(micros(*window));
+            CounterOp::Rhythm { window, .. } => {
+                command.arg("r").arg(field).arg(micros(*window));
             }
-            CounterOp::BanCheck { key } => {
-                command.arg("b").arg(group_and_field(key).1);
+            CounterOp::BanCheck { .. } => {
+                command.arg("b").arg(field);
             }
             CounterOp::Ban { key, ttl, reason } => {
-                command.arg("B").arg(group_and_field(key).1).arg(micros(*ttl)).arg(&**reason).arg(&**key);
+                reason_text(reason, &mut scratch);
+                command.arg("B").arg(field).arg(micros(*ttl)).arg(scratch.as_bytes()).arg(&**key);
             }
         }
     }
     command
+}
+
+/// A group's entries as the script stores them (`;NAME=V1,V2;…`): the
+/// entry `name`'s text, if any.
+pub fn entry<'a>(group: &'a str, name: &str) -> Option<&'a str> {
+    group.split(';').find_map(|entry| entry.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// The sorted set of a shard's bans (member: the ban's key, score: when
@@ -253,11 +314,46 @@ fn decayed(value: f64, at: f64, now: f64, half_life: f64) -> f64 {
     value * (-(now - at).max(0.0) / half_life * std::f64::consts::LN_2).exp()
 }
 
-/// Turn the script's reply (one string of values, operations in `order`)
-/// into readings, in plan order. Returns the time the script ran at.
+/// The values of an entry's text (`V1,V2,…`), `-` for those missing.
+fn values<const N: usize>(text: Option<&str>) -> [&str; N] {
+    let mut out = ["-"; N];
+    if let Some(text) = text {
+        for (slot, value) in out.iter_mut().zip(text.split(',')) {
+            if !value.is_empty() {
+                *slot = value;
+            }
+        }
+    }
+    out
+}
+
+/// A count's reading from its window state (as stored: `-` when missing).
+fn count_reading(state: [&str; 3], window: Duration, now: Nanos) -> Result<Reading, BadReply> {
+    let width = (window.as_nanos() as u64).max(1);
+    let (index, current, previous) = (int_or(state[0], -1)?, int_or(state[1], 0)?, int_or(state[2], 0)?);
+    Ok(Reading::Number(sliding_estimate(
+        now / width,
+        (now % width) as f64 / width as f64,
+        index.max(0) as u64,
+        current.max(0) as u64,
+        previous.max(0) as u64,
+    )))
+}
+
+fn decay_reading(state: [&str; 2], half_life: Duration, now_us: u64) -> Result<Reading, BadReply> {
+    let (value, at) = (float_or(state[0], 0.0)?, float_or(state[1], 0.0)?);
+    Ok(Reading::Number(decayed(value, at, now_us as f64, micros(half_life) as f64)))
+}
+
+fn ban_reading(left: i64) -> Reading {
+    Reading::Ban((left > 0).then(|| Duration::from_micros(left as u64)))
+}
+
+/// Turn the script's reply (one string of values, operations in the
+/// layout's order) into readings, in plan order. Returns the time the script ran at.
 pub fn decode(
     plan: &CounterPlan,
-    order: &[usize],
+    layout: &Layout,
     reply: &Value,
     readings: &mut CounterReadings,
 ) -> Result<Nanos, BadReply> {
@@ -278,8 +374,25 @@ pub fn decode(
         next += count;
         Ok(values)
     };
-    for &i in order {
-        read[i] = match &ops[i] {
+    let mut group = "";
+    for (position, &i) in layout.order.iter().enumerate() {
+        let op = &ops[i];
+        if layout.raw[position] {
+            group = take(1)?[0];
+        }
+        let name = layout.units[i].1;
+        if layout.text[i] {
+            read[i] = match op {
+                CounterOp::Count { window, .. } => count_reading(values(entry(group, name)), *window, now)?,
+                CounterOp::Decay { half_life, .. } => decay_reading(values(entry(group, name)), *half_life, now_us)?,
+                _ => {
+                    let [ends] = values(entry(group, name));
+                    ban_reading(int_or(ends, 0)?.saturating_sub(now_us as i64))
+                }
+            };
+            continue;
+        }
+        read[i] = match op {
             CounterOp::Gcra { .. } => {
                 let pair = take(2)?;
                 if int(pair[0])? == 1 {
@@ -291,23 +404,19 @@ pub fn decode(
             }
             CounterOp::Count { window, .. } => {
                 let state = take(3)?;
-                let width = (window.as_nanos() as u64).max(1);
-                let (index, current, previous) = (int_or(state[0], -1)?, int_or(state[1], 0)?, int_or(state[2], 0)?);
-                Reading::Number(sliding_estimate(
-                    now / width,
-                    (now % width) as f64 / width as f64,
-                    index.max(0) as u64,
-                    current.max(0) as u64,
-                    previous.max(0) as u64,
-                ))
+                count_reading([state[0], state[1], state[2]], *window, now)?
             }
             CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => {
-                Reading::Number(int(take(1)?[0])?.max(0) as f64)
+                let count = match take(1)?[0] {
+                    // The count kept in the group (counted, even, odd, count).
+                    "=" => values::<4>(entry(group, name))[3],
+                    count => count,
+                };
+                Reading::Number(int(count)?.max(0) as f64)
             }
             CounterOp::Decay { half_life, add, .. } if *add == 0.0 => {
                 let state = take(2)?;
-                let (value, at) = (float_or(state[0], 0.0)?, float_or(state[1], 0.0)?);
-                Reading::Number(decayed(value, at, now_us as f64, micros(*half_life) as f64))
+                decay_reading([state[0], state[1]], *half_life, now_us)?
             }
             CounterOp::Decay { .. } => Reading::Number(float(take(1)?[0])?),
             CounterOp::Rhythm { .. } => {
@@ -315,10 +424,7 @@ pub fn decode(
                 let gaps = u32::try_from(int(state[0])?.max(0)).unwrap_or(u32::MAX);
                 Reading::Number(Rhythm::variation(gaps, float(state[1])?, float(state[2])?))
             }
-            CounterOp::BanCheck { .. } => {
-                let left = int(take(1)?[0])?;
-                Reading::Ban((left > 0).then(|| Duration::from_micros(left as u64)))
-            }
+            CounterOp::BanCheck { .. } => ban_reading(int(take(1)?[0])?),
             CounterOp::Ban { .. } => {
                 take(1)?;
                 Reading::Done
@@ -381,44 +487,68 @@ mod tests {
     #[test]
     fn a_groups_operations_are_sent_together_and_its_key_once() {
         let plan = login_like_plan();
-        let order = order(&plan);
-        assert_eq!(order, [0, 1, 4, 2, 3, 5], "the ip group's three operations, the limit, the site group's two");
-        let command = command("sha", &plan, &order, "palisade", None);
-        let base = "palisade:{login}:";
+        let layout = layout(&plan);
+        assert_eq!(
+            layout.order,
+            [0, 1, 4, 2, 3, 5],
+            "the ip group's three operations, the limit, the site group's two"
+        );
+        let command = command("sha", &plan, &layout, "palisade", None);
+        let base = "palisade:{login}:v2:";
         let expected = [
             "EVALSHA".to_string(),
             "sha".to_string(),
-            "5".to_string(),
+            "3".to_string(),
             format!("{base}ip:a"),
-            format!("{base}ip:a:users:e"),
-            format!("{base}ip:a:users:o"),
             format!("{base}rl:a"),
             format!("{base}site:all"),
             String::new(),
+            "3".to_string(),
         ];
         let sent = args(&command);
         assert_eq!(sent[..expected.len()], expected);
         let ops: Vec<&str> = sent[expected.len()..].iter().map(String::as_str).collect();
+        // The ban check, the count and the decayed sum only read are read
+        // from their groups' texts ('R'): not sent.
         assert_eq!(
             ops,
-            [
-                "G", "b", "ban", "C", "f", "d", "users", "60000000", "7", "g", "12000000", "48000000", "G", "Y", "a0",
-                "y", "a1", "60000000", "1e0"
-            ]
+            ["R", "d", "users", "60000000", "7", "g", "12000000", "48000000", "R", "y", "a1", "60000000", "1e0"]
         );
+    }
+
+    #[test]
+    fn a_read_after_a_write_of_the_same_counter_is_the_scripts() {
+        let minute = Duration::from_secs(60);
+        let mut plan = CounterPlan::new(Key::from("login"));
+        plan.push(CounterOp::Count { key: Key::from("ip:a:f"), window: minute, add: 1 });
+        plan.push(CounterOp::Count { key: Key::from("ip:a:f"), window: minute, add: 0 });
+        plan.push(CounterOp::Count { key: Key::from("ip:a:s"), window: minute, add: 0 });
+        let layout = layout(&plan);
+        let sent = args(&command("sha", &plan, &layout, "palisade", Some(5_000_000_000)));
+        assert_eq!(sent[..6], ["EVALSHA", "sha", "1", "palisade:{login}:v2:ip:a", "5000000", "1"]);
+        let ops: Vec<&str> = sent[6..].iter().map(String::as_str).collect();
+        assert_eq!(ops, ["R", "c", "f", "60000000", "1", "C", "f"]);
+        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let mut readings = CounterReadings::default();
+        decode(&plan, &layout, &bulk("5000000 ;f=0,2,0;s=0,3,0 0 3 0 0 3 0"), &mut readings).unwrap();
+        assert_eq!(readings.values().len(), 3);
+        assert_eq!(readings.number("ip:a:s"), 3.0, "read from the group's text");
     }
 
     #[test]
     fn replies_are_read_back_in_plan_order() {
         let plan = login_like_plan();
-        let order = order(&plan);
+        let layout = layout(&plan);
         let now_us: i64 = 1_800_000_000_000_000;
         let at = (now_us - 60_000_000).to_string();
         let bulk = |text: String| Value::BulkString(text.into_bytes());
-        // In sent order: ban, count (as stored), distinct, limit, decay read (as stored), decay written.
-        let reply = bulk(format!("{now_us} 0 {} 4 - 3 1 0 8 {at} 2.5", now_us / 60_000_000));
+        // In sent order: the ip group's text (a count, no ban), the
+        // distinct count, the limit, the site group's text (a decayed sum
+        // read), the decayed sum written.
+        let ip = format!(";users=1,2,3,4;f={},4,-;@=5", now_us / 60_000_000);
+        let reply = bulk(format!("{now_us} {ip} 3 1 0 ;a0=8,{at} 2.5"));
         let mut readings = CounterReadings::default();
-        let now = decode(&plan, &order, &reply, &mut readings).unwrap();
+        let now = decode(&plan, &layout, &reply, &mut readings).unwrap();
         assert_eq!(now, now_us as u64 * 1_000);
         let keys: Vec<&str> = readings.keys().iter().map(|key| &**key).collect();
         assert_eq!(keys, ["ip:a:ban", "ip:a:f", "rl:a", "site:all:a0", "ip:a:users", "site:all:a1"]);
@@ -430,12 +560,34 @@ mod tests {
         assert_eq!(readings.number("ip:a:f"), 4.0);
         // 8 set a minute (one half-life) ago: 4.
         assert!((readings.number("site:all:a0") - 4.0).abs() < 1e-12);
-        let short = bulk(format!("{now_us} 0"));
-        assert!(decode(&plan, &order, &short, &mut CounterReadings::default()).is_err());
+        // A ban in the group's text, and groups not stored ('-').
+        // The distinct count answered `=`: the count kept in the text.
+        let banned = bulk(format!("{now_us} ;ban={},cred.ip_failures;users=9,9,8,5 = 1 0 - 2.5", now_us + 2_000_000));
+        let mut readings = CounterReadings::default();
+        decode(&plan, &layout, &banned, &mut readings).unwrap();
+        assert_eq!(readings.ban("ip:a:ban"), Some(Duration::from_secs(2)));
+        assert_eq!(readings.number("ip:a:users"), 5.0);
+        assert_eq!(readings.number("ip:a:f"), 0.0);
+        assert_eq!(readings.number("site:all:a0"), 0.0);
+        let short = bulk(format!("{now_us} -"));
+        assert!(decode(&plan, &layout, &short, &mut CounterReadings::default()).is_err());
+    }
+
+    #[test]
+    fn entries_are_found_by_their_whole_name() {
+        let group = ";sa=1,2;a=3,4;ban=9,why";
+        assert_eq!(entry(group, "a"), Some("3,4"));
+        assert_eq!(entry(group, "sa"), Some("1,2"));
+        assert_eq!(entry(group, "ban"), Some("9,why"));
+        assert_eq!(entry(group, "b"), None);
+        assert_eq!(entry("-", "a"), None);
+        let mut out = String::new();
+        reason_text("a b;c=d,e", &mut out);
+        assert_eq!(out, "a_b_c_d_e");
     }
 
     #[test]
     fn keys_share_one_hash_tag_per_plan() {
-        assert_eq!(redis_key("palisade", "login", "login:ip:ab:f"), "palisade:{login}:login:ip:ab:f");
+        assert_eq!(redis_key("palisade", "login", "login:ip:ab:f"), "palisade:{login}:v2:login:ip:ab:f");
     }
 }

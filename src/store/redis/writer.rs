@@ -218,8 +218,8 @@ async fn send(shared: &Arc<Shared>, plans: impl Iterator<Item = (CounterPlan, Na
     for (plan, now) in plans {
         let result = match &connection {
             Some(connection) => {
-                let order = super::script::order(&plan);
-                shared.call(connection, &plan, &order, Some(now), shared.settings.write_timeout).await
+                let layout = super::script::layout(&plan);
+                shared.call(connection, &plan, &layout, Some(now), shared.settings.write_timeout).await
             }
             None => Err("down"),
         };

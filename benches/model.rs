@@ -19,7 +19,8 @@
 //! `cargo bench --bench model` (add `-- --warm-up-time 1 --measurement-time
 //! 3` for a quicker run). Before criterion's means, each part's p50, p99
 //! and p99.9 over single timed calls are printed (each includes ~20 ns of
-//! clock reading). `PALISADE_BENCH_ROUNDS` (default 50) sets how many
+//! clock reading), then each hook's own (`model/hooks/plan`, `execute`,
+//! `detect`) on a store of its own. `PALISADE_BENCH_ROUNDS` (default 50) sets how many
 //! times those calls go over the requests, e.g. 2 under
 //! `valgrind --tool=callgrind` with a filter that matches no criterion
 //! bench, for instruction counts.
@@ -36,6 +37,11 @@ use palisade::identify::Identity;
 use palisade::model::{FeatureVector, Model};
 use palisade::replay::{Engine, Inputs, Prepared};
 use palisade::store::{CounterPlan, CounterReadings};
+
+/// The allocator `palisade` itself runs with (see `src/main.rs`), so that
+/// these numbers are the binary's (as in the pipeline and login benches).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const REQUESTS: usize = 4000;
 
@@ -93,6 +99,56 @@ fn percentiles(name: &str, mut sample: impl FnMut(usize) -> Duration) {
     );
 }
 
+/// p50, p90 and p99 of each hook on its own (the fingerprint computed
+/// before the clock starts), on a store of its own: where a slow request's
+/// time went.
+fn hook_percentiles(requests: &[Prepared]) {
+    let config = parse_str(&config(), "bench.toml").expect("bench configuration");
+    let engine = Engine::new(&config).expect("bench engine");
+    let stage = engine.pipeline().models().expect("the model stage").clone();
+    let store = engine.pipeline().store().clone();
+    let mut plan = CounterPlan::default();
+    let mut readings = CounterReadings::default();
+    let mut signals = Vec::new();
+    let mut hooks = [(); 3].map(|_| hdrhistogram::Histogram::<u64>::new(3).expect("histogram"));
+    let mut at = requests[0].at;
+    for round in 0..rounds() {
+        for request in requests {
+            at = at.max(request.at) + 1_000;
+            request.with_view(engine.lifecycle(), |view| {
+                black_box(view.fingerprint());
+                let planned = Instant::now();
+                let mut context = RequestContext::new(Identity::Anonymous);
+                plan.clear();
+                readings.clear();
+                signals.clear();
+                stage.plan(view, &mut context, &mut plan);
+                let executed = Instant::now();
+                store.execute(&plan, at, &mut readings);
+                let detected = Instant::now();
+                stage.detect(view, &mut context, &readings, &mut signals);
+                let done = Instant::now();
+                black_box(context);
+                if round > 0 {
+                    for (histogram, took) in
+                        hooks.iter_mut().zip([executed - planned, detected - executed, done - detected])
+                    {
+                        let _ = histogram.record((took.as_nanos() as u64).max(1));
+                    }
+                }
+            });
+        }
+    }
+    for (name, histogram) in ["plan", "execute", "detect"].iter().zip(&hooks) {
+        println!(
+            "model/hooks/{name}: p50 {} ns, p90 {} ns, p99 {} ns",
+            histogram.value_at_quantile(0.5),
+            histogram.value_at_quantile(0.9),
+            histogram.value_at_quantile(0.99)
+        );
+    }
+}
+
 fn model(c: &mut Criterion) {
     let (requests, vectors) = load();
     let model = Model::load(&root().join("models/palisade-gbdt-v2.json")).expect("the shipped model");
@@ -134,6 +190,7 @@ fn model(c: &mut Criterion) {
     };
     percentiles("model/features_and_inference", |i| one(i, false));
     percentiles("model/features_and_inference_shared_fingerprint", |i| one(i, true));
+    hook_percentiles(&requests);
 
     let mut group = c.benchmark_group("model");
     group.throughput(Throughput::Elements(1));

@@ -31,7 +31,7 @@ fn main() {
         inputs.for_each(|request, _| {
             count += 1;
             match phase {
-                0 => sink += request.headers.len(),
+                0 => sink += request.headers().len(),
                 1 | 2 => {
                     engine.set_clock(request.at);
                     let pipeline = engine.pipeline();

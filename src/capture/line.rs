@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use super::record::RecordRef;
+use super::record::{Header, RecordRef};
 
 // Here rather than in `record`, which this file reads from: the two
 // files would import each other.
@@ -22,26 +22,115 @@ impl<'a> RecordRef<'a> {
     /// (see this file), else by serde_json. The same record either way,
     /// and serde_json's own error for a line it refuses.
     pub fn parse(line: &'a str) -> Result<RecordRef<'a>, serde_json::Error> {
-        match parse(line) {
-            Some(record) => Ok(record),
-            None => serde_json::from_str(line),
+        Self::parse_into(line, Vec::new()).map(|(record, _)| record)
+    }
+
+    /// [`RecordRef::parse`], with the header list in the allocation of
+    /// `headers` (emptied first; [`recycle_headers`] keeps one from line to
+    /// line): replay reads line after line, and a new list for each was an
+    /// allocation and a free per request. With the record, the `headers`
+    /// array as it is on the line (`[` to `]`) when the hand reader read it:
+    /// the same text is the same headers, whatever the line around it.
+    pub fn parse_into(
+        line: &'a str,
+        mut headers: Vec<Header<'a>>,
+    ) -> Result<(RecordRef<'a>, Option<&'a str>), serde_json::Error> {
+        headers.clear();
+        match parse_into(line, headers) {
+            Some((record, text)) => Ok((record, Some(text))),
+            None => serde_json::from_str(line).map(|record| (record, None)),
         }
     }
 }
 
+/// A header list emptied, to hold another line's headers: the same
+/// allocation (collecting a vector's own iterator into a vector of a type
+/// of the same size and alignment reuses its buffer).
+// `filter`, which clippy suggests, cannot change the list's lifetime.
+#[allow(clippy::unnecessary_filter_map)]
+pub fn recycle_headers<'b>(headers: Vec<Header<'_>>) -> Vec<Header<'b>> {
+    headers.into_iter().filter_map(|_| None).collect()
+}
+
 /// The record on `line`, or `None` when serde_json should read it.
+#[cfg(test)]
 pub(crate) fn parse(line: &str) -> Option<RecordRef<'_>> {
-    let mut reader = Reader { text: line, at: 0 };
+    parse_into(line, Vec::new()).map(|(record, _)| record)
+}
+
+/// The record on `line` with its headers in `headers` (empty), and the
+/// text of its `headers` array; `None` when serde_json should read it.
+fn parse_into<'a>(line: &'a str, headers: Vec<Header<'a>>) -> Option<(RecordRef<'a>, &'a str)> {
+    let mut reader = Reader { text: line, at: 0, headers: Some(headers), headers_text: "" };
     let record = reader.record()?;
     reader.skip_whitespace();
     // serde_json refuses anything after the object.
-    (reader.at == line.len()).then_some(record)
+    (reader.at == line.len()).then_some((record, reader.headers_text))
 }
 
 /// Where the reader is in the line.
 struct Reader<'a> {
     text: &'a str,
     at: usize,
+    /// The list to read the headers into (taken by the `headers` field).
+    headers: Option<Vec<Header<'a>>>,
+    /// The `headers` array's text, once read.
+    headers_text: &'a str,
+}
+
+/// The fields of a record.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Ts,
+    ClientIp,
+    Method,
+    Target,
+    Version,
+    Headers,
+    Body,
+    BodyB64,
+    Status,
+    Label,
+    Source,
+    Id,
+}
+
+/// The field `rest` (a line after a key's opening quote) names, and the
+/// length of its key with the closing quote; told apart by the first
+/// letter, then compared in full (a constant comparison each).
+fn field(rest: &[u8]) -> Option<(Field, usize)> {
+    let is = |key: &[u8]| rest.starts_with(key);
+    let field = match rest.first()? {
+        b't' if is(b"ts\"") => Field::Ts,
+        b't' if is(b"target\"") => Field::Target,
+        b'c' if is(b"client_ip\"") => Field::ClientIp,
+        b'm' if is(b"method\"") => Field::Method,
+        b'v' if is(b"version\"") => Field::Version,
+        b'h' if is(b"headers\"") => Field::Headers,
+        b'b' if is(b"body\"") => Field::Body,
+        b'b' if is(b"body_b64\"") => Field::BodyB64,
+        b's' if is(b"status\"") => Field::Status,
+        b's' if is(b"source\"") => Field::Source,
+        b'l' if is(b"label\"") => Field::Label,
+        b'i' if is(b"id\"") => Field::Id,
+        _ => return None,
+    };
+    Some((field, field.key_length()))
+}
+
+impl Field {
+    /// The key's length with its closing quote.
+    fn key_length(self) -> usize {
+        match self {
+            Field::Ts | Field::Id => 3,
+            Field::Body => 5,
+            Field::Label => 6,
+            Field::Method | Field::Target | Field::Status | Field::Source => 7,
+            Field::Version | Field::Headers => 8,
+            Field::BodyB64 => 9,
+            Field::ClientIp => 10,
+        }
+    }
 }
 
 /// Keep `value` in `slot`; `None` when the slot is already filled, which
@@ -99,24 +188,21 @@ impl<'a> Reader<'a> {
             return None;
         }
         loop {
-            // An escaped key is rare enough to leave to serde_json.
-            let Cow::Borrowed(key) = self.string()? else { return None };
+            let key = self.key()?;
             self.expect(b':')?;
             match key {
-                "ts" => fill(&mut ts, self.number()?)?,
-                "client_ip" => fill(&mut client_ip, self.string()?.parse::<IpAddr>().ok()?)?,
-                "method" => fill(&mut method, self.string()?)?,
-                "target" => fill(&mut target, self.string()?)?,
-                "version" => fill(&mut version, self.optional_string()?)?,
-                "headers" => fill(&mut headers, self.headers()?)?,
-                "body" => fill(&mut body, self.optional_string()?)?,
-                "body_b64" => fill(&mut body_b64, self.optional_string()?)?,
-                "status" => fill(&mut status, self.status()?)?,
-                "label" => fill(&mut label, self.optional_string()?)?,
-                "source" => fill(&mut source, self.optional_string()?)?,
-                "id" => fill(&mut id, self.optional_string()?)?,
-                // serde skips unknown fields; this reader leaves them to it.
-                _ => return None,
+                Field::Ts => fill(&mut ts, self.number()?)?,
+                Field::ClientIp => fill(&mut client_ip, self.string()?.parse::<IpAddr>().ok()?)?,
+                Field::Method => fill(&mut method, self.string()?)?,
+                Field::Target => fill(&mut target, self.string()?)?,
+                Field::Version => fill(&mut version, self.optional_string()?)?,
+                Field::Headers => fill(&mut headers, self.headers()?)?,
+                Field::Body => fill(&mut body, self.optional_string()?)?,
+                Field::BodyB64 => fill(&mut body_b64, self.optional_string()?)?,
+                Field::Status => fill(&mut status, self.status()?)?,
+                Field::Label => fill(&mut label, self.optional_string()?)?,
+                Field::Source => fill(&mut source, self.optional_string()?)?,
+                Field::Id => fill(&mut id, self.optional_string()?)?,
             }
             if !self.more(b'}')? {
                 break;
@@ -138,6 +224,17 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// A key naming one of the record's fields. Anything else, an escaped
+    /// key included, is left to serde_json (which skips unknown fields).
+    /// Matched against the names as bytes, with their closing quote: taking
+    /// each key as a string first was a sixth of reading a line.
+    fn key(&mut self) -> Option<Field> {
+        self.expect(b'"')?;
+        let (field, length) = field(self.text.as_bytes().get(self.at..)?)?;
+        self.at += length;
+        Some(field)
+    }
+
     /// `null` (step past it) or not.
     fn null(&mut self) -> bool {
         self.skip_whitespace();
@@ -155,16 +252,19 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A number's characters, parsed by serde_json itself: its float
+    /// A number's characters, parsed as serde_json parses them: its float
     /// parsing is not always correctly rounded, and the record must hold
-    /// the very `f64` serde_json would have made.
+    /// the very `f64` serde_json would have made. A timestamp as palisade
+    /// writes it is read here ([`short_decimal`]); anything else by
+    /// serde_json itself.
     fn number(&mut self) -> Option<f64> {
         self.skip_whitespace();
         let start = self.at;
         while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
             self.at += 1;
         }
-        serde_json::from_str::<f64>(self.text.get(start..self.at)?).ok()
+        let text = self.text.get(start..self.at)?;
+        short_decimal(text).or_else(|| serde_json::from_str::<f64>(text).ok())
     }
 
     /// `null`, or a status as plain digits that fit a `u16` (anything else,
@@ -187,26 +287,33 @@ impl<'a> Reader<'a> {
     }
 
     /// `[["name", "value"], …]`.
-    fn headers(&mut self) -> Option<Vec<(Cow<'a, str>, Cow<'a, str>)>> {
-        // Room for a browser's header block, as the serde reader gives it.
-        let mut headers = Vec::with_capacity(16);
+    fn headers(&mut self) -> Option<Vec<Header<'a>>> {
+        // A repeated field is a duplicate (the caller gives up on it).
+        let mut headers = self.headers.take()?;
+        if headers.capacity() == 0 {
+            // Room for a browser's header block.
+            headers.reserve_exact(16);
+        }
         self.expect(b'[')?;
+        let start = self.at - 1;
         self.skip_whitespace();
         if self.peek() == Some(b']') {
             self.at += 1;
-            return Some(headers);
-        }
-        loop {
-            self.expect(b'[')?;
-            let name = self.string()?;
-            self.expect(b',')?;
-            let value = self.string()?;
-            self.expect(b']')?;
-            headers.push((name, value));
-            if !self.more(b']')? {
-                return Some(headers);
+        } else {
+            loop {
+                self.expect(b'[')?;
+                let name = self.string()?;
+                self.expect(b',')?;
+                let value = self.string()?;
+                self.expect(b']')?;
+                headers.push((name, value));
+                if !self.more(b']')? {
+                    break;
+                }
             }
         }
+        self.headers_text = self.text.get(start..self.at)?;
+        Some(headers)
     }
 
     /// A string, borrowed from the line when it has no escapes.
@@ -274,6 +381,51 @@ impl<'a> Reader<'a> {
         }
         self.at += 4;
         char::from_u32(u32::from_str_radix(hex, 16).ok()?)
+    }
+}
+
+/// Exact powers of ten (every one up to 10^22 is an `f64`), as
+/// serde_json's table has them.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// Largest significand an `f64` holds exactly.
+const EXACT: u64 = 1 << 53;
+
+/// `digits` or `digits.digits` of at most 2^53 as an integer (so at most
+/// 16 digits), no sign, no exponent, no leading zero: the `f64` serde_json
+/// makes of it, without building a deserializer for it (a tenth of reading
+/// a line). serde_json reads the digits as an integer and divides it by
+/// the power of ten the fraction's length gives (an integer it converts as
+/// it is); both are exact here, so the one rounding is the division's,
+/// done the same way. `None` for anything else (serde_json reads it).
+fn short_decimal(text: &str) -> Option<f64> {
+    let bytes = text.as_bytes();
+    // JSON has no leading zeros ("0" and "0.5" are fine).
+    if bytes.first() == Some(&b'0') && bytes.get(1).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    let (mut significand, mut digits, mut point) = (0u64, 0, None);
+    for (at, &byte) in bytes.iter().enumerate() {
+        match byte {
+            b'0'..=b'9' if digits < 16 => {
+                // Sixteen digits cannot overflow a u64.
+                significand = significand * 10 + u64::from(byte - b'0');
+                digits += 1;
+            }
+            b'.' if point.is_none() && at > 0 => point = Some(at),
+            _ => return None,
+        }
+    }
+    let places = point.map_or(0, |at| bytes.len() - at - 1);
+    if digits == 0 || point.is_some() && places == 0 || significand > EXACT {
+        return None;
+    }
+    match places {
+        0 => Some(significand as f64),
+        places => Some(significand as f64 / POW10[places]),
     }
 }
 
@@ -436,6 +588,71 @@ mod tests {
             }
         }
         assert!(lines > 0);
+    }
+
+    #[test]
+    fn short_decimals_are_the_numbers_serde_makes() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut texts: Vec<String> = [
+            "0",
+            "0.0",
+            "1.5",
+            "1795915654.8674",
+            "1795915664.658123",
+            "9007199254740992",
+            "900719925.4740992",
+            "0.000000000000001",
+            "10.50",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        for _ in 0..50_000 {
+            let digits = 1 + next() % 16;
+            let whole = 1 + next() % digits;
+            let number = next() % 10u64.pow(digits as u32);
+            let text = format!("{number:0width$}", width = digits as usize);
+            let (w, f) = text.split_at(whole as usize);
+            texts.push(if f.is_empty() { w.to_string() } else { format!("{w}.{f}") });
+        }
+        let mut read = 0;
+        for text in &texts {
+            let serde = serde_json::from_str::<f64>(text).ok();
+            match short_decimal(text) {
+                Some(value) => {
+                    read += 1;
+                    assert_eq!(Some(value.to_bits()), serde.map(f64::to_bits), "{text}");
+                }
+                None => {
+                    let past_exact = text.replace('.', "").parse::<u64>().is_ok_and(|n| n > EXACT);
+                    assert!(serde.is_none() || past_exact, "{text}");
+                }
+            }
+        }
+        assert!(read > 40_000, "{read}");
+        let past_exact = ["9007199254740993", "900719925.4740993", "12345678901234567", "1.2345678901234567"];
+        for deferred in ["", ".5", "1.", "01", "-1", "1e5", "1.5E3", "+1", "1..2", "1.2.3"].iter().chain(&past_exact) {
+            assert_eq!(short_decimal(deferred), None, "{deferred}");
+        }
+    }
+
+    #[test]
+    fn header_lists_are_recycled_in_place() {
+        let line = r#"{"ts":1,"client_ip":"192.0.2.1","method":"GET","target":"/","headers":[["Host","h"],["A","b"]]}"#;
+        let record = RecordRef::parse(line).unwrap();
+        let (capacity, address) = (record.headers.capacity(), record.headers.as_ptr() as usize);
+        let recycled = recycle_headers(record.headers);
+        assert_eq!((recycled.len(), recycled.capacity(), recycled.as_ptr() as usize), (0, capacity, address));
+        let (again, text) = RecordRef::parse_into(line, recycled).unwrap();
+        assert_eq!(again.headers.as_ptr() as usize, address);
+        assert_eq!(again.headers.len(), 2);
+        assert_eq!(text, Some(r#"[["Host","h"],["A","b"]]"#));
     }
 
     #[test]

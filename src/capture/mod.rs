@@ -4,7 +4,7 @@
 //! - [`record`]: the line format, and a record turned back into the parts
 //!   of an HTTP request, so benches, tests and replay feed the pipeline the
 //!   requests the proxy saw;
-//! - `line`: the hand-rolled reader replay uses for lines in the shape
+//! - [`line`]: the hand-rolled reader replay uses for lines in the shape
 //!   palisade writes (serde_json reads the rest);
 //! - [`read`]: reading plain and gzip captures line by line, reporting bad
 //!   lines by number (and whether the reader skipped them or stopped);
@@ -18,7 +18,7 @@
 
 pub mod import_har;
 pub mod import_nginx;
-mod line;
+pub mod line;
 pub mod raw;
 pub mod read;
 pub mod record;

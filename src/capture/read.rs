@@ -87,6 +87,9 @@ pub struct CaptureLines<R> {
     reader: R,
     line: usize,
     buf: Vec<u8>,
+    /// Bytes of the reader's buffer the last line (read in place) took,
+    /// consumed at the next call.
+    in_place: usize,
     failed: bool,
     max_line: usize,
 }
@@ -98,7 +101,7 @@ impl<R: BufRead> CaptureLines<R> {
 
     /// Lines longer than `max_line` bytes are bad lines (tests use a small one).
     pub fn with_max_line(reader: R, max_line: usize) -> Self {
-        CaptureLines { reader, line: 0, buf: Vec::with_capacity(4096), failed: false, max_line }
+        CaptureLines { reader, line: 0, buf: Vec::with_capacity(4096), in_place: 0, failed: false, max_line }
     }
 
     /// Read one line into `buf`, keeping at most `max_line + 1` bytes of it;
@@ -131,9 +134,35 @@ impl<R: BufRead> CaptureLines<R> {
     /// The next non-blank line; `None` at the end (or after a read error,
     /// which is returned once).
     pub fn next_line(&mut self) -> Option<Result<(usize, &str), BadLine>> {
-        loop {
+        // The line handed out last was read where it lay in the reader's
+        // buffer: step past it now that it is no longer borrowed.
+        self.reader.consume(std::mem::take(&mut self.in_place));
+        let in_place = loop {
             if self.failed {
                 return None;
+            }
+            // A whole line in the reader's buffer is read where it is;
+            // copying each line out was most of reading it. One that runs
+            // past the buffer's end, or is too long, is copied (below).
+            match self.reader.fill_buf() {
+                Ok(available) => {
+                    if let Some(end) = memchr::memchr(b'\n', available).filter(|end| *end <= self.max_line) {
+                        self.line += 1;
+                        if available[..end].iter().all(u8::is_ascii_whitespace) {
+                            self.reader.consume(end + 1);
+                            continue;
+                        }
+                        self.in_place = end + 1;
+                        break true;
+                    }
+                }
+                // `read_line` retries these, as `read_until` does.
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    self.failed = true;
+                    self.line += 1;
+                    return Some(Err(BadLine { line: self.line, reason: format!("read error: {error}") }));
+                }
             }
             self.buf.clear();
             match self.read_line() {
@@ -155,12 +184,24 @@ impl<R: BufRead> CaptureLines<R> {
             if self.buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let line = self.line;
-            return Some(match std::str::from_utf8(&self.buf) {
-                Ok(text) => Ok((line, text.trim_end_matches(['\n', '\r']))),
-                Err(error) => Err(BadLine { line, reason: format!("not UTF-8: {error}") }),
-            });
-        }
+            break false;
+        };
+        let line = self.line;
+        let bytes = match in_place {
+            // The buffer holds what the first look found until it is consumed.
+            true => self.reader.fill_buf().ok().and_then(|available| available.get(..self.in_place)),
+            false => Some(&self.buf[..]),
+        };
+        let Some(bytes) = bytes else {
+            self.failed = true;
+            return Some(Err(BadLine { line, reason: "read error: the reader's buffer changed".into() }));
+        };
+        // With its newline, as a copied line is checked: an incomplete
+        // character at the end is reported as the same error either way.
+        Some(match std::str::from_utf8(bytes) {
+            Ok(text) => Ok((line, text.trim_end_matches(['\n', '\r']))),
+            Err(error) => Err(BadLine { line, reason: format!("not UTF-8: {error}") }),
+        })
     }
 
     pub fn lines_read(&self) -> usize {
@@ -252,6 +293,44 @@ mod tests {
         assert_eq!(lines.next_line().unwrap().unwrap(), (3, GOOD));
         assert_eq!(lines.next_line().unwrap().unwrap_err().line, 4, "a long last line without newline");
         assert!(lines.next_line().is_none());
+    }
+
+    /// Every line and bad line, as `(number, text or reason)`.
+    fn all_lines(mut lines: CaptureLines<impl BufRead>) -> Vec<(usize, Result<String, String>)> {
+        let mut all = Vec::new();
+        while let Some(next) = lines.next_line() {
+            all.push(match next {
+                Ok((line, text)) => (line, Ok(text.to_string())),
+                Err(bad) => (bad.line, Err(bad.reason)),
+            });
+        }
+        all
+    }
+
+    #[test]
+    fn lines_read_in_place_or_copied_are_the_same_lines() {
+        let mut text = Vec::new();
+        for i in 0..200 {
+            match i % 7 {
+                0 => text.extend_from_slice(b"\n"),
+                1 => text.extend_from_slice(b"  \t\r\n"),
+                2 => text.extend_from_slice(b"caf\xc3\n"),
+                3 => text.extend_from_slice(b"\xff rest\r\n"),
+                _ => text.extend_from_slice(format!("{}{i}\r\n", "x".repeat(i % 40)).as_bytes()),
+            }
+        }
+        text.extend_from_slice(b"last without newline");
+        // One reader hands out lines from a buffer far larger than any of
+        // them (in place), the others from buffers lines keep crossing.
+        let expected = all_lines(CaptureLines::with_max_line(&text[..], 30));
+        for capacity in [1, 7, 16, 33, 64, 1 << 16] {
+            let reader = std::io::BufReader::with_capacity(capacity, &text[..]);
+            assert_eq!(all_lines(CaptureLines::with_max_line(reader, 30)), expected, "buffer of {capacity}");
+        }
+        assert!(expected.iter().any(|(_, line)| line.as_ref().is_err_and(|r| r.contains("at most 30"))));
+        assert!(expected.iter().any(|(_, line)| line.as_ref().is_err_and(|r| r.contains("UTF-8"))));
+        assert_eq!(expected.last().map(|(_, line)| line.clone()), Some(Ok("last without newline".into())));
+        assert!(expected.iter().filter(|(_, line)| line.is_ok()).count() > 50);
     }
 
     #[test]

@@ -94,7 +94,10 @@ impl CaptureRecord {
 }
 
 /// A capture line read without copying its strings, for replay's hot loop.
-/// Strings with JSON escapes are unescaped into owned text.
+/// Strings with JSON escapes are unescaped into owned text. Replay reads
+/// lines in the shape palisade writes by hand (`capture::line`); serde
+/// reads the rest, headers into owned text (a `Cow` in a `Vec` is always
+/// owned with serde), which costs nothing that matters on such rare lines.
 #[derive(Debug, Deserialize)]
 pub struct RecordRef<'a> {
     pub ts: f64,
@@ -105,8 +108,8 @@ pub struct RecordRef<'a> {
     pub target: Cow<'a, str>,
     #[serde(default, borrow)]
     pub version: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "headers_sized")]
-    pub headers: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    #[serde(borrow)]
+    pub headers: Vec<Header<'a>>,
     #[serde(default, borrow)]
     pub body: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -121,66 +124,8 @@ pub struct RecordRef<'a> {
     pub id: Option<Cow<'a, str>>,
 }
 
-/// The header list, in a vector sized for most requests' headers from the
-/// start (growing it from empty cost four reallocations per line; a
-/// larger start costs more than the rare growth past 16).
-fn headers_sized<'de, D>(deserializer: D) -> Result<Vec<Header<'de>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    struct Headers;
-    impl<'de> serde::de::Visitor<'de> for Headers {
-        type Value = Vec<Header<'de>>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a sequence")
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            // A hint from the format when it has one, else room for a
-            // browser's header block; never more than a sane maximum up front.
-            let mut headers = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(64));
-            while let Some(header) = seq.next_element::<(BorrowedText<'de>, BorrowedText<'de>)>()? {
-                headers.push((header.0.0, header.1.0));
-            }
-            Ok(headers)
-        }
-    }
-    deserializer.deserialize_seq(Headers)
-}
-
 /// One header of a capture line: name and value.
-type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
-
-/// A string borrowed from the line when it has no escapes (what
-/// `#[serde(borrow)]` does for a `Cow` field).
-struct BorrowedText<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for BorrowedText<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> serde::de::Visitor<'de> for Text {
-            type Value = BorrowedText<'de>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
-                Ok(BorrowedText(Cow::Borrowed(text)))
-            }
-
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
-                Ok(BorrowedText(Cow::Owned(text.to_owned())))
-            }
-
-            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
-                Ok(BorrowedText(Cow::Owned(text)))
-            }
-        }
-        deserializer.deserialize_str(Text)
-    }
-}
+pub type Header<'a> = (Cow<'a, str>, Cow<'a, str>);
 
 /// Latest capture time taken as it is: 2100-01-01. Later ones (the fuzzer
 /// found `"ts":1.8e28`, which overflowed the conversion) are read as this,
@@ -271,15 +216,30 @@ pub fn append_parsed(
 }
 
 pub fn body_bytes(body: Option<&str>, body_b64: Option<&str>) -> Result<Option<Vec<u8>>, Error> {
+    let mut bytes = None;
+    fill_body(&mut bytes, body, body_b64)?;
+    Ok(bytes)
+}
+
+/// [`body_bytes`] into `buffer`, reusing the allocation it holds (replay
+/// fills one request after another); unchanged on an error.
+pub fn fill_body(buffer: &mut Option<Vec<u8>>, body: Option<&str>, body_b64: Option<&str>) -> Result<(), Error> {
     match (body, body_b64) {
-        (Some(_), Some(_)) => Err(Error::malformed("both `body` and `body_b64`")),
-        (Some(text), None) => Ok(Some(text.as_bytes().to_vec())),
-        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map(Some)
-            .map_err(|e| Error::malformed(format!("body_b64: {e}"))),
-        (None, None) => Ok(None),
+        (Some(_), Some(_)) => return Err(Error::malformed("both `body` and `body_b64`")),
+        (Some(text), None) => {
+            let bytes = buffer.get_or_insert_default();
+            bytes.clear();
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        (None, Some(encoded)) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| Error::malformed(format!("body_b64: {e}")))?;
+            *buffer = Some(decoded);
+        }
+        (None, None) => *buffer = None,
     }
+    Ok(())
 }
 
 /// `body` when the bytes are UTF-8, else `body_b64`.

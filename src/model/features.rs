@@ -228,12 +228,13 @@ impl FeatureExtractor {
         // One keyed hash serves both as the address's counter-key id and
         // as its item in the fingerprint's distinct-address sketch: the key
         // hasher's text is the hex of the item's bytes.
-        let ip_item = self.hasher.item("ip", ip_text.as_bytes());
-        let ip = KeyHasher::item_hex(ip_item);
         // The fingerprint's and the user agent's items repeat across
-        // clients: remembered per thread (`value_cache`), keyed by the
+        // clients, a client's across its requests, a path's across
+        // clients: all remembered per thread (`value_cache`), keyed by the
         // hashed bytes themselves.
         let tag = self.hasher.tag();
+        let ip_item = remember(&ADDRESSES, tag, &[ip_text.as_bytes()], || self.hasher.item("ip", ip_text.as_bytes()));
+        let ip = KeyHasher::item_hex(ip_item);
         let fingerprint_bytes = view.fingerprint().as_bytes();
         let fingerprint = match view.ja4 {
             Some(ja4) => {
@@ -248,8 +249,9 @@ impl FeatureExtractor {
             (UaFacts::of(user_agent), self.hasher.item("ua", user_agent.as_bytes()))
         });
         // The client as a browser tab sees it: one address, one user agent.
+        let client_parts: &[&[u8]] = &[ip_text.as_bytes(), b"\n", user_agent.as_bytes()];
         let client =
-            KeyHasher::item_hex(self.hasher.item_of("client", &[ip_text.as_bytes(), b"\n", user_agent.as_bytes()]));
+            KeyHasher::item_hex(remember(&CLIENTS, tag, client_parts, || self.hasher.item_of("client", client_parts)));
         let route = &*view.route.name;
         let mut text = String::with_capacity(route.len() + 32);
         use ModelCounter::*;
@@ -285,7 +287,8 @@ impl FeatureExtractor {
             client_subs,
             client_recent_page,
         };
-        let path_item = self.hasher.item("path", view.path.as_bytes());
+        let path = view.path.as_bytes();
+        let path_item = remember(&PATHS, tag, &[path], || self.hasher.item("path", path));
         for (key, window) in [
             (&keys.ip_10s, WINDOW_10S),
             (&keys.ip_60s, WINDOW_60S),
@@ -570,7 +573,9 @@ fn request_features(view: &RequestView<'_>, ua_facts: UaFacts, v: &mut FeatureVe
     let language = header(http::header::ACCEPT_LANGUAGE);
     set(v, Feature::HasAcceptLanguage, flag(language.is_some()));
     if let Some(language) = language {
-        let tags = language.split(',').filter(|tag| !tag.trim().is_empty()).count();
+        // A header value read as text holds visible ASCII, spaces and tabs
+        // only, so a tag is blank when it holds nothing else.
+        let tags = language.split(',').filter(|tag| tag.bytes().any(|b| b != b' ' && b != b'\t')).count();
         set(v, Feature::AcceptLanguageTags, tags as f64);
     }
     let encoding = header(http::header::ACCEPT_ENCODING);
@@ -601,7 +606,7 @@ fn request_features(view: &RequestView<'_>, ua_facts: UaFacts, v: &mut FeatureVe
     }
     set(v, Feature::QueryLength, view.query.map_or(0, str::len) as f64);
     set(v, Feature::SuspiciousTokens, suspicious_tokens(view.target) as f64);
-    set(v, Feature::PathDepth, view.path.split('/').filter(|s| !s.is_empty()).count() as f64);
+    set(v, Feature::PathDepth, path_depth(view.path) as f64);
     set(v, Feature::StaticAsset, flag(is_static(view.path)));
     set(v, Feature::LoginRoute, flag(view.route.login.is_some()));
 
@@ -631,12 +636,38 @@ fn suspicious_tokens(target: &str) -> usize {
         target
     };
     let punctuation = text.bytes().filter(|b| matches!(b, b'\'' | b'"' | b'<' | b'>' | b';' | b'`')).count();
-    let words =
-        ["union", "select", "sleep(", "../", "or 1=1", "script", "information_schema", "waitfor", "/etc/passwd"]
-            .iter()
-            .filter(|word| contains_ignore_case(text, word))
-            .count();
+    // How many of the words occur (each counted once, overlaps too): one
+    // pass of one automaton, rather than a search per word.
+    static AUTOMATON: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> = std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build(SUSPICIOUS_WORDS).ok()
+    });
+    let words = match AUTOMATON.as_ref() {
+        Some(automaton) => {
+            let found = automaton.find_overlapping_iter(text).fold(0u32, |found, m| found | 1 << m.pattern().as_u32());
+            found.count_ones() as usize
+        }
+        None => SUSPICIOUS_WORDS.iter().filter(|word| contains_ignore_case(text, word)).count(),
+    };
     punctuation + words
+}
+
+/// Words of injection and traversal probes (at most 32: a found word is a
+/// bit of a `u32`).
+const SUSPICIOUS_WORDS: &[&str] =
+    &["union", "select", "sleep(", "../", "or 1=1", "script", "information_schema", "waitfor", "/etc/passwd"];
+
+/// Non-empty segments between slashes (what `split('/')` and a filter of
+/// the empty ones count, a byte at a time).
+fn path_depth(path: &str) -> usize {
+    let mut depth = 0;
+    let mut previous = b'/';
+    for byte in path.bytes() {
+        if byte != b'/' && previous == b'/' {
+            depth += 1;
+        }
+        previous = byte;
+    }
+    depth
 }
 
 fn is_static(path: &str) -> bool {
@@ -775,6 +806,12 @@ thread_local! {
     static USER_AGENTS: RefCell<value_cache::Cache<(UaFacts, u64)>> = RefCell::new(value_cache::cache());
     /// Fingerprint (with JA4) → its keyed item (under a secret's tag).
     static FINGERPRINTS: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::cache());
+    /// Client address → its keyed item (under a secret's tag).
+    static ADDRESSES: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::cache());
+    /// Client address and user agent → the client's keyed item.
+    static CLIENTS: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::cache());
+    /// Normalized path → its keyed item.
+    static PATHS: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::cache());
     /// Header names in order → their traits (no secret involved: tag 0).
     static HEADER_SETS: RefCell<value_cache::Cache<HeaderTraits>> = RefCell::new(value_cache::cache());
 }
@@ -840,6 +877,23 @@ fn browser_consistency(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The byte-wise counts give what the string searches they replaced
+        /// gave, on text made of the bytes those searches look for.
+        #[test]
+        fn target_counts_match_the_searches_they_replaced(
+            text in "([/.;a-zA-Z_=1(' <>\"`%+-]|union|SELECT|sleep\\(|\\.\\./|or 1=1|Script|information_schema|waitfor|/etc/passwd){0,40}"
+        ) {
+            proptest::prop_assert_eq!(path_depth(&text), text.split('/').filter(|s| !s.is_empty()).count());
+            let punctuation = text.bytes().filter(|b| matches!(b, b'\'' | b'"' | b'<' | b'>' | b';' | b'`')).count();
+            let words = SUSPICIOUS_WORDS.iter().filter(|word| contains_ignore_case(&text, word)).count();
+            // Plain text (no `%` or `+`) is searched as it is.
+            if !text.contains('%') && !text.contains('+') {
+                proptest::prop_assert_eq!(suspicious_tokens(&text), punctuation + words);
+            }
+        }
+    }
 
     #[test]
     fn names_are_unique_and_in_enum_order() {

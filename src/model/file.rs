@@ -33,7 +33,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::features::{self, FEATURE_COUNT, FeatureVector, SCHEMA_VERSION};
-use super::forest::{Forest, NodeDef};
+use super::forest::{Forest, Leaves, NodeDef};
 
 pub const FORMAT: &str = "palisade-model";
 pub const FORMAT_VERSION: u32 = 1;
@@ -454,10 +454,23 @@ impl Model {
 
     /// The raw score (before the link).
     pub fn raw(&self, x: &FeatureVector) -> f64 {
+        self.raw_keeping(x, None)
+    }
+
+    /// The raw score, keeping the leaves the trees sent `x` to in `leaves`
+    /// when given (always set: emptied when the trees are walked node by
+    /// node).
+    fn raw_keeping(&self, x: &FeatureVector, leaves: Option<&mut Leaves>) -> f64 {
         let mut raw = self.base_score;
-        match &self.forest {
-            Some(forest) => forest.add_leaves(x, &mut raw),
-            None => self.add_leaves_by_nodes(x, &mut raw),
+        match (&self.forest, leaves) {
+            (Some(forest), Some(leaves)) => forest.add_leaves_kept(x, &mut raw, leaves),
+            (Some(forest), None) => forest.add_leaves(x, &mut raw),
+            (None, leaves) => {
+                if let Some(leaves) = leaves {
+                    leaves.forget();
+                }
+                self.add_leaves_by_nodes(x, &mut raw)
+            }
         }
         if let Some(linear) = &self.linear {
             raw += (0..FEATURE_COUNT).map(|i| linear.term(i, x[i])).sum::<f64>();
@@ -478,6 +491,14 @@ impl Model {
         self.link_of(self.raw(x))
     }
 
+    /// [`Model::probability`], keeping in `leaves` where the walk ended, so
+    /// that [`Model::top_contributions_along`] for the same `x` reads the
+    /// paths instead of walking every tree again (a model signal wants
+    /// both).
+    pub fn probability_keeping(&self, x: &FeatureVector, leaves: &mut Leaves) -> f64 {
+        self.link_of(self.raw_keeping(x, Some(leaves)))
+    }
+
     pub fn link_of(&self, raw: f64) -> f64 {
         match self.link {
             Link::Logistic => 1.0 / (1.0 + (-raw).exp()),
@@ -490,11 +511,21 @@ impl Model {
     /// feature; for a linear model, weight × standardized value. The
     /// contributions plus the returned bias add up to the raw score.
     pub fn contributions(&self, x: &FeatureVector, out: &mut [f64; FEATURE_COUNT]) -> f64 {
+        self.contributions_kept(x, None, out)
+    }
+
+    /// [`Model::contributions`], along `leaves` when they hold this
+    /// model's walk of `x` ([`Model::probability_keeping`]).
+    fn contributions_kept(&self, x: &FeatureVector, leaves: Option<&Leaves>, out: &mut [f64; FEATURE_COUNT]) -> f64 {
         out.fill(0.0);
         let mut bias = self.base_score;
         match &self.forest {
-            Some(forest) => forest.contributions(x, &mut bias, out),
-            None => self.contributions_by_nodes(x, &mut bias, out),
+            Some(forest) if forest.has_paths() => {
+                if !leaves.is_some_and(|leaves| forest.contributions_along(leaves, &mut bias, out)) {
+                    forest.contributions(x, &mut bias, out)
+                }
+            }
+            _ => self.contributions_by_nodes(x, &mut bias, out),
         }
         if let Some(linear) = &self.linear {
             for (i, slot) in out.iter_mut().enumerate() {
@@ -519,8 +550,18 @@ impl Model {
     /// The `n` features (at most [`MAX_TOP`]) that moved this prediction
     /// most, largest first.
     pub fn top_contributions(&self, x: &FeatureVector, n: usize) -> TopContributions {
+        self.top_contributions_kept(x, None, n)
+    }
+
+    /// [`Model::top_contributions`] of the `x` that
+    /// [`Model::probability_keeping`] kept `leaves` for.
+    pub fn top_contributions_along(&self, x: &FeatureVector, leaves: &Leaves, n: usize) -> TopContributions {
+        self.top_contributions_kept(x, Some(leaves), n)
+    }
+
+    fn top_contributions_kept(&self, x: &FeatureVector, leaves: Option<&Leaves>, n: usize) -> TopContributions {
         let mut all = [0.0; FEATURE_COUNT];
-        self.contributions(x, &mut all);
+        self.contributions_kept(x, leaves, &mut all);
         // Larger |value| first, then the lower feature: a total order, so
         // keeping the best `n` while reading them once gives what sorting
         // all of them would, without sorting (it runs on every request a
@@ -709,6 +750,26 @@ mod tests {
             }
         }
         assert!(ranked_some, "some vectors have at least MAX_TOP contributions");
+    }
+
+    #[test]
+    fn contributions_along_kept_leaves_are_those_of_a_fresh_walk() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/palisade-gbdt-v2.json");
+        let model = Model::load(&path).unwrap();
+        let other = stump().compile().unwrap();
+        let mut leaves = Leaves::default();
+        for x in probing_vectors(&model, 500) {
+            let kept = model.probability_keeping(&x, &mut leaves);
+            assert_eq!(kept.to_bits(), model.probability(&x).to_bits());
+            assert_eq!(model.top_contributions_along(&x, &leaves, MAX_TOP), model.top_contributions(&x, MAX_TOP));
+            let (mut along, mut fresh) = ([0.0; FEATURE_COUNT], [0.0; FEATURE_COUNT]);
+            let bias = model.contributions_kept(&x, Some(&leaves), &mut along);
+            assert_eq!(bias.to_bits(), model.contributions(&x, &mut fresh).to_bits());
+            assert_eq!(along.map(f64::to_bits), fresh.map(f64::to_bits));
+            // Leaves kept by another model are not read as this one's.
+            other.probability_keeping(&x, &mut leaves);
+            assert_eq!(model.top_contributions_along(&x, &leaves, MAX_TOP), model.top_contributions(&x, MAX_TOP));
+        }
     }
 
     #[test]

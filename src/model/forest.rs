@@ -38,6 +38,11 @@ const GROUP: usize = 8;
 /// originals (a forest of a few deep, thin trees is walked node by node).
 const MAX_GROWTH: usize = 8;
 
+/// Most steps [`Forest::paths`] holds (16 bytes each: 16 MiB); a larger
+/// forest (hundreds of trees of depth 8) keeps none, and its
+/// contributions are walked node by node.
+const MAX_PATH_STEPS: usize = 1 << 20;
+
 /// One node of a tree as the model file describes it.
 #[derive(Debug, Clone, Copy)]
 pub enum NodeDef {
@@ -88,13 +93,13 @@ pub struct Forest {
     /// contributions).
     mean: Vec<f64>,
     leaf: Vec<f64>,
-    /// Per node below a root, tree-major, each tree `2·stride` entries long
-    /// and indexed by breadth-first position (splits `1..stride − 1`, then
-    /// leaves; entry 0 unused): the step onto that node — its value minus
-    /// its parent's ([`Step::delta`]) and the parent's feature — which a
-    /// contribution walk adds up along a leaf's path. Subtracting once at
+    /// Per leaf, tree-major, each tree `stride · depth` entries long: the
+    /// steps of the path from the root down to that leaf, root first —
+    /// each node's value minus its parent's ([`Step::delta`]) and the
+    /// parent's feature — which a contribution walk adds up. A path is one
+    /// run of memory (a cache line at depth 4), and subtracting once at
     /// load gives the very number the walk subtracted per request.
-    steps: Vec<Step>,
+    paths: Vec<Step>,
     /// Whether any split treats zero as missing (the two variants that
     /// do are made only then).
     zero_missing: bool,
@@ -111,6 +116,39 @@ struct Step {
 /// The feature vector's variants laid end to end (and unused entries up
 /// to 256, what a byte indexes).
 type Variants = [f64; 256];
+
+/// Most trees whose leaves [`Leaves`] keeps (a larger forest's
+/// contributions walk the trees again).
+pub const MAX_KEPT_LEAVES: usize = 1024;
+
+/// The leaf each tree sent one feature vector to (its breadth-first
+/// position), kept by inference so that the contributions of the same
+/// vector read the paths without walking the trees a second time. Inline,
+/// so keeping them allocates nothing.
+#[derive(Debug, Clone)]
+pub struct Leaves {
+    at: [u16; MAX_KEPT_LEAVES],
+    /// Trees kept; 0 when nothing was (see [`Leaves::of`]).
+    len: usize,
+}
+
+impl Default for Leaves {
+    fn default() -> Self {
+        Leaves { at: [0; MAX_KEPT_LEAVES], len: 0 }
+    }
+}
+
+impl Leaves {
+    /// Keep nothing (a model walked node by node).
+    pub fn forget(&mut self) {
+        self.len = 0;
+    }
+
+    /// The kept leaves, when they are those of a forest of `trees` trees.
+    fn of(&self, trees: usize) -> Option<&[u16]> {
+        (self.len == trees && trees > 0).then(|| &self.at[..trees])
+    }
+}
 
 impl Forest {
     /// Lay out the trees rooted at `roots`, reading nodes through `node`;
@@ -138,13 +176,13 @@ impl Forest {
             threshold: vec![0.0; roots.len() * stride],
             mean: vec![0.0; roots.len() * stride],
             leaf: vec![0.0; roots.len() * stride],
-            steps: vec![Step::default(); roots.len() * 2 * stride],
+            paths: Vec::new(),
             zero_missing: false,
         };
         for (tree, &root) in roots.iter().enumerate() {
             forest.place(&node, root, tree, 0, 0)?;
         }
-        forest.place_steps();
+        forest.place_paths();
         Some(forest)
     }
 
@@ -155,15 +193,28 @@ impl Forest {
         if at < stride - 1 { self.mean[tree * stride + at] } else { self.leaf[tree * stride + at + 1 - stride] }
     }
 
-    /// Fill [`Forest::steps`] from the placed splits and leaves.
-    fn place_steps(&mut self) {
+    /// Fill [`Forest::paths`] from the placed splits and leaves.
+    fn place_paths(&mut self) {
         let stride = 1usize << self.depth;
+        let levels = self.depth as usize;
+        let steps = self.trees * stride * levels;
+        if steps > MAX_PATH_STEPS {
+            return;
+        }
+        self.paths = vec![Step::default(); steps];
         for tree in 0..self.trees {
-            for at in 1..2 * stride - 1 {
-                let parent = (at - 1) / 2;
-                let feature = self.read[tree * stride + parent] % FEATURE_COUNT as u8;
-                let delta = self.value_at(tree, at) - self.value_at(tree, parent);
-                self.steps[tree * 2 * stride + at] = Step { delta, feature };
+            for leaf in 0..stride {
+                // Counting positions from 1, a node's children are 2n and
+                // 2n + 1: the node `k` levels below the root on the way to
+                // the leaf is `n >> (levels − k)`.
+                let node = stride + leaf;
+                for level in 1..=levels {
+                    let at = (node >> (levels - level)) - 1;
+                    let parent = (at - 1) / 2;
+                    let feature = self.read[tree * stride + parent] % FEATURE_COUNT as u8;
+                    let delta = self.value_at(tree, at) - self.value_at(tree, parent);
+                    self.paths[(tree * stride + leaf) * levels + level - 1] = Step { delta, feature };
+                }
             }
         }
     }
@@ -230,38 +281,67 @@ impl Forest {
 
     /// Add every tree's leaf for `x` to `raw`, in tree order.
     pub fn add_leaves(&self, x: &FeatureVector, raw: &mut f64) {
+        self.add_leaves_keeping::<false>(x, raw, &mut [])
+    }
+
+    /// [`Self::add_leaves`], keeping each tree's leaf in `leaves` for
+    /// [`Self::contributions_along`] (nothing is kept when the forest has
+    /// more than [`MAX_KEPT_LEAVES`] trees).
+    pub fn add_leaves_kept(&self, x: &FeatureVector, raw: &mut f64, leaves: &mut Leaves) {
+        if self.trees > MAX_KEPT_LEAVES {
+            leaves.len = 0;
+            return self.add_leaves(x, raw);
+        }
+        self.add_leaves_keeping::<true>(x, raw, &mut leaves.at[..self.trees]);
+        leaves.len = self.trees;
+    }
+
+    /// The walk, keeping the leaves in `kept` when `KEEP` (a constant, so
+    /// that inference alone pays nothing for it).
+    fn add_leaves_keeping<const KEEP: bool>(&self, x: &FeatureVector, raw: &mut f64, kept: &mut [u16]) {
         // The depth as a constant: the walk unrolls, and positions masked
         // to a tree's stride need no bounds checks.
         match self.depth {
-            0 => self.add_leaves_strided::<1>(x, raw),
-            1 => self.add_leaves_strided::<2>(x, raw),
-            2 => self.add_leaves_strided::<4>(x, raw),
-            3 => self.add_leaves_strided::<8>(x, raw),
-            4 => self.add_leaves_strided::<16>(x, raw),
-            5 => self.add_leaves_strided::<32>(x, raw),
-            6 => self.add_leaves_strided::<64>(x, raw),
-            7 => self.add_leaves_strided::<128>(x, raw),
-            _ => self.add_leaves_strided::<256>(x, raw),
+            0 => self.add_leaves_strided::<1, KEEP>(x, raw, kept),
+            1 => self.add_leaves_strided::<2, KEEP>(x, raw, kept),
+            2 => self.add_leaves_strided::<4, KEEP>(x, raw, kept),
+            3 => self.add_leaves_strided::<8, KEEP>(x, raw, kept),
+            4 => self.add_leaves_strided::<16, KEEP>(x, raw, kept),
+            5 => self.add_leaves_strided::<32, KEEP>(x, raw, kept),
+            6 => self.add_leaves_strided::<64, KEEP>(x, raw, kept),
+            7 => self.add_leaves_strided::<128, KEEP>(x, raw, kept),
+            _ => self.add_leaves_strided::<256, KEEP>(x, raw, kept),
         }
     }
 
     /// [`Self::add_leaves`] for trees of `STRIDE` leaves (`2^depth`).
-    fn add_leaves_strided<const STRIDE: usize>(&self, x: &FeatureVector, raw: &mut f64) {
+    fn add_leaves_strided<const STRIDE: usize, const KEEP: bool>(
+        &self,
+        x: &FeatureVector,
+        raw: &mut f64,
+        kept: &mut [u16],
+    ) {
         let values = self.variants(x);
         let mut first = 0;
         while first + GROUP <= self.trees {
-            self.add_group::<GROUP, STRIDE>(&values, first, raw);
+            self.add_group::<GROUP, STRIDE, KEEP>(&values, first, raw, kept);
             first += GROUP;
         }
         while first < self.trees {
-            self.add_group::<1, STRIDE>(&values, first, raw);
+            self.add_group::<1, STRIDE, KEEP>(&values, first, raw, kept);
             first += 1;
         }
     }
 
     /// Walk trees `first..first + N` level by level, then add their leaves.
     #[inline(always)]
-    fn add_group<const N: usize, const STRIDE: usize>(&self, values: &Variants, first: usize, raw: &mut f64) {
+    fn add_group<const N: usize, const STRIDE: usize, const KEEP: bool>(
+        &self,
+        values: &Variants,
+        first: usize,
+        raw: &mut f64,
+        kept: &mut [u16],
+    ) {
         // The walk of `leaves_of`, written out again: calling it from here
         // made inference a third slower in the bench (p50 350 → 460 ns),
         // with fewer instructions.
@@ -279,6 +359,12 @@ impl Forest {
         for (tree, at) in at.iter().enumerate() {
             // The last level's positions run from STRIDE - 1 to 2·STRIDE - 2.
             *raw += leaf[tree * STRIDE + ((*at + 1) & mask)];
+        }
+        if KEEP && let Some(kept) = kept.get_mut(first..first + N) {
+            // Positions are below 2·STRIDE ≤ 512: they fit.
+            for (kept, &at) in kept.iter_mut().zip(&at) {
+                *kept = at as u16;
+            }
         }
     }
 
@@ -311,6 +397,7 @@ impl Forest {
     /// added tree by tree, root first — the order of the node walk — so
     /// every sum is the same to the last bit.
     pub fn contributions(&self, x: &FeatureVector, bias: &mut f64, out: &mut [f64; FEATURE_COUNT]) {
+        debug_assert!(self.has_paths(), "contributions of a forest that keeps no paths");
         match self.depth {
             0 => self.contributions_strided::<1>(x, bias, out),
             1 => self.contributions_strided::<2>(x, bias, out),
@@ -324,6 +411,38 @@ impl Forest {
         }
     }
 
+    /// Whether the paths contributions read are kept (else the caller
+    /// walks the trees node by node).
+    pub fn has_paths(&self) -> bool {
+        self.depth == 0 || !self.paths.is_empty()
+    }
+
+    /// [`Self::contributions`] along the leaves inference kept for the
+    /// same vector ([`Self::add_leaves_kept`]); `false`, with nothing
+    /// added, when `leaves` holds no walk of this forest.
+    pub fn contributions_along(&self, leaves: &Leaves, bias: &mut f64, out: &mut [f64; FEATURE_COUNT]) -> bool {
+        let Some(leaves) = leaves.of(self.trees).filter(|_| self.has_paths()) else { return false };
+        match self.depth {
+            0 => self.contributions_kept::<1>(leaves, bias, out),
+            1 => self.contributions_kept::<2>(leaves, bias, out),
+            2 => self.contributions_kept::<4>(leaves, bias, out),
+            3 => self.contributions_kept::<8>(leaves, bias, out),
+            4 => self.contributions_kept::<16>(leaves, bias, out),
+            5 => self.contributions_kept::<32>(leaves, bias, out),
+            6 => self.contributions_kept::<64>(leaves, bias, out),
+            7 => self.contributions_kept::<128>(leaves, bias, out),
+            _ => self.contributions_kept::<256>(leaves, bias, out),
+        }
+        true
+    }
+
+    /// The roots' values summed onto `bias`, in tree order.
+    fn add_bias<const STRIDE: usize>(&self, bias: &mut f64) {
+        for tree in 0..self.trees {
+            *bias += if STRIDE == 1 { self.leaf[tree] } else { self.mean[tree * STRIDE] };
+        }
+    }
+
     /// [`Self::contributions`] for trees of `STRIDE` leaves (`2^depth`).
     fn contributions_strided<const STRIDE: usize>(
         &self,
@@ -331,44 +450,51 @@ impl Forest {
         bias: &mut f64,
         out: &mut [f64; FEATURE_COUNT],
     ) {
-        for tree in 0..self.trees {
-            *bias += if STRIDE == 1 { self.leaf[tree] } else { self.mean[tree * STRIDE] };
-        }
+        self.add_bias::<STRIDE>(bias);
         if STRIDE == 1 {
             return;
         }
         let values = self.variants(x);
+        let mut sums = [0.0; 256];
         let mut first = 0;
         while first + GROUP <= self.trees {
-            self.add_steps::<GROUP, STRIDE>(&values, first, out);
+            let leaves = self.leaves_of::<GROUP, STRIDE>(&values, first);
+            self.add_steps::<STRIDE>(first, &leaves.map(|at| at as u16), &mut sums);
             first += GROUP;
         }
         while first < self.trees {
-            self.add_steps::<1, STRIDE>(&values, first, out);
+            let [leaf] = self.leaves_of::<1, STRIDE>(&values, first);
+            self.add_steps::<STRIDE>(first, &[leaf as u16], &mut sums);
             first += 1;
+        }
+        out.copy_from_slice(&sums[..FEATURE_COUNT]);
+    }
+
+    /// [`Self::contributions_along`] for trees of `STRIDE` leaves.
+    fn contributions_kept<const STRIDE: usize>(&self, leaves: &[u16], bias: &mut f64, out: &mut [f64; FEATURE_COUNT]) {
+        self.add_bias::<STRIDE>(bias);
+        if STRIDE > 1 {
+            let mut sums = [0.0; 256];
+            self.add_steps::<STRIDE>(0, leaves, &mut sums);
+            out.copy_from_slice(&sums[..FEATURE_COUNT]);
         }
     }
 
-    /// Add the steps of trees `first..first + N` to `out`, tree by tree,
-    /// root first.
+    /// Add the paths of the trees from `first` on, which reached `leaves`
+    /// (breadth-first positions), to `sums`, tree by tree, root first.
+    /// `sums` is indexed by a step's feature byte, so adding needs no
+    /// bounds check; its first [`FEATURE_COUNT`] entries are the
+    /// contributions (each starts at +0.0 as the caller's zeroed ones do,
+    /// so copying them over gives the same bits).
     #[inline(always)]
-    fn add_steps<const N: usize, const STRIDE: usize>(
-        &self,
-        values: &Variants,
-        first: usize,
-        out: &mut [f64; FEATURE_COUNT],
-    ) {
-        let levels = STRIDE.trailing_zeros();
-        let mask = 2 * STRIDE - 1;
-        let steps = &self.steps[first * 2 * STRIDE..(first + N) * 2 * STRIDE];
-        for (tree, leaf) in self.leaves_of::<N, STRIDE>(values, first).into_iter().enumerate() {
-            // Counting positions from 1, a node's children are 2n and
-            // 2n + 1: the node `k` levels below the root on the way to
-            // `leaf` is `(leaf + 1) >> (levels − k)`.
-            for level in 1..=levels {
-                let at = ((leaf + 1) >> (levels - level)) - 1;
-                let step = steps[tree * 2 * STRIDE + (at & mask)];
-                out[usize::from(step.feature) % FEATURE_COUNT] += step.delta;
+    fn add_steps<const STRIDE: usize>(&self, first: usize, leaves: &[u16], sums: &mut [f64; 256]) {
+        let levels = STRIDE.trailing_zeros() as usize;
+        let trees = self.paths.get(first * STRIDE * levels..).unwrap_or_default();
+        for (tree, &leaf) in trees.chunks_exact(STRIDE * levels).zip(leaves) {
+            // The last level's positions run from STRIDE − 1 to 2·STRIDE − 2.
+            let leaf = (usize::from(leaf) + 1) & (STRIDE - 1);
+            for step in &tree[leaf * levels..(leaf + 1) * levels] {
+                sums[usize::from(step.feature)] += step.delta;
             }
         }
     }

@@ -30,4 +30,5 @@ mod value_cache;
 
 pub use features::{FEATURE_COUNT, FeatureVector, schema_hash};
 pub use file::{Contribution, MAX_TOP, Model, ModelError, ModelErrorKind, ModelFile, TopContributions};
+pub use forest::Leaves;
 pub use stage::{ModelReport, ModelStage};

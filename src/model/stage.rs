@@ -11,10 +11,12 @@
 //! compiled, so `palisade check` and a reload refuse a model built for
 //! other features.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::features::{FEATURES, FeatureExtractor, FeatureKeys, FeatureVector};
 use super::file::Model;
+use super::forest::Leaves;
 use crate::config::{Config, Invalid, ModelMode};
 use crate::credential::{KeyHasher, LoginAttempt};
 use crate::detect::{RequestContext, Stage};
@@ -29,6 +31,13 @@ pub const MAX_MODELS: usize = 4;
 
 /// Features shown in a model signal's evidence.
 const EVIDENCE_FEATURES: usize = 3;
+
+thread_local! {
+    /// Where the walk of the model being scored ended, for its signal's
+    /// contributions: one per thread rather than a 2 KiB array zeroed per
+    /// request (each model's walk overwrites it before it is read).
+    static KEPT_LEAVES: RefCell<Leaves> = RefCell::new(Leaves::default());
+}
 
 /// Cheap to clone: the pipeline keeps one for reports next to the one in
 /// its stage list.
@@ -166,12 +175,19 @@ impl ModelStage {
             names: self.names.clone(),
             log_features: self.log_features,
         };
-        for (slot, configured) in report.probabilities.iter_mut().zip(self.models.iter()) {
-            let probability = configured.model.probability(&report.features);
-            *slot = probability;
-            if let Some(signal) = configured.signal(probability, &report.features) {
-                signals.push(signal);
+        let mut score_all = |leaves: &mut Leaves| {
+            for (slot, configured) in report.probabilities.iter_mut().zip(self.models.iter()) {
+                let probability = configured.model.probability_keeping(&report.features, leaves);
+                *slot = probability;
+                if let Some(signal) = configured.signal(probability, &report.features, leaves) {
+                    signals.push(signal);
+                }
             }
+        };
+        let scored = KEPT_LEAVES.try_with(|leaves| leaves.try_borrow_mut().map(|mut leaves| score_all(&mut leaves)));
+        if !matches!(scored, Ok(Ok(()))) {
+            // The thread is ending: a walk of its own.
+            score_all(&mut Leaves::default());
         }
         report
     }
@@ -229,7 +245,9 @@ impl ConfiguredModel {
         (share.clamp(0.0, 1.0) * f64::from(self.max_penalty)).round() as u8
     }
 
-    fn signal(&self, probability: f64, features: &FeatureVector) -> Option<Signal> {
+    /// The signal of `probability`; `leaves` are where the model's walk of
+    /// `features` ended ([`Model::probability_keeping`]).
+    fn signal(&self, probability: f64, features: &FeatureVector, leaves: &Leaves) -> Option<Signal> {
         if probability < self.min_probability {
             return None;
         }
@@ -240,7 +258,7 @@ impl ConfiguredModel {
         }
         let rounded = (probability * 1000.0).round() / 1000.0;
         signal.evidence.push(Evidence::number("probability", rounded, Some(self.min_probability)));
-        for contribution in self.model.top_contributions(features, EVIDENCE_FEATURES) {
+        for contribution in self.model.top_contributions_along(features, leaves, EVIDENCE_FEATURES) {
             let value = features[contribution.feature];
             let value = if value.is_nan() { f64::NAN } else { (value * 1000.0).round() / 1000.0 };
             signal.evidence.push(Evidence::number(FEATURES[contribution.feature].name, value, None));

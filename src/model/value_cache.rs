@@ -6,7 +6,9 @@
 //! searches), read the header names' traits (prefix and substring tests
 //! per name) and computed the keyed hashes of the user agent and of the
 //! fingerprint (a BLAKE3 each) on every request. This per-thread,
-//! direct-mapped cache keeps what that work gave, keyed by the hashing
+//! direct-mapped cache keeps what that work gave (and the keyed hashes of
+//! client addresses and paths, which repeat across a client's requests
+//! and across clients), keyed by the hashing
 //! secret's tag (0 for work without a secret) and by the exact bytes the
 //! work read (compared in full, so a collision of the slot hash only costs
 //! the work again): an answer from the cache is the answer the work would
@@ -14,9 +16,9 @@
 //!
 //! Memory is bounded: [`SLOTS`] slots per cache and thread, values of at
 //! most [`MAX_VALUE`] bytes (longer ones are worked out every time). The
-//! cache holds user agents, header names and fingerprints, which the
-//! decision log writes anyway, and items of keyed hashes, never a hashing
-//! secret.
+//! cache holds user agents, header names, fingerprints, client addresses
+//! and paths, which the decision log writes anyway, and items of keyed
+//! hashes, never a hashing secret.
 
 use std::cell::RefCell;
 use std::hash::{Hash, Hasher};

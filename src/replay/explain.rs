@@ -208,7 +208,7 @@ fn render(config: &Config, engine: &Engine, twin: &Engine, request: &Prepared, m
     let _ = writeln!(out, "path         {path} (normalized)");
     let _ = writeln!(out, "route        {} (profile {}, mode {mode}; {limit})", route.name, route.profile.as_str());
     if route.inspects_body() {
-        let content_type = request.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_type = request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let username =
             route.login.as_ref().and_then(|login| login.username(content_type, request.body.as_deref().unwrap_or(&[])));
         let _ = writeln!(out, "username     {}", username.as_deref().unwrap_or("(none found in the body)"));

@@ -3,6 +3,7 @@
 //!
 //! - [`run`]: the engine (a pipeline on a manual clock) and the captures
 //!   read in time order;
+//! - `headers`: a capture's header blocks turned into `http` types once each;
 //! - [`report`]: requests by action, detection and route; confusion
 //!   matrix, precision and recall against the captures' labels;
 //! - [`diff`]: what changes between a baseline configuration and a new one;
@@ -16,6 +17,7 @@ pub mod diff;
 pub mod expect;
 pub mod explain;
 pub mod gates;
+mod headers;
 pub mod html;
 pub mod report;
 pub mod run;

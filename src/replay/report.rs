@@ -80,7 +80,7 @@ struct ModelTally {
     name: String,
     min_probability: f64,
     /// Label → (requests scored, flagged at min_probability, sum of probabilities).
-    by_label: BTreeMap<String, (u64, u64, f64)>,
+    by_label: hashbrown::HashMap<Arc<str>, (u64, u64, f64)>,
     /// (probability, is a bot) of every labelled request, for ROC-AUC.
     scores: Vec<(f32, bool)>,
 }
@@ -99,11 +99,7 @@ impl Tally {
     fn add_models(&mut self, decision: &Decision, label: Option<&Arc<str>>) {
         let Some(report) = decision.model() else { return };
         for (tally, &probability) in self.models.iter_mut().zip(report.probabilities()) {
-            let label_text = label.map_or("(unlabeled)", |l| &**l);
-            let row = match tally.by_label.get_mut(label_text) {
-                Some(row) => row,
-                None => tally.by_label.entry(label_text.to_string()).or_default(),
-            };
+            let row = tally.by_label.entry_ref(label.map_or("(unlabeled)", |l| &**l)).or_default();
             row.0 += 1;
             row.1 += u64::from(probability >= tally.min_probability);
             row.2 += probability;
@@ -123,31 +119,13 @@ impl Tally {
         self.by_action[action_index(action)] += 1;
         let monitored = decision.mode == RouteMode::Monitor;
         for signal in &decision.signals {
-            let slot = usize::from(signal.shadow || monitored);
-            match self.by_detection.get_mut(&signal.id) {
-                Some(counts) => counts[slot] += 1,
-                None => {
-                    let mut counts = [0; 2];
-                    counts[slot] = 1;
-                    self.by_detection.insert(signal.id.clone(), counts);
-                }
-            }
+            counts(&mut self.by_detection, &signal.id)[usize::from(signal.shadow || monitored)] += 1;
         }
-        match self.by_route.get_mut(route) {
-            Some(counts) => counts[action_index(action)] += 1,
-            None => {
-                let mut counts = [0; 5];
-                counts[action_index(action)] = 1;
-                self.by_route.insert(route.clone(), counts);
-            }
-        }
+        counts(&mut self.by_route, route)[action_index(action)] += 1;
         self.add_models(decision, label);
         let outcome = Outcome::of(action) as usize;
         match label {
-            Some(label) => match self.by_label.get_mut(label) {
-                Some(counts) => counts[outcome] += 1,
-                None => self.by_label.entry(label.clone()).or_default()[outcome] += 1,
-            },
+            Some(label) => counts(&mut self.by_label, label)[outcome] += 1,
             None => self.unlabeled[outcome] += 1,
         }
     }
@@ -179,6 +157,12 @@ impl Tally {
     }
 }
 
+/// The counts kept under `key`, zeros the first time it is seen: looked up
+/// by the text, which is copied only then.
+fn counts<'m, const N: usize>(map: &'m mut hashbrown::HashMap<Arc<str>, [u64; N]>, key: &str) -> &'m mut [u64; N] {
+    map.entry_ref(key).or_insert([0; N])
+}
+
 impl ModelTally {
     fn row(&self) -> ModelRow {
         let p: Vec<f64> = self.scores.iter().map(|(p, _)| f64::from(*p)).collect();
@@ -197,7 +181,7 @@ impl ModelTally {
                         flagged: *flagged,
                         mean_probability: round6(sum / (*requests).max(1) as f64),
                     };
-                    (label.clone(), row)
+                    (label.to_string(), row)
                 })
                 .collect(),
         }

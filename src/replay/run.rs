@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use super::headers::{HeaderBlock, HeaderBlocks};
+use crate::capture::line::recycle_headers;
 use crate::capture::read::{BadLine, CaptureLines, OnBadLine, open_capture};
-use crate::capture::record::{
-    RecordRef, append_parsed, body_bytes, parse_header, parse_method, parse_target, parse_version,
-};
+use crate::capture::record::{Header, RecordRef, fill_body, parse_method, parse_target, parse_version};
 use crate::clock::{ManualClock, Nanos, SharedClock};
 use crate::config::{Config, Invalid};
 use crate::error::Error;
@@ -92,20 +92,17 @@ impl Engine {
 pub struct Prepared {
     pub method: http::Method,
     pub uri: http::Uri,
-    /// The target `uri` was parsed from: half of a capture's requests have
-    /// the target of the request before, and parsing it again (a copy into
-    /// new `Bytes`, a scan) is not needed then.
-    target: String,
     pub version: http::Version,
-    pub headers: http::HeaderMap,
-    /// Header names as recorded (case, order, repeats), for HTTP/1.
-    wire_names: Vec<Box<str>>,
+    /// The headers, shared with the other requests of the capture that
+    /// sent the same block.
+    block: Arc<HeaderBlock>,
+    /// Whether the block's wire names are the request's (HTTP/1).
     has_wire_names: bool,
     pub body: Option<Vec<u8>>,
     pub client_ip: IpAddr,
     pub at: Nanos,
     pub status: Option<u16>,
-    headers_seen: HeaderCache,
+    blocks: HeaderBlocks,
 }
 
 impl Default for Prepared {
@@ -113,23 +110,26 @@ impl Default for Prepared {
         Prepared {
             method: http::Method::GET,
             uri: http::Uri::from_static("/"),
-            target: "/".to_string(),
             version: http::Version::HTTP_11,
-            headers: http::HeaderMap::new(),
-            wire_names: Vec::new(),
+            block: Arc::default(),
             has_wire_names: false,
             body: None,
             client_ip: IpAddr::from([0, 0, 0, 0]),
             at: 0,
             status: None,
-            headers_seen: HeaderCache::default(),
+            blocks: HeaderBlocks::default(),
         }
     }
 }
 
 impl Prepared {
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.block.headers
+    }
+
+    /// Header names as recorded (case, order, repeats), for HTTP/1.
     pub fn wire_names(&self) -> Option<&[Box<str>]> {
-        self.has_wire_names.then_some(&self.wire_names[..])
+        self.has_wire_names.then_some(&self.block.wire_names[..])
     }
 
     /// The request as a front door would hand it to the lifecycle (no
@@ -139,7 +139,7 @@ impl Prepared {
             method: &self.method,
             uri: &self.uri,
             version: self.version,
-            headers: &self.headers,
+            headers: &self.block.headers,
             client_ip: self.client_ip,
             ja4: None,
             wire_names: self.wire_names(),
@@ -164,39 +164,26 @@ impl Prepared {
 
     /// Fill from a capture line, reusing this request's buffers.
     pub fn fill(&mut self, record: &RecordRef<'_>) -> Result<(), Error> {
+        self.fill_with(record, None)
+    }
+
+    /// [`Prepared::fill`], with the text of the line's `headers` array
+    /// when it is known ([`RecordRef::parse_into`]): the header block of a
+    /// text seen before is taken as it is.
+    pub fn fill_with(&mut self, record: &RecordRef<'_>, headers_text: Option<&str>) -> Result<(), Error> {
         self.method = parse_method(&record.method)?;
-        if *self.target != *record.target {
+        // Half of a capture's requests have the target of the request
+        // before: parsing it again (a copy into new `Bytes`, a scan) is not
+        // needed then.
+        if !same_target(&self.uri, &record.target) {
             self.uri = parse_target(&record.target)?;
-            self.target.clear();
-            self.target.push_str(&record.target);
         }
         self.version = parse_version(record.version.as_deref())?;
         crate::capture::record::check_header_count(record.headers.len())?;
-        self.headers.clear();
-        // Consecutive requests of a capture mostly send the same header
-        // names: keep the boxes that still match instead of making new ones.
-        self.wire_names.truncate(record.headers.len());
-        for (index, (name, value)) in record.headers.iter().enumerate() {
-            let (parsed_name, parsed_value) = self.headers_seen.parse(name, value)?;
-            append_parsed(&mut self.headers, parsed_name, parsed_value)?;
-            match self.wire_names.get_mut(index) {
-                Some(kept) if **kept == **name => {}
-                Some(kept) => *kept = Box::from(&**name),
-                None => self.wire_names.push(Box::from(&**name)),
-            }
-        }
+        self.block = self.blocks.block(headers_text, &record.headers)?;
         // The proxy records wire names on HTTP/1 only.
         self.has_wire_names = matches!(self.version, http::Version::HTTP_10 | http::Version::HTTP_11);
-        match (record.body.as_deref(), record.body_b64.as_deref()) {
-            // The common case, into the buffer the previous body left.
-            (Some(text), None) => {
-                let mut body = self.body.take().unwrap_or_default();
-                body.clear();
-                body.extend_from_slice(text.as_bytes());
-                self.body = Some(body);
-            }
-            (body, body_b64) => self.body = body_bytes(body, body_b64)?,
-        }
+        fill_body(&mut self.body, record.body.as_deref(), record.body_b64.as_deref())?;
         self.client_ip = record.client_ip;
         self.at = crate::capture::record::ts_to_nanos(record.ts);
         self.status = record.status;
@@ -204,55 +191,13 @@ impl Prepared {
     }
 }
 
-/// Recorded headers already turned into `http` types, by their text. A
-/// capture repeats the same few dozen header lines over and over, and
-/// parsing each again (checking every byte, lowercasing, copying into new
-/// `Bytes`) was a third of filling a request; a clone shares the bytes.
-/// Emptied when full, so captures of unique values (cookies, request ids)
-/// keep it bounded.
-#[derive(Debug, Clone, Default)]
-struct HeaderCache {
-    parsed: hashbrown::HashMap<HeaderText, (http::HeaderName, http::HeaderValue)>,
-}
-
-/// Most header lines a [`HeaderCache`] keeps.
-const HEADER_CACHE_ENTRIES: usize = 4096;
-
-/// A recorded header's text, as the cache keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct HeaderText {
-    name: Box<str>,
-    value: Box<str>,
-}
-
-/// A recorded header's text, borrowed for a lookup (hashes as
-/// [`HeaderText`] does: the derived `Hash` of the same two strings).
-#[derive(Hash)]
-struct HeaderTextRef<'a> {
-    name: &'a str,
-    value: &'a str,
-}
-
-impl hashbrown::Equivalent<HeaderText> for HeaderTextRef<'_> {
-    fn equivalent(&self, key: &HeaderText) -> bool {
-        *key.name == *self.name && *key.value == *self.value
-    }
-}
-
-impl HeaderCache {
-    /// The header as `http` types; the same errors as parsing it afresh
-    /// (a header that does not parse is never kept).
-    fn parse(&mut self, name: &str, value: &str) -> Result<(http::HeaderName, http::HeaderValue), Error> {
-        if let Some((name, value)) = self.parsed.get(&HeaderTextRef { name, value }) {
-            return Ok((name.clone(), value.clone()));
-        }
-        let parsed = parse_header(name, value)?;
-        if self.parsed.len() >= HEADER_CACHE_ENTRIES {
-            self.parsed.clear();
-        }
-        self.parsed.insert(HeaderText { name: name.into(), value: value.into() }, parsed.clone());
-        Ok(parsed)
-    }
+/// Whether `uri` is what parsing `target` gives: an origin-form (or `*`)
+/// target that is the parsed path and query. A fragment, which the parse
+/// drops, makes them differ, and the target is parsed again.
+fn same_target(uri: &http::Uri, target: &str) -> bool {
+    uri.scheme().is_none()
+        && uri.authority().is_none()
+        && uri.path_and_query().is_some_and(|path_and_query| path_and_query.as_str() == target)
 }
 
 /// Where a request came from, and what the capture says about it.
@@ -272,6 +217,8 @@ struct Source {
     lines: CaptureLines<Box<dyn std::io::BufRead + Send>>,
     head: Prepared,
     meta: Meta,
+    /// The last line's header list, emptied, for the next line's.
+    spare_headers: Vec<Header<'static>>,
     has_head: bool,
     bad: Vec<BadLine>,
     stopped: bool,
@@ -316,6 +263,7 @@ impl Inputs {
                 lines: CaptureLines::new(reader),
                 head: Prepared::default(),
                 meta: Meta { capture: index, ..Meta::default() },
+                spare_headers: Vec::new(),
                 has_head: false,
                 bad: Vec::new(),
                 stopped: false,
@@ -342,18 +290,24 @@ impl Inputs {
         while !source.stopped {
             let Some(next) = source.lines.next_line() else { break };
             let problem = match next {
-                Ok((line, text)) => match RecordRef::parse(text) {
-                    Ok(record) => match source.head.fill(&record) {
-                        Ok(()) => {
+                Ok((line, text)) => match RecordRef::parse_into(text, std::mem::take(&mut source.spare_headers)) {
+                    Ok((record, headers_text)) => {
+                        let filled = source.head.fill_with(&record, headers_text);
+                        if filled.is_ok() {
                             source.meta.line = line;
                             source.meta.label = record.label.as_deref().map(|l| intern(&mut self.labels, l));
                             source.meta.source = record.source.as_deref().map(|s| intern(&mut self.labels, s));
                             source.meta.id = record.id.as_deref().map(Box::from);
-                            source.has_head = true;
-                            return;
                         }
-                        Err(reason) => BadLine { line, reason: reason.to_string() },
-                    },
+                        source.spare_headers = recycle_headers(record.headers);
+                        match filled {
+                            Ok(()) => {
+                                source.has_head = true;
+                                return;
+                            }
+                            Err(reason) => BadLine { line, reason: reason.to_string() },
+                        }
+                    }
                     Err(error) => BadLine { line, reason: error.to_string() },
                 },
                 Err(bad) => bad,
@@ -424,4 +378,59 @@ fn intern(labels: &mut Vec<Arc<str>>, label: &str) -> Arc<str> {
 
 pub fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(target: &str, headers: &str, body: &str) -> String {
+        format!(
+            r#"{{"ts":1.5,"client_ip":"192.0.2.1","method":"POST","target":{},"headers":[{headers}]{body}}}"#,
+            serde_json::to_string(target).unwrap()
+        )
+    }
+
+    #[test]
+    fn each_fill_is_what_a_fresh_request_gets() {
+        let lines = [
+            line("/a?b=1", r#"["Host","a"],["Accept","*/*"]"#, r#","body":"x=1""#),
+            line("/a?b=1", r#"["Host","a"],["Accept","*/*"]"#, ""),
+            line("/a#frag", r#"["Host","a"]"#, r#","body_b64":"YQ==""#),
+            line("/a", r#"["host","a"]"#, r#","body":"""#),
+            line("http://h.example/a", r#"["Host","a"],["Accept","*/*"]"#, r#","body":"longer body""#),
+            line("/a", r#"["Host","a"],["Accept","*/*"],["Accept","text/html"]"#, ""),
+            line("*", "", ""),
+            line("h.example:443", "", ""),
+            line("/a", r#"["Host","a"],["Accept","*/*"]"#, ""),
+        ];
+        let mut reused = Prepared::default();
+        for text in &lines {
+            let record = RecordRef::parse(text).unwrap();
+            reused.fill(&record).unwrap();
+            let mut fresh = Prepared::default();
+            fresh.fill(&record).unwrap();
+            assert_eq!(reused.uri, fresh.uri, "{text}");
+            assert_eq!(reused.uri.to_string(), parse_target(&record.target).unwrap().to_string());
+            assert_eq!(reused.headers(), fresh.headers(), "{text}");
+            assert_eq!(reused.wire_names(), fresh.wire_names(), "{text}");
+            assert_eq!(reused.body, fresh.body, "{text}");
+        }
+        assert_eq!(reused.headers().get_all("accept").iter().count(), 1);
+    }
+
+    #[test]
+    fn a_bad_line_leaves_the_next_one_whole() {
+        let mut request = Prepared::default();
+        let good = line("/a", r#"["Host","a"],["Accept","*/*"]"#, "");
+        let bad = line("/b", r#"["Host","a"],["Bad Name","*/*"]"#, "");
+        request.fill(&RecordRef::parse(&good).unwrap()).unwrap();
+        assert!(request.fill(&RecordRef::parse(&bad).unwrap()).is_err());
+        request.fill(&RecordRef::parse(&good).unwrap()).unwrap();
+        assert_eq!(request.uri, "/a");
+        assert_eq!(request.headers().len(), 2);
+        assert!(request.fill(&RecordRef::parse(&bad).unwrap()).is_err());
+        let both = line("/a", "", r#","body":"x","body_b64":"YQ==""#);
+        assert!(request.fill(&RecordRef::parse(&both).unwrap()).is_err());
+    }
 }

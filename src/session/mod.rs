@@ -93,9 +93,11 @@ pub enum RequestKind {
 /// (accepts HTML, or sends `Sec-Fetch-*`): it can be shown the
 /// interstitial. The model's browsing features count by the same rule.
 pub fn request_kind(view: &RequestView<'_>) -> (RequestKind, bool) {
-    let header = |name: &str| view.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let accepts_html = header("accept").contains("text/html");
-    let fetch_mode = header("sec-fetch-mode");
+    // Accept by its constant: a name given as text is parsed and matched
+    // against the standard names first.
+    let accept = view.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accepts_html = accept.contains("text/html");
+    let fetch_mode = view.headers.get("sec-fetch-mode").and_then(|v| v.to_str().ok()).unwrap_or("");
     let browser = accepts_html || !fetch_mode.is_empty();
     let is_get = view.method == http::Method::GET || view.method == http::Method::HEAD;
     let kind = if view.route.login.is_some() {

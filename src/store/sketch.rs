@@ -22,13 +22,32 @@ impl Default for DistinctSketch {
     }
 }
 
+/// What adding an item changed in a sketch: what a count of a union with
+/// this sketch needs to know to stay right without counting again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// The item was there already (or its register was high enough).
+    Nothing,
+    /// A new item in the exact list.
+    Item,
+    /// A register of the dense sketch rose to `rank`.
+    Register { index: usize, rank: u8 },
+    /// The list grew too long and became registers.
+    Densified,
+}
+
 impl DistinctSketch {
     /// Add an item, given as a well-mixed 64-bit hash; whether the
     /// sketch changed (so a cached count is stale).
     pub fn add(&mut self, hash: u64) -> bool {
+        self.add_telling(hash) != Added::Nothing
+    }
+
+    /// Add an item, and say what changed.
+    pub fn add_telling(&mut self, hash: u64) -> Added {
         match self {
             DistinctSketch::Sparse(items) => match items.binary_search(&hash) {
-                Ok(_) => false,
+                Ok(_) => Added::Nothing,
                 Err(at) => {
                     items.insert(at, hash);
                     if items.len() > SPARSE_LIMIT {
@@ -37,11 +56,39 @@ impl DistinctSketch {
                             set_register(&mut dense, *item);
                         }
                         *self = DistinctSketch::Dense(dense);
+                        Added::Densified
+                    } else {
+                        Added::Item
                     }
-                    true
                 }
             },
-            DistinctSketch::Dense(registers) => set_register(registers, hash),
+            DistinctSketch::Dense(registers) => {
+                let (index, rank) = register_of(hash);
+                if set_register(registers, hash) { Added::Register { index, rank } } else { Added::Nothing }
+            }
+        }
+    }
+
+    /// Whether the exact list holds `hash` (`None` for registers).
+    pub fn holds(&self, hash: u64) -> Option<bool> {
+        match self {
+            DistinctSketch::Sparse(items) => Some(items.binary_search(&hash).is_ok()),
+            DistinctSketch::Dense(_) => None,
+        }
+    }
+
+    /// The value register `index` has in this sketch, or would have were
+    /// the list made registers.
+    pub fn register(&self, index: usize) -> u8 {
+        match self {
+            DistinctSketch::Sparse(items) => items
+                .iter()
+                .map(|&item| register_of(item))
+                .filter(|&(at, _)| at == index)
+                .map(|(_, rank)| rank)
+                .max()
+                .unwrap_or(0),
+            DistinctSketch::Dense(registers) => registers.get(index).copied().unwrap_or(0),
         }
     }
 
@@ -83,11 +130,16 @@ impl DistinctSketch {
     }
 }
 
-/// Whether the register grew.
-fn set_register(registers: &mut [u8; REGISTERS], hash: u64) -> bool {
+/// The register an item goes to and the rank it offers there.
+fn register_of(hash: u64) -> (usize, u8) {
     let index = (hash >> (64 - PRECISION)) as usize;
     let rest = hash << PRECISION | (1 << (PRECISION - 1));
-    let rank = rest.leading_zeros() as u8 + 1;
+    (index, rest.leading_zeros() as u8 + 1)
+}
+
+/// Whether the register grew.
+fn set_register(registers: &mut [u8; REGISTERS], hash: u64) -> bool {
+    let (index, rank) = register_of(hash);
     let grew = rank > registers[index];
     registers[index] = registers[index].max(rank);
     grew

@@ -95,12 +95,6 @@ impl Upstream {
         Upstream { addr, seen }
     }
 
-    /// An upstream the test serves itself at `addr` (a raw TCP server
-    /// sending what a well-behaved one would not); nothing is recorded.
-    pub fn at(addr: SocketAddr) -> Upstream {
-        Upstream { addr, seen: Arc::default() }
-    }
-
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

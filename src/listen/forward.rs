@@ -73,8 +73,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Turn the client's request into the upstream's.
-pub fn prepare_request<B>(
-    request: &mut Request<B>,
+pub fn prepare_request(
+    request: &mut Request<ProxyBody>,
     upstream: &Uri,
     peer: IpAddr,
     peer_trusted: bool,
@@ -100,7 +100,7 @@ pub fn prepare_request<B>(
 /// origin-form (`/path?query`, what goes on a connection to the upstream
 /// itself), the client's `Host` kept. HTTP/2 clients send `:authority`
 /// instead of `Host`; a request with neither gets the upstream's.
-fn retarget<B>(request: &mut Request<B>, upstream: &Uri) {
+fn retarget(request: &mut Request<ProxyBody>, upstream: &Uri) {
     let client = std::mem::take(request.uri_mut()).into_parts();
     if !request.headers().contains_key(header::HOST) {
         let host = match client.authority {

@@ -15,7 +15,7 @@ use super::App;
 use super::ProxyBody;
 use super::answer;
 use super::client_addr::resolve_client;
-use super::forward::{prepare_request, strip_hop_by_hop};
+use super::forward::{UpstreamBody, full_body, prepare_request, strip_hop_by_hop};
 use super::runtime::{ConnectionInfo, Runtime};
 use super::wire_head::WireHeads;
 use crate::lifecycle::{Arrival, Ending, Reporters};
@@ -52,21 +52,16 @@ pub async fn handle(
     // everything else streams straight through.
     // Signed partner requests are read too, to check their Content-Digest.
     let signed_body = lifecycle.pipeline().allowlist().wants_body(&parts.headers);
-    // A body in hand (none, or one read whole) goes out with its head in
-    // one write on palisade's own client; one still streaming needs
-    // hyper's, which writes it while it reads the answer.
-    let (inspected, outgoing) = if routed.inspects_body() || signed_body {
+    let (inspected, body) = if routed.inspects_body() || signed_body {
         match read_inspected_body(body, &parts.headers, &app).await {
-            Ok(bytes) => (Some(bytes.clone()), Outgoing::InHand(bytes)),
+            Ok(bytes) => (Some(bytes.clone()), full_body(bytes)),
             Err(response) => {
                 runtime.metrics.rejected_requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Ok(response);
             }
         }
-    } else if hyper::body::Body::is_end_stream(&body) {
-        (None, Outgoing::InHand(Bytes::new()))
     } else {
-        (None, Outgoing::Streamed(body.map_err(|e| Box::new(ClientBodyError(e)) as super::BoxError).boxed()))
+        (None, body.map_err(|e| Box::new(ClientBodyError(e)) as super::BoxError).boxed())
     };
 
     // Phase: decide (view, identify, detect, decide; metrics and capture begin).
@@ -90,7 +85,7 @@ pub async fn handle(
             None => answer::for_decision(&exchange.decision),
         });
     }
-    let mut upstream_request = Request::from_parts(parts, ());
+    let mut upstream_request = Request::from_parts(parts, body);
     let peer_ip = crate::cidr::canonical_ip(peer.ip());
     let peer_trusted = app.proxy.trusted_proxies.contains(peer_ip);
     prepare_request(
@@ -108,20 +103,9 @@ pub async fn handle(
         lifecycle.complete(&mut exchange, Ending::Unanswered { upstream_time: None }, reporters);
         return Ok(answer::error(StatusCode::BAD_GATEWAY, "upstream_unavailable"));
     };
-    let client = &runtime.client;
-    let sent = async move {
-        let (head, ()) = upstream_request.into_parts();
-        match outgoing {
-            Outgoing::InHand(bytes) => {
-                client.send_in_hand(authority, &head, bytes).await.map(|response| response.map(BodyExt::boxed))
-            }
-            Outgoing::Streamed(body) => client
-                .request(authority, Request::from_parts(head, body))
-                .await
-                .map(|response| response.map(|body| body.map_err(|e| Box::new(e) as super::BoxError).boxed())),
-        }
-    };
-    let result = tokio::time::timeout(app.proxy.timeouts.upstream_response, sent).await;
+    let result =
+        tokio::time::timeout(app.proxy.timeouts.upstream_response, runtime.client.request(authority, upstream_request))
+            .await;
     let upstream_time = Some(upstream_started.elapsed());
     let response = match result {
         Ok(Ok(response)) => response,
@@ -150,7 +134,11 @@ pub async fn handle(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let wants_body = exchange.route.reads_response_body();
-    let (body_prefix, body) = if wants_body { read_body_prefix(body).await } else { (None, body) };
+    let (body_prefix, body) = if wants_body {
+        read_body_prefix(body).await
+    } else {
+        (None, body.map_err(|e| Box::new(e) as super::BoxError).boxed())
+    };
     let response = ResponseFacts { status, headers: Some(&parts.headers), body_prefix: body_prefix.as_deref() };
     lifecycle.complete(&mut exchange, Ending::Answered { response, upstream_time }, reporters);
     if let Some(cookie) = exchange.set_cookie()
@@ -205,7 +193,7 @@ async fn verify_challenge(
 /// The first [`BODY_PREFIX_LIMIT`] bytes of a response body (for login
 /// routes that signal failure in the body), and the whole body to send on:
 /// the prefix followed by whatever was not read yet.
-async fn read_body_prefix(mut body: ProxyBody) -> (Option<Bytes>, ProxyBody) {
+async fn read_body_prefix(mut body: UpstreamBody) -> (Option<Bytes>, ProxyBody) {
     let mut prefix = bytes::BytesMut::new();
     let mut trailers = None;
     let mut finished = false;
@@ -219,7 +207,9 @@ async fn read_body_prefix(mut body: ProxyBody) -> (Option<Bytes>, ProxyBody) {
                 let failed = http_body_util::StreamBody::new(futures_util::stream::iter([Err::<
                     hyper::body::Frame<Bytes>,
                     super::BoxError,
-                >(error)]));
+                >(Box::new(
+                    error,
+                ))]));
                 return (None, failed.boxed());
             }
             None => {
@@ -236,19 +226,11 @@ async fn read_body_prefix(mut body: ProxyBody) -> (Option<Bytes>, ProxyBody) {
     let rest: ProxyBody = if finished {
         http_body_util::StreamBody::new(head).boxed()
     } else {
-        use futures_util::StreamExt;
-        let tail = http_body_util::BodyStream::new(body);
+        use futures_util::{StreamExt, TryStreamExt};
+        let tail = TryStreamExt::map_err(http_body_util::BodyStream::new(body), |e| Box::new(e) as super::BoxError);
         BodyExt::boxed(http_body_util::StreamBody::new(head.chain(tail)))
     };
     (Some(prefix), rest)
-}
-
-/// The request body on its way to the upstream.
-enum Outgoing {
-    /// All of it (empty: none).
-    InHand(Bytes),
-    /// Still arriving from the client.
-    Streamed(ProxyBody),
 }
 
 /// A failure of the client's request body while it streams to the upstream

@@ -8,7 +8,6 @@ pub mod answer;
 pub mod client_addr;
 mod connections;
 pub mod forward;
-mod h1_upstream;
 mod handler;
 mod idle;
 mod pending;

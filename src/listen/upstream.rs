@@ -1,8 +1,5 @@
 //! One worker's HTTP/1.1 connections to the upstream, kept alive and
-//! reused by that worker alone: palisade's own client
-//! ([`super::h1_upstream`]) for requests whose body is in hand, hyper's
-//! for those that stream a client body (it writes the body while it reads
-//! the answer, which a body of unknown length needs).
+//! reused by that worker alone.
 //!
 //! hyper-util's pooled client did more per request than a worker needs: a
 //! pool keyed by scheme and authority behind a lock shared by all threads,
@@ -27,7 +24,6 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::h1_upstream::{self, H1Body};
 use super::{BoxError, ProxyBody};
 
 /// Idle connections kept per worker, as the shared pool kept per upstream.
@@ -41,10 +37,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// One worker's upstream connections (cheap to clone: clones share them).
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    /// hyper's connections, for streamed request bodies.
     pool: Arc<Pool>,
-    /// palisade's own, for everything else.
-    in_hand: Arc<h1_upstream::Pool>,
 }
 
 #[derive(Debug)]
@@ -67,21 +60,7 @@ struct Idle {
 
 impl UpstreamClient {
     pub fn new(connect_timeout: Duration) -> Self {
-        UpstreamClient {
-            pool: Arc::new(Pool { idle: Mutex::default(), connect_timeout }),
-            in_hand: Arc::new(h1_upstream::Pool::new(connect_timeout)),
-        }
-    }
-
-    /// Send a request whose whole body is `body` (empty: none) on
-    /// palisade's own HTTP/1.1 client (see [`super::h1_upstream`]).
-    pub async fn send_in_hand(
-        &self,
-        authority: &Authority,
-        request: &http::request::Parts,
-        body: Bytes,
-    ) -> Result<Response<H1Body>, BoxError> {
-        Ok(self.in_hand.send(authority, request, body).await?)
+        UpstreamClient { pool: Arc::new(Pool { idle: Mutex::default(), connect_timeout }) }
     }
 
     /// Send `request` (origin-form URI, `Host` set) to `authority` on an

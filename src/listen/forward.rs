@@ -3,7 +3,6 @@
 //! the decision headers for the application). The connections themselves
 //! are in [`super::upstream`].
 
-use std::io::Write as _;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -188,7 +187,7 @@ fn is_client_address_claim(name: &str) -> bool {
 /// into X-Forwarded-For is dropped rather than passed on as fact.
 fn forwarded_for(headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> Option<HeaderValue> {
     let mut text = [0u8; 64];
-    let peer_text = address_text(peer, &mut text)?;
+    let peer_text = crate::cidr::ip_text(peer, &mut text).as_bytes();
     if peer_trusted {
         let previous: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
         if !previous.is_empty() {
@@ -197,40 +196,6 @@ fn forwarded_for(headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> Optio
         }
     }
     HeaderValue::from_bytes(peer_text).ok()
-}
-
-/// `address` as text, on the stack (an address is at most 45 characters).
-/// IPv4 is written digit by digit: the formatting machinery cost ~1k
-/// instructions of every forwarded request.
-fn address_text(address: IpAddr, text: &mut [u8; 64]) -> Option<&[u8]> {
-    let length = match address {
-        IpAddr::V4(v4) => {
-            let mut at = 0;
-            for (index, octet) in v4.octets().into_iter().enumerate() {
-                if index > 0 {
-                    text[at] = b'.';
-                    at += 1;
-                }
-                if octet >= 100 {
-                    text[at] = b'0' + octet / 100;
-                    at += 1;
-                }
-                if octet >= 10 {
-                    text[at] = b'0' + octet / 10 % 10;
-                    at += 1;
-                }
-                text[at] = b'0' + octet % 10;
-                at += 1;
-            }
-            at
-        }
-        IpAddr::V6(_) => {
-            let mut cursor = std::io::Cursor::new(&mut text[..]);
-            write!(cursor, "{address}").ok()?;
-            cursor.position() as usize
-        }
-    };
-    text.get(..length)
 }
 
 /// Body type used for everything palisade sends.
@@ -288,10 +253,10 @@ mod tests {
             let mut text = [0u8; 64];
             let v4 = IpAddr::from(octets);
             let expected = v4.to_string();
-            proptest::prop_assert_eq!(address_text(v4, &mut text).unwrap(), expected.as_bytes());
+            proptest::prop_assert_eq!(crate::cidr::ip_text(v4, &mut text), expected);
             let v6 = IpAddr::from(v6);
             let expected = v6.to_string();
-            proptest::prop_assert_eq!(address_text(v6, &mut text).unwrap(), expected.as_bytes());
+            proptest::prop_assert_eq!(crate::cidr::ip_text(v6, &mut text), expected);
         }
     }
 

@@ -224,7 +224,7 @@ impl FeatureExtractor {
         // makes a dozen, and each would otherwise be a string or two on the
         // heap.
         let mut ip_buffer = [0u8; 64];
-        let ip_text = ip_text(crate::cidr::canonical_ip(view.client_ip), &mut ip_buffer);
+        let ip_text = crate::cidr::ip_text(crate::cidr::canonical_ip(view.client_ip), &mut ip_buffer);
         // One keyed hash serves both as the address's counter-key id and
         // as its item in the fingerprint's distinct-address sketch: the key
         // hasher's text is the hex of the item's bytes.
@@ -384,41 +384,6 @@ fn counter_keys<const N: usize>(
         text.push_str(counter.suffix());
         Key::from(text.as_str())
     })
-}
-
-/// The address as `to_string` writes it, written into `buffer` (IPv4,
-/// nearly every address, without the formatting machinery).
-fn ip_text(ip: std::net::IpAddr, buffer: &mut [u8; 64]) -> &str {
-    use std::io::Write;
-    let len = match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut at = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buffer[at] = b'.';
-                    at += 1;
-                }
-                if octet >= 100 {
-                    buffer[at] = b'0' + octet / 100;
-                    at += 1;
-                }
-                if octet >= 10 {
-                    buffer[at] = b'0' + octet / 10 % 10;
-                    at += 1;
-                }
-                buffer[at] = b'0' + octet % 10;
-                at += 1;
-            }
-            at
-        }
-        std::net::IpAddr::V6(v6) => {
-            let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-            // 39 characters at most: the buffer holds any address.
-            let _ = write!(cursor, "{v6}");
-            cursor.position() as usize
-        }
-    };
-    std::str::from_utf8(&buffer[..len]).unwrap_or_default()
 }
 
 /// Failure ratio of a scope; missing before its first outcome.
@@ -986,7 +951,7 @@ mod tests {
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_text(ip, &mut [0; 64]), ip.to_string());
+            assert_eq!(crate::cidr::ip_text(ip, &mut [0; 64]), ip.to_string());
         }
         let mut text = String::new();
         for route in ["login", &"r".repeat(300)] {

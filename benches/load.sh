@@ -56,29 +56,6 @@ WORKLOADS=${WORKLOADS:-"get mix"}
 REPEAT=${REPEAT:-3}
 UPSTREAM_THREADS=${UPSTREAM_THREADS:-1}
 TARGET_PATH=${TARGET_PATH:-/}
-USER_AGENT=${USER_AGENT:-"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"}
-# The request headers: by default those of Chromium 156 loading a page
-# (replay/captures/chromium-156-human-login.jsonl, first line), so palisade
-# judges the request a clean browser's ("allow") and both proxies handle a
-# realistic header block. PLAIN_UA=1 sends the User-Agent alone (a bare
-# Chrome user agent without client hints is only "log"ged by palisade, and
-# still forwarded).
-HEADERS=(-H "User-Agent: $USER_AGENT")
-if [ -z "${PLAIN_UA:-}" ]; then
-    HEADERS+=(
-        -H 'sec-ch-ua: "Not:A-Brand";v="8", "Chromium";v="156"'
-        -H 'sec-ch-ua-mobile: ?0'
-        -H 'sec-ch-ua-platform: "Linux"'
-        -H 'Upgrade-Insecure-Requests: 1'
-        -H 'Accept-Language: en-US'
-        -H 'Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8'
-        -H 'Sec-Fetch-Site: none'
-        -H 'Sec-Fetch-Mode: navigate'
-        -H 'Sec-Fetch-User: ?1'
-        -H 'Sec-Fetch-Dest: document'
-        -H 'Accept-Encoding: gzip, deflate, br, zstd'
-    )
-fi
 UPSTREAM_PORT=${UPSTREAM_PORT:-18181}
 NGINX_PORT=${NGINX_PORT:-18182}
 PALISADE_PORT=${PALISADE_PORT:-18183}
@@ -107,23 +84,8 @@ chmod 755 "$WORK" # nginx workers drop privileges and must reach their temp dirs
 
 # shellcheck source=support/processes.sh
 source "$ROOT/benches/support/processes.sh"
-
-# Wait until the URL answers 200 (with the browser user agent), 10 s at most.
-wait_ready() {
-    local url=$1 name=$2 pid=$3 code
-    for _ in $(seq 100); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' "${HEADERS[@]}" "$url" || true)
-        [ "$code" = 200 ] && return 0
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "load.sh: $name exited; its log:" >&2
-            cat "$WORK/$name.log" >&2 || true
-            exit 1
-        fi
-        sleep 0.1
-    done
-    echo "load.sh: $name did not answer 200 at $url (last status $code)" >&2
-    exit 1
-}
+# shellcheck source=support/workload.sh
+source "$ROOT/benches/support/workload.sh"
 
 # CPU seconds (user + system) used so far by a process and its children.
 cpu_ticks() {
@@ -141,9 +103,9 @@ RUNS="$WORK/runs.tsv" # one line per wrk run: workload, label, rps, p50, p99, er
 
 # run_wrk <label> <url> <pid of the process under test>, for $WORKLOAD
 run_wrk() {
-    local label=$1 url=$2 pid=$3 out before after up_before up_after seconds script=()
+    local label=$1 url=$2 pid=$3 out before after up_before up_after seconds script
     [[ " ${LABELS[*]} " == *" $label "* ]] || LABELS+=("$label")
-    [ "$WORKLOAD" = mix ] && script=(-s "$ROOT/benches/support/login_mix.lua")
+    workload_script "$WORKLOAD"
     out="$RESULTS_DIR/wrk-$WORKLOAD-$(echo "$label" | tr -c 'a-zA-Z0-9' '-' | sed 's/-*$//')-$REP.txt"
     echo "== $WORKLOAD: $label (run $REP): wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency ${script[*]} ${HEADERS[*]} $url" >&2
     before=$(cpu_ticks "$pid")
@@ -189,19 +151,7 @@ UPSTREAM_PID=$!
 STARTED+=("$UPSTREAM_PID")
 wait_ready "http://127.0.0.1:$UPSTREAM_PORT$TARGET_PATH" upstream "$UPSTREAM_PID"
 
-# palisade's configurations: the defaults, decision log off; for the mix,
-# X-Forwarded-For trusted from 127.0.0.1 (wrk), see the top of this file.
-cat >"$WORK/palisade-get.toml" <<EOF
-[decision_log]
-path = "off"
-EOF
-cat >"$WORK/palisade-mix.toml" <<EOF
-[server]
-trusted_proxies = ["127.0.0.1/32"]
-
-[decision_log]
-path = "off"
-EOF
+write_palisade_configs
 
 start_nginx() {
     local workers=$1 dir="$WORK/nginx-$1"

@@ -35,52 +35,26 @@ for pair in "$UPSTREAM_PORT UPSTREAM" "$A_PORT A" "$((A_PORT + 1)) A_ADMIN" "$B_
     need_port_free $pair
 done
 
-# load.sh's browser headers and configurations.
-HEADERS=(
-    -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
-    -H 'sec-ch-ua: "Not:A-Brand";v="8", "Chromium";v="156"'
-    -H 'sec-ch-ua-mobile: ?0'
-    -H 'sec-ch-ua-platform: "Linux"'
-    -H 'Upgrade-Insecure-Requests: 1'
-    -H 'Accept-Language: en-US'
-    -H 'Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8'
-    -H 'Sec-Fetch-Site: none'
-    -H 'Sec-Fetch-Mode: navigate'
-    -H 'Sec-Fetch-User: ?1'
-    -H 'Sec-Fetch-Dest: document'
-    -H 'Accept-Encoding: gzip, deflate, br, zstd'
-)
-printf '[decision_log]\npath = "off"\n' >"$WORK/palisade.toml"
-script=()
-if [ "$WORKLOAD" = mix ]; then
-    printf '[server]\ntrusted_proxies = ["127.0.0.1/32"]\n\n[decision_log]\npath = "off"\n' >"$WORK/palisade.toml"
-    script=(-s "$ROOT/benches/support/login_mix.lua")
-fi
-
-wait_ready() {
-    for _ in $(seq 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' "${HEADERS[@]}" "$1" || true)" = 200 ] && return 0
-        sleep 0.1
-    done
-    echo "ab.sh: $1 did not answer 200" >&2
-    exit 1
-}
+# shellcheck source=workload.sh
+source "$ROOT/benches/support/workload.sh"
+write_palisade_configs
+workload_script "$WORKLOAD"
 
 # CPU ticks (user + system) a process has used.
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 "$TARGET_DIR/release/examples/bench_upstream" "127.0.0.1:$UPSTREAM_PORT" 1 >"$WORK/upstream.log" 2>&1 &
 STARTED+=($!)
-wait_ready "http://127.0.0.1:$UPSTREAM_PORT/"
+wait_ready "http://127.0.0.1:$UPSTREAM_PORT/" upstream
 declare -A PIDS
 for side in A B; do
     if [ "$side" = A ]; then binary=$A port=$A_PORT; else binary=$B port=$B_PORT; fi
-    TOKIO_WORKER_THREADS=1 PALISADE_LOG=warn "$binary" serve --config "$WORK/palisade.toml" \
+    TOKIO_WORKER_THREADS=1 PALISADE_LOG=warn "$binary" serve --config "$WORK/palisade-$WORKLOAD.toml" \
         --upstream "http://127.0.0.1:$UPSTREAM_PORT" --listen "127.0.0.1:$port" \
         --admin "127.0.0.1:$((port + 1))" >"$WORK/$side.log" 2>&1 &
     PIDS[$side]=$!
     STARTED+=($!)
-    wait_ready "http://127.0.0.1:$port/"
+    wait_ready "http://127.0.0.1:$port/" palisade
 done
 threads=$((CONNECTIONS < 2 ? 1 : 2))
 echo "ab.sh: $WORKLOAD, wrk -t$threads -c$CONNECTIONS -d$DURATION, A=$A B=$B, load average $(cut -d' ' -f1-3 /proc/loadavg)"

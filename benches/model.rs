@@ -99,47 +99,75 @@ fn percentiles(name: &str, mut sample: impl FnMut(usize) -> Duration) {
     );
 }
 
+/// The model stage's hooks run by hand on an engine of its own: plan the
+/// counters, execute them on the in-process store, detect.
+struct Hooks {
+    engine: Engine,
+    plan: CounterPlan,
+    readings: CounterReadings,
+    signals: Vec<palisade::signal::Signal>,
+    at: palisade::clock::Nanos,
+}
+
+impl Hooks {
+    fn new(first: &Prepared) -> Self {
+        let config = parse_str(&config(), "bench.toml").expect("bench configuration");
+        Hooks {
+            engine: Engine::new(&config).expect("bench engine"),
+            plan: CounterPlan::default(),
+            readings: CounterReadings::default(),
+            signals: Vec::new(),
+            at: first.at,
+        }
+    }
+
+    /// One request through the hooks, its view built (and, with
+    /// `shared_fingerprint`, its fingerprint computed) before `mark(0)`;
+    /// `mark(1..=3)` follow plan, execute and detect.
+    fn run(&mut self, request: &Prepared, shared_fingerprint: bool, mut mark: impl FnMut(usize)) {
+        self.at = self.at.max(request.at) + 1_000;
+        let Hooks { engine, plan, readings, signals, at } = self;
+        let stage = engine.pipeline().models().expect("the model stage");
+        let store = engine.pipeline().store();
+        request.with_view(engine.lifecycle(), |view| {
+            if shared_fingerprint {
+                black_box(view.fingerprint());
+            }
+            mark(0);
+            let mut context = RequestContext::new(Identity::Anonymous);
+            plan.clear();
+            readings.clear();
+            signals.clear();
+            stage.plan(view, &mut context, plan);
+            mark(1);
+            store.execute(plan, *at, readings);
+            mark(2);
+            stage.detect(view, &mut context, readings, signals);
+            mark(3);
+            black_box(&signals);
+            black_box(context);
+        })
+    }
+}
+
 /// p50, p90 and p99 of each hook on its own (the fingerprint computed
 /// before the clock starts), on a store of its own: where a slow request's
 /// time went.
 fn hook_percentiles(requests: &[Prepared]) {
-    let config = parse_str(&config(), "bench.toml").expect("bench configuration");
-    let engine = Engine::new(&config).expect("bench engine");
-    let stage = engine.pipeline().models().expect("the model stage").clone();
-    let store = engine.pipeline().store().clone();
-    let mut plan = CounterPlan::default();
-    let mut readings = CounterReadings::default();
-    let mut signals = Vec::new();
-    let mut hooks = [(); 3].map(|_| hdrhistogram::Histogram::<u64>::new(3).expect("histogram"));
-    let mut at = requests[0].at;
+    let mut hooks = Hooks::new(&requests[0]);
+    let mut histograms = [(); 3].map(|_| hdrhistogram::Histogram::<u64>::new(3).expect("histogram"));
     for round in 0..rounds() {
         for request in requests {
-            at = at.max(request.at) + 1_000;
-            request.with_view(engine.lifecycle(), |view| {
-                black_box(view.fingerprint());
-                let planned = Instant::now();
-                let mut context = RequestContext::new(Identity::Anonymous);
-                plan.clear();
-                readings.clear();
-                signals.clear();
-                stage.plan(view, &mut context, &mut plan);
-                let executed = Instant::now();
-                store.execute(&plan, at, &mut readings);
-                let detected = Instant::now();
-                stage.detect(view, &mut context, &readings, &mut signals);
-                let done = Instant::now();
-                black_box(context);
-                if round > 0 {
-                    for (histogram, took) in
-                        hooks.iter_mut().zip([executed - planned, detected - executed, done - detected])
-                    {
-                        let _ = histogram.record((took.as_nanos() as u64).max(1));
-                    }
+            let mut marks = [Instant::now(); 4];
+            hooks.run(request, true, |at| marks[at] = Instant::now());
+            if round > 0 {
+                for (histogram, took) in histograms.iter_mut().zip(marks.windows(2).map(|w| w[1] - w[0])) {
+                    let _ = histogram.record((took.as_nanos() as u64).max(1));
                 }
-            });
+            }
         }
     }
-    for (name, histogram) in ["plan", "execute", "detect"].iter().zip(&hooks) {
+    for (name, histogram) in ["plan", "execute", "detect"].iter().zip(&histograms) {
         println!(
             "model/hooks/{name}: p50 {} ns, p90 {} ns, p99 {} ns",
             histogram.value_at_quantile(0.5),
@@ -158,35 +186,19 @@ fn model(c: &mut Criterion) {
         started.elapsed()
     });
 
-    let config = parse_str(&config(), "bench.toml").expect("bench configuration");
-    let engine = Engine::new(&config).expect("bench engine");
-    let stage = engine.pipeline().models().expect("the model stage").clone();
-    let store = engine.pipeline().store().clone();
-    let mut at = requests[0].at;
-    let mut plan = CounterPlan::default();
-    let mut readings = CounterReadings::default();
-    let mut signals = Vec::new();
     // One request through the stage's hooks; the clock starts once the view
-    // is built (and, with `shared_fingerprint`, its fingerprint computed).
+    // is built (and, with `shared_fingerprint`, its fingerprint computed)
+    // and stops after `detect`.
+    let mut hooks = Hooks::new(&requests[0]);
     let mut one = |i: usize, shared_fingerprint: bool| -> Duration {
-        let request = &requests[i];
-        at = at.max(request.at) + 1_000;
-        request.with_view(engine.lifecycle(), |view| {
-            if shared_fingerprint {
-                black_box(view.fingerprint());
-            }
-            let started = Instant::now();
-            let mut context = RequestContext::new(Identity::Anonymous);
-            plan.clear();
-            readings.clear();
-            signals.clear();
-            stage.plan(view, &mut context, &mut plan);
-            store.execute(&plan, at, &mut readings);
-            stage.detect(view, &mut context, &readings, &mut signals);
-            black_box(&signals);
-            black_box(context);
-            started.elapsed()
-        })
+        let mut started = None;
+        let mut took = Duration::ZERO;
+        hooks.run(&requests[i], shared_fingerprint, |mark| match mark {
+            0 => started = Some(Instant::now()),
+            3 => took = started.map_or(Duration::ZERO, |started| started.elapsed()),
+            _ => {}
+        });
+        took
     };
     percentiles("model/features_and_inference", |i| one(i, false));
     percentiles("model/features_and_inference_shared_fingerprint", |i| one(i, true));

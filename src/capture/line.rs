@@ -99,36 +99,42 @@ enum Field {
 /// length of its key with the closing quote; told apart by the first
 /// letter, then compared in full (a constant comparison each).
 fn field(rest: &[u8]) -> Option<(Field, usize)> {
-    let is = |key: &[u8]| rest.starts_with(key);
-    let field = match rest.first()? {
-        b't' if is(b"ts\"") => Field::Ts,
-        b't' if is(b"target\"") => Field::Target,
-        b'c' if is(b"client_ip\"") => Field::ClientIp,
-        b'm' if is(b"method\"") => Field::Method,
-        b'v' if is(b"version\"") => Field::Version,
-        b'h' if is(b"headers\"") => Field::Headers,
-        b'b' if is(b"body\"") => Field::Body,
-        b'b' if is(b"body_b64\"") => Field::BodyB64,
-        b's' if is(b"status\"") => Field::Status,
-        b's' if is(b"source\"") => Field::Source,
-        b'l' if is(b"label\"") => Field::Label,
-        b'i' if is(b"id\"") => Field::Id,
+    use Field::*;
+    let candidates: &[Field] = match rest.first()? {
+        b't' => &[Ts, Target],
+        b'c' => &[ClientIp],
+        b'm' => &[Method],
+        b'v' => &[Version],
+        b'h' => &[Headers],
+        b'b' => &[Body, BodyB64],
+        b's' => &[Status, Source],
+        b'l' => &[Label],
+        b'i' => &[Id],
         _ => return None,
     };
-    Some((field, field.key_length()))
+    candidates
+        .iter()
+        .map(|field| (*field, field.key()))
+        .find(|(_, key)| rest.starts_with(key))
+        .map(|(field, key)| (field, key.len()))
 }
 
 impl Field {
-    /// The key's length with its closing quote.
-    fn key_length(self) -> usize {
+    /// The key as it follows the opening quote, with its closing quote.
+    fn key(self) -> &'static [u8] {
         match self {
-            Field::Ts | Field::Id => 3,
-            Field::Body => 5,
-            Field::Label => 6,
-            Field::Method | Field::Target | Field::Status | Field::Source => 7,
-            Field::Version | Field::Headers => 8,
-            Field::BodyB64 => 9,
-            Field::ClientIp => 10,
+            Field::Ts => b"ts\"",
+            Field::ClientIp => b"client_ip\"",
+            Field::Method => b"method\"",
+            Field::Target => b"target\"",
+            Field::Version => b"version\"",
+            Field::Headers => b"headers\"",
+            Field::Body => b"body\"",
+            Field::BodyB64 => b"body_b64\"",
+            Field::Status => b"status\"",
+            Field::Label => b"label\"",
+            Field::Source => b"source\"",
+            Field::Id => b"id\"",
         }
     }
 }

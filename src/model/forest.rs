@@ -113,6 +113,52 @@ struct Step {
     feature: u8,
 }
 
+/// `$body` with `$stride` a constant: the stride (`2^depth` leaves) of a
+/// forest of depth `$depth`, so that walks unroll and positions masked to
+/// a tree's stride need no bounds checks (deeper than 8 is never laid out).
+macro_rules! by_stride {
+    ($depth:expr, $stride:ident => $body:expr) => {
+        match $depth {
+            0 => {
+                const $stride: usize = 1;
+                $body
+            }
+            1 => {
+                const $stride: usize = 2;
+                $body
+            }
+            2 => {
+                const $stride: usize = 4;
+                $body
+            }
+            3 => {
+                const $stride: usize = 8;
+                $body
+            }
+            4 => {
+                const $stride: usize = 16;
+                $body
+            }
+            5 => {
+                const $stride: usize = 32;
+                $body
+            }
+            6 => {
+                const $stride: usize = 64;
+                $body
+            }
+            7 => {
+                const $stride: usize = 128;
+                $body
+            }
+            _ => {
+                const $stride: usize = 256;
+                $body
+            }
+        }
+    };
+}
+
 /// The feature vector's variants laid end to end (and unused entries up
 /// to 256, what a byte indexes).
 type Variants = [f64; 256];
@@ -299,19 +345,7 @@ impl Forest {
     /// The walk, keeping the leaves in `kept` when `KEEP` (a constant, so
     /// that inference alone pays nothing for it).
     fn add_leaves_keeping<const KEEP: bool>(&self, x: &FeatureVector, raw: &mut f64, kept: &mut [u16]) {
-        // The depth as a constant: the walk unrolls, and positions masked
-        // to a tree's stride need no bounds checks.
-        match self.depth {
-            0 => self.add_leaves_strided::<1, KEEP>(x, raw, kept),
-            1 => self.add_leaves_strided::<2, KEEP>(x, raw, kept),
-            2 => self.add_leaves_strided::<4, KEEP>(x, raw, kept),
-            3 => self.add_leaves_strided::<8, KEEP>(x, raw, kept),
-            4 => self.add_leaves_strided::<16, KEEP>(x, raw, kept),
-            5 => self.add_leaves_strided::<32, KEEP>(x, raw, kept),
-            6 => self.add_leaves_strided::<64, KEEP>(x, raw, kept),
-            7 => self.add_leaves_strided::<128, KEEP>(x, raw, kept),
-            _ => self.add_leaves_strided::<256, KEEP>(x, raw, kept),
-        }
+        by_stride!(self.depth, STRIDE => self.add_leaves_strided::<STRIDE, KEEP>(x, raw, kept))
     }
 
     /// [`Self::add_leaves`] for trees of `STRIDE` leaves (`2^depth`).
@@ -398,17 +432,7 @@ impl Forest {
     /// every sum is the same to the last bit.
     pub fn contributions(&self, x: &FeatureVector, bias: &mut f64, out: &mut [f64; FEATURE_COUNT]) {
         debug_assert!(self.has_paths(), "contributions of a forest that keeps no paths");
-        match self.depth {
-            0 => self.contributions_strided::<1>(x, bias, out),
-            1 => self.contributions_strided::<2>(x, bias, out),
-            2 => self.contributions_strided::<4>(x, bias, out),
-            3 => self.contributions_strided::<8>(x, bias, out),
-            4 => self.contributions_strided::<16>(x, bias, out),
-            5 => self.contributions_strided::<32>(x, bias, out),
-            6 => self.contributions_strided::<64>(x, bias, out),
-            7 => self.contributions_strided::<128>(x, bias, out),
-            _ => self.contributions_strided::<256>(x, bias, out),
-        }
+        by_stride!(self.depth, STRIDE => self.contributions_strided::<STRIDE>(x, bias, out))
     }
 
     /// Whether the paths contributions read are kept (else the caller
@@ -422,17 +446,7 @@ impl Forest {
     /// added, when `leaves` holds no walk of this forest.
     pub fn contributions_along(&self, leaves: &Leaves, bias: &mut f64, out: &mut [f64; FEATURE_COUNT]) -> bool {
         let Some(leaves) = leaves.of(self.trees).filter(|_| self.has_paths()) else { return false };
-        match self.depth {
-            0 => self.contributions_kept::<1>(leaves, bias, out),
-            1 => self.contributions_kept::<2>(leaves, bias, out),
-            2 => self.contributions_kept::<4>(leaves, bias, out),
-            3 => self.contributions_kept::<8>(leaves, bias, out),
-            4 => self.contributions_kept::<16>(leaves, bias, out),
-            5 => self.contributions_kept::<32>(leaves, bias, out),
-            6 => self.contributions_kept::<64>(leaves, bias, out),
-            7 => self.contributions_kept::<128>(leaves, bias, out),
-            _ => self.contributions_kept::<256>(leaves, bias, out),
-        }
+        by_stride!(self.depth, STRIDE => self.contributions_kept::<STRIDE>(leaves, bias, out));
         true
     }
 

@@ -9,7 +9,7 @@
 //! their atoms matched: matching cost grows with the request and the number
 //! of hits, not with the number of rules.
 
-use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -56,6 +56,9 @@ struct LiteralSet {
 #[derive(Debug)]
 struct FieldMatcher {
     field: Field,
+    /// The field's name as signals' evidence gives it, made once (it was
+    /// formatted and copied for every signal).
+    name: Arc<str>,
     /// Whether scans of this field's values are remembered (see `scan_cache`).
     cached: bool,
     literals_nocase: Option<LiteralSet>,
@@ -93,6 +96,48 @@ pub struct CompiledSet {
     atoms: Vec<Atom>,
     atom_rules: Vec<Vec<u32>>,
     rules: Vec<CompiledRule>,
+    /// The `absent` evidence's value, made once.
+    absent_text: Arc<str>,
+    /// The most patterns one field's regex has (the size of the pattern
+    /// set a scan reports regex matches in).
+    regex_patterns: usize,
+}
+
+/// The working memory of [`CompiledSet::matches`], kept per thread and
+/// reused, so that matching a request allocates nothing (it made four or
+/// five allocations per request before). Buffers that a huge request
+/// grows are given back after it (see [`Scratch::trim`]).
+#[derive(Default)]
+struct Scratch {
+    /// One bit per atom: matched in this request.
+    matched: Vec<u64>,
+    /// One bit per rule: already evaluated for this request.
+    evaluated: Vec<u64>,
+    /// Atoms that matched, in the order they were found (which orders the
+    /// signals and picks each signal's evidence).
+    hits: Vec<AtomId>,
+    /// A field value palisade builds: a decoded query, the header names.
+    text: Vec<u8>,
+    /// Which patterns of a field's regex matched.
+    patterns: Option<PatternSet>,
+}
+
+/// Larger buffers are dropped after the request that grew them.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+impl Scratch {
+    fn trim(&mut self) {
+        if self.text.capacity() > SCRATCH_KEEP {
+            self.text = Vec::new();
+        }
+        if self.hits.capacity() > SCRATCH_KEEP {
+            self.hits = Vec::new();
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// Pending literal atoms of one field, before the automata are built.
@@ -193,7 +238,17 @@ impl CompiledSet {
             .map_err(|error| vec![(0, error.to_string())])?;
         static COMPILED: AtomicU64 = AtomicU64::new(0);
         let id = COMPILED.fetch_add(1, Ordering::Relaxed);
-        Ok(CompiledSet { id, fields: matchers, atoms, atom_rules, rules: compiled })
+        let regex_patterns =
+            matchers.iter().filter_map(|m| m.regex.as_ref()).map(|(regex, _)| regex.pattern_len()).max().unwrap_or(0);
+        Ok(CompiledSet {
+            id,
+            fields: matchers,
+            atoms,
+            atom_rules,
+            rules: compiled,
+            absent_text: Arc::from("true"),
+            regex_patterns,
+        })
     }
 
     pub fn rule_count(&self) -> usize {
@@ -202,32 +257,53 @@ impl CompiledSet {
 
     /// Signals for every rule the request sets off.
     pub fn matches(&self, view: &RequestView<'_>, signals: &mut Vec<Signal>) {
-        let mut matched = vec![0u64; self.atoms.len().div_ceil(64)];
-        // Sized for a typical request, so that they do not grow while
-        // scanning (the growth steps were a visible share of a decision).
-        let mut hits: Vec<AtomId> = Vec::with_capacity(32);
-        let mut values: Vec<Cow<'_, [u8]>> = Vec::with_capacity(8);
-        for (index, matcher) in self.fields.iter().enumerate() {
-            matcher.field.values(view, &mut values);
-            if values.is_empty() {
-                hits.extend_from_slice(&matcher.absent);
-                continue;
-            }
-            for value in &values {
-                if matcher.cached {
-                    scan_cache::scan_with(self.id, index, value, &mut hits, |hits| matcher.scan(value, hits));
-                } else {
-                    matcher.scan(value, &mut hits);
+        let done = SCRATCH
+            .try_with(|scratch| match scratch.try_borrow_mut() {
+                Ok(mut scratch) => {
+                    self.matches_with(view, signals, &mut scratch);
+                    scratch.trim();
+                    true
                 }
+                Err(_) => false,
+            })
+            .unwrap_or(false);
+        if !done {
+            // Re-entered on this thread, or the thread is ending: fresh
+            // buffers, same answer.
+            self.matches_with(view, signals, &mut Scratch::default());
+        }
+    }
+
+    fn matches_with(&self, view: &RequestView<'_>, signals: &mut Vec<Signal>, scratch: &mut Scratch) {
+        let Scratch { matched, evaluated, hits, text, patterns } = scratch;
+        // A set made for a smaller compiled set (before a reload) is made again.
+        if patterns.as_ref().is_none_or(|set| set.capacity() < self.regex_patterns) {
+            *patterns = Some(PatternSet::new(self.regex_patterns));
+        }
+        let Some(patterns) = patterns.as_mut() else { return };
+        hits.clear();
+        for (index, matcher) in self.fields.iter().enumerate() {
+            let present = matcher.field.each_value(view, text, |value| {
+                if matcher.cached {
+                    scan_cache::scan_with(self.id, index, value, hits, |hits| matcher.scan(value, hits, patterns));
+                } else {
+                    matcher.scan(value, hits, patterns);
+                }
+            });
+            if !present {
+                hits.extend_from_slice(&matcher.absent);
             }
         }
-        for &atom in &hits {
+        matched.clear();
+        matched.resize(self.atoms.len().div_ceil(64), 0);
+        for &atom in hits.iter() {
             matched[atom / 64] |= 1 << (atom % 64);
         }
         let is_set = |atom: AtomId| matched[atom / 64] & (1 << (atom % 64)) != 0;
         let holds = |condition: &Vec<AtomId>| condition.iter().any(|&a| is_set(a));
-        let mut evaluated = vec![0u64; self.rules.len().div_ceil(64)];
-        for &atom in &hits {
+        evaluated.clear();
+        evaluated.resize(self.rules.len().div_ceil(64), 0);
+        for &atom in hits.iter() {
             for &rule_index in &self.atom_rules[atom] {
                 let rule_index = rule_index as usize;
                 if evaluated[rule_index / 64] & (1 << (rule_index % 64)) != 0 {
@@ -247,20 +323,22 @@ impl CompiledSet {
         signal.action = rule.action;
         signal.shadow = rule.shadow;
         let atom = &self.atoms[first_atom];
-        signal.evidence.push(Evidence::text("field", self.fields[atom.field].field.name()));
         // Only the rule's own text goes in the evidence, never request text:
         // a body rule must not copy a password into the log.
-        match &atom.kind {
-            AtomKind::Literal(text) => signal.evidence.push(Evidence::text("matched", text.clone())),
-            AtomKind::Regex(pattern) => signal.evidence.push(Evidence::text("regex", pattern.clone())),
-            AtomKind::Absent => signal.evidence.push(Evidence::text("absent", "true")),
-        }
+        let matched = match &atom.kind {
+            AtomKind::Literal(text) => Evidence::text("matched", text.clone()),
+            AtomKind::Regex(pattern) => Evidence::text("regex", pattern.clone()),
+            AtomKind::Absent => Evidence::text("absent", self.absent_text.clone()),
+        };
+        signal.evidence = vec![Evidence::text("field", self.fields[atom.field].name.clone()), matched];
         signal
     }
 }
 
 impl FieldMatcher {
-    fn scan(&self, value: &[u8], hits: &mut Vec<AtomId>) {
+    /// Appends the atoms `value` matches to `hits`; `patterns` is scratch
+    /// space at least as large as this field's regex.
+    fn scan(&self, value: &[u8], hits: &mut Vec<AtomId>, patterns: &mut PatternSet) {
         for set in [&self.literals_nocase, &self.literals_case].into_iter().flatten() {
             for found in set.automaton.find_overlapping_iter(value) {
                 let (atom, kind) = set.patterns[found.pattern().as_usize()];
@@ -279,9 +357,9 @@ impl FieldMatcher {
         if let Some((regex, atom_ids)) = &self.regex
             && regex.is_match(value)
         {
-            let mut set = PatternSet::new(regex.pattern_len());
-            regex.which_overlapping_matches(&Input::new(value), &mut set);
-            hits.extend(set.iter().map(|pattern| atom_ids[pattern.as_usize()]));
+            patterns.clear();
+            regex.which_overlapping_matches(&Input::new(value), patterns);
+            hits.extend(patterns.iter().map(|pattern| atom_ids[pattern.as_usize()]));
         }
     }
 }
@@ -378,6 +456,7 @@ fn build_field(field: Field, build: FieldBuild) -> Result<FieldMatcher, Error> {
         regex,
         absent: build.absent,
         cached: field.repeats_across_clients(),
+        name: Arc::from(field.name()),
         field,
     })
 }

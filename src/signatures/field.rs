@@ -82,65 +82,106 @@ impl Field {
         }
     }
 
-    /// The field's values in this request; empty when the field is absent.
-    /// (Only headers can have more than one value.)
-    pub fn values<'v>(&self, view: &'v RequestView<'_>, out: &mut Vec<Cow<'v, [u8]>>) {
-        out.clear();
-        let bytes = |s: &'v str| Cow::Borrowed(s.as_bytes());
+    /// Hands each of the field's values in this request to `each`, in
+    /// order, and says whether there was any (a field with none is
+    /// absent). Only headers can have more than one value. A value palisade
+    /// has to build (a decoded query, the joined header names, an ASN) is
+    /// built in `text`, the caller's reused buffer, so reading a field
+    /// allocates nothing once the buffer has grown.
+    pub fn each_value(&self, view: &RequestView<'_>, text: &mut Vec<u8>, mut each: impl FnMut(&[u8])) -> bool {
+        let mut one = |value: &[u8]| {
+            each(value);
+            true
+        };
         match self {
             Field::UserAgent => {
-                if let Some(value) = view.headers.get(http::header::USER_AGENT) {
-                    let trimmed = value.as_bytes().trim_ascii();
-                    if !trimmed.is_empty() {
-                        out.push(Cow::Borrowed(trimmed));
-                    }
+                // The view has already looked the header up (as text, which
+                // is the same bytes); only a value that is not visible
+                // ASCII needs the map again.
+                let value = match view.user_agent {
+                    Some(agent) => Some(agent.as_bytes()),
+                    None => view.headers.get(http::header::USER_AGENT).map(|value| value.as_bytes()),
+                };
+                match value.map(<[u8]>::trim_ascii) {
+                    Some(trimmed) if !trimmed.is_empty() => one(trimmed),
+                    _ => false,
                 }
             }
-            Field::Path => out.push(bytes(view.path)),
-            Field::Query => {
-                if let Some(query) = view.query {
-                    if query.contains(['%', '+']) {
-                        out.push(Cow::Owned(decode_query(query.as_bytes())));
-                    } else {
-                        out.push(bytes(query));
-                    }
+            Field::Path => one(view.path.as_bytes()),
+            Field::Query => match view.query {
+                Some(query) if query.contains(['%', '+']) => {
+                    decode_query(query.as_bytes(), text);
+                    one(text)
                 }
+                Some(query) => one(query.as_bytes()),
+                None => false,
+            },
+            Field::Method => one(view.method.as_str().as_bytes()),
+            Field::Version => one(version_name(view.version).as_bytes()),
+            Field::Header(name) => {
+                let mut any = false;
+                for value in view.headers.get_all(name) {
+                    any = true;
+                    each(value.as_bytes());
+                }
+                any
             }
-            Field::Method => out.push(bytes(view.method.as_str())),
-            Field::Version => out.push(Cow::Borrowed(version_name(view.version).as_bytes())),
-            Field::Header(name) => out.extend(view.headers.get_all(name).iter().map(|v| Cow::Borrowed(v.as_bytes()))),
             Field::HeaderNames => {
-                let mut joined = Vec::with_capacity(view.headers.keys_len() * 12);
+                text.clear();
                 for (i, name) in view.header_names().enumerate() {
                     if i > 0 {
-                        joined.push(b',');
+                        text.push(b',');
                     }
-                    joined.extend_from_slice(name.as_bytes());
+                    text.extend_from_slice(name.as_bytes());
                 }
-                out.push(Cow::Owned(joined));
+                one(text)
             }
-            Field::Body => out.extend(view.body.map(Cow::Borrowed)),
-            Field::Fingerprint => out.push(bytes(view.fingerprint())),
-            Field::Ja4 => out.extend(view.ja4.map(bytes)),
-            Field::Profile => out.push(bytes(view.route.profile.as_str())),
-            Field::Route => out.push(bytes(&view.route.name)),
-            Field::Asn => out.extend(view.asn.as_ref().map(|asn| Cow::Owned(asn.number.to_string().into_bytes()))),
-            Field::AsnOrg => {
-                out.extend(view.asn.as_ref().and_then(|asn| asn.organisation.as_deref()).map(bytes));
-            }
+            Field::Body => view.body.is_some_and(one),
+            Field::Fingerprint => one(view.fingerprint().as_bytes()),
+            Field::Ja4 => view.ja4.is_some_and(|ja4| one(ja4.as_bytes())),
+            Field::Profile => one(view.route.profile.as_str().as_bytes()),
+            Field::Route => one(view.route.name.as_bytes()),
+            Field::Asn => match &view.asn {
+                Some(asn) => {
+                    text.clear();
+                    decimal(asn.number, text);
+                    one(text)
+                }
+                None => false,
+            },
+            Field::AsnOrg => match view.asn.as_ref().and_then(|asn| asn.organisation.as_deref()) {
+                Some(organisation) => one(organisation.as_bytes()),
+                None => false,
+            },
         }
     }
 }
 
-/// A query string as a form decodes it: `+` is a space, `%XX` the byte it
-/// names, and anything else (a `%` without two hex digits) as it is. One
-/// pass into one buffer (percent-decoding after replacing `+` cost two
-/// buffers and an iterator step per byte).
-fn decode_query(query: &[u8]) -> Vec<u8> {
+/// `number` in decimal, appended to `out` (what `to_string` writes,
+/// without its allocation).
+fn decimal(number: u32, out: &mut Vec<u8>) {
+    let start = out.len();
+    let mut rest = number;
+    loop {
+        out.push(b'0' + (rest % 10) as u8);
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out[start..].reverse();
+}
+
+/// A query string as a form decodes it, into `out` (cleared first): `+` is
+/// a space, `%XX` the byte it names, and anything else (a `%` without two
+/// hex digits) as it is. One pass into one buffer (percent-decoding after
+/// replacing `+` cost two buffers and an iterator step per byte).
+fn decode_query(query: &[u8], out: &mut Vec<u8>) {
     fn hex(digit: u8) -> Option<u8> {
         char::from(digit).to_digit(16).map(|value| value as u8)
     }
-    let mut out = Vec::with_capacity(query.len());
+    out.clear();
+    out.reserve(query.len());
     let mut index = 0;
     while let Some(&byte) = query.get(index) {
         let decoded = match byte {
@@ -155,7 +196,6 @@ fn decode_query(query: &[u8]) -> Vec<u8> {
         out.push(value);
         index += width;
     }
-    out
 }
 
 pub fn version_name(version: http::Version) -> &'static str {
@@ -188,7 +228,9 @@ mod tests {
         for case in cases {
             let text = std::str::from_utf8(case).unwrap().replace('+', " ");
             let expected: Vec<u8> = percent_encoding::percent_decode_str(&text).collect();
-            assert_eq!(decode_query(case), expected, "{:?}", std::str::from_utf8(case));
+            let mut decoded = b"left over".to_vec();
+            decode_query(case, &mut decoded);
+            assert_eq!(decoded, expected, "{:?}", std::str::from_utf8(case));
         }
     }
 }

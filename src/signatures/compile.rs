@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind as AcMatchKind};
+use http::{HeaderName, HeaderValue};
 use regex_automata::meta::Regex;
 use regex_automata::{Input, MatchKind, PatternSet};
 
@@ -65,6 +66,11 @@ struct FieldMatcher {
     literals_case: Option<LiteralSet>,
     regex: Option<(Regex, Vec<AtomId>)>,
     absent: Vec<AtomId>,
+    /// For a field with a vocabulary (see [`Field::vocabulary`]), the atoms
+    /// each word matches, scanned at compile.
+    words: Vec<Box<[AtomId]>>,
+    /// For a header field, its place in [`CompiledSet::headers`].
+    header: Option<usize>,
 }
 
 /// A compiled rule: fires when its inline condition (if any), every `all`
@@ -101,6 +107,21 @@ pub struct CompiledSet {
     /// The most patterns one field's regex has (the size of the pattern
     /// set a scan reports regex matches in).
     regex_patterns: usize,
+    /// The headers rules look at (the first [`HEADER_SLOTS`]), found in
+    /// one pass over the request's headers: a `get_all` per header field
+    /// hashed each name again, ~150 instructions a field.
+    headers: Vec<HeaderName>,
+    /// Bit `n` set when one of `headers` is `n` bytes long (`n` < 64; 63
+    /// stands for longer), so most request headers are passed over
+    /// without a comparison.
+    header_lengths: u64,
+}
+
+/// Header fields found in the one pass; more are looked up one by one.
+const HEADER_SLOTS: usize = 32;
+
+fn length_bit(name: &HeaderName) -> u64 {
+    1 << name.as_str().len().min(63)
 }
 
 /// The working memory of [`CompiledSet::matches`], kept per thread and
@@ -230,12 +251,22 @@ impl CompiledSet {
                 }
             }
         }
-        let matchers = fields
+        let mut matchers = fields
             .into_iter()
             .zip(builds)
             .map(|(field, build)| build_field(field, build))
             .collect::<Result<Vec<_>, Error>>()
             .map_err(|error| vec![(0, error.to_string())])?;
+        let mut headers = Vec::new();
+        for matcher in &mut matchers {
+            if let Field::Header(name) = &matcher.field
+                && headers.len() < HEADER_SLOTS
+            {
+                matcher.header = Some(headers.len());
+                headers.push(name.clone());
+            }
+        }
+        let header_lengths = headers.iter().map(length_bit).fold(0, |bits, bit| bits | bit);
         static COMPILED: AtomicU64 = AtomicU64::new(0);
         let id = COMPILED.fetch_add(1, Ordering::Relaxed);
         let regex_patterns =
@@ -248,6 +279,8 @@ impl CompiledSet {
             rules: compiled,
             absent_text: Arc::from("true"),
             regex_patterns,
+            headers,
+            header_lengths,
         })
     }
 
@@ -282,14 +315,45 @@ impl CompiledSet {
         }
         let Some(patterns) = patterns.as_mut() else { return };
         hits.clear();
+        // The first value of each header rules look at; a header sent
+        // more than once is marked and read again with `get_all`, in order.
+        let mut found: [Option<&HeaderValue>; HEADER_SLOTS] = [None; HEADER_SLOTS];
+        let mut repeated = 0u64;
+        if !self.headers.is_empty() {
+            for (name, value) in view.headers {
+                if self.header_lengths & length_bit(name) == 0 {
+                    continue;
+                }
+                if let Some(slot) = self.headers.iter().position(|wanted| wanted == name) {
+                    match &found[slot] {
+                        None => found[slot] = Some(value),
+                        Some(_) => repeated |= 1 << slot,
+                    }
+                }
+            }
+        }
         for (index, matcher) in self.fields.iter().enumerate() {
-            let present = matcher.field.each_value(view, text, |value| {
+            if let Some(atoms) = matcher.field.word(view).and_then(|word| matcher.words.get(word)) {
+                hits.extend_from_slice(atoms);
+                continue;
+            }
+            let mut scan = |value: &[u8]| {
                 if matcher.cached {
                     scan_cache::scan_with(self.id, index, value, hits, |hits| matcher.scan(value, hits, patterns));
                 } else {
                     matcher.scan(value, hits, patterns);
                 }
-            });
+            };
+            let present = match matcher.header {
+                Some(slot) if repeated & (1 << slot) == 0 => match found[slot] {
+                    Some(value) => {
+                        scan(value.as_bytes());
+                        true
+                    }
+                    None => false,
+                },
+                _ => matcher.field.each_value(view, text, &mut scan),
+            };
             if !present {
                 hits.extend_from_slice(&matcher.absent);
             }
@@ -450,13 +514,28 @@ fn build_field(field: Field, build: FieldBuild) -> Result<FieldMatcher, Error> {
             .map_err(|e| Error::config(format!("cannot compile the regexes of {}: {e}", field.name())))?;
         Some((regex, build.regexes.into_iter().map(|(_, id)| id).collect()))
     };
-    Ok(FieldMatcher {
+    let mut matcher = FieldMatcher {
         literals_nocase: literal_set(build.nocase, true)?,
         literals_case: literal_set(build.case, false)?,
         regex,
         absent: build.absent,
         cached: field.repeats_across_clients(),
         name: Arc::from(field.name()),
+        words: Vec::new(),
+        header: None,
         field,
-    })
+    };
+    let vocabulary = matcher.field.vocabulary();
+    if !vocabulary.is_empty() {
+        let mut patterns = PatternSet::new(matcher.regex.as_ref().map_or(0, |(regex, _)| regex.pattern_len()));
+        matcher.words = vocabulary
+            .iter()
+            .map(|word| {
+                let mut hits = Vec::new();
+                matcher.scan(word.as_bytes(), &mut hits, &mut patterns);
+                hits.into_boxed_slice()
+            })
+            .collect();
+    }
+    Ok(matcher)
 }

@@ -5,7 +5,14 @@ use std::borrow::Cow;
 
 use http::HeaderName;
 
+use crate::routes::RouteProfile;
 use crate::view::RequestView;
+
+/// The standard methods: the words of the `method` field scanned at
+/// compile time (an extension method is scanned per request).
+const METHODS: [&str; 9] = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"];
+/// Every name [`version_name`] gives.
+const VERSIONS: [&str; 5] = ["HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Field {
@@ -82,6 +89,52 @@ impl Field {
         }
     }
 
+    /// The values this field takes, when they are few and known before any
+    /// request: the method's standard names, the versions, the profiles.
+    /// Their scans are made once, at compile, and a request only looks its
+    /// word up (see [`Field::word`]); empty for other fields.
+    pub fn vocabulary(&self) -> &'static [&'static str] {
+        match self {
+            Field::Method => &METHODS,
+            Field::Version => &VERSIONS,
+            Field::Profile => &RouteProfile::NAMES,
+            _ => &[],
+        }
+    }
+
+    /// Which word of [`Field::vocabulary`] is this request's (only) value
+    /// of the field; `None` when it is not one of them (an extension
+    /// method, or a field without a vocabulary).
+    pub fn word(&self, view: &RequestView<'_>) -> Option<usize> {
+        match self {
+            Field::Method => {
+                let method = view.method;
+                [
+                    http::Method::GET,
+                    http::Method::POST,
+                    http::Method::HEAD,
+                    http::Method::PUT,
+                    http::Method::DELETE,
+                    http::Method::OPTIONS,
+                    http::Method::PATCH,
+                    http::Method::CONNECT,
+                    http::Method::TRACE,
+                ]
+                .iter()
+                .position(|standard| standard == method)
+            }
+            Field::Version => Some(match view.version {
+                http::Version::HTTP_09 => 0,
+                http::Version::HTTP_10 => 1,
+                http::Version::HTTP_2 => 3,
+                http::Version::HTTP_3 => 4,
+                _ => 2,
+            }),
+            Field::Profile => Some(view.route.profile as usize),
+            _ => None,
+        }
+    }
+
     /// Hands each of the field's values in this request to `each`, in
     /// order, and says whether there was any (a field with none is
     /// absent). Only headers can have more than one value. A value palisade
@@ -109,7 +162,7 @@ impl Field {
             }
             Field::Path => one(view.path.as_bytes()),
             Field::Query => match view.query {
-                Some(query) if query.contains(['%', '+']) => {
+                Some(query) if memchr::memchr2(b'%', b'+', query.as_bytes()).is_some() => {
                     decode_query(query.as_bytes(), text);
                     one(text)
                 }
@@ -214,7 +267,7 @@ mod tests {
 
     #[test]
     fn queries_decode_as_percent_decoding_after_plus_as_space() {
-        let cases: [&[u8]; 9] = [
+        let cases: [&[u8]; 12] = [
             b"a+b",
             b"%2B",
             b"id=1%27%20UNION+SELECT",
@@ -224,6 +277,9 @@ mod tests {
             b"100%",
             b"%e2%82%ac+%E2%82%AC",
             b"++%%2b",
+            b"%%41%4",
+            b"%g1%1g%Ff%fF",
+            b"",
         ];
         for case in cases {
             let text = std::str::from_utf8(case).unwrap().replace('+', " ");
@@ -231,6 +287,64 @@ mod tests {
             let mut decoded = b"left over".to_vec();
             decode_query(case, &mut decoded);
             assert_eq!(decoded, expected, "{:?}", std::str::from_utf8(case));
+        }
+    }
+
+    #[test]
+    fn every_byte_decodes_as_percent_decoding_does() {
+        for byte in 0..=255u8 {
+            let query = format!("a%{byte:02X}b%{byte:02x}+");
+            let text = query.replace('+', " ");
+            let expected: Vec<u8> = percent_encoding::percent_decode_str(&text).collect();
+            let mut decoded = Vec::new();
+            decode_query(query.as_bytes(), &mut decoded);
+            assert_eq!(decoded, expected, "{query}");
+        }
+    }
+
+    #[test]
+    fn a_requests_word_is_the_value_the_field_reads() {
+        let methods = ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE", "PROPFIND"];
+        let config = crate::config::Config::default();
+        let routes = crate::routes::RouteTable::from_config(&config).unwrap();
+        let mut profiles = std::collections::HashSet::new();
+        for method in methods {
+            for target in ["/", "/login", "/api/x", "/checkout"] {
+                for version in [
+                    http::Version::HTTP_09,
+                    http::Version::HTTP_10,
+                    http::Version::HTTP_11,
+                    http::Version::HTTP_2,
+                    http::Version::HTTP_3,
+                ] {
+                    let method: http::Method = method.parse().unwrap();
+                    let uri: http::Uri = target.parse().unwrap();
+                    let headers = http::HeaderMap::new();
+                    let route = routes.find(&method, target).clone();
+                    let ip = "192.0.2.1".parse().unwrap();
+                    let view = RequestView::new(&method, version, &uri, target, &headers, ip, &route, None);
+                    for field in [Field::Method, Field::Version, Field::Profile] {
+                        let mut read = Vec::new();
+                        field.each_value(&view, &mut Vec::new(), |value| read.push(value.to_vec()));
+                        match field.word(&view) {
+                            Some(word) => assert_eq!(read, [field.vocabulary()[word].as_bytes()], "{field:?}"),
+                            None => assert_eq!((&field, method.as_str()), (&Field::Method, "PROPFIND")),
+                        }
+                    }
+                    assert_eq!(Field::UserAgent.word(&view), None);
+                    profiles.insert(route.profile);
+                }
+            }
+        }
+        assert!(profiles.len() > 1, "{profiles:?}");
+    }
+
+    #[test]
+    fn numbers_are_written_as_to_string_writes_them() {
+        for number in [0, 7, 10, 64_496, 4_294_967_295] {
+            let mut out = b"x".to_vec();
+            decimal(number, &mut out);
+            assert_eq!(out, format!("x{number}").into_bytes());
         }
     }
 }

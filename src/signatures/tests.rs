@@ -195,3 +195,41 @@ fn an_endless_rule_file_is_refused_after_the_size_cap() {
     let error = super::read_rule_files(std::path::Path::new("/dev/zero")).unwrap_err();
     assert!(error.to_string().contains("larger than 4194304 bytes"), "{error}");
 }
+
+#[test]
+fn header_rules_see_every_value_of_a_repeated_header_and_more_headers_than_one_pass_holds() {
+    let long = "x-a-header-name-longer-than-sixty-four-bytes-so-its-length-bit-is-shared";
+    let mut rules = format!(
+        r#"
+[[rule]]
+id = "first"
+field = "header:x-tool"
+equals = "one"
+score = 1
+[[rule]]
+id = "second"
+field = "header:x-tool"
+equals = "two"
+score = 1
+[[rule]]
+id = "no-accept"
+field = "header:accept"
+absent = true
+score = 1
+[[rule]]
+id = "long"
+field = "header:{long}"
+contains = "y"
+score = 1
+"#
+    );
+    // More header fields than `matches` finds in its one pass.
+    for i in 0..40 {
+        rules.push_str(&format!("[[rule]]\nid = \"h{i}\"\nfield = \"header:x-h{i}\"\nequals = \"v\"\nscore = 1\n"));
+    }
+    let set = set(&rules);
+    let headers = [("x-tool", "one"), ("accept", "*/*"), ("x-tool", "two"), (long, "yes"), ("x-h1", "v")];
+    assert_eq!(fired(&set, "GET", "/", &headers, None), ["first", "h1", "long", "second"]);
+    let headers = [("x-h39", "w"), ("x-h39", "v"), ("x-h0", "v"), ("x-tool", "two")];
+    assert_eq!(fired(&set, "GET", "/", &headers, None), ["h0", "h39", "no-accept", "second"]);
+}

@@ -33,12 +33,51 @@ impl<'a> RecordRef<'a> {
     /// the same text is the same headers, whatever the line around it.
     pub fn parse_into(
         line: &'a str,
-        mut headers: Vec<Header<'a>>,
+        headers: Vec<Header<'a>>,
     ) -> Result<(RecordRef<'a>, Option<&'a str>), serde_json::Error> {
+        let no_block = |_: &str| None::<()>;
+        Self::parse_known(line, headers, no_block).map(|(record, read)| (record, read.text()))
+    }
+
+    /// [`RecordRef::parse_into`], asking `known` about the line's `headers`
+    /// array first: when it knows the text (replay keeps a block per text),
+    /// the headers are not read at all and the record's list stays empty.
+    /// Most of a line is its headers, and a capture repeats a few dozen
+    /// blocks, so reading each one's strings again was half of parsing.
+    pub fn parse_known<K>(
+        line: &'a str,
+        mut headers: Vec<Header<'a>>,
+        known: impl FnMut(&'a str) -> Option<K>,
+    ) -> Result<(RecordRef<'a>, HeadersRead<'a, K>), serde_json::Error> {
         headers.clear();
-        match parse_into(line, headers) {
-            Some((record, text)) => Ok((record, Some(text))),
-            None => serde_json::from_str(line).map(|record| (record, None)),
+        match parse_into(line, headers, known) {
+            Some((record, read)) => Ok((record, read)),
+            None => serde_json::from_str(line).map(|record| (record, HeadersRead::Unknown)),
+        }
+    }
+}
+
+/// How a line's `headers` array was read.
+#[derive(Debug)]
+pub enum HeadersRead<'a, K> {
+    /// By serde_json (the hand reader gave the line up): its text unknown.
+    Unknown,
+    /// Into the record's list; the array's text (`[` to `]`) on the line.
+    Listed(&'a str),
+    /// Not read: its text is one `known` recognised, and what it said.
+    /// Only a text the hand reader read whole before can be recognised,
+    /// and the same text at the same place in a line reads the same (a
+    /// JSON value ends where its text ends, whatever follows), so this
+    /// line has those very headers.
+    Known(&'a str, K),
+}
+
+impl<'a, K> HeadersRead<'a, K> {
+    /// The array's text, when the hand reader read the line.
+    pub fn text(&self) -> Option<&'a str> {
+        match self {
+            HeadersRead::Unknown => None,
+            HeadersRead::Listed(text) | HeadersRead::Known(text, _) => Some(text),
         }
     }
 }
@@ -55,27 +94,35 @@ pub fn recycle_headers<'b>(headers: Vec<Header<'_>>) -> Vec<Header<'b>> {
 /// The record on `line`, or `None` when serde_json should read it.
 #[cfg(test)]
 pub(crate) fn parse(line: &str) -> Option<RecordRef<'_>> {
-    parse_into(line, Vec::new()).map(|(record, _)| record)
+    parse_into(line, Vec::new(), |_| None::<()>).map(|(record, _)| record)
 }
 
-/// The record on `line` with its headers in `headers` (empty), and the
-/// text of its `headers` array; `None` when serde_json should read it.
-fn parse_into<'a>(line: &'a str, headers: Vec<Header<'a>>) -> Option<(RecordRef<'a>, &'a str)> {
-    let mut reader = Reader { text: line, at: 0, headers: Some(headers), headers_text: "" };
+/// The record on `line` with its headers in `headers` (empty) unless
+/// `known` knows their text, and how they were read; `None` when
+/// serde_json should read the line.
+fn parse_into<'a, K>(
+    line: &'a str,
+    headers: Vec<Header<'a>>,
+    known: impl FnMut(&'a str) -> Option<K>,
+) -> Option<(RecordRef<'a>, HeadersRead<'a, K>)> {
+    let mut reader = Reader { text: line, at: 0, headers: Some(headers), read: None, known };
     let record = reader.record()?;
     reader.skip_whitespace();
     // serde_json refuses anything after the object.
-    (reader.at == line.len()).then_some((record, reader.headers_text))
+    (reader.at == line.len()).then_some(())?;
+    Some((record, reader.read?))
 }
 
 /// Where the reader is in the line.
-struct Reader<'a> {
+struct Reader<'a, K, F> {
     text: &'a str,
     at: usize,
     /// The list to read the headers into (taken by the `headers` field).
     headers: Option<Vec<Header<'a>>>,
-    /// The `headers` array's text, once read.
-    headers_text: &'a str,
+    /// How the `headers` array was read, once it was.
+    read: Option<HeadersRead<'a, K>>,
+    /// Asked about the `headers` array's text before reading it.
+    known: F,
 }
 
 /// The fields of a record.
@@ -151,7 +198,7 @@ fn fill<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     }
 }
 
-impl<'a> Reader<'a> {
+impl<'a, K, F: FnMut(&'a str) -> Option<K>> Reader<'a, K, F> {
     fn peek(&self) -> Option<u8> {
         self.text.as_bytes().get(self.at).copied()
     }
@@ -292,16 +339,24 @@ impl<'a> Reader<'a> {
         u16::try_from(value).ok().map(Some)
     }
 
-    /// `[["name", "value"], …]`.
+    /// `[["name", "value"], …]`, or one whose text `known` knows.
     fn headers(&mut self) -> Option<Vec<Header<'a>>> {
         // A repeated field is a duplicate (the caller gives up on it).
         let mut headers = self.headers.take()?;
+        self.expect(b'[')?;
+        let start = self.at - 1;
+        if let Some(end) = block_end(self.text.as_bytes(), start) {
+            let text = self.text.get(start..end)?;
+            if let Some(found) = (self.known)(text) {
+                self.at = end;
+                self.read = Some(HeadersRead::Known(text, found));
+                return Some(headers);
+            }
+        }
         if headers.capacity() == 0 {
             // Room for a browser's header block.
             headers.reserve_exact(16);
         }
-        self.expect(b'[')?;
-        let start = self.at - 1;
         self.skip_whitespace();
         if self.peek() == Some(b']') {
             self.at += 1;
@@ -318,7 +373,7 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        self.headers_text = self.text.get(start..self.at)?;
+        self.read = Some(HeadersRead::Listed(self.text.get(start..self.at)?));
         Some(headers)
     }
 
@@ -387,6 +442,26 @@ impl<'a> Reader<'a> {
         }
         self.at += 4;
         char::from_u32(u32::from_str_radix(hex, 16).ok()?)
+    }
+}
+
+/// Where the `headers` array opening at `start` would end if it is one
+/// seen before: just past the first `]]` (a non-empty list of pairs ends
+/// so). Only a guess, to look the text up by: a `]]` inside a string ends
+/// it too early, a blank between the brackets is missed, and either way
+/// the text is not one kept, so the array is read. `None` for `[]`, which
+/// is quicker read than looked up.
+fn block_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut from = start + 1;
+    if bytes.get(from) == Some(&b']') {
+        return None;
+    }
+    loop {
+        let at = from + memchr::memchr(b']', bytes.get(from..)?)?;
+        if bytes.get(at + 1) == Some(&b']') {
+            return Some(at + 2);
+        }
+        from = at + 1;
     }
 }
 
@@ -659,6 +734,43 @@ mod tests {
         assert_eq!(again.headers.as_ptr() as usize, address);
         assert_eq!(again.headers.len(), 2);
         assert_eq!(text, Some(r#"[["Host","h"],["A","b"]]"#));
+    }
+
+    #[test]
+    fn a_known_header_text_is_not_read_and_anything_else_is() {
+        let block = r#"[["Host","a"],["X","b"]]"#;
+        let known = |text: &str| (text == block).then_some(7);
+        let line = format!(
+            r#"{{"ts":1,"client_ip":"192.0.2.1","method":"GET","target":"/","headers":{block},"label":"bot"}}"#
+        );
+        let (record, read) = RecordRef::parse_known(&line, Vec::new(), known).unwrap();
+        assert!(matches!(read, HeadersRead::Known(text, 7) if text == block), "{read:?}");
+        assert!(record.headers.is_empty());
+        assert_eq!(record.label.as_deref(), Some("bot"));
+        // What would end the guess early, or not be found by it, or a text
+        // not kept: read, and the same as without asking.
+        let others = [
+            r#"[["Host","a"],["X","]]"]]"#,
+            r#"[["Host","a"],["X","b"] ]"#,
+            r#"[ ["Host","a"],["X","b"]]"#,
+            r#"[["Host","a"],["X","c"]]"#,
+            "[]",
+        ];
+        for other in others {
+            let line = line.replace(block, other);
+            let (record, read) = RecordRef::parse_known(&line, Vec::new(), known).unwrap();
+            assert!(matches!(read, HeadersRead::Listed(text) if text == other), "{other}: {read:?}");
+            assert_eq!(format!("{record:?}"), serde(&line).unwrap(), "{other}");
+        }
+        // A known text followed by what makes the line bad, or one the
+        // hand reader leaves to serde_json: serde_json's answer, as before.
+        for bad in [format!("{line} x"), line.replace(r#""label""#, r#""headers""#), line.replace("label", "extra")] {
+            let parsed = RecordRef::parse_known(&bad, Vec::new(), known);
+            assert!(parsed.as_ref().is_err() || matches!(parsed, Ok((_, HeadersRead::Unknown))), "{bad}");
+            let serde =
+                serde_json::from_str::<RecordRef<'_>>(&bad).map(|r| format!("{r:?}")).map_err(|e| e.to_string());
+            assert_eq!(parsed.map(|(r, _)| format!("{r:?}")).map_err(|e| e.to_string()), serde, "{bad}");
+        }
     }
 
     #[test]

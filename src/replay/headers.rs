@@ -40,6 +40,11 @@ pub struct HeaderBlocks {
 }
 
 impl HeaderBlocks {
+    /// The block kept for `text` (a line's `headers` array), if any.
+    pub fn known(&self, text: &str) -> Option<Arc<HeaderBlock>> {
+        self.by_text.get(text).cloned()
+    }
+
     /// The block of a line's headers: the one kept for `text` (the line's
     /// `headers` array, when known) if there is one, else built (the same
     /// errors as building it afresh: a block that does not parse is never

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use super::headers::{HeaderBlock, HeaderBlocks};
-use crate::capture::line::recycle_headers;
+use crate::capture::line::{HeadersRead, recycle_headers};
 use crate::capture::read::{BadLine, CaptureLines, OnBadLine, open_capture};
 use crate::capture::record::{Header, RecordRef, fill_body, parse_method, parse_target, parse_version};
 use crate::clock::{ManualClock, Nanos, SharedClock};
@@ -164,13 +164,18 @@ impl Prepared {
 
     /// Fill from a capture line, reusing this request's buffers.
     pub fn fill(&mut self, record: &RecordRef<'_>) -> Result<(), Error> {
-        self.fill_with(record, None)
+        self.fill_with(record, HeadersRead::Unknown)
     }
 
-    /// [`Prepared::fill`], with the text of the line's `headers` array
-    /// when it is known ([`RecordRef::parse_into`]): the header block of a
-    /// text seen before is taken as it is.
-    pub fn fill_with(&mut self, record: &RecordRef<'_>, headers_text: Option<&str>) -> Result<(), Error> {
+    /// [`Prepared::fill`], with how the line's `headers` array was read
+    /// ([`RecordRef::parse_known`] asked [`Prepared::known_block`]): a
+    /// block found by its text is taken as it is, and a text read is kept
+    /// with the block built from it.
+    pub fn fill_with(
+        &mut self,
+        record: &RecordRef<'_>,
+        headers: HeadersRead<'_, Arc<HeaderBlock>>,
+    ) -> Result<(), Error> {
         self.method = parse_method(&record.method)?;
         // Half of a capture's requests have the target of the request
         // before: parsing it again (a copy into new `Bytes`, a scan) is not
@@ -179,8 +184,14 @@ impl Prepared {
             self.uri = parse_target(&record.target)?;
         }
         self.version = parse_version(record.version.as_deref())?;
-        crate::capture::record::check_header_count(record.headers.len())?;
-        self.block = self.blocks.block(headers_text, &record.headers)?;
+        self.block = match headers {
+            // Built from this very text before, so within the count too.
+            HeadersRead::Known(_, block) => block,
+            read => {
+                crate::capture::record::check_header_count(record.headers.len())?;
+                self.blocks.block(read.text(), &record.headers)?
+            }
+        };
         // The proxy records wire names on HTTP/1 only.
         self.has_wire_names = matches!(self.version, http::Version::HTTP_10 | http::Version::HTTP_11);
         fill_body(&mut self.body, record.body.as_deref(), record.body_b64.as_deref())?;
@@ -188,6 +199,14 @@ impl Prepared {
         self.at = crate::capture::record::ts_to_nanos(record.ts);
         self.status = record.status;
         Ok(())
+    }
+}
+
+impl Prepared {
+    /// The header block kept for a `headers` array's text, if any (for
+    /// [`RecordRef::parse_known`]).
+    pub fn known_block(&self, text: &str) -> Option<Arc<HeaderBlock>> {
+        self.blocks.known(text)
     }
 }
 
@@ -290,26 +309,30 @@ impl Inputs {
         while !source.stopped {
             let Some(next) = source.lines.next_line() else { break };
             let problem = match next {
-                Ok((line, text)) => match RecordRef::parse_into(text, std::mem::take(&mut source.spare_headers)) {
-                    Ok((record, headers_text)) => {
-                        let filled = source.head.fill_with(&record, headers_text);
-                        if filled.is_ok() {
-                            source.meta.line = line;
-                            source.meta.label = record.label.as_deref().map(|l| intern(&mut self.labels, l));
-                            source.meta.source = record.source.as_deref().map(|s| intern(&mut self.labels, s));
-                            source.meta.id = record.id.as_deref().map(Box::from);
-                        }
-                        source.spare_headers = recycle_headers(record.headers);
-                        match filled {
-                            Ok(()) => {
-                                source.has_head = true;
-                                return;
+                Ok((line, text)) => {
+                    match RecordRef::parse_known(text, std::mem::take(&mut source.spare_headers), |headers| {
+                        source.head.known_block(headers)
+                    }) {
+                        Ok((record, headers)) => {
+                            let filled = source.head.fill_with(&record, headers);
+                            if filled.is_ok() {
+                                source.meta.line = line;
+                                source.meta.label = record.label.as_deref().map(|l| intern(&mut self.labels, l));
+                                source.meta.source = record.source.as_deref().map(|s| intern(&mut self.labels, s));
+                                source.meta.id = record.id.as_deref().map(Box::from);
                             }
-                            Err(reason) => BadLine { line, reason: reason.to_string() },
+                            source.spare_headers = recycle_headers(record.headers);
+                            match filled {
+                                Ok(()) => {
+                                    source.has_head = true;
+                                    return;
+                                }
+                                Err(reason) => BadLine { line, reason: reason.to_string() },
+                            }
                         }
+                        Err(error) => BadLine { line, reason: error.to_string() },
                     }
-                    Err(error) => BadLine { line, reason: error.to_string() },
-                },
+                }
                 Err(bad) => bad,
             };
             let line = problem.line;
@@ -417,6 +440,48 @@ mod tests {
             assert_eq!(reused.body, fresh.body, "{text}");
         }
         assert_eq!(reused.headers().get_all("accept").iter().count(), 1);
+    }
+
+    #[test]
+    fn requests_read_from_a_capture_are_what_a_fresh_fill_gets() {
+        let block = r#"["Host","a"],["Accept","*/*"]"#;
+        let mut lines = vec![
+            line("/a", block, ""),
+            line("/b", block, r#","body":"x""#),
+            line("/c", r#"["Host","a"],["Bad Name","*/*"]"#, ""),
+            line("/c", r#"["Host","a"],["Bad Name","*/*"]"#, ""),
+            line("/d", r#"["Host","a"],["X","]]"]"#, ""),
+            line("/d", r#"["Host","a"],["X","]]"]"#, ""),
+            line("/e", block, r#","extra":1"#),
+            line("/f", block, ""),
+        ];
+        lines.push(lines[0].replace("\"POST\"", "\"GET\",\"version\":\"HTTP/2\""));
+        lines.push(lines[0].clone());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let mut inputs = Inputs::open(std::slice::from_ref(&path), OnBadLine::Skip).unwrap();
+        let (mut read, mut blocks) = (Vec::new(), Vec::new());
+        inputs.for_each(|request, meta| {
+            blocks.push(Arc::as_ptr(&request.block) as usize);
+            let fields = (request.uri.clone(), request.headers().clone(), request.wire_names().map(<[_]>::to_vec));
+            read.push((meta.line, fields, request.body.clone()));
+        });
+        let mut expected = Vec::new();
+        for (number, text) in lines.iter().enumerate() {
+            let mut fresh = Prepared::default();
+            if fresh.fill(&RecordRef::parse(text).unwrap()).is_ok() {
+                let fields = (fresh.uri.clone(), fresh.headers().clone(), fresh.wire_names().map(<[_]>::to_vec));
+                expected.push((number + 1, fields, fresh.body.clone()));
+            }
+        }
+        assert_eq!(read, expected);
+        let bad = &inputs.summaries()[0].bad;
+        assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(bad[0].reason, bad[1].reason);
+        // Lines 1, 2, 8 and 10 share a text: found by it, not read again.
+        assert!([1, 5, 7].iter().all(|at| blocks[*at] == blocks[0]), "{blocks:?}");
+        assert_ne!(blocks[4], blocks[0], "the line serde_json read has a block of its own");
     }
 
     #[test]

@@ -107,22 +107,18 @@ impl Field {
     /// method, or a field without a vocabulary).
     pub fn word(&self, view: &RequestView<'_>) -> Option<usize> {
         match self {
-            Field::Method => {
-                let method = view.method;
-                [
-                    http::Method::GET,
-                    http::Method::POST,
-                    http::Method::HEAD,
-                    http::Method::PUT,
-                    http::Method::DELETE,
-                    http::Method::OPTIONS,
-                    http::Method::PATCH,
-                    http::Method::CONNECT,
-                    http::Method::TRACE,
-                ]
-                .iter()
-                .position(|standard| standard == method)
-            }
+            Field::Method => match *view.method {
+                http::Method::GET => Some(0),
+                http::Method::POST => Some(1),
+                http::Method::HEAD => Some(2),
+                http::Method::PUT => Some(3),
+                http::Method::DELETE => Some(4),
+                http::Method::OPTIONS => Some(5),
+                http::Method::PATCH => Some(6),
+                http::Method::CONNECT => Some(7),
+                http::Method::TRACE => Some(8),
+                _ => None,
+            },
             Field::Version => Some(match view.version {
                 http::Version::HTTP_09 => 0,
                 http::Version::HTTP_10 => 1,

@@ -111,18 +111,20 @@ pub struct CompiledSet {
     /// one pass over the request's headers: a `get_all` per header field
     /// hashed each name again, ~150 instructions a field.
     headers: Vec<HeaderName>,
-    /// Bit `n` set when one of `headers` is `n` bytes long (`n` < 64; 63
-    /// stands for longer), so most request headers are passed over
-    /// without a comparison.
-    header_lengths: u64,
+    /// By a name's length (63 standing for longer), which of `headers`
+    /// have it, one bit each: most request headers are passed over
+    /// without a comparison, and the rest are compared with only the
+    /// names of their length.
+    headers_by_length: [u32; 64],
+}
+
+fn length_index(name: &HeaderName) -> usize {
+    name.as_str().len().min(63)
 }
 
 /// Header fields found in the one pass; more are looked up one by one.
 const HEADER_SLOTS: usize = 32;
-
-fn length_bit(name: &HeaderName) -> u64 {
-    1 << name.as_str().len().min(63)
-}
+const _: () = assert!(HEADER_SLOTS <= 32, "headers_by_length holds a slot per bit of a u32");
 
 /// The working memory of [`CompiledSet::matches`], kept per thread and
 /// reused, so that matching a request allocates nothing (it made four or
@@ -266,9 +268,12 @@ impl CompiledSet {
                 headers.push(name.clone());
             }
         }
-        let header_lengths = headers.iter().map(length_bit).fold(0, |bits, bit| bits | bit);
         static COMPILED: AtomicU64 = AtomicU64::new(0);
         let id = COMPILED.fetch_add(1, Ordering::Relaxed);
+        let mut headers_by_length = [0u32; 64];
+        for (slot, name) in headers.iter().enumerate() {
+            headers_by_length[length_index(name)] |= 1 << slot;
+        }
         let regex_patterns =
             matchers.iter().filter_map(|m| m.regex.as_ref()).map(|(regex, _)| regex.pattern_len()).max().unwrap_or(0);
         Ok(CompiledSet {
@@ -280,7 +285,7 @@ impl CompiledSet {
             absent_text: Arc::from("true"),
             regex_patterns,
             headers,
-            header_lengths,
+            headers_by_length,
         })
     }
 
@@ -321,19 +326,24 @@ impl CompiledSet {
         let mut repeated = 0u64;
         if !self.headers.is_empty() {
             for (name, value) in view.headers {
-                if self.header_lengths & length_bit(name) == 0 {
-                    continue;
-                }
-                if let Some(slot) = self.headers.iter().position(|wanted| wanted == name) {
-                    match &found[slot] {
-                        None => found[slot] = Some(value),
-                        Some(_) => repeated |= 1 << slot,
+                let mut slots = self.headers_by_length[length_index(name)];
+                while slots != 0 {
+                    let slot = slots.trailing_zeros() as usize;
+                    slots &= slots - 1;
+                    if self.headers.get(slot) == Some(name) {
+                        match &found[slot] {
+                            None => found[slot] = Some(value),
+                            Some(_) => repeated |= 1 << slot,
+                        }
+                        break;
                     }
                 }
             }
         }
         for (index, matcher) in self.fields.iter().enumerate() {
-            if let Some(atoms) = matcher.field.word(view).and_then(|word| matcher.words.get(word)) {
+            if !matcher.words.is_empty()
+                && let Some(atoms) = matcher.field.word(view).and_then(|word| matcher.words.get(word))
+            {
                 hits.extend_from_slice(atoms);
                 continue;
             }

@@ -103,6 +103,7 @@ pub struct Prepared {
     pub at: Nanos,
     pub status: Option<u16>,
     blocks: HeaderBlocks,
+    targets: Targets,
 }
 
 impl Default for Prepared {
@@ -118,6 +119,7 @@ impl Default for Prepared {
             at: 0,
             status: None,
             blocks: HeaderBlocks::default(),
+            targets: Targets::default(),
         }
     }
 }
@@ -181,7 +183,7 @@ impl Prepared {
         // before: parsing it again (a copy into new `Bytes`, a scan) is not
         // needed then.
         if !same_target(&self.uri, &record.target) {
-            self.uri = parse_target(&record.target)?;
+            self.uri = self.targets.parse(&record.target)?;
         }
         self.version = parse_version(record.version.as_deref())?;
         self.block = match headers {
@@ -207,6 +209,35 @@ impl Prepared {
     /// [`RecordRef::parse_known`]).
     pub fn known_block(&self, text: &str) -> Option<Arc<HeaderBlock>> {
         self.blocks.known(text)
+    }
+}
+
+/// Targets parsed before, by their text. A capture's targets repeat (the
+/// million-request corpus has 82 in all, a login endpoint for half its
+/// requests), and parsing one (a copy into new `Bytes`, a scan of every
+/// byte) was half of filling a request; a clone shares the bytes. Emptied
+/// when full, so captures of unique targets keep it bounded.
+#[derive(Debug, Clone, Default)]
+struct Targets {
+    parsed: hashbrown::HashMap<Box<str>, http::Uri>,
+}
+
+/// Most targets a [`Targets`] keeps.
+const MAX_TARGETS: usize = 4096;
+
+impl Targets {
+    /// The target as a URI; the same error as parsing it afresh (a target
+    /// that does not parse is never kept).
+    fn parse(&mut self, target: &str) -> Result<http::Uri, Error> {
+        if let Some(uri) = self.parsed.get(target) {
+            return Ok(uri.clone());
+        }
+        let uri = parse_target(target)?;
+        if self.parsed.len() >= MAX_TARGETS {
+            self.parsed.clear();
+        }
+        self.parsed.insert(Box::from(target), uri.clone());
+        Ok(uri)
     }
 }
 
@@ -482,6 +513,25 @@ mod tests {
         // Lines 1, 2, 8 and 10 share a text: found by it, not read again.
         assert!([1, 5, 7].iter().all(|at| blocks[*at] == blocks[0]), "{blocks:?}");
         assert_ne!(blocks[4], blocks[0], "the line serde_json read has a block of its own");
+    }
+
+    #[test]
+    fn kept_targets_are_the_parsed_ones_and_stay_bounded() {
+        let mut targets = Targets::default();
+        for target in ["/a?b=1", "/a#frag", "http://h.example/a", "*", "h.example:443", "/a?b=1", "/a#frag"] {
+            let kept = targets.parse(target).unwrap();
+            assert_eq!(
+                (&kept, kept.to_string()),
+                (&parse_target(target).unwrap(), parse_target(target).unwrap().to_string())
+            );
+        }
+        let bad = targets.parse("/a b").unwrap_err().to_string();
+        assert_eq!(targets.parse("/a b").unwrap_err().to_string(), bad);
+        assert_eq!(bad, parse_target("/a b").unwrap_err().to_string());
+        for i in 0..MAX_TARGETS * 2 {
+            targets.parse(&format!("/{i}")).unwrap();
+            assert!(targets.parsed.len() <= MAX_TARGETS);
+        }
     }
 
     #[test]

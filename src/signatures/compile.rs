@@ -75,16 +75,19 @@ struct FieldMatcher {
 
 /// A compiled rule: fires when its inline condition (if any), every `all`
 /// condition and at least one `any` condition (if any) hold. A condition
-/// holds when any of its atoms matched.
+/// holds when any of its atoms matched. Conditions are numbered across
+/// the set (see [`CompiledSet::atom_condition`]).
 #[derive(Debug)]
 struct CompiledRule {
     id: Arc<str>,
     penalty: u8,
     action: Option<Action>,
     shadow: bool,
-    required: Vec<Vec<AtomId>>,
-    any: Vec<Vec<AtomId>>,
+    required: Vec<ConditionId>,
+    any: Vec<ConditionId>,
 }
+
+type ConditionId = u32;
 
 /// Rules as they were read, before compiling; `key` names each rule in errors.
 #[derive(Debug)]
@@ -101,6 +104,14 @@ pub struct CompiledSet {
     fields: Vec<FieldMatcher>,
     atoms: Vec<Atom>,
     atom_rules: Vec<Vec<u32>>,
+    /// The condition each atom belongs to (every atom is made for one
+    /// condition): a request marks the conditions its atoms matched, so
+    /// that a rule is evaluated by testing a bit per condition instead of
+    /// searching each condition's atoms (up to ~100, for the crawler
+    /// lists) for one that matched.
+    atom_condition: Vec<ConditionId>,
+    /// How many conditions the set has.
+    condition_count: usize,
     rules: Vec<CompiledRule>,
     /// The `absent` evidence's value, made once.
     absent_text: Arc<str>,
@@ -132,8 +143,8 @@ const _: () = assert!(HEADER_SLOTS <= 32, "headers_by_length holds a slot per bi
 /// grows are given back after it (see [`Scratch::trim`]).
 #[derive(Default)]
 struct Scratch {
-    /// One bit per atom: matched in this request.
-    matched: Vec<u64>,
+    /// One bit per condition: holds in this request.
+    holds: Vec<u64>,
     /// One bit per rule: already evaluated for this request.
     evaluated: Vec<u64>,
     /// Atoms that matched, in the order they were found (which orders the
@@ -180,6 +191,8 @@ impl CompiledSet {
         let mut builds: Vec<FieldBuild> = Vec::new();
         let mut atoms: Vec<Atom> = Vec::new();
         let mut compiled = Vec::new();
+        // Each condition's atoms, by condition number.
+        let mut conditions: Vec<Vec<AtomId>> = Vec::new();
         for (index, input) in rules.iter().enumerate() {
             let spec = input.spec;
             let mut fail = |message: String| problems.push((index, message));
@@ -204,8 +217,10 @@ impl CompiledSet {
             if spec.score == 0 && action.is_none() {
                 fail("the rule neither scores nor acts: give `score` (1..=98) or `action`".into());
             }
-            let mut add_condition = |condition: &ConditionSpec| -> Result<Vec<AtomId>, Error> {
-                add_atoms(condition, &mut fields, &mut builds, &mut atoms)
+            let mut add_condition = |condition: &ConditionSpec| -> Result<ConditionId, Error> {
+                let ids = add_atoms(condition, &mut fields, &mut builds, &mut atoms)?;
+                conditions.push(ids);
+                Ok((conditions.len() - 1) as ConditionId)
             };
             let mut required = Vec::new();
             let mut any = Vec::new();
@@ -247,10 +262,18 @@ impl CompiledSet {
         }
         let mut atom_rules = vec![Vec::new(); atoms.len()];
         for (rule_index, rule) in compiled.iter().enumerate() {
-            for atom in rule.required.iter().chain(&rule.any).flatten() {
-                if atom_rules[*atom].last() != Some(&(rule_index as u32)) {
-                    atom_rules[*atom].push(rule_index as u32);
+            for &condition in rule.required.iter().chain(&rule.any) {
+                for &atom in &conditions[condition as usize] {
+                    if atom_rules[atom].last() != Some(&(rule_index as u32)) {
+                        atom_rules[atom].push(rule_index as u32);
+                    }
                 }
+            }
+        }
+        let mut atom_condition = vec![0; atoms.len()];
+        for (condition, members) in conditions.iter().enumerate() {
+            for &atom in members {
+                atom_condition[atom] = condition as ConditionId;
             }
         }
         let mut matchers = fields
@@ -281,6 +304,8 @@ impl CompiledSet {
             fields: matchers,
             atoms,
             atom_rules,
+            atom_condition,
+            condition_count: conditions.len(),
             rules: compiled,
             absent_text: Arc::from("true"),
             regex_patterns,
@@ -313,7 +338,7 @@ impl CompiledSet {
     }
 
     fn matches_with(&self, view: &RequestView<'_>, signals: &mut Vec<Signal>, scratch: &mut Scratch) {
-        let Scratch { matched, evaluated, hits, text, patterns } = scratch;
+        let Scratch { holds, evaluated, hits, text, patterns } = scratch;
         // A set made for a smaller compiled set (before a reload) is made again.
         if patterns.as_ref().is_none_or(|set| set.capacity() < self.regex_patterns) {
             *patterns = Some(PatternSet::new(self.regex_patterns));
@@ -368,13 +393,13 @@ impl CompiledSet {
                 hits.extend_from_slice(&matcher.absent);
             }
         }
-        matched.clear();
-        matched.resize(self.atoms.len().div_ceil(64), 0);
+        holds.clear();
+        holds.resize(self.condition_count.div_ceil(64), 0);
         for &atom in hits.iter() {
-            matched[atom / 64] |= 1 << (atom % 64);
+            let condition = self.atom_condition[atom] as usize;
+            holds[condition / 64] |= 1 << (condition % 64);
         }
-        let is_set = |atom: AtomId| matched[atom / 64] & (1 << (atom % 64)) != 0;
-        let holds = |condition: &Vec<AtomId>| condition.iter().any(|&a| is_set(a));
+        let condition_holds = |&condition: &ConditionId| holds[condition as usize / 64] & (1 << (condition % 64)) != 0;
         evaluated.clear();
         evaluated.resize(self.rules.len().div_ceil(64), 0);
         for &atom in hits.iter() {
@@ -385,7 +410,9 @@ impl CompiledSet {
                 }
                 evaluated[rule_index / 64] |= 1 << (rule_index % 64);
                 let rule = &self.rules[rule_index];
-                if rule.required.iter().all(holds) && (rule.any.is_empty() || rule.any.iter().any(holds)) {
+                if rule.required.iter().all(condition_holds)
+                    && (rule.any.is_empty() || rule.any.iter().any(condition_holds))
+                {
                     signals.push(self.signal(rule, atom));
                 }
             }

@@ -57,6 +57,9 @@ impl<'a> RecordRef<'a> {
     }
 }
 
+/// An optional string field of a record.
+type Text<'a> = Option<Cow<'a, str>>;
+
 /// How a line's `headers` array was read.
 #[derive(Debug)]
 pub enum HeadersRead<'a, K> {
@@ -106,7 +109,16 @@ fn parse_into<'a, K>(
     known: impl FnMut(&'a str) -> Option<K>,
 ) -> Option<(RecordRef<'a>, HeadersRead<'a, K>)> {
     let mut reader = Reader { text: line, at: 0, headers: Some(headers), read: None, known };
-    let record = reader.record()?;
+    let record = match reader.record_in_order() {
+        Some(record) => record,
+        None => {
+            // Read again from the start, fields in any order, blanks
+            // anywhere (the header list is back in the reader unless its
+            // own reading failed, which it would again here).
+            (reader.at, reader.read) = (0, None);
+            reader.record()?
+        }
+    };
     reader.skip_whitespace();
     // serde_json refuses anything after the object.
     (reader.at == line.len()).then_some(())?;
@@ -217,6 +229,81 @@ impl<'a, K, F: FnMut(&'a str) -> Option<K>> Reader<'a, K, F> {
             b',' => Some(true),
             _ if next == close => Some(false),
             _ => None,
+        }
+    }
+
+    /// A record as palisade writes it: every field in the order of
+    /// `CaptureRecord`, no blanks, the optional ones left out or `null`.
+    /// Each key is then one comparison with the bytes expected next, where
+    /// [`Reader::record`] finds which key it is, checks it is not a
+    /// repeat, and steps over blanks around it (a sixth of reading a
+    /// line). `None` at anything else, and [`Reader::record`] reads the
+    /// line; the values are read by the same functions either way.
+    fn record_in_order(&mut self) -> Option<RecordRef<'a>> {
+        self.literal(b"{\"ts\":")?;
+        let ts = self.number()?;
+        self.literal(b",\"client_ip\":")?;
+        let client_ip = ip_address(&self.string()?)?;
+        self.literal(b",\"method\":")?;
+        let method = self.string()?;
+        self.literal(b",\"target\":")?;
+        let target = self.string()?;
+        let version = self.optional(b",\"version\":", Self::optional_string)?;
+        self.literal(b",\"headers\":")?;
+        let headers = self.headers()?;
+        match self.rest_in_order() {
+            Some((body, body_b64, status, label, source, id)) => Some(RecordRef {
+                ts,
+                client_ip,
+                method,
+                target,
+                version,
+                headers,
+                body,
+                body_b64,
+                status,
+                label,
+                source,
+                id,
+            }),
+            None => {
+                // Emptied, for the reader that reads the line again.
+                let mut headers = headers;
+                headers.clear();
+                self.headers = Some(headers);
+                None
+            }
+        }
+    }
+
+    /// The fields after the headers, for [`Reader::record_in_order`].
+    #[allow(clippy::type_complexity)]
+    fn rest_in_order(&mut self) -> Option<(Text<'a>, Text<'a>, Option<u16>, Text<'a>, Text<'a>, Text<'a>)> {
+        let body = self.optional(b",\"body\":", Self::optional_string)?;
+        let body_b64 = self.optional(b",\"body_b64\":", Self::optional_string)?;
+        let status = self.optional(b",\"status\":", Self::status)?;
+        let label = self.optional(b",\"label\":", Self::optional_string)?;
+        let source = self.optional(b",\"source\":", Self::optional_string)?;
+        let id = self.optional(b",\"id\":", Self::optional_string)?;
+        self.literal(b"}")?;
+        Some((body, body_b64, status, label, source, id))
+    }
+
+    /// Step past `literal` if the line goes on with it.
+    fn literal<const N: usize>(&mut self, literal: &[u8; N]) -> Option<()> {
+        (self.text.as_bytes().get(self.at..self.at + N)? == literal).then(|| self.at += N)
+    }
+
+    /// An optional field's value after its `key` (with the comma before
+    /// it), or `None` inside when the key is not next.
+    fn optional<const N: usize, T>(
+        &mut self,
+        key: &[u8; N],
+        value: impl FnOnce(&mut Self) -> Option<Option<T>>,
+    ) -> Option<Option<T>> {
+        match self.literal(key) {
+            Some(()) => value(self),
+            None => Some(None),
         }
     }
 
@@ -893,6 +980,43 @@ mod tests {
                 serde_json::from_str::<RecordRef<'_>>(&bad).map(|r| format!("{r:?}")).map_err(|e| e.to_string());
             assert_eq!(parsed.map(|(r, _)| format!("{r:?}")).map_err(|e| e.to_string()), serde, "{bad}");
         }
+    }
+
+    /// The record `Reader::record_in_order` makes of `line`, if it takes it.
+    fn in_order(line: &str) -> Option<String> {
+        let mut reader = Reader { text: line, at: 0, headers: Some(Vec::new()), read: None, known: |_| None::<()> };
+        reader.record_in_order().filter(|_| reader.at == line.len()).map(|r| format!("{r:?}"))
+    }
+
+    #[test]
+    fn lines_as_palisade_writes_them_are_read_in_order() {
+        use super::super::record::CaptureRecord;
+        let headers = vec![("Host".to_string(), "a".to_string()), ("X".to_string(), "say \"hi\" ]]".to_string())];
+        let mut record = CaptureRecord::new(1795915654.8674, "198.51.100.23".parse().unwrap(), "GET", "/a", headers);
+        let mut lines = vec![serde_json::to_string(&record).unwrap()];
+        record.version = Some("HTTP/1.1".into());
+        record.body = Some("{\"u\":[\"a\"]}".into());
+        record.status = Some(200);
+        record.label = Some("bot".into());
+        record.source = Some("a \u{e9}".into());
+        record.id = Some("n-1".into());
+        lines.push(serde_json::to_string(&record).unwrap());
+        (record.body, record.body_b64, record.client_ip) = (None, Some("YQ==".into()), "::1".parse().unwrap());
+        lines.push(serde_json::to_string(&record).unwrap());
+        for line in &lines {
+            assert!(in_order(line).is_some(), "{line}");
+            assert_eq!(in_order(line), serde(line), "{line}");
+        }
+        // Out of order, blanks, a repeat, something after: the other reader's.
+        let without_last = lines[1].strip_suffix('}').unwrap();
+        let reordered = format!(r#"{},"label":"bot"}}"#, without_last.replace(r#""label":"bot","#, ""));
+        for line in [reordered, lines[1].replacen(',', ", ", 1)] {
+            assert_eq!(in_order(&line), None, "{line}");
+            assert!(fast(&line).is_some(), "{line}");
+            assert_eq!(fast(&line), serde(&line), "{line}");
+        }
+        let repeated = format!(r#"{without_last},"id":"x"}}"#);
+        assert_eq!((in_order(&repeated), fast(&repeated)), (None, None), "{repeated}");
     }
 
     #[test]

@@ -154,6 +154,9 @@ struct Scratch {
     text: Vec<u8>,
     /// Which patterns of a field's regex matched.
     patterns: Option<PatternSet>,
+    /// Remembered scans (see `scan_cache`), kept here so that a request
+    /// borrows the thread's cache once rather than once per cached field.
+    cache: scan_cache::Cache,
 }
 
 /// Larger buffers are dropped after the request that grew them.
@@ -332,13 +335,13 @@ impl CompiledSet {
             .unwrap_or(false);
         if !done {
             // Re-entered on this thread, or the thread is ending: fresh
-            // buffers, same answer.
+            // buffers and an empty scan cache, same answer.
             self.matches_with(view, signals, &mut Scratch::default());
         }
     }
 
     fn matches_with(&self, view: &RequestView<'_>, signals: &mut Vec<Signal>, scratch: &mut Scratch) {
-        let Scratch { holds, evaluated, hits, text, patterns } = scratch;
+        let Scratch { holds, evaluated, hits, text, patterns, cache } = scratch;
         // A set made for a smaller compiled set (before a reload) is made again.
         if patterns.as_ref().is_none_or(|set| set.capacity() < self.regex_patterns) {
             *patterns = Some(PatternSet::new(self.regex_patterns));
@@ -374,7 +377,7 @@ impl CompiledSet {
             }
             let mut scan = |value: &[u8]| {
                 if matcher.cached {
-                    scan_cache::scan_with(self.id, index, value, hits, |hits| matcher.scan(value, hits, patterns));
+                    cache.scan_with(self.id, index, value, hits, |hits| matcher.scan(value, hits, patterns));
                 } else {
                     matcher.scan(value, hits, patterns);
                 }

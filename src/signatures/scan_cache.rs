@@ -3,8 +3,9 @@
 //! Most of the rule set looks at the user agent, and a site sees a few
 //! thousand distinct user agents among millions of requests: scanning the
 //! same string with the same automata again and again is most of what the
-//! signature stage costs. This per-thread cache keeps the atoms a value
-//! matched, keyed by the compiled set, the field and the value itself
+//! signature stage costs. This cache, one per thread (it lives in the
+//! signature stage's per-thread scratch, borrowed once per request),
+//! keeps the atoms a value matched, keyed by the compiled set, the field and the value itself
 //! (compared in full, so a hash collision only costs a scan).
 //!
 //! The cache is set-associative: a value may sit in any of [`WAYS`] slots
@@ -20,7 +21,6 @@
 //! request text that could reach a log. Memory is bounded: [`SLOTS`] slots
 //! per thread, values of at most [`MAX_VALUE`] bytes.
 
-use std::cell::RefCell;
 use std::hash::BuildHasher;
 
 use super::field::Field;
@@ -44,31 +44,18 @@ struct Slot {
     used: u64,
 }
 
-struct Cache<S> {
+/// The cache; [`Cache::default`] is the one a thread keeps.
+pub struct Cache<S = hashbrown::DefaultHashBuilder> {
     hasher: S,
     slots: Box<[Option<Slot>]>,
     /// Counts lookups; only its order matters.
     clock: u64,
 }
 
-thread_local! {
-    static CACHE: RefCell<Cache<hashbrown::DefaultHashBuilder>> =
-        RefCell::new(Cache::new(hashbrown::DefaultHashBuilder::default()));
-}
-
-/// The atoms `value` of `field` (the set's field index) matched in set
-/// `set`, appended to `hits`: from the cache, or from `scan` (which
-/// appends them itself), whose result is then remembered.
-pub fn scan_with(set: u64, field: usize, value: &[u8], hits: &mut Vec<usize>, scan: impl FnOnce(&mut Vec<usize>)) {
-    if value.len() > MAX_VALUE {
-        scan(hits);
-        return;
+impl Default for Cache {
+    fn default() -> Self {
+        Cache::new(hashbrown::DefaultHashBuilder::default())
     }
-    CACHE.with(|cache| match cache.try_borrow_mut() {
-        Ok(mut cache) => cache.scan_with(set, field, value, hits, scan),
-        // Re-entered on this thread (it cannot be today): just scan.
-        Err(_) => scan(hits),
-    });
 }
 
 impl<S: BuildHasher> Cache<S> {
@@ -76,7 +63,10 @@ impl<S: BuildHasher> Cache<S> {
         Cache { hasher, slots: (0..SLOTS).map(|_| None).collect(), clock: 0 }
     }
 
-    fn scan_with(
+    /// The atoms `value` of `field` (the set's field index) matched in set
+    /// `set`, appended to `hits`: from the cache, or from `scan` (which
+    /// appends them itself), whose result is then remembered.
+    pub fn scan_with(
         &mut self,
         set: u64,
         field: usize,
@@ -84,6 +74,10 @@ impl<S: BuildHasher> Cache<S> {
         hits: &mut Vec<usize>,
         scan: impl FnOnce(&mut Vec<usize>),
     ) {
+        if value.len() > MAX_VALUE {
+            scan(hits);
+            return;
+        }
         let hash = self.hasher.hash_one((set, field, value));
         // The set's first slot: the hash's low bits, without those of the way.
         let first = (hash as usize) & (SLOTS - 1) & !(WAYS - 1);
@@ -159,18 +153,19 @@ mod tests {
 
     #[test]
     fn a_value_seen_again_is_answered_from_the_cache_and_other_sets_fields_and_values_are_not() {
+        let mut cache = Cache::default();
         let mut calls = 0;
         let mut hits = vec![99];
-        scan_with(1, 0, b"curl/8.5.0", &mut hits, scan_counting(&mut calls, &[3, 7]));
+        cache.scan_with(1, 0, b"curl/8.5.0", &mut hits, scan_counting(&mut calls, &[3, 7]));
         assert_eq!(hits, [99, 3, 7]);
         let mut again = Vec::new();
-        scan_with(1, 0, b"curl/8.5.0", &mut again, |_| panic!("scanned twice"));
+        cache.scan_with(1, 0, b"curl/8.5.0", &mut again, |_| panic!("scanned twice"));
         assert_eq!(again, [3, 7]);
         // Another compiled set (a reload), field or value is scanned afresh.
         for (set, field, value) in [(2, 0, &b"curl/8.5.0"[..]), (1, 1, b"curl/8.5.0"), (1, 0, b"curl/8.6.0")] {
             let mut fresh = Vec::new();
             let mut scanned = false;
-            scan_with(set, field, value, &mut fresh, |hits| {
+            cache.scan_with(set, field, value, &mut fresh, |hits| {
                 scanned = true;
                 hits.push(1);
             });
@@ -229,10 +224,11 @@ mod tests {
 
     #[test]
     fn long_values_are_always_scanned() {
+        let mut cache = Cache::default();
         let long = vec![b'a'; MAX_VALUE + 1];
         for _ in 0..2 {
             let mut scanned = false;
-            scan_with(5, 0, &long, &mut Vec::new(), |_| scanned = true);
+            cache.scan_with(5, 0, &long, &mut Vec::new(), |_| scanned = true);
             assert!(scanned);
         }
     }

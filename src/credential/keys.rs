@@ -19,7 +19,12 @@ pub fn subnet(ip: IpAddr) -> String {
     match crate::cidr::canonical_ip(ip) {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
-            format!("{a}.{b}.{c}.0/24")
+            let mut buffer = [0u8; 64];
+            let network = crate::cidr::ip_text(IpAddr::from([a, b, c, 0]), &mut buffer);
+            let mut text = String::with_capacity(network.len() + 3);
+            text.push_str(network);
+            text.push_str("/24");
+            text
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -305,26 +310,43 @@ fn client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str) -
 }
 
 fn build_client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str) -> ClientKeys {
-    let ip_text = crate::cidr::canonical_ip(ip).to_string();
+    let mut buffer = [0u8; 64];
+    let ip_text = crate::cidr::ip_text(crate::cidr::canonical_ip(ip), &mut buffer);
     let (ip_hash, ip_item) = hasher.hash_and_item("ip", ip_text.as_bytes());
     // The fingerprint is not personal, but hashing keeps keys short.
     let fingerprint = hasher.hash("fp", fingerprint.as_bytes());
     let net = hasher.hash("net", subnet(ip).as_bytes());
+    let mut subnet_id = String::with_capacity(net.len() + 1 + fingerprint.len());
+    for part in [&net, ".", &fingerprint] {
+        subnet_id.push_str(part);
+    }
     let mut client = ClientKeys {
         route: route.to_string(),
         ip: ip_hash,
-        subnet: format!("{net}.{fingerprint}"),
+        subnet: subnet_id,
         net,
         fingerprint,
         ip_item,
         built: Vec::new(),
     };
+    // A scope's `login:{route}:{scope}:{id}:` is written once and each
+    // counter's name put after it: a client new to this thread (every
+    // attempt of an address-rotating run) builds all 36 keys.
     let mut text = String::with_capacity(96);
+    let mut prefix: Option<(Scope, usize)> = None;
     let built = COUNTERS[..CLIENT_KEYS]
         .iter()
-        .map(|(scope, counter)| {
-            text.clear();
-            write_key(&mut text, &client, None, *scope, *counter);
+        .map(|&(scope, counter)| {
+            match prefix {
+                Some((written, len)) if written == scope => text.truncate(len),
+                _ => {
+                    text.clear();
+                    write_key(&mut text, &client, None, scope, counter);
+                    text.truncate(text.len() - counter.suffix().len());
+                    prefix = Some((scope, text.len()));
+                }
+            }
+            text.push_str(counter.suffix());
             Key::from(text.as_str())
         })
         .collect();

@@ -98,9 +98,9 @@ impl Server {
     pub fn start(self, proxy: TcpListener, admin: TcpListener) -> std::io::Result<Running> {
         let proxy_addr = proxy.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut running = self.start_admin(proxy_addr, admin, shutdown, shutdown_rx.clone())?;
-        running.finished = tokio::spawn(accept_loop(running.runtime.clone(), proxy, shutdown_rx));
-        Ok(running)
+        let (admin_addr, admin) = self.start_admin(admin, shutdown_rx.clone())?;
+        let finished = tokio::spawn(accept_loop(self.runtime.clone(), proxy, shutdown_rx));
+        Ok(Running { proxy_addr, admin_addr, runtime: self.runtime, admin, shutdown, finished, release: Vec::new() })
     }
 
     /// Serve each of `listeners` on a worker thread of its own.
@@ -111,14 +111,15 @@ impl Server {
         };
         let connect_timeout = self.runtime.app.load().proxy.timeouts.upstream_connect;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut running = self.start_admin(proxy_addr, admin, shutdown, shutdown_rx.clone())?;
+        let (admin_addr, admin) = self.start_admin(admin, shutdown_rx.clone())?;
         let mut finished = Vec::with_capacity(listeners.len());
+        let mut releases = Vec::with_capacity(listeners.len());
         for (index, listener) in listeners.into_iter().enumerate() {
-            let worker = Arc::new(running.runtime.for_worker(UpstreamClient::new(connect_timeout)));
+            let worker = Arc::new(self.runtime.for_worker(UpstreamClient::new(connect_timeout)));
             let (done, done_rx) = oneshot::channel::<()>();
             let (release, released) = oneshot::channel::<()>();
-            // If a later worker fails to start, dropping `running` (and its
-            // shutdown sender) stops the ones already started.
+            // If a later worker fails to start, dropping `shutdown` and
+            // `releases` on the way out stops the ones already started.
             let thread = std::thread::Builder::new().name(format!("palisade-worker-{index}"));
             let shutdown_rx = shutdown_rx.clone();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -137,25 +138,24 @@ impl Server {
                 });
             })?;
             finished.push(done_rx);
-            running.release.push(release);
+            releases.push(release);
         }
-        running.finished = tokio::spawn(async move {
+        let finished = tokio::spawn(async move {
             for worker in finished {
                 let _ = worker.await;
             }
         });
-        Ok(running)
+        Ok(Running { proxy_addr, admin_addr, runtime: self.runtime, admin, shutdown, finished, release: releases })
     }
 
     /// The admin listener and store maintenance on the caller's runtime; the
-    /// caller adds the client connections' accept loops.
+    /// caller adds the client connections' accept loops. The admin
+    /// listener's address and the admin API's context.
     fn start_admin(
-        self,
-        proxy_addr: SocketAddr,
+        &self,
         admin: TcpListener,
-        shutdown: watch::Sender<bool>,
         shutdown_rx: watch::Receiver<bool>,
-    ) -> std::io::Result<Running> {
+    ) -> std::io::Result<(SocketAddr, Arc<crate::admin::AdminContext<App>>)> {
         let admin_addr = admin.local_addr()?;
         let runtime = self.runtime.clone();
         let admin_context = Arc::new(crate::admin::AdminContext::new(
@@ -164,9 +164,8 @@ impl Server {
             runtime.log.clone(),
         ));
         tokio::spawn(crate::admin::serve(admin, admin_context.clone(), shutdown_rx.clone()));
-        tokio::spawn(maintain_store(runtime.clone(), shutdown_rx));
-        let finished = tokio::spawn(async {});
-        Ok(Running { proxy_addr, admin_addr, runtime, admin: admin_context, shutdown, finished, release: Vec::new() })
+        tokio::spawn(maintain_store(runtime, shutdown_rx));
+        Ok((admin_addr, admin_context))
     }
 }
 

@@ -23,6 +23,9 @@ impl std::fmt::Debug for KeyHasher {
     }
 }
 
+/// Inputs up to this long (one BLAKE3 block) are hashed in one call.
+const SHORT_INPUT: usize = 64;
+
 impl KeyHasher {
     /// From the configured secret, the environment, or (when neither is
     /// set) a random key for this process — one for the whole process, so
@@ -93,8 +96,27 @@ impl KeyHasher {
     }
 
     /// The first 8 bytes of the keyed BLAKE3 of `domain`, a zero byte and
-    /// the value (given in parts).
+    /// the value (given in parts): BLAKE3's output is one stream, whose
+    /// first 32 bytes are its hash.
     fn digest(&self, domain: &str, value: &[&[u8]]) -> [u8; 8] {
+        // A short input (an address, a fingerprint, a username: nearly all)
+        // is laid out on the stack and hashed in one call, which skips the
+        // incremental hasher's set-up and buffering (about a third of the
+        // cost); the bytes hashed are the same either way.
+        let mut input = [0u8; SHORT_INPUT];
+        let len = domain.len() + 1 + value.iter().map(|part| part.len()).sum::<usize>();
+        if len <= SHORT_INPUT {
+            input[..domain.len()].copy_from_slice(domain.as_bytes());
+            let mut at = domain.len() + 1;
+            for part in value {
+                input[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            let hash = blake3::keyed_hash(&self.key, &input[..len]);
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&hash.as_bytes()[..8]);
+            return first;
+        }
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
         hasher.update(domain.as_bytes());
         hasher.update(&[0]);
@@ -148,5 +170,17 @@ mod tests {
         let mut full = blake3::Hasher::new_keyed(&[7; 32]);
         full.update(b"user\0alice");
         assert_eq!(hash, hex::encode(&full.finalize().as_bytes()[..8]));
+        // Short inputs are hashed in one call, long ones incrementally: the
+        // same digest on both sides of the line, in one part or several.
+        for len in [0, 1, 58, 59, 60, 61, 100, 300] {
+            let value: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut full = blake3::Hasher::new_keyed(&[7; 32]);
+            full.update(b"ua\0");
+            full.update(&value);
+            let expected = u64::from_le_bytes(full.finalize().as_bytes()[..8].try_into().unwrap());
+            assert_eq!(hasher.item("ua", &value), expected, "{len} bytes");
+            let (head, tail) = value.split_at(len / 2);
+            assert_eq!(hasher.item_of("ua", &[head, tail]), expected, "{len} bytes in two parts");
+        }
     }
 }

@@ -289,20 +289,26 @@ impl FeatureExtractor {
         };
         let path = view.path.as_bytes();
         let path_item = remember(&PATHS, tag, &[path], || self.hasher.item("path", path));
+        for (key, window) in [
+            (&keys.ip_10s, WINDOW_10S),
+            (&keys.ip_60s, WINDOW_60S),
+            (&keys.fp_5m, WINDOW_5M),
+            (&keys.site_5m, WINDOW_5M),
+        ] {
+            plan.push(CounterOp::Count { key: key.clone(), window, add: 1 });
+        }
+        for (key, window, item) in [
+            (&keys.ip_paths, WINDOW_60S, path_item),
+            (&keys.ip_uas, WINDOW_10M, ua_item),
+            (&keys.fp_ips, WINDOW_5M, ip_item),
+            (&keys.fp_uas, WINDOW_5M, ua_item),
+        ] {
+            plan.push(CounterOp::Distinct { key: key.clone(), window, item: Some(item) });
+        }
+        plan.push(CounterOp::Rhythm { key: keys.ip_rhythm.clone(), window: WINDOW_60S });
         let kind = kind.unwrap_or_else(|| crate::session::request_kind(view).0);
         let page = u64::from(kind == RequestKind::Navigation);
         let sub = u64::from(kind == RequestKind::SubResource);
-        // Planned scope by scope: the store runs consecutive operations on
-        // one scope (one key group) under one lookup.
-        plan.push(CounterOp::Count { key: keys.ip_10s.clone(), window: WINDOW_10S, add: 1 });
-        plan.push(CounterOp::Count { key: keys.ip_60s.clone(), window: WINDOW_60S, add: 1 });
-        plan.push(CounterOp::Distinct { key: keys.ip_paths.clone(), window: WINDOW_60S, item: Some(path_item) });
-        plan.push(CounterOp::Distinct { key: keys.ip_uas.clone(), window: WINDOW_10M, item: Some(ua_item) });
-        plan.push(CounterOp::Rhythm { key: keys.ip_rhythm.clone(), window: WINDOW_60S });
-        plan.push(CounterOp::Count { key: keys.fp_5m.clone(), window: WINDOW_5M, add: 1 });
-        plan.push(CounterOp::Distinct { key: keys.fp_ips.clone(), window: WINDOW_5M, item: Some(ip_item) });
-        plan.push(CounterOp::Distinct { key: keys.fp_uas.clone(), window: WINDOW_5M, item: Some(ua_item) });
-        plan.push(CounterOp::Count { key: keys.site_5m.clone(), window: WINDOW_5M, add: 1 });
         plan.push(CounterOp::Count { key: keys.client_pages.clone(), window: WINDOW_10M, add: page });
         plan.push(CounterOp::Count { key: keys.client_subs.clone(), window: WINDOW_10M, add: sub });
         plan.push(CounterOp::Decay {

@@ -732,6 +732,16 @@ fn plain_run(bytes: &[u8]) -> usize {
 mod tests {
     use super::*;
 
+    /// A small fixed-seed generator (xorshift64) for the property loops.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     /// What serde_json makes of the line, for comparison.
     fn serde(line: &str) -> Option<String> {
         serde_json::from_str::<RecordRef<'_>>(line).ok().map(|r| format!("{r:?}"))
@@ -806,13 +816,7 @@ mod tests {
         ];
         // Bytes that matter to JSON, so mutations reach the reader's edges.
         let alphabet = b"{}[]\":,\\/ \tnul0123456789.eE+-uabfrt";
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d_u64);
         let (mut taken, mut deferred) = (0, 0);
         for round in 0..20_000 {
             let mut bytes = templates[round % templates.len()].as_bytes().to_vec();
@@ -861,13 +865,7 @@ mod tests {
 
     #[test]
     fn short_decimals_are_the_numbers_serde_makes() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let mut texts: Vec<String> = [
             "0",
             "0.0",
@@ -935,13 +933,7 @@ mod tests {
         .iter()
         .map(|t| t.to_string())
         .collect();
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d_u64);
         let alphabet = b"0123456789.:af";
         for round in 0..50_000 {
             let text = match round % 2 {
@@ -969,13 +961,7 @@ mod tests {
 
     #[test]
     fn numbers_read_in_one_pass_are_the_ones_read_in_two() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let alphabet = b"0123456789.-+eE";
         let mut texts = vec!["1795915654.8674".to_string(), "0".into(), "01".into(), "1.".into(), ".5".into()];
         for round in 0..50_000 {

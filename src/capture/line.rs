@@ -939,7 +939,7 @@ mod tests {
             let text = match round % 2 {
                 // Near an address: four parts or not, octets up to 999,
                 // sometimes with a leading zero.
-                0 => (0..if next() % 2 == 0 { 4 } else { 3 + next() % 3 })
+                0 => (0..if next().is_multiple_of(2) { 4 } else { 3 + next() % 3 })
                     .map(|_| match next() % 8 {
                         0 => format!("0{}", next() % 100),
                         1 => (next() % 1000).to_string(),
@@ -970,7 +970,8 @@ mod tests {
                     let digits = 1 + next() % 18;
                     let number = (next() % 10u64.pow(digits.min(19) as u32)).to_string();
                     let at = (next() % (number.len() as u64 + 1)) as usize;
-                    format!("{}.{}", &number[..at], &number[at..]).replace(".", if next() % 4 == 0 { "" } else { "." })
+                    format!("{}.{}", &number[..at], &number[at..])
+                        .replace(".", if next().is_multiple_of(4) { "" } else { "." })
                 }
                 _ => {
                     (0..1 + next() % 20).map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char).collect()

@@ -26,6 +26,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod identify;
 pub mod ja4;
+pub mod json_pointer;
 pub mod keyed_hash;
 pub mod lifecycle;
 pub mod listen;

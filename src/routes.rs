@@ -112,15 +112,11 @@ impl LoginSpec {
 
 /// A form field or a JSON pointer's string (or number) in a request body.
 fn body_field(content_type: Option<&str>, body: &[u8], field: Option<&str>, pointer: Option<&str>) -> Option<String> {
-    let content_type = content_type.unwrap_or("").to_ascii_lowercase();
-    let looks_json = content_type.contains("json") || body.first() == Some(&b'{');
+    let looks_json = content_type
+        .is_some_and(|content_type| content_type.as_bytes().windows(4).any(|word| word.eq_ignore_ascii_case(b"json")))
+        || body.first() == Some(&b'{');
     if looks_json {
-        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-        return match value.pointer(pointer?)? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        };
+        return crate::json_pointer::text_at(body, pointer?);
     }
     let field = field?;
     form_urlencoded::parse(body).find(|(name, _)| name == field).map(|(_, value)| value.into_owned())

@@ -1,4 +1,5 @@
-//! Helpers for unit tests: a request view without a socket.
+//! Helpers for unit tests: a request view without a socket, a fixed-seed
+//! generator for property loops.
 
 use std::sync::Arc;
 
@@ -36,4 +37,15 @@ pub fn view_with<T>(
         body,
     );
     f(&view)
+}
+
+/// A small fixed-seed generator (xorshift64) for property loops: the same
+/// sequence on every run, so a failure names its case.
+pub fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
 }

@@ -731,16 +731,7 @@ fn plain_run(bytes: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A small fixed-seed generator (xorshift64) for the property loops.
-    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
-        move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        }
-    }
+    use crate::test_support::xorshift;
 
     /// What serde_json makes of the line, for comparison.
     fn serde(line: &str) -> Option<String> {

@@ -674,13 +674,7 @@ mod tests {
             .filter(|node| node.feature != LEAF)
             .map(|node| (node.feature as usize, node.threshold))
             .collect();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_support::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut vectors = Vec::new();
         for _ in 0..count {
             let mut x = MISSING;

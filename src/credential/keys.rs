@@ -248,21 +248,32 @@ impl LoginKeys {
 /// `login:{route}:{scope}:{id}:{counter}`; Redis Cluster hash tags come
 /// with the shared backend.
 fn write_key(key: &mut String, client: &ClientKeys, user: Option<&str>, scope: Scope, counter: Counter) {
-    let id = match scope {
+    write_prefix(key, &client.route, scope, scope_id(client, user, scope));
+    key.push_str(counter.suffix());
+}
+
+/// The id a scope's keys carry for this client (and account).
+fn scope_id<'a>(client: &'a ClientKeys, user: Option<&'a str>, scope: Scope) -> &'a str {
+    match scope {
         Scope::Ip => &client.ip,
         Scope::Subnet => &client.subnet,
         Scope::Fingerprint => &client.fingerprint,
         Scope::Net => &client.net,
         Scope::User => user.unwrap_or("-"),
         Scope::Site => "all",
-    };
-    write_key_of(key, &client.route, scope, id, counter);
+    }
 }
 
 /// `login:{route}:{scope}:{id}:{counter}` appended to `key`.
 fn write_key_of(key: &mut String, route: &str, scope: Scope, id: &str, counter: Counter) {
+    write_prefix(key, route, scope, id);
+    key.push_str(counter.suffix());
+}
+
+/// `login:{route}:{scope}:{id}:`, what a scope's keys share, appended to `key`.
+fn write_prefix(key: &mut String, route: &str, scope: Scope, id: &str) {
     // Plain appends: the formatting machinery costs more than the copying.
-    for part in ["login:", route, ":", scope.as_str(), ":", id, ":", counter.suffix()] {
+    for part in ["login:", route, ":", scope.as_str(), ":", id, ":"] {
         key.push_str(part);
     }
 }
@@ -341,8 +352,7 @@ fn build_client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &
                 Some((written, len)) if written == scope => text.truncate(len),
                 _ => {
                     text.clear();
-                    write_key(&mut text, &client, None, scope, counter);
-                    text.truncate(text.len() - counter.suffix().len());
+                    write_prefix(&mut text, &client.route, scope, scope_id(&client, None, scope));
                     prefix = Some((scope, text.len()));
                 }
             }
@@ -417,6 +427,8 @@ mod tests {
         for (scope, counter) in COUNTERS {
             let key = keys.key(scope, counter);
             assert_eq!(&*key, keys.text(scope, counter), "{scope:?} {counter:?}");
+            let id = scope_id(&keys.client, keys.user.as_deref(), scope);
+            assert_eq!(&*key, format!("login:login:{}:{id}:{}", scope.as_str(), counter.suffix()));
             assert_eq!(keys.name(scope, counter), keys.text(scope, counter));
             assert!(key.starts_with(&format!("login:login:{}:", scope.as_str())), "{key}");
             assert!(key.ends_with(&format!(":{}", counter.suffix())), "{key}");

@@ -389,15 +389,21 @@ async fn serve_connection<S>(
     let recorder = HeadRecorder::new(wire_heads.clone(), limits.max_header_bytes, limits.max_headers);
     let io = TokioIo::new(Tracked::new(stream, activity.clone(), Some(recorder)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = builder.http1();
+    http1
         .timer(TokioTimer::new())
         // The head deadline is kept below, from accept (see `idle`); hyper's
         // would restart on every keep-alive wait.
         .header_read_timeout(None::<Duration>)
         .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
         .keep_alive(true);
+    // hyper's own limit is 100, in slots on the stack; a limit set (even to
+    // 100) makes it allocate and fill two arrays of that many for every
+    // head it parses (~1.7k instructions per request). Set only when it
+    // differs: the same limit either way.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        http1.max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -515,6 +521,11 @@ enum Watchdog {
     Shutdown,
     IdleCheck,
 }
+
+/// hyper's limit on the headers of a request when none is set
+/// (`DEFAULT_MAX_HEADERS`, private to hyper; `tests/listen_header_limits.rs`
+/// holds palisade to it).
+const HYPER_MAX_HEADERS: usize = 100;
 
 /// Under connection pressure, how long a connection may wait for a head
 /// or sit idle before it is shed.

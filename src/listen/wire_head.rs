@@ -11,6 +11,12 @@
 //! is unexpected (HTTP/2, an upgrade, a head too large, a parse error) the
 //! recorder turns itself off and the fingerprint falls back to the
 //! `HeaderMap` order.
+//!
+//! Clients on a keep-alive connection send the same header names request
+//! after request. The recorder keeps the last head's names and, when the
+//! next head is whole in one read, first checks it line by line against
+//! them ([`quick_head`]): the same names share one allocation, and only a
+//! head that differs goes through httparse (and allocates its names).
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
@@ -69,11 +75,19 @@ fn in_key_order(names: &[Box<str>], headers: &http::HeaderMap) -> bool {
 /// `key.as_str().eq_ignore_ascii_case(name)` says, eight bytes at a time.
 /// A key is already lower case, so only the sent name needs lowering;
 /// comparing byte by byte was most of the cost of matching a head to its
-/// request (a dozen names of a dozen bytes, every request).
+/// request (a dozen names of a dozen bytes, every request). The bytes
+/// after the last whole word are compared as the last eight (which
+/// overlap the word before), or, in a name shorter than a word, gathered
+/// byte by byte: copying them into a padded word called `memcpy` twice
+/// per name.
 fn is_name_of(name: &str, key: &http::HeaderName) -> bool {
     let (name, key) = (name.as_bytes(), key.as_str().as_bytes());
-    if name.len() != key.len() {
+    let length = name.len();
+    if length != key.len() {
         return false;
+    }
+    if length < 8 {
+        return lowercase_word(short_word(name)) == short_word(key);
     }
     let mut name_words = name.chunks_exact(8);
     let mut key_words = key.chunks_exact(8);
@@ -82,11 +96,7 @@ fn is_name_of(name: &str, key: &http::HeaderName) -> bool {
             return false;
         }
     }
-    let (n, k) = (name_words.remainder(), key_words.remainder());
-    let mut padded = ([0u8; 8], [0u8; 8]);
-    padded.0[..n.len()].copy_from_slice(n);
-    padded.1[..k.len()].copy_from_slice(k);
-    lowercase_word(u64::from_le_bytes(padded.0)) == u64::from_le_bytes(padded.1)
+    name_words.remainder().is_empty() || lowercase_word(word(&name[length - 8..])) == word(&key[length - 8..])
 }
 
 /// Eight bytes as one word (the chunk is exactly eight long).
@@ -94,6 +104,11 @@ fn word(bytes: &[u8]) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(bytes);
     u64::from_le_bytes(word)
+}
+
+/// Fewer than eight bytes as one word, zeros after them.
+fn short_word(bytes: &[u8]) -> u64 {
+    bytes.iter().rev().fold(0, |word, byte| (word << 8) | u64::from(*byte))
 }
 
 /// Each byte of `x` lowered as `u8::to_ascii_lowercase` does: `A`–`Z`
@@ -145,11 +160,155 @@ pub struct HeadRecorder {
     max_head_bytes: usize,
     max_headers: usize,
     heads: WireHeads,
+    /// The names of the last head recorded, for the next one to share.
+    last: Option<LastHead>,
+}
+
+/// The last head's names, and which of them frame the body.
+#[derive(Debug)]
+struct LastHead {
+    names: WireNames,
+    kinds: Box<[Kind]>,
+}
+
+/// The names the recorder reads the value of: those that say what follows
+/// a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Other,
+    Upgrade,
+    TransferEncoding,
+    ContentLength,
+}
+
+impl Kind {
+    fn of(name: &str) -> Kind {
+        if name.eq_ignore_ascii_case("content-length") {
+            Kind::ContentLength
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            Kind::TransferEncoding
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            Kind::Upgrade
+        } else {
+            Kind::Other
+        }
+    }
+}
+
+/// What a head's framing headers say, gathered one header at a time.
+#[derive(Debug, Default)]
+struct Framing {
+    upgrade: bool,
+    chunked: bool,
+    /// The first `Content-Length`, and whether it was a number.
+    content_length: Option<Option<u64>>,
+}
+
+impl Framing {
+    fn add(&mut self, kind: Kind, value: &[u8]) {
+        match kind {
+            Kind::Other => {}
+            Kind::Upgrade => self.upgrade = true,
+            // Any `chunked`, case aside (the bytes around it do not matter).
+            Kind::TransferEncoding => {
+                self.chunked |= value.windows(7).any(|word| word.eq_ignore_ascii_case(b"chunked"));
+            }
+            Kind::ContentLength if self.content_length.is_none() => {
+                self.content_length = Some(std::str::from_utf8(value).ok().and_then(|s| s.trim().parse().ok()));
+            }
+            Kind::ContentLength => {}
+        }
+    }
+
+    /// What follows the head: an upgrade or CONNECT is not followed, then
+    /// chunked wins over a length, and a length that is not a number stops
+    /// the recorder.
+    fn next(&self, connect: bool) -> State {
+        if self.upgrade || connect {
+            return State::Off;
+        }
+        if self.chunked {
+            return State::ChunkSize;
+        }
+        match self.content_length {
+            Some(Some(length)) => State::Body(length),
+            Some(None) => State::Off,
+            None => State::Head,
+        }
+    }
+}
+
+/// A head whole in `head`, with exactly the names of `last`, each line as
+/// plain as `Name:value\r\n`: its length and what follows it, without
+/// httparse (about a third of its instructions for a browser's head).
+/// `None` sends the head to httparse: anything else (other names, another
+/// case, a bare LF, a head not all there, `CONNECT`).
+///
+/// The names it accepts are the ones httparse finds in such a head, which
+/// the tests hold it to. It does not check what httparse would refuse in
+/// the request line or the values; hyper parses every head with httparse
+/// too, and answers such a head 400 and closes the connection, so a name
+/// list recorded for it is never taken.
+fn quick_head(last: &LastHead, head: &[u8]) -> Option<(usize, State)> {
+    let line_end = memchr::memchr(b'\n', head)?;
+    // A request line of at least one byte (httparse would skip an empty one).
+    if line_end < 2 || head[line_end - 1] != b'\r' || head.starts_with(b"CONNECT ") {
+        return None;
+    }
+    let mut at = line_end + 1;
+    let mut framing = Framing::default();
+    for (name, kind) in last.names.iter().zip(&last.kinds[..]) {
+        let name = name.as_bytes();
+        let line = head.get(at..)?;
+        if line.get(name.len()) != Some(&b':') || !line.starts_with(name) {
+            return None;
+        }
+        let value_start = at + name.len() + 1;
+        let end = value_start + memchr::memchr(b'\n', &head[value_start..])?;
+        // `end - 1` is at least the colon.
+        if head[end - 1] != b'\r' {
+            return None;
+        }
+        if *kind != Kind::Other {
+            framing.add(*kind, &head[value_start..end - 1]);
+        }
+        at = end + 1;
+    }
+    if head.get(at..at + 2)? != b"\r\n" {
+        return None;
+    }
+    Some((at + 2, framing.next(false)))
+}
+
+/// Record `headers`' names: the last head's when they are the same bytes
+/// (one shared allocation), new ones otherwise.
+fn remember(last: &mut Option<LastHead>, heads: &WireHeads, headers: &[httparse::Header<'_>]) {
+    let same = last.as_ref().is_some_and(|last| {
+        last.names.len() == headers.len()
+            && last.names.iter().zip(headers).all(|(name, header)| name.as_bytes() == header.name.as_bytes())
+    });
+    if !same {
+        *last = Some(LastHead {
+            names: headers.iter().map(|h| Box::from(h.name)).collect(),
+            kinds: headers.iter().map(|h| Kind::of(h.name)).collect(),
+        });
+    }
+    if let Some(last) = last {
+        heads.push(last.names.clone());
+    }
 }
 
 impl HeadRecorder {
     pub fn new(heads: WireHeads, max_head_bytes: usize, max_headers: usize) -> Self {
-        HeadRecorder { state: State::Head, buffer: Vec::new(), slots: Vec::new(), max_head_bytes, max_headers, heads }
+        HeadRecorder {
+            state: State::Head,
+            buffer: Vec::new(),
+            slots: Vec::new(),
+            max_head_bytes,
+            max_headers,
+            heads,
+            last: None,
+        }
     }
 
     pub fn is_off(&self) -> bool {
@@ -201,14 +360,25 @@ impl HeadRecorder {
             self.state = State::Off;
             return &[];
         }
+        if in_place
+            && let Some(last) = &self.last
+            && let Some((head_length, next)) = quick_head(last, head)
+        {
+            self.heads.push(last.names.clone());
+            self.state = next;
+            return &data[head_length..];
+        }
         let mut slots = recycle_slots(std::mem::take(&mut self.slots));
         slots.resize_with(self.max_headers.clamp(1, 512), MaybeUninit::uninit);
         let mut request = httparse::Request::new(&mut []);
         let (parsed, next) = match request.parse_with_uninit_headers(head, &mut slots) {
             Ok(httparse::Status::Complete(head_length)) => {
-                let names: WireNames = request.headers.iter().map(|h| Box::from(h.name)).collect();
-                self.heads.push(names);
-                (Some(head_length), Self::framing(&request))
+                remember(&mut self.last, &self.heads, request.headers);
+                let mut framing = Framing::default();
+                for header in request.headers.iter() {
+                    framing.add(Kind::of(header.name), header.value);
+                }
+                (Some(head_length), framing.next(request.method == Some("CONNECT")))
             }
             Ok(httparse::Status::Partial) if head.len() <= self.max_head_bytes => (None, State::Head),
             // Too large or malformed: hyper answers it; stop following.
@@ -227,24 +397,6 @@ impl HeadRecorder {
                 }
                 &[]
             }
-        }
-    }
-
-    /// What follows a request head, from its framing headers.
-    fn framing(request: &httparse::Request<'_, '_>) -> State {
-        let header = |wanted: &'static str| {
-            request.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(wanted)).map(|h| h.value)
-        };
-        if header("upgrade").next().is_some() || request.method == Some("CONNECT") {
-            return State::Off;
-        }
-        if header("transfer-encoding").any(|v| String::from_utf8_lossy(v).to_ascii_lowercase().contains("chunked")) {
-            return State::ChunkSize;
-        }
-        match header("content-length").next().map(|v| std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok())) {
-            Some(Some(length)) => State::Body(length),
-            Some(None) => State::Off,
-            None => State::Head,
         }
     }
 
@@ -395,7 +547,210 @@ mod tests {
         assert!(!is_name_of("@", &http::HeaderName::from_static("`")), "only letters change case");
     }
 
+    /// The names and what follows, as httparse and the framing headers
+    /// give them: what the recorder did for every head before the quick
+    /// path, and still does for a head the quick path does not take.
+    fn parsed(head: &[u8]) -> Option<(usize, Vec<String>, State)> {
+        let mut slots = [httparse::EMPTY_HEADER; 100];
+        let mut request = httparse::Request::new(&mut slots);
+        let httparse::Status::Complete(length) = request.parse(head).ok()? else { return None };
+        let mut framing = Framing::default();
+        for header in request.headers.iter() {
+            framing.add(Kind::of(header.name), header.value);
+        }
+        let names = request.headers.iter().map(|h| h.name.to_string()).collect();
+        Some((length, names, framing.next(request.method == Some("CONNECT"))))
+    }
+
+    fn last_head(names: &[String]) -> LastHead {
+        LastHead {
+            names: names.iter().map(|n| Box::from(n.as_str())).collect(),
+            kinds: names.iter().map(|n| Kind::of(n)).collect(),
+        }
+    }
+
+    /// A request head from generated parts: names (any case), values, and
+    /// the separator after each colon.
+    fn head_text(request_line: &str, headers: &[(String, String, &str)]) -> Vec<u8> {
+        let mut head = format!("{request_line}\r\n");
+        for (name, value, gap) in headers {
+            head.push_str(&format!("{name}:{gap}{value}\r\n"));
+        }
+        head.push_str("\r\n");
+        head.into_bytes()
+    }
+
+    fn header_strategy() -> impl proptest::strategy::Strategy<Value = (String, String, &'static str)> {
+        use proptest::prelude::*;
+        let name = prop_oneof![
+            Just("Host".to_string()),
+            Just("user-agent".to_string()),
+            Just("Accept".to_string()),
+            Just("Content-Length".to_string()),
+            Just("content-length".to_string()),
+            Just("Transfer-Encoding".to_string()),
+            Just("Upgrade".to_string()),
+            "[A-Za-z][A-Za-z0-9-]{0,20}",
+        ];
+        let value = prop_oneof![
+            Just("5".to_string()),
+            Just(" 12 ".to_string()),
+            Just("gzip, chunked".to_string()),
+            "[ -~]{0,40}"
+        ];
+        (name, value, prop_oneof![Just(""), Just(" "), Just("\t")])
+    }
+
+    #[test]
+    fn the_quick_path_takes_a_repeated_head_and_shares_its_names() {
+        let heads = WireHeads::default();
+        let mut recorder = HeadRecorder::new(heads.clone(), 16 * 1024, 100);
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\nAccept: */*\r\n\r\n";
+        recorder.feed(get);
+        recorder.feed(b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+        recorder.feed(b"POST /c HTTP/1.1\r\nHost: b\r\nContent-Length:  10 \r\n\r\n0123456789");
+        recorder.feed(b"POST /c HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\n\r\nxy");
+        recorder.feed(get);
+        recorder.feed(b"GET / HTTP/1.1\r\nHOST: a\r\nUser-Agent: x\r\nAccept: */*\r\n\r\n");
+        assert!(!recorder.is_off());
+        assert_eq!(recorder.state, State::Head, "every body was followed to its end");
+        let queue = heads.0.lock().unwrap();
+        let names: Vec<Vec<&str>> = queue.iter().map(|n| n.iter().map(|s| &**s).collect()).collect();
+        assert_eq!(
+            names,
+            [
+                vec!["Host", "User-Agent", "Accept"],
+                vec!["Host", "Content-Length"],
+                vec!["Host", "Content-Length"],
+                vec!["Host", "Content-Length"],
+                vec!["Host", "User-Agent", "Accept"],
+                vec!["HOST", "User-Agent", "Accept"],
+            ]
+        );
+        assert!(Arc::ptr_eq(&queue[1], &queue[2]) && Arc::ptr_eq(&queue[2], &queue[3]), "the same names are shared");
+        assert!(!Arc::ptr_eq(&queue[0], &queue[4]), "only the last head's names are kept");
+    }
+
+    #[test]
+    fn the_quick_path_leaves_anything_unusual_to_httparse() {
+        let last = last_head(&["Host".to_string(), "Accept".to_string()]);
+        for head in
+            [&b"GET / HTTP/1.1\r\nHost: a\r\nAccept: b\r\n\r\n"[..], b"GET / HTTP/1.1\r\nHost:\r\nAccept:\r\n\r\n"]
+        {
+            assert_eq!(quick_head(&last, head), Some((head.len(), State::Head)), "{}", String::from_utf8_lossy(head));
+        }
+        for head in [
+            &b"GET / HTTP/1.1\r\nhost: a\r\nAccept: b\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost : a\r\nAccept: b\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\r\nAccept: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\nAccept: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nAccept: b\r\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nAccept: b\r\nX: c\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nAccept: b\r\n\r",
+            b"GET / HTTP/1.1\r\nHost: a\r\nAccept: b",
+            b"GET / HTTP/1.1\r\nHost",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\nAccept: b\r\n\r\n",
+            b"\r\nHost: a\r\nAccept: b\r\n\r\n",
+        ] {
+            assert_eq!(quick_head(&last, head), None, "{}", String::from_utf8_lossy(head));
+        }
+    }
+
     proptest::proptest! {
+        /// The quick path against httparse, on heads httparse parses: the
+        /// same length, names and framing for the head's own names, and no
+        /// answer for another head's.
+        #[test]
+        fn the_quick_path_agrees_with_httparse(
+            headers in proptest::collection::vec(header_strategy(), 0..12),
+            other in proptest::collection::vec("[A-Za-z-]{1,8}", 0..12),
+            method in proptest::prop_oneof![proptest::strategy::Just("GET"), proptest::strategy::Just("POST"), proptest::strategy::Just("CONNECT")],
+        ) {
+            let head = head_text(&format!("{method} /p?q HTTP/1.1"), &headers);
+            let Some((length, names, state)) = parsed(&head) else { return Ok(()) };
+            let quick = quick_head(&last_head(&names), &head);
+            if method == "CONNECT" {
+                proptest::prop_assert_eq!(quick, None);
+            } else {
+                proptest::prop_assert_eq!(quick, Some((length, state)));
+            }
+            if other != names {
+                proptest::prop_assert_eq!(quick_head(&last_head(&other), &head), None);
+            }
+        }
+
+        /// Whatever bytes a head is turned into, a head the quick path takes
+        /// is one httparse finds the same names, length and framing in, or
+        /// one httparse (and so hyper) refuses.
+        #[test]
+        fn the_quick_path_never_disagrees_with_httparse(
+            headers in proptest::collection::vec(header_strategy(), 1..8),
+            edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..4),
+        ) {
+            let head = head_text("POST /p HTTP/1.1", &headers);
+            let (_, names, _) = parsed(&head).expect("a generated head parses");
+            let mut edited = head.clone();
+            for (at, byte) in edits {
+                let at = at % edited.len();
+                edited[at] = byte;
+            }
+            if let Some((length, state)) = quick_head(&last_head(&names), &edited) {
+                let mut slots = [httparse::EMPTY_HEADER; 100];
+                let mut request = httparse::Request::new(&mut slots);
+                if let Ok(httparse::Status::Complete(_)) = request.parse(&edited) {
+                    proptest::prop_assert_eq!(parsed(&edited), Some((length, names, state)));
+                }
+            }
+        }
+
+        /// Requests with bodies, one after another on one connection, cut
+        /// into reads anywhere: every head's names, in order, whichever
+        /// path each took.
+        #[test]
+        fn a_connection_of_repeated_heads_is_recorded_whole(
+            requests in proptest::collection::vec((0..3usize, 0..20usize), 1..10),
+            cuts in proptest::collection::vec(0..2000usize, 0..6),
+        ) {
+            let families: [&[&str]; 3] = [&["Host", "User-Agent", "Accept"], &["Host", "content-length", "X-A"], &["host", "Transfer-Encoding"]];
+            let mut stream = Vec::new();
+            let mut expected = Vec::new();
+            for (family, size) in &requests {
+                let names = families[*family];
+                stream.extend_from_slice(b"POST /x HTTP/1.1\r\n");
+                for name in names {
+                    let value = match *name {
+                        "content-length" => size.to_string(),
+                        "Transfer-Encoding" => "chunked".to_string(),
+                        _ => "v".to_string(),
+                    };
+                    stream.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+                }
+                stream.extend_from_slice(b"\r\n");
+                match *family {
+                    1 => stream.extend(std::iter::repeat_n(b'b', *size)),
+                    2 if *size > 0 => {
+                        stream.extend_from_slice(format!("{size:x}\r\n{}\r\n0\r\n\r\n", "c".repeat(*size)).as_bytes());
+                    }
+                    2 => stream.extend_from_slice(b"0\r\n\r\n"),
+                    _ => {}
+                }
+                expected.push(names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for cut in cuts {
+                chunks.push(&stream[from..cut]);
+                from = cut;
+            }
+            chunks.push(&stream[from..]);
+            let (heads, off) = record(&chunks);
+            proptest::prop_assert!(!off);
+            proptest::prop_assert_eq!(heads, expected);
+        }
+
         #[test]
         fn words_are_lowered_as_each_byte_is(bytes in proptest::array::uniform8(proptest::num::u8::ANY)) {
             let lowered = lowercase_word(u64::from_le_bytes(bytes)).to_le_bytes();

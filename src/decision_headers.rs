@@ -38,11 +38,17 @@ impl DecisionHeaders {
 
     /// Replace whatever the client sent under these names with the decision.
     pub fn insert(&self, headers: &mut HeaderMap, decision: &Decision) {
-        for name in self.all() {
-            headers.remove(name);
+        // Most requests carry none of these names and no underscore in any
+        // name: one pass over the names finds that, instead of five hashed
+        // removals of absent names and a pass for underscores.
+        let lengths = self.lengths();
+        if headers.keys().any(|key| self.may_be_claimed_by(key, lengths)) {
+            for name in self.all() {
+                headers.remove(name);
+            }
+            strip_underscore_aliases(headers, &self.all().map(HeaderName::as_str));
         }
-        strip_underscore_aliases(headers, &self.all().map(HeaderName::as_str));
-        headers.insert(self.score.clone(), HeaderValue::from(u16::from(decision.score())));
+        headers.insert(self.score.clone(), score_value(decision.score()));
         if let Some(value) = detections_value(decision) {
             headers.insert(self.detections.clone(), value);
         }
@@ -54,6 +60,88 @@ impl DecisionHeaders {
             headers.insert(self.partner.clone(), value);
         }
     }
+}
+
+impl DecisionHeaders {
+    /// The lengths of these names, as [`length_bit`]s.
+    fn lengths(&self) -> u64 {
+        self.all().iter().fold(0, |lengths, name| lengths | length_bit(name.as_str().len()))
+    }
+
+    /// Whether a client's header `key` is one of these names, or has an
+    /// underscore (and so may spell one: [`strip_underscore_aliases`]).
+    /// `lengths` is [`Self::lengths`]: only a name of one of those lengths
+    /// is compared with the five.
+    fn may_be_claimed_by(&self, key: &HeaderName, lengths: u64) -> bool {
+        let name = key.as_str();
+        has_underscore(name.as_bytes()) || (lengths & length_bit(name.len()) != 0 && self.all().contains(&key))
+    }
+}
+
+/// A length as one bit of a word (63 for every length from 63 on).
+fn length_bit(length: usize) -> u64 {
+    1 << length.min(63)
+}
+
+/// Whether a header name has an `_`, eight bytes at a time: most names are
+/// a word or two long, and this runs for every name of every request
+/// (twice: the client-address claims look for underscores too).
+pub fn has_underscore(name: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // A byte of `word ^ "________"` is zero where the name has `_`; the
+    // expression is nonzero exactly when some byte is zero.
+    let any_underscore = |word: u64| {
+        let x = word ^ (u64::from(b'_') * ONES);
+        x.wrapping_sub(ONES) & !x & (0x80 * ONES) != 0
+    };
+    if name.len() < 8 {
+        // Zeros after the name are not `_`.
+        return any_underscore(name.iter().rev().fold(0, |word, byte| (word << 8) | u64::from(*byte)));
+    }
+    let mut words = name.chunks_exact(8);
+    // The bytes after the last whole word are in the name's last eight.
+    words.any(|chunk| any_underscore(word(chunk)))
+        || (!words.remainder().is_empty() && any_underscore(word(&name[name.len() - 8..])))
+}
+
+/// Eight bytes as one word (the slice is exactly eight long).
+fn word(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes);
+    u64::from_le_bytes(word)
+}
+
+/// `0` to `255`, three digits each (`000001002…255`): a score's text is
+/// the end of its three.
+const SCORE_DIGITS: [u8; 768] = {
+    let mut digits = [0u8; 768];
+    let mut score = 0;
+    while score < 256 {
+        digits[3 * score] = b'0' + (score / 100) as u8;
+        digits[3 * score + 1] = b'0' + (score / 10 % 10) as u8;
+        digits[3 * score + 2] = b'0' + (score % 10) as u8;
+        score += 1;
+    }
+    digits
+};
+
+/// [`SCORE_DIGITS`] as text (digits are UTF-8; checked when compiled).
+static SCORE_TEXT: &str = match std::str::from_utf8(&SCORE_DIGITS) {
+    Ok(text) => text,
+    Err(_) => panic!("digits are UTF-8"),
+};
+
+/// A score as a header value, in decimal as `HeaderValue::from(u16)`
+/// writes it, pointing into [`SCORE_TEXT`]: no allocation, where the
+/// conversion from a number allocates its text for every request.
+fn score_value(score: u8) -> HeaderValue {
+    let digits = match score {
+        100.. => 3,
+        10.. => 2,
+        _ => 1,
+    };
+    let end = 3 * usize::from(score) + 3;
+    HeaderValue::from_static(&SCORE_TEXT[end - digits..end])
 }
 
 /// Remove headers that spell one of `names` with `_` for `-` (`X_Palisade_Score`).
@@ -123,6 +211,49 @@ mod tests {
         strip_underscore_aliases(&mut headers, &names.all().map(HeaderName::as_str));
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert!(headers.contains_key("x_other_header"));
+    }
+
+    #[test]
+    fn score_values_are_the_decimal_numbers() {
+        for score in 0..=u8::MAX {
+            assert_eq!(score_value(score), HeaderValue::from(u16::from(score)), "{score}");
+        }
+    }
+
+    #[test]
+    fn client_names_that_may_claim_a_decision_header() {
+        let names = DecisionHeaders::default();
+        let lengths = names.lengths();
+        for claimed in ["x-palisade-score", "x-palisade-partner", "x_palisade_score", "a_b", "_"] {
+            assert!(names.may_be_claimed_by(&HeaderName::from_static(claimed), lengths), "{claimed}");
+        }
+        for other in ["host", "x-palisade-scores", "x-palisade", "sec-ch-ua-platform", "x-palisade-score-"] {
+            assert!(!names.may_be_claimed_by(&HeaderName::from_static(other), lengths), "{other}");
+        }
+        // Configured names of any length, standard ones among them.
+        let long = "x-".repeat(40) + "score";
+        let odd = DecisionHeaders {
+            score: HeaderName::from_bytes(long.as_bytes()).unwrap(),
+            detections: http::header::VIA,
+            request_id: HeaderName::from_static("r"),
+            action: HeaderName::from_static("x-palisade-action"),
+            partner: HeaderName::from_static("x-palisade-partner"),
+        };
+        let lengths = odd.lengths();
+        for claimed in [&long[..], "via", "r"] {
+            assert!(odd.may_be_claimed_by(&HeaderName::from_bytes(claimed.as_bytes()).unwrap(), lengths), "{claimed}");
+        }
+        let other = "x-".repeat(41) + "score";
+        for other in [&other[..], "vib", "s", "x-palisade-score"] {
+            assert!(!odd.may_be_claimed_by(&HeaderName::from_bytes(other.as_bytes()).unwrap(), lengths), "{other}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn underscores_are_found_as_contains_finds_them(name in "[a-z0-9_-]{0,40}") {
+            proptest::prop_assert_eq!(has_underscore(name.as_bytes()), name.contains('_'));
+        }
     }
 
     #[test]

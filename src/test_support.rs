@@ -16,8 +16,19 @@ pub fn view_with<T>(
     body: Option<&[u8]>,
     f: impl FnOnce(&RequestView<'_>) -> T,
 ) -> T {
-    let config = Config::default();
-    let routes = RouteTable::from_config(&config).unwrap();
+    view_under(&Config::default(), method, target, headers, body, f)
+}
+
+/// [`view_with`] under the routes of `config`.
+pub fn view_under<T>(
+    config: &Config,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    f: impl FnOnce(&RequestView<'_>) -> T,
+) -> T {
+    let routes = RouteTable::from_config(config).unwrap();
     let method: http::Method = method.parse().unwrap();
     let uri: http::Uri = target.parse().unwrap();
     let mut map = http::HeaderMap::new();

@@ -17,6 +17,7 @@
 //! `palisade train` reads the vectors a replay computed.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::value_cache::{self, remember};
@@ -154,22 +155,21 @@ const HALF_LIFE_30S: Duration = Duration::from_secs(30);
 
 /// The counter keys of one request, made once in `plan` and read again
 /// after the store answered, and what its user agent says (worked out, or
-/// remembered, with the user agent's key).
+/// remembered, with the user agent's key). Each scope's keys are shared by
+/// the requests that name the same address, fingerprint or client on a
+/// route (remembered per thread with the scope's id).
 #[derive(Debug, Clone)]
 pub struct FeatureKeys {
     user_agent: UaFacts,
-    ip_10s: Key,
-    ip_60s: Key,
-    ip_paths: Key,
-    ip_uas: Key,
-    fp_5m: Key,
-    site_5m: Key,
-    fp_ips: Key,
-    fp_uas: Key,
-    ip_rhythm: Key,
-    client_pages: Key,
-    client_subs: Key,
-    client_recent_page: Key,
+    /// Requests in 10 s and 60 s, distinct paths, distinct user agents,
+    /// arrival rhythm.
+    ip: Arc<[Key; 5]>,
+    /// Requests in 5 min, distinct addresses, distinct user agents.
+    fingerprint: Arc<[Key; 3]>,
+    /// Page loads and subresources in 10 min, recent page loads.
+    client: Arc<[Key; 3]>,
+    /// The route's requests in 5 min.
+    site: Key,
 }
 
 /// The counters the features keep of their own (the login features read
@@ -228,95 +228,96 @@ impl FeatureExtractor {
         // One keyed hash serves both as the address's counter-key id and
         // as its item in the fingerprint's distinct-address sketch: the key
         // hasher's text is the hex of the item's bytes.
-        // The fingerprint's and the user agent's items repeat across
-        // clients, a client's across its requests, a path's across
-        // clients: all remembered per thread (`value_cache`), keyed by the
-        // hashed bytes themselves.
+        // A fingerprint's and a user agent's work repeats across clients, a
+        // client's across its requests, a path's across clients: the items
+        // and each scope's keys are remembered per thread (`value_cache`),
+        // keyed by the hashed bytes themselves (and the route, for keys).
         let tag = self.hasher.tag();
-        let ip_item = remember(&ADDRESSES, tag, &[ip_text.as_bytes()], || self.hasher.item("ip", ip_text.as_bytes()));
-        let ip = KeyHasher::item_hex(ip_item);
+        let route = &*view.route.name;
+        // The route is part of every key: remembered under its length and
+        // its name, so that no two (route, id) pairs lay out the same bytes.
+        let route_len = (route.len() as u32).to_le_bytes();
+        let route_parts: [&[u8]; 2] = [&route_len, route.as_bytes()];
+        let mut text = String::with_capacity(route.len() + 32);
+        use ModelCounter::*;
+        let (ip_item, ip_keys) =
+            remember(&ADDRESSES, tag, &[route_parts[0], route_parts[1], ip_text.as_bytes()], || {
+                let item = self.hasher.item("ip", ip_text.as_bytes());
+                let keys = counter_keys(
+                    &mut text,
+                    route,
+                    "ip",
+                    hex_text(&KeyHasher::item_hex(item)),
+                    [Requests10s, Requests60s, DistinctPaths, DistinctUserAgents, Rhythm],
+                );
+                (item, Arc::new(keys))
+            });
         let fingerprint_bytes = view.fingerprint().as_bytes();
-        let fingerprint = match view.ja4 {
-            Some(ja4) => {
-                let parts: &[&[u8]] = &[fingerprint_bytes, b"|", ja4.as_bytes()];
-                remember(&FINGERPRINTS, tag, parts, || self.hasher.item_of("fp", parts))
-            }
-            None => remember(&FINGERPRINTS, tag, &[fingerprint_bytes], || self.hasher.item("fp", fingerprint_bytes)),
+        let ja4 = view.ja4.unwrap_or("");
+        // Without JA4 the fingerprint alone is hashed; with it, the two
+        // joined by `|`.
+        let fingerprint_parts: &[&[u8]] = if view.ja4.is_some() {
+            &[route_parts[0], route_parts[1], fingerprint_bytes, b"|", ja4.as_bytes()]
+        } else {
+            &[route_parts[0], route_parts[1], fingerprint_bytes]
         };
-        let fingerprint = KeyHasher::item_hex(fingerprint);
+        let fingerprint_keys = remember(&FINGERPRINTS, tag, fingerprint_parts, || {
+            let item = self.hasher.item_of("fp", &fingerprint_parts[2..]);
+            let keys = counter_keys(
+                &mut text,
+                route,
+                "fp",
+                hex_text(&KeyHasher::item_hex(item)),
+                [Requests5m, DistinctAddresses, DistinctUserAgents],
+            );
+            Arc::new(keys)
+        });
         let user_agent = view.user_agent.unwrap_or("");
         let (facts, ua_item) = remember(&USER_AGENTS, tag, &[user_agent.as_bytes()], || {
             (UaFacts::of(user_agent), self.hasher.item("ua", user_agent.as_bytes()))
         });
         // The client as a browser tab sees it: one address, one user agent.
-        let client_parts: &[&[u8]] = &[ip_text.as_bytes(), b"\n", user_agent.as_bytes()];
-        let client =
-            KeyHasher::item_hex(remember(&CLIENTS, tag, client_parts, || self.hasher.item_of("client", client_parts)));
-        let route = &*view.route.name;
-        let mut text = String::with_capacity(route.len() + 32);
-        use ModelCounter::*;
-        let [ip_10s, ip_60s, ip_paths, ip_uas, ip_rhythm] = counter_keys(
-            &mut text,
-            route,
-            "ip",
-            hex_text(&ip),
-            [Requests10s, Requests60s, DistinctPaths, DistinctUserAgents, Rhythm],
-        );
-        let [fp_5m, fp_ips, fp_uas] = counter_keys(
-            &mut text,
-            route,
-            "fp",
-            hex_text(&fingerprint),
-            [Requests5m, DistinctAddresses, DistinctUserAgents],
-        );
-        let [client_pages, client_subs, client_recent_page] =
-            counter_keys(&mut text, route, "cl", hex_text(&client), [PageLoads10m, Subresources10m, RecentPageLoads]);
-        let [site_5m] = counter_keys(&mut text, route, "site", "all", [Requests5m]);
-        let keys = FeatureKeys {
-            user_agent: facts,
-            ip_10s,
-            ip_60s,
-            ip_paths,
-            ip_uas,
-            fp_5m,
-            site_5m,
-            fp_ips,
-            fp_uas,
-            ip_rhythm,
-            client_pages,
-            client_subs,
-            client_recent_page,
-        };
+        let client_parts: &[&[u8]] =
+            &[route_parts[0], route_parts[1], ip_text.as_bytes(), b"\n", user_agent.as_bytes()];
+        let client_keys = remember(&CLIENTS, tag, client_parts, || {
+            let item = self.hasher.item_of("client", &client_parts[2..]);
+            let keys = counter_keys(
+                &mut text,
+                route,
+                "cl",
+                hex_text(&KeyHasher::item_hex(item)),
+                [PageLoads10m, Subresources10m, RecentPageLoads],
+            );
+            Arc::new(keys)
+        });
+        let site = remember(&SITES, 0, &route_parts, || {
+            let [site] = counter_keys(&mut text, route, "site", "all", [Requests5m]);
+            site
+        });
         let path = view.path.as_bytes();
         let path_item = remember(&PATHS, tag, &[path], || self.hasher.item("path", path));
-        for (key, window) in [
-            (&keys.ip_10s, WINDOW_10S),
-            (&keys.ip_60s, WINDOW_60S),
-            (&keys.fp_5m, WINDOW_5M),
-            (&keys.site_5m, WINDOW_5M),
-        ] {
+        let [ip_10s, ip_60s, ip_paths, ip_uas, ip_rhythm] = &*ip_keys;
+        let [fp_5m, fp_ips, fp_uas] = &*fingerprint_keys;
+        let [client_pages, client_subs, client_recent_page] = &*client_keys;
+        for (key, window) in [(ip_10s, WINDOW_10S), (ip_60s, WINDOW_60S), (fp_5m, WINDOW_5M), (&site, WINDOW_5M)] {
             plan.push(CounterOp::Count { key: key.clone(), window, add: 1 });
         }
         for (key, window, item) in [
-            (&keys.ip_paths, WINDOW_60S, path_item),
-            (&keys.ip_uas, WINDOW_10M, ua_item),
-            (&keys.fp_ips, WINDOW_5M, ip_item),
-            (&keys.fp_uas, WINDOW_5M, ua_item),
+            (ip_paths, WINDOW_60S, path_item),
+            (ip_uas, WINDOW_10M, ua_item),
+            (fp_ips, WINDOW_5M, ip_item),
+            (fp_uas, WINDOW_5M, ua_item),
         ] {
             plan.push(CounterOp::Distinct { key: key.clone(), window, item: Some(item) });
         }
-        plan.push(CounterOp::Rhythm { key: keys.ip_rhythm.clone(), window: WINDOW_60S });
+        plan.push(CounterOp::Rhythm { key: ip_rhythm.clone(), window: WINDOW_60S });
         let kind = kind.unwrap_or_else(|| crate::session::request_kind(view).0);
         let page = u64::from(kind == RequestKind::Navigation);
         let sub = u64::from(kind == RequestKind::SubResource);
-        plan.push(CounterOp::Count { key: keys.client_pages.clone(), window: WINDOW_10M, add: page });
-        plan.push(CounterOp::Count { key: keys.client_subs.clone(), window: WINDOW_10M, add: sub });
-        plan.push(CounterOp::Decay {
-            key: keys.client_recent_page.clone(),
-            half_life: HALF_LIFE_30S,
-            add: page as f64,
-        });
-        keys
+        plan.push(CounterOp::Count { key: client_pages.clone(), window: WINDOW_10M, add: page });
+        plan.push(CounterOp::Count { key: client_subs.clone(), window: WINDOW_10M, add: sub });
+        plan.push(CounterOp::Decay { key: client_recent_page.clone(), half_life: HALF_LIFE_30S, add: page as f64 });
+        FeatureKeys { user_agent: facts, ip: ip_keys, fingerprint: fingerprint_keys, client: client_keys, site }
     }
 
     /// The features of a request, from its view, the readings of the plan,
@@ -333,22 +334,21 @@ impl FeatureExtractor {
         let mut v = MISSING;
         request_features(view, keys.user_agent, &mut v);
         let set = |v: &mut FeatureVector, f: Feature, value: f64| v[f as usize] = value;
-        set(&mut v, Feature::IpRequests10s, readings.number(&keys.ip_10s));
-        set(&mut v, Feature::IpRequests60s, readings.number(&keys.ip_60s));
-        set(&mut v, Feature::IpDistinctPaths60s, readings.number(&keys.ip_paths));
-        set(&mut v, Feature::IpDistinctUas10m, readings.number(&keys.ip_uas));
-        let site = readings.number(&keys.site_5m);
-        set(
-            &mut v,
-            Feature::FingerprintShare5m,
-            if site > 0.0 { readings.number(&keys.fp_5m) / site } else { f64::NAN },
-        );
-        set(&mut v, Feature::FingerprintDistinctIps5m, readings.number(&keys.fp_ips));
-        set(&mut v, Feature::FingerprintDistinctUas5m, readings.number(&keys.fp_uas));
-        set(&mut v, Feature::IpArrivalVariation, readings.number(&keys.ip_rhythm));
-        set(&mut v, Feature::ClientPageLoads10m, readings.number(&keys.client_pages));
-        set(&mut v, Feature::ClientSubresources10m, readings.number(&keys.client_subs));
-        set(&mut v, Feature::ClientRecentPageLoad, readings.number(&keys.client_recent_page));
+        let [ip_10s, ip_60s, ip_paths, ip_uas, ip_rhythm] = &*keys.ip;
+        let [fp_5m, fp_ips, fp_uas] = &*keys.fingerprint;
+        let [client_pages, client_subs, client_recent_page] = &*keys.client;
+        set(&mut v, Feature::IpRequests10s, readings.number(ip_10s));
+        set(&mut v, Feature::IpRequests60s, readings.number(ip_60s));
+        set(&mut v, Feature::IpDistinctPaths60s, readings.number(ip_paths));
+        set(&mut v, Feature::IpDistinctUas10m, readings.number(ip_uas));
+        let site = readings.number(&keys.site);
+        set(&mut v, Feature::FingerprintShare5m, if site > 0.0 { readings.number(fp_5m) / site } else { f64::NAN });
+        set(&mut v, Feature::FingerprintDistinctIps5m, readings.number(fp_ips));
+        set(&mut v, Feature::FingerprintDistinctUas5m, readings.number(fp_uas));
+        set(&mut v, Feature::IpArrivalVariation, readings.number(ip_rhythm));
+        set(&mut v, Feature::ClientPageLoads10m, readings.number(client_pages));
+        set(&mut v, Feature::ClientSubresources10m, readings.number(client_subs));
+        set(&mut v, Feature::ClientRecentPageLoad, readings.number(client_recent_page));
         if let Some(session) = session {
             set(&mut v, Feature::SessionState, session);
         }
@@ -769,12 +769,14 @@ impl UaFacts {
 thread_local! {
     /// User agent → its facts and its keyed item (under a secret's tag).
     static USER_AGENTS: RefCell<value_cache::Cache<(UaFacts, u64)>> = RefCell::new(value_cache::cache());
-    /// Fingerprint (with JA4) → its keyed item (under a secret's tag).
-    static FINGERPRINTS: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::cache());
-    /// Client address → its keyed item (under a secret's tag).
-    static ADDRESSES: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::cache());
-    /// Client address and user agent → the client's keyed item.
-    static CLIENTS: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::cache());
+    /// Route and fingerprint (with JA4) → the fingerprint's counter keys.
+    static FINGERPRINTS: RefCell<value_cache::Cache<Arc<[Key; 3]>>> = RefCell::new(value_cache::cache());
+    /// Route and client address → the address's keyed item and counter keys.
+    static ADDRESSES: RefCell<value_cache::Cache<(u64, Arc<[Key; 5]>)>> = RefCell::new(value_cache::cache());
+    /// Route, client address and user agent → the client's counter keys.
+    static CLIENTS: RefCell<value_cache::Cache<Arc<[Key; 3]>>> = RefCell::new(value_cache::cache());
+    /// Route → its site-wide counter key (no secret involved: tag 0).
+    static SITES: RefCell<value_cache::Cache<Key>> = RefCell::new(value_cache::cache());
     /// Normalized path → its keyed item.
     static PATHS: RefCell<value_cache::Cache<u64>> = RefCell::new(value_cache::cache());
     /// Header names in order → their traits (no secret involved: tag 0).
@@ -966,6 +968,57 @@ mod tests {
             assert_eq!(&*keys[1], format!("ml:{route}:ip:0123456789abcdef:gap"));
         }
         assert_eq!(hasher.item_of("fp", &[b"a", b"|", b"bc"]), hasher.item("fp", b"a|bc"));
+    }
+
+    /// Each scope's keys are remembered per thread with the route, the
+    /// address, the fingerprint or the client: a remembered key must be
+    /// the key built afresh, on every route.
+    #[test]
+    fn remembered_keys_are_the_keys_of_the_route_and_the_client() {
+        let config = crate::config::parse_str(
+            "[store]\nhash_key = \"test\"\n[[route]]\nname = \"a\"\nprofile = \"api\"\npath = \"/a\"\n[[route]]\nname = \"b\"\nprofile = \"api\"\npath = \"/b\"\n",
+            "test.toml",
+        )
+        .unwrap();
+        let hasher = KeyHasher::from_config(&config);
+        let extractor = FeatureExtractor::new(hasher.clone());
+        let user_agent = "Mozilla/5.0 (X11; Linux x86_64)";
+        for _ in 0..2 {
+            for (target, route) in [("/a", "a"), ("/b", "b"), ("/a", "a")] {
+                let keys: Vec<String> = crate::test_support::view_under(
+                    &config,
+                    "GET",
+                    target,
+                    &[("user-agent", user_agent), ("accept", "*/*")],
+                    None,
+                    |view| {
+                        let mut plan = CounterPlan::default();
+                        extractor.plan(view, None, &mut plan);
+                        let fingerprint = hasher.hash("fp", view.fingerprint().as_bytes());
+                        let ip = hasher.hash("ip", b"192.0.2.1");
+                        let client = hasher.hash("client", format!("192.0.2.1\n{user_agent}").as_bytes());
+                        let expected = [
+                            format!("ml:{route}:ip:{ip}:r10"),
+                            format!("ml:{route}:ip:{ip}:r60"),
+                            format!("ml:{route}:fp:{fingerprint}:r300"),
+                            format!("ml:{route}:site:all:r300"),
+                            format!("ml:{route}:ip:{ip}:paths"),
+                            format!("ml:{route}:ip:{ip}:uas"),
+                            format!("ml:{route}:fp:{fingerprint}:ips"),
+                            format!("ml:{route}:fp:{fingerprint}:uas"),
+                            format!("ml:{route}:ip:{ip}:gap"),
+                            format!("ml:{route}:cl:{client}:pg600"),
+                            format!("ml:{route}:cl:{client}:sub600"),
+                            format!("ml:{route}:cl:{client}:pg30"),
+                        ];
+                        let planned: Vec<String> = plan.ops().iter().map(|op| op.key().to_string()).collect();
+                        assert_eq!(planned, expected);
+                        planned
+                    },
+                );
+                assert!(keys.iter().all(|key| key.starts_with(&format!("ml:{route}:"))));
+            }
+        }
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Hash for Parts<'_> {
 /// remembered. Equal bytes under equal tags must give equal answers. (The
 /// slot is chosen by the parts as given: a caller splits a value the same
 /// way every time, or only misses more.)
-pub fn remember<V: Copy + 'static>(
+pub fn remember<V: Clone + 'static>(
     cache: &'static LocalKey<RefCell<Cache<V>>>,
     tag: u64,
     parts: &[&[u8]],
@@ -80,10 +80,10 @@ pub fn remember<V: Copy + 'static>(
     thread_cache::remember(
         cache,
         Parts { tag, parts },
-        |held: &Slot<V>| (held.tag == tag && same_bytes(&held.value, parts)).then_some(held.remembered),
+        |held: &Slot<V>| (held.tag == tag && same_bytes(&held.value, parts)).then(|| held.remembered.clone()),
         || {
             let remembered = work();
-            (remembered, Some(Slot { tag, value: parts.concat().into_boxed_slice(), remembered }))
+            (remembered.clone(), Some(Slot { tag, value: parts.concat().into_boxed_slice(), remembered }))
         },
     )
 }

@@ -186,9 +186,12 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Comment out the line holding `offset`; false when it already is one
-/// (the parser would loop on the same error).
+/// (the parser would loop on the same error). A table header goes with its
+/// table's lines: a table that cannot be read (a required key missing) is
+/// left out whole, or its keys would be read as the previous table's and
+/// reported as unknown there.
 ///
-/// The line is overwritten with `#` and spaces of the same byte length, so
+/// Lines are overwritten with `#` and spaces of the same byte length, so
 /// byte offsets of later lines stay what the next error's span says. (It
 /// used to insert `#` and remove the line's last byte, which panicked when
 /// that byte was inside a multi-byte character: found by the fuzzer.)
@@ -198,12 +201,28 @@ fn comment_out(text: &mut String, offset: usize) -> bool {
         offset -= 1;
     }
     let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line_end = |from: usize| text[from..].find('\n').map_or(text.len(), |i| from + i);
+    let mut end = line_end(start);
     if end == start || text[start..].starts_with('#') {
         return false;
     }
-    let blank = format!("#{}", " ".repeat(end - start - 1));
-    text.replace_range(start..end, &blank);
+    if text[start..end].trim_start().starts_with('[') {
+        // The table's lines run to the next header.
+        while end < text.len() {
+            let next = end + 1;
+            let next_end = line_end(next);
+            if text[next..next_end].trim_start().starts_with('[') {
+                break;
+            }
+            end = next_end;
+        }
+    }
+    let blanked: String = text[start..end]
+        .split('\n')
+        .map(|line| if line.is_empty() { String::new() } else { format!("#{}", " ".repeat(line.len() - 1)) })
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.replace_range(start..end, &blanked);
     true
 }
 
@@ -301,6 +320,17 @@ mod tests {
         let error = parse_str("[server]\nnam\u{e9} = \"\u{fc}\"\nother = 1\n", "p.toml").unwrap_err();
         let lines: Vec<_> = error.problems().iter().map(|p| p.line).collect();
         assert_eq!(lines, [Some(2), Some(3)], "{error}");
+    }
+
+    /// A table missing a required key is reported once, at its header, and
+    /// its keys are not blamed on the table before it.
+    #[test]
+    fn a_table_that_cannot_be_read_is_reported_once_not_as_the_previous_tables_keys() {
+        let text = "[store]\nhash_key = \"x\"\n[[route]]\nname = \"a\"\npath = \"/a\"\n\n[[route]]\nname = \"b\"\nprofile = \"api\"\npath = \"/b\"\nlisen = 1\n[server]\nlisten = \"127.0.0.1:1\"\n";
+        let error = parse_str(text, "p.toml").unwrap_err();
+        let problems: Vec<(Option<usize>, &str)> = error.problems().iter().map(|p| (p.line, p.key.as_str())).collect();
+        assert_eq!(problems, [(Some(3), "route[0]"), (Some(11), "route[1].lisen")], "{error}");
+        assert!(error.problems()[0].message.contains("missing field `profile`"), "{error}");
     }
 
     #[test]

@@ -42,7 +42,15 @@ impl DecisionHeaders {
         // name: one pass over the names finds that, instead of five hashed
         // removals of absent names and a pass for underscores.
         let lengths = self.lengths();
-        if headers.keys().any(|key| self.may_be_claimed_by(key, lengths)) {
+        let claimed = headers.keys().any(|key| has_underscore(key.as_str().as_bytes()) || self.is_one(key, lengths));
+        self.insert_claimed(headers, decision, claimed);
+    }
+
+    /// [`Self::insert`] for a caller that has looked at the names already:
+    /// `claimed` says whether any has an underscore or is one of these
+    /// ([`Self::is_one`]). When it does not, there is nothing to remove.
+    pub fn insert_claimed(&self, headers: &mut HeaderMap, decision: &Decision, claimed: bool) {
+        if claimed {
             for name in self.all() {
                 headers.remove(name);
             }
@@ -63,29 +71,30 @@ impl DecisionHeaders {
 }
 
 impl DecisionHeaders {
-    /// The lengths of these names, as [`length_bit`]s.
-    fn lengths(&self) -> u64 {
+    /// The lengths of these names, as [`length_bit`]s, for [`Self::is_one`].
+    pub fn lengths(&self) -> u64 {
         self.all().iter().fold(0, |lengths, name| lengths | length_bit(name.as_str().len()))
     }
 
-    /// Whether a client's header `key` is one of these names, or has an
-    /// underscore (and so may spell one: [`strip_underscore_aliases`]).
-    /// `lengths` is [`Self::lengths`]: only a name of one of those lengths
-    /// is compared with the five.
-    fn may_be_claimed_by(&self, key: &HeaderName, lengths: u64) -> bool {
-        let name = key.as_str();
-        has_underscore(name.as_bytes()) || (lengths & length_bit(name.len()) != 0 && self.all().contains(&key))
+    /// Whether `key` is one of these names. `lengths` is [`Self::lengths`]:
+    /// only a name of one of those lengths is compared with the five.
+    /// Inlined: it runs for every name of every request, and most names
+    /// are told apart by their length alone.
+    #[inline]
+    pub fn is_one(&self, key: &HeaderName, lengths: u64) -> bool {
+        lengths & length_bit(key.as_str().len()) != 0 && self.all().contains(&key)
     }
 }
 
 /// A length as one bit of a word (63 for every length from 63 on).
+#[inline]
 fn length_bit(length: usize) -> u64 {
     1 << length.min(63)
 }
 
 /// Whether a header name has an `_`, eight bytes at a time: most names are
-/// a word or two long, and this runs for every name of every request
-/// (twice: the client-address claims look for underscores too).
+/// a word or two long, and this runs for every name of every request.
+#[inline]
 pub fn has_underscore(name: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     // A byte of `word ^ "________"` is zero where the name has `_`; the
@@ -217,6 +226,14 @@ mod tests {
     fn score_values_are_the_decimal_numbers() {
         for score in 0..=u8::MAX {
             assert_eq!(score_value(score), HeaderValue::from(u16::from(score)), "{score}");
+        }
+    }
+
+    impl DecisionHeaders {
+        /// Whether a client's header `key` makes [`DecisionHeaders::insert`]
+        /// remove what the client sent.
+        fn may_be_claimed_by(&self, key: &HeaderName, lengths: u64) -> bool {
+            has_underscore(key.as_str().as_bytes()) || self.is_one(key, lengths)
         }
     }
 

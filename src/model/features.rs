@@ -299,21 +299,20 @@ impl FeatureExtractor {
         let [ip_10s, ip_60s, ip_paths, ip_uas, ip_rhythm] = &*ip_keys;
         let [fp_5m, fp_ips, fp_uas] = &*fingerprint_keys;
         let [client_pages, client_subs, client_recent_page] = &*client_keys;
-        for (key, window) in [(ip_10s, WINDOW_10S), (ip_60s, WINDOW_60S), (fp_5m, WINDOW_5M), (&site, WINDOW_5M)] {
-            plan.push(CounterOp::Count { key: key.clone(), window, add: 1 });
-        }
-        for (key, window, item) in [
-            (ip_paths, WINDOW_60S, path_item),
-            (ip_uas, WINDOW_10M, ua_item),
-            (fp_ips, WINDOW_5M, ip_item),
-            (fp_uas, WINDOW_5M, ua_item),
-        ] {
-            plan.push(CounterOp::Distinct { key: key.clone(), window, item: Some(item) });
-        }
-        plan.push(CounterOp::Rhythm { key: ip_rhythm.clone(), window: WINDOW_60S });
         let kind = kind.unwrap_or_else(|| crate::session::request_kind(view).0);
         let page = u64::from(kind == RequestKind::Navigation);
         let sub = u64::from(kind == RequestKind::SubResource);
+        // Planned scope by scope: the store runs consecutive operations on
+        // one scope (one key group) under one lookup.
+        plan.push(CounterOp::Count { key: ip_10s.clone(), window: WINDOW_10S, add: 1 });
+        plan.push(CounterOp::Count { key: ip_60s.clone(), window: WINDOW_60S, add: 1 });
+        plan.push(CounterOp::Distinct { key: ip_paths.clone(), window: WINDOW_60S, item: Some(path_item) });
+        plan.push(CounterOp::Distinct { key: ip_uas.clone(), window: WINDOW_10M, item: Some(ua_item) });
+        plan.push(CounterOp::Rhythm { key: ip_rhythm.clone(), window: WINDOW_60S });
+        plan.push(CounterOp::Count { key: fp_5m.clone(), window: WINDOW_5M, add: 1 });
+        plan.push(CounterOp::Distinct { key: fp_ips.clone(), window: WINDOW_5M, item: Some(ip_item) });
+        plan.push(CounterOp::Distinct { key: fp_uas.clone(), window: WINDOW_5M, item: Some(ua_item) });
+        plan.push(CounterOp::Count { key: site.clone(), window: WINDOW_5M, add: 1 });
         plan.push(CounterOp::Count { key: client_pages.clone(), window: WINDOW_10M, add: page });
         plan.push(CounterOp::Count { key: client_subs.clone(), window: WINDOW_10M, add: sub });
         plan.push(CounterOp::Decay { key: client_recent_page.clone(), half_life: HALF_LIFE_30S, add: page as f64 });
@@ -1000,13 +999,13 @@ mod tests {
                         let expected = [
                             format!("ml:{route}:ip:{ip}:r10"),
                             format!("ml:{route}:ip:{ip}:r60"),
-                            format!("ml:{route}:fp:{fingerprint}:r300"),
-                            format!("ml:{route}:site:all:r300"),
                             format!("ml:{route}:ip:{ip}:paths"),
                             format!("ml:{route}:ip:{ip}:uas"),
+                            format!("ml:{route}:ip:{ip}:gap"),
+                            format!("ml:{route}:fp:{fingerprint}:r300"),
                             format!("ml:{route}:fp:{fingerprint}:ips"),
                             format!("ml:{route}:fp:{fingerprint}:uas"),
-                            format!("ml:{route}:ip:{ip}:gap"),
+                            format!("ml:{route}:site:all:r300"),
                             format!("ml:{route}:cl:{client}:pg600"),
                             format!("ml:{route}:cl:{client}:sub600"),
                             format!("ml:{route}:cl:{client}:pg30"),

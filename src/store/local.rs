@@ -1,25 +1,36 @@
 //! The in-process counter store: GCRA limits, sliding-window counts,
-//! distinct sketches, decayed sums and bans in sharded maps, under one
+//! distinct sketches, decayed sums and bans in sharded tables, under one
 //! memory budget (`[store] max_memory_mb`).
+//!
+//! Counters are kept by group, as the Redis layout keeps them: a key's
+//! group is its text up to its last `:` (one client address, one account,
+//! one fingerprint, in one route), and its name there is the rest (`f`,
+//! `users`, `ban`, …); a rate limit's key is a group of its own. A plan's
+//! consecutive operations on one group (a login reads eight counters of
+//! each scope, the classifier five of an address) take one lock and one
+//! table lookup, and the group's counters lie side by side in memory: a
+//! client seen rarely costs one cold table entry per scope, not one per
+//! counter.
 //!
 //! Memory stays bounded however many clients, addresses or usernames an
 //! attacker brings:
-//! - reads never create keys (a count read with `add: 0` of a key nobody
-//!   counted is 0 without storing anything);
-//! - entries that can no longer change an answer (their windows passed, a
+//! - reads never create counters (a count read with `add: 0` of a key
+//!   nobody counted is 0 without storing anything);
+//! - counters that can no longer change an answer (their windows passed, a
 //!   limit fully replenished, a ban over) are dropped, one shard every few
-//!   thousand operations and every shard on a timer ([`LocalStore::maintain`]);
-//! - a shard over its share of the budget evicts its least useful entries
-//!   at once: bans in force last, then by how often an entry was used
-//!   (aged at every eviction, so yesterday's hot scope does not stay
-//!   forever) and how recently. A flood of one-off keys (random usernames,
-//!   rotating addresses) therefore pushes out other one-off keys, not the
-//!   bans and busy scopes that stop it.
+//!   thousand operations and every shard on a timer ([`LocalStore::maintain`]),
+//!   and a group with none left goes with them;
+//! - a shard over its share of the budget evicts its least useful groups
+//!   at once: groups holding a ban in force last, then by how often a group
+//!   was used (aged at every eviction, so yesterday's hot scope does not
+//!   stay forever) and how recently. A flood of one-off keys (random
+//!   usernames, rotating addresses) therefore pushes out other one-off
+//!   groups, not the bans and busy scopes that stop it.
 //!
-//! The budget counts the store's own allocations: keys, sketches and the
-//! hash tables as allocated (a table that would have to double past the
-//! budget evicts instead). The process's RSS adds the rest of palisade and
-//! the allocator's slack.
+//! The budget counts the store's own allocations: group keys, counter
+//! arrays, sketches and the hash tables as allocated (a table that would
+//! have to double past the budget evicts instead). The process's RSS adds
+//! the rest of palisade and the allocator's slack.
 
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
@@ -36,17 +47,18 @@ use crate::clock::{Nanos, SharedClock};
 use crate::config::RateLimitConfig;
 use crate::metrics::LocalStoreGauges;
 
-/// The counter maps: hashbrown's default hasher (foldhash) is several
-/// times cheaper than SipHash on short keys, and keys here are chosen by
-/// palisade (hashed identities), not by clients.
-type SlotMap = hashbrown::HashMap<Box<str>, Entry>;
+/// A shard's groups, found by their key's hash: hashbrown's table, with
+/// the hash computed once per run of operations on one group (foldhash,
+/// several times cheaper than SipHash on short keys; keys here are chosen
+/// by palisade, hashed identities, not by clients).
+type Groups = hashbrown::HashTable<Group>;
 
 const PRUNE_EVERY_OPS: u64 = 4096;
 /// The shard hasher's seed (any constant will do; see `LocalStore::hasher`).
 const SHARD_SEED: u64 = 0x7061_6c69_7361_6465;
 /// Not a power of two on purpose: every shard's table doubles at about
-/// the same total key count, and with 24 shards that point (24 × 57,344
-/// keys) lies past a million keys rather than just under it (16 × 57,344).
+/// the same total group count, and with 24 shards that point lies past
+/// the groups of a million keys rather than just under it.
 const SHARDS: usize = 24;
 
 /// The default budget, when `[store] max_memory_mb` is not set: about a
@@ -88,7 +100,7 @@ impl Slot {
         }
     }
 
-    /// Bytes this slot holds outside its map bucket.
+    /// Bytes this slot holds outside its group's counter array.
     fn heap_bytes(&self) -> usize {
         match self {
             Slot::Distinct(distinct) => {
@@ -100,33 +112,158 @@ impl Slot {
     }
 }
 
-/// A slot and what eviction weighs it by.
+// === impl Name ===
+
+/// Bytes of a counter's name kept inline (all of palisade's own names,
+/// `f` to `declines_1m`, fit).
+const NAME_INLINE: usize = 15;
+
+/// A counter's name within its group: inline up to [`NAME_INLINE`] bytes,
+/// longer ones on the heap.
 #[derive(Debug, Clone)]
-struct Entry {
+enum Name {
+    Inline(u8, [u8; NAME_INLINE]),
+    Heap(Box<str>),
+}
+
+impl Name {
+    fn new(name: &str) -> Self {
+        match name.len() {
+            len if len <= NAME_INLINE => {
+                let mut bytes = [0; NAME_INLINE];
+                bytes[..len].copy_from_slice(name.as_bytes());
+                Name::Inline(len as u8, bytes)
+            }
+            _ => Name::Heap(Box::from(name)),
+        }
+    }
+
+    fn is(&self, name: &str) -> bool {
+        match self {
+            // Byte by byte, after the length: names are a few bytes, and
+            // most differ in their length or first byte (a slice
+            // comparison would be a call to `memcmp`).
+            Name::Inline(len, bytes) => {
+                usize::from(*len) == name.len() && bytes.iter().zip(name.as_bytes()).all(|(held, byte)| held == byte)
+            }
+            Name::Heap(held) => **held == *name,
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            // Inline bytes were copied whole from a `&str`.
+            Name::Inline(len, bytes) => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
+            Name::Heap(text) => text,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Name::Inline(..) => 0,
+            Name::Heap(text) => allocation(text.len()),
+        }
+    }
+}
+
+// === impl Group ===
+
+/// One counter of a group.
+#[derive(Debug, Clone)]
+struct Field {
+    name: Name,
     slot: Slot,
+}
+
+impl Field {
+    fn heap_bytes(&self) -> usize {
+        self.name.heap_bytes() + self.slot.heap_bytes()
+    }
+}
+
+/// Bytes of one counter in its group's array.
+const FIELD_BYTES: usize = std::mem::size_of::<Field>();
+
+/// The counters of one group and what eviction weighs the group by.
+#[derive(Debug)]
+struct Group {
+    /// The key text up to its last `:` (the whole key for a rate limit).
+    key: Box<str>,
+    fields: Vec<Field>,
     /// Uses since it was created, halved at every eviction in its shard.
     hits: u32,
     /// When it was last used, in seconds of the store's clock.
     touched: u32,
 }
 
-impl Entry {
-    fn new(slot: Slot, now: Nanos) -> Self {
-        Entry { slot, hits: 0, touched: seconds(now) }
+impl Group {
+    /// `uses` operations on the group at `now`.
+    fn touch(&mut self, now: Nanos, uses: usize) {
+        self.hits = self.hits.saturating_add(uses as u32);
+        self.touched = seconds(now);
     }
 
-    fn touch(&mut self, now: Nanos) {
-        self.hits = self.hits.saturating_add(1);
-        self.touched = seconds(now);
+    fn field(&mut self, name: &str) -> Option<&mut Slot> {
+        self.fields.iter_mut().find(|field| field.name.is(name)).map(|field| &mut field.slot)
+    }
+
+    /// Add a counter; the bytes the group grew by. The array starts with
+    /// room for one and doubles up to four at a time: most groups of a
+    /// flood hold one or two counters, a client's scope eight or so.
+    fn add(&mut self, name: &str, slot: Slot) -> usize {
+        let before = allocation(self.fields.capacity() * FIELD_BYTES);
+        if self.fields.len() == self.fields.capacity() {
+            self.fields.reserve_exact(self.fields.len().clamp(1, 4));
+        }
+        let field = Field { name: Name::new(name), slot };
+        let grown = allocation(self.fields.capacity() * FIELD_BYTES) - before + field.heap_bytes();
+        self.fields.push(field);
+        grown
+    }
+
+    /// Bytes the group holds outside its table bucket.
+    fn bytes(&self) -> usize {
+        allocation(self.key.len())
+            + allocation(self.fields.capacity() * FIELD_BYTES)
+            + self.fields.iter().map(Field::heap_bytes).sum::<usize>()
     }
 
     /// Higher is more worth keeping: a ban in force above everything,
     /// then uses, then recency.
     fn keep_score(&self, now: Nanos) -> u64 {
-        match self.slot {
-            Slot::Ban(until, _) if until > now => u64::MAX,
-            _ => (u64::from(self.hits.min(u32::MAX - 1)) << 32) | u64::from(self.touched),
+        if self.fields.iter().any(|field| matches!(field.slot, Slot::Ban(until, _) if until > now)) {
+            return u64::MAX;
         }
+        (u64::from(self.hits.min(u32::MAX - 1)) << 32) | u64::from(self.touched)
+    }
+
+    /// The full key of a counter of this group.
+    fn key_of(&self, field: &Field) -> String {
+        match field.name.text() {
+            "" => self.key.to_string(),
+            name => format!("{}:{name}", self.key),
+        }
+    }
+}
+
+/// A key's group and its name there: the text up to its last `:` and the
+/// rest; a key with no `:` inside it (none, or only first or last) is a
+/// group of its own, with an empty name. `group:name` gives the key back,
+/// so that keys can be listed.
+fn split(key: &str) -> (&str, &str) {
+    // From the end: names are a few bytes long.
+    match key.as_bytes().iter().rposition(|&byte| byte == b':') {
+        Some(at) if at > 0 && at + 1 < key.len() => (&key[..at], &key[at + 1..]),
+        _ => (key, ""),
+    }
+}
+
+/// An operation's group and name: a rate limit is a group of its own (one
+/// per client, never read with others).
+fn group_of(op: &CounterOp) -> (&str, &str) {
+    match op {
+        CounterOp::Gcra { key, .. } => (key, ""),
+        other => split(other.key()),
     }
 }
 
@@ -140,144 +277,153 @@ fn allocation(size: usize) -> usize {
     if size == 0 { 0 } else { (size + 8).next_multiple_of(16).max(32) }
 }
 
-/// Bytes one entry costs outside its map's table: its key's text and its
-/// slot's heap.
-fn entry_bytes(key: &str, entry: &Entry) -> usize {
-    allocation(key.len()) + entry.slot.heap_bytes()
-}
+/// Bytes of one bucket of a shard's table: the group and hashbrown's
+/// control byte.
+const BUCKET_BYTES: usize = std::mem::size_of::<Group>() + 1;
 
-/// Bytes of one bucket of a shard's table: the key's pointer, the entry
-/// and hashbrown's control byte.
-const BUCKET_BYTES: usize = std::mem::size_of::<(Box<str>, Entry)>() + 1;
-
-/// The buckets of a table whose [`capacity`](hashbrown::HashMap::capacity)
-/// (entries plus room left before it grows) is `capacity`: hashbrown keeps
-/// 8 buckets for 7 entries, a power of two. Removed entries can take room
-/// until the table is rebuilt, so the capacity seen can be lower than the
-/// table's; rounding up to the power of two finds the table all the same.
-fn buckets(capacity: usize) -> usize {
-    if capacity == 0 { 0 } else { (capacity.saturating_mul(8) / 7).max(capacity + 1).next_power_of_two() }
-}
+// === impl Shard ===
 
 #[derive(Debug, Default)]
 struct Shard {
-    map: SlotMap,
-    /// What [`entry_bytes`] adds up to over the map.
+    groups: Groups,
+    /// What [`Group::bytes`] adds up to over the table.
     bytes: usize,
+    /// Counters held in all groups.
+    counters: usize,
 }
 
 impl Shard {
-    fn buckets(&self) -> usize {
-        buckets(self.map.capacity())
-    }
-
-    /// Everything the shard holds: entries and its table as allocated
-    /// (a table grows by doubling, so it can be twice what it holds).
+    /// Everything the shard holds: groups and its table as allocated (a
+    /// table grows by doubling, so it can be twice what it holds).
     fn size(&self) -> usize {
-        self.bytes + self.buckets() * BUCKET_BYTES
+        self.bytes + self.groups.num_buckets() * BUCKET_BYTES
     }
 
-    /// What the shard will hold once one more entry of `bytes` is in:
+    /// What the shard will hold once `bytes` more are in, in a new group:
     /// when the table has no room left, hashbrown doubles it.
     fn size_with(&self, bytes: usize) -> usize {
-        let buckets = if self.map.len() >= self.map.capacity() { (self.buckets() * 2).max(4) } else { self.buckets() };
+        let buckets = self.groups.num_buckets();
+        let buckets = if self.groups.len() >= self.groups.capacity() { (buckets * 2).max(4) } else { buckets };
         self.bytes + bytes + buckets * BUCKET_BYTES
     }
 
-    /// A fresh table of the same size: removed entries leave markers that
+    /// A fresh table of the same size: removed groups leave markers that
     /// take room until the table is rebuilt, and hashbrown would double a
     /// table full of them rather than reuse it.
-    fn rebuild(&mut self) {
-        let buckets = self.buckets();
+    fn rebuild(&mut self, hasher: &foldhash::fast::FixedState) {
+        let buckets = self.groups.num_buckets();
         let capacity = if buckets < 8 { buckets.saturating_sub(1) } else { buckets / 8 * 7 };
-        if self.map.capacity() >= capacity {
+        if self.groups.capacity() >= capacity {
             return;
         }
-        let mut fresh = SlotMap::with_capacity_and_hasher(capacity, self.map.hasher().clone());
-        fresh.extend(self.map.drain());
-        self.map = fresh;
+        let mut fresh = Groups::with_capacity(capacity);
+        for group in self.groups.drain() {
+            let hash = hasher.hash_one(&*group.key);
+            fresh.insert_unique(hash, group, |group| hasher.hash_one(&*group.key));
+        }
+        self.groups = fresh;
     }
 
-    /// Drop the entries that no longer change an answer; how many.
+    /// Drop the counters that no longer change an answer, and groups left
+    /// with none; how many counters.
     fn prune(&mut self, now: Nanos) -> usize {
-        let before = self.map.len();
         let mut freed = 0;
-        self.map.retain(|key, entry| {
-            let expired = entry.slot.is_expired(now);
-            if expired {
-                freed += entry_bytes(key, entry);
+        let mut pruned = 0;
+        self.groups.retain(|group| {
+            group.fields.retain(|field| {
+                let expired = field.slot.is_expired(now);
+                if expired {
+                    freed += field.heap_bytes();
+                    pruned += 1;
+                }
+                !expired
+            });
+            if group.fields.is_empty() {
+                freed += group.bytes();
+                return false;
             }
-            !expired
+            true
         });
         self.bytes = self.bytes.saturating_sub(freed);
-        before - self.map.len()
+        self.counters -= pruned;
+        pruned
     }
 
-    /// Make room for one more entry of `bytes` within `budget`: expired
-    /// entries first, then the least worth keeping — down to 7/8 of the
-    /// budget, and, when the table is full and doubling it would not fit,
-    /// by an eighth of the entries, so that the table need not grow. How
-    /// many entries went (expired, evicted).
-    fn make_room(&mut self, now: Nanos, budget: usize, bytes: usize) -> (usize, usize) {
+    /// Make room for `bytes` more within `budget`: expired counters first,
+    /// then the groups least worth keeping — down to 7/8 of the budget,
+    /// and, when the table is full and doubling it would not fit, by an
+    /// eighth of the groups, so that the table need not grow. How many
+    /// counters went (expired, evicted).
+    fn make_room(
+        &mut self,
+        now: Nanos,
+        budget: usize,
+        bytes: usize,
+        hasher: &foldhash::fast::FixedState,
+    ) -> (usize, usize) {
         let pruned = self.prune(now);
         if self.size_with(bytes) > budget {
-            self.rebuild();
+            self.rebuild(hasher);
         }
-        if self.size_with(bytes) <= budget || self.map.is_empty() {
+        if self.size_with(bytes) <= budget || self.groups.is_empty() {
             return (pruned, 0);
         }
-        let len = self.map.len();
-        let table = self.buckets() * BUCKET_BYTES;
+        let len = self.groups.len();
+        let table = self.groups.num_buckets() * BUCKET_BYTES;
         let target = (budget / EVICT_TO_DEN * EVICT_TO_NUM).saturating_sub(table);
-        // Entries are of similar size: drop the share of them that the
+        // Groups are of similar size: drop the share of them that the
         // excess is of their bytes.
         let mut drop = match self.bytes.checked_sub(target) {
             Some(excess) if excess > 0 => excess.saturating_mul(len) / self.bytes.max(1) + 1,
             _ => 0,
         };
-        if len >= self.map.capacity() {
+        if len >= self.groups.capacity() {
             drop = drop.max(len / EVICT_TO_DEN + 1);
         }
         let drop = drop.clamp(1, len);
-        let mut scores: Vec<u64> = self.map.values().map(|entry| entry.keep_score(now)).collect();
+        let mut scores: Vec<u64> = self.groups.iter().map(|group| group.keep_score(now)).collect();
         let (_, threshold, _) = scores.select_nth_unstable(drop - 1);
         let threshold = *threshold;
-        // Entries scored below the threshold all go; of those scored at
+        // Groups scored below the threshold all go; of those scored at
         // it, only as many as still needed.
         let below = scores.iter().filter(|score| **score < threshold).count();
         let mut at_threshold = drop - below;
         let mut freed = 0;
         let mut evicted = 0;
-        self.map.retain(|key, entry| {
-            let score = entry.keep_score(now);
+        self.groups.retain(|group| {
+            let score = group.keep_score(now);
             let evict = score < threshold || (score == threshold && at_threshold > 0);
             if evict {
                 if score == threshold {
                     at_threshold -= 1;
                 }
-                freed += entry_bytes(key, entry);
-                evicted += 1;
+                freed += group.bytes();
+                evicted += group.fields.len();
                 return false;
             }
             // Aging: uses long past weigh less than those to come.
-            entry.hits /= 2;
+            group.hits /= 2;
             true
         });
         self.bytes = self.bytes.saturating_sub(freed);
-        self.rebuild();
+        self.counters -= evicted;
+        self.rebuild(hasher);
         (pruned, evicted)
     }
 }
+
+// === impl LocalStore ===
 
 #[derive(Debug)]
 pub struct LocalStore {
     clock: SharedClock,
     shards: [Mutex<Shard>; SHARDS],
-    /// Picks a key's shard. Seeded the same in every process: which shard
-    /// holds a key decides when an expired entry is pruned (one shard every
-    /// [`PRUNE_EVERY_OPS`] operations), and a pruned decayed sum reads 0
-    /// where the kept one reads its last 1e-8; replaying a capture twice must
-    /// give the same readings to the last bit.
+    /// Hashes a group's key, for its shard and its table. Seeded the same
+    /// in every process: which shard holds a group decides when an expired
+    /// counter is pruned (one shard every [`PRUNE_EVERY_OPS`] operations),
+    /// and a pruned decayed sum reads 0 where the kept one reads its last
+    /// 1e-8; replaying a capture twice must give the same readings to the
+    /// last bit.
     hasher: foldhash::fast::FixedState,
     ops: AtomicU64,
     /// The budget of one shard, in bytes.
@@ -286,6 +432,13 @@ pub struct LocalStore {
     gauges: Arc<LocalStoreGauges>,
     /// The next shard [`LocalStore::maintain`] prunes.
     next_maintained: AtomicUsize,
+}
+
+/// What a counter not held yet answers, and the counter to create for it
+/// (none for reads, which never create).
+struct Fresh {
+    reading: Reading,
+    slot: Option<Slot>,
 }
 
 impl LocalStore {
@@ -333,224 +486,240 @@ impl LocalStore {
     }
 
     fn run(&self, plan: &CounterPlan, now: Nanos, mut read: impl FnMut(&CounterOp, Reading)) {
+        let ops = plan.ops();
         // One shared increment per plan, not per operation: the counter is
         // touched by every worker.
-        let first = self.ops.fetch_add(plan.ops().len() as u64, Ordering::Relaxed);
-        for (op, ops) in plan.ops().iter().zip(first..) {
-            if ops % PRUNE_EVERY_OPS == PRUNE_EVERY_OPS - 1 {
-                self.prune(now, (ops / PRUNE_EVERY_OPS) as usize % SHARDS);
+        let first = self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
+        // A shard is pruned before every operation whose count leaves
+        // `PRUNE_EVERY_OPS - 1` over: the plan's index of the next one.
+        let mut prune_at = (PRUNE_EVERY_OPS - 1 - first % PRUNE_EVERY_OPS) as usize;
+        let mut start = 0;
+        while start < ops.len() {
+            if start == prune_at {
+                let count = first + start as u64;
+                self.prune(now, (count / PRUNE_EVERY_OPS) as usize % SHARDS);
+                prune_at += PRUNE_EVERY_OPS as usize;
             }
-            read(op, self.update(op, now));
+            // A run of operations on one group stops short of a pruning:
+            // the group's shard is locked while it runs.
+            start += self.run_group(&ops[start..prune_at.min(ops.len())], now, &mut read);
         }
     }
 
-    fn shard_of(&self, key: &str) -> &Mutex<Shard> {
-        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    /// A group's shard, by bits of its hash that its table does not use
+    /// for bucket positions (the low ones) or tags (the top seven).
+    fn shard_index(hash: u64) -> usize {
+        ((hash >> 24) as u32 as usize) % SHARDS
     }
 
-    fn update(&self, op: &CounterOp, now: Nanos) -> Reading {
-        let mut shard = self.shard_of(op.key()).lock().expect("store shard poisoned");
+    /// Run the first of `ops` and the operations after it on the same
+    /// group: one lock, one lookup. How many ran.
+    fn run_group(&self, ops: &[CounterOp], now: Nanos, read: &mut impl FnMut(&CounterOp, Reading)) -> usize {
+        let Some((key, _)) = ops.first().map(group_of) else { return 0 };
+        let hash = self.hasher.hash_one(key);
+        let mut shard = self.shards[Self::shard_index(hash)].lock().expect("store shard poisoned");
         let shard = &mut *shard;
+        // Room for a new group of a few counters, made before any of the
+        // group is in hand.
+        let estimate = allocation(key.len()) + allocation(ops.len().min(8) * FIELD_BYTES);
+        if shard.size_with(estimate) > self.shard_budget {
+            self.make_room(shard, now, estimate);
+        }
+        let rehash = |group: &Group| self.hasher.hash_one(&*group.key);
+        let mut held = shard.groups.find_mut(hash, |group| &*group.key == key);
+        let mut ran = 0;
+        let mut added = 0;
+        let mut grown: isize = 0;
+        for op in ops {
+            let (group, name) = group_of(op);
+            if ran > 0 && group != key {
+                break;
+            }
+            ran += 1;
+            let reading = match held.as_deref_mut() {
+                Some(group) => match group.field(name) {
+                    Some(slot) => self.update(slot, op, now, &mut grown),
+                    None => {
+                        let Fresh { reading, slot } = self.fresh(op, now);
+                        if let Some(slot) = slot {
+                            grown += group.add(name, slot) as isize;
+                            added += 1;
+                        }
+                        reading
+                    }
+                },
+                None => {
+                    let Fresh { reading, slot } = self.fresh(op, now);
+                    if let Some(slot) = slot {
+                        let mut group =
+                            Group { key: Box::from(key), fields: Vec::new(), hits: 0, touched: seconds(now) };
+                        grown += (allocation(key.len()) + group.add(name, slot)) as isize;
+                        added += 1;
+                        held = Some(shard.groups.insert_unique(hash, group, rehash).into_mut());
+                    }
+                    reading
+                }
+            };
+            read(op, reading);
+        }
+        if let Some(group) = held {
+            group.touch(now, ran);
+        }
+        shard.bytes = shard.bytes.saturating_add_signed(grown);
+        shard.counters += added;
+        if added > 0 {
+            self.gauges.keys.fetch_add(added as u64, Ordering::Relaxed);
+        }
+        // A run that grew past the estimate (a sketch filling up) leaves
+        // the shard within its budget all the same.
+        if shard.size() > self.shard_budget {
+            self.make_room(shard, now, 0);
+        }
+        ran
+    }
+
+    fn make_room(&self, shard: &mut Shard, now: Nanos, bytes: usize) {
+        let (pruned, evicted) = shard.make_room(now, self.shard_budget, bytes, &self.hasher);
+        self.gauges.evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        self.gauges.keys.fetch_sub((pruned + evicted) as u64, Ordering::Relaxed);
+    }
+
+    /// An operation on a counter held; `grown` takes the bytes its slot
+    /// grew by (a sketch filling up).
+    fn update(&self, slot: &mut Slot, op: &CounterOp, now: Nanos, grown: &mut isize) -> Reading {
         match op {
-            CounterOp::Gcra { key, limit } => {
+            CounterOp::Gcra { limit, .. } => {
                 // The clock, not `now`: what governor did, so limits answer
                 // as they always have.
                 let at = self.clock.now();
                 let (interval, tolerance) = gcra_params(limit);
-                let tat = match shard.map.get(&**key) {
-                    Some(Entry { slot: Slot::Gcra(tat), .. }) => *tat,
+                let tat = match slot {
+                    Slot::Gcra(tat) => *tat,
                     _ => at,
                 };
-                let earliest = tat.saturating_sub(tolerance);
-                if at < earliest {
-                    if let Some(entry) = shard.map.get_mut(&**key) {
-                        entry.touch(now);
-                    }
-                    let wait = Duration::from_nanos(earliest - at);
+                if at < tat.saturating_sub(tolerance) {
+                    let wait = Duration::from_nanos(tat.saturating_sub(tolerance) - at);
                     return Reading::Gcra(GcraReading::Limited { retry_after: wait.max(Duration::from_millis(1)) });
                 }
-                let next = tat.max(at) + interval;
-                self.upsert(shard, key, now, || (Slot::Gcra(next), ()), |slot| *slot = Slot::Gcra(next));
+                *slot = Slot::Gcra(tat.max(at) + interval);
                 Reading::Gcra(GcraReading::Allowed)
             }
-            CounterOp::Count { key, window, add } => {
-                if *add == 0 {
-                    return match shard.map.get_mut(&**key) {
-                        Some(entry) => {
-                            entry.touch(now);
-                            match &entry.slot {
-                                Slot::Count(count, _) => Reading::Number(count.estimate(now, *window)),
-                                _ => Reading::Number(0.0),
-                            }
-                        }
-                        None => Reading::Number(0.0),
-                    };
-                }
-                let fresh = || {
-                    let mut count = SlidingCount::default();
-                    count.add(now, *window, *add);
-                    let reading = count.estimate(now, *window);
-                    (Slot::Count(count, *window), reading)
-                };
-                Reading::Number(self.upsert(shard, key, now, fresh, |slot| match slot {
-                    Slot::Count(count, _) => {
+            CounterOp::Count { window, add, .. } => match slot {
+                Slot::Count(count, _) => {
+                    if *add > 0 {
                         count.add(now, *window, *add);
-                        count.estimate(now, *window)
                     }
-                    _ => 0.0,
-                }))
-            }
-            CounterOp::Distinct { key, window, item } => self.distinct(shard, key, *window, *item, true, now),
-            CounterOp::DistinctIfHeld { key, window, item } => {
-                self.distinct(shard, key, *window, Some(*item), false, now)
-            }
-            CounterOp::Decay { key, half_life, add } => {
-                if *add == 0.0 {
-                    return match shard.map.get_mut(&**key) {
-                        Some(entry) => {
-                            entry.touch(now);
-                            match &entry.slot {
-                                Slot::Decay(decayed, _) => Reading::Number(decayed.read(now, *half_life)),
-                                _ => Reading::Number(0.0),
-                            }
-                        }
-                        None => Reading::Number(0.0),
-                    };
+                    Reading::Number(count.estimate(now, *window))
                 }
-                let fresh = || {
-                    let mut fresh_value = Decayed::default();
-                    let reading = fresh_value.add(now, *half_life, *add);
-                    (Slot::Decay(fresh_value, *half_life), reading)
-                };
-                Reading::Number(self.upsert(shard, key, now, fresh, |slot| match slot {
-                    Slot::Decay(decayed, _) => decayed.add(now, *half_life, *add),
-                    _ => 0.0,
-                }))
-            }
-            CounterOp::Rhythm { key, window } => {
-                let fresh = || {
-                    let mut rhythm = Rhythm::default();
-                    rhythm.arrive(now, *window);
-                    let reading = rhythm.read();
-                    (Slot::Rhythm(Box::new((rhythm, *window))), reading)
-                };
-                Reading::Number(self.upsert(shard, key, now, fresh, |slot| match slot {
-                    Slot::Rhythm(rhythm) => {
-                        rhythm.0.arrive(now, *window);
-                        rhythm.0.read()
-                    }
-                    _ => f64::NAN,
-                }))
-            }
-            CounterOp::BanCheck { key } => match shard.map.get_mut(&**key) {
-                Some(entry) => match entry.slot {
-                    Slot::Ban(until, _) if until > now => {
-                        entry.touch(now);
-                        Reading::Ban(Some(Duration::from_nanos(until - now)))
-                    }
-                    _ => Reading::Ban(None),
-                },
-                None => Reading::Ban(None),
+                _ => Reading::Number(0.0),
             },
-            CounterOp::Ban { key, ttl, reason } => {
+            CounterOp::Distinct { window, item, .. } => Self::distinct(slot, *window, *item, now, grown),
+            CounterOp::DistinctIfHeld { window, item, .. } => Self::distinct(slot, *window, Some(*item), now, grown),
+            CounterOp::Decay { half_life, add, .. } => match slot {
+                Slot::Decay(decayed, _) if *add == 0.0 => Reading::Number(decayed.read(now, *half_life)),
+                Slot::Decay(decayed, _) => Reading::Number(decayed.add(now, *half_life, *add)),
+                _ => Reading::Number(0.0),
+            },
+            CounterOp::Rhythm { window, .. } => match slot {
+                Slot::Rhythm(rhythm) => {
+                    rhythm.0.arrive(now, *window);
+                    Reading::Number(rhythm.0.read())
+                }
+                _ => Reading::Number(f64::NAN),
+            },
+            CounterOp::BanCheck { .. } => match slot {
+                Slot::Ban(until, _) if *until > now => Reading::Ban(Some(Duration::from_nanos(*until - now))),
+                _ => Reading::Ban(None),
+            },
+            CounterOp::Ban { ttl, reason, .. } => {
                 let until = now + ttl.as_nanos() as u64;
-                let extend = |slot: &mut Slot| match slot {
+                match slot {
                     Slot::Ban(current, _) if *current >= until => {}
-                    other => *other = Slot::Ban(until, reason.clone()),
-                };
-                self.upsert(shard, key, now, || (Slot::Ban(until, reason.clone()), ()), extend);
+                    other => {
+                        let freed = other.heap_bytes();
+                        *other = Slot::Ban(until, reason.clone());
+                        *grown -= freed as isize;
+                    }
+                }
                 Reading::Done
             }
         }
     }
 
-    /// Add `item` (if any) to the sketch under `key` and read its count.
-    /// With `create` false a missing key is not created: the reading is
-    /// what it would be (the item alone), and the item is counted only
-    /// once a later write adds it for real.
-    fn distinct(
-        &self,
-        shard: &mut Shard,
-        key: &Key,
-        window: Duration,
-        item: Option<u64>,
-        create: bool,
-        now: Nanos,
-    ) -> Reading {
-        if let Some(entry) = shard.map.get_mut(&**key) {
-            entry.touch(now);
-            if let Slot::DistinctOne(one, _) = &mut entry.slot {
+    /// Add `item` (if any) to a distinct count held and read it.
+    fn distinct(slot: &mut Slot, window: Duration, item: Option<u64>, now: Nanos, grown: &mut isize) -> Reading {
+        match slot {
+            Slot::DistinctOne(one, _) => {
                 let full = match item {
                     Some(item) => one.add(now, window, item),
                     None => None,
                 };
                 let Some(mut full) = full else { return Reading::Number(one.count(now, window) as f64) };
                 let count = full.count(now, window);
-                entry.slot = Slot::Distinct(Box::new((full, window)));
-                shard.bytes += entry.slot.heap_bytes();
-                return Reading::Number(count as f64);
+                *slot = Slot::Distinct(Box::new((full, window)));
+                *grown += slot.heap_bytes() as isize;
+                Reading::Number(count as f64)
             }
-            let Slot::Distinct(distinct) = &mut entry.slot else { return Reading::Number(0.0) };
-            let before = distinct.0.heap_bytes();
-            if let Some(item) = item {
-                distinct.0.add(now, window, item);
+            Slot::Distinct(distinct) => {
+                let before = distinct.0.heap_bytes();
+                if let Some(item) = item {
+                    distinct.0.add(now, window, item);
+                }
+                let count = distinct.0.count(now, window);
+                *grown += distinct.0.heap_bytes() as isize - before as isize;
+                Reading::Number(count as f64)
             }
-            let count = distinct.0.count(now, window);
-            let after = distinct.0.heap_bytes();
-            shard.bytes = (shard.bytes + after).saturating_sub(before);
-            return Reading::Number(count as f64);
+            _ => Reading::Number(0.0),
         }
-        let Some(item) = item else { return Reading::Number(0.0) };
-        if !create {
-            return Reading::Number(1.0);
-        }
-        let one = OneDistinct::new(now, window, item);
-        self.insert(shard, key, Entry::new(Slot::DistinctOne(one, window), now), now);
-        Reading::Number(one.count(now, window) as f64)
     }
 
-    /// Change the slot under `key` with `change`, or create it with
-    /// `fresh`; what `change` or `fresh` read. One lookup when the key is
-    /// held (every operation of a request pays for its lookups).
-    fn upsert<R>(
-        &self,
-        shard: &mut Shard,
-        key: &Key,
-        now: Nanos,
-        fresh: impl FnOnce() -> (Slot, R),
-        change: impl FnOnce(&mut Slot) -> R,
-    ) -> R {
-        if let Some(entry) = shard.map.get_mut(&**key) {
-            entry.touch(now);
-            return change(&mut entry.slot);
-        }
-        let (slot, reading) = fresh();
-        self.insert(shard, key, Entry::new(slot, now), now);
-        reading
-    }
-
-    /// A new entry, making room first when the shard is over budget.
-    fn insert(&self, shard: &mut Shard, key: &str, entry: Entry, now: Nanos) {
-        let bytes = entry_bytes(key, &entry);
-        if shard.size_with(bytes) > self.shard_budget {
-            let before = shard.map.len();
-            let (_, evicted) = shard.make_room(now, self.shard_budget, bytes);
-            self.gauges.evicted.fetch_add(evicted as u64, Ordering::Relaxed);
-            self.gauges.keys.fetch_sub((before - shard.map.len()) as u64, Ordering::Relaxed);
-        }
-        shard.bytes += bytes;
-        shard.map.insert(Box::from(key), entry);
-        self.gauges.keys.fetch_add(1, Ordering::Relaxed);
+    /// An operation on a counter not held: what it reads, and the counter
+    /// it creates, if any (reads and `DistinctIfHeld` create none).
+    fn fresh(&self, op: &CounterOp, now: Nanos) -> Fresh {
+        let (reading, slot) = match op {
+            CounterOp::Gcra { limit, .. } => {
+                let (interval, _) = gcra_params(limit);
+                (Reading::Gcra(GcraReading::Allowed), Some(Slot::Gcra(self.clock.now() + interval)))
+            }
+            CounterOp::Count { add: 0, .. } => (Reading::Number(0.0), None),
+            CounterOp::Count { window, add, .. } => {
+                let mut count = SlidingCount::default();
+                count.add(now, *window, *add);
+                (Reading::Number(count.estimate(now, *window)), Some(Slot::Count(count, *window)))
+            }
+            CounterOp::Distinct { item: None, .. } => (Reading::Number(0.0), None),
+            CounterOp::Distinct { window, item: Some(item), .. } => {
+                let one = OneDistinct::new(now, *window, *item);
+                (Reading::Number(one.count(now, *window) as f64), Some(Slot::DistinctOne(one, *window)))
+            }
+            CounterOp::DistinctIfHeld { .. } => (Reading::Number(1.0), None),
+            CounterOp::Decay { add, .. } if *add == 0.0 => (Reading::Number(0.0), None),
+            CounterOp::Decay { half_life, add, .. } => {
+                let mut decayed = Decayed::default();
+                let reading = decayed.add(now, *half_life, *add);
+                (Reading::Number(reading), Some(Slot::Decay(decayed, *half_life)))
+            }
+            CounterOp::Rhythm { window, .. } => {
+                let mut rhythm = Rhythm::default();
+                rhythm.arrive(now, *window);
+                (Reading::Number(rhythm.read()), Some(Slot::Rhythm(Box::new((rhythm, *window)))))
+            }
+            CounterOp::BanCheck { .. } => (Reading::Ban(None), None),
+            CounterOp::Ban { ttl, reason, .. } => {
+                (Reading::Done, Some(Slot::Ban(now + ttl.as_nanos() as u64, reason.clone())))
+            }
+        };
+        Fresh { reading, slot }
     }
 
     fn prune(&self, now: Nanos, shard: usize) {
-        let mut map = self.shards[shard].lock().expect("store shard poisoned");
-        let pruned = map.prune(now);
+        let mut shard = self.shards[shard].lock().expect("store shard poisoned");
+        let pruned = shard.prune(now);
         // A flood that has passed leaves a large, empty table behind.
-        if map.map.capacity() > 64 && map.map.len() < map.map.capacity() / 4 {
-            map.map.shrink_to_fit();
+        if shard.groups.capacity() > 64 && shard.groups.len() < shard.groups.capacity() / 4 {
+            shard.groups.shrink_to_fit(|group| self.hasher.hash_one(&*group.key));
         }
-        drop(map);
+        drop(shard);
         self.gauges.keys.fetch_sub(pruned as u64, Ordering::Relaxed);
     }
 
@@ -565,7 +734,7 @@ impl LocalStore {
         let (mut keys, mut bytes) = (0, 0);
         for shard in &self.shards {
             if let Ok(shard) = shard.lock() {
-                keys += shard.map.len();
+                keys += shard.counters;
                 bytes += shard.size();
             }
         }
@@ -573,23 +742,33 @@ impl LocalStore {
         self.gauges.bytes.store(bytes as u64, Ordering::Relaxed);
     }
 
-    /// Every ban in force at `now`: its key, time left and reason.
-    pub fn bans(&self, now: Nanos) -> Vec<super::BanEntry> {
-        let mut bans = Vec::new();
+    /// Every counter held, with its full key (read under each shard's lock
+    /// in turn; no request pays for it).
+    fn each_counter(&self, mut each: impl FnMut(&Group, &Field)) {
         for shard in &self.shards {
             let shard = shard.lock().expect("store shard poisoned");
-            for (key, entry) in shard.map.iter() {
-                if let Slot::Ban(until, reason) = &entry.slot
-                    && *until > now
-                {
-                    bans.push(super::BanEntry {
-                        key: key.to_string(),
-                        left: Duration::from_nanos(until - now),
-                        reason: reason.to_string(),
-                    });
+            for group in shard.groups.iter() {
+                for field in &group.fields {
+                    each(group, field);
                 }
             }
         }
+    }
+
+    /// Every ban in force at `now`: its key, time left and reason.
+    pub fn bans(&self, now: Nanos) -> Vec<super::BanEntry> {
+        let mut bans = Vec::new();
+        self.each_counter(|group, field| {
+            if let Slot::Ban(until, reason) = &field.slot
+                && *until > now
+            {
+                bans.push(super::BanEntry {
+                    key: group.key_of(field),
+                    left: Duration::from_nanos(until - now),
+                    reason: reason.to_string(),
+                });
+            }
+        });
         bans.sort_by(|a, b| a.key.cmp(&b.key));
         bans
     }
@@ -599,9 +778,12 @@ impl LocalStore {
     /// instead of being banned again by its old failures. Whether a ban
     /// was in force.
     pub fn lift(&self, key: &str, now: Nanos) -> bool {
+        let (group_key, name) = split(key);
         let in_force = {
-            let shard = self.shard_of(key).lock().expect("store shard poisoned");
-            matches!(shard.map.get(key), Some(Entry { slot: Slot::Ban(until, _), .. }) if *until > now)
+            let hash = self.hasher.hash_one(group_key);
+            let mut shard = self.shards[Self::shard_index(hash)].lock().expect("store shard poisoned");
+            let held = shard.groups.find_mut(hash, |group| &*group.key == group_key);
+            matches!(held.and_then(|group| group.field(name)), Some(Slot::Ban(until, _)) if *until > now)
         };
         let scope = match key.rsplit_once(':') {
             Some((group, _)) if !group.is_empty() => format!("{group}:"),
@@ -610,40 +792,52 @@ impl LocalStore {
         let mut removed = 0;
         for shard in &self.shards {
             let mut shard = shard.lock().expect("store shard poisoned");
-            let mut freed = 0;
-            shard.map.retain(|held, entry| {
-                // Rate limits are not counters of the scope.
-                let keep = matches!(entry.slot, Slot::Gcra(_)) || (&**held != key && !held.starts_with(&scope));
-                if !keep {
-                    freed += entry_bytes(held, entry);
-                    removed += 1;
+            let (mut freed, mut gone) = (0, 0);
+            shard.groups.retain(|group| {
+                let before = group.bytes();
+                let count = group.fields.len();
+                let fields = std::mem::take(&mut group.fields);
+                group.fields = fields
+                    .into_iter()
+                    .filter(|field| {
+                        // Rate limits are not counters of the scope.
+                        if matches!(field.slot, Slot::Gcra(_)) {
+                            return true;
+                        }
+                        let held = group.key_of(field);
+                        held != key && !held.starts_with(&scope)
+                    })
+                    .collect();
+                gone += count - group.fields.len();
+                if group.fields.is_empty() {
+                    freed += before;
+                    return false;
                 }
-                keep
+                freed += before.saturating_sub(group.bytes());
+                true
             });
             shard.bytes = shard.bytes.saturating_sub(freed);
+            shard.counters -= gone;
+            removed += gone;
         }
-        self.gauges.keys.fetch_sub(removed, Ordering::Relaxed);
+        self.gauges.keys.fetch_sub(removed as u64, Ordering::Relaxed);
         in_force
     }
 
     /// The `limit` largest sliding-window counts at `now` among keys that
     /// end with `suffix` (e.g. `:f`, failures): what the dashboard shows
-    /// as under attack. Reads the maps; no request pays for it.
+    /// as under attack. Reads the tables; no request pays for it.
     pub fn top_counts(&self, suffix: &str, now: Nanos, limit: usize) -> Vec<(String, f64)> {
         let mut top: Vec<(String, f64)> = Vec::new();
-        for shard in &self.shards {
-            let shard = shard.lock().expect("store shard poisoned");
-            for (key, entry) in shard.map.iter() {
-                if let Slot::Count(count, window) = &entry.slot
-                    && key.ends_with(suffix)
-                {
-                    let value = count.estimate(now, *window);
-                    if value > 0.0 {
-                        top.push((key.to_string(), value));
-                    }
+        self.each_counter(|group, field| {
+            if let Slot::Count(count, window) = &field.slot {
+                let key = group.key_of(field);
+                let value = count.estimate(now, *window);
+                if key.ends_with(suffix) && value > 0.0 {
+                    top.push((key, value));
                 }
             }
-        }
+        });
         top.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         top.truncate(limit);
         top
@@ -652,19 +846,18 @@ impl LocalStore {
     /// Every counter key held (rate-limit state is not listed).
     pub fn keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
-        for shard in &self.shards {
-            let shard = shard.lock().expect("store shard poisoned");
-            keys.extend(
-                shard.map.iter().filter(|(_, e)| !matches!(e.slot, Slot::Gcra(_))).map(|(key, _)| key.to_string()),
-            );
-        }
+        self.each_counter(|group, field| {
+            if !matches!(field.slot, Slot::Gcra(_)) {
+                keys.push(group.key_of(field));
+            }
+        });
         keys.sort();
         keys
     }
 
-    /// How many entries the store holds, rate-limit state included.
+    /// How many counters the store holds, rate-limit state included.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map(|s| s.map.len()).unwrap_or(0)).sum()
+        self.shards.iter().map(|s| s.lock().map(|s| s.counters).unwrap_or(0)).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -672,8 +865,6 @@ impl LocalStore {
     }
 }
 
-/// A GCRA limit as governor runs it: the emission interval and the burst
-/// tolerance, in nanoseconds.
 fn gcra_params(limit: &RateLimitConfig) -> (u64, u64) {
     let requests = u128::from(limit.requests.max(1));
     let interval = (Duration::from_secs(limit.period_secs.max(1)).as_nanos() / requests).max(1) as u64;
@@ -700,7 +891,9 @@ mod tests {
     #[test]
     fn stores_fed_the_same_operations_read_the_same_to_the_last_bit() {
         let half_life = Duration::from_secs(1);
-        let keys: Vec<Key> = (0..4 * SHARDS).map(|i| Key::from(format!("decayed:{i}"))).collect();
+        // One group per sum (`decayed{i}:sum`), so that the sums fall in
+        // different shards.
+        let keys: Vec<Key> = (0..4 * SHARDS).map(|i| Key::from(format!("decayed{i}:sum"))).collect();
         let mut adds = CounterPlan::default();
         for key in &keys {
             adds.push(CounterOp::Decay { key: key.clone(), half_life, add: 1.0 });

@@ -1093,4 +1093,75 @@ mod tests {
         assert!(store.is_empty());
         assert_eq!(store.gauges().keys.load(Ordering::Relaxed), 0);
     }
+
+    /// A banned scope's ban reads as in force on every thread while other
+    /// threads flood the store with new groups (eviction at every few
+    /// inserts), the timer prunes, and plans run on clocks a little apart:
+    /// the credential stage's reads (ban first, then the scope's counters
+    /// in one group) and its writes (refused counts).
+    #[test]
+    fn a_ban_holds_under_concurrent_floods_pruning_and_eviction() {
+        let clock = Arc::new(ManualClock::new(0));
+        let store = Arc::new(LocalStore::with_budget(clock, 64 * 1024));
+        let start: Nanos = 1_800_000_000_000_000_000;
+        let window = Duration::from_secs(600);
+        let scope = "login:login:ip:banned";
+        let mut ban = CounterPlan::default();
+        ban.push(CounterOp::Count { key: Key::from(format!("{scope}:f")), window, add: 4 });
+        ban.push(CounterOp::Ban {
+            key: Key::from(format!("{scope}:ban")),
+            ttl: Duration::from_secs(900),
+            reason: Key::from("t"),
+        });
+        store.execute(&ban, start, &mut CounterReadings::default());
+        let threads: Vec<_> = (0..4u64)
+            .map(|thread| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let mut check = CounterPlan::default();
+                    check.push(CounterOp::BanCheck { key: Key::from(format!("{scope}:ban")) });
+                    for counter in ["f", "s", "x"] {
+                        check.push(CounterOp::Count { key: Key::from(format!("{scope}:{counter}")), window, add: 0 });
+                    }
+                    let mut refused = CounterPlan::default();
+                    refused.push(CounterOp::Count { key: Key::from(format!("{scope}:x")), window, add: 1 });
+                    for round in 0..3_000u64 {
+                        // Up to a second apart, and up to 300 s on.
+                        let now = start + round * 100_000_000 + thread * 250_000_000;
+                        let mut readings = CounterReadings::default();
+                        store.execute(&check, now, &mut readings);
+                        assert!(readings.ban(&format!("{scope}:ban")).is_some(), "thread {thread}, round {round}");
+                        store.apply(&refused, now);
+                        let mut flood = CounterPlan::default();
+                        for user in 0..4 {
+                            let id = (thread << 40) | (round << 8) | user;
+                            flood.push(CounterOp::Distinct {
+                                key: Key::from(format!("login:login:user:{id:x}:addrs")),
+                                window,
+                                item: Some(id),
+                            });
+                            flood.push(CounterOp::Count {
+                                key: Key::from(format!("login:login:user:{id:x}:f")),
+                                window,
+                                add: 1,
+                            });
+                        }
+                        store.apply(&flood, now);
+                        if round % 500 == 0 {
+                            store.maintain(now);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a flooding thread");
+        }
+        assert!(store.gauges().evicted.load(Ordering::Relaxed) > 10_000, "the flood evicted");
+        let mut readings = CounterReadings::default();
+        let mut check = CounterPlan::default();
+        check.push(CounterOp::BanCheck { key: Key::from(format!("{scope}:ban")) });
+        store.execute(&check, start + 300_000_000_000, &mut readings);
+        assert!(readings.ban(&format!("{scope}:ban")).is_some());
+    }
 }

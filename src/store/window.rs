@@ -1,6 +1,15 @@
 //! Counter arithmetic shared by every store backend, so the in-process and
 //! Redis stores give the same numbers: sliding-window counts, distinct
 //! counts over the same windows, and exponentially decayed values.
+//!
+//! Requests read the clock before they run their plans, so with several
+//! workers a counter can be reached late: by a request that read the clock
+//! before another one moved the counter into a new window. A late read
+//! reads what is held and a late add joins the window it belongs to,
+//! rather than reading nothing or starting the counter afresh. The Redis
+//! script is not changed: a late add there still starts its counter
+//! afresh, and only its sliding counts (read with [`sliding_estimate`])
+//! read late as here.
 
 use std::time::Duration;
 
@@ -30,6 +39,15 @@ pub struct SlidingCount {
 impl SlidingCount {
     pub fn add(&mut self, now: Nanos, window: Duration, n: u64) {
         let index = window_index(now, window);
+        if index < self.index {
+            // Late: a request that read the clock before another one rolled
+            // the window. Its events belong to the previous window (an
+            // older one no longer counts).
+            if index + 1 == self.index {
+                self.previous += n;
+            }
+            return;
+        }
         if index != self.index {
             self.previous = if index == self.index + 1 { self.current } else { 0 };
             self.current = 0;
@@ -60,6 +78,11 @@ pub fn sliding_estimate(now_index: u64, fraction: f64, index: u64, current: u64,
         previous as f64 * (1.0 - fraction) + current as f64
     } else if now_index == index + 1 {
         current as f64 * (1.0 - fraction)
+    } else if now_index < index {
+        // Read late, by a request that read the clock before another one
+        // rolled the window: everything held (a count read never comes
+        // out lower for being read a moment late).
+        (previous + current) as f64
     } else {
         0.0
     }
@@ -100,7 +123,9 @@ impl WindowedDistinct {
 
     fn roll(&mut self, now: Nanos, window: Duration) {
         let index = window_index(now, window);
-        if index != self.index {
+        // A late request (it read the clock before another one rolled the
+        // window) reads and adds to the windows as they are.
+        if index > self.index {
             let current = std::mem::take(&mut self.current);
             self.previous = if index == self.index + 1 { current } else { DistinctSketch::default() };
             self.index = index;
@@ -137,7 +162,12 @@ impl OneDistinct {
     /// counts).
     pub fn add(&mut self, now: Nanos, window: Duration, item: u64) -> Option<WindowedDistinct> {
         let index = window_index(now, window);
-        if item == self.item || (index != self.index && index != self.index + 1) {
+        if index < self.index && (item == self.item || index + 1 < self.index) {
+            // Late (a request that read the clock before another one moved
+            // the item on): the same item, or one too old to count.
+            return None;
+        }
+        if index >= self.index && (item == self.item || index > self.index + 1) {
             // The same item seen again, or the held one has left the
             // windows: still one item, in this window.
             *self = OneDistinct { index, item };
@@ -151,8 +181,8 @@ impl OneDistinct {
     }
 
     pub fn count(&self, now: Nanos, window: Duration) -> u64 {
-        let index = window_index(now, window);
-        u64::from(index == self.index || index == self.index + 1)
+        // Read late, the item is held all the same.
+        u64::from(window_index(now, window) <= self.index + 1)
     }
 
     pub fn is_expired(&self, now: Nanos, window: Duration) -> bool {
@@ -213,8 +243,13 @@ impl Rhythm {
     /// Note an arrival at `now`; a gap longer than `window` starts afresh.
     pub fn arrive(&mut self, now: Nanos, window: Duration) {
         let now_us = now / 1_000;
-        let gap = now_us.saturating_sub(self.last_us);
-        if self.last_us == 0 || now_us < self.last_us || gap > window.as_micros() as u64 {
+        if now_us < self.last_us {
+            // Late: a request that read the clock before the last arrival
+            // was noted. Not a gap, and no reason to start afresh.
+            return;
+        }
+        let gap = now_us - self.last_us;
+        if self.last_us == 0 || gap > window.as_micros() as u64 {
             *self = Rhythm { last_us: now_us, ..Rhythm::default() };
             return;
         }
@@ -351,6 +386,45 @@ mod tests {
         assert!(fresh.read().is_nan(), "one gap says nothing yet");
         fixed.arrive(200 * S, window);
         assert_eq!(fixed.gaps, 0, "a gap over the window starts afresh");
+    }
+
+    /// Requests read the clock before they run their plans, so two of them
+    /// can reach a counter out of order: one that read the clock before a
+    /// window boundary after one that read it after. The late one neither
+    /// reads nothing nor wipes what the window held.
+    #[test]
+    fn a_late_request_across_a_window_boundary_neither_reads_nothing_nor_wipes_the_count() {
+        let boundary = 1_000 * 60 * S;
+        let (early, late) = (boundary - 1_000, boundary + 1_000);
+        let mut count = SlidingCount::default();
+        count.add(early - 30 * S, MIN, 4);
+        count.add(late, MIN, 1);
+        assert_eq!(count.estimate(early, MIN), 5.0, "read late: everything held");
+        count.add(early, MIN, 1);
+        assert!(count.estimate(late, MIN) >= 5.0, "added late: {count:?}");
+        assert_eq!(count.estimate(boundary + 60 * S, MIN), 1.0, "the late add left with its window");
+
+        let items = [1u64, 2, 3].map(|i| super::super::sketch::item_hash(&i.to_le_bytes()));
+        let mut distinct = WindowedDistinct::default();
+        distinct.add(early - 30 * S, MIN, items[0]);
+        distinct.add(late, MIN, items[1]);
+        distinct.add(early, MIN, items[2]);
+        assert_eq!(distinct.count(early, MIN), 3);
+        assert_eq!(distinct.count(late, MIN), 3);
+
+        let mut one = OneDistinct::new(late, MIN, items[0]);
+        assert_eq!(one.count(early, MIN), 1, "read late");
+        assert!(one.add(early, MIN, items[0]).is_none());
+        assert_eq!(one.count(late, MIN), 1, "the same item, late, kept its window");
+        let mut full = one.add(early, MIN, items[1]).expect("a second item, late");
+        assert_eq!(full.count(late, MIN), 2);
+
+        let mut rhythm = Rhythm::default();
+        for i in 1..=5 {
+            rhythm.arrive(i * S, MIN);
+        }
+        rhythm.arrive(5 * S - 1_000, MIN);
+        assert_eq!((rhythm.gaps, rhythm.last_us), (4, 5_000_000), "a late arrival starts nothing afresh");
     }
 
     #[test]

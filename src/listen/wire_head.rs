@@ -27,25 +27,49 @@ pub type WireNames = Arc<[Box<str>]>;
 
 /// The heads recorded on one connection, oldest first.
 #[derive(Debug, Clone, Default)]
-pub struct WireHeads(Arc<Mutex<VecDeque<WireNames>>>);
+pub struct WireHeads(Arc<Mutex<VecDeque<Recorded>>>);
+
+/// One head's names as sent and, once a connection has sent the same names
+/// twice, the same names as hyper's keys (lower case, [`Keys`]).
+#[derive(Debug, Clone)]
+struct Recorded {
+    names: WireNames,
+    keys: Option<Keys>,
+}
+
+/// A head's names as `HeaderName`s, one per name sent: each matches its
+/// key in hyper's map by a plain comparison (a standard name's is one
+/// byte) instead of lowering the sent name ([`is_name_of`]).
+type Keys = Arc<[http::HeaderName]>;
+
+impl Recorded {
+    #[cfg(test)]
+    fn new(names: WireNames) -> Recorded {
+        Recorded { names, keys: None }
+    }
+}
 
 impl WireHeads {
     /// The names of the next request on this connection, if they were seen
     /// and match `headers` (same set of names, case aside).
     pub fn take_matching(&self, headers: &http::HeaderMap) -> Option<WireNames> {
-        let names = self.0.lock().ok()?.pop_front()?;
-        let consistent = in_key_order(&names, headers)
+        let Recorded { names, keys } = self.0.lock().ok()?.pop_front()?;
+        let in_order = match &keys {
+            Some(keys) => in_key_order_by(keys.len(), headers, |i, key| keys[i] == *key),
+            None => in_key_order(&names, headers),
+        };
+        let consistent = in_order
             || (names.iter().all(|name| headers.contains_key(name.as_ref()))
                 && distinct_lowercase(&names) == headers.keys_len());
         consistent.then_some(names)
     }
 
-    fn push(&self, names: WireNames) {
+    fn push(&self, head: Recorded) {
         if let Ok(mut queue) = self.0.lock() {
             // A client cannot make this grow: hyper serves requests in
             // order, and the handler takes one per request.
             if queue.len() < 64 {
-                queue.push_back(names);
+                queue.push_back(head);
             }
         }
     }
@@ -59,12 +83,18 @@ impl WireHeads {
 /// falls back to looking each name up. Linear when no name repeats: a
 /// name is either the next key or, rarely, one already seen.
 fn in_key_order(names: &[Box<str>], headers: &http::HeaderMap) -> bool {
+    in_key_order_by(names.len(), headers, |i, key| is_name_of(&names[i], key))
+}
+
+/// [`in_key_order`] for `count` names, `is(i, key)` saying whether the
+/// `i`th is `key`.
+fn in_key_order_by(count: usize, headers: &http::HeaderMap, is: impl Fn(usize, &http::HeaderName) -> bool) -> bool {
     let mut keys = headers.keys().peekable();
     let mut seen = 0;
-    for name in names {
-        if keys.next_if(|key| is_name_of(name, key)).is_some() {
+    for i in 0..count {
+        if keys.next_if(|key| is(i, key)).is_some() {
             seen += 1;
-        } else if !headers.keys().take(seen).any(|key| is_name_of(name, key)) {
+        } else if !headers.keys().take(seen).any(|key| is(i, key)) {
             return false;
         }
     }
@@ -169,6 +199,39 @@ pub struct HeadRecorder {
 struct LastHead {
     names: WireNames,
     kinds: Box<[Kind]>,
+    /// Whether a request took these names already.
+    taken: bool,
+    /// Built when a second request sends the same names (a connection
+    /// that sends one request does not pay for them); `Some(None)` when a
+    /// name is not a `HeaderName` (hyper refuses such a head).
+    keys: Option<Option<Keys>>,
+}
+
+impl LastHead {
+    fn new(headers: &[httparse::Header<'_>]) -> LastHead {
+        LastHead {
+            names: headers.iter().map(|h| Box::from(h.name)).collect(),
+            kinds: headers.iter().map(|h| Kind::of(h.name)).collect(),
+            taken: false,
+            keys: None,
+        }
+    }
+
+    /// These names, for one more request.
+    fn record(&mut self, heads: &WireHeads) {
+        let keys = if self.taken {
+            let names = &self.names;
+            self.keys
+                .get_or_insert_with(|| {
+                    names.iter().map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()).collect()
+                })
+                .clone()
+        } else {
+            self.taken = true;
+            None
+        };
+        heads.push(Recorded { names: self.names.clone(), keys });
+    }
 }
 
 /// The names the recorder reads the value of: those that say what follows
@@ -288,13 +351,10 @@ fn remember(last: &mut Option<LastHead>, heads: &WireHeads, headers: &[httparse:
             && last.names.iter().zip(headers).all(|(name, header)| name.as_bytes() == header.name.as_bytes())
     });
     if !same {
-        *last = Some(LastHead {
-            names: headers.iter().map(|h| Box::from(h.name)).collect(),
-            kinds: headers.iter().map(|h| Kind::of(h.name)).collect(),
-        });
+        *last = Some(LastHead::new(headers));
     }
     if let Some(last) = last {
-        heads.push(last.names.clone());
+        last.record(heads);
     }
 }
 
@@ -361,10 +421,10 @@ impl HeadRecorder {
             return &[];
         }
         if in_place
-            && let Some(last) = &self.last
+            && let Some(last) = &mut self.last
             && let Some((head_length, next)) = quick_head(last, head)
         {
-            self.heads.push(last.names.clone());
+            last.record(&self.heads);
             self.state = next;
             return &data[head_length..];
         }
@@ -446,7 +506,7 @@ mod tests {
         for chunk in chunks {
             recorder.feed(chunk);
         }
-        let names = heads.0.lock().unwrap().iter().map(|n| n.iter().map(|s| s.to_string()).collect()).collect();
+        let names = heads.0.lock().unwrap().iter().map(|n| n.names.iter().map(|s| s.to_string()).collect()).collect();
         (names, recorder.is_off())
     }
 
@@ -515,22 +575,22 @@ mod tests {
         let reordered: Vec<Box<str>> = ["Host", "Accept", "accept"].into_iter().map(Box::from).collect();
         assert!(!in_key_order(&reordered, &map), "the quick check wants the map's order");
         let heads = WireHeads::default();
-        heads.push(Arc::from(reordered));
+        heads.push(Recorded::new(Arc::from(reordered)));
         assert_eq!(heads.take_matching(&map).unwrap().len(), 3, "the full check accepts any order");
         let missing: Vec<Box<str>> = ["Accept"].into_iter().map(Box::from).collect();
         assert!(!in_key_order(&missing, &map));
-        heads.push(Arc::from(missing));
+        heads.push(Recorded::new(Arc::from(missing)));
         assert!(heads.take_matching(&map).is_none());
     }
 
     #[test]
     fn only_matching_heads_are_used() {
         let heads = WireHeads::default();
-        heads.push(Arc::from(vec![Box::from("Host"), Box::from("User-Agent")]));
+        heads.push(Recorded::new(Arc::from(vec![Box::from("Host"), Box::from("User-Agent")])));
         let mut map = http::HeaderMap::new();
         map.insert("host", "a".parse().unwrap());
         assert!(heads.take_matching(&map).is_none(), "a head for another request is dropped");
-        heads.push(Arc::from(vec![Box::from("Host")]));
+        heads.push(Recorded::new(Arc::from(vec![Box::from("Host")])));
         assert_eq!(heads.take_matching(&map).unwrap().len(), 1);
     }
 
@@ -566,6 +626,8 @@ mod tests {
         LastHead {
             names: names.iter().map(|n| Box::from(n.as_str())).collect(),
             kinds: names.iter().map(|n| Kind::of(n)).collect(),
+            taken: false,
+            keys: None,
         }
     }
 
@@ -615,7 +677,7 @@ mod tests {
         assert!(!recorder.is_off());
         assert_eq!(recorder.state, State::Head, "every body was followed to its end");
         let queue = heads.0.lock().unwrap();
-        let names: Vec<Vec<&str>> = queue.iter().map(|n| n.iter().map(|s| &**s).collect()).collect();
+        let names: Vec<Vec<&str>> = queue.iter().map(|n| n.names.iter().map(|s| &**s).collect()).collect();
         assert_eq!(
             names,
             [
@@ -627,8 +689,19 @@ mod tests {
                 vec!["HOST", "User-Agent", "Accept"],
             ]
         );
-        assert!(Arc::ptr_eq(&queue[1], &queue[2]) && Arc::ptr_eq(&queue[2], &queue[3]), "the same names are shared");
-        assert!(!Arc::ptr_eq(&queue[0], &queue[4]), "only the last head's names are kept");
+        assert!(
+            Arc::ptr_eq(&queue[1].names, &queue[2].names) && Arc::ptr_eq(&queue[2].names, &queue[3].names),
+            "the same names are shared"
+        );
+        assert!(!Arc::ptr_eq(&queue[0].names, &queue[4].names), "only the last head's names are kept");
+        let keys: Vec<Option<Vec<&str>>> =
+            queue.iter().map(|n| n.keys.as_ref().map(|k| k.iter().map(http::HeaderName::as_str).collect())).collect();
+        assert_eq!(
+            keys,
+            [None, None, Some(vec!["host", "content-length"]), Some(vec!["host", "content-length"]), None, None],
+            "keys from the second request with the same names on"
+        );
+        assert!(Arc::ptr_eq(queue[2].keys.as_ref().unwrap(), queue[3].keys.as_ref().unwrap()), "built once");
     }
 
     #[test]
@@ -755,6 +828,31 @@ mod tests {
         fn words_are_lowered_as_each_byte_is(bytes in proptest::array::uniform8(proptest::num::u8::ANY)) {
             let lowered = lowercase_word(u64::from_le_bytes(bytes)).to_le_bytes();
             proptest::prop_assert_eq!(lowered, bytes.map(|b| b.to_ascii_lowercase()));
+        }
+
+        /// A sent name's `HeaderName` is the key it matches, as
+        /// [`is_name_of`] says, whenever the name is one.
+        #[test]
+        fn keys_match_as_names_do(
+            name in proptest::prop_oneof![
+                "[!#$%&'*+.^_`|~0-9A-Za-z-]{1,24}",
+                proptest::strategy::Strategy::prop_map(
+                    proptest::sample::select(vec!["Host", "USER-AGENT", "accept", "Content-Length", "Sec-Fetch-Mode", "x-dup"]),
+                    String::from,
+                ),
+            ],
+            key in proptest::prop_oneof![
+                "[a-z0-9!#$%&'*+.^_`|~-]{1,24}",
+                proptest::strategy::Strategy::prop_map(
+                    proptest::sample::select(vec!["host", "user-agent", "accept", "content-length", "sec-fetch-mode", "x-dup"]),
+                    String::from,
+                ),
+            ],
+        ) {
+            let key = http::HeaderName::from_bytes(key.as_bytes()).unwrap();
+            if let Ok(sent) = http::HeaderName::from_bytes(name.as_bytes()) {
+                proptest::prop_assert_eq!(sent == key, is_name_of(&name, &key));
+            }
         }
 
         #[test]

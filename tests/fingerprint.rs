@@ -11,17 +11,6 @@ const UA: &str =
 
 const LOG_ALL: &str = "[decision_log]\nsample_allowed = 1.0\n[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
 
-/// A raw HTTP/1.1 request with exactly these header lines, in this order.
-fn raw(method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let mut out = format!("{method} {target} HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out.into_bytes()
-}
-
 fn expected(method: &http::Method, headers: &[(&str, &str)]) -> String {
     http_fingerprint(http::Version::HTTP_11, method, headers.iter().map(|(name, _)| *name))
 }
@@ -41,7 +30,7 @@ async fn same_user_agent_different_header_order_gives_different_fingerprints() {
     let lowercase =
         [("host", "a"), ("user-agent", UA), ("accept", "*/*"), ("accept-language", "en"), ("connection", "close")];
     for headers in [&browser_order[..], &script_order[..], &lowercase[..]] {
-        let response = raw_request(palisade.addr(), &raw("GET", "/x", headers, "")).await;
+        let response = raw_request(palisade.addr(), &raw_http1("GET", "/x", headers, "")).await;
         assert_eq!(raw_status(&response), Some(200));
     }
     let seen = fingerprints(&palisade.log_lines(3).await);
@@ -66,7 +55,7 @@ async fn a_client_keeps_its_fingerprint_when_x_forwarded_for_changes() {
         }
         headers.push(("X-Forwarded-For", forwarded));
         headers.push(("Connection", "close"));
-        assert_eq!(raw_status(&raw_request(palisade.addr(), &raw("GET", "/x", &headers, "")).await), Some(200));
+        assert_eq!(raw_status(&raw_request(palisade.addr(), &raw_http1("GET", "/x", &headers, "")).await), Some(200));
     }
     let lines = palisade.log_lines(3).await;
     let clients: Vec<&str> = lines.iter().map(|l| l["client"].as_str().unwrap()).collect();
@@ -86,9 +75,9 @@ async fn heads_stay_paired_with_requests_on_a_keep_alive_connection() {
     let first = [("Host", "a"), ("User-Agent", UA), ("Content-Type", "text/plain"), ("Content-Length", "11")];
     let second = [("Host", "a"), ("Transfer-Encoding", "chunked"), ("User-Agent", UA)];
     let third = [("HOST", "a"), ("user-agent", UA), ("X-Dup", "1"), ("X-Dup", "2"), ("Connection", "close")];
-    let mut bytes = raw("POST", "/one", &first, "hello world");
-    bytes.extend(raw("POST", "/two", &second, "5\r\nhello\r\n0\r\n\r\n"));
-    bytes.extend(raw("GET", "/three", &third, ""));
+    let mut bytes = raw_http1("POST", "/one", &first, "hello world");
+    bytes.extend(raw_http1("POST", "/two", &second, "5\r\nhello\r\n0\r\n\r\n"));
+    bytes.extend(raw_http1("GET", "/three", &third, ""));
     let response = raw_request(palisade.addr(), &bytes).await;
     assert_eq!(String::from_utf8_lossy(&response).matches("HTTP/1.1 200").count(), 3);
     let seen = fingerprints(&palisade.log_lines(3).await);

@@ -14,17 +14,6 @@ const UA: &str =
 
 const LOG_ALL: &str = "[decision_log]\nsample_allowed = 1.0\n";
 
-/// A raw HTTP/1.1 request with exactly these header lines, in this order.
-fn raw(method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-    let mut out = format!("{method} {target} HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(body);
-    out.into_bytes()
-}
-
 fn expected(method: &str, headers: &[(&str, &str)]) -> String {
     let method = http::Method::from_bytes(method.as_bytes()).unwrap();
     http_fingerprint(http::Version::HTTP_11, &method, headers.iter().map(|(name, _)| *name))
@@ -63,7 +52,7 @@ async fn repeated_heads_on_one_connection_keep_their_own_names() {
     ];
     let mut bytes = Vec::new();
     for (method, headers, body) in &requests {
-        bytes.extend(raw(method, "/r", headers, body));
+        bytes.extend(raw_http1(method, "/r", headers, body));
     }
     let response = raw_request(palisade.addr(), &bytes).await;
     assert_eq!(String::from_utf8_lossy(&response).matches("HTTP/1.1 200").count(), requests.len());

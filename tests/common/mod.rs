@@ -351,6 +351,18 @@ pub fn login(url: &str, user: &str, password: &str) -> Request<Full<Bytes>> {
     )
 }
 
+/// A raw HTTP/1.1 request with exactly these header lines, in this order
+/// (names spelled and ordered as given, which hyper's client would not keep).
+pub fn raw_http1(method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!("{method} {target} HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
 /// Write raw bytes on a new connection and read until the server closes
 /// it (or 5 s pass).
 pub async fn raw_request(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {

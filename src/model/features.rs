@@ -238,39 +238,30 @@ impl FeatureExtractor {
         // its name, so that no two (route, id) pairs lay out the same bytes.
         let route_len = (route.len() as u32).to_le_bytes();
         let route_parts: [&[u8]; 2] = [&route_len, route.as_bytes()];
-        let mut text = String::with_capacity(route.len() + 32);
         use ModelCounter::*;
         let (ip_item, ip_keys) =
             remember(&ADDRESSES, tag, &[route_parts[0], route_parts[1], ip_text.as_bytes()], || {
                 let item = self.hasher.item("ip", ip_text.as_bytes());
-                let keys = counter_keys(
-                    &mut text,
-                    route,
-                    "ip",
-                    hex_text(&KeyHasher::item_hex(item)),
-                    [Requests10s, Requests60s, DistinctPaths, DistinctUserAgents, Rhythm],
-                );
-                (item, Arc::new(keys))
+                (
+                    item,
+                    scope_keys(
+                        route,
+                        "ip",
+                        item,
+                        [Requests10s, Requests60s, DistinctPaths, DistinctUserAgents, Rhythm],
+                    ),
+                )
             });
         let fingerprint_bytes = view.fingerprint().as_bytes();
-        let ja4 = view.ja4.unwrap_or("");
         // Without JA4 the fingerprint alone is hashed; with it, the two
         // joined by `|`.
-        let fingerprint_parts: &[&[u8]] = if view.ja4.is_some() {
-            &[route_parts[0], route_parts[1], fingerprint_bytes, b"|", ja4.as_bytes()]
-        } else {
-            &[route_parts[0], route_parts[1], fingerprint_bytes]
+        let fingerprint_parts: &[&[u8]] = match view.ja4 {
+            Some(ja4) => &[route_parts[0], route_parts[1], fingerprint_bytes, b"|", ja4.as_bytes()],
+            None => &[route_parts[0], route_parts[1], fingerprint_bytes],
         };
         let fingerprint_keys = remember(&FINGERPRINTS, tag, fingerprint_parts, || {
             let item = self.hasher.item_of("fp", &fingerprint_parts[2..]);
-            let keys = counter_keys(
-                &mut text,
-                route,
-                "fp",
-                hex_text(&KeyHasher::item_hex(item)),
-                [Requests5m, DistinctAddresses, DistinctUserAgents],
-            );
-            Arc::new(keys)
+            scope_keys(route, "fp", item, [Requests5m, DistinctAddresses, DistinctUserAgents])
         });
         let user_agent = view.user_agent.unwrap_or("");
         let (facts, ua_item) = remember(&USER_AGENTS, tag, &[user_agent.as_bytes()], || {
@@ -281,17 +272,10 @@ impl FeatureExtractor {
             &[route_parts[0], route_parts[1], ip_text.as_bytes(), b"\n", user_agent.as_bytes()];
         let client_keys = remember(&CLIENTS, tag, client_parts, || {
             let item = self.hasher.item_of("client", &client_parts[2..]);
-            let keys = counter_keys(
-                &mut text,
-                route,
-                "cl",
-                hex_text(&KeyHasher::item_hex(item)),
-                [PageLoads10m, Subresources10m, RecentPageLoads],
-            );
-            Arc::new(keys)
+            scope_keys(route, "cl", item, [PageLoads10m, Subresources10m, RecentPageLoads])
         });
         let site = remember(&SITES, 0, &route_parts, || {
-            let [site] = counter_keys(&mut text, route, "site", "all", [Requests5m]);
+            let [site] = counter_keys(&mut String::new(), route, "site", "all", [Requests5m]);
             site
         });
         let path = view.path.as_bytes();
@@ -361,6 +345,14 @@ impl FeatureExtractor {
 /// The text of [`KeyHasher::item_hex`]'s digits.
 fn hex_text(digits: &[u8; 16]) -> &str {
     std::str::from_utf8(digits).unwrap_or_default()
+}
+
+/// A scope's keys for the id whose keyed item is `item` (the id is the
+/// item's hex, as [`KeyHasher::hash`] writes it), shared by the requests
+/// that name it. Built only when a thread does not remember them.
+fn scope_keys<const N: usize>(route: &str, scope: &str, item: u64, counters: [ModelCounter; N]) -> Arc<[Key; N]> {
+    let mut text = String::with_capacity(route.len() + 32);
+    Arc::new(counter_keys(&mut text, route, scope, hex_text(&KeyHasher::item_hex(item)), counters))
 }
 
 /// The keys `ml:{route}:{scope}:{id}:{suffix}` of `counters`, put together

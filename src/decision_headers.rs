@@ -42,7 +42,7 @@ impl DecisionHeaders {
         // name: one pass over the names finds that, instead of five hashed
         // removals of absent names and a pass for underscores.
         let lengths = self.lengths();
-        let claimed = headers.keys().any(|key| has_underscore(key.as_str().as_bytes()) || self.is_one(key, lengths));
+        let claimed = headers.keys().any(|key| self.may_be_claimed_by(key, lengths));
         self.insert_claimed(headers, decision, claimed);
     }
 
@@ -84,6 +84,14 @@ impl DecisionHeaders {
     pub fn is_one(&self, key: &HeaderName, lengths: u64) -> bool {
         lengths & length_bit(key.as_str().len()) != 0 && self.all().contains(&key)
     }
+
+    /// Whether a client's header `key` makes [`DecisionHeaders::insert`]
+    /// remove what the client sent: one of these names, or a name with an
+    /// underscore (which may spell one).
+    #[inline]
+    fn may_be_claimed_by(&self, key: &HeaderName, lengths: u64) -> bool {
+        has_underscore(key.as_str().as_bytes()) || self.is_one(key, lengths)
+    }
 }
 
 /// A length as one bit of a word (63 for every length from 63 on).
@@ -96,7 +104,7 @@ fn length_bit(length: usize) -> u64 {
 /// a word or two long, and this runs for every name of every request.
 #[inline]
 pub fn has_underscore(name: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
+    use crate::words::{ONES, short_word, word};
     // A byte of `word ^ "________"` is zero where the name has `_`; the
     // expression is nonzero exactly when some byte is zero.
     let any_underscore = |word: u64| {
@@ -105,19 +113,12 @@ pub fn has_underscore(name: &[u8]) -> bool {
     };
     if name.len() < 8 {
         // Zeros after the name are not `_`.
-        return any_underscore(name.iter().rev().fold(0, |word, byte| (word << 8) | u64::from(*byte)));
+        return any_underscore(short_word(name));
     }
     let mut words = name.chunks_exact(8);
     // The bytes after the last whole word are in the name's last eight.
     words.any(|chunk| any_underscore(word(chunk)))
         || (!words.remainder().is_empty() && any_underscore(word(&name[name.len() - 8..])))
-}
-
-/// Eight bytes as one word (the slice is exactly eight long).
-fn word(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(bytes);
-    u64::from_le_bytes(word)
 }
 
 /// `0` to `255`, three digits each (`000001002…255`): a score's text is
@@ -226,14 +227,6 @@ mod tests {
     fn score_values_are_the_decimal_numbers() {
         for score in 0..=u8::MAX {
             assert_eq!(score_value(score), HeaderValue::from(u16::from(score)), "{score}");
-        }
-    }
-
-    impl DecisionHeaders {
-        /// Whether a client's header `key` makes [`DecisionHeaders::insert`]
-        /// remove what the client sent.
-        fn may_be_claimed_by(&self, key: &HeaderName, lengths: u64) -> bool {
-            has_underscore(key.as_str().as_bytes()) || self.is_one(key, lengths)
         }
     }
 

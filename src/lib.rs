@@ -48,6 +48,7 @@ pub mod thread_cache;
 #[cfg(feature = "tower")]
 pub mod tower;
 pub mod view;
+pub mod words;
 
 #[cfg(test)]
 mod test_support;

@@ -22,6 +22,8 @@ use std::collections::VecDeque;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
+use crate::words::{ONES, short_word, word};
+
 /// Names of one request head, as sent.
 pub type WireNames = Arc<[Box<str>]>;
 
@@ -129,22 +131,9 @@ fn is_name_of(name: &str, key: &http::HeaderName) -> bool {
     name_words.remainder().is_empty() || lowercase_word(word(&name[length - 8..])) == word(&key[length - 8..])
 }
 
-/// Eight bytes as one word (the chunk is exactly eight long).
-fn word(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(bytes);
-    u64::from_le_bytes(word)
-}
-
-/// Fewer than eight bytes as one word, zeros after them.
-fn short_word(bytes: &[u8]) -> u64 {
-    bytes.iter().rev().fold(0, |word, byte| (word << 8) | u64::from(*byte))
-}
-
 /// Each byte of `x` lowered as `u8::to_ascii_lowercase` does: `A`–`Z`
 /// become `a`–`z`, every other byte (non-ASCII ones too) is unchanged.
 fn lowercase_word(x: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
     let low = x & (0x7f * ONES);
     // Per byte, with no carry between bytes (0x7f + 0x3f < 0x100): the
     // high bit is set where the low seven bits are at least `A`, and where

@@ -21,10 +21,7 @@ pub fn subnet(ip: IpAddr) -> String {
             let [a, b, c, _] = v4.octets();
             let mut buffer = [0u8; 64];
             let network = crate::cidr::ip_text(IpAddr::from([a, b, c, 0]), &mut buffer);
-            let mut text = String::with_capacity(network.len() + 3);
-            text.push_str(network);
-            text.push_str("/24");
-            text
+            [network, "/24"].concat()
         }
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -327,10 +324,7 @@ fn build_client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &
     // The fingerprint is not personal, but hashing keeps keys short.
     let fingerprint = hasher.hash("fp", fingerprint.as_bytes());
     let net = hasher.hash("net", subnet(ip).as_bytes());
-    let mut subnet_id = String::with_capacity(net.len() + 1 + fingerprint.len());
-    for part in [&net, ".", &fingerprint] {
-        subnet_id.push_str(part);
-    }
+    let subnet_id = [net.as_str(), ".", fingerprint.as_str()].concat();
     let mut client = ClientKeys {
         route: route.to_string(),
         ip: ip_hash,

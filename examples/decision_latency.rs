@@ -13,7 +13,9 @@
 //! `--threads 2` runs two threads on one shared pipeline, as the proxy's
 //! two tokio workers would on this machine. `--only PREFIX` times just the
 //! mix's requests from capture files whose name starts with PREFIX (e.g.
-//! `hydra`), for a profiler's view of one kind of request.
+//! `hydra`), for a profiler's view of one kind of request. `--slowest N`
+//! also lists the N requests of the mix with the highest median time
+//! (their capture file, method, target and p50/p99): what a tail is made of.
 
 #[path = "../benches/support/captures.rs"]
 mod captures;
@@ -39,10 +41,11 @@ struct Args {
     evaluations: usize,
     threads: usize,
     only: Option<String>,
+    slowest: usize,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { evaluations: 1_000_000, threads: 1, only: None };
+    let mut args = Args { evaluations: 1_000_000, threads: 1, only: None, slowest: 0 };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
         let mut value = || -> usize {
@@ -55,8 +58,9 @@ fn parse_args() -> Args {
             "--evaluations" | "-n" => args.evaluations = value().max(1),
             "--threads" | "-t" => args.threads = value().max(1),
             "--only" => args.only = argv.next(),
+            "--slowest" => args.slowest = value(),
             _ => {
-                eprintln!("usage: decision_latency [--evaluations N] [--threads T] [--only PREFIX]");
+                eprintln!("usage: decision_latency [--evaluations N] [--threads T] [--only PREFIX] [--slowest N]");
                 std::process::exit(2)
             }
         }
@@ -68,14 +72,17 @@ fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
 }
 
+/// What [`measure`] found: nanoseconds per decision in total, by capture
+/// file, and each request's own samples (by its index in the requests).
+struct Measured<'a> {
+    total: Histogram<u64>,
+    by_file: BTreeMap<&'a str, Histogram<u64>>,
+    by_request: Vec<Vec<u64>>,
+}
+
 /// Time `evaluations` decisions over `requests` (cycled) on each of
-/// `threads` threads sharing one fresh pipeline: nanoseconds per decision,
-/// in total and by capture file.
-fn measure<'a>(
-    requests: &[&'a Captured],
-    evaluations: usize,
-    threads: usize,
-) -> (Histogram<u64>, BTreeMap<&'a str, Histogram<u64>>) {
+/// `threads` threads sharing one fresh pipeline.
+fn measure<'a>(requests: &[&'a Captured], evaluations: usize, threads: usize) -> Measured<'a> {
     let (pipeline, clock) = default_pipeline();
     // With several threads, each writing the shared manual clock on every
     // request would add cache-line ping-pong that the real clock (a vDSO
@@ -83,6 +90,7 @@ fn measure<'a>(
     let clock_batch = if threads > 1 { CLOCK_BATCH } else { 1 };
     let run = |offset: usize| {
         let mut by_file: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
+        let mut by_request: Vec<Vec<u64>> = vec![Vec::new(); requests.len()];
         let mut samples: Vec<(usize, u64)> = Vec::with_capacity(evaluations);
         for i in 0..WARM_UP + evaluations {
             let index = (offset + i) % requests.len();
@@ -99,21 +107,27 @@ fn measure<'a>(
         }
         for (index, nanos) in samples {
             by_file.entry(requests[index].file.as_str()).or_insert_with(histogram).saturating_record(nanos);
+            by_request[index].push(nanos);
         }
-        by_file
+        (by_file, by_request)
     };
     std::thread::scope(|scope| {
         let run = &run;
         let handles: Vec<_> = (0..threads).map(|t| scope.spawn(move || run(t * requests.len() / threads))).collect();
         let mut total = histogram();
         let mut by_file: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
+        let mut by_request: Vec<Vec<u64>> = vec![Vec::new(); requests.len()];
         for handle in handles {
-            for (file, h) in handle.join().expect("measuring thread") {
+            let (files, requests) = handle.join().expect("measuring thread");
+            for (file, h) in files {
                 total.add(&h).expect("same bounds");
                 by_file.entry(file).or_insert_with(histogram).add(&h).expect("same bounds");
             }
+            for (all, some) in by_request.iter_mut().zip(requests) {
+                all.extend(some);
+            }
         }
-        (total, by_file)
+        Measured { total, by_file, by_request }
     })
 }
 
@@ -156,7 +170,12 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let scenarios: Vec<(&str, Vec<&Captured>)> = match &args.only {
         Some(prefix) => {
-            vec![("capture_mix, only", mix.iter().filter(|c| c.file.starts_with(prefix.as_str())).collect())]
+            let only: Vec<&Captured> = mix.iter().filter(|c| c.file.starts_with(prefix.as_str())).collect();
+            if only.is_empty() {
+                eprintln!("--only {prefix}: no capture file of replay/captures/ starts with that");
+                std::process::exit(2)
+            }
+            vec![("capture_mix, only", only)]
         }
         None => vec![
             ("capture_mix", mix.iter().collect()),
@@ -164,15 +183,58 @@ fn main() {
             ("sqlmap_blocked", vec![captures::sqlmap_attack(&all)]),
         ],
     };
-    for (name, requests) in &scenarios {
-        let (total, by_file) = measure(requests, args.evaluations, args.threads);
-        row(name, &total);
-        if by_file.len() > 1 {
-            for (file, h) in &by_file {
+    let mut slowest = Vec::new();
+    for (index, (name, requests)) in scenarios.iter().enumerate() {
+        let measured = measure(requests, args.evaluations, args.threads);
+        row(name, &measured.total);
+        if measured.by_file.len() > 1 {
+            for (file, h) in &measured.by_file {
                 row(&format!("↳ {}", file.trim_end_matches(".jsonl")), h);
             }
         }
+        if index == 0 {
+            slowest = slowest_requests(requests, measured.by_request, args.slowest);
+        }
     }
+    if !slowest.is_empty() {
+        println!();
+        println!("| slowest requests of the first scenario (by p50) | samples | p50 µs | p99 µs |");
+        println!("|---|---:|---:|---:|");
+        for line in slowest {
+            println!("{line}");
+        }
+    }
+}
+
+/// The `n` requests with the highest median time, as table rows.
+fn slowest_requests(requests: &[&Captured], by_request: Vec<Vec<u64>>, n: usize) -> Vec<String> {
+    let mut medians: Vec<(u64, u64, usize, usize)> = by_request
+        .into_iter()
+        .enumerate()
+        .filter(|(_, samples)| !samples.is_empty())
+        .map(|(index, mut samples)| {
+            samples.sort_unstable();
+            let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+            (at(0.5), at(0.99), samples.len(), index)
+        })
+        .collect();
+    medians.sort_unstable_by(|a, b| b.cmp(a));
+    medians
+        .into_iter()
+        .take(n)
+        .map(|(p50, p99, count, index)| {
+            let captured = requests[index];
+            let target: String = captured.request.uri.to_string().chars().take(60).collect();
+            format!(
+                "| {} {} {} | {count} | {} | {} |",
+                captured.file.trim_end_matches(".jsonl"),
+                captured.request.method,
+                target,
+                us(p50),
+                us(p99)
+            )
+        })
+        .collect()
 }
 
 fn row(name: &str, h: &Histogram<u64>) {

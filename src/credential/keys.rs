@@ -85,55 +85,67 @@ impl Counter {
     }
 }
 
-/// The counters kept per scope: failures, successes, refused attempts,
-/// bans, distinct usernames, attempts in flight, accounts that logged in;
-/// per route: the site-wide decayed sums; per account: failures and
-/// distinct addresses. Those before [`CLIENT_KEYS`] depend only on the
-/// route and the client (address and fingerprint), so they are shared by a
-/// client's attempts; the account's come last.
-const COUNTERS: [(Scope, Counter); 38] = [
-    (Scope::Ip, Counter::Failures),
-    (Scope::Ip, Counter::Successes),
-    (Scope::Ip, Counter::Refused),
-    (Scope::Ip, Counter::Ban),
-    (Scope::Ip, Counter::Usernames),
-    (Scope::Subnet, Counter::Failures),
-    (Scope::Subnet, Counter::Successes),
-    (Scope::Subnet, Counter::Refused),
-    (Scope::Subnet, Counter::Ban),
-    (Scope::Subnet, Counter::Usernames),
-    (Scope::Fingerprint, Counter::Failures),
-    (Scope::Fingerprint, Counter::Successes),
-    (Scope::Fingerprint, Counter::Refused),
-    (Scope::Fingerprint, Counter::Ban),
-    (Scope::Fingerprint, Counter::Usernames),
-    (Scope::Net, Counter::Failures),
-    (Scope::Net, Counter::Successes),
-    (Scope::Net, Counter::Refused),
-    (Scope::Net, Counter::Ban),
-    (Scope::Net, Counter::Usernames),
-    (Scope::Ip, Counter::Forwarded),
-    (Scope::Ip, Counter::Resolved),
-    (Scope::Ip, Counter::SuccessAccounts),
-    (Scope::Subnet, Counter::Forwarded),
-    (Scope::Subnet, Counter::Resolved),
-    (Scope::Subnet, Counter::SuccessAccounts),
-    (Scope::Fingerprint, Counter::Forwarded),
-    (Scope::Fingerprint, Counter::Resolved),
-    (Scope::Fingerprint, Counter::SuccessAccounts),
-    (Scope::Net, Counter::Forwarded),
-    (Scope::Net, Counter::Resolved),
-    (Scope::Net, Counter::SuccessAccounts),
-    (Scope::Site, Counter::RecentAttempts),
-    (Scope::Site, Counter::RecentFailures),
-    (Scope::Site, Counter::BaselineAttempts),
-    (Scope::Site, Counter::BaselineFailures),
-    (Scope::User, Counter::Failures),
-    (Scope::User, Counter::Addresses),
+/// The counters kept per scope, in the order the stage plans them: a ban,
+/// failures, successes, refused attempts, distinct usernames, attempts in
+/// flight (forwarded, resolved), accounts that logged in.
+pub const SCOPE_COUNTERS: [Counter; 8] = [
+    Counter::Ban,
+    Counter::Failures,
+    Counter::Successes,
+    Counter::Refused,
+    Counter::Usernames,
+    Counter::Forwarded,
+    Counter::Resolved,
+    Counter::SuccessAccounts,
 ];
 
+/// The site-wide decayed sums of a route, in the order the stage plans them.
+pub const SITE_COUNTERS: [Counter; 4] =
+    [Counter::RecentAttempts, Counter::RecentFailures, Counter::BaselineAttempts, Counter::BaselineFailures];
+
+/// The account's counters: failures and distinct addresses.
+const USER_COUNTERS: [Counter; 2] = [Counter::Failures, Counter::Addresses];
+
+/// The scopes whose keys are kept per client, [`SCOPE_COUNTERS`] each, in
+/// [`ClientKeys::scopes`]' order.
+const CLIENT_SCOPES: [Scope; 4] = [Scope::Ip, Scope::Subnet, Scope::Fingerprint, Scope::Net];
+
+/// Every `(scope, counter)` with a key built in advance: the client scopes'
+/// counters, the route's, then the account's. Those before [`CLIENT_KEYS`]
+/// depend only on the route and the client (address and fingerprint), so
+/// they are shared by a client's attempts; the account's come last.
+const COUNTERS: [(Scope, Counter); 38] = {
+    let mut all = [(Scope::Site, Counter::Ban); 38];
+    let mut index = 0;
+    let mut scope = 0;
+    while scope < CLIENT_SCOPES.len() {
+        let mut counter = 0;
+        while counter < SCOPE_COUNTERS.len() {
+            all[index] = (CLIENT_SCOPES[scope], SCOPE_COUNTERS[counter]);
+            index += 1;
+            counter += 1;
+        }
+        scope += 1;
+    }
+    let mut counter = 0;
+    while counter < SITE_COUNTERS.len() {
+        all[index] = (Scope::Site, SITE_COUNTERS[counter]);
+        index += 1;
+        counter += 1;
+    }
+    let mut counter = 0;
+    while counter < USER_COUNTERS.len() {
+        all[index] = (Scope::User, USER_COUNTERS[counter]);
+        index += 1;
+        counter += 1;
+    }
+    all
+};
+
+/// How many of [`COUNTERS`] belong to the client scopes.
+const SCOPE_KEYS: usize = CLIENT_SCOPES.len() * SCOPE_COUNTERS.len();
 /// How many of [`COUNTERS`] belong to the route and the client.
-const CLIENT_KEYS: usize = 36;
+const CLIENT_KEYS: usize = SCOPE_KEYS + SITE_COUNTERS.len();
 
 /// Where each `(scope, counter)` of [`COUNTERS`] sits in it, so that a
 /// key is found by index rather than by a search (detectors ask for keys
@@ -164,8 +176,12 @@ struct ClientKeys {
     net: String,
     fingerprint: String,
     ip_item: u64,
-    /// The first [`CLIENT_KEYS`] keys of [`COUNTERS`].
-    built: Vec<Key>,
+    /// Each of [`CLIENT_SCOPES`]' keys, [`SCOPE_COUNTERS`] each: the stage
+    /// plans a scope's eight operations from one array, with no lookup
+    /// per key.
+    scopes: [[Key; SCOPE_COUNTERS.len()]; CLIENT_SCOPES.len()],
+    /// The route's [`SITE_COUNTERS`] keys.
+    site: [Key; SITE_COUNTERS.len()],
 }
 
 /// Every counter key of one login attempt (hashed where they name a person
@@ -178,8 +194,8 @@ pub struct LoginKeys {
     /// Sketch items: this address, this username.
     pub ip_item: u64,
     pub user_item: Option<u64>,
-    /// The account's keys (the last of [`COUNTERS`]), when there is a username.
-    user_keys: Vec<Key>,
+    /// The account's [`USER_COUNTERS`] keys, when there is a username.
+    user_keys: Option<[Key; USER_COUNTERS.len()]>,
 }
 
 impl LoginKeys {
@@ -187,7 +203,7 @@ impl LoginKeys {
     /// learns it from the application's outcome report).
     pub fn with_user(&self, hasher: &KeyHasher, username: &str) -> LoginKeys {
         let (user, user_item) = hasher.hash_and_item("user", username.to_lowercase().as_bytes());
-        let user_keys = user_keys(&self.client.route, &user);
+        let user_keys = Some(user_keys(&self.client.route, &user));
         LoginKeys {
             client: self.client.clone(),
             user: Some(user),
@@ -200,7 +216,7 @@ impl LoginKeys {
     pub fn new(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str, username: Option<&str>) -> Self {
         let client = client_keys(hasher, route, ip, fingerprint);
         let user = username.map(|u| hasher.hash_and_item("user", u.to_lowercase().as_bytes()));
-        let user_keys = user.as_ref().map(|(hash, _)| user_keys(route, hash)).unwrap_or_default();
+        let user_keys = user.as_ref().map(|(hash, _)| user_keys(route, hash));
         LoginKeys {
             ip_item: client.ip_item,
             client,
@@ -208,6 +224,18 @@ impl LoginKeys {
             user: user.map(|(hash, _)| hash),
             user_keys,
         }
+    }
+
+    /// The keys of one client scope (ip, subnet, fingerprint or net), in
+    /// [`SCOPE_COUNTERS`]' order; `None` for the other scopes.
+    pub fn scope_keys(&self, scope: Scope) -> Option<&[Key; SCOPE_COUNTERS.len()]> {
+        let index = CLIENT_SCOPES.iter().position(|held| *held == scope)?;
+        self.client.scopes.get(index)
+    }
+
+    /// The route's keys, in [`SITE_COUNTERS`]' order.
+    pub fn site_keys(&self) -> &[Key; SITE_COUNTERS.len()] {
+        &self.client.site
     }
 
     /// The key's text, to look a reading up by (no `Arc` to clone: the
@@ -229,9 +257,13 @@ impl LoginKeys {
 
     fn built(&self, scope: Scope, counter: Counter) -> Option<&Key> {
         let index = usize::from(POSITION[scope as usize][counter as usize]);
+        if index < SCOPE_KEYS {
+            let scope = &self.client.scopes[index / SCOPE_COUNTERS.len()];
+            return scope.get(index % SCOPE_COUNTERS.len());
+        }
         match index.checked_sub(CLIENT_KEYS) {
-            None => self.client.built.get(index),
-            Some(user_index) => self.user_keys.get(user_index),
+            None => self.client.site.get(index - SCOPE_KEYS),
+            Some(user_index) => self.user_keys.as_ref()?.get(user_index),
         }
     }
 
@@ -261,12 +293,6 @@ fn scope_id<'a>(client: &'a ClientKeys, user: Option<&'a str>, scope: Scope) -> 
     }
 }
 
-/// `login:{route}:{scope}:{id}:{counter}` appended to `key`.
-fn write_key_of(key: &mut String, route: &str, scope: Scope, id: &str, counter: Counter) {
-    write_prefix(key, route, scope, id);
-    key.push_str(counter.suffix());
-}
-
 /// `login:{route}:{scope}:{id}:`, what a scope's keys share, appended to `key`.
 fn write_prefix(key: &mut String, route: &str, scope: Scope, id: &str) {
     // Plain appends: the formatting machinery costs more than the copying.
@@ -275,17 +301,28 @@ fn write_prefix(key: &mut String, route: &str, scope: Scope, id: &str) {
     }
 }
 
-/// The account's keys of an attempt on `route` (one allocation each).
-fn user_keys(route: &str, user: &str) -> Vec<Key> {
-    let mut text = String::with_capacity(96);
-    COUNTERS[CLIENT_KEYS..]
-        .iter()
-        .map(|(scope, counter)| {
-            text.clear();
-            write_key_of(&mut text, route, *scope, user, *counter);
-            Key::from(text.as_str())
-        })
-        .collect()
+/// The keys of `counters` of one scope, written in `text`: the scope's
+/// prefix once, each counter's name put after it (one allocation per key).
+fn scope_counter_keys<const N: usize>(
+    text: &mut String,
+    route: &str,
+    scope: Scope,
+    id: &str,
+    counters: [Counter; N],
+) -> [Key; N] {
+    text.clear();
+    write_prefix(text, route, scope, id);
+    let prefix = text.len();
+    counters.map(|counter| {
+        text.truncate(prefix);
+        text.push_str(counter.suffix());
+        Key::from(text.as_str())
+    })
+}
+
+/// The account's keys of an attempt on `route`.
+fn user_keys(route: &str, user: &str) -> [Key; USER_COUNTERS.len()] {
+    scope_counter_keys(&mut String::with_capacity(96), route, Scope::User, user, USER_COUNTERS)
 }
 
 /// The route's and the client's keys: from this thread's cache when the
@@ -325,37 +362,16 @@ fn build_client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &
     let fingerprint = hasher.hash("fp", fingerprint.as_bytes());
     let net = hasher.hash("net", subnet(ip).as_bytes());
     let subnet_id = [net.as_str(), ".", fingerprint.as_str()].concat();
-    let mut client = ClientKeys {
-        route: route.to_string(),
-        ip: ip_hash,
-        subnet: subnet_id,
-        net,
-        fingerprint,
-        ip_item,
-        built: Vec::new(),
-    };
     // A scope's `login:{route}:{scope}:{id}:` is written once and each
     // counter's name put after it: a client new to this thread (every
     // attempt of an address-rotating run) builds all 36 keys.
     let mut text = String::with_capacity(96);
-    let mut prefix: Option<(Scope, usize)> = None;
-    let built = COUNTERS[..CLIENT_KEYS]
-        .iter()
-        .map(|&(scope, counter)| {
-            match prefix {
-                Some((written, len)) if written == scope => text.truncate(len),
-                _ => {
-                    text.clear();
-                    write_prefix(&mut text, &client.route, scope, scope_id(&client, None, scope));
-                    prefix = Some((scope, text.len()));
-                }
-            }
-            text.push_str(counter.suffix());
-            Key::from(text.as_str())
-        })
-        .collect();
-    client.built = built;
-    client
+    let ids = [&ip_hash, &subnet_id, &fingerprint, &net];
+    let scopes = std::array::from_fn(|index| {
+        scope_counter_keys(&mut text, route, CLIENT_SCOPES[index], ids[index], SCOPE_COUNTERS)
+    });
+    let site = scope_counter_keys(&mut text, route, Scope::Site, "all", SITE_COUNTERS);
+    ClientKeys { route: route.to_string(), ip: ip_hash, subnet: subnet_id, net, fingerprint, ip_item, scopes, site }
 }
 
 /// Cached clients per thread (a power of two).
@@ -433,6 +449,31 @@ mod tests {
         let anonymous = LoginKeys::new(&hasher, "login", "203.0.113.7".parse().unwrap(), "11po", None);
         assert_eq!(&*anonymous.key(Scope::User, Counter::Failures), "login:login:user:-:f");
         assert_eq!(anonymous.with_user(&hasher, "Alice"), keys);
+    }
+
+    /// The arrays the stage plans from hold, in their counters' order,
+    /// the very keys looked up one by one.
+    #[test]
+    fn scope_and_site_arrays_are_the_keys_by_scope_and_counter() {
+        let hasher = KeyHasher::from_config(&Config::default());
+        for username in [Some("alice"), None] {
+            let keys = LoginKeys::new(&hasher, "login", "2001:db8::7".parse().unwrap(), "11po", username);
+            for scope in CLIENT_SCOPES {
+                let held = keys.scope_keys(scope).expect("a client scope");
+                for (key, counter) in held.iter().zip(SCOPE_COUNTERS) {
+                    assert!(std::sync::Arc::ptr_eq(key, &keys.key(scope, counter)), "{scope:?} {counter:?}");
+                    assert_eq!(**key, keys.text(scope, counter));
+                }
+            }
+            for (key, counter) in keys.site_keys().iter().zip(SITE_COUNTERS) {
+                assert!(std::sync::Arc::ptr_eq(key, &keys.key(Scope::Site, counter)), "{counter:?}");
+                assert_eq!(**key, keys.text(Scope::Site, counter));
+            }
+            assert!(keys.scope_keys(Scope::User).is_none() && keys.scope_keys(Scope::Site).is_none());
+            for counter in USER_COUNTERS {
+                assert_eq!(keys.key(Scope::User, counter).to_string(), keys.text(Scope::User, counter));
+            }
+        }
     }
 
     #[test]

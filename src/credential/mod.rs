@@ -112,15 +112,24 @@ impl CredentialStage {
         let keys = &attempt.keys;
         let window = Duration::from_secs(abuse.window_secs);
         for scope in SCOPES {
-            plan.push(CounterOp::BanCheck { key: keys.key(scope, Counter::Ban) });
-            for counter in [Counter::Failures, Counter::Successes, Counter::Refused] {
-                plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 0 });
+            // A scope's keys come as one array, in `SCOPE_COUNTERS`' order:
+            // a login plans some forty operations, and finding each key by
+            // its scope and counter was half of planning them (the keys'
+            // hashing aside).
+            let Some([ban, failures, successes, refused, usernames, forwarded, resolved, accounts]) =
+                keys.scope_keys(scope)
+            else {
+                continue;
+            };
+            plan.push(CounterOp::BanCheck { key: ban.clone() });
+            for key in [failures, successes, refused] {
+                plan.push(CounterOp::Count { key: key.clone(), window, add: 0 });
             }
-            plan.push(CounterOp::Distinct { key: keys.key(scope, Counter::Usernames), window, item: keys.user_item });
-            for counter in [Counter::Forwarded, Counter::Resolved] {
-                plan.push(CounterOp::Count { key: keys.key(scope, counter), window: PENDING_WINDOW, add: 0 });
+            plan.push(CounterOp::Distinct { key: usernames.clone(), window, item: keys.user_item });
+            for key in [forwarded, resolved] {
+                plan.push(CounterOp::Count { key: key.clone(), window: PENDING_WINDOW, add: 0 });
             }
-            plan.push(CounterOp::Distinct { key: keys.key(scope, Counter::SuccessAccounts), window, item: None });
+            plan.push(CounterOp::Distinct { key: accounts.clone(), window, item: None });
         }
         if keys.user.is_some() {
             plan.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 0 });
@@ -135,13 +144,14 @@ impl CredentialStage {
             });
         }
         let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
-        for (counter, half_life) in [
-            (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE),
-            (Counter::RecentFailures, SITE_RECENT_HALF_LIFE),
-            (Counter::BaselineAttempts, baseline),
-            (Counter::BaselineFailures, baseline),
+        let [recent_attempts, recent_failures, baseline_attempts, baseline_failures] = keys.site_keys();
+        for (key, half_life) in [
+            (recent_attempts, SITE_RECENT_HALF_LIFE),
+            (recent_failures, SITE_RECENT_HALF_LIFE),
+            (baseline_attempts, baseline),
+            (baseline_failures, baseline),
         ] {
-            plan.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add: 0.0 });
+            plan.push(CounterOp::Decay { key: key.clone(), half_life, add: 0.0 });
         }
     }
 
@@ -198,23 +208,30 @@ impl CredentialStage {
                 id: "cred.net_failures",
             },
         ];
-        for escalation in escalations.iter().filter(|e| !skipped(e.scope)) {
-            self.escalate(escalation, keys, abuse, readings, vouched, signals, bans);
+        // Each scope's outcomes are read once: the escalations and the
+        // distinct-username checks below both weigh them.
+        let scope_outcomes = SCOPES.map(|scope| (!skipped(scope)).then(|| outcomes(readings, keys, scope)));
+        for (escalation, outcomes) in escalations.iter().zip(&scope_outcomes) {
+            if let Some(outcomes) = outcomes {
+                self.escalate(escalation, outcomes, keys, abuse, readings, vouched, signals, bans);
+            }
         }
         // Many usernames from one place is what a carrier NAT, an office or
         // a popular app looks like too: it only counts when most of those
         // logins fail.
-        for (scope, threshold, id, min_ratio) in [
+        for ((scope, threshold, id, min_ratio), outcomes) in [
             (Scope::Ip, abuse.ip_distinct_usernames, "cred.ip_usernames", 0.5),
             (Scope::Subnet, abuse.subnet_distinct_usernames, "cred.subnet_usernames", 0.5),
             (Scope::Fingerprint, abuse.fingerprint_distinct_usernames, "cred.fingerprint_usernames", 0.5),
             (Scope::Net, abuse.subnet_distinct_usernames, "cred.net_usernames", 0.5),
-        ] {
-            if skipped(scope) {
-                continue;
-            }
+        ]
+        .into_iter()
+        .zip(&scope_outcomes)
+        {
+            // A skipped scope has no outcomes read.
+            let Some(outcomes) = outcomes else { continue };
             let distinct = readings.number(&keys.name(scope, Counter::Usernames));
-            let ratio = outcomes(readings, keys, scope).ratio;
+            let ratio = outcomes.ratio;
             if distinct >= f64::from(threshold) && ratio >= min_ratio {
                 let mut signal = Signal::new(Arc::from(id), 25);
                 signal.evidence.push(Evidence::number("distinct_usernames", distinct, Some(f64::from(threshold))));
@@ -263,6 +280,7 @@ impl CredentialStage {
     fn escalate(
         &self,
         escalation: &Escalation,
+        outcomes: &Outcomes,
         keys: &LoginKeys,
         abuse: &AbuseConfig,
         readings: &CounterReadings,
@@ -270,7 +288,7 @@ impl CredentialStage {
         signals: &mut Vec<Signal>,
         bans: &mut Vec<BanRequest>,
     ) {
-        let Outcomes { failures, pending, successes, ratio } = outcomes(readings, keys, escalation.scope);
+        let Outcomes { failures, pending, successes, ratio } = *outcomes;
         // Attempts still in flight weigh as failures until their outcome
         // is known: a burst sent at once is stopped at the threshold.
         let failures = failures + pending;
@@ -561,6 +579,7 @@ impl Stage for CredentialStage {
 }
 
 /// What a scope's counters say about its logins.
+#[derive(Debug, Clone, Copy)]
 struct Outcomes {
     failures: f64,
     /// Attempts let through whose request has not ended yet.
@@ -605,4 +624,67 @@ fn anonymous_success() -> u64 {
 
 fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// The operations the stage plans, key by key, as looked up by scope
+    /// and counter one at a time: the order the store runs them in (and
+    /// so when it prunes) is the order planned.
+    #[test]
+    fn planned_operations_are_each_scope_and_counter_in_order() {
+        let config = Config::default();
+        let hasher = KeyHasher::from_config(&config);
+        let stage = CredentialStage::from_config(&config, hasher.clone()).expect("a stage");
+        let abuse = AbuseConfig::default();
+        for username in [Some("alice"), None] {
+            let keys = LoginKeys::new(&hasher, "login", "203.0.113.7".parse().unwrap(), "11po", username);
+            let attempt = LoginAttempt { keys, breached_password: false };
+            let mut plan = CounterPlan::default();
+            stage.plan_counters(&attempt, &abuse, &mut plan);
+            let keys = &attempt.keys;
+            let window = Duration::from_secs(abuse.window_secs);
+            let mut expected = Vec::new();
+            for scope in SCOPES {
+                expected.push(CounterOp::BanCheck { key: keys.key(scope, Counter::Ban) });
+                for counter in [Counter::Failures, Counter::Successes, Counter::Refused] {
+                    expected.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 0 });
+                }
+                expected.push(CounterOp::Distinct {
+                    key: keys.key(scope, Counter::Usernames),
+                    window,
+                    item: keys.user_item,
+                });
+                for counter in [Counter::Forwarded, Counter::Resolved] {
+                    expected.push(CounterOp::Count { key: keys.key(scope, counter), window: PENDING_WINDOW, add: 0 });
+                }
+                expected.push(CounterOp::Distinct {
+                    key: keys.key(scope, Counter::SuccessAccounts),
+                    window,
+                    item: None,
+                });
+            }
+            if keys.user.is_some() {
+                expected.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 0 });
+                expected.push(CounterOp::DistinctIfHeld {
+                    key: keys.key(Scope::User, Counter::Addresses),
+                    window,
+                    item: keys.ip_item,
+                });
+            }
+            let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
+            for (counter, half_life) in [
+                (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE),
+                (Counter::RecentFailures, SITE_RECENT_HALF_LIFE),
+                (Counter::BaselineAttempts, baseline),
+                (Counter::BaselineFailures, baseline),
+            ] {
+                expected.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add: 0.0 });
+            }
+            assert_eq!(plan.ops(), &expected[..], "username {username:?}");
+        }
+    }
 }

@@ -401,16 +401,29 @@ impl CounterReadings {
         self.degraded = degraded;
     }
 
+    #[inline]
     fn get(&self, key: &str) -> Option<Reading> {
         // Planned keys are usually the very `Arc` looked up again: its
-        // address finds them without comparing text.
-        let by_address = if self.keys.len() <= INDEXED {
-            self.index.find(&self.keys, key)
-        } else {
-            self.keys.iter().position(|k| AddressIndex::same(k, key))
+        // address finds them without comparing text. The rest is kept out
+        // of line, so that this part stays small enough to inline into
+        // the detectors (a login looks up some forty readings).
+        let indexed = if self.keys.len() <= INDEXED { self.index.find(&self.keys, key) } else { None };
+        let position = match indexed {
+            Some(position) => position,
+            None => self.position_unindexed(key)?,
         };
-        let position = by_address.or_else(|| self.keys.iter().position(|k| &**k == key))?;
         self.values.get(position).copied()
+    }
+
+    /// Where `key` is when the address index does not say: past the
+    /// indexed entries by address, else by text (equal text, another
+    /// allocation; the first such key answers).
+    #[cold]
+    #[inline(never)]
+    fn position_unindexed(&self, key: &str) -> Option<usize> {
+        let by_address =
+            if self.keys.len() <= INDEXED { None } else { self.keys.iter().position(|k| AddressIndex::same(k, key)) };
+        by_address.or_else(|| self.keys.iter().position(|k| &**k == key))
     }
 
     /// The reading of the GCRA operation planned under `key`.

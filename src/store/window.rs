@@ -38,7 +38,25 @@ pub struct SlidingCount {
 
 impl SlidingCount {
     pub fn add(&mut self, now: Nanos, window: Duration, n: u64) {
-        let index = window_index(now, window);
+        self.add_at(window_index(now, window), n);
+    }
+
+    /// [`SlidingCount::add`] (unless `n` is 0, which adds nothing and
+    /// moves no window) and then [`SlidingCount::estimate`], with the
+    /// window worked out once: one division where the two took three.
+    pub fn add_and_estimate(&mut self, now: Nanos, window: Duration, n: u64) -> f64 {
+        let width = (window.as_nanos() as u64).max(1);
+        let index = now / width;
+        if n > 0 {
+            self.add_at(index, n);
+        }
+        // `window_fraction`, from the same width.
+        let fraction = (now % width) as f64 / width as f64;
+        sliding_estimate(index, fraction, self.index, self.current, self.previous)
+    }
+
+    /// Add `n` events to the window numbered `index`.
+    fn add_at(&mut self, index: u64, n: u64) {
         if index < self.index {
             // Late: a request that read the clock before another one rolled
             // the window. Its events belong to the previous window (an
@@ -280,7 +298,13 @@ impl Rhythm {
 }
 
 pub fn decay(value: f64, elapsed_nanos: u64, half_life: Duration) -> f64 {
-    let half_life = half_life.as_nanos().max(1) as f64;
+    let nanos = half_life.as_nanos().max(1);
+    // Through `u64` when it fits: the same rounding of the same integer,
+    // without the software conversion a `u128` takes.
+    let half_life = match u64::try_from(nanos) {
+        Ok(nanos) => nanos as f64,
+        Err(_) => nanos as f64,
+    };
     value * (-(elapsed_nanos as f64) / half_life * std::f64::consts::LN_2).exp()
 }
 
@@ -433,5 +457,44 @@ mod tests {
         decayed.add(0, MIN, 8.0);
         assert!((decayed.read(60 * S, MIN) - 4.0).abs() < 1e-9);
         assert!((decayed.add(120 * S, MIN, 1.0) - 3.0).abs() < 1e-9);
+    }
+
+    proptest::proptest! {
+        /// Adding and reading at once answers, and leaves, what an add
+        /// (none for 0) and a read one after the other do: late adds,
+        /// rolls, gaps and windows of a nanosecond included.
+        #[test]
+        fn adding_and_estimating_at_once_is_adding_then_estimating(
+            window in 1u64..100_000_000_000,
+            steps in proptest::collection::vec((0u64..200_000_000_000, proptest::bool::ANY, 0u64..4), 1..200)
+        ) {
+            let window = Duration::from_nanos(window);
+            let (mut fused, mut apart) = (SlidingCount::default(), SlidingCount::default());
+            let mut now = 1_000 * 60 * S;
+            for (step, back, n) in steps {
+                now = if back { now.saturating_sub(step / 8) } else { now + step };
+                let read = fused.add_and_estimate(now, window, n);
+                if n > 0 {
+                    apart.add(now, window, n);
+                }
+                proptest::prop_assert_eq!(read.to_bits(), apart.estimate(now, window).to_bits());
+                proptest::prop_assert_eq!(fused, apart);
+            }
+        }
+
+        /// A decayed value is the one computed through a `u128`
+        /// conversion, to the last bit.
+        #[test]
+        fn decay_converts_the_half_life_exactly(
+            value in -1e12f64..1e12,
+            elapsed in proptest::num::u64::ANY,
+            secs in proptest::num::u64::ANY,
+            nanos in 0u32..1_000_000_000
+        ) {
+            let half_life = Duration::new(secs, nanos);
+            let wide = half_life.as_nanos().max(1) as f64;
+            let expected = value * (-(elapsed as f64) / wide * std::f64::consts::LN_2).exp();
+            proptest::prop_assert_eq!(decay(value, elapsed, half_life).to_bits(), expected.to_bits());
+        }
     }
 }

@@ -13,6 +13,39 @@ use percent_encoding::percent_decode_str;
 /// segment, empty and `.` segments dropped, `..` resolved without escaping
 /// the root, no trailing slash, lowercased when `case_insensitive`.
 pub fn normalize_path(raw_path: &str, case_insensitive: bool) -> String {
+    if is_canonical(raw_path.as_bytes(), case_insensitive) {
+        return raw_path.to_owned();
+    }
+    decode_and_resolve(raw_path, case_insensitive)
+}
+
+/// Whether `path` is already its own canonical form, so that normalizing
+/// it would give it back unchanged: it starts with `/`, every segment is
+/// non-empty and neither `.` nor `..`, there is no trailing slash (but for
+/// `/` itself), and every byte is printable ASCII other than `%`, `\` and
+/// `;` (and, when `case_insensitive`, not an upper-case letter). Nearly
+/// every request's path is (`/login`, `/api/v1/items`); checking costs one
+/// pass over its bytes, where decoding and rebuilding it cost a
+/// `Vec` of segments and several passes.
+fn is_canonical(path: &[u8], case_insensitive: bool) -> bool {
+    if path == b"/" {
+        return true;
+    }
+    let Some((&b'/', rest)) = path.split_first() else { return false };
+    rest.split(|&b| b == b'/').all(|segment| {
+        !segment.is_empty()
+            && segment != b"."
+            && segment != b".."
+            && segment.iter().all(|&b| {
+                b.is_ascii_graphic()
+                    && !matches!(b, b'%' | b'\\' | b';')
+                    && !(case_insensitive && b.is_ascii_uppercase())
+            })
+    })
+}
+
+/// [`normalize_path`] the long way: decode, split, resolve, join.
+fn decode_and_resolve(raw_path: &str, case_insensitive: bool) -> String {
     // `raw_path` is the path alone (`Uri::path`); a `?` or `#` that appears
     // only after decoding is part of the path, as the application sees it.
     let path = raw_path;
@@ -109,7 +142,34 @@ mod tests {
         assert_eq!(normalize_path("/Login/", false), "/Login");
     }
 
+    #[test]
+    fn canonical_paths_are_recognised() {
+        for path in ["/", "/login", "/api/v1/items", "/a.b/c-d_e~f", "/x/.y", "/..z"] {
+            assert!(super::is_canonical(path.as_bytes(), true), "{path}");
+        }
+        for path in [
+            "", "login", "//", "/login/", "//login", "/./login", "/x/..", "/Login", "/%6c", "/a;b", "/a\\b", "/a b",
+            "/é",
+        ] {
+            assert!(!super::is_canonical(path.as_bytes(), true), "{path}");
+        }
+        assert!(super::is_canonical(b"/Login", false));
+    }
+
     proptest::proptest! {
+        /// The quick answer for a canonical path is the long way's.
+        #[test]
+        fn canonical_paths_normalize_to_themselves(
+            path in "[/a-zA-Z0-9%.;\\\\ ~_-]{0,24}|/[a-z.]{0,3}(/[a-zA-Z.]{0,3}){0,4}",
+            case_insensitive: bool,
+        ) {
+            let long_way = super::decode_and_resolve(&path, case_insensitive);
+            proptest::prop_assert_eq!(normalize_path(&path, case_insensitive), long_way.clone());
+            if super::is_canonical(path.as_bytes(), case_insensitive) {
+                proptest::prop_assert_eq!(long_way, path);
+            }
+        }
+
         #[test]
         fn normalizing_is_idempotent(path in "[/a-zA-Z0-9%.;\\\\]{0,40}") {
             let once = normalize_path(&path, true);

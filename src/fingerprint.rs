@@ -20,6 +20,8 @@
 //! agents keeps the same header-order hash. The design is palisade's own
 //! (it is not JA4H).
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use crate::thread_cache::{self, DirectMapped};
@@ -35,7 +37,7 @@ pub fn added_by_proxies(name: &str) -> bool {
 
 /// The fingerprint of a request with these header names (wire order, as
 /// sent; repeated names repeated).
-pub fn http_fingerprint<'a, I>(version: http::Version, method: &http::Method, names: I) -> String
+pub fn http_fingerprint<'a, I>(version: http::Version, method: &http::Method, names: I) -> Arc<str>
 where
     I: IntoIterator<Item = &'a str>,
     I::IntoIter: Clone,
@@ -47,7 +49,7 @@ where
 /// counters key on, so that a client's HTTP/1 (case as sent) and HTTP/2
 /// (always lowercase) requests count together. The same as
 /// [`http_fingerprint`] over lowercased names, without allocating them.
-pub fn folded_http_fingerprint<'a, I>(version: http::Version, method: &http::Method, names: I) -> String
+pub fn folded_http_fingerprint<'a, I>(version: http::Version, method: &http::Method, names: I) -> Arc<str>
 where
     I: IntoIterator<Item = &'a str>,
     I::IntoIter: Clone,
@@ -77,7 +79,9 @@ struct Remembered {
     /// Each name as its length (two bytes) and bytes: unambiguous whatever
     /// a name holds.
     names: Box<[u8]>,
-    fingerprint: Box<str>,
+    /// Shared with every request of this layout (the view, the decision,
+    /// the counter keys): a hit costs no copy.
+    fingerprint: Arc<str>,
 }
 
 thread_local! {
@@ -136,7 +140,7 @@ fn remembered<'a>(
     method: &http::Method,
     names: impl Iterator<Item = &'a str> + Clone,
     fold: bool,
-) -> String {
+) -> Arc<str> {
     thread_cache::remember(
         &LAYOUTS,
         Layout { version, method, fold, names: names.clone() },
@@ -145,16 +149,16 @@ fn remembered<'a>(
                 && held.fold == fold
                 && held.method == method
                 && same_names(&held.names, names.clone()))
-            .then(|| held.fingerprint.to_string())
+            .then(|| held.fingerprint.clone())
         },
         || {
-            let fingerprint = fingerprint_of(version, method, names.clone(), fold);
+            let fingerprint: Arc<str> = Arc::from(fingerprint_of(version, method, names.clone(), fold));
             let entry = encode(names.clone()).map(|names| Remembered {
                 version,
                 method: method.clone(),
                 fold,
                 names,
-                fingerprint: Box::from(fingerprint.as_str()),
+                fingerprint: fingerprint.clone(),
             });
             (fingerprint, entry)
         },
@@ -241,7 +245,7 @@ mod tests {
                     for method in [Method::GET, Method::POST, Method::from_bytes(b"PURGE").unwrap()] {
                         for fold in [false, true] {
                             let fresh = fingerprint_of(version, &method, names.iter().copied(), fold);
-                            assert_eq!(remembered(version, &method, names.iter().copied(), fold), fresh);
+                            assert_eq!(*remembered(version, &method, names.iter().copied(), fold), *fresh);
                         }
                     }
                 }

@@ -72,7 +72,7 @@ pub struct Decision {
     pub signals: Vec<Signal>,
     pub mode: RouteMode,
     /// The request's HTTP fingerprint (see [`crate::fingerprint`]).
-    pub fingerprint: String,
+    pub fingerprint: Arc<str>,
     /// What the stages keep about the request until its outcome is known.
     pub context: RequestContext,
 }
@@ -401,7 +401,7 @@ impl Pipeline {
             }
         }
         self.write_all(writes, own_writes, at);
-        let fingerprint = view.fingerprint().to_string();
+        let fingerprint = view.shared_fingerprint().clone();
         Decision {
             request_id,
             at,

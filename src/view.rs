@@ -44,9 +44,9 @@ pub struct RequestView<'a> {
     /// listen stage could see them (HTTP/1).
     pub wire_names: Option<&'a [Box<str>]>,
     /// palisade's HTTP fingerprint, computed when first asked for.
-    fingerprint: std::sync::OnceLock<String>,
+    fingerprint: std::sync::OnceLock<Arc<str>>,
     /// The fingerprint counters key on (see [`RequestView::counter_fingerprint`]).
-    counter_fingerprint: std::sync::OnceLock<String>,
+    counter_fingerprint: std::sync::OnceLock<Arc<str>>,
 }
 
 impl<'a> RequestView<'a> {
@@ -100,6 +100,11 @@ impl<'a> RequestView<'a> {
 
     /// palisade's HTTP fingerprint of this request (see [`crate::fingerprint`]).
     pub fn fingerprint(&self) -> &str {
+        self.shared_fingerprint()
+    }
+
+    /// The same, shared (what a decision keeps: no copy).
+    pub fn shared_fingerprint(&self) -> &Arc<str> {
         self.fingerprint
             .get_or_init(|| crate::fingerprint::http_fingerprint(self.version, self.method, self.header_names()))
     }
@@ -114,10 +119,10 @@ impl<'a> RequestView<'a> {
             let folded = if has_upper {
                 crate::fingerprint::folded_http_fingerprint(self.version, self.method, self.header_names())
             } else {
-                self.fingerprint().to_string()
+                self.shared_fingerprint().clone()
             };
             match self.ja4 {
-                Some(ja4) => format!("{folded}|{ja4}"),
+                Some(ja4) => Arc::from(format!("{folded}|{ja4}")),
                 None => folded,
             }
         })

@@ -12,7 +12,7 @@ const UA: &str =
 const LOG_ALL: &str = "[decision_log]\nsample_allowed = 1.0\n[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
 
 fn expected(method: &http::Method, headers: &[(&str, &str)]) -> String {
-    http_fingerprint(http::Version::HTTP_11, method, headers.iter().map(|(name, _)| *name))
+    http_fingerprint(http::Version::HTTP_11, method, headers.iter().map(|(name, _)| *name)).to_string()
 }
 
 fn fingerprints(lines: &[serde_json::Value]) -> Vec<String> {

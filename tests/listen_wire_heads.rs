@@ -16,7 +16,7 @@ const LOG_ALL: &str = "[decision_log]\nsample_allowed = 1.0\n";
 
 fn expected(method: &str, headers: &[(&str, &str)]) -> String {
     let method = http::Method::from_bytes(method.as_bytes()).unwrap();
-    http_fingerprint(http::Version::HTTP_11, &method, headers.iter().map(|(name, _)| *name))
+    http_fingerprint(http::Version::HTTP_11, &method, headers.iter().map(|(name, _)| *name)).to_string()
 }
 
 /// A request: method, header lines, body.

@@ -326,7 +326,7 @@ mod tests {
             verdict: crate::decide::Verdict { enforced, would: None },
             signals: Vec::new(),
             mode: crate::config::RouteMode::Enforce,
-            fingerprint: String::new(),
+            fingerprint: std::sync::Arc::from(""),
             context: crate::detect::RequestContext::new(Identity::Anonymous),
         }
     }

@@ -57,12 +57,14 @@ impl RequestContext {
 // === impl StageStates ===
 
 /// The stages' states of one request, one per type: a short list searched
-/// in order, kept inline. A request has a handful at most (rate key, login
-/// attempt, session facts), so this costs one allocation per state where
-/// `http::Extensions` also allocated and hashed a map for the first.
+/// in order. A request has a handful at most (rate key, login attempt,
+/// session facts), so this costs one allocation per state and one for the
+/// list, where `http::Extensions` also hashed and grew a map. Not inline:
+/// the context moves with its decision several times per request, and a
+/// bigger one cost more in copies than the allocation it saved.
 #[derive(Default)]
 struct StageStates {
-    slots: smallvec::SmallVec<[(TypeId, Box<dyn StageState>); 4]>,
+    slots: Vec<(TypeId, Box<dyn StageState>)>,
 }
 
 /// A stage's state as kept: any cloneable value, seen as `Any` to get it back.
@@ -92,7 +94,12 @@ impl StageStates {
         let value: Box<dyn StageState> = Box::new(value);
         match self.slots.iter_mut().find(|(kept, _)| *kept == id) {
             Some((_, slot)) => *slot = value,
-            None => self.slots.push((id, value)),
+            None => {
+                if self.slots.capacity() == 0 {
+                    self.slots.reserve_exact(4);
+                }
+                self.slots.push((id, value))
+            }
         }
     }
 

@@ -538,7 +538,13 @@ impl LocalStore {
             ran += 1;
             let reading = match held.as_deref_mut() {
                 Some(group) => match group.field(name) {
-                    Some(slot) => self.update(slot, op, now, &mut grown),
+                    Some(slot) => match (op, slot) {
+                        // The commonest operation, without `update`'s call.
+                        (CounterOp::Count { window, add, .. }, Slot::Count(count, _)) => {
+                            Reading::Number(count.add_and_estimate(now, *window, *add))
+                        }
+                        (op, slot) => self.update(slot, op, now, &mut grown),
+                    },
                     // Most counters a login reads were never written
                     // (no ban, no refused attempt): a read answers at once.
                     None => match Self::absent(op) {
@@ -662,10 +668,7 @@ impl LocalStore {
             }
             Slot::Distinct(distinct) => {
                 let before = distinct.0.heap_bytes();
-                if let Some(item) = item {
-                    distinct.0.add(now, window, item);
-                }
-                let count = distinct.0.count(now, window);
+                let count = distinct.0.add_and_count(now, window, item);
                 *grown += distinct.0.heap_bytes() as isize - before as isize;
                 Reading::Number(count as f64)
             }

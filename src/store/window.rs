@@ -120,6 +120,21 @@ pub struct WindowedDistinct {
 impl WindowedDistinct {
     pub fn add(&mut self, now: Nanos, window: Duration, item: u64) {
         self.roll(now, window);
+        self.add_rolled(item);
+    }
+
+    /// [`WindowedDistinct::add`] (when there is an item) and then
+    /// [`WindowedDistinct::count`], with the windows rolled once.
+    pub fn add_and_count(&mut self, now: Nanos, window: Duration, item: Option<u64>) -> u64 {
+        self.roll(now, window);
+        if let Some(item) = item {
+            self.add_rolled(item);
+        }
+        *self.cached.get_or_insert_with(|| DistinctSketch::union_count([&self.current, &self.previous]))
+    }
+
+    /// Add `item` to windows already rolled to the time of the add.
+    fn add_rolled(&mut self, item: u64) {
         // Keep the cached count when what changed tells what the count
         // becomes (counting a union of dense sketches reads 2 × 1,024
         // registers; of lists, sorts them): a new item of two exact lists
@@ -348,6 +363,37 @@ mod tests {
                     let afresh = DistinctSketch::union_count([&distinct.current, &distinct.previous]);
                     proptest::prop_assert_eq!(kept, afresh);
                 }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Adding and counting at once counts, and leaves, what an add (none
+        /// without an item) and a count one after the other do: late adds
+        /// and rolls included.
+        #[test]
+        fn adding_and_counting_at_once_is_adding_then_counting(
+            steps in proptest::collection::vec(
+                (0u64..400, 0u64..300, proptest::bool::ANY, proptest::option::of(0u64..500)),
+                1..600
+            )
+        ) {
+            let (mut fused, mut apart) = (WindowedDistinct::default(), WindowedDistinct::default());
+            let mut now = 1_000 * 60 * S;
+            for (step, seconds, back, item) in steps {
+                let step = if seconds == 299 { 61 * S } else { step * S / 40 };
+                now = if back { now - step / 4 } else { now + step };
+                let item = item.map(|item| super::super::sketch::item_hash(&item.to_le_bytes()));
+                let counted = fused.add_and_count(now, MIN, item);
+                if let Some(item) = item {
+                    apart.add(now, MIN, item);
+                }
+                proptest::prop_assert_eq!(counted, apart.count(now, MIN));
+                proptest::prop_assert_eq!((fused.index, fused.cached), (apart.index, apart.cached));
+                proptest::prop_assert_eq!(
+                    DistinctSketch::union_count([&fused.current, &fused.previous]),
+                    DistinctSketch::union_count([&apart.current, &apart.previous])
+                );
             }
         }
     }

@@ -42,7 +42,7 @@ where
     I: IntoIterator<Item = &'a str>,
     I::IntoIter: Clone,
 {
-    remembered(version, method, names.into_iter(), false)
+    http_fingerprints(version, method, names).as_sent
 }
 
 /// The fingerprint with every header name folded to lowercase first: what
@@ -54,7 +54,26 @@ where
     I: IntoIterator<Item = &'a str>,
     I::IntoIter: Clone,
 {
-    remembered(version, method, names.into_iter(), true)
+    http_fingerprints(version, method, names).folded
+}
+
+/// A request's two fingerprints: over its header names as sent, and folded
+/// to lowercase (the same text when no name has an upper-case letter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprints {
+    pub as_sent: Arc<str>,
+    pub folded: Arc<str>,
+}
+
+/// Both fingerprints of a request, from one look into the layouts this
+/// thread remembers (an HTTP/1 request needs both: the one as sent for its
+/// decision, the folded one for its counters).
+pub fn http_fingerprints<'a, I>(version: http::Version, method: &http::Method, names: I) -> Fingerprints
+where
+    I: IntoIterator<Item = &'a str>,
+    I::IntoIter: Clone,
+{
+    remembered(version, method, names.into_iter())
 }
 
 // === Remembered fingerprints ===
@@ -63,9 +82,10 @@ where
 // version and library), and every request needs its fingerprint, on
 // HTTP/1 twice (as sent and folded). Hashing the names with SHA-256 again
 // each time was a tenth of a login's decision; comparing them with a
-// remembered layout costs a fraction of that. The cache is per thread,
-// direct-mapped and bounded, compares the names in full (so a collision
-// only costs a recomputation) and holds only header names.
+// remembered layout costs a fraction of that, and both fingerprints are
+// remembered together so that one comparison gives both. The cache is per
+// thread, direct-mapped and bounded, compares the names in full (so a
+// collision only costs a recomputation) and holds only header names.
 
 /// Remembered layouts per thread (a power of two).
 const REMEMBERED: usize = 256;
@@ -75,13 +95,12 @@ const MAX_REMEMBERED_NAMES: usize = 1024;
 struct Remembered {
     version: http::Version,
     method: http::Method,
-    fold: bool,
     /// Each name as its length (two bytes) and bytes: unambiguous whatever
     /// a name holds.
     names: Box<[u8]>,
     /// Shared with every request of this layout (the view, the decision,
     /// the counter keys): a hit costs no copy.
-    fingerprint: Arc<str>,
+    fingerprints: Fingerprints,
 }
 
 thread_local! {
@@ -89,11 +108,10 @@ thread_local! {
         std::cell::RefCell::new(DirectMapped::new(REMEMBERED));
 }
 
-/// What a layout is remembered by: its version, method, folding and names.
+/// What a layout is remembered by: its version, method and names.
 struct Layout<'m, I> {
     version: http::Version,
     method: &'m http::Method,
-    fold: bool,
     names: I,
 }
 
@@ -101,7 +119,6 @@ impl<'a, I: Iterator<Item = &'a str> + Clone> std::hash::Hash for Layout<'_, I> 
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.version.hash(state);
         self.method.as_str().hash(state);
-        self.fold.hash(state);
         for name in self.names.clone() {
             name.hash(state);
         }
@@ -139,28 +156,30 @@ fn remembered<'a>(
     version: http::Version,
     method: &http::Method,
     names: impl Iterator<Item = &'a str> + Clone,
-    fold: bool,
-) -> Arc<str> {
+) -> Fingerprints {
     thread_cache::remember(
         &LAYOUTS,
-        Layout { version, method, fold, names: names.clone() },
+        Layout { version, method, names: names.clone() },
         |held| {
-            (held.version == version
-                && held.fold == fold
-                && held.method == method
-                && same_names(&held.names, names.clone()))
-            .then(|| held.fingerprint.clone())
+            (held.version == version && held.method == method && same_names(&held.names, names.clone()))
+                .then(|| held.fingerprints.clone())
         },
         || {
-            let fingerprint: Arc<str> = Arc::from(fingerprint_of(version, method, names.clone(), fold));
+            let as_sent: Arc<str> = Arc::from(fingerprint_of(version, method, names.clone(), false));
+            let has_upper = names.clone().any(|name| name.bytes().any(|b| b.is_ascii_uppercase()));
+            let folded = if has_upper {
+                Arc::from(fingerprint_of(version, method, names.clone(), true))
+            } else {
+                as_sent.clone()
+            };
+            let fingerprints = Fingerprints { as_sent, folded };
             let entry = encode(names.clone()).map(|names| Remembered {
                 version,
                 method: method.clone(),
-                fold,
                 names,
-                fingerprint: fingerprint.clone(),
+                fingerprints: fingerprints.clone(),
             });
-            (fingerprint, entry)
+            (fingerprints, entry)
         },
     )
 }
@@ -243,10 +262,10 @@ mod tests {
             for names in layouts {
                 for version in [Version::HTTP_11, Version::HTTP_2] {
                     for method in [Method::GET, Method::POST, Method::from_bytes(b"PURGE").unwrap()] {
-                        for fold in [false, true] {
-                            let fresh = fingerprint_of(version, &method, names.iter().copied(), fold);
-                            assert_eq!(*remembered(version, &method, names.iter().copied(), fold), *fresh);
-                        }
+                        let remembered = remembered(version, &method, names.iter().copied());
+                        let as_sent = fingerprint_of(version, &method, names.iter().copied(), false);
+                        let folded = fingerprint_of(version, &method, names.iter().copied(), true);
+                        assert_eq!((&*remembered.as_sent, &*remembered.folded), (&*as_sent, &*folded));
                     }
                 }
             }

@@ -44,7 +44,7 @@ pub struct RequestView<'a> {
     /// listen stage could see them (HTTP/1).
     pub wire_names: Option<&'a [Box<str>]>,
     /// palisade's HTTP fingerprint, computed when first asked for.
-    fingerprint: std::sync::OnceLock<Arc<str>>,
+    fingerprints: std::sync::OnceLock<crate::fingerprint::Fingerprints>,
     /// The fingerprint counters key on (see [`RequestView::counter_fingerprint`]).
     counter_fingerprint: std::sync::OnceLock<Arc<str>>,
 }
@@ -86,7 +86,7 @@ impl<'a> RequestView<'a> {
             client_cert: None,
             asn: None,
             wire_names: None,
-            fingerprint: std::sync::OnceLock::new(),
+            fingerprints: std::sync::OnceLock::new(),
             counter_fingerprint: std::sync::OnceLock::new(),
         }
     }
@@ -105,8 +105,14 @@ impl<'a> RequestView<'a> {
 
     /// The same, shared (what a decision keeps: no copy).
     pub fn shared_fingerprint(&self) -> &Arc<str> {
-        self.fingerprint
-            .get_or_init(|| crate::fingerprint::http_fingerprint(self.version, self.method, self.header_names()))
+        &self.fingerprints().as_sent
+    }
+
+    /// Both HTTP fingerprints (as sent, and folded to lowercase), from one
+    /// look into the remembered layouts, whichever is asked for first.
+    fn fingerprints(&self) -> &crate::fingerprint::Fingerprints {
+        self.fingerprints
+            .get_or_init(|| crate::fingerprint::http_fingerprints(self.version, self.method, self.header_names()))
     }
 
     /// The fingerprint per-client counters key on: the HTTP fingerprint
@@ -115,15 +121,10 @@ impl<'a> RequestView<'a> {
     /// terminated TLS. Computed once per request, whichever stage asks first.
     pub fn counter_fingerprint(&self) -> &str {
         self.counter_fingerprint.get_or_init(|| {
-            let has_upper = self.header_names().any(|name| name.bytes().any(|b| b.is_ascii_uppercase()));
-            let folded = if has_upper {
-                crate::fingerprint::folded_http_fingerprint(self.version, self.method, self.header_names())
-            } else {
-                self.shared_fingerprint().clone()
-            };
+            let folded = &self.fingerprints().folded;
             match self.ja4 {
                 Some(ja4) => Arc::from(format!("{folded}|{ja4}")),
-                None => folded,
+                None => folded.clone(),
             }
         })
     }

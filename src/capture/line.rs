@@ -252,7 +252,7 @@ impl<'a, K, F: FnMut(&'a str) -> Option<K>> Reader<'a, K, F> {
         self.literal(b",\"headers\":")?;
         let headers = self.headers()?;
         match self.rest_in_order() {
-            Some((body, body_b64, status, label, source, id)) => Some(RecordRef {
+            Some(Rest { body, body_b64, status, label, source, id }) => Some(RecordRef {
                 ts,
                 client_ip,
                 method,
@@ -277,8 +277,7 @@ impl<'a, K, F: FnMut(&'a str) -> Option<K>> Reader<'a, K, F> {
     }
 
     /// The fields after the headers, for [`Reader::record_in_order`].
-    #[allow(clippy::type_complexity)]
-    fn rest_in_order(&mut self) -> Option<(Text<'a>, Text<'a>, Option<u16>, Text<'a>, Text<'a>, Text<'a>)> {
+    fn rest_in_order(&mut self) -> Option<Rest<'a>> {
         let body = self.optional(b",\"body\":", Self::optional_string)?;
         let body_b64 = self.optional(b",\"body_b64\":", Self::optional_string)?;
         let status = self.optional(b",\"status\":", Self::status)?;
@@ -286,7 +285,7 @@ impl<'a, K, F: FnMut(&'a str) -> Option<K>> Reader<'a, K, F> {
         let source = self.optional(b",\"source\":", Self::optional_string)?;
         let id = self.optional(b",\"id\":", Self::optional_string)?;
         self.literal(b"}")?;
-        Some((body, body_b64, status, label, source, id))
+        Some(Rest { body, body_b64, status, label, source, id })
     }
 
     /// Step past `literal` if the line goes on with it.
@@ -548,6 +547,17 @@ impl<'a, K, F: FnMut(&'a str) -> Option<K>> Reader<'a, K, F> {
 /// target, and what follows them (body, label, source, id) seldom holds a
 /// `]`, so one search from the end mostly finds it where a search from the
 /// start stops at every pair's `]`.
+/// The optional fields a line has after its headers, in the order
+/// palisade writes them ([`Reader::rest_in_order`]).
+struct Rest<'a> {
+    body: Text<'a>,
+    body_b64: Text<'a>,
+    status: Option<u16>,
+    label: Text<'a>,
+    source: Text<'a>,
+    id: Text<'a>,
+}
+
 fn last_block_end(bytes: &[u8], start: usize) -> Option<usize> {
     if bytes.get(start + 1) == Some(&b']') {
         return None;

@@ -635,7 +635,16 @@ fn add_atoms(
                 }
                 None => {
                     let pattern = if condition.case_sensitive { item.to_string() } else { format!("(?i:{item})") };
-                    Regex::new(&pattern).map_err(|e| Error::config(crate::routes::regex_problem(&e)))?;
+                    // Built only to report a bad pattern against its rule:
+                    // a bad pattern fails in parsing or in compiling the
+                    // forward or reverse NFA, which this still does; the
+                    // full DFA and the one-pass engine (whose failures the
+                    // builder only falls back from) were most of the set's
+                    // compile, and the field's regex builds its own.
+                    Regex::builder()
+                        .configure(Regex::config().dfa(false).onepass(false))
+                        .build(&pattern)
+                        .map_err(|e| Error::config(crate::routes::regex_problem(&e)))?;
                     atoms.push(Atom { field: field_index, kind: AtomKind::Regex(Arc::from(item)) });
                     build.regexes.push((pattern, id));
                 }
@@ -943,6 +952,32 @@ mod tests {
             }
         }
         assert!(kinds.len() >= 2, "the shipped sets are built as more than one kind");
+    }
+
+    #[test]
+    fn a_bad_regex_is_reported_as_regex_new_reports_it() {
+        let cases = [
+            "(unclosed",
+            "a{2,1}",
+            r"\p{NoSuchClass}",
+            "union|select|[",
+            "x{1000}{1000}",
+            "(?i:[a-z]{100}){100}",
+            "[[:word:]]{500}{50}",
+            "ok",
+            "a|b|c",
+        ];
+        for (index, pattern) in cases.iter().enumerate() {
+            let expected = Regex::new(pattern).err().map(|e| crate::routes::regex_problem(&e));
+            let text = format!("[[rule]]\nid = \"r{index}\"\nfield = \"query\"\nregex = '''{pattern}'''\nscore = 1\n");
+            let file: RuleFile = toml::from_str(&text).unwrap();
+            let inputs: Vec<RuleInput<'_>> =
+                file.rules.iter().map(|spanned| RuleInput { spec: spanned.get_ref(), shadow: false }).collect();
+            let found = CompiledSet::compile(&inputs).err().map(|problems| problems[0].1.clone());
+            assert_eq!(found, expected, "{pattern}");
+            // Syntax errors, and one the NFA's size limit finds.
+            assert_eq!(found.is_some(), index < 4 || *pattern == "x{1000}{1000}", "{pattern}: {found:?}");
+        }
     }
 
     #[test]

@@ -493,8 +493,10 @@ fn flag(b: bool) -> f64 {
 /// Features of the request alone (no counters); `ua_facts` is what its
 /// user agent says ([`UaFacts::of`]).
 fn request_features(view: &RequestView<'_>, ua_facts: UaFacts, v: &mut FeatureVector) {
-    let headers = view.headers;
-    let header = |name: http::header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    let headers = ReadHeaders::of(view.headers);
+    fn text(value: Option<&http::HeaderValue>) -> Option<&str> {
+        value.and_then(|value| value.to_str().ok())
+    }
     let set = |v: &mut FeatureVector, f: Feature, value: f64| v[f as usize] = value;
     set(
         v,
@@ -521,12 +523,12 @@ fn request_features(view: &RequestView<'_>, ua_facts: UaFacts, v: &mut FeatureVe
         set(v, Feature::LowercaseNames, f64::from(traits.lowercase) / f64::from(traits.count));
         set(v, Feature::HostFirst, flag(traits.first_is_host == Some(true)));
     }
-    let accept = header(http::header::ACCEPT);
+    let accept = text(headers.accept);
     set(v, Feature::HasAccept, flag(accept.is_some()));
     if let Some(accept) = accept {
         set(v, Feature::AcceptWildcard, flag(accept.trim() == "*/*"));
     }
-    let language = header(http::header::ACCEPT_LANGUAGE);
+    let language = text(headers.language);
     set(v, Feature::HasAcceptLanguage, flag(language.is_some()));
     if let Some(language) = language {
         // A header value read as text holds visible ASCII, spaces and tabs
@@ -534,23 +536,23 @@ fn request_features(view: &RequestView<'_>, ua_facts: UaFacts, v: &mut FeatureVe
         let tags = language.split(',').filter(|tag| tag.bytes().any(|b| b != b' ' && b != b'\t')).count();
         set(v, Feature::AcceptLanguageTags, tags as f64);
     }
-    let encoding = header(http::header::ACCEPT_ENCODING);
+    let encoding = text(headers.encoding);
     set(v, Feature::HasAcceptEncoding, flag(encoding.is_some()));
     if let Some(encoding) = encoding {
         set(v, Feature::AcceptEncodingBrotli, flag(encoding.split(',').any(|e| e.trim().starts_with("br"))));
     }
-    set(v, Feature::HasCookie, flag(headers.contains_key(http::header::COOKIE)));
-    set(v, Feature::HasReferer, flag(headers.contains_key(http::header::REFERER)));
+    set(v, Feature::HasCookie, flag(headers.cookie));
+    set(v, Feature::HasReferer, flag(headers.referer));
     set(v, Feature::SecFetchHeaders, f64::from(traits.sec_fetch));
     set(v, Feature::ClientHints, f64::from(traits.client_hints));
-    set(v, Feature::UpgradeInsecure, flag(headers.contains_key(http::header::UPGRADE_INSECURE_REQUESTS)));
+    set(v, Feature::UpgradeInsecure, flag(headers.upgrade_insecure));
     set(
         v,
         Feature::ConnectionClose,
-        flag(header(http::header::CONNECTION).is_some_and(|c| c.trim().eq_ignore_ascii_case("close"))),
+        flag(text(headers.connection).is_some_and(|c| c.trim().eq_ignore_ascii_case("close"))),
     );
     set(v, Feature::HasApiCredential, flag(traits.credential));
-    if let Some(content_type) = header(http::header::CONTENT_TYPE) {
+    if let Some(content_type) = text(headers.content_type) {
         let kind = if content_type.starts_with("application/x-www-form-urlencoded") {
             0.0
         } else if content_type.contains("json") {
@@ -578,6 +580,55 @@ fn request_features(view: &RequestView<'_>, ua_facts: UaFacts, v: &mut FeatureVe
             Feature::BrowserConsistency,
             browser_consistency(family, &traits, language.is_some(), encoding.is_some(), view.wire_names.is_some()),
         );
+    }
+}
+
+/// The headers [`request_features`] reads: the first value of each (what
+/// `HeaderMap::get` gives) and whether the others are present, found in
+/// one pass over the map rather than a hashed lookup per name (eight of
+/// them, a tenth of the features' instructions).
+#[derive(Debug, Default, PartialEq)]
+struct ReadHeaders<'a> {
+    accept: Option<&'a http::HeaderValue>,
+    language: Option<&'a http::HeaderValue>,
+    encoding: Option<&'a http::HeaderValue>,
+    connection: Option<&'a http::HeaderValue>,
+    content_type: Option<&'a http::HeaderValue>,
+    cookie: bool,
+    referer: bool,
+    upgrade_insecure: bool,
+}
+
+impl<'a> ReadHeaders<'a> {
+    fn of(headers: &'a http::HeaderMap) -> Self {
+        use http::header;
+        let mut read = ReadHeaders::default();
+        // The map yields each name's values together, its first value
+        // first: the first value seen of a name is the one `get` gives.
+        for (name, value) in headers {
+            let first = if name == header::ACCEPT {
+                &mut read.accept
+            } else if name == header::ACCEPT_LANGUAGE {
+                &mut read.language
+            } else if name == header::ACCEPT_ENCODING {
+                &mut read.encoding
+            } else if name == header::CONNECTION {
+                &mut read.connection
+            } else if name == header::CONTENT_TYPE {
+                &mut read.content_type
+            } else {
+                if name == header::COOKIE {
+                    read.cookie = true;
+                } else if name == header::REFERER {
+                    read.referer = true;
+                } else if name == header::UPGRADE_INSECURE_REQUESTS {
+                    read.upgrade_insecure = true;
+                }
+                continue;
+            };
+            first.get_or_insert(value);
+        }
+        read
     }
 }
 
@@ -850,6 +901,48 @@ mod tests {
             if !text.contains('%') && !text.contains('+') {
                 proptest::prop_assert_eq!(suspicious_tokens(&text), punctuation + words);
             }
+        }
+    }
+
+    /// One pass over the map reads what a lookup per name read, repeated
+    /// and differently cased names included.
+    #[test]
+    fn headers_read_in_one_pass_are_those_looked_up() {
+        use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+        let names = [
+            "Accept",
+            "accept-language",
+            "ACCEPT-ENCODING",
+            "connection",
+            "content-type",
+            "cookie",
+            "referer",
+            "upgrade-insecure-requests",
+            "user-agent",
+            "x-accept",
+            "sec-fetch-mode",
+        ];
+        for seed in 0u64..400 {
+            let mut headers = HeaderMap::new();
+            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for at in 0..(seed % 12) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let name = HeaderName::from_bytes(names[(state % names.len() as u64) as usize].as_bytes()).unwrap();
+                headers.append(name, HeaderValue::from_str(&format!("v{at}")).unwrap());
+            }
+            let looked_up = ReadHeaders {
+                accept: headers.get(header::ACCEPT),
+                language: headers.get(header::ACCEPT_LANGUAGE),
+                encoding: headers.get(header::ACCEPT_ENCODING),
+                connection: headers.get(header::CONNECTION),
+                content_type: headers.get(header::CONTENT_TYPE),
+                cookie: headers.contains_key(header::COOKIE),
+                referer: headers.contains_key(header::REFERER),
+                upgrade_insecure: headers.contains_key(header::UPGRADE_INSECURE_REQUESTS),
+            };
+            assert_eq!(ReadHeaders::of(&headers), looked_up, "{headers:?}");
         }
     }
 

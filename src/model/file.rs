@@ -517,11 +517,27 @@ impl Model {
     /// [`Model::contributions`], along `leaves` when they hold this
     /// model's walk of `x` ([`Model::probability_keeping`]).
     fn contributions_kept(&self, x: &FeatureVector, leaves: Option<&Leaves>, out: &mut [f64; FEATURE_COUNT]) -> f64 {
+        self.contributions_summing(x, leaves, out, true)
+    }
+
+    /// [`Model::contributions_kept`]; without `with_bias`, the returned
+    /// bias may leave out the trees' roots (along kept leaves, which then
+    /// skip adding 120 roots one after another): for callers that rank
+    /// `out` alone ([`Model::top_contributions_along`], on every request a
+    /// model signals).
+    fn contributions_summing(
+        &self,
+        x: &FeatureVector,
+        leaves: Option<&Leaves>,
+        out: &mut [f64; FEATURE_COUNT],
+        with_bias: bool,
+    ) -> f64 {
         out.fill(0.0);
         let mut bias = self.base_score;
         match &self.forest {
             Some(forest) if forest.has_paths() => {
-                if !leaves.is_some_and(|leaves| forest.contributions_along(leaves, &mut bias, out)) {
+                if !leaves.is_some_and(|leaves| forest.contributions_along(leaves, with_bias.then_some(&mut bias), out))
+                {
                     forest.contributions(x, &mut bias, out)
                 }
             }
@@ -561,7 +577,7 @@ impl Model {
 
     fn top_contributions_kept(&self, x: &FeatureVector, leaves: Option<&Leaves>, n: usize) -> TopContributions {
         let mut all = [0.0; FEATURE_COUNT];
-        self.contributions_kept(x, leaves, &mut all);
+        self.contributions_summing(x, leaves, &mut all, false);
         // Larger |value| first, then the lower feature: a total order, so
         // keeping the best `n` while reading them once gives what sorting
         // all of them would, without sorting (it runs on every request a
@@ -576,15 +592,23 @@ impl Model {
                 continue;
             }
             let candidate = Contribution { feature, value };
+            // Most candidates rank below all `n` kept: one comparison, with
+            // the last, turns them away.
+            if n == 0 || (top.len == n && !before(&candidate, &top.ranked[n - 1])) {
+                continue;
+            }
             let kept = &top.ranked[..top.len];
             let at = kept.iter().position(|kept| before(&candidate, kept)).unwrap_or(kept.len());
-            if at < n {
-                // Insert at `at`; with `n` kept, the last one falls off.
-                let len = (top.len + 1).min(n);
-                top.ranked.copy_within(at..len - 1, at + 1);
-                top.ranked[at] = candidate;
-                top.len = len;
+            // Insert at `at` (below `n`: the last kept one ranks after the
+            // candidate, or fewer than `n` are kept); with `n` kept, the
+            // last one falls off. Moved one by one: a call to copy a few
+            // entries cost more than the copy.
+            let len = (top.len + 1).min(n);
+            for slot in (at + 1..len).rev() {
+                top.ranked[slot] = top.ranked[slot - 1];
             }
+            top.ranked[at] = candidate;
+            top.len = len;
         }
         top
     }

@@ -442,9 +442,10 @@ impl Forest {
     }
 
     /// [`Self::contributions`] along the leaves inference kept for the
-    /// same vector ([`Self::add_leaves_kept`]); `false`, with nothing
-    /// added, when `leaves` holds no walk of this forest.
-    pub fn contributions_along(&self, leaves: &Leaves, bias: &mut f64, out: &mut [f64; FEATURE_COUNT]) -> bool {
+    /// same vector ([`Self::add_leaves_kept`]), the roots' values summed
+    /// onto `bias` when one is given; `false`, with nothing added, when
+    /// `leaves` holds no walk of this forest.
+    pub fn contributions_along(&self, leaves: &Leaves, bias: Option<&mut f64>, out: &mut [f64; FEATURE_COUNT]) -> bool {
         let Some(leaves) = leaves.of(self.trees).filter(|_| self.has_paths()) else { return false };
         by_stride!(self.depth, STRIDE => self.contributions_kept::<STRIDE>(leaves, bias, out));
         true
@@ -485,8 +486,15 @@ impl Forest {
     }
 
     /// [`Self::contributions_along`] for trees of `STRIDE` leaves.
-    fn contributions_kept<const STRIDE: usize>(&self, leaves: &[u16], bias: &mut f64, out: &mut [f64; FEATURE_COUNT]) {
-        self.add_bias::<STRIDE>(bias);
+    fn contributions_kept<const STRIDE: usize>(
+        &self,
+        leaves: &[u16],
+        bias: Option<&mut f64>,
+        out: &mut [f64; FEATURE_COUNT],
+    ) {
+        if let Some(bias) = bias {
+            self.add_bias::<STRIDE>(bias);
+        }
         if STRIDE > 1 {
             let mut sums = [0.0; 256];
             self.add_steps::<STRIDE>(0, leaves, &mut sums);

@@ -14,7 +14,10 @@
 //!   cost; the first part charges it anyway, as an upper bound.
 //!
 //! Building the view (routing, header lookups) is the pipeline's and is
-//! left out of both: the clock starts once the view exists.
+//! left out of both: the clock starts once the view exists. The store runs
+//! the plan as the pipeline does (`CounterStore::execute_taking`: the
+//! plan's keys move into the readings; until 2026-12-07 the bench cloned
+//! them, a dozen atomic increments the pipeline does not make).
 //!
 //! `cargo bench --bench model` (add `-- --warm-up-time 1 --measurement-time
 //! 3` for a quicker run). Before criterion's means, each part's p50, p99
@@ -23,7 +26,11 @@
 //! `detect`) on a store of its own. `PALISADE_BENCH_ROUNDS` (default 50) sets how many
 //! times those calls go over the requests, e.g. 2 under
 //! `valgrind --tool=callgrind` with a filter that matches no criterion
-//! bench, for instruction counts.
+//! bench, for instruction counts. With `PALISADE_BENCH_TAIL` set, one more
+//! pass of features + inference (not counted in the percentiles) lists
+//! which requests its slowest 1 % of calls were (method, path, user
+//! agent): a tail spread over hundreds of requests is noise, one held by
+//! a few kinds of request is work to look at.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -140,7 +147,7 @@ impl Hooks {
             signals.clear();
             stage.plan(view, &mut context, plan);
             mark(1);
-            store.execute(plan, *at, readings);
+            store.execute_taking(plan, *at, readings);
             mark(2);
             stage.detect(view, &mut context, readings, signals);
             mark(3);
@@ -177,6 +184,52 @@ fn hook_percentiles(requests: &[Prepared]) {
     }
 }
 
+/// Which requests the slowest 1 % of `sample`'s calls were: the requests
+/// (method, path, user agent) that took most of those calls.
+fn tail(requests: &[Prepared], mut sample: impl FnMut(usize) -> Duration) {
+    let mut calls = Vec::new();
+    for round in 0..rounds() {
+        for i in 0..REQUESTS {
+            let took = sample(i);
+            if round > 0 {
+                calls.push((took, i));
+            }
+        }
+    }
+    calls.sort_unstable_by(|a, b| b.cmp(a));
+    let slowest = &calls[..calls.len() / 100];
+    let mut by_request = std::collections::HashMap::<usize, usize>::new();
+    for (_, i) in slowest {
+        *by_request.entry(*i).or_default() += 1;
+    }
+    let hooks = Hooks::new(&requests[0]);
+    let mut by_label = std::collections::HashMap::<String, (usize, usize)>::new();
+    for (i, n) in &by_request {
+        let label = requests[*i].with_view(hooks.engine.lifecycle(), |view| {
+            format!(
+                "{} {} {}",
+                view.method,
+                view.path,
+                view.user_agent.unwrap_or("-").chars().take(40).collect::<String>()
+            )
+        });
+        let entry = by_label.entry(label).or_default();
+        entry.0 += n;
+        entry.1 += 1;
+    }
+    let mut labels: Vec<_> = by_label.into_iter().collect();
+    labels.sort_by_key(|label| std::cmp::Reverse(label.1));
+    println!(
+        "slowest 1 % ({} calls, from {}): {} distinct requests",
+        slowest.len(),
+        slowest.last().map_or(0, |c| c.0.as_nanos()),
+        by_request.len()
+    );
+    for (label, (n, distinct)) in labels.iter().take(25) {
+        println!("  {n:6} calls, {distinct:4} requests: {label}");
+    }
+}
+
 fn model(c: &mut Criterion) {
     let (requests, vectors) = load();
     let model = Model::load(&root().join("models/palisade-gbdt-v2.json")).expect("the shipped model");
@@ -200,6 +253,9 @@ fn model(c: &mut Criterion) {
         });
         took
     };
+    if std::env::var_os("PALISADE_BENCH_TAIL").is_some() {
+        tail(&requests, |i| one(i, false));
+    }
     percentiles("model/features_and_inference", |i| one(i, false));
     percentiles("model/features_and_inference_shared_fingerprint", |i| one(i, true));
     hook_percentiles(&requests);

@@ -133,7 +133,7 @@ fn form_field(body: &[u8], field: &str) -> Option<String> {
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, &pair[pair.len()..]),
         };
-        let plain = name.iter().all(|&b| b != b'%' && b != b'+');
+        let plain = name.iter().all(|&b| b.is_ascii() && b != b'%' && b != b'+');
         let matches = if plain { name == field.as_bytes() } else { form_decode(name) == field };
         matches.then(|| form_decode(value))
     })
@@ -476,7 +476,7 @@ mod tests {
         #[test]
         fn form_fields_are_read_as_form_urlencoded_reads_them(
             body in proptest::collection::vec(proptest::sample::select(b"ab=&%+2F6G\xff\xc3\xa9u".to_vec()), 0..40),
-            field in "[ab+/%é]{0,3}",
+            field in "[ab+/%é\u{fffd}]{0,3}",
         ) {
             let expected = form_urlencoded::parse(&body).find(|(name, _)| name == &field).map(|(_, value)| value.into_owned());
             proptest::prop_assert_eq!(form_field(&body, &field), expected);
@@ -491,6 +491,8 @@ mod tests {
         assert_eq!(form_field(body, "password").as_deref(), Some("✓"));
         assert_eq!(form_field(body, "missing"), None);
         assert_eq!(form_field(b"flag&username", "username").as_deref(), Some(""));
+        // A name that is not UTF-8 is compared decoded, replacement character and all.
+        assert_eq!(form_field(b"a\xff=1", "a\u{fffd}").as_deref(), Some("1"));
     }
 
     fn table() -> RouteTable {

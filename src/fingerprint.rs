@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::thread_cache::{self, DirectMapped};
+use crate::thread_cache::{self, SetAssociative};
 
 /// Whether a proxy, not the client, is likely to have added this header.
 pub fn added_by_proxies(name: &str) -> bool {
@@ -84,7 +84,7 @@ where
 // each time was a tenth of a login's decision; comparing them with a
 // remembered layout costs a fraction of that, and both fingerprints are
 // remembered together so that one comparison gives both. The cache is per
-// thread, direct-mapped and bounded, compares the names in full (so a
+// thread, set-associative and bounded, compares the names in full (so a
 // collision only costs a recomputation) and holds only header names.
 
 /// Remembered layouts per thread (a power of two).
@@ -104,8 +104,8 @@ struct Remembered {
 }
 
 thread_local! {
-    static LAYOUTS: std::cell::RefCell<DirectMapped<Remembered>> =
-        std::cell::RefCell::new(DirectMapped::new(REMEMBERED));
+    static LAYOUTS: std::cell::RefCell<SetAssociative<Remembered>> =
+        std::cell::RefCell::new(SetAssociative::new(REMEMBERED));
 }
 
 /// What a layout is remembered by: its version, method and names.

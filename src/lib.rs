@@ -24,6 +24,7 @@ pub mod demo;
 pub mod detect;
 pub mod error;
 pub mod fingerprint;
+pub mod form;
 pub mod identify;
 pub mod ja4;
 pub mod json_pointer;

@@ -118,49 +118,7 @@ fn body_field(content_type: Option<&str>, body: &[u8], field: Option<&str>, poin
     if looks_json {
         return crate::json_pointer::text_at(body, pointer?);
     }
-    form_field(body, field?)
-}
-
-/// The first value of form field `field`, decoded, as
-/// `form_urlencoded::parse(body).find(..)` gives it, without decoding
-/// every name and value on the way: a name that is plain ASCII (no `%`,
-/// no `+`) is compared as it is, and only the value found is decoded.
-/// `form_urlencoded` decoded `username=victim0%40mail.example` in ~2,000
-/// instructions, most of reading a login body.
-fn form_field(body: &[u8], field: &str) -> Option<String> {
-    body.split(|&b| b == b'&').filter(|pair| !pair.is_empty()).find_map(|pair| {
-        let (name, value) = match pair.iter().position(|&b| b == b'=') {
-            Some(at) => (&pair[..at], &pair[at + 1..]),
-            None => (pair, &pair[pair.len()..]),
-        };
-        let plain = name.iter().all(|&b| b.is_ascii() && b != b'%' && b != b'+');
-        let matches = if plain { name == field.as_bytes() } else { form_decode(name) == field };
-        matches.then(|| form_decode(value))
-    })
-}
-
-/// One `application/x-www-form-urlencoded` name or value decoded as
-/// `form_urlencoded` decodes it: `+` is a space, `%` and two hex digits a
-/// byte (any other `%` stays), then UTF-8 with invalid bytes replaced.
-fn form_decode(bytes: &[u8]) -> String {
-    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16)).map(|d| d as u8);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    while let Some(&b) = bytes.get(at) {
-        at += 1;
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => match (hex(bytes.get(at)), hex(bytes.get(at + 1))) {
-                (Some(high), Some(low)) => {
-                    out.push(high << 4 | low);
-                    at += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            _ => out.push(b),
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
+    crate::form::field(body, field?)
 }
 
 #[derive(Debug)]
@@ -469,31 +427,6 @@ pub fn check_rate_limit(limit: &RateLimitConfig) -> Result<(), crate::error::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    proptest::proptest! {
-        /// The field is found as `form_urlencoded` finds it, whatever the
-        /// body: escapes, `+`, repeats, empty pairs, bytes that are not UTF-8.
-        #[test]
-        fn form_fields_are_read_as_form_urlencoded_reads_them(
-            body in proptest::collection::vec(proptest::sample::select(b"ab=&%+2F6G\xff\xc3\xa9u".to_vec()), 0..40),
-            field in "[ab+/%é\u{fffd}]{0,3}",
-        ) {
-            let expected = form_urlencoded::parse(&body).find(|(name, _)| name == &field).map(|(_, value)| value.into_owned());
-            proptest::prop_assert_eq!(form_field(&body, &field), expected);
-        }
-    }
-
-    #[test]
-    fn form_fields_are_found_by_plain_and_encoded_names() {
-        let body = b"user%6eame=a%20b&username=second&pass+word=x+y&password=%E2%9C%93&";
-        assert_eq!(form_field(body, "username").as_deref(), Some("a b"));
-        assert_eq!(form_field(body, "pass word").as_deref(), Some("x y"));
-        assert_eq!(form_field(body, "password").as_deref(), Some("✓"));
-        assert_eq!(form_field(body, "missing"), None);
-        assert_eq!(form_field(b"flag&username", "username").as_deref(), Some(""));
-        // A name that is not UTF-8 is compared decoded, replacement character and all.
-        assert_eq!(form_field(b"a\xff=1", "a\u{fffd}").as_deref(), Some("1"));
-    }
 
     fn table() -> RouteTable {
         RouteTable::from_config(&Config::default()).unwrap()

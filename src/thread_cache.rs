@@ -32,9 +32,6 @@ pub struct SetAssociative<E> {
     ways: usize,
 }
 
-/// The name the callers know the cache by (it began direct-mapped).
-pub type DirectMapped<E> = SetAssociative<E>;
-
 /// Where a missed input's entry goes: its set and its hash.
 #[derive(Debug, Clone, Copy)]
 pub struct Miss {

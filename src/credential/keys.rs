@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use crate::store::Key;
-use crate::thread_cache::{self, DirectMapped};
+use crate::thread_cache::{self, SetAssociative};
 
 pub use crate::keyed_hash::KeyHasher;
 
@@ -331,7 +331,7 @@ fn user_keys(route: &str, user: &str) -> [Key; USER_COUNTERS.len()] {
 ///
 /// A stuffing run from one address sends attempt after attempt with the
 /// same address and fingerprint; building their keys each time was most of
-/// what an attempt cost. The cache is direct-mapped and bounded
+/// what an attempt cost. The cache is set-associative and bounded
 /// ([`CLIENT_SLOTS`] per thread), compares route, address, fingerprint and
 /// the hashing secret in full, and holds nothing that is not already in
 /// the store's keys.
@@ -386,8 +386,8 @@ struct CachedClient {
 }
 
 thread_local! {
-    static CLIENT_CACHE: std::cell::RefCell<DirectMapped<CachedClient>> =
-        std::cell::RefCell::new(DirectMapped::new(CLIENT_SLOTS));
+    static CLIENT_CACHE: std::cell::RefCell<SetAssociative<CachedClient>> =
+        std::cell::RefCell::new(SetAssociative::new(CLIENT_SLOTS));
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

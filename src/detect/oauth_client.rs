@@ -49,7 +49,7 @@ pub fn client_id(view: &RequestView<'_>) -> Option<String> {
         return (!id.is_empty()).then_some(id);
     }
     let body = view.body?;
-    form_urlencoded::parse(body).find(|(name, _)| name == "client_id").map(|(_, id)| id.into_owned())
+    crate::form::field(body, "client_id")
 }
 
 impl Stage for OAuthClientQuota {

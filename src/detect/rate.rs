@@ -7,7 +7,7 @@ use super::{RequestContext, Stage};
 use crate::keyed_hash::KeyHasher;
 use crate::signal::{Evidence, Signal};
 use crate::store::{CounterPlan, CounterReadings, GcraReading, Key};
-use crate::thread_cache::{self, DirectMapped};
+use crate::thread_cache::{self, SetAssociative};
 use crate::view::RequestView;
 
 pub const DETECTION_ID: &str = "rate.client_route";
@@ -66,8 +66,8 @@ struct CachedKey {
 }
 
 thread_local! {
-    static RATE_KEYS: std::cell::RefCell<DirectMapped<CachedKey>> =
-        std::cell::RefCell::new(DirectMapped::new(RATE_KEY_SLOTS));
+    static RATE_KEYS: std::cell::RefCell<SetAssociative<CachedKey>> =
+        std::cell::RefCell::new(SetAssociative::new(RATE_KEY_SLOTS));
 }
 
 impl Stage for ClientRouteRateLimit {

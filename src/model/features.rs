@@ -922,12 +922,9 @@ mod tests {
         ];
         for seed in 0u64..400 {
             let mut headers = HeaderMap::new();
-            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = crate::test_support::xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             for at in 0..(seed % 12) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                let name = HeaderName::from_bytes(names[(state % names.len() as u64) as usize].as_bytes()).unwrap();
+                let name = HeaderName::from_bytes(names[(next() % names.len() as u64) as usize].as_bytes()).unwrap();
                 headers.append(name, HeaderValue::from_str(&format!("v{at}")).unwrap());
             }
             let looked_up = ReadHeaders {

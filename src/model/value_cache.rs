@@ -6,7 +6,7 @@
 //! searches), read the header names' traits (prefix and substring tests
 //! per name) and computed the keyed hashes of the user agent and of the
 //! fingerprint (a BLAKE3 each) on every request. This per-thread,
-//! direct-mapped cache keeps what that work gave (and the keyed hashes of
+//! set-associative cache keeps what that work gave (and the keyed hashes of
 //! client addresses and paths, which repeat across a client's requests
 //! and across clients), keyed by the hashing
 //! secret's tag (0 for work without a secret) and by the exact bytes the
@@ -24,7 +24,7 @@ use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::thread::LocalKey;
 
-use crate::thread_cache::{self, DirectMapped};
+use crate::thread_cache::{self, SetAssociative};
 
 /// Slots per cache and thread (a power of two).
 const SLOTS: usize = 1024;
@@ -40,11 +40,11 @@ pub struct Slot<V> {
 }
 
 /// One cache: a thread's slots for one kind of value.
-pub type Cache<V> = DirectMapped<Slot<V>>;
+pub type Cache<V> = SetAssociative<Slot<V>>;
 
 /// A cache's slots for this thread.
 pub fn cache<V>() -> Cache<V> {
-    DirectMapped::new(SLOTS)
+    SetAssociative::new(SLOTS)
 }
 
 /// What a value is remembered by: the secret's tag and the value's parts.

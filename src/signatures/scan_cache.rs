@@ -8,12 +8,13 @@
 //! keeps the atoms a value matched, keyed by the compiled set, the field and the value itself
 //! (compared in full, so a hash collision only costs a scan).
 //!
-//! The cache is set-associative: a value may sit in any of [`WAYS`] slots
-//! of its set, and a miss replaces the least recently used one. It was
-//! direct-mapped, and with the hash seeded at random per process, two hot
-//! values sometimes shared a slot and evicted each other on every request:
-//! in one of four measured replays of the same 30,000 requests, 8,224
-//! rescans cost 1,500 instructions per request more than in the others.
+//! The cache is a [`SetAssociative`] one: a value may sit in any of
+//! [`WAYS`](crate::thread_cache::WAYS) slots of its set, and a miss replaces the least recently used
+//! one. It was direct-mapped, and with the hash seeded at random per
+//! process, two hot values sometimes shared a slot and evicted each other
+//! on every request: in one of four measured replays of the same 30,000
+//! requests, 8,224 rescans cost 1,500 instructions per request more than
+//! in the others.
 //!
 //! Only fields whose values repeat across clients are cached (see
 //! [`Field::repeats_across_clients`]); paths, queries, bodies and cookies
@@ -24,32 +25,25 @@
 use std::hash::BuildHasher;
 
 use super::field::Field;
+use crate::thread_cache::SetAssociative;
 
-/// Slots per thread (a power of two, a multiple of [`WAYS`]).
+/// Slots per thread.
 const SLOTS: usize = 1024;
-/// Slots a value may take (a power of two).
-const WAYS: usize = 4;
 /// Longer values are scanned every time (user agents are ~100–200 bytes).
 pub const MAX_VALUE: usize = 512;
 
+/// One remembered scan: the compiled set, the field and the value it was
+/// made for, and the atoms the value matched.
 struct Slot {
-    /// The key's hash, compared before the key itself.
-    hash: u64,
     set: u64,
     field: usize,
     value: Box<[u8]>,
     atoms: Box<[usize]>,
-    /// When the slot was last used (the cache's clock), to pick whom a
-    /// miss evicts.
-    used: u64,
 }
 
 /// The cache; [`Cache::default`] is the one a thread keeps.
 pub struct Cache<S = hashbrown::DefaultHashBuilder> {
-    hasher: S,
-    slots: Box<[Option<Slot>]>,
-    /// Counts lookups; only its order matters.
-    clock: u64,
+    slots: SetAssociative<Slot, S>,
 }
 
 impl Default for Cache {
@@ -60,7 +54,7 @@ impl Default for Cache {
 
 impl<S: BuildHasher> Cache<S> {
     fn new(hasher: S) -> Self {
-        Cache { hasher, slots: (0..SLOTS).map(|_| None).collect(), clock: 0 }
+        Cache { slots: SetAssociative::with_hasher(SLOTS, hasher) }
     }
 
     /// The atoms `value` of `field` (the set's field index) matched in set
@@ -78,28 +72,14 @@ impl<S: BuildHasher> Cache<S> {
             scan(hits);
             return;
         }
-        let hash = self.hasher.hash_one((set, field, value));
-        // The set's first slot: the hash's low bits, without those of the way.
-        let first = (hash as usize) & (SLOTS - 1) & !(WAYS - 1);
-        self.clock += 1;
-        let clock = self.clock;
-        let Some(ways) = self.slots.get_mut(first..first + WAYS) else {
+        let found = self.slots.find((set, field, value), |held| {
+            (held.set == set && held.field == field && *held.value == *value)
+                .then(|| hits.extend_from_slice(&held.atoms))
+        });
+        if let Err(miss) = found {
+            let start = hits.len();
             scan(hits);
-            return;
-        };
-        for held in ways.iter_mut().flatten() {
-            if held.hash == hash && held.set == set && held.field == field && *held.value == *value {
-                held.used = clock;
-                hits.extend_from_slice(&held.atoms);
-                return;
-            }
-        }
-        let start = hits.len();
-        scan(hits);
-        // An empty way, else the least recently used.
-        if let Some(victim) = ways.iter_mut().min_by_key(|slot| slot.as_ref().map_or(0, |held| held.used)) {
-            *victim =
-                Some(Slot { hash, set, field, value: Box::from(value), atoms: Box::from(&hits[start..]), used: clock });
+            self.slots.insert(miss, Slot { set, field, value: Box::from(value), atoms: Box::from(&hits[start..]) });
         }
     }
 }
@@ -144,6 +124,7 @@ impl Field {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::thread_cache::WAYS;
 
     fn scan_counting(calls: &mut usize, result: &[usize]) -> impl FnOnce(&mut Vec<usize>) {
         *calls += 1;

@@ -239,19 +239,48 @@ impl FeatureExtractor {
         let route_len = (route.len() as u32).to_le_bytes();
         let route_parts: [&[u8]; 2] = [&route_len, route.as_bytes()];
         use ModelCounter::*;
-        let (ip_item, ip_keys) =
-            remember(&ADDRESSES, tag, &[route_parts[0], route_parts[1], ip_text.as_bytes()], || {
-                let item = self.hasher.item("ip", ip_text.as_bytes());
-                (
-                    item,
-                    scope_keys(
-                        route,
-                        "ip",
+        let user_agent = view.user_agent.unwrap_or("");
+        // The client as a browser tab sees it: one address, one user agent.
+        // What its requests share on a route (the address's item and keys,
+        // what the user agent says and its item, the client's keys, the
+        // route's key) is remembered together, under the client: one
+        // lookup a request where there were four. A client not remembered
+        // gets each part from its own cache (an address's, a user agent's
+        // and a route's work is shared with other clients).
+        let client_parts: &[&[u8]] =
+            &[route_parts[0], route_parts[1], ip_text.as_bytes(), b"\n", user_agent.as_bytes()];
+        let client = remember(&CLIENTS, tag, client_parts, || {
+            let (ip_item, ip_keys) =
+                remember(&ADDRESSES, tag, &[route_parts[0], route_parts[1], ip_text.as_bytes()], || {
+                    let item = self.hasher.item("ip", ip_text.as_bytes());
+                    (
                         item,
-                        [Requests10s, Requests60s, DistinctPaths, DistinctUserAgents, Rhythm],
-                    ),
-                )
+                        scope_keys(
+                            route,
+                            "ip",
+                            item,
+                            [Requests10s, Requests60s, DistinctPaths, DistinctUserAgents, Rhythm],
+                        ),
+                    )
+                });
+            let (facts, ua_item) = remember(&USER_AGENTS, tag, &[user_agent.as_bytes()], || {
+                (UaFacts::of(user_agent), self.hasher.item("ua", user_agent.as_bytes()))
             });
+            let site = remember(&SITES, 0, &route_parts, || {
+                let [site] = counter_keys(&mut String::new(), route, "site", "all", [Requests5m]);
+                site
+            });
+            let item = self.hasher.item_of("client", &client_parts[2..]);
+            ClientScopes {
+                ip_item,
+                ip_keys,
+                facts,
+                ua_item,
+                keys: scope_keys(route, "cl", item, [PageLoads10m, Subresources10m, RecentPageLoads]),
+                site,
+            }
+        });
+        let ClientScopes { ip_item, ip_keys, facts, ua_item, keys: client_keys, site } = client;
         let fingerprint_bytes = view.fingerprint().as_bytes();
         // Without JA4 the fingerprint alone is hashed; with it, the two
         // joined by `|`.
@@ -262,21 +291,6 @@ impl FeatureExtractor {
         let fingerprint_keys = remember(&FINGERPRINTS, tag, fingerprint_parts, || {
             let item = self.hasher.item_of("fp", &fingerprint_parts[2..]);
             scope_keys(route, "fp", item, [Requests5m, DistinctAddresses, DistinctUserAgents])
-        });
-        let user_agent = view.user_agent.unwrap_or("");
-        let (facts, ua_item) = remember(&USER_AGENTS, tag, &[user_agent.as_bytes()], || {
-            (UaFacts::of(user_agent), self.hasher.item("ua", user_agent.as_bytes()))
-        });
-        // The client as a browser tab sees it: one address, one user agent.
-        let client_parts: &[&[u8]] =
-            &[route_parts[0], route_parts[1], ip_text.as_bytes(), b"\n", user_agent.as_bytes()];
-        let client_keys = remember(&CLIENTS, tag, client_parts, || {
-            let item = self.hasher.item_of("client", &client_parts[2..]);
-            scope_keys(route, "cl", item, [PageLoads10m, Subresources10m, RecentPageLoads])
-        });
-        let site = remember(&SITES, 0, &route_parts, || {
-            let [site] = counter_keys(&mut String::new(), route, "site", "all", [Requests5m]);
-            site
         });
         let path = view.path.as_bytes();
         let path_item = remember(&PATHS, tag, &[path], || self.hasher.item("path", path));
@@ -524,20 +538,17 @@ fn request_features(view: &RequestView<'_>, ua_facts: UaFacts, v: &mut FeatureVe
     let accept = text(headers.accept);
     set(v, Feature::HasAccept, flag(accept.is_some()));
     if let Some(accept) = accept {
-        set(v, Feature::AcceptWildcard, flag(accept.trim() == "*/*"));
+        set(v, Feature::AcceptWildcard, flag(accept.as_bytes().trim_ascii() == b"*/*"));
     }
     let language = text(headers.language);
     set(v, Feature::HasAcceptLanguage, flag(language.is_some()));
     if let Some(language) = language {
-        // A header value read as text holds visible ASCII, spaces and tabs
-        // only, so a tag is blank when it holds nothing else.
-        let tags = language.split(',').filter(|tag| tag.bytes().any(|b| b != b' ' && b != b'\t')).count();
-        set(v, Feature::AcceptLanguageTags, tags as f64);
+        set(v, Feature::AcceptLanguageTags, language_tags(language) as f64);
     }
     let encoding = text(headers.encoding);
     set(v, Feature::HasAcceptEncoding, flag(encoding.is_some()));
     if let Some(encoding) = encoding {
-        set(v, Feature::AcceptEncodingBrotli, flag(encoding.split(',').any(|e| e.trim().starts_with("br"))));
+        set(v, Feature::AcceptEncodingBrotli, flag(offers_brotli(encoding)));
     }
     set(v, Feature::HasCookie, flag(headers.cookie));
     set(v, Feature::HasReferer, flag(headers.referer));
@@ -547,7 +558,7 @@ fn request_features(view: &RequestView<'_>, ua_facts: UaFacts, v: &mut FeatureVe
     set(
         v,
         Feature::ConnectionClose,
-        flag(text(headers.connection).is_some_and(|c| c.trim().eq_ignore_ascii_case("close"))),
+        flag(text(headers.connection).is_some_and(|c| c.as_bytes().trim_ascii().eq_ignore_ascii_case(b"close"))),
     );
     set(v, Feature::HasApiCredential, flag(traits.credential));
     if let Some(content_type) = text(headers.content_type) {
@@ -579,6 +590,33 @@ fn request_features(view: &RequestView<'_>, ua_facts: UaFacts, v: &mut FeatureVe
             browser_consistency(family, &traits, language.is_some(), encoding.is_some(), view.wire_names.is_some()),
         );
     }
+}
+
+// Header values read as text hold visible ASCII, spaces and tabs only
+// (`HeaderValue::to_str`), so `str::trim` and `trim_ascii` strip the same
+// bytes there, and the values are read byte by byte: `str::split` and
+// `trim` on a `char` pattern cost ~900 instructions a request in the
+// model bench (callgrind), for a few dozen bytes.
+
+/// Language tags in an Accept-Language value: its comma-separated parts
+/// that hold anything but spaces and tabs.
+fn language_tags(language: &str) -> usize {
+    let (mut tags, mut filled) = (0, false);
+    for byte in language.bytes() {
+        if byte == b',' {
+            tags += usize::from(filled);
+            filled = false;
+        } else if byte != b' ' && byte != b'\t' {
+            filled = true;
+        }
+    }
+    tags + usize::from(filled)
+}
+
+/// Whether an Accept-Encoding value offers `br`: a comma-separated part
+/// that starts with it after blanks.
+fn offers_brotli(encoding: &str) -> bool {
+    encoding.as_bytes().split(|&byte| byte == b',').any(|part| part.trim_ascii_start().starts_with(b"br"))
 }
 
 /// The headers [`request_features`] reads: the first value of each (what
@@ -633,8 +671,9 @@ impl<'a> ReadHeaders<'a> {
 /// Target tokens typical of injection and traversal probes.
 fn suspicious_tokens(target: &str) -> usize {
     let mut decoded = String::new();
-    // Decoding allocates only when the target is encoded.
-    let text: &str = if target.contains('%') || target.contains('+') {
+    // Decoding allocates only when the target is encoded (one pass over
+    // its bytes says, where two `char` searches did).
+    let text: &str = if target.bytes().any(|byte| byte == b'%' || byte == b'+') {
         decoded.extend(percent_encoding::percent_decode_str(&target.replace('+', " ")).decode_utf8_lossy().chars());
         &decoded
     } else {
@@ -676,7 +715,9 @@ fn path_depth(path: &str) -> usize {
 }
 
 fn is_static(path: &str) -> bool {
-    let extension = path.rsplit_once('.').map(|(_, ext)| ext);
+    // After the last `.` (what `rsplit_once('.')` gives, found byte-wise:
+    // a `.` is never part of a longer UTF-8 character).
+    let extension = path.bytes().rposition(|byte| byte == b'.').map(|at| &path[at + 1..]);
     matches!(
         extension,
         Some("css" | "js" | "mjs" | "png" | "jpg" | "jpeg" | "gif" | "svg" | "ico" | "woff" | "woff2" | "webp" | "map")
@@ -788,6 +829,23 @@ pub fn ua_class(ua: &str) -> UaClass {
 /// What a user agent says: its class, the browser it claims and whether it
 /// claims a mobile device. It depends on the user agent alone, so it is
 /// remembered per thread with the user agent's key ([`USER_AGENTS`]).
+/// What the requests of one client (route, address and user agent)
+/// share, remembered per thread with the client ([`CLIENTS`]).
+#[derive(Debug, Clone)]
+struct ClientScopes {
+    /// The address's keyed item (its entry in a fingerprint's
+    /// distinct-address count) and its keys.
+    ip_item: u64,
+    ip_keys: Arc<[Key; 5]>,
+    /// What the user agent says, and its keyed item.
+    facts: UaFacts,
+    ua_item: u64,
+    /// The client's keys.
+    keys: Arc<[Key; 3]>,
+    /// The route's site-wide key.
+    site: Key,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct UaFacts {
     class: UaClass,
@@ -813,8 +871,9 @@ thread_local! {
     static FINGERPRINTS: RefCell<value_cache::Cache<Arc<[Key; 3]>>> = RefCell::new(value_cache::cache());
     /// Route and client address → the address's keyed item and counter keys.
     static ADDRESSES: RefCell<value_cache::Cache<(u64, Arc<[Key; 5]>)>> = RefCell::new(value_cache::cache());
-    /// Route, client address and user agent → the client's counter keys.
-    static CLIENTS: RefCell<value_cache::Cache<Arc<[Key; 3]>>> = RefCell::new(value_cache::cache());
+    /// Route, client address and user agent → what the client's requests
+    /// share ([`ClientScopes`]).
+    static CLIENTS: RefCell<value_cache::Cache<ClientScopes>> = RefCell::new(value_cache::cache());
     /// Route → its site-wide counter key (no secret involved: tag 0).
     static SITES: RefCell<value_cache::Cache<Key>> = RefCell::new(value_cache::cache());
     /// Normalized path → its keyed item.
@@ -886,6 +945,37 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        /// The header values read byte by byte give what the `str` splits
+        /// and trims they replaced gave, on header text (visible ASCII,
+        /// spaces and tabs), and the static-file test what `rsplit_once`
+        /// gave on any path.
+        #[test]
+        fn byte_wise_value_readers_match_the_str_ones(
+            value in "([ \t,;=.*/]|br|BR|b|r|close|gzip|en-US|q=0\\.9|\\*/\\*|[ -~]){0,24}",
+            path in "([./]|css|js|woff2|map|é|ü|[a-z]){0,12}",
+        ) {
+            proptest::prop_assert_eq!(
+                language_tags(&value),
+                value.split(',').filter(|tag| tag.bytes().any(|b| b != b' ' && b != b'\t')).count()
+            );
+            proptest::prop_assert_eq!(offers_brotli(&value), value.split(',').any(|e| e.trim().starts_with("br")));
+            proptest::prop_assert_eq!(value.as_bytes().trim_ascii() == b"*/*", value.trim() == "*/*");
+            proptest::prop_assert_eq!(
+                value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"close"),
+                value.trim().eq_ignore_ascii_case("close")
+            );
+            let by_split = matches!(
+                path.rsplit_once('.').map(|(_, ext)| ext),
+                Some("css" | "js" | "mjs" | "png" | "jpg" | "jpeg" | "gif" | "svg" | "ico" | "woff" | "woff2" | "webp" | "map")
+            );
+            proptest::prop_assert_eq!(is_static(&path), by_split);
+            let target = format!("{path}{value}");
+            proptest::prop_assert_eq!(
+                target.bytes().any(|byte| byte == b'%' || byte == b'+'),
+                target.contains('%') || target.contains('+')
+            );
+        }
+
         /// The byte-wise counts give what the string searches they replaced
         /// gave, on text made of the bytes those searches look for.
         #[test]
@@ -1076,7 +1166,9 @@ mod tests {
 
     /// Each scope's keys are remembered per thread with the route, the
     /// address, the fingerprint or the client: a remembered key must be
-    /// the key built afresh, on every route.
+    /// the key built afresh, on every route, and a client's remembered
+    /// items those of its address and user agent (two clients share the
+    /// address, and each user agent is also sent from another address).
     #[test]
     fn remembered_keys_are_the_keys_of_the_route_and_the_client() {
         let config = crate::config::parse_str(
@@ -1086,21 +1178,43 @@ mod tests {
         .unwrap();
         let hasher = KeyHasher::from_config(&config);
         let extractor = FeatureExtractor::new(hasher.clone());
-        let user_agent = "Mozilla/5.0 (X11; Linux x86_64)";
-        for _ in 0..2 {
+        let clients = [
+            ("192.0.2.1", "Mozilla/5.0 (X11; Linux x86_64)"),
+            ("192.0.2.1", "curl/8.5.0"),
+            ("198.51.100.7", "curl/8.5.0"),
+            ("198.51.100.7", "Mozilla/5.0 (X11; Linux x86_64)"),
+        ];
+        for (address, user_agent) in clients.into_iter().cycle().take(clients.len() * 2) {
             for (target, route) in [("/a", "a"), ("/b", "b"), ("/a", "a")] {
-                let keys: Vec<String> = crate::test_support::view_under(
+                let keys: Vec<String> = view_from(
                     &config,
-                    "GET",
                     target,
                     &[("user-agent", user_agent), ("accept", "*/*")],
-                    None,
+                    address.parse().unwrap(),
                     |view| {
                         let mut plan = CounterPlan::default();
-                        extractor.plan(view, None, &mut plan);
+                        let keys = extractor.plan(view, None, &mut plan);
+                        assert_eq!(keys.user_agent, UaFacts::of(user_agent));
                         let fingerprint = hasher.hash("fp", view.fingerprint().as_bytes());
-                        let ip = hasher.hash("ip", b"192.0.2.1");
-                        let client = hasher.hash("client", format!("192.0.2.1\n{user_agent}").as_bytes());
+                        let ip = hasher.hash("ip", address.as_bytes());
+                        let client = hasher.hash("client", format!("{address}\n{user_agent}").as_bytes());
+                        let items: Vec<Option<u64>> = plan
+                            .ops()
+                            .iter()
+                            .filter_map(|op| match op {
+                                CounterOp::Distinct { item, .. } => Some(*item),
+                                _ => None,
+                            })
+                            .collect();
+                        assert_eq!(
+                            items,
+                            [
+                                Some(hasher.item("path", target.as_bytes())),
+                                Some(hasher.item("ua", user_agent.as_bytes())),
+                                Some(hasher.item("ip", address.as_bytes())),
+                                Some(hasher.item("ua", user_agent.as_bytes())),
+                            ]
+                        );
                         let expected = [
                             format!("ml:{route}:ip:{ip}:r10"),
                             format!("ml:{route}:ip:{ip}:r60"),
@@ -1123,6 +1237,36 @@ mod tests {
                 assert!(keys.iter().all(|key| key.starts_with(&format!("ml:{route}:"))));
             }
         }
+    }
+
+    /// A GET of `target` with `headers` from `client_ip` (what
+    /// `test_support::view_under` gives, from another address).
+    fn view_from<T>(
+        config: &crate::config::Config,
+        target: &str,
+        headers: &[(&str, &str)],
+        client_ip: std::net::IpAddr,
+        f: impl FnOnce(&RequestView<'_>) -> T,
+    ) -> T {
+        let routes = crate::routes::RouteTable::from_config(config).unwrap();
+        let uri: http::Uri = target.parse().unwrap();
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
+        let normalized = crate::normalize::normalize_path(uri.path(), true);
+        let route = routes.find(&http::Method::GET, &normalized).clone();
+        let view = RequestView::new(
+            &http::Method::GET,
+            http::Version::HTTP_11,
+            &uri,
+            &normalized,
+            &map,
+            client_ip,
+            &route,
+            None,
+        );
+        f(&view)
     }
 
     #[test]

@@ -252,6 +252,9 @@ impl ConfiguredModel {
             return None;
         }
         let mut signal = Signal::new(self.id.clone(), self.penalty(probability));
+        // The probability and the top features: one allocation of the
+        // right size, where pushing grew the list from nothing.
+        signal.evidence.reserve_exact(1 + EVIDENCE_FEATURES);
         signal.shadow = self.mode == ModelMode::Shadow;
         if self.block_at_probability.is_some_and(|block| probability >= block) {
             signal.action = Some(Action::Block);

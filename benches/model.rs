@@ -11,7 +11,15 @@
 //!   HTTP fingerprint computed before the clock starts. The pipeline
 //!   computes it once per request for every decision (`Decision::fingerprint`)
 //!   and the view caches it, so in a full pipeline it is not the model's
-//!   cost; the first part charges it anyway, as an upper bound.
+//!   cost; the first part charges it anyway, as an upper bound;
+//! - `model/features_and_inference_over_readings`: the `detect` hook alone
+//!   — compute the 52 features from the request's view and the counter
+//!   readings the store already answered, score them, and, when the model
+//!   signals, rank the features that moved it and build the signal. This
+//!   is issue 11's "features + inference": features computed "from the
+//!   request view and the counter readings the pipeline already has". The
+//!   plan and the store's execution run before the clock starts (the
+//!   first two parts charge them; `model/hooks/*` splits them out).
 //!
 //! Building the view (routing, header lookups) is the pipeline's and is
 //! left out of both: the clock starts once the view exists. The store runs
@@ -258,6 +266,19 @@ fn model(c: &mut Criterion) {
     }
     percentiles("model/features_and_inference", |i| one(i, false));
     percentiles("model/features_and_inference_shared_fingerprint", |i| one(i, true));
+    // The detect hook alone: plan and execute run, untimed, first.
+    let mut over_readings = Hooks::new(&requests[0]);
+    let mut detect_only = |i: usize| -> Duration {
+        let mut started = None;
+        let mut took = Duration::ZERO;
+        over_readings.run(&requests[i], true, |mark| match mark {
+            2 => started = Some(Instant::now()),
+            3 => took = started.map_or(Duration::ZERO, |started| started.elapsed()),
+            _ => {}
+        });
+        took
+    };
+    percentiles("model/features_and_inference_over_readings", &mut detect_only);
     hook_percentiles(&requests);
 
     let mut group = c.benchmark_group("model");
@@ -281,6 +302,16 @@ fn model(c: &mut Criterion) {
             })
         });
     }
+    group.bench_function("features_and_inference_over_readings", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    next = (next + 1) % requests.len();
+                    detect_only(next)
+                })
+                .sum()
+        })
+    });
     group.finish();
 }
 

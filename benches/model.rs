@@ -19,10 +19,11 @@
 //!   is issue 11's "features + inference": features computed "from the
 //!   request view and the counter readings the pipeline already has". The
 //!   plan and the store's execution run before the clock starts (the
-//!   first two parts charge them; `model/hooks/*` splits them out).
+//!   two parts above charge them; `model/hooks/*` splits them out), on an
+//!   engine and store of its own.
 //!
 //! Building the view (routing, header lookups) is the pipeline's and is
-//! left out of both: the clock starts once the view exists. The store runs
+//! left out of every part: the clock starts once the view exists. The store runs
 //! the plan as the pipeline does (`CounterStore::execute_taking`: the
 //! plan's keys move into the readings; until 2026-12-07 the bench cloned
 //! them, a dozen atomic increments the pipeline does not make).

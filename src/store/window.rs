@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::sketch::{Added, DistinctSketch};
+use super::sketch::{Added, DistinctSketch, RegisterSum, Union};
 use crate::clock::Nanos;
 
 fn window_index(now: Nanos, window: Duration) -> u64 {
@@ -114,7 +114,40 @@ pub struct WindowedDistinct {
     previous: DistinctSketch,
     /// The last count, until an item changes the sketches or the window
     /// rolls: most adds of a busy key change nothing.
-    cached: Option<u64>,
+    cached: Cached,
+}
+
+/// What a [`WindowedDistinct`] knows of its count without counting again.
+/// As large as an `Option<u64>`, which it replaced: the store's memory
+/// accounting weighs a sketch by its size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Cached {
+    /// Nothing: the next read counts the union.
+    #[default]
+    Stale,
+    Count(u64),
+    /// The union's merged registers' sum, which a register rising in the
+    /// current sketch updates.
+    Registers(RegisterSum),
+}
+
+impl Cached {
+    fn count(self) -> Option<u64> {
+        match self {
+            Cached::Stale => None,
+            Cached::Count(count) => Some(count),
+            Cached::Registers(sum) => Some(sum.count()),
+        }
+    }
+}
+
+impl From<Union> for Cached {
+    fn from(union: Union) -> Self {
+        match union {
+            Union::Counted(count) => Cached::Count(count),
+            Union::Registers(sum) => Cached::Registers(sum),
+        }
+    }
 }
 
 impl WindowedDistinct {
@@ -130,7 +163,17 @@ impl WindowedDistinct {
         if let Some(item) = item {
             self.add_rolled(item);
         }
-        *self.cached.get_or_insert_with(|| DistinctSketch::union_count([&self.current, &self.previous]))
+        self.counted()
+    }
+
+    /// The count of the windows as rolled: cached, or counted and cached.
+    fn counted(&mut self) -> u64 {
+        if let Some(count) = self.cached.count() {
+            return count;
+        }
+        let union = DistinctSketch::union([&self.current, &self.previous]);
+        self.cached = Cached::from(union);
+        union.count()
     }
 
     /// Add `item` to windows already rolled to the time of the add.
@@ -139,19 +182,32 @@ impl WindowedDistinct {
         // becomes (counting a union of dense sketches reads 2 × 1,024
         // registers; of lists, sorts them): a new item of two exact lists
         // adds one unless the previous list has it; a register that rose no
-        // higher than the previous sketch's leaves the union as it was.
-        // Anything else counts again when next read.
+        // higher than the previous sketch's leaves the union as it was, and
+        // one that rose higher changes two terms of a sum of registers
+        // kept. Anything else counts again when next read.
         self.cached = match (self.current.add_telling(item), self.cached) {
             (Added::Nothing, cached) => cached,
-            (Added::Item, Some(count)) => self.previous.holds(item).map(|held| count + u64::from(!held)),
-            (Added::Register { index, rank }, Some(count)) if rank <= self.previous.register(index) => Some(count),
-            _ => None,
+            (Added::Item, Cached::Count(count)) => match self.previous.holds(item) {
+                Some(held) => Cached::Count(count + u64::from(!held)),
+                None => Cached::Stale,
+            },
+            (Added::Register { index, from, rank }, cached @ (Cached::Count(_) | Cached::Registers(_))) => {
+                let floor = self.previous.register(index);
+                match cached {
+                    _ if rank <= floor => cached,
+                    // The merged register goes from the higher of the two
+                    // sketches' to the new rank.
+                    Cached::Registers(sum) => sum.raise(from.max(floor), rank).map_or(Cached::Stale, Cached::Registers),
+                    _ => Cached::Stale,
+                }
+            }
+            _ => Cached::Stale,
         };
     }
 
     pub fn count(&mut self, now: Nanos, window: Duration) -> u64 {
         self.roll(now, window);
-        *self.cached.get_or_insert_with(|| DistinctSketch::union_count([&self.current, &self.previous]))
+        self.counted()
     }
 
     fn roll(&mut self, now: Nanos, window: Duration) {
@@ -162,7 +218,7 @@ impl WindowedDistinct {
             let current = std::mem::take(&mut self.current);
             self.previous = if index == self.index + 1 { current } else { DistinctSketch::default() };
             self.index = index;
-            self.cached = None;
+            self.cached = Cached::Stale;
         }
     }
 
@@ -396,6 +452,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A kept count is no larger than the `Option<u64>` it replaced: the
+    /// store weighs a sketch by its size.
+    #[test]
+    fn a_cached_count_is_as_large_as_an_optional_count() {
+        assert_eq!(std::mem::size_of::<Cached>(), std::mem::size_of::<Option<u64>>());
+    }
+
+    /// Two dense windows (thousands of items each), a read after every
+    /// add: the count kept through raised registers is the count made
+    /// afresh, and most adds did not count afresh.
+    #[test]
+    fn dense_windows_keep_their_count_through_raised_registers() {
+        let mut distinct = WindowedDistinct::default();
+        let start = 1_000 * 60 * S;
+        let mut kept_registers = 0;
+        for i in 0..6_000u64 {
+            let now = start + i * S / 50;
+            let item = super::super::sketch::item_hash(&i.to_le_bytes());
+            let counted = distinct.add_and_count(now, MIN, Some(item));
+            assert_eq!(counted, DistinctSketch::union_count([&distinct.current, &distinct.previous]), "item {i}");
+            kept_registers += usize::from(matches!(distinct.cached, Cached::Registers(_)));
+        }
+        assert!(kept_registers > 5_000, "{kept_registers}");
     }
 
     #[test]

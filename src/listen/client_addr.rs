@@ -8,9 +8,12 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::cidr::{CidrSet, canonical_ip};
+
+/// Named once: a lookup by the name's text parses and checks it every time.
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 pub fn resolve_client(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &CidrSet) -> IpAddr {
     let peer = canonical_ip(peer);
@@ -19,8 +22,8 @@ pub fn resolve_client(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &CidrS
     }
     let mut client = peer;
     // Later header lines were appended by later hops: walk right to left.
-    let values: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-    for entry in values.iter().rev().flat_map(|value| value.rsplit(',')) {
+    let values = headers.get_all(&X_FORWARDED_FOR).iter().rev().filter_map(|v| v.to_str().ok());
+    for entry in values.flat_map(|value| value.rsplit(',')) {
         match parse_forwarded_addr(entry) {
             Some(addr) => {
                 client = addr;
@@ -86,5 +89,14 @@ mod tests {
     fn trusted_peer_without_header_is_the_client() {
         assert_eq!(resolve_client(ip("10.0.0.2"), &HeaderMap::new(), &trusted()), ip("10.0.0.2"));
         assert_eq!(resolve_client(ip("10.0.0.2"), &headers(&["garbage"]), &trusted()), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn values_that_are_not_text_are_skipped() {
+        let mut map = headers(&["203.0.113.9"]);
+        map.append("x-forwarded-for", http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert_eq!(resolve_client(ip("10.0.0.2"), &map, &trusted()), ip("203.0.113.9"));
+        map.append("x-forwarded-for", "10.9.9.9, 198.51.100.4, 10.1.1.1".parse().unwrap());
+        assert_eq!(resolve_client(ip("10.0.0.2"), &map, &trusted()), ip("198.51.100.4"));
     }
 }

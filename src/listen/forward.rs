@@ -11,6 +11,7 @@ use http::uri::PathAndQuery;
 use http::{Request, Uri, Version};
 
 use super::ProxyBody;
+use super::client_addr::X_FORWARDED_FOR;
 use crate::decision_headers::{DecisionHeaders, has_underscore};
 use crate::pipeline::Decision;
 
@@ -175,9 +176,6 @@ fn upstream_host(upstream: &Uri) -> Option<HeaderValue> {
     }
 }
 
-/// Parsed once, not at every insert.
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
 /// Headers in which a proxy tells the application who the client is. Only
 /// a trusted proxy may say that; from anyone else they are a client's
 /// claim about itself, which an application (or its rate limiter) might
@@ -228,10 +226,16 @@ fn forwarded_for(headers: &HeaderMap, peer: IpAddr, peer_trusted: bool) -> Optio
     let mut text = [0u8; 64];
     let peer_text = crate::cidr::ip_text(peer, &mut text).as_bytes();
     if peer_trusted {
-        let previous: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
-        if !previous.is_empty() {
-            let peer_text = std::str::from_utf8(peer_text).ok()?;
-            return HeaderValue::from_str(&format!("{}, {peer_text}", previous.join(", "))).ok();
+        // The values as they are joined with ", ", then the peer; written
+        // into one buffer (no list of the values, no formatting).
+        let mut chain = Vec::new();
+        for value in headers.get_all(&X_FORWARDED_FOR).iter().filter(|v| v.to_str().is_ok()) {
+            chain.extend_from_slice(value.as_bytes());
+            chain.extend_from_slice(b", ");
+        }
+        if !chain.is_empty() {
+            chain.extend_from_slice(peer_text);
+            return HeaderValue::from_bytes(&chain).ok();
         }
     }
     HeaderValue::from_bytes(peer_text).ok()
@@ -418,5 +422,14 @@ mod tests {
         assert_eq!(forwarded_for(&headers, peer, false).unwrap(), "2001:db8::ffff:1:2:3");
         assert_eq!(forwarded_for(&headers, peer, true).unwrap(), "1.1.1.1, 2.2.2.2, 3.3.3.3, 2001:db8::ffff:1:2:3");
         assert_eq!(forwarded_for(&HeaderMap::new(), "10.0.0.1".parse().unwrap(), true).unwrap(), "10.0.0.1");
+        // A value that is not text is left out; an empty one is kept.
+        let mut odd = HeaderMap::new();
+        odd.append("x-forwarded-for", HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        odd.append("x-forwarded-for", HeaderValue::from_static(""));
+        odd.append("x-forwarded-for", HeaderValue::from_static("4.4.4.4"));
+        assert_eq!(forwarded_for(&odd, "10.0.0.1".parse().unwrap(), true).unwrap(), ", 4.4.4.4, 10.0.0.1");
+        let mut only_odd = HeaderMap::new();
+        only_odd.append("x-forwarded-for", HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        assert_eq!(forwarded_for(&only_odd, "10.0.0.1".parse().unwrap(), true).unwrap(), "10.0.0.1");
     }
 }

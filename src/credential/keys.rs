@@ -170,11 +170,11 @@ struct ClientKeys {
     route: String,
     ip: String,
     /// The subnet together with the fingerprint.
-    subnet: String,
+    subnet: Key,
     /// The subnet alone, whatever the fingerprint (an attacker controls
     /// the fingerprint, not the network).
-    net: String,
-    fingerprint: String,
+    net: Key,
+    fingerprint: Key,
     ip_item: u64,
     /// Each of [`CLIENT_SCOPES`]' keys, [`SCOPE_COUNTERS`] each: the stage
     /// plans a scope's eight operations from one array, with no lookup
@@ -358,20 +358,121 @@ fn build_client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &
     let mut buffer = [0u8; 64];
     let ip_text = crate::cidr::ip_text(crate::cidr::canonical_ip(ip), &mut buffer);
     let (ip_hash, ip_item) = hasher.hash_and_item("ip", ip_text.as_bytes());
-    // The fingerprint is not personal, but hashing keeps keys short.
-    let fingerprint = hasher.hash("fp", fingerprint.as_bytes());
-    let net = hasher.hash("net", subnet(ip).as_bytes());
-    let subnet_id = [net.as_str(), ".", fingerprint.as_str()].concat();
     // A scope's `login:{route}:{scope}:{id}:` is written once and each
-    // counter's name put after it: a client new to this thread (every
-    // attempt of an address-rotating run) builds all 36 keys.
+    // counter's name put after it. Only the address's own keys are new
+    // to every client: the keys of its fingerprint, its subnet and its
+    // route are those of the clients before it (see `shared_scope`).
     let mut text = String::with_capacity(96);
-    let ids = [&ip_hash, &subnet_id, &fingerprint, &net];
-    let scopes = std::array::from_fn(|index| {
-        scope_counter_keys(&mut text, route, CLIENT_SCOPES[index], ids[index], SCOPE_COUNTERS)
+    let ip_keys = scope_counter_keys(&mut text, route, Scope::Ip, &ip_hash, SCOPE_COUNTERS);
+    let network = Some(network(ip));
+    // The fingerprint is not personal, but hashing keeps keys short.
+    let fp = shared_scope(hasher, route, Scope::Fingerprint, None, fingerprint, || {
+        Key::from(hasher.hash("fp", fingerprint.as_bytes()))
     });
-    let site = scope_counter_keys(&mut text, route, Scope::Site, "all", SITE_COUNTERS);
-    ClientKeys { route: route.to_string(), ip: ip_hash, subnet: subnet_id, net, fingerprint, ip_item, scopes, site }
+    let net =
+        shared_scope(hasher, route, Scope::Net, network, "", || Key::from(hasher.hash("net", subnet(ip).as_bytes())));
+    let subnet_scope =
+        shared_scope(hasher, route, Scope::Subnet, network, fingerprint, || Key::from([&*net.0, ".", &*fp.0].concat()));
+    let site = shared_scope(hasher, route, Scope::Site, None, "", || Key::from("all"));
+    ClientKeys {
+        route: route.to_string(),
+        ip: ip_hash,
+        subnet: subnet_scope.0,
+        net: net.0,
+        fingerprint: fp.0,
+        ip_item,
+        scopes: [ip_keys, keys_of(&subnet_scope.1), keys_of(&fp.1), keys_of(&net.1)],
+        site: keys_of(&site.1),
+    }
+}
+
+/// The network an address counts in ([`subnet`]'s, as an address).
+fn network(ip: IpAddr) -> IpAddr {
+    match crate::cidr::canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+    }
+}
+
+/// The first `N` of `keys` (all of them: a scope's keys come as many as
+/// its counters), shared.
+fn keys_of<const N: usize>(keys: &[Key]) -> [Key; N] {
+    std::array::from_fn(|index| keys[index].clone())
+}
+
+/// The id and keys of one scope that many clients share (a fingerprint,
+/// a subnet with or without a fingerprint, a route's site-wide sums),
+/// found by what the id is made from: from this thread's cache when a
+/// client of the same scope was seen, else `id` made (a keyed hash) and
+/// the keys built. An address-rotating run brings a new address with
+/// every attempt but the same fingerprint and few subnets: only the
+/// address's own hash and eight keys are then new (the other 28 keys and
+/// two keyed hashes were two-thirds of a new client's keys).
+fn shared_scope(
+    hasher: &KeyHasher,
+    route: &str,
+    scope: Scope,
+    network: Option<IpAddr>,
+    fingerprint: &str,
+    id: impl FnOnce() -> Key,
+) -> (Key, std::rc::Rc<[Key]>) {
+    thread_cache::remember(
+        &SCOPE_CACHE,
+        (hasher.tag(), scope as u8, route, network, fingerprint),
+        |held| {
+            (held.tag == hasher.tag()
+                && held.scope == scope
+                && held.network == network
+                && *held.route == *route
+                && *held.fingerprint == *fingerprint)
+                .then(|| (held.id.clone(), held.keys.clone()))
+        },
+        || {
+            let id = id();
+            let mut text = String::with_capacity(96);
+            let keys: std::rc::Rc<[Key]> = match scope {
+                Scope::Site => std::rc::Rc::new(scope_counter_keys(&mut text, route, scope, &id, SITE_COUNTERS)),
+                _ => std::rc::Rc::new(scope_counter_keys(&mut text, route, scope, &id, SCOPE_COUNTERS)),
+            };
+            let entry = SharedScope {
+                tag: hasher.tag(),
+                scope,
+                route: Box::from(route),
+                network,
+                fingerprint: Box::from(fingerprint),
+                id: id.clone(),
+                keys: keys.clone(),
+            };
+            ((id, keys), Some(entry))
+        },
+    )
+}
+
+/// Cached shared scopes per thread (a power of two).
+const SCOPE_SLOTS: usize = 256;
+
+/// A [`shared_scope`]: what it is found by, its id and its keys.
+struct SharedScope {
+    tag: u64,
+    scope: Scope,
+    route: Box<str>,
+    network: Option<IpAddr>,
+    /// The fingerprint as given (before hashing); empty for scopes
+    /// without one.
+    fingerprint: Box<str>,
+    id: Key,
+    keys: std::rc::Rc<[Key]>,
+}
+
+thread_local! {
+    static SCOPE_CACHE: std::cell::RefCell<SetAssociative<SharedScope>> =
+        std::cell::RefCell::new(SetAssociative::new(SCOPE_SLOTS));
 }
 
 /// Cached clients per thread (a power of two).
@@ -500,6 +601,65 @@ mod tests {
             &client_keys(&one, "login", ip, "11po"),
             &client_keys(&one, "login", ip, "11po")
         ));
+    }
+
+    /// Clients of one fingerprint, subnet and route share those scopes'
+    /// keys, built once; each scope's id is the keyed hash it always was,
+    /// and nothing is shared across secrets, routes, fingerprints or
+    /// networks.
+    #[test]
+    fn shared_scopes_are_shared_only_where_their_ids_are_equal() {
+        let mut config = Config::default();
+        config.store.hash_key = "shared".into();
+        let one = KeyHasher::from_config(&config);
+        config.store.hash_key = "another".into();
+        let two = KeyHasher::from_config(&config);
+        let check = |hasher: &KeyHasher, route: &str, ip: &str, fingerprint: &str| {
+            let ip: IpAddr = ip.parse().unwrap();
+            let keys = build_client_keys(hasher, route, ip, fingerprint);
+            let fp = hasher.hash("fp", fingerprint.as_bytes());
+            let net = hasher.hash("net", subnet(ip).as_bytes());
+            assert_eq!(*keys.fingerprint, fp);
+            assert_eq!(*keys.net, net);
+            assert_eq!(*keys.subnet, format!("{net}.{fp}"));
+            for (scope, id) in
+                [(Scope::Subnet, &keys.subnet), (Scope::Fingerprint, &keys.fingerprint), (Scope::Net, &keys.net)]
+            {
+                let index = CLIENT_SCOPES.iter().position(|held| *held == scope).unwrap();
+                for (key, counter) in keys.scopes[index].iter().zip(SCOPE_COUNTERS) {
+                    assert_eq!(**key, format!("login:{route}:{}:{id}:{}", scope.as_str(), counter.suffix()));
+                }
+            }
+            for (key, counter) in keys.site.iter().zip(SITE_COUNTERS) {
+                assert_eq!(**key, format!("login:{route}:site:all:{}", counter.suffix()));
+            }
+            keys
+        };
+        let same = |a: &ClientKeys, b: &ClientKeys, scope: Scope| {
+            let index = CLIENT_SCOPES.iter().position(|held| *held == scope).unwrap();
+            std::sync::Arc::ptr_eq(&a.scopes[index][0], &b.scopes[index][0])
+        };
+        let first = check(&one, "login", "203.0.113.7", "11po");
+        let neighbour = check(&one, "login", "203.0.113.8", "11po");
+        assert!(same(&first, &neighbour, Scope::Fingerprint) && same(&first, &neighbour, Scope::Net));
+        assert!(same(&first, &neighbour, Scope::Subnet) && !same(&first, &neighbour, Scope::Ip));
+        assert!(std::sync::Arc::ptr_eq(&first.site[0], &neighbour.site[0]));
+        let elsewhere = check(&one, "login", "203.0.114.7", "11po");
+        assert!(same(&first, &elsewhere, Scope::Fingerprint) && !same(&first, &elsewhere, Scope::Net));
+        assert!(!same(&first, &elsewhere, Scope::Subnet));
+        let other_browser = check(&one, "login", "203.0.113.9", "20po");
+        assert!(same(&first, &other_browser, Scope::Net) && !same(&first, &other_browser, Scope::Fingerprint));
+        assert!(!same(&first, &other_browser, Scope::Subnet));
+        let other_route = check(&one, "signin", "203.0.113.7", "11po");
+        assert!(!same(&first, &other_route, Scope::Fingerprint) && !same(&first, &other_route, Scope::Net));
+        let other_secret = check(&two, "login", "203.0.113.7", "11po");
+        assert!(!same(&first, &other_secret, Scope::Fingerprint) && !same(&first, &other_secret, Scope::Net));
+        let v6 = check(&one, "login", "2001:db8:1:2::5", "11po");
+        let v6_neighbour = check(&one, "login", "2001:db8:1:2:ffff::9", "11po");
+        assert!(same(&v6, &v6_neighbour, Scope::Net) && !same(&v6, &first, Scope::Net));
+        assert!(!same(&v6, &check(&one, "login", "2001:db8:1:3::5", "11po"), Scope::Net));
+        // An IPv4 address written as IPv6 counts in its IPv4 subnet.
+        assert!(same(&first, &check(&one, "login", "::ffff:203.0.113.99", "11po"), Scope::Net));
     }
 
     #[test]

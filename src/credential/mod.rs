@@ -434,11 +434,20 @@ impl CredentialStage {
     }
 
     /// After the upstream answered: the outcome goes into every scope.
+    /// `resolved`: the attempt's end is counted here too, each scope's
+    /// with its outcome ([`CredentialStage::abandoned`]'s counts).
+    ///
+    /// A scope's writes come together (its end, its outcome, its account):
+    /// the store runs consecutive operations on one group with one lookup,
+    /// and written a counter at a time across the scopes, the outcome took
+    /// a lookup per operation. The same operations as the counter-by-counter
+    /// order, and the account's and the route's after them as before.
     fn observe_outcome(
         &self,
         attempt: &LoginAttempt,
         abuse: &AbuseConfig,
         outcome: LoginOutcome,
+        resolved: bool,
         plan: &mut CounterPlan,
     ) {
         let keys = &attempt.keys;
@@ -447,15 +456,16 @@ impl CredentialStage {
             LoginOutcome::Success => Counter::Successes,
             LoginOutcome::Failure => Counter::Failures,
         };
+        // Successes count per account: logging in to one's own account
+        // between guesses adds one success, however often. A success
+        // without a username counts on its own.
+        let success_item = (outcome == LoginOutcome::Success).then(|| keys.user_item.unwrap_or_else(anonymous_success));
         for scope in SCOPES {
+            if resolved {
+                plan.push(CounterOp::Count { key: keys.key(scope, Counter::Resolved), window: PENDING_WINDOW, add: 1 });
+            }
             plan.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 1 });
-        }
-        if outcome == LoginOutcome::Success {
-            // Successes count per account: logging in to one's own
-            // account between guesses adds one success, however often. A
-            // success without a username counts on its own.
-            let item = keys.user_item.unwrap_or_else(anonymous_success);
-            for scope in SCOPES {
+            if let Some(item) = success_item {
                 plan.push(CounterOp::Distinct {
                     key: keys.key(scope, Counter::SuccessAccounts),
                     window,
@@ -538,21 +548,23 @@ impl Stage for CredentialStage {
     }
 
     fn observe(&self, route: &Route, context: &RequestContext, observed: &Observed<'_>, writes: &mut CounterPlan) {
-        // The request has ended: the attempt is no longer in flight.
-        self.abandoned(route, context, writes);
         let (Some(state), Some(abuse), Some(outcome)) = (context.get::<AttemptState>(), &route.abuse, observed.login)
         else {
+            // The request has ended: the attempt is no longer in flight.
+            self.abandoned(route, context, writes);
             return;
         };
         match observed.username {
             // Learned only now: count it where the request would have.
             Some(username) if state.attempt.keys.user.is_none() => {
+                self.abandoned(route, context, writes);
                 let keys = state.attempt.keys.with_user(&self.hasher, username);
                 self.count_late_username(&keys, abuse, writes);
                 let attempt = LoginAttempt { keys, breached_password: false };
-                self.observe_outcome(&attempt, abuse, outcome, writes);
+                self.observe_outcome(&attempt, abuse, outcome, false, writes);
             }
-            _ => self.observe_outcome(&state.attempt, abuse, outcome, writes),
+            // The attempt's end counted with its outcome, scope by scope.
+            _ => self.observe_outcome(&state.attempt, abuse, outcome, true, writes),
         }
     }
 
@@ -630,6 +642,94 @@ fn round3(value: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    /// The outcome's writes as they were before a scope's came together:
+    /// counter by counter across the scopes.
+    fn outcome_as_before(keys: &LoginKeys, abuse: &AbuseConfig, outcome: LoginOutcome) -> Vec<CounterOp> {
+        let window = Duration::from_secs(abuse.window_secs);
+        let mut ops = Vec::new();
+        for scope in SCOPES {
+            ops.push(CounterOp::Count { key: keys.key(scope, Counter::Resolved), window: PENDING_WINDOW, add: 1 });
+        }
+        let counter = if outcome == LoginOutcome::Success { Counter::Successes } else { Counter::Failures };
+        for scope in SCOPES {
+            ops.push(CounterOp::Count { key: keys.key(scope, counter), window, add: 1 });
+        }
+        if outcome == LoginOutcome::Success {
+            for scope in SCOPES {
+                ops.push(CounterOp::Distinct {
+                    key: keys.key(scope, Counter::SuccessAccounts),
+                    window,
+                    item: keys.user_item,
+                });
+            }
+        }
+        if keys.user.is_some() && outcome == LoginOutcome::Failure {
+            ops.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 1 });
+        }
+        let failed = f64::from(u8::from(outcome == LoginOutcome::Failure));
+        let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
+        for (counter, half_life, add) in [
+            (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE, 1.0),
+            (Counter::RecentFailures, SITE_RECENT_HALF_LIFE, failed),
+            (Counter::BaselineAttempts, baseline, 1.0),
+            (Counter::BaselineFailures, baseline, failed),
+        ] {
+            ops.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add });
+        }
+        ops
+    }
+
+    /// An outcome writes the operations it always wrote, each scope's
+    /// together (one store lookup per scope), the account's and the
+    /// route's after them in the same order as before.
+    #[test]
+    fn an_outcome_writes_the_same_operations_scope_by_scope() {
+        let config = Config::default();
+        let hasher = KeyHasher::from_config(&config);
+        let stage = CredentialStage::from_config(&config, hasher.clone()).expect("a stage");
+        let abuse = AbuseConfig::default();
+        for outcome in [LoginOutcome::Success, LoginOutcome::Failure] {
+            let keys = LoginKeys::new(&hasher, "login", "203.0.113.7".parse().unwrap(), "11po", Some("alice"));
+            let attempt = LoginAttempt { keys, breached_password: false };
+            let mut plan = CounterPlan::default();
+            stage.observe_outcome(&attempt, &abuse, outcome, true, &mut plan);
+            let before = outcome_as_before(&attempt.keys, &abuse, outcome);
+            let text = |ops: &[CounterOp]| {
+                let mut listed: Vec<String> = ops.iter().map(|op| format!("{op:?}")).collect();
+                listed.sort();
+                listed
+            };
+            assert_eq!(text(plan.ops()), text(&before), "{outcome:?}");
+            let scoped = if outcome == LoginOutcome::Success { 12 } else { 8 };
+            assert_eq!(plan.ops()[scoped..], before[scoped..], "the account's and the route's, in order");
+            for (index, chunk) in plan.ops()[..scoped].chunks(scoped / SCOPES.len()).enumerate() {
+                let group = |op: &CounterOp| op.key().rsplit_once(':').map(|(group, _)| group.to_string());
+                assert!(chunk.iter().all(|op| group(op) == group(&chunk[0])), "scope {index}: {chunk:?}");
+            }
+            // Without the end counted (a late username), the same less the ends.
+            let mut unresolved = CounterPlan::default();
+            stage.observe_outcome(&attempt, &abuse, outcome, false, &mut unresolved);
+            let ended: Vec<&CounterOp> = plan.ops().iter().filter(|op| op.key().ends_with(":r")).collect();
+            assert_eq!(ended.len(), SCOPES.len());
+            assert_eq!(unresolved.ops().len(), plan.ops().len() - SCOPES.len());
+        }
+        // An anonymous success counts one account of its own, the same in every scope.
+        let keys = LoginKeys::new(&hasher, "login", "203.0.113.7".parse().unwrap(), "11po", None);
+        let attempt = LoginAttempt { keys, breached_password: false };
+        let mut plan = CounterPlan::default();
+        stage.observe_outcome(&attempt, &abuse, LoginOutcome::Success, true, &mut plan);
+        let items: Vec<Option<u64>> = plan
+            .ops()
+            .iter()
+            .filter_map(|op| match op {
+                CounterOp::Distinct { item, .. } => Some(*item),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(items.len(), SCOPES.len());
+        assert!(items.iter().all(|item| item.is_some() && *item == items[0]), "{items:?}");
+    }
 
     /// The operations the stage plans, key by key, as looked up by scope
     /// and counter one at a time: the order the store runs them in (and

@@ -20,10 +20,11 @@ fn window_index(now: Nanos, window: Duration) -> u64 {
     now / (window.as_nanos() as u64).max(1)
 }
 
-/// How far into its current window `now` is, from 0.0 to 1.0.
-fn window_fraction(now: Nanos, window: Duration) -> f64 {
+/// The window `now` is in ([`window_index`]) and how far into it, from
+/// 0.0 to 1.0: both from one width.
+fn window_position(now: Nanos, window: Duration) -> (u64, f64) {
     let width = (window.as_nanos() as u64).max(1);
-    (now % width) as f64 / width as f64
+    (now / width, (now % width) as f64 / width as f64)
 }
 
 /// Events in the last `window`, estimated from the current and previous
@@ -43,15 +44,12 @@ impl SlidingCount {
 
     /// [`SlidingCount::add`] (unless `n` is 0, which adds nothing and
     /// moves no window) and then [`SlidingCount::estimate`], with the
-    /// window worked out once: one division where the two took three.
+    /// window worked out once.
     pub fn add_and_estimate(&mut self, now: Nanos, window: Duration, n: u64) -> f64 {
-        let width = (window.as_nanos() as u64).max(1);
-        let index = now / width;
+        let (index, fraction) = window_position(now, window);
         if n > 0 {
             self.add_at(index, n);
         }
-        // `window_fraction`, from the same width.
-        let fraction = (now % width) as f64 / width as f64;
         sliding_estimate(index, fraction, self.index, self.current, self.previous)
     }
 
@@ -75,13 +73,8 @@ impl SlidingCount {
     }
 
     pub fn estimate(&self, now: Nanos, window: Duration) -> f64 {
-        sliding_estimate(
-            window_index(now, window),
-            window_fraction(now, window),
-            self.index,
-            self.current,
-            self.previous,
-        )
+        let (index, fraction) = window_position(now, window);
+        sliding_estimate(index, fraction, self.index, self.current, self.previous)
     }
 
     pub fn is_expired(&self, now: Nanos, window: Duration) -> bool {

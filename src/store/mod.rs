@@ -297,13 +297,6 @@ impl AddressIndex {
             }
         }
     }
-
-    fn rebuild(&mut self, keys: &[Key]) {
-        self.0 = [0; INDEX_SLOTS];
-        for position in 0..keys.len().min(INDEXED) {
-            self.insert(keys, position);
-        }
-    }
 }
 
 impl CounterReadings {
@@ -376,18 +369,6 @@ impl CounterReadings {
     fn replace(&mut self, index: usize, reading: Reading) {
         if let Some(value) = self.values.get_mut(index) {
             *value = reading;
-        }
-    }
-
-    fn truncate(&mut self, len: usize) {
-        self.keys.truncate(len);
-        self.values.truncate(len);
-        self.index.rebuild(&self.keys);
-    }
-
-    fn append(&mut self, other: CounterReadings) {
-        for (key, reading) in other.keys.into_iter().zip(other.values) {
-            self.push(key, reading);
         }
     }
 
@@ -625,25 +606,6 @@ mod tests {
         readings.push(later.clone(), Reading::Number(4.0));
         assert_eq!(readings.number(&later), 4.0);
         assert_eq!(readings.number("same"), 3.0);
-    }
-
-    #[test]
-    fn truncating_and_appending_keep_the_index_true() {
-        let keys: Vec<Key> = (0..20).map(|i| key(&format!("t:{i}"))).collect();
-        let mut readings = CounterReadings::default();
-        for (i, k) in keys.iter().enumerate() {
-            readings.push(k.clone(), Reading::Number(i as f64));
-        }
-        readings.truncate(10);
-        assert_eq!(readings.number(&keys[9]), 9.0);
-        assert_eq!(readings.number(&keys[10]), 0.0);
-        let mut more = CounterReadings::default();
-        more.push(keys[15].clone(), Reading::Number(150.0));
-        readings.append(more);
-        assert_eq!(readings.number(&keys[15]), 150.0);
-        readings.clear();
-        assert_eq!(readings.number(&keys[0]), 0.0);
-        assert!(readings.is_empty());
     }
 
     #[test]

@@ -67,8 +67,8 @@ impl Denials {
     }
 
     /// Remember the denials among `readings` of `plan`.
-    pub fn remember_readings(&self, plan: &CounterPlan, readings: &CounterReadings, now: Nanos) {
-        for (op, reading) in plan.ops().iter().zip(readings.values()) {
+    pub fn remember_readings(&self, plan: &CounterPlan, readings: &[Reading], now: Nanos) {
+        for (op, reading) in plan.ops().iter().zip(readings) {
             match reading {
                 Reading::Gcra(GcraReading::Limited { retry_after }) => self.remember(op.key(), now, *retry_after),
                 Reading::Ban(Some(left)) => self.remember(op.key(), now, *left),

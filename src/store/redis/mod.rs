@@ -201,7 +201,7 @@ impl RedisStore {
         let connection = own.as_ref().unwrap_or(&connection);
         let layout = script::layout(plan);
         let reply = shared.call(connection, plan, &layout, Some(now), shared.settings.timeout).await;
-        let mut remote = CounterReadings::default();
+        let mut remote = Vec::new();
         let decoded = match reply {
             Ok((reply, elapsed)) => {
                 shared.metrics.roundtrip.record(elapsed);
@@ -219,8 +219,11 @@ impl RedisStore {
         match decoded {
             Ok(_) => {
                 shared.denials.remember_readings(plan, &remote, now);
-                readings.truncate(base);
-                readings.append(remote);
+                // The local readings' keys are the plan's, as Redis' are:
+                // only the values change.
+                for (index, reading) in remote.into_iter().enumerate() {
+                    readings.replace(base + index, reading);
+                }
             }
             Err(()) => {
                 shared.metrics.fallback_requests.fetch_add(1, Ordering::Relaxed);

@@ -2,14 +2,14 @@
 //!
 //! The script (`plan.lua`) keeps the same state the in-process store keeps
 //! (GCRA arrival times, two fixed windows per count, two HyperLogLogs per
-//! distinct count, decayed sums, bans as fields of their scope's hash with
-//! their end time) and replies with raw window state; the numbers are
+//! distinct count, decayed sums, bans as entries of their scope's value
+//! with their end time) and replies with raw window state; the numbers are
 //! computed here by the same functions the in-process store uses, so both
 //! backends answer alike.
 //!
 //! The call is built as one `EVALSHA` command (one buffer, not one
-//! allocation per argument): the operations of one group hash are sent
-//! together ([`order`]), each key once, and counters that are only read
+//! allocation per argument): the operations of one group are sent
+//! together ([`Layout::order`]), each key once, and counters that are only read
 //! carry no window, so a login's call has about half the arguments it
 //! would have op by op.
 
@@ -21,7 +21,7 @@ use redis::Value;
 use crate::clock::Nanos;
 use crate::config::RateLimitConfig;
 use crate::store::window::{Rhythm, sliding_estimate};
-use crate::store::{CounterOp, CounterPlan, CounterReadings, GcraReading, Reading};
+use crate::store::{CounterOp, CounterPlan, GcraReading, Reading};
 
 pub const SOURCE: &str = include_str!("plan.lua");
 
@@ -96,36 +96,43 @@ pub fn layout(plan: &CounterPlan) -> Layout<'_> {
     let ops = plan.ops();
     let mut units = Vec::with_capacity(ops.len());
     let mut tags = Vec::with_capacity(ops.len());
-    let mut gcra = Vec::with_capacity(ops.len());
+    let gcra = |i: usize| matches!(ops[i], CounterOp::Gcra { .. });
     for op in ops {
-        let (unit, field) = match op {
+        units.push(match op {
             CounterOp::Gcra { key, .. } => (&**key, ""),
             other => group_and_field(other.key()),
-        };
-        units.push((unit, field));
-        gcra.push(matches!(op, CounterOp::Gcra { .. }));
+        });
     }
     if ops.len() <= 64 {
         // A request's few groups: a scan is cheaper than hashing.
+        // Stages plan a scope's operations together: the previous
+        // operation's unit is tried first.
         let mut seen: Vec<(bool, &str)> = Vec::new();
+        let mut last = 0;
         for (i, &(unit, _)) in units.iter().enumerate() {
-            let unit = (gcra[i], unit);
-            let tag = seen.iter().position(|u| *u == unit).unwrap_or_else(|| {
-                seen.push(unit);
-                seen.len() - 1
-            });
+            let unit = (gcra(i), unit);
+            let tag = if seen.get(last) == Some(&unit) {
+                last
+            } else {
+                seen.iter().position(|u| *u == unit).unwrap_or_else(|| {
+                    seen.push(unit);
+                    seen.len() - 1
+                })
+            };
             tags.push(tag);
+            last = tag;
         }
     } else {
         // A merged write of many requests.
         let mut seen: hashbrown::HashMap<(bool, &str), usize> = hashbrown::HashMap::new();
         for (i, &(unit, _)) in units.iter().enumerate() {
             let next = seen.len();
-            tags.push(*seen.entry((gcra[i], unit)).or_insert(next));
+            tags.push(*seen.entry((gcra(i), unit)).or_insert(next));
         }
     }
     let mut order: Vec<usize> = (0..ops.len()).collect();
-    order.sort_by_key(|&i| tags[i]);
+    // Stable by position within a group, without the buffer a stable sort allocates.
+    order.sort_unstable_by_key(|&i| (tags[i], i));
     let mut starts = vec![false; order.len()];
     let mut text = vec![false; ops.len()];
     let mut raw = vec![false; order.len()];
@@ -136,15 +143,15 @@ pub fn layout(plan: &CounterPlan) -> Layout<'_> {
     for (position, &i) in order.iter().enumerate() {
         let op = &ops[i];
         // Every limit is a unit of its own (taken once per operation).
-        if gcra[i] || position == 0 || tags[order[position - 1]] != tags[i] {
+        if gcra(i) || position == 0 || tags[order[position - 1]] != tags[i] {
             starts[position] = true;
             keys += 1;
-            group_start = (!gcra[i]).then_some(position);
+            group_start = (!gcra(i)).then_some(position);
         }
         bans |= matches!(op, CounterOp::Ban { .. });
         let only_read = matches!(op, CounterOp::Count { add: 0, .. } | CounterOp::BanCheck { .. })
             || matches!(op, CounterOp::Decay { add, .. } if *add == 0.0);
-        if only_read && !written.contains(&&**op.key()) {
+        if only_read && !written.iter().any(|key| **key == **op.key()) {
             text[i] = true;
         } else if !only_read {
             written.push(op.key());
@@ -270,8 +277,10 @@ pub fn ban_index(prefix: &str, shard: &str) -> String {
 /// up to its last `:` (one scope, e.g. one client address), and the rest
 /// (`f`, `s`, `users`, …). A key without `:` is a group of its own.
 pub fn group_and_field(key: &str) -> (&str, &str) {
-    match key.rsplit_once(':') {
-        Some((group, name)) if !group.is_empty() && !name.is_empty() => (group, name),
+    // The last `:` is a few bytes from the end: a byte loop from there
+    // finds it sooner than `rsplit_once`'s searcher is set up.
+    match key.bytes().rposition(|b| b == b':') {
+        Some(at) if at > 0 && at + 1 < key.len() => (&key[..at], &key[at + 1..]),
         _ => (key, "_"),
     }
 }
@@ -318,7 +327,9 @@ fn decayed(value: f64, at: f64, now: f64, half_life: f64) -> f64 {
 fn values<const N: usize>(text: Option<&str>) -> [&str; N] {
     let mut out = ["-"; N];
     if let Some(text) = text {
-        for (slot, value) in out.iter_mut().zip(text.split(',')) {
+        // A one-char array, not a `char` pattern: it walks the chars, and
+        // these texts are a few bytes, shorter than a memchr searcher pays off.
+        for (slot, value) in out.iter_mut().zip(text.split([','])) {
             if !value.is_empty() {
                 *slot = value;
             }
@@ -349,44 +360,67 @@ fn ban_reading(left: i64) -> Reading {
     Reading::Ban((left > 0).then(|| Duration::from_micros(left as u64)))
 }
 
+/// A group's text (`;NAME=V1,V2;…`, or `-`) split into its entries once:
+/// a login reads some twenty-five counters from six groups' texts, and
+/// scanning the text again for each ([`entry`]) was most of the reply's
+/// decoding.
+fn split_group<'a>(group: &'a str, entries: &mut Vec<(&'a str, &'a str)>) {
+    // One pass over the bytes (the separators are ASCII, so every cut is
+    // at a character boundary): as `split(';')` and `split_once('=')`
+    // would cut it, without a searcher set up for each short piece.
+    entries.clear();
+    let (mut start, mut equals) = (0, None);
+    for (at, byte) in group.bytes().enumerate() {
+        match byte {
+            b';' => {
+                if let Some(equals) = equals {
+                    entries.push((&group[start..equals], &group[equals + 1..at]));
+                }
+                (start, equals) = (at + 1, None);
+            }
+            b'=' if equals.is_none() => equals = Some(at),
+            _ => {}
+        }
+    }
+    if let Some(equals) = equals {
+        entries.push((&group[start..equals], &group[equals + 1..]));
+    }
+}
+
+/// The text of the entry `name` among a group's entries, as [`entry`]
+/// finds it in the group's text (the first of that name).
+fn find<'a>(entries: &[(&'a str, &'a str)], name: &str) -> Option<&'a str> {
+    entries.iter().find(|(entry, _)| *entry == name).map(|(_, value)| *value)
+}
+
 /// Turn the script's reply (one string of values, operations in the
-/// layout's order) into readings, in plan order. Returns the time the script ran at.
-pub fn decode(
-    plan: &CounterPlan,
-    layout: &Layout,
-    reply: &Value,
-    readings: &mut CounterReadings,
-) -> Result<Nanos, BadReply> {
+/// layout's order) into readings, in plan order: `read` gets one per
+/// operation. Returns the time the script ran at.
+pub fn decode(plan: &CounterPlan, layout: &Layout, reply: &Value, read: &mut Vec<Reading>) -> Result<Nanos, BadReply> {
     let text = match reply {
         Value::BulkString(bytes) => std::str::from_utf8(bytes).map_err(|_| BadReply(format!("{reply:?}")))?,
         other => return Err(BadReply(format!("{other:?}"))),
     };
-    let items: Vec<&str> = text.split(' ').collect();
     let ops = plan.ops();
-    let now_us = int(items[0])?.max(0) as u64;
+    let mut items = text.split(' ');
+    let mut next = || items.next().ok_or_else(|| BadReply(format!("too few values for {} operations", ops.len())));
+    let now_us = int(next()?)?.max(0) as u64;
     let now = now_us * 1_000;
-    let mut read = vec![Reading::Done; ops.len()];
-    let mut next = 1;
-    let mut take = |count: usize| -> Result<&[&str], BadReply> {
-        let values = items
-            .get(next..next + count)
-            .ok_or_else(|| BadReply(format!("{} values for {} operations", items.len(), ops.len())))?;
-        next += count;
-        Ok(values)
-    };
-    let mut group = "";
+    read.clear();
+    read.resize(ops.len(), Reading::Done);
+    let mut group = Vec::new();
     for (position, &i) in layout.order.iter().enumerate() {
         let op = &ops[i];
         if layout.raw[position] {
-            group = take(1)?[0];
+            split_group(next()?, &mut group);
         }
         let name = layout.units[i].1;
         if layout.text[i] {
             read[i] = match op {
-                CounterOp::Count { window, .. } => count_reading(values(entry(group, name)), *window, now)?,
-                CounterOp::Decay { half_life, .. } => decay_reading(values(entry(group, name)), *half_life, now_us)?,
+                CounterOp::Count { window, .. } => count_reading(values(find(&group, name)), *window, now)?,
+                CounterOp::Decay { half_life, .. } => decay_reading(values(find(&group, name)), *half_life, now_us)?,
                 _ => {
-                    let [ends] = values(entry(group, name));
+                    let [ends] = values(find(&group, name));
                     ban_reading(int_or(ends, 0)?.saturating_sub(now_us as i64))
                 }
             };
@@ -394,48 +428,41 @@ pub fn decode(
         }
         read[i] = match op {
             CounterOp::Gcra { .. } => {
-                let pair = take(2)?;
-                if int(pair[0])? == 1 {
+                let (allowed, wait) = (next()?, next()?);
+                if int(allowed)? == 1 {
                     Reading::Gcra(GcraReading::Allowed)
                 } else {
-                    let wait = Duration::from_micros(int(pair[1])?.max(0) as u64);
+                    let wait = Duration::from_micros(int(wait)?.max(0) as u64);
                     Reading::Gcra(GcraReading::Limited { retry_after: wait.max(Duration::from_millis(1)) })
                 }
             }
-            CounterOp::Count { window, .. } => {
-                let state = take(3)?;
-                count_reading([state[0], state[1], state[2]], *window, now)?
-            }
+            CounterOp::Count { window, .. } => count_reading([next()?, next()?, next()?], *window, now)?,
             CounterOp::Distinct { .. } | CounterOp::DistinctIfHeld { .. } => {
-                let count = match take(1)?[0] {
+                let count = match next()? {
                     // The count kept in the group (counted, even, odd, count).
-                    "=" => values::<4>(entry(group, name))[3],
+                    "=" => values::<4>(find(&group, name))[3],
                     count => count,
                 };
                 Reading::Number(int(count)?.max(0) as f64)
             }
             CounterOp::Decay { half_life, add, .. } if *add == 0.0 => {
-                let state = take(2)?;
-                decay_reading([state[0], state[1]], *half_life, now_us)?
+                decay_reading([next()?, next()?], *half_life, now_us)?
             }
-            CounterOp::Decay { .. } => Reading::Number(float(take(1)?[0])?),
+            CounterOp::Decay { .. } => Reading::Number(float(next()?)?),
             CounterOp::Rhythm { .. } => {
-                let state = take(3)?;
-                let gaps = u32::try_from(int(state[0])?.max(0)).unwrap_or(u32::MAX);
-                Reading::Number(Rhythm::variation(gaps, float(state[1])?, float(state[2])?))
+                let (n, m, q) = (next()?, next()?, next()?);
+                let gaps = u32::try_from(int(n)?.max(0)).unwrap_or(u32::MAX);
+                Reading::Number(Rhythm::variation(gaps, float(m)?, float(q)?))
             }
-            CounterOp::BanCheck { .. } => ban_reading(int(take(1)?[0])?),
+            CounterOp::BanCheck { .. } => ban_reading(int(next()?)?),
             CounterOp::Ban { .. } => {
-                take(1)?;
+                next()?;
                 Reading::Done
             }
         };
     }
-    if next != items.len() {
-        return Err(BadReply(format!("{} values for {} operations", items.len(), ops.len())));
-    }
-    for (op, reading) in ops.iter().zip(read) {
-        readings.push(op.key().clone(), reading);
+    if items.next().is_some() {
+        return Err(BadReply(format!("too many values for {} operations", ops.len())));
     }
     Ok(now)
 }
@@ -443,7 +470,7 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Key;
+    use crate::store::{CounterReadings, Key};
 
     #[test]
     fn gcra_parameters_match_governor_quota() {
@@ -459,6 +486,32 @@ mod tests {
         assert_eq!(group_and_field("login:ip:ab:f"), ("login:ip:ab", "f"));
         assert_eq!(group_and_field("login:site:all:a0"), ("login:site:all", "a0"));
         assert_eq!(group_and_field("seen"), ("seen", "_"));
+        // As `rsplit_once(':')` cut them, which it replaced: keys of every
+        // short shape, colons anywhere.
+        fn rsplit(key: &str) -> (&str, &str) {
+            match key.rsplit_once(':') {
+                Some((group, name)) if !group.is_empty() && !name.is_empty() => (group, name),
+                _ => (key, "_"),
+            }
+        }
+        let mut next = crate::test_support::xorshift(0xc01);
+        for _ in 0..5_000 {
+            let len = (next() % 8) as usize;
+            let key: String = (0..len).map(|_| ['a', ':', 'é'][(next() % 3) as usize]).collect();
+            assert_eq!(group_and_field(&key), rsplit(&key), "{key:?}");
+        }
+    }
+
+    /// The readings of a reply, keyed by the plan's keys as a store gives them.
+    fn decoded(plan: &CounterPlan, layout: &Layout, reply: &Value) -> Result<(Nanos, CounterReadings), BadReply> {
+        let mut read = Vec::new();
+        let now = decode(plan, layout, reply, &mut read)?;
+        assert_eq!(read.len(), plan.ops().len());
+        let mut readings = CounterReadings::default();
+        for (op, reading) in plan.ops().iter().zip(read) {
+            readings.push(op.key().clone(), reading);
+        }
+        Ok((now, readings))
     }
 
     fn login_like_plan() -> CounterPlan {
@@ -529,8 +582,7 @@ mod tests {
         let ops: Vec<&str> = sent[6..].iter().map(String::as_str).collect();
         assert_eq!(ops, ["R", "c", "f", "60000000", "1", "C", "f"]);
         let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
-        let mut readings = CounterReadings::default();
-        decode(&plan, &layout, &bulk("5000000 ;f=0,2,0;s=0,3,0 0 3 0 0 3 0"), &mut readings).unwrap();
+        let (_, readings) = decoded(&plan, &layout, &bulk("5000000 ;f=0,2,0;s=0,3,0 0 3 0 0 3 0")).unwrap();
         assert_eq!(readings.values().len(), 3);
         assert_eq!(readings.number("ip:a:s"), 3.0, "read from the group's text");
     }
@@ -547,8 +599,7 @@ mod tests {
         // read), the decayed sum written.
         let ip = format!(";users=1,2,3,4;f={},4,-;@=5", now_us / 60_000_000);
         let reply = bulk(format!("{now_us} {ip} 3 1 0 ;a0=8,{at} 2.5"));
-        let mut readings = CounterReadings::default();
-        let now = decode(&plan, &layout, &reply, &mut readings).unwrap();
+        let (now, readings) = decoded(&plan, &layout, &reply).unwrap();
         assert_eq!(now, now_us as u64 * 1_000);
         let keys: Vec<&str> = readings.keys().iter().map(|key| &**key).collect();
         assert_eq!(keys, ["ip:a:ban", "ip:a:f", "rl:a", "site:all:a0", "ip:a:users", "site:all:a1"]);
@@ -563,14 +614,15 @@ mod tests {
         // A ban in the group's text, and groups not stored ('-').
         // The distinct count answered `=`: the count kept in the text.
         let banned = bulk(format!("{now_us} ;ban={},cred.ip_failures;users=9,9,8,5 = 1 0 - 2.5", now_us + 2_000_000));
-        let mut readings = CounterReadings::default();
-        decode(&plan, &layout, &banned, &mut readings).unwrap();
+        let (_, readings) = decoded(&plan, &layout, &banned).unwrap();
         assert_eq!(readings.ban("ip:a:ban"), Some(Duration::from_secs(2)));
         assert_eq!(readings.number("ip:a:users"), 5.0);
         assert_eq!(readings.number("ip:a:f"), 0.0);
         assert_eq!(readings.number("site:all:a0"), 0.0);
         let short = bulk(format!("{now_us} -"));
-        assert!(decode(&plan, &layout, &short, &mut CounterReadings::default()).is_err());
+        assert!(decoded(&plan, &layout, &short).is_err());
+        let long = bulk(format!("{now_us} ;a=1 3 1 0 - 2.5 7"));
+        assert!(decoded(&plan, &layout, &long).is_err(), "a value too many");
     }
 
     #[test]
@@ -584,6 +636,24 @@ mod tests {
         let mut out = String::new();
         reason_text("a b;c=d,e", &mut out);
         assert_eq!(out, "a_b_c_d_e");
+    }
+
+    #[test]
+    fn a_groups_entries_split_once_are_found_as_in_its_text() {
+        // Texts of names and values from a small alphabet (so that names
+        // repeat, prefix one another and turn up in values), with the
+        // separators in every place.
+        let mut next = crate::test_support::xorshift(0x5eed);
+        let alphabet = ['a', 'b', 's', '=', ',', ';', '-', '1', '@'];
+        for _ in 0..5_000 {
+            let mut entries = Vec::new();
+            let len = (next() % 24) as usize;
+            let group: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            split_group(&group, &mut entries);
+            for name in ["a", "b", "sa", "ab", "@", "-", "1"] {
+                assert_eq!(find(&entries, name), entry(&group, name), "{group:?} {name:?}");
+            }
+        }
     }
 
     #[test]

@@ -53,7 +53,8 @@ local now, now_text
 if ARGV[1] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  now_text = fmt(now)
+  -- fmt(now)'s text, without a sprintf.
+  now_text = t[1] .. string.rep('0', 6 - #t[2]) .. t[2]
 else
   now, now_text = tonumber(ARGV[1]), ARGV[1]
 end
@@ -63,16 +64,20 @@ local function ms(us)
   return math.ceil(us / 1000)
 end
 
--- Window numbers as text, by width: each count of a call that writes, and
--- each distinct count, needs the current window's.
-local window_texts = {}
-local function window_text(width)
-  local text = window_texts[width]
-  if not text then
-    text = fmt(math.floor(now / width))
-    window_texts[width] = text
+-- Windows by their width as sent (text): the width, the current window's
+-- number and its text. Each count of a call that writes, and each distinct
+-- count, needs them, and a call has few widths: Lua's tonumber parses a
+-- string twice (strtod), and a login's calls parsed ~24 numbers each.
+local windows = {}
+local function window(width_text)
+  local w = windows[width_text]
+  if not w then
+    local width = tonumber(width_text)
+    local index = math.floor(now / width)
+    w = { width, index, fmt(index) }
+    windows[width_text] = w
   end
-  return text
+  return w
 end
 
 local find, sub, match = string.find, string.sub, string.match
@@ -202,7 +207,7 @@ while a <= #ARGV do
     -- Sliding-window count: the current and previous fixed windows, as
     -- NAME=window,current,previous. A missing counter holds window -1, so
     -- the first add starts a window.
-    local name, width, add = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    local name, add = ARGV[a + 1], tonumber(ARGV[a + 3])
     local si, sc, sp
     local stored = get(name)
     if stored then
@@ -212,17 +217,17 @@ while a <= #ARGV do
       si, sc, sp = '-1', '0', '0'
     end
     if add > 0 then
-      local index_text = window_text(width)
-      local i = tonumber(si) or -1
+      local w = window(ARGV[a + 2])
+      local index_text = w[3]
       if index_text == si then
         sc = fmt((tonumber(sc) or 0) + add)
       else
-        if tonumber(index_text) == i + 1 then sp = sc else sp = '0' end
+        if w[2] == (tonumber(si) or -1) + 1 then sp = sc else sp = '0' end
         sc = ARGV[a + 3]
         si = index_text
       end
       set(name, si .. ',' .. sc .. ',' .. sp)
-      keep_counter(ms(2 * width) + 1000)
+      keep_counter(ms(2 * w[1]) + 1000)
     end
     reply[r + 1], reply[r + 2], reply[r + 3] = si, sc, sp
     r = r + 3
@@ -255,9 +260,9 @@ while a <= #ARGV do
     -- no add changes a sketch (PFADD answers 0) and the window is the
     -- same, it is what PFCOUNT would answer, without the PFCOUNT (over two
     -- sketches, a merge of both).
-    local name, width, item = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
-    local index_text = window_text(width)
-    local index = tonumber(index_text)
+    local name, item = ARGV[a + 1], ARGV[a + 3]
+    local w = window(ARGV[a + 2])
+    local width, index, index_text = w[1], w[2], w[3]
     -- The common case, cheaply: the count was kept in this window (the
     -- entry as read starts with it) and the item, if any, changes nothing
     -- in the current window's sketch. The reply '=' tells Rust to read the

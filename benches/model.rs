@@ -2,7 +2,7 @@
 //! `models/corpus/holdout.jsonl.gz` (people, apps, partners, bots).
 //!
 //! - `model/inference`: the shipped model (`models/palisade-gbdt-v2.json`,
-//!   120 trees of depth 4) on each request's feature vector;
+//!   80 trees of depth 4) on each request's feature vector;
 //! - `model/features_and_inference`: the model stage's hooks — plan its
 //!   counters, run them on the in-process store, compute the features and
 //!   score them — on each request's view, the HTTP fingerprint (SHA-256

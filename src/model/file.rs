@@ -522,7 +522,7 @@ impl Model {
 
     /// [`Model::contributions_kept`]; without `with_bias`, the returned
     /// bias may leave out the trees' roots (along kept leaves, which then
-    /// skip adding 120 roots one after another): for callers that rank
+    /// skip adding every tree's root one after another): for callers that rank
     /// `out` alone ([`Model::top_contributions_along`], on every request a
     /// model signals).
     fn contributions_summing(

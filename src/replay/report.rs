@@ -172,8 +172,11 @@ struct Counts<const N: usize> {
     // tallying a request. The report sorts them anyway.
     by_name: hashbrown::HashMap<Arc<str>, usize>,
     counts: Vec<[u64; N]>,
-    recent: Box<[Option<(Arc<str>, usize)>]>,
+    recent: Box<[Option<Remembered>]>,
 }
+
+/// A name [`Counts`] remembers by its `Arc`, and where its counts are.
+type Remembered = (Arc<str>, usize);
 
 impl<const N: usize> Default for Counts<N> {
     fn default() -> Self {

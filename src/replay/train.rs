@@ -209,8 +209,12 @@ fn round6(value: f64) -> f64 {
 
 fn record_training(file: &mut ModelFile, args: &TrainArgs, train: &Dataset, test: &Dataset, metrics: &Metrics) {
     let mut command = format!("palisade train --seed {} --name {}", args.seed, args.name);
+    // The command must train this model again: the trees' shape goes in
+    // even when it is the default (a default can change between releases).
     if args.learner == LearnerKind::Logistic {
         command.push_str(" --learner logistic");
+    } else {
+        let _ = write!(command, " --trees {} --depth {}", args.trees, args.depth);
     }
     for pattern in &args.test_sources {
         let _ = write!(command, " --test-source '{pattern}'");

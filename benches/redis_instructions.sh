@@ -38,6 +38,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/palisade-redis-instructions.XXXXXX)
 # shellcheck source=support/processes.sh
 source "$ROOT/benches/support/processes.sh"
+# shellcheck source=support/redis_requests.sh
+source "$ROOT/benches/support/redis_requests.sh"
 if [ "$#" -eq 0 ]; then
     echo "usage: benches/redis_instructions.sh PALISADE [PALISADE ...]" >&2
     exit 2
@@ -66,17 +68,6 @@ instructions() {
     done | awk '{ sum += $1 } END { print sum + 0 }'
 }
 
-BROWSER=(
-    -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
-    -H 'sec-ch-ua: "Not:A-Brand";v="8", "Chromium";v="156"'
-    -H 'sec-ch-ua-mobile: ?0'
-    -H 'sec-ch-ua-platform: "Linux"'
-    -H 'Accept-Language: en-US'
-    -H 'Accept: */*'
-    -H 'Sec-Fetch-Site: same-origin'
-    -H 'Sec-Fetch-Mode: cors'
-    -H 'Sec-Fetch-Dest: empty'
-)
 
 run() { # <palisade binary>
     local binary=$1 work
@@ -92,11 +83,7 @@ run() { # <palisade binary>
     # The load bench's configuration; valgrind makes round trips slow.
     sed -n '/^cat >"\$WORK\/palisade.toml" <<EOF/,/^EOF/p' "$ROOT/benches/redis_load.sh" | sed '1d;$d' |
         sed 's/^timeout_ms = .*/timeout_ms = 2000/' >"$work/palisade.toml"
-    cat >"$work/login.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = "username=alice&password=right"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-EOF
+    write_login_script "$work"
     TOKIO_WORKER_THREADS=2 PALISADE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/palisade.cg" \
         "$binary" serve --config "$work/palisade.toml" --listen "127.0.0.1:$PALISADE_PORT" \
         --admin "127.0.0.1:$ADMIN_PORT" --upstream "http://127.0.0.1:$UPSTREAM_PORT" \

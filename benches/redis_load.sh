@@ -47,6 +47,8 @@ mkdir -p "$RESULTS_DIR"
 WORK=$(mktemp -d /tmp/palisade-redis-load.XXXXXX)
 # shellcheck source=support/processes.sh
 source "$ROOT/benches/support/processes.sh"
+# shellcheck source=support/redis_requests.sh
+source "$ROOT/benches/support/redis_requests.sh"
 
 if [ -z "${SKIP_BUILD:-}" ]; then
     echo "== cargo build --release --examples --bins" >&2
@@ -122,23 +124,8 @@ fingerprint_failures = 1000000000
 username_failures = 1000000000
 EOF
 
-cat >"$WORK/login.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = "username=alice&password=right"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-EOF
+write_login_script "$WORK"
 
-BROWSER=(
-    -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"
-    -H 'sec-ch-ua: "Not:A-Brand";v="8", "Chromium";v="156"'
-    -H 'sec-ch-ua-mobile: ?0'
-    -H 'sec-ch-ua-platform: "Linux"'
-    -H 'Accept-Language: en-US'
-    -H 'Accept: */*'
-    -H 'Sec-Fetch-Site: same-origin'
-    -H 'Sec-Fetch-Mode: cors'
-    -H 'Sec-Fetch-Dest: empty'
-)
 
 PALISADE_PID=
 start_palisade() {

@@ -16,15 +16,16 @@ pub use crate::keyed_hash::KeyHasher;
 /// The subnet an address belongs to for counting: /24 for IPv4, /64 for
 /// IPv6 (one link: what one customer or one host is handed).
 pub fn subnet(ip: IpAddr) -> String {
-    match crate::cidr::canonical_ip(ip) {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
+    match network(ip) {
+        IpAddr::V4(network) => {
             let mut buffer = [0u8; 64];
-            let network = crate::cidr::ip_text(IpAddr::from([a, b, c, 0]), &mut buffer);
-            [network, "/24"].concat()
+            [crate::cidr::ip_text(IpAddr::V4(network), &mut buffer), "/24"].concat()
         }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
+        // Written out rather than by `Display`, which would shorten a zero
+        // segment among the first four (`2001:db8::/64` for
+        // `2001:db8:0:0::/64`) and so change the keys.
+        IpAddr::V6(network) => {
+            let s = network.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
     }
@@ -386,7 +387,8 @@ fn build_client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &
     }
 }
 
-/// The network an address counts in ([`subnet`]'s, as an address).
+/// The network an address counts in (its /24 or /64, as an address;
+/// [`subnet`] is its text).
 fn network(ip: IpAddr) -> IpAddr {
     match crate::cidr::canonical_ip(ip) {
         IpAddr::V4(v4) => {

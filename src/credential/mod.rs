@@ -719,14 +719,7 @@ mod tests {
         let attempt = LoginAttempt { keys, breached_password: false };
         let mut plan = CounterPlan::default();
         stage.observe_outcome(&attempt, &abuse, LoginOutcome::Success, true, &mut plan);
-        let items: Vec<Option<u64>> = plan
-            .ops()
-            .iter()
-            .filter_map(|op| match op {
-                CounterOp::Distinct { item, .. } => Some(*item),
-                _ => None,
-            })
-            .collect();
+        let items = plan.distinct_items();
         assert_eq!(items.len(), SCOPES.len());
         assert!(items.iter().all(|item| item.is_some() && *item == items[0]), "{items:?}");
     }

@@ -1198,14 +1198,7 @@ mod tests {
                         let fingerprint = hasher.hash("fp", view.fingerprint().as_bytes());
                         let ip = hasher.hash("ip", address.as_bytes());
                         let client = hasher.hash("client", format!("{address}\n{user_agent}").as_bytes());
-                        let items: Vec<Option<u64>> = plan
-                            .ops()
-                            .iter()
-                            .filter_map(|op| match op {
-                                CounterOp::Distinct { item, .. } => Some(*item),
-                                _ => None,
-                            })
-                            .collect();
+                        let items = plan.distinct_items();
                         assert_eq!(
                             items,
                             [

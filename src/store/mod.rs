@@ -194,6 +194,19 @@ impl CounterPlan {
         self.ops.push(CounterOp::Gcra { key, limit });
     }
 
+    /// The items of the plan's distinct-count adds, in order (for tests
+    /// that check what a stage counts).
+    #[cfg(test)]
+    pub fn distinct_items(&self) -> Vec<Option<u64>> {
+        self.ops()
+            .iter()
+            .filter_map(|op| match op {
+                CounterOp::Distinct { item, .. } => Some(*item),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn ops(&self) -> &[CounterOp] {
         &self.ops
     }

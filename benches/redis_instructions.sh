@@ -48,18 +48,11 @@ for pair in "$UPSTREAM_PORT UPSTREAM" "$PALISADE_PORT PALISADE" "$ADMIN_PORT ADM
     # shellcheck disable=SC2086
     need_port_free $pair
 done
+# Under valgrind a process takes long to start listening.
+WAIT_PORT_SECONDS=60
 for tool in valgrind callgrind_annotate callgrind_control wrk redis-server redis-cli; do
     command -v "$tool" >/dev/null || { echo "redis_instructions.sh: needs $tool" >&2; exit 1; }
 done
-
-wait_port() {
-    for _ in $(seq 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.2
-    done
-    echo "redis_instructions.sh: nothing listens on $1" >&2
-    exit 1
-}
 
 # Instructions in callgrind dumps (summed over the files given).
 instructions() {
@@ -79,7 +72,7 @@ run() { # <palisade binary>
         --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
     local redis=$!
     STARTED+=("$redis")
-    wait_port "$REDIS_PORT"
+    wait_port "$REDIS_PORT" "$work/redis.log"
     # The load bench's configuration; valgrind makes round trips slow.
     sed -n '/^cat >"\$WORK\/palisade.toml" <<EOF/,/^EOF/p' "$ROOT/benches/redis_load.sh" | sed '1d;$d' |
         sed 's/^timeout_ms = .*/timeout_ms = 2000/' >"$work/palisade.toml"
@@ -90,7 +83,7 @@ run() { # <palisade binary>
         --redis "redis://127.0.0.1:$REDIS_PORT" >"$work/palisade.log" 2>&1 &
     local palisade=$!
     STARTED+=("$palisade")
-    wait_port "$PALISADE_PORT"
+    wait_port "$PALISADE_PORT" "$work/palisade.log"
     local args
     if [ "$KIND" = login ]; then
         args=("${BROWSER[@]}" -s "$work/login.lua" "http://127.0.0.1:$PALISADE_PORT/login")

@@ -66,24 +66,14 @@ for pair in "$UPSTREAM_PORT UPSTREAM" "$PALISADE_PORT PALISADE" "$ADMIN_PORT ADM
     need_port_free $pair
 done
 
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "redis_load.sh: nothing listens on $1 ($2); its log:" >&2
-    cat "$WORK/$2.log" >&2 || true
-    exit 1
-}
-
 "$TARGET_DIR/release/examples/bench_upstream" "127.0.0.1:$UPSTREAM_PORT" 1 >"$WORK/upstream.log" 2>&1 &
 STARTED+=($!)
-wait_port "$UPSTREAM_PORT" upstream
+wait_port "$UPSTREAM_PORT" "$WORK/upstream.log"
 
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
 REDIS_PID=$!
 STARTED+=("$REDIS_PID")
-wait_port "$REDIS_PORT" redis
+wait_port "$REDIS_PORT" "$WORK/redis.log"
 
 cat >"$WORK/palisade.toml" <<EOF
 [decision_log]
@@ -136,7 +126,7 @@ start_palisade() {
         --upstream "http://127.0.0.1:$UPSTREAM_PORT" "$@" >"$WORK/$log.log" 2>&1 &
     PALISADE_PID=$!
     STARTED+=("$PALISADE_PID")
-    wait_port "$PALISADE_PORT" "$log"
+    wait_port "$PALISADE_PORT" "$WORK/$log.log"
 }
 
 stat_calls() { # <command> -> calls so far

@@ -28,3 +28,16 @@ need_port_free() {
         exit 1
     fi
 }
+
+# wait_port <port> [log]: wait until something listens on the port (up to
+# WAIT_PORT_SECONDS, default 10); else print the log, if given, and exit.
+wait_port() {
+    local tries=$(( ${WAIT_PORT_SECONDS:-10} * 10 ))
+    for _ in $(seq "$tries"); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "$(basename "$0"): nothing listens on $1${2:+; $2:}" >&2
+    [ -z "${2:-}" ] || cat "$2" >&2 || true
+    exit 1
+}

@@ -17,8 +17,10 @@
 //! in the others.
 //!
 //! Only fields whose values repeat across clients are cached (see
-//! [`Field::repeats_across_clients`]); paths, queries, bodies and cookies
-//! are scanned every time. The cache holds values and atom numbers, never
+//! [`Field::repeats_across_clients`]); paths, bodies and cookies are
+//! scanned every time, and encoded queries go to a cache of their own
+//! (see `compile`'s `Scratch::queries`), so that a stream of distinct
+//! queries cannot push the user agents out. The cache holds values and atom numbers, never
 //! request text that could reach a log. Memory is bounded: [`SLOTS`] slots
 //! per thread, values of at most [`MAX_VALUE`] bytes.
 
@@ -49,6 +51,13 @@ pub struct Cache<S = hashbrown::DefaultHashBuilder> {
 impl Default for Cache {
     fn default() -> Self {
         Cache::new(hashbrown::DefaultHashBuilder::default())
+    }
+}
+
+impl Cache {
+    /// A cache of `slots` slots (rounded up to a power of two).
+    pub fn with_slots(slots: usize) -> Self {
+        Cache { slots: SetAssociative::with_hasher(slots, hashbrown::DefaultHashBuilder::default()) }
     }
 }
 

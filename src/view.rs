@@ -98,6 +98,19 @@ impl<'a> RequestView<'a> {
         self
     }
 
+    /// The request's HTTP fingerprints, when the caller already knows them:
+    /// they must be what [`crate::fingerprint::http_fingerprints`] gives for
+    /// this view's version, method and [`RequestView::header_names`] (replay
+    /// keeps them per header block, where looking them up again cost ~900
+    /// instructions a request).
+    pub fn with_fingerprints(self, known: Option<crate::fingerprint::Fingerprints>) -> Self {
+        if let Some(known) = known {
+            // A new view's cell is empty: this cannot fail.
+            let _ = self.fingerprints.set(known);
+        }
+        self
+    }
+
     /// palisade's HTTP fingerprint of this request (see [`crate::fingerprint`]).
     pub fn fingerprint(&self) -> &str {
         self.shared_fingerprint()
@@ -150,10 +163,7 @@ impl<'a> RequestView<'a> {
     /// Header names in wire order: as sent (case and repeats kept) when
     /// they were recorded, else lowercase in order of first appearance.
     pub fn header_names(&self) -> HeaderNames<'_> {
-        match self.wire_names {
-            Some(names) => HeaderNames::Wire(names.iter()),
-            None => HeaderNames::of_map(self.headers),
-        }
+        HeaderNames::new(self.headers, self.wire_names)
     }
 }
 
@@ -172,6 +182,15 @@ pub enum HeaderNames<'a> {
 }
 
 impl<'a> HeaderNames<'a> {
+    /// The names a view of these headers gives: the wire names when they
+    /// were recorded, else the map's (see [`RequestView::header_names`]).
+    pub fn new(map: &'a http::HeaderMap, wire_names: Option<&'a [Box<str>]>) -> Self {
+        match wire_names {
+            Some(names) => HeaderNames::Wire(names.iter()),
+            None => HeaderNames::of_map(map),
+        }
+    }
+
     fn of_map(map: &'a http::HeaderMap) -> Self {
         HeaderNames::Map { map, keys: map.keys(), taken: 0 }
     }

@@ -76,7 +76,14 @@ impl Engine {
         self.clock.set(request.at);
         let routed = self.lifecycle.route(&request.method, &request.uri);
         let body = request.body_for(routed.inspects_body());
-        let mut exchange = self.lifecycle.decide_now(routed, &request.arrival(), body, Reporters::default());
+        let fingerprints = request.block.fingerprints(request.version, &request.method, request.has_wire_names);
+        let mut exchange = self.lifecycle.decide_now_knowing(
+            routed,
+            &request.arrival(),
+            body,
+            Some(fingerprints),
+            Reporters::default(),
+        );
         let ending = match request.status {
             _ if exchange.stops_request() => Ending::Refused,
             Some(status) => Ending::Answered { response: ResponseFacts::status(status), upstream_time: None },
@@ -513,6 +520,33 @@ mod tests {
         // Lines 1, 2, 8 and 10 share a text: found by it, not read again.
         assert!([1, 5, 7].iter().all(|at| blocks[*at] == blocks[0]), "{blocks:?}");
         assert_ne!(blocks[4], blocks[0], "the line serde_json read has a block of its own");
+    }
+
+    #[test]
+    fn a_blocks_fingerprints_are_the_ones_a_view_computes() {
+        let engine = Engine::new(&Config::default()).unwrap();
+        let mut request = Prepared::default();
+        let blocks = [r#"["Host","a"],["User-Agent","x"],["Accept","*/*"]"#, r#"["host","a"],["accept","*/*"]"#, ""];
+        let mut seen = std::collections::HashSet::new();
+        // Twice over: the second time from what the blocks kept.
+        for _ in 0..2 {
+            for block in blocks {
+                for (method, version) in
+                    [("GET", "HTTP/1.1"), ("POST", "HTTP/1.1"), ("GET", "HTTP/2"), ("GET", "HTTP/1.0")]
+                {
+                    let text =
+                        line("/a", block, "").replace("\"POST\"", &format!("\"{method}\",\"version\":\"{version}\""));
+                    request.fill(&RecordRef::parse(&text).unwrap()).unwrap();
+                    let kept = request.block.fingerprints(request.version, &request.method, request.has_wire_names);
+                    let computed = request.with_view(engine.lifecycle(), |view| {
+                        (view.shared_fingerprint().clone(), Arc::<str>::from(view.counter_fingerprint()))
+                    });
+                    assert_eq!((kept.as_sent.clone(), kept.folded.clone()), computed, "{text}");
+                    seen.insert(kept.as_sent);
+                }
+            }
+        }
+        assert!(seen.len() >= 8, "{seen:?}");
     }
 
     #[test]

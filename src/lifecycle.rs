@@ -184,22 +184,22 @@ impl Lifecycle {
         body: Option<&[u8]>,
         reporters: Reporters<'_>,
     ) -> Exchange {
-        self.decide_now_knowing(routed, arrival, body, None, reporters)
+        self.decide_now_knowing(routed, arrival, body, crate::view::Known::default(), reporters)
     }
 
-    /// [`Lifecycle::decide_now`], with the request's HTTP fingerprints when
-    /// the caller already knows them (replay keeps them per header block;
-    /// see [`RequestView::with_fingerprints`]).
+    /// [`Lifecycle::decide_now`], with what the caller already knows of the
+    /// request's view (replay keeps it per header block and target; see
+    /// [`crate::view::Known`]).
     pub fn decide_now_knowing(
         &self,
         routed: Routed,
         arrival: &Arrival<'_>,
         body: Option<&[u8]>,
-        fingerprints: Option<crate::fingerprint::Fingerprints>,
+        known: crate::view::Known,
         reporters: Reporters<'_>,
     ) -> Exchange {
         let started = Instant::now();
-        let decision = self.pipeline.evaluate(&self.view(&routed, arrival, body).with_fingerprints(fingerprints));
+        let decision = self.pipeline.evaluate(&self.view(&routed, arrival, body).with_known(known));
         self.decided(routed, arrival, body, decision, started.elapsed(), reporters)
     }
 

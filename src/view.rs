@@ -43,6 +43,8 @@ pub struct RequestView<'a> {
     /// Header names exactly as sent (wire order, case, repeats), when the
     /// listen stage could see them (HTTP/1).
     pub wire_names: Option<&'a [Box<str>]>,
+    /// The request's shape, when the front door knows it (see [`Known::shape`]).
+    pub shape: Option<u64>,
     /// palisade's HTTP fingerprint, computed when first asked for.
     fingerprints: std::sync::OnceLock<crate::fingerprint::Fingerprints>,
     /// The fingerprint counters key on (see [`RequestView::counter_fingerprint`]).
@@ -86,6 +88,7 @@ impl<'a> RequestView<'a> {
             client_cert: None,
             asn: None,
             wire_names: None,
+            shape: None,
             fingerprints: std::sync::OnceLock::new(),
             counter_fingerprint: std::sync::OnceLock::new(),
         }
@@ -98,16 +101,13 @@ impl<'a> RequestView<'a> {
         self
     }
 
-    /// The request's HTTP fingerprints, when the caller already knows them:
-    /// they must be what [`crate::fingerprint::http_fingerprints`] gives for
-    /// this view's version, method and [`RequestView::header_names`] (replay
-    /// keeps them per header block, where looking them up again cost ~900
-    /// instructions a request).
-    pub fn with_fingerprints(self, known: Option<crate::fingerprint::Fingerprints>) -> Self {
-        if let Some(known) = known {
+    /// What the front door already knows about the request (see [`Known`]).
+    pub fn with_known(mut self, known: Known) -> Self {
+        if let Some(fingerprints) = known.fingerprints {
             // A new view's cell is empty: this cannot fail.
-            let _ = self.fingerprints.set(known);
+            let _ = self.fingerprints.set(fingerprints);
         }
+        self.shape = known.shape;
         self
     }
 
@@ -165,6 +165,25 @@ impl<'a> RequestView<'a> {
     pub fn header_names(&self) -> HeaderNames<'_> {
         HeaderNames::new(self.headers, self.wire_names)
     }
+}
+
+/// What a front door may already know about a request's view, so that it
+/// is not worked out again for every request. Replay knows both per header
+/// block (and target): looking the fingerprints up by the names again cost
+/// ~900 instructions a request, and the signature stage's scans ~4,000.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The request's HTTP fingerprints: what
+    /// [`crate::fingerprint::http_fingerprints`] gives for the view's
+    /// version, method and [`RequestView::header_names`].
+    pub fingerprints: Option<crate::fingerprint::Fingerprints>,
+    /// A number unique in the process that the front door gives every
+    /// request with the same method, version, target and headers (the same
+    /// header block, wire names included): requests of one shape have the
+    /// same path, query, route, user agent, header names and fingerprint.
+    /// A stage may remember what it derived from those alone by shape, for
+    /// as long as its configuration lives (the signature stage does).
+    pub shape: Option<u64>,
 }
 
 /// The header names of a request, in wire order when it was recorded (see

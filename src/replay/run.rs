@@ -21,12 +21,12 @@ use crate::capture::record::{Header, RecordRef, fill_body, parse_method, parse_t
 use crate::clock::{ManualClock, Nanos, SharedClock};
 use crate::config::{Config, Invalid};
 use crate::error::Error;
-use crate::lifecycle::{Arrival, Ending, Lifecycle, Reporters};
+use crate::lifecycle::{Arrival, Ending, Lifecycle, Reporters, Routed};
 use crate::outcome::ResponseFacts;
 use crate::pipeline::{Decision, Pipeline, PipelineBuilder};
 use crate::request_id::RequestIds;
 use crate::store::{CounterStore, LocalStore};
-use crate::view::RequestView;
+use crate::view::{Known, RequestView};
 
 /// The request-id seed of every replay, so ids repeat between runs.
 pub const REPLAY_SEED: u64 = 0x7e91_a7ed;
@@ -36,6 +36,11 @@ pub const REPLAY_SEED: u64 = 0x7e91_a7ed;
 pub struct Engine {
     lifecycle: Lifecycle,
     clock: Arc<ManualClock>,
+    /// Each request shape's route (see [`Prepared::shape`]): the same
+    /// method and target find the same route, and normalizing the path and
+    /// finding its route again cost ~450 instructions a request. Emptied
+    /// when full.
+    routes: std::sync::Mutex<hashbrown::HashMap<u64, Routed>>,
 }
 
 impl Engine {
@@ -52,7 +57,7 @@ impl Engine {
         }
         let pipeline = PipelineBuilder::new(&config).build(store, shared, RequestIds::new(REPLAY_SEED))?;
         // Replay writes no capture of its own.
-        Ok(Engine { lifecycle: Lifecycle::new(pipeline, None), clock })
+        Ok(Engine { lifecycle: Lifecycle::new(pipeline, None), clock, routes: std::sync::Mutex::default() })
     }
 
     pub fn pipeline(&self) -> &Pipeline {
@@ -74,16 +79,14 @@ impl Engine {
     /// every front door runs, on the replay's clock and counters.
     pub fn run(&self, request: &Prepared) -> (Decision, Arc<str>) {
         self.clock.set(request.at);
-        let routed = self.lifecycle.route(&request.method, &request.uri);
+        let routed = self.route(request);
         let body = request.body_for(routed.inspects_body());
-        let fingerprints = request.block.fingerprints(request.version, &request.method, request.has_wire_names);
-        let mut exchange = self.lifecycle.decide_now_knowing(
-            routed,
-            &request.arrival(),
-            body,
-            Some(fingerprints),
-            Reporters::default(),
-        );
+        let known = Known {
+            fingerprints: Some(request.block.fingerprints(request.version, &request.method, request.has_wire_names)),
+            shape: Some(request.shape),
+        };
+        let mut exchange =
+            self.lifecycle.decide_now_knowing(routed, &request.arrival(), body, known, Reporters::default());
         let ending = match request.status {
             _ if exchange.stops_request() => Ending::Refused,
             Some(status) => Ending::Answered { response: ResponseFacts::status(status), upstream_time: None },
@@ -91,6 +94,24 @@ impl Engine {
         };
         self.lifecycle.complete(&mut exchange, ending, Reporters::default());
         (exchange.decision, exchange.route.name.clone())
+    }
+}
+
+impl Engine {
+    /// [`Lifecycle::route`] of the request, found once per shape.
+    fn route(&self, request: &Prepared) -> Routed {
+        // Replay runs an engine on one thread: the lock is never contended,
+        // and a poisoned one only costs the routing.
+        let Ok(mut routes) = self.routes.lock() else { return self.lifecycle.route(&request.method, &request.uri) };
+        if let Some(routed) = routes.get(&request.shape) {
+            return routed.clone();
+        }
+        let routed = self.lifecycle.route(&request.method, &request.uri);
+        if routes.len() >= MAX_SHAPES {
+            routes.clear();
+        }
+        routes.insert(request.shape, routed.clone());
+        routed
     }
 }
 
@@ -109,8 +130,15 @@ pub struct Prepared {
     pub client_ip: IpAddr,
     pub at: Nanos,
     pub status: Option<u16>,
+    /// The request's shape (see [`Known::shape`]): the same number for
+    /// every request of the capture with this method, version, target and
+    /// header block.
+    pub shape: u64,
     blocks: HeaderBlocks,
     targets: Targets,
+    /// The number of the current target in `targets`.
+    target: u64,
+    shapes: Shapes,
 }
 
 impl Default for Prepared {
@@ -125,8 +153,11 @@ impl Default for Prepared {
             client_ip: IpAddr::from([0, 0, 0, 0]),
             at: 0,
             status: None,
+            shape: 0,
             blocks: HeaderBlocks::default(),
             targets: Targets::default(),
+            target: 0,
+            shapes: Shapes::default(),
         }
     }
 }
@@ -190,7 +221,7 @@ impl Prepared {
         // before: parsing it again (a copy into new `Bytes`, a scan) is not
         // needed then.
         if !same_target(&self.uri, &record.target) {
-            self.uri = self.targets.parse(&record.target)?;
+            (self.uri, self.target) = self.targets.parse(&record.target)?;
         }
         self.version = parse_version(record.version.as_deref())?;
         self.block = match headers {
@@ -207,6 +238,7 @@ impl Prepared {
         self.client_ip = record.client_ip;
         self.at = crate::capture::record::ts_to_nanos(record.ts);
         self.status = record.status;
+        self.shape = self.shapes.of(&self.block, self.target, self.version, &self.method);
         Ok(())
     }
 }
@@ -226,7 +258,10 @@ impl Prepared {
 /// when full, so captures of unique targets keep it bounded.
 #[derive(Debug, Clone, Default)]
 struct Targets {
-    parsed: hashbrown::HashMap<Box<str>, http::Uri>,
+    /// Each target's URI and number (numbers are never given twice, so
+    /// that a target's number names its text even after an emptying).
+    parsed: hashbrown::HashMap<Box<str>, (http::Uri, u64)>,
+    numbered: u64,
 }
 
 /// Most targets a [`Targets`] keeps.
@@ -235,16 +270,49 @@ const MAX_TARGETS: usize = 4096;
 impl Targets {
     /// The target as a URI; the same error as parsing it afresh (a target
     /// that does not parse is never kept).
-    fn parse(&mut self, target: &str) -> Result<http::Uri, Error> {
-        if let Some(uri) = self.parsed.get(target) {
-            return Ok(uri.clone());
+    fn parse(&mut self, target: &str) -> Result<(http::Uri, u64), Error> {
+        if let Some(parsed) = self.parsed.get(target) {
+            return Ok(parsed.clone());
         }
         let uri = parse_target(target)?;
         if self.parsed.len() >= MAX_TARGETS {
             self.parsed.clear();
         }
-        self.parsed.insert(Box::from(target), uri.clone());
-        Ok(uri)
+        self.numbered += 1;
+        self.parsed.insert(Box::from(target), (uri.clone(), self.numbered));
+        Ok((uri, self.numbered))
+    }
+}
+
+/// The shapes (see [`Known::shape`]) of a capture's requests, by header
+/// block, target number, version and method. A shape's number is unique in
+/// the process (two captures, or two engines, never share one), and a block
+/// is held while its shapes are kept, so that its address names it. Emptied
+/// when full, like the other caches here.
+#[derive(Debug, Clone, Default)]
+struct Shapes {
+    numbers: hashbrown::HashMap<ShapeKey, (Arc<HeaderBlock>, u64)>,
+}
+
+/// A shape's block (by address), target number, version and method.
+type ShapeKey = (usize, u64, http::Version, http::Method);
+
+/// Most shapes a [`Shapes`] keeps.
+const MAX_SHAPES: usize = 16 * 1024;
+
+impl Shapes {
+    fn of(&mut self, block: &Arc<HeaderBlock>, target: u64, version: http::Version, method: &http::Method) -> u64 {
+        static NUMBERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let key = (Arc::as_ptr(block) as usize, target, version, method.clone());
+        if let Some((_, shape)) = self.numbers.get(&key) {
+            return *shape;
+        }
+        if self.numbers.len() >= MAX_SHAPES {
+            self.numbers.clear();
+        }
+        let shape = NUMBERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.numbers.insert(key, (block.clone(), shape));
+        shape
     }
 }
 
@@ -550,10 +618,43 @@ mod tests {
     }
 
     #[test]
+    fn requests_share_a_shape_when_method_version_target_and_headers_are_the_same() {
+        let blocks = [r#"["Host","a"],["User-Agent","x"]"#, r#"["host","a"],["user-agent","x"]"#];
+        let mut lines = Vec::new();
+        for block in blocks {
+            for target in ["/a?b=1", "/a", "/b"] {
+                for (method, version) in [("GET", "HTTP/1.1"), ("POST", "HTTP/1.1"), ("GET", "HTTP/2")] {
+                    let text = line(target, block, r#","body":"x""#)
+                        .replace("\"POST\"", &format!("\"{method}\",\"version\":\"{version}\""));
+                    lines.push(((block, target, method, version), text));
+                }
+            }
+        }
+        let mut request = Prepared::default();
+        type What<'a> = (&'a str, &'a str, &'a str, &'a str);
+        let mut shapes: Vec<(u64, What<'_>)> = Vec::new();
+        let mut next = crate::test_support::xorshift(0x5aa9e);
+        for _ in 0..500 {
+            let (what, text) = &lines[(next() % lines.len() as u64) as usize];
+            // As `Inputs` reads a line: a block is kept by its text.
+            let (record, read) =
+                RecordRef::parse_known(text, Vec::new(), |headers| request.known_block(headers)).unwrap();
+            request.fill_with(&record, read).unwrap();
+            for (shape, other) in &shapes {
+                assert_eq!(*shape == request.shape, other == what, "{text}");
+            }
+            shapes.push((request.shape, *what));
+        }
+        let mut other = Prepared::default();
+        other.fill(&RecordRef::parse(&lines[0].1).unwrap()).unwrap();
+        assert!(shapes.iter().all(|(shape, _)| *shape != other.shape), "another capture's shapes are its own");
+    }
+
+    #[test]
     fn kept_targets_are_the_parsed_ones_and_stay_bounded() {
         let mut targets = Targets::default();
         for target in ["/a?b=1", "/a#frag", "http://h.example/a", "*", "h.example:443", "/a?b=1", "/a#frag"] {
-            let kept = targets.parse(target).unwrap();
+            let (kept, _) = targets.parse(target).unwrap();
             assert_eq!(
                 (&kept, kept.to_string()),
                 (&parse_target(target).unwrap(), parse_target(target).unwrap().to_string())

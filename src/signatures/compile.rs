@@ -225,6 +225,10 @@ pub struct CompiledSet {
     /// The most patterns one field's regex has (the size of the pattern
     /// set a scan reports regex matches in).
     regex_patterns: usize,
+    /// Whether a request's signals are a function of its shape (see
+    /// [`crate::view::Known::shape`]): no rule looks at the body, the ASN
+    /// or JA4, which requests of one shape need not share.
+    by_shape: bool,
     /// The headers rules look at (the first [`HEADER_SLOTS`]), found in
     /// one pass over the request's headers: a `get_all` per header field
     /// hashed each name again, ~150 instructions a field.
@@ -271,6 +275,11 @@ struct Scratch {
     /// the regexes on every request, while a scanner sends the same
     /// payloads to many targets and clients.
     queries: scan_cache::Cache,
+    /// The signals of requests by compiled set and shape (see
+    /// [`CompiledSet::by_shape`]): in replay, requests of a few hundred
+    /// shapes make the stage's scans, ~4,000 instructions a request, the
+    /// same again and again.
+    shapes: hashbrown::HashMap<(u64, u64), Box<[Signal]>>,
 }
 
 impl Default for Scratch {
@@ -283,12 +292,15 @@ impl Default for Scratch {
             patterns: None,
             cache: scan_cache::Cache::default(),
             queries: scan_cache::Cache::with_slots(QUERY_SLOTS),
+            shapes: hashbrown::HashMap::new(),
         }
     }
 }
 
 /// Slots of [`Scratch::queries`] per thread.
 const QUERY_SLOTS: usize = 256;
+/// Most shapes [`Scratch::shapes`] keeps per thread (emptied when full).
+const MAX_SHAPES: usize = 4096;
 
 /// Larger buffers are dropped after the request that grew them.
 const SCRATCH_KEEP: usize = 64 * 1024;
@@ -438,6 +450,8 @@ impl CompiledSet {
         }
         let regex_patterns =
             matchers.iter().filter_map(|m| m.regex.as_ref()).map(|r| r.regex.pattern_len()).max().unwrap_or(0);
+        let by_shape =
+            matchers.iter().all(|m| !matches!(m.field, Field::Body | Field::Asn | Field::AsnOrg | Field::Ja4));
         Ok(CompiledSet {
             id,
             fields: matchers,
@@ -448,6 +462,7 @@ impl CompiledSet {
             rules: compiled,
             absent_text: Arc::from("true"),
             regex_patterns,
+            by_shape,
             headers,
             headers_by_length,
         })
@@ -462,7 +477,10 @@ impl CompiledSet {
         let done = SCRATCH
             .try_with(|scratch| match scratch.try_borrow_mut() {
                 Ok(mut scratch) => {
-                    self.matches_with(view, signals, &mut scratch);
+                    match view.shape.filter(|_| self.by_shape) {
+                        Some(shape) => self.matches_by_shape(view, shape, signals, &mut scratch),
+                        None => self.matches_with(view, signals, &mut scratch),
+                    }
                     scratch.trim();
                     true
                 }
@@ -476,8 +494,24 @@ impl CompiledSet {
         }
     }
 
+    /// [`CompiledSet::matches_with`] once per shape: the signals of a shape
+    /// seen before are its first request's (a signal holds only the rule's
+    /// own text).
+    fn matches_by_shape(&self, view: &RequestView<'_>, shape: u64, signals: &mut Vec<Signal>, scratch: &mut Scratch) {
+        if let Some(kept) = scratch.shapes.get(&(self.id, shape)) {
+            signals.extend_from_slice(kept);
+            return;
+        }
+        let start = signals.len();
+        self.matches_with(view, signals, scratch);
+        if scratch.shapes.len() >= MAX_SHAPES {
+            scratch.shapes.clear();
+        }
+        scratch.shapes.insert((self.id, shape), Box::from(&signals[start..]));
+    }
+
     fn matches_with(&self, view: &RequestView<'_>, signals: &mut Vec<Signal>, scratch: &mut Scratch) {
-        let Scratch { holds, evaluated, hits, text, patterns, cache, queries } = scratch;
+        let Scratch { holds, evaluated, hits, text, patterns, cache, queries, .. } = scratch;
         // A set made for a smaller compiled set (before a reload) is made again.
         if patterns.as_ref().is_none_or(|set| set.capacity() < self.regex_patterns) {
             *patterns = Some(PatternSet::new(self.regex_patterns));
@@ -902,6 +936,88 @@ mod tests {
             fired += fresh.len();
         }
         assert!(fired > 1_000, "{fired}");
+    }
+
+    /// Method, target, headers and body.
+    type Request<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], Option<&'a [u8]>);
+
+    /// The signals of a request as [`signals_of`] gives them, through
+    /// [`CompiledSet::matches`] (this thread's scratch), its view saying
+    /// its shape when `shape` is given.
+    fn signals_shaped(
+        set: &CompiledSet,
+        (method, target, headers, body): Request<'_>,
+        shape: Option<u64>,
+    ) -> Vec<String> {
+        let config = crate::config::Config::default();
+        let routes = crate::routes::RouteTable::from_config(&config).unwrap();
+        let method: http::Method = method.parse().unwrap();
+        let uri: http::Uri = target.parse().unwrap();
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+        }
+        let path = crate::normalize::normalize_path(uri.path(), true);
+        let route = routes.find(&method, &path).clone();
+        let ip = "192.0.2.1".parse().unwrap();
+        let view = RequestView::new(&method, http::Version::HTTP_11, &uri, &path, &map, ip, &route, body)
+            .with_known(crate::view::Known { fingerprints: None, shape });
+        let mut signals = Vec::new();
+        set.matches(&view, &mut signals);
+        signals.iter().map(|signal| format!("{signal:?}")).collect()
+    }
+
+    #[test]
+    fn a_shapes_signals_are_what_each_of_its_requests_fires() {
+        let files = builtin_rules();
+        let set = builtin(&files, true);
+        assert!(set.by_shape);
+        let agents = ["sqlmap/1.7.2#stable (https://sqlmap.org)", "python-requests/2.31.0", "Mozilla/5.0 (Hydra)", ""];
+        let targets = ["/", "/login", "/item?id=1%27%20UNION%20SELECT%20NULL--", "/.env", "/a?q=%3Cscript%3E"];
+        let mut requests = Vec::new();
+        for agent in agents {
+            for target in targets {
+                for method in ["GET", "POST"] {
+                    let headers: Vec<(&str, &str)> =
+                        if agent.is_empty() { vec![("accept", "*/*")] } else { vec![("user-agent", agent)] };
+                    requests.push((method, target, headers));
+                }
+            }
+        }
+        let mut fired = 0;
+        for _ in 0..2 {
+            for (shape, (method, target, headers)) in requests.iter().enumerate() {
+                let request = (*method, *target, &headers[..], None);
+                let fresh = signals_shaped(&set, request, None);
+                let shape = Some(u64::MAX - shape as u64);
+                assert_eq!(signals_shaped(&set, request, shape), fresh, "{request:?}");
+                fired += fresh.len();
+            }
+        }
+        assert!(fired > 40, "{fired}");
+    }
+
+    #[test]
+    fn a_set_that_reads_the_body_does_not_go_by_shape() {
+        let file: RuleFile = toml::from_str(
+            r#"
+[[rule]]
+id = "b"
+field = "body"
+contains = "admin"
+score = 10
+"#,
+        )
+        .unwrap();
+        let inputs: Vec<RuleInput<'_>> =
+            file.rules.iter().map(|spanned| RuleInput { spec: spanned.get_ref(), shadow: false }).collect();
+        let set = CompiledSet::compile(&inputs).unwrap();
+        assert!(!set.by_shape);
+        let shape = Some(u64::MAX);
+        for (body, expected) in [(&b"user=admin"[..], 1), (b"user=guest", 0), (b"user=admin", 1)] {
+            let request = ("POST", "/login", &[("content-type", "application/x-www-form-urlencoded")][..], Some(body));
+            assert_eq!(signals_shaped(&set, request, shape).len(), expected, "{body:?}");
+        }
     }
 
     #[test]

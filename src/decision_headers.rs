@@ -3,6 +3,8 @@
 //! sets the same ones (the proxy on the forwarded request, the sidecar on
 //! its answer, the tower layer on the request it passes in).
 
+use std::sync::{Mutex, PoisonError};
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::identify::Identity;
@@ -68,6 +70,30 @@ impl DecisionHeaders {
             headers.insert(self.partner.clone(), value);
         }
     }
+}
+
+/// The same name, backed by a `'static` string. A name parsed from the
+/// configuration holds a reference-counted buffer, and [`DecisionHeaders::insert`]
+/// clones four names into every forwarded request (and the request drops
+/// them): with more than one worker, each clone and drop moved that
+/// counter's cache line between cores. A static name clones as a pointer.
+/// Each distinct name is leaked once for the life of the process (a reload
+/// with the same names reuses it), so what is kept is bounded by the
+/// names ever configured.
+pub fn interned(name: HeaderName) -> HeaderName {
+    static INTERNED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    // A poisoned lock is still usable: the list only grows by whole entries.
+    let mut interned = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+    let text = match interned.iter().find(|text| **text == name.as_str()) {
+        Some(text) => *text,
+        None => {
+            let leaked: &'static str = Box::leak(name.as_str().to_owned().into_boxed_str());
+            interned.push(leaked);
+            leaked
+        }
+    };
+    // Cannot panic: the text is a parsed name's, lower case and valid.
+    HeaderName::from_static(text)
 }
 
 impl DecisionHeaders {
@@ -210,6 +236,20 @@ pub fn request_id_value(id: u64) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interned_names_equal_the_parsed_ones_and_are_kept_once() {
+        for text in ["X-Palisade-Score", "x-palisade-score", "x-app-decision", "Via", "host", "x_under_score"] {
+            let parsed = HeaderName::from_bytes(text.as_bytes()).unwrap();
+            let interned = interned(parsed.clone());
+            assert_eq!(interned, parsed, "{text}");
+            assert_eq!(interned.as_str(), parsed.as_str(), "{text}");
+        }
+        // The same text again is the same leaked string, not another one.
+        let first = interned(HeaderName::from_static("x-interned-once"));
+        let second = interned(HeaderName::from_bytes(b"X-Interned-Once").unwrap());
+        assert!(std::ptr::eq(first.as_str(), second.as_str()));
+    }
 
     #[test]
     fn underscore_spellings_of_the_names_are_removed() {

@@ -21,14 +21,16 @@ use super::wire_head::WireHeads;
 use crate::lifecycle::{Arrival, Ending, Reporters};
 use crate::outcome::{BODY_PREFIX_LIMIT, ResponseFacts};
 
+/// `app` is the configuration the request is served with, loaded once
+/// for it by the caller.
 pub async fn handle(
     runtime: Arc<Runtime>,
+    app: Arc<App>,
     request: Request<Incoming>,
     connection: Arc<ConnectionInfo>,
     wire_heads: WireHeads,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let peer = connection.peer;
-    let app = runtime.app.load_full();
     let lifecycle = &app.lifecycle;
     let reporters = Reporters { log: Some(&runtime.log), metrics: Some(&runtime.metrics) };
     let (parts, body) = request.into_parts();
@@ -103,9 +105,11 @@ pub async fn handle(
         lifecycle.complete(&mut exchange, Ending::Unanswered { upstream_time: None }, reporters);
         return Ok(answer::error(StatusCode::BAD_GATEWAY, "upstream_unavailable"));
     };
-    let result =
-        tokio::time::timeout(app.proxy.timeouts.upstream_response, runtime.client.request(authority, upstream_request))
-            .await;
+    let result = tokio::time::timeout(
+        app.proxy.timeouts.upstream_response,
+        runtime.client.request(authority, upstream_request, upstream_started),
+    )
+    .await;
     let upstream_time = Some(upstream_started.elapsed());
     let response = match result {
         Ok(Ok(response)) => response,

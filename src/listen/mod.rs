@@ -170,7 +170,8 @@ impl ProxySettings {
         let trusted_proxies = CidrSet::parse(&config.server.trusted_proxies, "server.trusted_proxies")
             .map_err(|mut errs| problems.append(&mut errs));
         let mut header = |value: &Spanned<String>, key: &str| {
-            HeaderName::from_bytes(value.get_ref().as_bytes()).map_err(|_| {
+            // Interned: cloned into every forwarded request (see `interned`).
+            HeaderName::from_bytes(value.get_ref().as_bytes()).map(crate::decision_headers::interned).map_err(|_| {
                 problems.push(Invalid::new(
                     value.span(),
                     key,

@@ -418,11 +418,16 @@ async fn serve_connection<S>(
         let wire_heads = wire_heads.clone();
         let in_flight = service_activity.request_started(request.version() == http::Version::HTTP_2);
         async move {
-            // Read per request, so a reload can switch between proxy and sidecar.
-            let sidecar = runtime.app.load().proxy.sidecar.clone();
-            let response = match sidecar {
-                Some(settings) => super::sidecar::handle(runtime, request, connection, settings).await,
-                None => super::handler::handle(runtime, request, connection, wire_heads).await,
+            // Read per request, so a reload can switch between proxy and
+            // sidecar; the proxy's handler serves with the same load.
+            let app = runtime.app.load_full();
+            let response = match app.proxy.sidecar.clone() {
+                Some(settings) => {
+                    // The sidecar loads what it needs itself.
+                    drop(app);
+                    super::sidecar::handle(runtime, request, connection, settings).await
+                }
+                None => super::handler::handle(runtime, app, request, connection, wire_heads).await,
             };
             Ok::<_, std::convert::Infallible>(response?.map(|inner| InFlightBody { inner, _in_flight: in_flight }))
         }

@@ -42,16 +42,26 @@ pub struct UpstreamClient {
 
 #[derive(Debug)]
 struct Pool {
-    /// Idle connections, the most recently used last.
-    idle: Mutex<VecDeque<Idle>>,
+    state: Mutex<PoolState>,
     connect_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    /// Idle connections, the most recently used last, all to `authority`.
+    idle: VecDeque<Idle>,
+    /// The upstream of the last checkout. After a reload that changes
+    /// `server.upstream`, connections to the old one are closed, not reused.
+    authority: Option<Authority>,
+    /// Counts changes of `authority`: a lent connection goes back to the
+    /// pool only if the upstream has not changed since it was lent. A
+    /// number, where each lease used to hold a clone of the authority,
+    /// whose reference count every worker's requests moved between cores.
+    generation: u64,
 }
 
 #[derive(Debug)]
 struct Idle {
-    /// Where it goes: after a reload that changes `server.upstream`,
-    /// connections to the old one are closed, not reused.
-    authority: Authority,
     sender: SendRequest<ProxyBody>,
     since: Instant,
 }
@@ -60,20 +70,24 @@ struct Idle {
 
 impl UpstreamClient {
     pub fn new(connect_timeout: Duration) -> Self {
-        UpstreamClient { pool: Arc::new(Pool { idle: Mutex::default(), connect_timeout }) }
+        UpstreamClient { pool: Arc::new(Pool { state: Mutex::default(), connect_timeout }) }
     }
 
     /// Send `request` (origin-form URI, `Host` set) to `authority` on an
     /// idle connection, or a new one. A request that never left because
     /// its idle connection had just been closed by the upstream is sent
-    /// again on another one; once written it never is.
+    /// again on another one; once written it never is. `now` is the time
+    /// the caller took when it started the exchange (idle connections are
+    /// aged by it: one clock read fewer per request).
     pub async fn request(
         &self,
         authority: &Authority,
         mut request: Request<ProxyBody>,
+        now: Instant,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         loop {
-            let (mut sender, reused) = match self.pool.checkout(authority) {
+            let (idle, generation) = self.pool.checkout(authority, now);
+            let (mut sender, reused) = match idle {
                 Some(sender) => (sender, true),
                 None => (self.connect(authority).await?, false),
             };
@@ -88,7 +102,7 @@ impl UpstreamClient {
             }
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    let lease = Lease { pool: self.pool.clone(), authority: authority.clone(), sender };
+                    let lease = Lease { pool: self.pool.clone(), generation, sender };
                     return Ok(response.map(|body| UpstreamBody { body, lease: Some(lease), done: false }));
                 }
                 Err(mut error) => match error.take_message() {
@@ -128,47 +142,65 @@ impl UpstreamClient {
 // === impl Pool ===
 
 impl Pool {
-    fn idle(&self) -> MutexGuard<'_, VecDeque<Idle>> {
-        // A poisoned lock is still usable: the queue is consistent after every operation.
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn state(&self) -> MutexGuard<'_, PoolState> {
+        // A poisoned lock is still usable: the state is consistent after every operation.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The most recently used idle connection to `authority` that is still
-    /// open; closed, stale and other upstreams' connections are dropped on
-    /// the way.
-    fn checkout(&self, authority: &Authority) -> Option<SendRequest<ProxyBody>> {
-        let mut idle = self.idle();
-        while let Some(front) = idle.front() {
-            if front.since.elapsed() < IDLE_TIMEOUT {
+    /// open, and the pool's generation to lend it (or a new one) under;
+    /// closed and stale connections are dropped on the way, and all of
+    /// them when the upstream changed.
+    fn checkout(&self, authority: &Authority, now: Instant) -> (Option<SendRequest<ProxyBody>>, u64) {
+        let mut state = self.state();
+        if !state.authority.as_ref().is_some_and(|current| same_authority(current, authority)) {
+            state.idle.clear();
+            state.authority = Some(authority.clone());
+            state.generation += 1;
+        }
+        let generation = state.generation;
+        while let Some(front) = state.idle.front() {
+            if now.saturating_duration_since(front.since) < IDLE_TIMEOUT {
                 break;
             }
-            idle.pop_front();
+            state.idle.pop_front();
         }
-        while let Some(connection) = idle.pop_back() {
-            if !connection.sender.is_closed() && connection.authority == *authority {
-                return Some(connection.sender);
+        while let Some(connection) = state.idle.pop_back() {
+            if !connection.sender.is_closed() {
+                return (Some(connection.sender), generation);
             }
         }
-        None
+        (None, generation)
     }
 
-    fn give_back(&self, authority: Authority, sender: SendRequest<ProxyBody>) {
+    fn give_back(&self, generation: u64, sender: SendRequest<ProxyBody>) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle();
-        if idle.len() >= MAX_IDLE {
-            idle.pop_front();
+        let mut state = self.state();
+        if state.generation != generation {
+            return;
         }
-        idle.push_back(Idle { authority, sender, since: Instant::now() });
+        if state.idle.len() >= MAX_IDLE {
+            state.idle.pop_front();
+        }
+        state.idle.push_back(Idle { sender, since: Instant::now() });
     }
+}
+
+/// Whether two authorities name the same upstream: the same text (every
+/// request of one configuration passes the same one), or equal as
+/// authorities (a reload that kept `server.upstream`).
+fn same_authority(current: &Authority, requested: &Authority) -> bool {
+    std::ptr::eq(current.as_str(), requested.as_str()) || current == requested
 }
 
 /// A connection lent to one exchange.
 #[derive(Debug)]
 struct Lease {
     pool: Arc<Pool>,
-    authority: Authority,
+    /// The pool's generation when lent (see [`PoolState::generation`]).
+    generation: u64,
     sender: SendRequest<ProxyBody>,
 }
 
@@ -188,7 +220,7 @@ impl UpstreamBody {
     fn release(&mut self) {
         self.done = true;
         if let Some(lease) = self.lease.take() {
-            lease.pool.give_back(lease.authority, lease.sender);
+            lease.pool.give_back(lease.generation, lease.sender);
         }
     }
 }

@@ -839,3 +839,35 @@ fn check_accepts_valid_files() {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
 }
+
+/// A reload that changes `server.upstream` sends the next request to the new
+/// upstream, not over a connection the worker's pool kept to the old one;
+/// and back again (the pool's connections are tagged by the upstream's
+/// changes, see `listen::upstream`).
+#[tokio::test]
+async fn a_reload_that_changes_the_upstream_takes_the_next_request_there() {
+    use palisade::app::App;
+    use palisade::clock::SystemClock;
+    use palisade::config::{parse_str, unspanned};
+    use std::sync::Arc;
+
+    let (first, second) = (Upstream::start().await, Upstream::start().await);
+    let mut config = parse_str("", "test.toml").unwrap();
+    let palisade = Palisade::start_config(&mut config, &first).await;
+    let client = http1_client();
+    let get = |path: &str| request("GET", &palisade.url(path), &[("user-agent", BROWSER)], "");
+    let mut reload_to = |upstream: &Upstream| {
+        config.server.upstream = unspanned(upstream.url());
+        let app = App::build(&config, palisade.store.clone(), Arc::new(SystemClock), 7).unwrap();
+        palisade.running.reload(app);
+    };
+    assert_eq!(send(&client, get("/one")).await.status, 200);
+    reload_to(&second);
+    assert_eq!(send(&client, get("/two")).await.status, 200);
+    assert_eq!(send(&client, get("/three")).await.status, 200);
+    reload_to(&first);
+    assert_eq!(send(&client, get("/four")).await.status, 200);
+    let paths = |upstream: &Upstream| upstream.seen().iter().map(|seen| seen.uri.clone()).collect::<Vec<_>>();
+    assert_eq!(paths(&first), ["/one", "/four"]);
+    assert_eq!(paths(&second), ["/two", "/three"]);
+}

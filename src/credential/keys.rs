@@ -31,6 +31,17 @@ pub fn subnet(ip: IpAddr) -> String {
     }
 }
 
+/// A username as its account is counted: lower-cased. Most usernames
+/// are lower-case ASCII already (addresses as typed), which `to_lowercase`
+/// would copy all the same.
+pub fn folded(username: &str) -> std::borrow::Cow<'_, str> {
+    if username.bytes().all(|byte| byte.is_ascii() && !byte.is_ascii_uppercase()) {
+        std::borrow::Cow::Borrowed(username)
+    } else {
+        std::borrow::Cow::Owned(username.to_lowercase())
+    }
+}
+
 /// One counter of a scope. The suffixes are what the stores hold (short,
 /// because every key of every attempt carries one); code names counters
 /// only through this type.
@@ -203,7 +214,7 @@ impl LoginKeys {
     /// The same attempt's keys once its username is known (a sidecar
     /// learns it from the application's outcome report).
     pub fn with_user(&self, hasher: &KeyHasher, username: &str) -> LoginKeys {
-        let (user, user_item) = hasher.hash_and_item("user", username.to_lowercase().as_bytes());
+        let (user, user_item) = hasher.hash_and_item("user", folded(username).as_bytes());
         let user_keys = Some(user_keys(&self.client.route, &user));
         LoginKeys {
             client: self.client.clone(),
@@ -216,7 +227,7 @@ impl LoginKeys {
 
     pub fn new(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str, username: Option<&str>) -> Self {
         let client = client_keys(hasher, route, ip, fingerprint);
-        let user = username.map(|u| hasher.hash_and_item("user", u.to_lowercase().as_bytes()));
+        let user = username.map(|u| hasher.hash_and_item("user", folded(u).as_bytes()));
         let user_keys = user.as_ref().map(|(hash, _)| user_keys(route, hash));
         LoginKeys {
             ip_item: client.ip_item,
@@ -356,9 +367,10 @@ fn client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str) -
 }
 
 fn build_client_keys(hasher: &KeyHasher, route: &str, ip: IpAddr, fingerprint: &str) -> ClientKeys {
-    let mut buffer = [0u8; 64];
-    let ip_text = crate::cidr::ip_text(crate::cidr::canonical_ip(ip), &mut buffer);
-    let (ip_hash, ip_item) = hasher.hash_and_item("ip", ip_text.as_bytes());
+    // The address's item is shared with the other stages that hash it
+    // (its rate-limit key, the classifier): one keyed hash per new client.
+    let ip_item = hasher.address_item(ip);
+    let ip_hash = KeyHasher::hex(ip_item);
     // A scope's `login:{route}:{scope}:{id}:` is written once and each
     // counter's name put after it. Only the address's own keys are new
     // to every client: the keys of its fingerprint, its subnet and its
@@ -684,5 +696,24 @@ mod tests {
             LoginKeys::new(&other, "login", "203.0.113.7".parse().unwrap(), "11po", Some("alice@example.com")).user,
             keys.user
         );
+    }
+
+    /// A username folds as `to_lowercase` folds it, ASCII or not.
+    #[test]
+    fn usernames_fold_as_lowercased() {
+        for name in [
+            "alice",
+            "Alice",
+            "ALICE@EXAMPLE.COM",
+            "user1@example.com",
+            "",
+            "İstanbul",
+            "ÉLODIE",
+            "straße",
+            "ΣΊΣΥΦΟΣ",
+            "a\u{0}b",
+        ] {
+            assert_eq!(folded(name), name.to_lowercase(), "{name:?}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use crate::outcome::{BODY_PREFIX_LIMIT, LoginOutcome, ResponseFacts, classify};
 pub use breach::BreachFilter;
-pub use keys::{Counter, KeyHasher, LoginKeys, Scope, subnet};
+pub use keys::{Counter, KeyHasher, LoginKeys, Scope, folded, subnet};
 
 use crate::config::{AbuseConfig, Config, Invalid};
 use crate::detect::escalation::{Penalties, Step};

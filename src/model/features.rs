@@ -252,7 +252,8 @@ impl FeatureExtractor {
         let client = remember(&CLIENTS, tag, client_parts, || {
             let (ip_item, ip_keys) =
                 remember(&ADDRESSES, tag, &[route_parts[0], route_parts[1], ip_text.as_bytes()], || {
-                    let item = self.hasher.item("ip", ip_text.as_bytes());
+                    // Shared with the rate limit's and the login's keys.
+                    let item = self.hasher.address_item(view.client_ip);
                     (
                         item,
                         scope_keys(

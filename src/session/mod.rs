@@ -624,7 +624,8 @@ impl Stage for SessionStage {
     }
 
     fn plan(&self, view: &RequestView<'_>, context: &mut RequestContext, plan: &mut CounterPlan) {
-        let user_item = view.username.as_deref().map(|user| self.hasher.item("user", user.to_lowercase().as_bytes()));
+        let user_item =
+            view.username.as_deref().map(|user| self.hasher.item("user", crate::credential::folded(user).as_bytes()));
         let facts = self.facts(view, context.at, user_item);
         self.plan_counters(&facts, plan);
         context.insert(facts);

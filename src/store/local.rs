@@ -122,39 +122,49 @@ const NAME_INLINE: usize = 15;
 /// longer ones on the heap.
 #[derive(Debug, Clone)]
 enum Name {
-    Inline(u8, [u8; NAME_INLINE]),
+    /// The name as [`pack`] lays it out: two names are equal exactly when
+    /// these two words are, so a lookup compares two integers per counter.
+    Inline([u64; 2]),
     Heap(Box<str>),
+}
+
+/// A name of up to [`NAME_INLINE`] bytes as two words: its bytes, zeros
+/// after them, and its length in the last byte; `None` for a longer one.
+fn pack(name: &str) -> Option<[u64; 2]> {
+    if name.len() > NAME_INLINE {
+        return None;
+    }
+    let mut bytes = [0u8; NAME_INLINE + 1];
+    bytes[..name.len()].copy_from_slice(name.as_bytes());
+    bytes[NAME_INLINE] = name.len() as u8;
+    let packed = u128::from_le_bytes(bytes);
+    Some([packed as u64, (packed >> 64) as u64])
 }
 
 impl Name {
     fn new(name: &str) -> Self {
-        match name.len() {
-            len if len <= NAME_INLINE => {
-                let mut bytes = [0; NAME_INLINE];
-                bytes[..len].copy_from_slice(name.as_bytes());
-                Name::Inline(len as u8, bytes)
-            }
-            _ => Name::Heap(Box::from(name)),
+        match pack(name) {
+            Some(packed) => Name::Inline(packed),
+            None => Name::Heap(Box::from(name)),
         }
     }
 
     fn is(&self, name: &str) -> bool {
         match self {
-            // Byte by byte, after the length: names are a few bytes, and
-            // most differ in their length or first byte (a slice
-            // comparison would be a call to `memcmp`).
-            Name::Inline(len, bytes) => {
-                usize::from(*len) == name.len() && bytes.iter().zip(name.as_bytes()).all(|(held, byte)| held == byte)
-            }
+            Name::Inline(packed) => pack(name) == Some(*packed),
             Name::Heap(held) => **held == *name,
         }
     }
 
-    fn text(&self) -> &str {
+    fn text(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            // Inline bytes were copied whole from a `&str`.
-            Name::Inline(len, bytes) => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
-            Name::Heap(text) => text,
+            Name::Inline([low, high]) => {
+                let bytes = (u128::from(*low) | u128::from(*high) << 64).to_le_bytes();
+                let len = usize::from(bytes[NAME_INLINE]).min(NAME_INLINE);
+                // Inline bytes were copied whole from a `&str`.
+                std::borrow::Cow::Owned(String::from_utf8_lossy(&bytes[..len]).into_owned())
+            }
+            Name::Heap(text) => std::borrow::Cow::Borrowed(text),
         }
     }
 
@@ -204,7 +214,15 @@ impl Group {
     }
 
     fn field(&mut self, name: &str) -> Option<&mut Slot> {
-        self.fields.iter_mut().find(|field| field.name.is(name)).map(|field| &mut field.slot)
+        // The name packed once as the held names are: each held one is
+        // then compared as two words, not byte by byte.
+        let Some(probe) = pack(name) else {
+            return self.fields.iter_mut().find(|field| field.name.is(name)).map(|field| &mut field.slot);
+        };
+        self.fields
+            .iter_mut()
+            .find(|field| matches!(&field.name, Name::Inline(held) if *held == probe))
+            .map(|field| &mut field.slot)
     }
 
     /// Add a counter; the bytes the group grew by. The array starts with
@@ -239,7 +257,7 @@ impl Group {
 
     /// The full key of a counter of this group.
     fn key_of(&self, field: &Field) -> String {
-        match field.name.text() {
+        match &*field.name.text() {
             "" => self.key.to_string(),
             name => format!("{}:{name}", self.key),
         }
@@ -251,10 +269,33 @@ impl Group {
 /// group of its own, with an empty name. `group:name` gives the key back,
 /// so that keys can be listed.
 fn split(key: &str) -> (&str, &str) {
-    // From the end: names are a few bytes long.
-    match key.as_bytes().iter().rposition(|&byte| byte == b':') {
+    match last_colon(key.as_bytes()) {
         Some(at) if at > 0 && at + 1 < key.len() => (&key[..at], &key[at + 1..]),
         _ => (key, ""),
+    }
+}
+
+/// Where the last `:` of `bytes` is. Names are a few bytes long, so the
+/// last eight bytes are looked at first, as one word (every operation of
+/// a plan is split; byte by byte from the end was a tenth of a login's
+/// counter operations).
+fn last_colon(bytes: &[u8]) -> Option<usize> {
+    const LOW: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let Some(tail) = bytes.len().checked_sub(8) else {
+        return bytes.iter().rposition(|&byte| byte == b':');
+    };
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[tail..]);
+    // Each byte of `x` is 0 where the byte is `:`; the high bit of each
+    // byte of `found` is set exactly where `x`'s byte is 0 (no carries
+    // cross bytes: each byte's low seven bits plus 0x7f stay below 0x100).
+    let x = u64::from_le_bytes(word) ^ 0x3a3a_3a3a_3a3a_3a3a;
+    let found = !(((x & LOW) + LOW) | x) & !LOW;
+    match found {
+        0 => bytes[..tail].iter().rposition(|&byte| byte == b':'),
+        // The highest set bit is the last `:` (little-endian: later bytes
+        // are higher).
+        _ => Some(tail + (63 - found.leading_zeros() as usize) / 8),
     }
 }
 
@@ -494,7 +535,10 @@ impl LocalStore {
         // `PRUNE_EVERY_OPS - 1` over: the plan's index of the next one.
         let mut prune_at = (PRUNE_EVERY_OPS - 1 - first % PRUNE_EVERY_OPS) as usize;
         let mut start = 0;
-        while start < ops.len() {
+        // Each operation's group and name, split once: the operation that
+        // ends a run is the first of the next.
+        let mut next = ops.first().map(group_of);
+        while let Some(split) = next {
             if start == prune_at {
                 let count = first + start as u64;
                 self.prune(now, (count / PRUNE_EVERY_OPS) as usize % SHARDS);
@@ -502,7 +546,9 @@ impl LocalStore {
             }
             // A run of operations on one group stops short of a pruning:
             // the group's shard is locked while it runs.
-            start += self.run_group(&ops[start..prune_at.min(ops.len())], now, &mut read);
+            let (ran, after) = self.run_group(&ops[start..prune_at.min(ops.len())], split, now, &mut read);
+            start += ran;
+            next = after.or_else(|| ops.get(start).map(group_of));
         }
     }
 
@@ -512,10 +558,18 @@ impl LocalStore {
         ((hash >> 24) as u32 as usize) % SHARDS
     }
 
-    /// Run the first of `ops` and the operations after it on the same
-    /// group: one lock, one lookup. How many ran.
-    fn run_group(&self, ops: &[CounterOp], now: Nanos, read: &mut impl FnMut(&CounterOp, Reading)) -> usize {
-        let Some((key, _)) = ops.first().map(group_of) else { return 0 };
+    /// Run the first of `ops` (whose group and name are `first`) and the
+    /// operations after it on the same group: one lock, one lookup. How
+    /// many ran, and the group and name of the operation that ended the
+    /// run (`None` at the end of `ops`).
+    fn run_group<'o>(
+        &self,
+        ops: &'o [CounterOp],
+        first: (&'o str, &'o str),
+        now: Nanos,
+        read: &mut impl FnMut(&CounterOp, Reading),
+    ) -> (usize, Option<(&'o str, &'o str)>) {
+        let (key, _) = first;
         let hash = self.hasher.hash_one(key);
         let mut shard = self.shards[Self::shard_index(hash)].lock().expect("store shard poisoned");
         let shard = &mut *shard;
@@ -530,9 +584,11 @@ impl LocalStore {
         let mut ran = 0;
         let mut added = 0;
         let mut grown: isize = 0;
+        let mut after = None;
         for op in ops {
-            let (group, name) = group_of(op);
+            let (group, name) = if ran == 0 { first } else { group_of(op) };
             if ran > 0 && group != key {
+                after = Some((group, name));
                 break;
             }
             ran += 1;
@@ -559,17 +615,22 @@ impl LocalStore {
                         }
                     },
                 },
-                None => {
-                    let Fresh { reading, slot } = self.fresh(op, now);
-                    if let Some(slot) = slot {
-                        let mut group =
-                            Group { key: Box::from(key), fields: Vec::new(), hits: 0, touched: seconds(now) };
-                        grown += (allocation(key.len()) + group.add(name, slot)) as isize;
-                        added += 1;
-                        held = Some(shard.groups.insert_unique(hash, group, rehash).into_mut());
+                // A group not held: its reads answer at once too (a new
+                // client's address and account).
+                None => match Self::absent(op) {
+                    Some(reading) => reading,
+                    None => {
+                        let Fresh { reading, slot } = self.fresh(op, now);
+                        if let Some(slot) = slot {
+                            let mut group =
+                                Group { key: Box::from(key), fields: Vec::new(), hits: 0, touched: seconds(now) };
+                            grown += (allocation(key.len()) + group.add(name, slot)) as isize;
+                            added += 1;
+                            held = Some(shard.groups.insert_unique(hash, group, rehash).into_mut());
+                        }
+                        reading
                     }
-                    reading
-                }
+                },
             };
             read(op, reading);
         }
@@ -586,7 +647,7 @@ impl LocalStore {
         if shard.size() > self.shard_budget {
             self.make_room(shard, now, 0);
         }
-        ran
+        (ran, after)
     }
 
     fn make_room(&self, shard: &mut Shard, now: Nanos, bytes: usize) {
@@ -901,6 +962,64 @@ pub fn quota(limit: &RateLimitConfig) -> Quota {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
+
+    proptest::proptest! {
+        /// The last `:` found a word at a time is the one found byte by
+        /// byte, for keys of any length and any bytes (`:` and its
+        /// neighbours in value often).
+        #[test]
+        fn the_last_colon_is_found_as_byte_by_byte(
+            bytes in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just(b':'),
+                proptest::strategy::Just(b';'),
+                proptest::strategy::Just(b'9'),
+                proptest::strategy::Just(0xbau8),
+                proptest::num::u8::ANY,
+            ], 0..40)
+        ) {
+            proptest::prop_assert_eq!(last_colon(&bytes), bytes.iter().rposition(|&byte| byte == b':'));
+        }
+    }
+
+    /// Packed names are equal exactly when the names are, and give their
+    /// text back; a name is as large as before (the store's memory
+    /// accounting weighs a counter by its size).
+    #[test]
+    fn packed_names_compare_and_read_as_their_text() {
+        let names = ["", "f", "fa", "af", "users", "a\u{0}", "a", "declines_1m", "fifteen_bytes_1"];
+        for a in names {
+            let packed = Name::new(a);
+            assert!(matches!(packed, Name::Inline(_)), "{a:?}");
+            assert_eq!(packed.text(), a);
+            for b in names {
+                assert_eq!(packed.is(b), a == b, "{a:?} {b:?}");
+            }
+        }
+        assert!(matches!(Name::new("sixteen_bytes_12"), Name::Heap(_)));
+        assert_eq!(Name::new("sixteen_bytes_12").text(), "sixteen_bytes_12");
+        assert_eq!(std::mem::size_of::<Name>(), 24);
+    }
+
+    /// A group finds each of its counters by name, whatever its length
+    /// (inline or on the heap), and no name that is a prefix or an
+    /// extension of a held one.
+    #[test]
+    fn a_group_finds_counters_by_their_whole_name() {
+        let names =
+            ["", "f", "fa", "users", "declines_1m", "fifteen_bytes_1", "sixteen_bytes_12", "a_name_of_twenty_b"];
+        let mut group = Group { key: Box::from("g"), fields: Vec::new(), hits: 0, touched: 0 };
+        for (at, name) in names.iter().enumerate() {
+            group.add(name, Slot::Gcra(at as Nanos));
+        }
+        for (at, name) in names.iter().enumerate() {
+            assert!(matches!(group.field(name), Some(Slot::Gcra(held)) if *held == at as Nanos), "{name:?}");
+        }
+        for absent in
+            ["u", "user", "usersx", "fifteen_bytes_", "fifteen_bytes_12", "sixteen_bytes_1", "a_name_of_twenty_"]
+        {
+            assert!(group.field(absent).is_none(), "{absent:?}");
+        }
+    }
 
     /// Stores fed the same operations read the same numbers to the last
     /// bit, pruning included: which shard holds a key (and so whether an

@@ -93,6 +93,27 @@ impl DistinctSketch {
         }
     }
 
+    /// [`DistinctSketch::register`] as it was before `hash` was added to
+    /// the exact list (what the list's other items give register `index`).
+    pub fn register_without(&self, index: usize, hash: u64) -> u8 {
+        match self {
+            DistinctSketch::Sparse(items) => items
+                .iter()
+                .filter(|&&item| item != hash)
+                .map(|&item| register_of(item))
+                .filter(|&(at, _)| at == index)
+                .map(|(_, rank)| rank)
+                .max()
+                .unwrap_or(0),
+            DistinctSketch::Dense(_) => self.register(index),
+        }
+    }
+
+    /// The register an item goes to and the rank it offers there.
+    pub fn register_of(hash: u64) -> (usize, u8) {
+        register_of(hash)
+    }
+
     /// Bytes held outside the sketch itself (for the store's budget).
     pub fn heap_bytes(&self) -> usize {
         match self {

@@ -59,7 +59,7 @@ where
 
 /// A request's two fingerprints: over its header names as sent, and folded
 /// to lowercase (the same text when no name has an upper-case letter).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fingerprints {
     pub as_sent: Arc<str>,
     pub folded: Arc<str>,

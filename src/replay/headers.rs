@@ -22,43 +22,22 @@ use crate::view::HeaderNames;
 pub struct HeaderBlock {
     pub headers: http::HeaderMap,
     pub wire_names: Vec<Box<str>>,
-    /// The HTTP fingerprints of requests with this block, by version and
-    /// method (a block is sent with one or two): found once per block
-    /// instead of looked up by the names for every request (~900
-    /// instructions a request).
-    fingerprints: std::sync::Mutex<Vec<(http::Version, http::Method, Fingerprints)>>,
 }
 
 impl HeaderBlock {
     pub fn new(headers: http::HeaderMap, wire_names: Vec<Box<str>>) -> Self {
-        HeaderBlock { headers, wire_names, fingerprints: std::sync::Mutex::default() }
+        HeaderBlock { headers, wire_names }
     }
 
     /// The fingerprints a request view of this block gives (see
     /// [`crate::view::RequestView::header_names`]): over the wire names
-    /// when `wire_names` (HTTP/1), else over the map's names.
+    /// when `wire_names` (HTTP/1), else over the map's names. Replay finds
+    /// them once per request shape (see `run`'s `Shapes`).
     pub fn fingerprints(&self, version: http::Version, method: &http::Method, wire_names: bool) -> Fingerprints {
-        let compute = || {
-            let names = HeaderNames::new(&self.headers, wire_names.then_some(&self.wire_names[..]));
-            http_fingerprints(version, method, names)
-        };
-        // Replay reads a capture on one thread: the lock is never contended,
-        // and a poisoned one only costs the computation.
-        let Ok(mut known) = self.fingerprints.lock() else { return compute() };
-        if let Some((_, _, fingerprints)) = known.iter().find(|(v, m, _)| *v == version && m == method) {
-            return fingerprints.clone();
-        }
-        let fingerprints = compute();
-        // Bounded: a block sent with every method there is computes the rest.
-        if known.len() < MAX_FINGERPRINTS {
-            known.push((version, method.clone(), fingerprints.clone()));
-        }
-        fingerprints
+        let names = HeaderNames::new(&self.headers, wire_names.then_some(&self.wire_names[..]));
+        http_fingerprints(version, method, names)
     }
 }
-
-/// Most (version, method) pairs a block keeps fingerprints for.
-const MAX_FINGERPRINTS: usize = 8;
 
 /// Most blocks kept, and most text they are kept by together: a capture of
 /// unique blocks (a cookie or request id in every request) empties the

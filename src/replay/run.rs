@@ -21,6 +21,7 @@ use crate::capture::record::{Header, RecordRef, fill_body, parse_method, parse_t
 use crate::clock::{ManualClock, Nanos, SharedClock};
 use crate::config::{Config, Invalid};
 use crate::error::Error;
+use crate::fingerprint::Fingerprints;
 use crate::lifecycle::{Arrival, Ending, Lifecycle, Reporters, Routed};
 use crate::outcome::ResponseFacts;
 use crate::pipeline::{Decision, Pipeline, PipelineBuilder};
@@ -81,10 +82,7 @@ impl Engine {
         self.clock.set(request.at);
         let routed = self.route(request);
         let body = request.body_for(routed.inspects_body());
-        let known = Known {
-            fingerprints: Some(request.block.fingerprints(request.version, &request.method, request.has_wire_names)),
-            shape: Some(request.shape),
-        };
+        let known = Known { fingerprints: Some(request.fingerprints.clone()), shape: Some(request.shape) };
         let mut exchange =
             self.lifecycle.decide_now_knowing(routed, &request.arrival(), body, known, Reporters::default());
         let ending = match request.status {
@@ -134,6 +132,8 @@ pub struct Prepared {
     /// every request of the capture with this method, version, target and
     /// header block.
     pub shape: u64,
+    /// The request's HTTP fingerprints, found once per shape.
+    fingerprints: Fingerprints,
     blocks: HeaderBlocks,
     targets: Targets,
     /// The number of the current target in `targets`.
@@ -154,6 +154,7 @@ impl Default for Prepared {
             at: 0,
             status: None,
             shape: 0,
+            fingerprints: Fingerprints::default(),
             blocks: HeaderBlocks::default(),
             targets: Targets::default(),
             target: 0,
@@ -238,7 +239,8 @@ impl Prepared {
         self.client_ip = record.client_ip;
         self.at = crate::capture::record::ts_to_nanos(record.ts);
         self.status = record.status;
-        self.shape = self.shapes.of(&self.block, self.target, self.version, &self.method);
+        (self.shape, self.fingerprints) =
+            self.shapes.of(&self.block, self.target, self.version, &self.method, self.has_wire_names);
         Ok(())
     }
 }
@@ -291,7 +293,7 @@ impl Targets {
 /// when full, like the other caches here.
 #[derive(Debug, Clone, Default)]
 struct Shapes {
-    numbers: hashbrown::HashMap<ShapeKey, (Arc<HeaderBlock>, u64)>,
+    numbers: hashbrown::HashMap<ShapeKey, (Arc<HeaderBlock>, u64, Fingerprints)>,
 }
 
 /// A shape's block (by address), target number, version and method.
@@ -301,18 +303,29 @@ type ShapeKey = (usize, u64, http::Version, http::Method);
 const MAX_SHAPES: usize = 16 * 1024;
 
 impl Shapes {
-    fn of(&mut self, block: &Arc<HeaderBlock>, target: u64, version: http::Version, method: &http::Method) -> u64 {
+    /// The shape of a request with this block, target, version and
+    /// method, and its fingerprints (over the block's wire names when
+    /// `wire_names`, which the version decides).
+    fn of(
+        &mut self,
+        block: &Arc<HeaderBlock>,
+        target: u64,
+        version: http::Version,
+        method: &http::Method,
+        wire_names: bool,
+    ) -> (u64, Fingerprints) {
         static NUMBERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let key = (Arc::as_ptr(block) as usize, target, version, method.clone());
-        if let Some((_, shape)) = self.numbers.get(&key) {
-            return *shape;
+        if let Some((_, shape, fingerprints)) = self.numbers.get(&key) {
+            return (*shape, fingerprints.clone());
         }
         if self.numbers.len() >= MAX_SHAPES {
             self.numbers.clear();
         }
         let shape = NUMBERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.numbers.insert(key, (block.clone(), shape));
-        shape
+        let fingerprints = block.fingerprints(version, method, wire_names);
+        self.numbers.insert(key, (block.clone(), shape, fingerprints.clone()));
+        (shape, fingerprints)
     }
 }
 
@@ -605,7 +618,7 @@ mod tests {
                     let text =
                         line("/a", block, "").replace("\"POST\"", &format!("\"{method}\",\"version\":\"{version}\""));
                     request.fill(&RecordRef::parse(&text).unwrap()).unwrap();
-                    let kept = request.block.fingerprints(request.version, &request.method, request.has_wire_names);
+                    let kept = request.fingerprints.clone();
                     let computed = request.with_view(engine.lifecycle(), |view| {
                         (view.shared_fingerprint().clone(), Arc::<str>::from(view.counter_fingerprint()))
                     });

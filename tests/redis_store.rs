@@ -133,6 +133,83 @@ async fn every_operation_reads_the_same_in_redis_as_in_process() {
     }
 }
 
+/// A plan whose scopes (groups) run the same operations, as a login's
+/// credential scopes do: the call sends them once for several groups
+/// (`=`). One scope of four now and then runs one operation fewer or adds
+/// another amount, and rate limits come between scopes.
+fn scoped_plan(rng: &mut Rng) -> CounterPlan {
+    let limit = RateLimitConfig { requests: 5, period_secs: 10, burst: Some(3) };
+    let mut plan = CounterPlan::new(Key::from("login"));
+    let template: Vec<(u64, u64, u64)> =
+        (0..1 + rng.below(4)).map(|_| (rng.below(7), rng.below(2), rng.below(3))).collect();
+    for _ in 0..1 + rng.below(4) {
+        let scope = rng.below(5);
+        if rng.below(5) == 0 {
+            plan.push(CounterOp::Gcra { key: Key::from(format!("g:{}", rng.below(2))), limit });
+        }
+        let odd = rng.below(6) == 0;
+        for (n, &(kind, field, param)) in template.iter().enumerate() {
+            if odd && n == 0 && template.len() > 1 {
+                continue;
+            }
+            let param = if odd { (param + 1) % 3 } else { param };
+            // One kind of counter per key (as stages plan them); bans and
+            // their checks share theirs.
+            let kind_name = ["c", "d", "h", "y", "b", "r", "b"][kind as usize];
+            let key = Key::from(format!("s{scope}:{kind_name}{field}"));
+            let op = match kind {
+                0 => CounterOp::Count { key, window: Duration::from_secs(60), add: param },
+                1 => CounterOp::Distinct {
+                    key,
+                    window: Duration::from_secs(30),
+                    item: (param > 0).then(|| param.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                },
+                2 => CounterOp::DistinctIfHeld {
+                    key,
+                    window: Duration::from_secs(30),
+                    item: (param + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                },
+                3 => CounterOp::Decay { key, half_life: Duration::from_secs(60), add: [0.0, 1.0, 0.5][param as usize] },
+                4 => CounterOp::BanCheck { key },
+                5 => CounterOp::Rhythm { key, window: Duration::from_secs(5) },
+                _ => CounterOp::Ban { key, ttl: Duration::from_secs(1 + param), reason: Key::from("test") },
+            };
+            plan.push(op);
+        }
+    }
+    plan
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_running_the_same_operations_read_the_same_in_redis_as_in_process() {
+    let server = RedisServer::start();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
+    let local = LocalStore::new(clock.clone());
+    let redis = redis_store(&server, clock.clone(), TimeSource::Clock).await;
+    let mut rng = Rng(0x5eed_1234_abcd_0002);
+    let mut compared = 0;
+    for step in 0..2_000 {
+        let advance = match rng.below(10) {
+            0 => Duration::from_secs(rng.below(90)),
+            _ => Duration::from_millis(rng.below(1_500)),
+        };
+        clock.advance(advance);
+        let plan = scoped_plan(&mut rng);
+        let now = clock.now();
+        let mut from_local = CounterReadings::default();
+        local.execute(&plan, now, &mut from_local);
+        let mut from_redis = CounterReadings::default();
+        redis.execute(&plan, now, &mut from_redis).await;
+        assert!(!from_redis.degraded(), "step {step}: Redis did not answer");
+        assert_eq!(from_local.len(), from_redis.len());
+        for (op, (a, b)) in plan.ops().iter().zip(from_local.values().iter().zip(from_redis.values())) {
+            assert_same(step, op, *a, *b);
+            compared += 1;
+        }
+    }
+    println!("{compared} readings compared, all equal");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_time_drives_limits_and_bans() {
     let server = RedisServer::start();

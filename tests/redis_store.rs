@@ -98,32 +98,7 @@ fn assert_same(step: usize, op: &CounterOp, local: Reading, redis: Reading) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_reads_the_same_in_redis_as_in_process() {
     let server = RedisServer::start();
-    let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
-    let local = LocalStore::new(clock.clone());
-    let redis = redis_store(&server, clock.clone(), TimeSource::Clock).await;
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let mut compared = 0;
-    for step in 0..3_000 {
-        // Mostly small steps (limits and bans bite), sometimes whole windows.
-        let advance = match rng.below(10) {
-            0 => Duration::from_secs(rng.below(90)),
-            _ => Duration::from_millis(rng.below(1_500)),
-        };
-        clock.advance(advance);
-        let plan = random_plan(&mut rng);
-        let now = clock.now();
-        let mut from_local = CounterReadings::default();
-        local.execute(&plan, now, &mut from_local);
-        let mut from_redis = CounterReadings::default();
-        redis.execute(&plan, now, &mut from_redis).await;
-        assert!(!from_redis.degraded(), "step {step}: Redis did not answer");
-        assert_eq!(from_local.len(), from_redis.len());
-        for (op, (a, b)) in plan.ops().iter().zip(from_local.values().iter().zip(from_redis.values())) {
-            assert_same(step, op, *a, *b);
-            compared += 1;
-        }
-    }
-    println!("{compared} readings compared, all equal");
+    compare_with_in_process(&server, 0x5eed_1234_abcd_0001, 3_000, random_plan).await;
     // Every key is under the prefix and the plan's hash tag, with a TTL
     // (-1 is a key without one; -2, one that expired since the scan).
     for key in server.keys() {
@@ -183,18 +158,31 @@ fn scoped_plan(rng: &mut Rng) -> CounterPlan {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scopes_running_the_same_operations_read_the_same_in_redis_as_in_process() {
     let server = RedisServer::start();
+    compare_with_in_process(&server, 0x5eed_1234_abcd_0002, 2_000, scoped_plan).await;
+}
+
+/// Runs `steps` plans made by `make_plan` through an in-process store and
+/// a Redis store on one manual clock, and holds every reading of the two
+/// to each other.
+async fn compare_with_in_process(
+    server: &RedisServer,
+    seed: u64,
+    steps: usize,
+    make_plan: fn(&mut Rng) -> CounterPlan,
+) {
     let clock = Arc::new(ManualClock::new(1_700_000_000_000_000_000));
     let local = LocalStore::new(clock.clone());
-    let redis = redis_store(&server, clock.clone(), TimeSource::Clock).await;
-    let mut rng = Rng(0x5eed_1234_abcd_0002);
+    let redis = redis_store(server, clock.clone(), TimeSource::Clock).await;
+    let mut rng = Rng(seed);
     let mut compared = 0;
-    for step in 0..2_000 {
+    for step in 0..steps {
+        // Mostly small steps (limits and bans bite), sometimes whole windows.
         let advance = match rng.below(10) {
             0 => Duration::from_secs(rng.below(90)),
             _ => Duration::from_millis(rng.below(1_500)),
         };
         clock.advance(advance);
-        let plan = scoped_plan(&mut rng);
+        let plan = make_plan(&mut rng);
         let now = clock.now();
         let mut from_local = CounterReadings::default();
         local.execute(&plan, now, &mut from_local);

@@ -473,19 +473,31 @@ impl CredentialStage {
                 });
             }
         }
-        if keys.user.is_some() && outcome == LoginOutcome::Failure {
-            plan.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 1 });
-        }
-        let failed = f64::from(u8::from(outcome == LoginOutcome::Failure));
-        let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
-        for (counter, half_life, add) in [
-            (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE, 1.0),
-            (Counter::RecentFailures, SITE_RECENT_HALF_LIFE, failed),
-            (Counter::BaselineAttempts, baseline, 1.0),
-            (Counter::BaselineFailures, baseline, failed),
-        ] {
-            plan.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add });
-        }
+        account_and_site_outcome(keys, abuse, outcome, |op| plan.push(op));
+    }
+}
+
+/// The writes of an outcome after the scopes': the account's failure and
+/// the route's site-wide decayed sums, in that order.
+fn account_and_site_outcome(
+    keys: &LoginKeys,
+    abuse: &AbuseConfig,
+    outcome: LoginOutcome,
+    mut push: impl FnMut(CounterOp),
+) {
+    let window = Duration::from_secs(abuse.window_secs);
+    if keys.user.is_some() && outcome == LoginOutcome::Failure {
+        push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 1 });
+    }
+    let failed = f64::from(u8::from(outcome == LoginOutcome::Failure));
+    let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
+    for (counter, half_life, add) in [
+        (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE, 1.0),
+        (Counter::RecentFailures, SITE_RECENT_HALF_LIFE, failed),
+        (Counter::BaselineAttempts, baseline, 1.0),
+        (Counter::BaselineFailures, baseline, failed),
+    ] {
+        push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add });
     }
 }
 
@@ -664,19 +676,8 @@ mod tests {
                 });
             }
         }
-        if keys.user.is_some() && outcome == LoginOutcome::Failure {
-            ops.push(CounterOp::Count { key: keys.key(Scope::User, Counter::Failures), window, add: 1 });
-        }
-        let failed = f64::from(u8::from(outcome == LoginOutcome::Failure));
-        let baseline = Duration::from_secs(abuse.baseline_half_life_secs);
-        for (counter, half_life, add) in [
-            (Counter::RecentAttempts, SITE_RECENT_HALF_LIFE, 1.0),
-            (Counter::RecentFailures, SITE_RECENT_HALF_LIFE, failed),
-            (Counter::BaselineAttempts, baseline, 1.0),
-            (Counter::BaselineFailures, baseline, failed),
-        ] {
-            ops.push(CounterOp::Decay { key: keys.key(Scope::Site, counter), half_life, add });
-        }
+        // The account's and the route's writes did not change order.
+        account_and_site_outcome(keys, abuse, outcome, |op| ops.push(op));
         ops
     }
 
